@@ -1,0 +1,207 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/database.js';
+import type { Dialect } from '../db/dialect.js';
+import { appendEvents } from '../events/events.repository.js';
+
+export interface AllocationRequest {
+  nodeId: number;
+  /** Free bytes the node reports now. */
+  freeBytes: number;
+  maxAssets: number;
+  minPriority: number;
+  actor: string;
+}
+
+export interface AllocationPolicy {
+  leaseMs: number;
+  unknownSizeEstimateBytes: number;
+  unknownSizeMaxPerRequest: number;
+}
+
+export interface GrantedAsset {
+  allocationId: number;
+  id: string;
+  name: string;
+  url: string;
+  sizeBytes: number | null;
+  priority: number;
+  sha256: string | null;
+  reservedBytes: number;
+  expiresAt: number;
+}
+
+interface Candidate {
+  id: string;
+  name: string;
+  url: string;
+  size_bytes: number | null;
+  priority: number;
+  holders: number;
+  first_seen_at: number;
+  sha256: string | null;
+}
+
+/**
+ * Grants a node the most important assets that fit what it reported free, in one transaction.
+ *
+ * Invariant 1: only assets with holders < replicas_target, never one the node already holds or
+ * keeps (the partial unique index `allocations_one_per_node` backs this up). Invariant 2: the
+ * budget is the reported free bytes minus the node's active reservations, read after the node's
+ * row is locked by the UPDATE, so two requests of one node cannot both spend it. Invariant 3:
+ * candidates in priority desc, holders asc, first_seen asc, id order. On PostgreSQL, candidates
+ * are claimed with FOR UPDATE SKIP LOCKED so concurrent nodes take different rows without waiting.
+ */
+export async function allocateAssets(
+  db: Db,
+  dialect: Dialect,
+  request: AllocationRequest,
+  policy: AllocationPolicy,
+  now: number,
+): Promise<GrantedAsset[]> {
+  return db.transaction().execute(async (trx) => {
+    await trx
+      .updateTable('nodes')
+      .set({ free_bytes: request.freeBytes, free_reported_at: now })
+      .where('id', '=', request.nodeId)
+      .execute();
+    const { reserved } = await trx
+      .selectFrom('allocations')
+      .select(sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved'))
+      .where('node_id', '=', request.nodeId)
+      .where('state', '=', 'active')
+      .executeTakeFirstOrThrow();
+    const budget = request.freeBytes - Number(reserved);
+    if (budget <= 0 || request.maxAssets <= 0) return [];
+
+    const known = await selectCandidates(trx, dialect, request, 'known', budget, Math.min(request.maxAssets * 3, 1000));
+    const unknownCap = Math.min(policy.unknownSizeMaxPerRequest, request.maxAssets);
+    const unknown =
+      unknownCap > 0 && policy.unknownSizeEstimateBytes <= budget
+        ? await selectCandidates(trx, dialect, request, 'unknown', budget, unknownCap)
+        : [];
+    const picked = pickWithinBudget(mergeInAllocationOrder(known, unknown), budget, request.maxAssets, {
+      estimate: policy.unknownSizeEstimateBytes,
+      maxUnknown: unknownCap,
+    });
+    if (picked.length === 0) return [];
+
+    const expiresAt = now + policy.leaseMs;
+    const inserted = await trx
+      .insertInto('allocations')
+      .values(
+        picked.map(({ asset, reservedBytes }) => ({
+          asset_id: asset.id,
+          node_id: request.nodeId,
+          state: 'active' as const,
+          reserved_bytes: reservedBytes,
+          created_at: now,
+          expires_at: expiresAt,
+          verified: 0,
+        })),
+      )
+      .returning(['id', 'asset_id'])
+      .execute();
+    await trx
+      .updateTable('assets')
+      .set((eb) => ({ holders: eb('holders', '+', 1) }))
+      .where(
+        'id',
+        'in',
+        picked.map(({ asset }) => asset.id),
+      )
+      .execute();
+    const allocationIds = new Map(inserted.map((row) => [row.asset_id, row.id]));
+    await appendEvents(
+      trx,
+      now,
+      picked.map(({ asset, reservedBytes }) => ({
+        actor: request.actor,
+        kind: 'allocation.granted',
+        subjectType: 'allocation',
+        subjectId: allocationIds.get(asset.id) as number,
+        data: { asset_id: asset.id, node_id: request.nodeId, reserved_bytes: reservedBytes, expires_at: expiresAt },
+      })),
+    );
+    return picked.map(({ asset, reservedBytes }) => ({
+      allocationId: allocationIds.get(asset.id) as number,
+      id: asset.id,
+      name: asset.name,
+      url: asset.url,
+      sizeBytes: asset.size_bytes,
+      priority: asset.priority,
+      sha256: asset.sha256,
+      reservedBytes,
+      expiresAt,
+    }));
+  });
+}
+
+/**
+ * Candidates of known size that fit the budget, or of unknown size; each list comes straight off
+ * an index in allocation order (`assets_claim_order`, `assets_claim_order_unknown_size`).
+ */
+async function selectCandidates(
+  trx: Db,
+  dialect: Dialect,
+  request: AllocationRequest,
+  size: 'known' | 'unknown',
+  budget: number,
+  limit: number,
+): Promise<Candidate[]> {
+  let query = trx
+    .selectFrom('assets')
+    .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256'])
+    .where('state', '=', 'pending')
+    .whereRef('holders', '<', 'replicas_target')
+    .where('priority', '>=', request.minPriority)
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('allocations')
+            .select(sql.lit(1).as('one'))
+            .whereRef('allocations.asset_id', '=', 'assets.id')
+            .where('allocations.node_id', '=', request.nodeId)
+            .where('allocations.state', 'in', ['active', 'completed']),
+        ),
+      ),
+    )
+    .orderBy('priority', 'desc')
+    .orderBy('holders', 'asc')
+    .orderBy('first_seen_at', 'asc')
+    .orderBy('id', 'asc')
+    .limit(limit);
+  query = size === 'known' ? query.where('size_bytes', 'is not', null).where('size_bytes', '<=', budget) : query.where('size_bytes', 'is', null);
+  if (dialect.hasRowLocks) query = query.forUpdate('assets').skipLocked();
+  return query.execute();
+}
+
+function compareAllocationOrder(a: Candidate, b: Candidate): number {
+  return b.priority - a.priority || a.holders - b.holders || a.first_seen_at - b.first_seen_at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+function mergeInAllocationOrder(known: Candidate[], unknown: Candidate[]): Candidate[] {
+  return unknown.length === 0 ? known : [...known, ...unknown].sort(compareAllocationOrder);
+}
+
+/** Greedy in allocation order: take each candidate that still fits, up to the count and unknown-size caps. */
+function pickWithinBudget(
+  candidates: Candidate[],
+  budget: number,
+  maxAssets: number,
+  unknownSize: { estimate: number; maxUnknown: number },
+): { asset: Candidate; reservedBytes: number }[] {
+  const picked: { asset: Candidate; reservedBytes: number }[] = [];
+  let remaining = budget;
+  let unknownTaken = 0;
+  for (const asset of candidates) {
+    if (picked.length >= maxAssets) break;
+    const isUnknown = asset.size_bytes === null;
+    const bytes = asset.size_bytes ?? unknownSize.estimate;
+    if (bytes > remaining || (isUnknown && unknownTaken >= unknownSize.maxUnknown)) continue;
+    picked.push({ asset, reservedBytes: bytes });
+    remaining -= bytes;
+    if (isUnknown) unknownTaken += 1;
+  }
+  return picked;
+}

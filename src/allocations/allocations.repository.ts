@@ -1,0 +1,44 @@
+import { toIso } from '../clock.js';
+import type { Db } from '../db/database.js';
+import type { AllocationView } from './allocations.schemas.js';
+import type { AllocationState } from './allocations.table.js';
+
+export interface AllocationFilter {
+  nodeId?: number;
+  assetId?: string;
+  state?: AllocationState;
+  /** Only allocations with an id below this one (newest first). */
+  before?: number;
+  limit: number;
+}
+
+export async function listAllocations(db: Db, filter: AllocationFilter): Promise<AllocationView[]> {
+  let query = db
+    .selectFrom('allocations')
+    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+    .selectAll('allocations')
+    .select('nodes.name as node_name')
+    .orderBy('allocations.id', 'desc')
+    .limit(filter.limit);
+  if (filter.nodeId !== undefined) query = query.where('allocations.node_id', '=', filter.nodeId);
+  if (filter.assetId !== undefined) query = query.where('allocations.asset_id', '=', filter.assetId);
+  if (filter.state !== undefined) query = query.where('allocations.state', '=', filter.state);
+  if (filter.before !== undefined) query = query.where('allocations.id', '<', filter.before);
+  const rows = await query.execute();
+  return rows.map((row) => ({
+    id: row.id,
+    asset_id: row.asset_id,
+    node_id: row.node_id,
+    node_name: row.node_name,
+    state: row.state,
+    reserved_bytes: row.reserved_bytes,
+    created_at: toIso(row.created_at),
+    expires_at: toIso(row.expires_at),
+    ended_at: toIso(row.ended_at),
+    end_reason: row.end_reason,
+    bytes: row.bytes,
+    sha256: row.sha256,
+    uri: row.uri,
+    verified: row.verified === 1,
+  }));
+}

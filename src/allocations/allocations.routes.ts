@@ -1,0 +1,172 @@
+import { Type } from '@sinclair/typebox';
+import { toIso } from '../clock.js';
+import { AppError } from '../errors.js';
+import { actorOf, isAdmin, principalOf, type Guards, type Principal } from '../http/auth.js';
+import type { App, AppContext } from '../http/context.js';
+import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
+import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
+import { findOrCreateNode } from '../nodes/nodes.service.js';
+import { allocateAssets } from './allocate.service.js';
+import { listAllocations } from './allocations.repository.js';
+import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
+import { completeAllocation, releaseAllocation } from './allocations.service.js';
+
+/**
+ * The node a request acts for. A node token acts only for its own node (by name or id); an admin
+ * acts for any node, and with `create` a name never seen before becomes a new node (seed behaviour).
+ */
+export async function resolveNode(
+  ctx: AppContext,
+  principal: Principal,
+  ref: string | number,
+  options: { create: boolean },
+): Promise<{ id: number; name: string }> {
+  if (principal.kind === 'node') {
+    if (ref !== principal.nodeName && ref !== principal.nodeId && ref !== String(principal.nodeId)) {
+      throw new AppError('FORBIDDEN', `This node token belongs to node "${principal.nodeName}", not "${ref}".`);
+    }
+    return { id: principal.nodeId, name: principal.nodeName };
+  }
+  if (!isAdmin(principal)) throw new AppError('FORBIDDEN', 'This route needs a node token or an admin token.');
+  const node = typeof ref === 'number' ? await findNodeById(ctx.db, ref) : await findNodeByName(ctx.db, ref);
+  if (node) return node;
+  if (options.create && typeof ref === 'string') return findOrCreateNode(ctx.db, ref, actorOf(principal), ctx.clock.now());
+  throw new AppError('NODE_NOT_FOUND', `No node "${ref}".`);
+}
+
+export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guards): void {
+  const nodeRateLimit = { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } };
+
+  app.post(
+    '/allocate',
+    {
+      onRequest: guards.nodeOrAdmin,
+      config: nodeRateLimit,
+      schema: {
+        tags: ['rescue'],
+        summary: 'Hand a node the most important assets that fit its free space',
+        security: bearerSecurity,
+        body: AllocateBody,
+        response: { 200: Type.Array(AllocatedAsset), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const body = request.body;
+      const node = await resolveNode(ctx, principal, body.node_id, { create: true });
+      const granted = await allocateAssets(
+        ctx.db,
+        ctx.dialect,
+        {
+          nodeId: node.id,
+          freeBytes: Math.floor(body.free_space_gb * GIB),
+          maxAssets: body.max_assets ?? 100,
+          minPriority: body.min_priority ?? 1,
+          actor: actorOf(principal),
+        },
+        {
+          leaseMs: ctx.config.allocationExpiryMs,
+          unknownSizeEstimateBytes: ctx.config.unknownSizeEstimateBytes,
+          unknownSizeMaxPerRequest: ctx.config.unknownSizeMaxPerRequest,
+        },
+        ctx.clock.now(),
+      );
+      if (granted.length === 0) throw new AppError('NO_ASSETS_AVAILABLE', 'No available assets matching the criteria');
+      return granted.map((asset) => ({
+        id: asset.id,
+        url: asset.url,
+        size_mb: bytesToMb(asset.sizeBytes),
+        priority: asset.priority,
+        name: asset.name,
+        size_bytes: asset.sizeBytes,
+        sha256: asset.sha256,
+        allocation_id: asset.allocationId,
+        expires_at: toIso(asset.expiresAt),
+      }));
+    },
+  );
+
+  app.post(
+    '/release',
+    {
+      onRequest: guards.nodeOrAdmin,
+      config: nodeRateLimit,
+      schema: {
+        tags: ['rescue'],
+        summary: 'Give back an allocated asset',
+        security: bearerSecurity,
+        body: ReleaseBody,
+        response: { 200: Type.Object({ status: Type.String(), message: Type.String() }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const node = await resolveNode(ctx, principal, request.body.node_id, { create: false });
+      await releaseAllocation(
+        ctx.db,
+        { assetId: request.body.asset_id, nodeId: node.id, reason: request.body.reason ?? null, actor: actorOf(principal) },
+        ctx.clock.now(),
+      );
+      return { status: 'success', message: 'Asset released successfully' };
+    },
+  );
+
+  app.post(
+    '/complete',
+    {
+      onRequest: guards.nodeOrAdmin,
+      config: nodeRateLimit,
+      schema: {
+        tags: ['rescue'],
+        summary: 'Report a finished, checksummed copy',
+        security: bearerSecurity,
+        body: CompleteBody,
+        response: { 200: CompleteResponse, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const body = request.body;
+      const node = await resolveNode(ctx, principal, body.node_id, { create: false });
+      const result = await completeAllocation(
+        ctx.db,
+        { assetId: body.asset_id, nodeId: node.id, sha256: body.sha256, bytes: body.bytes, uri: body.uri ?? null, actor: actorOf(principal) },
+        ctx.clock.now(),
+      );
+      return {
+        status: 'success',
+        message: 'Copy recorded',
+        asset_state: result.assetState,
+        copies: result.copies,
+        replicas_target: result.replicasTarget,
+      };
+    },
+  );
+
+  app.get(
+    '/allocations',
+    {
+      onRequest: guards.nodeOrAdmin,
+      schema: {
+        tags: ['rescue'],
+        summary: 'List allocations, newest first (nodes see their own)',
+        security: bearerSecurity,
+        querystring: AllocationQuery,
+        response: { 200: Type.Object({ items: Type.Array(AllocationView), next_cursor: Type.Union([Type.Integer(), Type.Null()]) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const query = request.query;
+      let nodeId: number | undefined;
+      if (principal.kind === 'node') {
+        nodeId = principal.nodeId;
+        if (query.node !== undefined) await resolveNode(ctx, principal, query.node, { create: false });
+      } else if (query.node !== undefined) {
+        nodeId = (await resolveNode(ctx, principal, /^\d+$/.test(query.node) ? Number(query.node) : query.node, { create: false })).id;
+      }
+      const items = await listAllocations(ctx.db, { nodeId, assetId: query.asset, state: query.state, before: query.cursor, limit: query.limit });
+      return { items, next_cursor: items.length === query.limit ? (items[items.length - 1]?.id ?? null) : null };
+    },
+  );
+}

@@ -1,0 +1,94 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { AssetId, Priority, Sha256 } from '../assets/assets.schemas.js';
+import { Limit, Nullable } from '../http/schemas.js';
+
+/** The seeds' node ids are names; Orion's integer ids are accepted too. */
+export const NodeRef = Type.Union([Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' }), Type.Integer({ minimum: 1 })]);
+
+export const AllocateBody = Type.Object(
+  {
+    free_space_gb: Type.Number({ minimum: 0, maximum: 1_000_000_000, description: 'Free space the node has now, in GiB.' }),
+    node_id: NodeRef,
+    max_assets: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    min_priority: Type.Optional(Priority),
+  },
+  { additionalProperties: false },
+);
+
+export const AllocatedAsset = Type.Object({
+  id: Type.String(),
+  url: Type.String(),
+  size_mb: Nullable(Type.Number({ description: 'null when the size is unknown (an estimate was reserved).' })),
+  priority: Type.Integer(),
+  name: Type.String(),
+  size_bytes: Nullable(Type.Integer()),
+  sha256: Nullable(Type.String()),
+  allocation_id: Type.Integer(),
+  expires_at: Type.String(),
+});
+
+export const ReleaseBody = Type.Object(
+  {
+    asset_id: AssetId,
+    node_id: NodeRef,
+    reason: Type.Optional(Type.String({ maxLength: 500, description: 'Why the node gives it up (kept in events).' })),
+  },
+  { additionalProperties: false },
+);
+
+export const CompleteBody = Type.Object(
+  {
+    asset_id: AssetId,
+    node_id: NodeRef,
+    sha256: Sha256,
+    bytes: Type.Integer({ minimum: 0, maximum: 2 ** 50 }),
+    uri: Type.Optional(Type.String({ maxLength: 4096, description: 'Where the copy can be shared from (e.g. a magnet link).' })),
+  },
+  { additionalProperties: false },
+);
+
+export const CompleteResponse = Type.Object({
+  status: Type.String(),
+  message: Type.String(),
+  asset_state: Type.String(),
+  copies: Type.Integer(),
+  replicas_target: Type.Integer(),
+});
+
+const AllocationState = Type.Union([
+  Type.Literal('active'),
+  Type.Literal('completed'),
+  Type.Literal('released'),
+  Type.Literal('expired'),
+  Type.Literal('reclaimed'),
+  Type.Literal('failed'),
+]);
+
+export const AllocationQuery = Type.Object(
+  {
+    node: Type.Optional(Type.String({ maxLength: 64, description: 'Node name or id.' })),
+    asset: Type.Optional(AssetId),
+    state: Type.Optional(AllocationState),
+    cursor: Type.Optional(Type.Integer({ minimum: 1, description: 'next_cursor of the previous page.' })),
+    limit: Limit(100, 1000),
+  },
+  { additionalProperties: false },
+);
+
+export const AllocationView = Type.Object({
+  id: Type.Integer(),
+  asset_id: Type.String(),
+  node_id: Type.Integer(),
+  node_name: Type.String(),
+  state: Type.String(),
+  reserved_bytes: Type.Integer(),
+  created_at: Type.String(),
+  expires_at: Type.String(),
+  ended_at: Nullable(Type.String()),
+  end_reason: Nullable(Type.String()),
+  bytes: Nullable(Type.Integer()),
+  sha256: Nullable(Type.String()),
+  uri: Nullable(Type.String()),
+  verified: Type.Boolean(),
+});
+export type AllocationView = Static<typeof AllocationView>;

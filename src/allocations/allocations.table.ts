@@ -1,0 +1,23 @@
+import type { Generated, Selectable } from 'kysely';
+
+export type AllocationState = 'active' | 'completed' | 'released' | 'expired' | 'reclaimed' | 'failed';
+
+export interface AllocationsTable {
+  id: Generated<number>;
+  asset_id: string;
+  node_id: number;
+  state: AllocationState;
+  /** Bytes set aside on the node: the asset's size, or the configured estimate when unknown. */
+  reserved_bytes: number;
+  created_at: number;
+  expires_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+  bytes: number | null;
+  sha256: string | null;
+  uri: string | null;
+  /** 1 when this completed allocation counts as a verified copy. */
+  verified: number;
+}
+
+export type AllocationRow = Selectable<AllocationsTable>;

@@ -1,0 +1,73 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { Limit, Nullable } from '../http/schemas.js';
+
+export const AssetId = Type.String({ minLength: 1, maxLength: 512, pattern: '^\\S(.*\\S)?$', description: 'The source\'s resource id or any stable id.' });
+export const Priority = Type.Integer({ minimum: 1, maximum: 10 });
+export const Sha256 = Type.String({ pattern: '^[0-9a-fA-F]{64}$', description: 'Hex SHA-256.' });
+const Url = Type.String({ minLength: 1, maxLength: 4096, pattern: '^https?://\\S+$', description: 'http(s) URL.' });
+// 1 PiB: larger than any single file a portal serves, small enough to stay exact as a double.
+const MAX_ASSET_BYTES = 2 ** 50;
+
+/** The seeds' asset format, plus optional fields Dispatcher understands. */
+export const AssetInput = Type.Object(
+  {
+    id: AssetId,
+    url: Url,
+    name: Type.String({ minLength: 1, maxLength: 1024 }),
+    priority: Priority,
+    size_mb: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: MAX_ASSET_BYTES / 1024 / 1024, description: 'Size in MiB; null or absent when unknown.' }))),
+    size_bytes: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_ASSET_BYTES, description: 'Exact size; wins over size_mb.' }))),
+    replicas_target: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Copies wanted on distinct nodes (default DEFAULT_REPLICAS_TARGET).' })),
+    dataset: Type.Optional(Nullable(Type.String({ maxLength: 1024 }))),
+    organization: Type.Optional(Nullable(Type.String({ maxLength: 1024 }))),
+    format: Type.Optional(Nullable(Type.String({ maxLength: 128 }))),
+    sha256: Type.Optional(Nullable(Sha256)),
+    source: Type.Optional(Nullable(Type.String({ maxLength: 1024 }))),
+  },
+  { additionalProperties: false },
+);
+export type AssetInput = Static<typeof AssetInput>;
+
+export const AssetList = Type.Array(AssetInput, { maxItems: 100_000 });
+
+export const AssetView = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  url: Type.String(),
+  size_mb: Nullable(Type.Number()),
+  size_bytes: Nullable(Type.Integer()),
+  priority: Type.Integer(),
+  replicas_target: Type.Integer(),
+  state: Type.String({ description: 'pending, rescued or gone' }),
+  copies: Type.Integer({ description: 'Verified copies.' }),
+  active_allocations: Type.Integer(),
+  dataset: Nullable(Type.String()),
+  organization: Nullable(Type.String()),
+  format: Nullable(Type.String()),
+  sha256: Nullable(Type.String()),
+  source: Nullable(Type.String()),
+  first_seen: Type.String(),
+  last_seen: Type.String(),
+  removed_from_source: Nullable(Type.String()),
+});
+export type AssetView = Static<typeof AssetView>;
+
+export const AssetQuery = Type.Object(
+  {
+    state: Type.Optional(Type.Union([Type.Literal('pending'), Type.Literal('rescued'), Type.Literal('gone')])),
+    min_priority: Type.Optional(Priority),
+    max_priority: Type.Optional(Priority),
+    organization: Type.Optional(Type.String({ maxLength: 1024 })),
+    q: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Text searched in id, name, url and dataset.' })),
+    cursor: Type.Optional(Type.String({ maxLength: 512, description: 'next_cursor of the previous page.' })),
+    limit: Limit(100, 1000),
+  },
+  { additionalProperties: false },
+);
+
+export const UpdateCkanBody = Type.Object(
+  {
+    updates: Type.Array(Type.Object({ asset_id: AssetId, new_priority: Priority }, { additionalProperties: false }), { minItems: 1, maxItems: 10_000 }),
+  },
+  { additionalProperties: false },
+);

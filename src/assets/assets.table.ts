@@ -1,0 +1,28 @@
+import type { Selectable } from 'kysely';
+
+export type AssetState = 'pending' | 'rescued' | 'gone';
+
+export interface AssetsTable {
+  id: string;
+  name: string;
+  url: string;
+  size_bytes: number | null;
+  priority: number;
+  replicas_target: number;
+  state: AssetState;
+  /** Verified copies. */
+  copies: number;
+  /** Verified copies plus active allocations: what invariant 1 bounds by replicas_target. */
+  holders: number;
+  source: string | null;
+  dataset: string | null;
+  organization: string | null;
+  format: string | null;
+  sha256: string | null;
+  first_seen_at: number;
+  last_seen_at: number;
+  removed_from_source_at: number | null;
+  priority_changed_at: number;
+}
+
+export type AssetRow = Selectable<AssetsTable>;

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { describeVariables } from './config.js';
+import { addUser, createToken, importJsonFile, loadConfigOrExit, serve, withDatabase } from './main.js';
+import { migrateToLatest } from './db/migrate.js';
+import { readPassword } from './lib/prompt.js';
+
+function positive(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed <= 0) throw new InvalidArgumentError('must be a positive number');
+  return parsed;
+}
+
+function port(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0 || parsed > 65535) throw new InvalidArgumentError('must be a port number (0–65535)');
+  return parsed;
+}
+
+const variablesHelp = `\nEnvironment variables (first name wins; see the README for each):\n${describeVariables()
+  .map((variable) => `  ${variable.names.join(' / ')}${variable.fallback === undefined ? '' : ` (default: ${String(variable.fallback)})`}`)
+  .join('\n')}\n`;
+
+const program = new Command('dispatcher')
+  .description('Control plane for distributed science data rescue.')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (text, write) => write(text) });
+
+program
+  .command('serve')
+  .description('Run the HTTP API and the background loops (SQLite under DATA_DIRECTORY, or DATABASE_URL).')
+  .option('--port <port>', 'listen on this port (overrides PORT)', port)
+  .option('--host <host>', 'listen on this address (overrides DISPATCHER_HOST)')
+  .addHelpText('after', variablesHelp)
+  .action(async (options: { port?: number; host?: string }) => {
+    await serve(loadConfigOrExit({ ...(options.port !== undefined ? { port: options.port } : {}), ...(options.host ? { host: options.host } : {}) }));
+  });
+
+program
+  .command('migrate')
+  .description('Bring the database schema up to date and exit (serve also does this at start).')
+  .action(async () => {
+    const applied = await withDatabase(loadConfigOrExit(), (handle) => migrateToLatest(handle));
+    console.log(applied.length === 0 ? 'Schema already up to date.' : `Applied: ${applied.join(', ')}`);
+  });
+
+const user = program.command('user').description('Manage user accounts.');
+user
+  .command('add <username>')
+  .description('Create a user (or, with --admin, create or reset an admin). The password is read from stdin or prompted for.')
+  .option('--admin', 'give the account the admin role')
+  .action(async (username: string, options: { admin?: boolean }) => {
+    if (!/^[a-z0-9_.-]{3,32}$/.test(username)) throw new InvalidArgumentError('username must be 3–32 characters of a-z, 0-9, _ . -');
+    const password = await readPassword(`Password for ${username}: `);
+    if (password.length < 8) throw new InvalidArgumentError('password must be at least 8 characters long');
+    const outcome = await addUser(loadConfigOrExit(), { username, password, admin: options.admin === true });
+    console.log(`User ${username}${options.admin ? ' (admin)' : ''}: ${outcome}.`);
+  });
+
+const token = program.command('token').description('Manage node enrollment tokens.');
+token
+  .command('create')
+  .description('Create an enrollment token that lets new nodes register; it is printed once.')
+  .option('--expires-in-hours <hours>', 'expire after this many hours (default: never)', positive)
+  .option('--note <text>', 'a note kept with the token (who it was given to)')
+  .action(async (options: { expiresInHours?: number; note?: string }) => {
+    const created = await createToken(loadConfigOrExit(), options);
+    console.log(created.token);
+    if (created.expiresAt !== null) console.error(`Expires at ${new Date(created.expiresAt).toISOString()}.`);
+  });
+
+const importCommand = program.command('import').description('Load assets from catalog sources.');
+importCommand
+  .command('json <file>')
+  .description('Import assets from a JSON file in the seeds\' format: [{id, url, size_mb, priority, name}, …].')
+  .action(async (file: string) => {
+    const started = Date.now();
+    const count = await importJsonFile(loadConfigOrExit(), file);
+    const seconds = (Date.now() - started) / 1000;
+    console.log(`Imported ${count} assets from ${file} in ${seconds.toFixed(1)} s.`);
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  process.stderr.write(`dispatcher: ${(error as Error).message}\n`);
+  process.exit(1);
+});

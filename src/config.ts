@@ -1,0 +1,179 @@
+import path from 'node:path';
+
+/**
+ * Every setting of `dispatcher serve`, read once from the environment by `loadConfig`.
+ * Tests build a Config with `buildConfig({...})` and never touch `process.env`.
+ */
+export interface Config {
+  host: string;
+  port: number;
+  /** Trust X-Forwarded-For from a reverse proxy in front (Caddy): client addresses for rate limits. */
+  trustProxy: boolean;
+  /** `postgres://…` for PostgreSQL; undefined means embedded SQLite under `dataDirectory`. */
+  databaseUrl: string | undefined;
+  dataDirectory: string;
+  logLevel: LogLevel;
+  autoUpdateIntervalMs: number;
+  allocationExpiryMs: number;
+  priorityPolicy: PriorityPolicy;
+  /** How long an untouched pending (or a rescued) asset waits before its priority moves by one. */
+  priorityAgingMs: number;
+  jwtSecret: string | undefined;
+  tokenTtlMs: number;
+  adminUser: string;
+  adminPassword: string | undefined;
+  signup: 'open' | 'closed';
+  nodeEnrollmentToken: string | undefined;
+  defaultReplicasTarget: number;
+  unknownSizeEstimateBytes: number;
+  unknownSizeMaxPerRequest: number;
+  bodyLimitBytes: number;
+  loginRateLimitPerMinute: number;
+  nodeRateLimitPerMinute: number;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type PriorityPolicy = 'aging' | 'jitter' | 'none';
+
+const MIB = 1024 * 1024;
+const HOUR = 3_600_000;
+
+/** One documented variable: its names (first wins), default and parser. The README table mirrors this list. */
+interface Variable<K extends keyof Config> {
+  key: K;
+  names: string[];
+  parse: (raw: string) => Config[K];
+  fallback: Config[K];
+}
+
+type Env = Record<string, string | undefined>;
+
+function integer(min: number, max: number) {
+  return (raw: string): number => {
+    if (!/^-?\d+$/.test(raw.trim())) throw new Error(`must be an integer, got "${raw}"`);
+    const value = Number(raw);
+    if (value < min || value > max) throw new Error(`must be between ${min} and ${max}, got ${value}`);
+    return value;
+  };
+}
+
+function positiveNumber(max: number) {
+  return (raw: string): number => {
+    const value = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(value) || value <= 0 || value > max) {
+      throw new Error(`must be a number above 0 and at most ${max}, got "${raw}"`);
+    }
+    return value;
+  };
+}
+
+function oneOf<T extends string>(...allowed: T[]) {
+  return (raw: string): T => {
+    const value = raw.trim().toLowerCase();
+    if (!(allowed as string[]).includes(value)) throw new Error(`must be one of ${allowed.join(', ')}, got "${raw}"`);
+    return value as T;
+  };
+}
+
+const text = (raw: string) => raw;
+
+function boolean(raw: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  throw new Error(`must be true or false, got "${raw}"`);
+}
+
+function databaseUrl(raw: string): string | undefined {
+  if (raw.trim() === '') return undefined;
+  if (!/^postgres(ql)?:\/\//.test(raw)) throw new Error('must be a postgres:// or postgresql:// URL (leave it unset for embedded SQLite)');
+  return raw;
+}
+
+function secret(raw: string): string {
+  if (raw.length < 32) throw new Error('must be at least 32 characters long');
+  return raw;
+}
+
+function username(raw: string): string {
+  if (!/^[a-z0-9_.-]{3,32}$/.test(raw)) throw new Error('must be 3–32 characters of a-z, 0-9, _ . -');
+  return raw;
+}
+
+function password(raw: string): string {
+  if (raw.length < 8) throw new Error('must be at least 8 characters long');
+  return raw;
+}
+
+const hoursToMs = (parse: (raw: string) => number) => (raw: string) => Math.round(parse(raw) * HOUR);
+
+const variables = [
+  { key: 'host', names: ['DISPATCHER_HOST', 'PRIORIZER_HOST', 'HOST'], parse: text, fallback: '0.0.0.0' },
+  { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000 },
+  { key: 'trustProxy', names: ['TRUST_PROXY'], parse: boolean, fallback: false },
+  { key: 'databaseUrl', names: ['DATABASE_URL'], parse: databaseUrl, fallback: undefined },
+  { key: 'dataDirectory', names: ['DATA_DIRECTORY'], parse: (raw: string) => path.resolve(raw), fallback: path.resolve('data') },
+  { key: 'logLevel', names: ['LOG_LEVEL'], parse: oneOf<LogLevel>('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), fallback: 'info' },
+  {
+    key: 'autoUpdateIntervalMs',
+    names: ['AUTO_UPDATE_INTERVAL_MINUTES'],
+    parse: (raw: string) => Math.round(positiveNumber(10_080)(raw) * 60_000),
+    fallback: 2 * 60_000,
+  },
+  { key: 'allocationExpiryMs', names: ['ALLOCATION_EXPIRY_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR },
+  { key: 'priorityPolicy', names: ['PRIORITY_POLICY'], parse: oneOf<PriorityPolicy>('aging', 'jitter', 'none'), fallback: 'aging' },
+  { key: 'priorityAgingMs', names: ['PRIORITY_AGING_HOURS'], parse: hoursToMs(positiveNumber(87_600)), fallback: 24 * HOUR },
+  { key: 'jwtSecret', names: ['JWT_SECRET'], parse: secret, fallback: undefined },
+  { key: 'tokenTtlMs', names: ['TOKEN_TTL_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR },
+  { key: 'adminUser', names: ['DISPATCHER_ADMIN_USER'], parse: username, fallback: 'admin' },
+  { key: 'adminPassword', names: ['DISPATCHER_ADMIN_PASSWORD'], parse: password, fallback: undefined },
+  { key: 'signup', names: ['SIGNUP'], parse: oneOf('open', 'closed'), fallback: 'open' },
+  { key: 'nodeEnrollmentToken', names: ['NODE_ENROLLMENT_TOKEN'], parse: secret, fallback: undefined },
+  { key: 'defaultReplicasTarget', names: ['DEFAULT_REPLICAS_TARGET'], parse: integer(1, 100), fallback: 1 },
+  {
+    key: 'unknownSizeEstimateBytes',
+    names: ['UNKNOWN_SIZE_ESTIMATE_MB'],
+    parse: (raw: string) => Math.round(positiveNumber(10_000_000)(raw) * MIB),
+    fallback: 1024 * MIB,
+  },
+  { key: 'unknownSizeMaxPerRequest', names: ['UNKNOWN_SIZE_MAX_PER_REQUEST'], parse: integer(0, 1000), fallback: 2 },
+  { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB },
+  { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20 },
+  { key: 'nodeRateLimitPerMinute', names: ['NODE_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 10_000_000), fallback: 6_000 },
+] as const satisfies readonly Variable<keyof Config>[];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+  }
+}
+
+/** Reads every variable, collecting every problem before failing, so one run shows them all. */
+export function loadConfig(env: Env): Config {
+  const problems: string[] = [];
+  const config: Partial<Record<keyof Config, unknown>> = {};
+  for (const variable of variables as readonly Variable<keyof Config>[]) {
+    const name = variable.names.find((candidate) => env[candidate] !== undefined && env[candidate] !== '');
+    if (name === undefined) {
+      config[variable.key] = variable.fallback;
+      continue;
+    }
+    try {
+      config[variable.key] = variable.parse(env[name] as string);
+    } catch (error) {
+      problems.push(`${name} ${(error as Error).message}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config as Config;
+}
+
+/** The defaults with some values replaced: the way tests and benchmarks make a Config. */
+export function buildConfig(overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({}), ...overrides };
+}
+
+/** Every variable with its names and default, for `dispatcher serve --help`. */
+export function describeVariables(): { names: string[]; fallback: unknown }[] {
+  return variables.map((variable) => ({ names: [...variable.names], fallback: variable.fallback }));
+}

@@ -1,0 +1,81 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import pg from 'pg';
+import { postgresDialect, sqliteDialect, type Dialect } from './dialect.js';
+import type { Database } from './schema.js';
+
+export type Db = Kysely<Database>;
+
+export interface DatabaseHandle {
+  db: Db;
+  dialect: Dialect;
+  /** Where the data lives, for logs: the SQLite file or the PostgreSQL URL without its password. */
+  location: string;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  databaseUrl: string | undefined;
+  dataDirectory: string;
+  /** PostgreSQL schema to use instead of `public` (tests give each suite its own). */
+  schema?: string;
+  poolSize?: number;
+}
+
+export const SQLITE_FILE_NAME = 'dispatcher.sqlite';
+
+// int8 (counts, epoch milliseconds) and numeric (sums) arrive as strings by default; every value we
+// store fits a double exactly (epoch ms and byte counts are far below 2^53).
+const pgTypes = {
+  getTypeParser: (oid: number, format?: 'text' | 'binary') =>
+    oid === 20 || oid === 1700 ? Number : pg.types.getTypeParser(oid, format as 'text'),
+};
+
+export function openDatabase(options: DatabaseOptions): DatabaseHandle {
+  return options.databaseUrl ? openPostgres(options.databaseUrl, options) : openSqlite(options.dataDirectory);
+}
+
+function openSqlite(dataDirectory: string): DatabaseHandle {
+  fs.mkdirSync(dataDirectory, { recursive: true });
+  const file = path.join(dataDirectory, SQLITE_FILE_NAME);
+  const database = new SqliteDatabase(file);
+  database.pragma('journal_mode = WAL');
+  // NORMAL in WAL mode keeps every committed transaction across a process crash; only a power
+  // loss may drop the last ones (https://www.sqlite.org/pragma.html#pragma_synchronous).
+  database.pragma('synchronous = NORMAL');
+  database.pragma('busy_timeout = 5000');
+  database.pragma('foreign_keys = ON');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  return { db, dialect: sqliteDialect, location: file, close: () => db.destroy() };
+}
+
+function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize ?? 10,
+    connectionTimeoutMillis: 5_000,
+    types: pgTypes,
+    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+  });
+  // An idle client losing its connection (server restart) must not crash the process.
+  pool.on('error', () => undefined);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const location = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  return { db, dialect: postgresDialect, location, close: () => db.destroy() };
+}
+
+/** Answers whether the database responds, within `timeoutMs`. */
+export async function pingDatabase(db: Db, timeoutMs = 2_000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  const ping = sql`select 1`.execute(db).then(() => true, () => false);
+  try {
+    return await Promise.race([ping, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

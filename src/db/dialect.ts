@@ -1,0 +1,46 @@
+import { sql, type ColumnDefinitionBuilder, type CreateTableBuilder, type RawBuilder } from 'kysely';
+
+/**
+ * Everything that differs between SQLite and PostgreSQL, as data and small functions.
+ * This is the only file that branches on the database.
+ */
+export interface Dialect {
+  name: 'sqlite' | 'postgres';
+  /** Row locks exist (PostgreSQL): candidate rows are claimed with FOR UPDATE SKIP LOCKED. */
+  hasRowLocks: boolean;
+  /** Adds an auto-incrementing integer primary key `id`. */
+  addIdColumn<T extends string>(table: CreateTableBuilder<T, never>): CreateTableBuilder<T, 'id'>;
+  /** `priority` moved by a random -1, 0 or +1 drawn per row, kept within 1–10. */
+  jitteredPriority: RawBuilder<number>;
+  /** Whether an error thrown by the driver is a unique-constraint violation. */
+  isUniqueViolation(error: unknown): boolean;
+  /** Whether an error means the database cannot be reached at all. */
+  isConnectionError(error: unknown): boolean;
+}
+
+const primaryKey = (column: ColumnDefinitionBuilder) => column.primaryKey();
+
+export const sqliteDialect: Dialect = {
+  name: 'sqlite',
+  hasRowLocks: false,
+  addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
+  jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
+  isUniqueViolation: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT') === true,
+  isConnectionError: (error) => ['SQLITE_CANTOPEN', 'SQLITE_IOERR', 'SQLITE_READONLY', 'SQLITE_FULL'].some(
+    (code) => (error as { code?: string })?.code?.startsWith(code) === true,
+  ),
+};
+
+export const postgresDialect: Dialect = {
+  name: 'postgres',
+  hasRowLocks: true,
+  addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
+  jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,
+  isUniqueViolation: (error) => (error as { code?: string })?.code === '23505',
+  isConnectionError: (error) => {
+    const code = (error as { code?: string })?.code ?? '';
+    // Class 08: connection exceptions; 57P01–57P03: the server is shutting down or starting.
+    return code.startsWith('08') || code.startsWith('57P') || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code)
+      || /Connection terminated|connection timeout/i.test((error as Error)?.message ?? '');
+  },
+};

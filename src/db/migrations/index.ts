@@ -1,0 +1,12 @@
+import type { Kysely } from 'kysely';
+import type { Dialect } from '../dialect.js';
+import * as initial from './0001-initial.js';
+
+interface DialectMigration {
+  up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
+}
+
+/** Every migration, in order. Names are frozen once released. */
+export const migrations: Record<string, DialectMigration> = {
+  '0001-initial': initial,
+};

@@ -1,0 +1,17 @@
+import type { AllocationsTable } from '../allocations/allocations.table.js';
+import type { AssetsTable } from '../assets/assets.table.js';
+import type { EventsTable, LoopsTable } from '../events/events.table.js';
+import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
+import type { SettingsTable, UsersTable } from '../users/users.table.js';
+
+/** Every table, as Kysely sees it. Times are epoch milliseconds on both databases. */
+export interface Database {
+  settings: SettingsTable;
+  users: UsersTable;
+  nodes: NodesTable;
+  enrollment_tokens: EnrollmentTokensTable;
+  assets: AssetsTable;
+  allocations: AllocationsTable;
+  events: EventsTable;
+  loops: LoopsTable;
+}

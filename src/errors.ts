@@ -1,0 +1,45 @@
+/**
+ * The whole catalogue of error codes with their HTTP status. Services throw `AppError`;
+ * the one error handler (`http/error-handler.ts`) turns it into `{detail, code}`.
+ */
+export const errorCodes = {
+  VALIDATION_ERROR: 422,
+  INVALID_JSON: 400,
+  BAD_REQUEST: 400,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  UNAUTHENTICATED: 401,
+  TOKEN_EXPIRED: 401,
+  INVALID_CREDENTIALS: 401,
+  FORBIDDEN: 403,
+  SIGNUP_CLOSED: 403,
+  NOT_FOUND: 404,
+  ROUTE_NOT_FOUND: 404,
+  ASSET_NOT_FOUND: 404,
+  NODE_NOT_FOUND: 404,
+  NO_ASSETS_AVAILABLE: 404,
+  NOT_ALLOCATED: 404,
+  USERNAME_TAKEN: 409,
+  NODE_NAME_TAKEN: 409,
+  ALREADY_COMPLETED: 409,
+  CHECKSUM_MISMATCH: 409,
+  SIZE_MISMATCH: 409,
+  RATE_LIMITED: 429,
+  INTERNAL_ERROR: 500,
+  DATABASE_UNAVAILABLE: 503,
+} as const;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+export class AppError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    readonly detail: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(detail);
+    this.status = errorCodes[code];
+  }
+}

@@ -1,0 +1,22 @@
+import type { Generated, Selectable } from 'kysely';
+
+export interface EventsTable {
+  id: Generated<number>;
+  at: number;
+  actor: string;
+  kind: string;
+  subject_type: string;
+  subject_id: string;
+  /** JSON object with the change's details, or null. */
+  data: string | null;
+}
+
+export interface LoopsTable {
+  name: string;
+  next_run_at: number;
+  last_started_at: number | null;
+  last_finished_at: number | null;
+  last_error: string | null;
+}
+
+export type EventRow = Selectable<EventsTable>;

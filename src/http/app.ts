@@ -1,0 +1,65 @@
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
+import { registerAllocationRoutes } from '../allocations/allocations.routes.js';
+import { registerAssetRoutes } from '../assets/assets.routes.js';
+import { registerEventRoutes } from '../events/events.routes.js';
+import { registerNodeRoutes } from '../nodes/nodes.routes.js';
+import { registerStatusRoutes } from '../status/status.routes.js';
+import { registerUserRoutes } from '../users/users.routes.js';
+import { createGuards } from './auth.js';
+import type { App, AppContext } from './context.js';
+import { installErrorHandler } from './error-handler.js';
+import { ErrorResponse } from './schemas.js';
+import { validatorCompiler } from './validation.js';
+
+export interface AppOptions {
+  /** A pino logger, or nothing to log nothing (tests). */
+  logger?: FastifyBaseLogger;
+}
+
+/** Builds the HTTP API: every route file is registered here, explicitly. */
+export async function buildApp(ctx: AppContext, options: AppOptions): Promise<App> {
+  const app: App = Fastify({
+    ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
+    bodyLimit: ctx.config.bodyLimitBytes,
+    trustProxy: ctx.config.trustProxy,
+    // One line per request only at debug/trace: at info, thousands of /allocate calls a second would drown the log.
+    logController: new LogController({ disableRequestLogging: !['debug', 'trace'].includes(ctx.config.logLevel) }),
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.addSchema(ErrorResponse);
+  app.decorateRequest('principal', null);
+  installErrorHandler(app, ctx.dialect);
+
+  await app.register(rateLimit, {
+    global: false,
+    // Per token where there is one (each node has its own budget), else per client address.
+    keyGenerator: (request) => request.headers.authorization ?? request.ip,
+    errorResponseBuilder: (_request, context) => ({
+      statusCode: context.statusCode,
+      code: 'RATE_LIMITED',
+      message: `Rate limit of ${context.max} requests per ${context.after} reached; retry later.`,
+    }),
+  });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Dispatcher', version: '0.1.0', description: 'Control plane for distributed science data rescue.' },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  const guards = createGuards(ctx);
+  registerStatusRoutes(app, ctx);
+  registerUserRoutes(app, ctx);
+  registerNodeRoutes(app, ctx, guards);
+  registerAssetRoutes(app, ctx, guards);
+  registerAllocationRoutes(app, ctx, guards);
+  registerEventRoutes(app, ctx, guards);
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,19 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
+import type { Clock } from '../clock.js';
+import type { Config } from '../config.js';
+import type { Db } from '../db/database.js';
+import type { Dialect } from '../db/dialect.js';
+import type { JwtIssuer } from '../users/jwt.js';
+
+/** What every route file receives: the app's dependencies, passed explicitly. */
+export interface AppContext {
+  db: Db;
+  dialect: Dialect;
+  config: Config;
+  clock: Clock;
+  jwt: JwtIssuer;
+}
+
+export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

@@ -1,0 +1,30 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+
+export const ErrorResponse = Type.Object(
+  {
+    detail: Type.String({ description: 'What went wrong, for a human.' }),
+    code: Type.String({ description: 'Machine-readable error code (see the README).' }),
+  },
+  { additionalProperties: true, $id: 'ErrorResponse' },
+);
+
+/** Declared on every route so the OpenAPI document shows the error shape. */
+export const errorResponses = {
+  '4xx': Type.Ref(ErrorResponse),
+  '5xx': Type.Ref(ErrorResponse),
+};
+
+export const bearerSecurity = [{ bearerAuth: [] }];
+
+export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const Limit = (fallback: number, maximum: number) =>
+  Type.Integer({ minimum: 1, maximum, default: fallback, description: `Page size (default ${fallback}, at most ${maximum}).` });
+
+export const IsoTime = Type.String({ format: 'date-time' });
+
+export const MIB = 1024 * 1024;
+export const GIB = 1024 * MIB;
+
+/** The seeds' megabytes are binary (MiB); three decimals keep byte-exact round trips for whole MiB. */
+export const bytesToMb = (bytes: number | null): number | null => (bytes === null ? null : Math.round((bytes / MIB) * 1000) / 1000);

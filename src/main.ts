@@ -1,0 +1,158 @@
+import fs from 'node:fs/promises';
+import { pino, type Logger } from 'pino';
+import { importAssets } from './assets/assets.service.js';
+import { AssetInput } from './assets/assets.schemas.js';
+import { Type } from '@sinclair/typebox';
+import { systemClock, type Clock } from './clock.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { openDatabase, type DatabaseHandle } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { buildApp } from './http/app.js';
+import type { App, AppContext } from './http/context.js';
+import { describeValidationErrors } from './http/validation.js';
+import { createLoop, type Loop } from './lib/loop.js';
+import { defineLoops } from './loops.js';
+import { createEnrollmentToken } from './nodes/nodes.service.js';
+import { createJwtIssuer } from './users/jwt.js';
+import { ensureAdmin, signUp } from './users/users.service.js';
+import { Ajv } from 'ajv';
+
+/** Reads the environment once; on any invalid variable prints them all and exits non-zero. */
+export function loadConfigOrExit(overrides: Partial<Config> = {}): Config {
+  try {
+    return { ...loadConfig(process.env), ...overrides };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    process.exit(1);
+  }
+}
+
+export function createLogger(config: Config): Logger {
+  return pino({ level: config.logLevel, base: undefined });
+}
+
+/** Opens the database and brings its schema up to date. */
+export async function openMigratedDatabase(config: Config, logger: Logger): Promise<DatabaseHandle> {
+  const handle = openDatabase(config);
+  const applied = await migrateToLatest(handle);
+  logger.info({ database: handle.dialect.name, location: handle.location, applied }, 'database ready');
+  return handle;
+}
+
+export interface RunningServer {
+  app: App;
+  url: string;
+  ctx: AppContext;
+  loops: Loop[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts everything in order (database, migrations, admin, HTTP, loops) and returns a `stop` that
+ * closes them in reverse, once.
+ */
+export async function startServer(config: Config, options: { clock?: Clock; logger?: Logger; loops?: boolean } = {}): Promise<RunningServer> {
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger(config);
+  const handle = await openMigratedDatabase(config, logger);
+  try {
+    const jwt = await createJwtIssuer(handle.db, { secret: config.jwtSecret, ttlMs: config.tokenTtlMs });
+    if (config.adminPassword) {
+      const outcome = await ensureAdmin(handle.db, { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() });
+      logger.info({ user: config.adminUser, outcome }, 'admin account from DISPATCHER_ADMIN_PASSWORD');
+    }
+    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt };
+    const app = await buildApp(ctx, { logger });
+    const url = await app.listen({ host: config.host, port: config.port });
+    const loops = defineLoops(ctx).map((definition) => createLoop(definition, { db: handle.db, clock, logger }));
+    if (options.loops !== false) for (const loop of loops) loop.start();
+    let stopping: Promise<void> | undefined;
+    const stop = () =>
+      (stopping ??= (async () => {
+        for (const loop of [...loops].reverse()) await loop.stop();
+        await app.close();
+        await handle.close();
+      })());
+    return { app, url, ctx, loops, stop };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/** `dispatcher serve`: runs until SIGINT/SIGTERM, then shuts down with a watchdog. */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger(config);
+  const server = await startServer(config, { logger });
+  logger.info({ url: server.url, docs: `${server.url}/docs` }, 'dispatcher is serving');
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, 'shutting down');
+    // Requests and loop passes get 10 s to finish; then the process exits regardless.
+    setTimeout(() => {
+      logger.error('shutdown took longer than 10 s; exiting');
+      process.exit(1);
+    }, 10_000).unref();
+    server.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+}
+
+/** Runs `work` against a migrated database and closes it, for the one-shot CLI commands. */
+export async function withDatabase<T>(config: Config, work: (handle: DatabaseHandle) => Promise<T>): Promise<T> {
+  const handle = await openMigratedDatabase(config, createLogger({ ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel }));
+  try {
+    return await work(handle);
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function addUser(config: Config, input: { username: string; password: string; admin: boolean }): Promise<string> {
+  return withDatabase(config, async ({ db }) => {
+    const now = systemClock.now();
+    if (input.admin) return ensureAdmin(db, { username: input.username, password: input.password, actor: 'cli', now });
+    await signUp(db, { username: input.username, password: input.password, actor: 'cli', now });
+    return 'created';
+  });
+}
+
+export async function createToken(config: Config, input: { expiresInHours?: number; note?: string }): Promise<{ token: string; expiresAt: number | null }> {
+  return withDatabase(config, async ({ db }) => {
+    const now = systemClock.now();
+    const expiresAt = input.expiresInHours === undefined ? null : now + Math.round(input.expiresInHours * 3_600_000);
+    return createEnrollmentToken(db, { createdBy: null, actor: 'cli', note: input.note ?? null, expiresAt, now });
+  });
+}
+
+// No count limit here, unlike POST /assets: a file is read locally, by an operator.
+const validateAssetList = new Ajv({ allErrors: false, strict: false }).compile(Type.Array(AssetInput));
+
+/**
+ * `dispatcher import json FILE`: the seeds' `ckan_data.json` (a list of assets, or an object with
+ * an `assets` or `datasets` list), validated like `POST /assets`, imported in one transaction.
+ */
+export async function importJsonFile(config: Config, file: string): Promise<number> {
+  const text = await fs.readFile(file, 'utf8');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`${file} is not valid JSON: ${(error as Error).message}`);
+  }
+  const list = Array.isArray(parsed) ? parsed : ((parsed as Record<string, unknown>)?.assets ?? (parsed as Record<string, unknown>)?.datasets);
+  if (!Array.isArray(list)) throw new Error(`${file} must hold a JSON list of assets (or an object with an "assets" list).`);
+  if (!validateAssetList(list)) {
+    throw new Error(`${file} has invalid assets: ${describeValidationErrors('', validateAssetList.errors ?? []).detail}`);
+  }
+  return withDatabase(config, ({ db }) =>
+    importAssets(db, list as AssetInput[], { replicasTarget: config.defaultReplicasTarget, actor: 'cli', source: file }, systemClock.now()),
+  );
+}

@@ -1,0 +1,127 @@
+import { Type } from '@sinclair/typebox';
+import { toIso } from '../clock.js';
+import { AppError } from '../errors.js';
+import { actorOf, authenticate, bearerToken, principalOf, type Guards } from '../http/auth.js';
+import type { App, AppContext } from '../http/context.js';
+import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
+import { tokenKind } from '../lib/secrets.js';
+import {
+  acceptEnrollmentToken,
+  ALREADY_REGISTERED_MESSAGE,
+  createEnrollmentToken,
+  REGISTERED_MESSAGE,
+  registerNode,
+  type RegistrationCredential,
+} from './nodes.service.js';
+
+export const NodeName = Type.String({
+  pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$',
+  description: '1–64 characters of letters, digits, _ . : - (starting with a letter or digit).',
+});
+
+const RegisterBody = Type.Object(
+  {
+    hostname: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$', description: 'The node\'s host name.' }),
+    ip: Type.Optional(Type.String({ anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }], description: 'Defaults to the address the request came from.' })),
+    ssh_port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    node_id: Type.Optional(Type.Union([NodeName, Type.Integer({ minimum: 1 })], { description: 'Name to register under (default: hostname), or an existing node\'s integer id.' })),
+    tags: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,31}$' }), Type.String({ maxLength: 128 }), { maxProperties: 16 })),
+  },
+  { additionalProperties: false },
+);
+
+const RegisterResponse = Type.Object({
+  message: Type.String(),
+  node_id: Type.Integer(),
+  name: Type.String(),
+  node_token: Type.String({ description: 'Keep it: it is shown here only. Send it as "Authorization: Bearer <node_token>".' }),
+});
+
+const EnrollmentBody = Type.Object(
+  {
+    expires_in_hours: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 87_600, description: 'Default: never expires.' })),
+    note: Type.Optional(Type.String({ maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+
+export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): void {
+  app.post(
+    '/api/enrollment-tokens',
+    {
+      onRequest: guards.admin,
+      schema: {
+        tags: ['nodes'],
+        summary: 'Create an enrollment token that lets new nodes register (admin)',
+        security: bearerSecurity,
+        body: Type.Optional(EnrollmentBody),
+        response: { 200: Type.Object({ token: Type.String(), id: Type.Integer(), expires_at: Nullable(Type.String()) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const now = ctx.clock.now();
+      const body = request.body ?? {};
+      const created = await createEnrollmentToken(ctx.db, {
+        createdBy: principal.kind === 'user' ? principal.userId : null,
+        actor: actorOf(principal),
+        note: body.note ?? null,
+        expiresAt: body.expires_in_hours === undefined ? null : now + Math.round(body.expires_in_hours * 3_600_000),
+        now,
+      });
+      return { token: created.token, id: created.id, expires_at: toIso(created.expiresAt) };
+    },
+  );
+
+  app.post(
+    '/api/workers/register',
+    {
+      onRequest: async (request) => {
+        request.credential = await resolveRegistrationCredential(ctx, bearerToken(request));
+      },
+      schema: {
+        tags: ['nodes'],
+        summary: 'Register a node (enrollment token), or refresh it (its node token or an admin token)',
+        security: bearerSecurity,
+        body: RegisterBody,
+        response: { 200: RegisterResponse, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const body = request.body;
+      const result = await registerNode(
+        ctx.db,
+        { hostname: body.hostname, ip: body.ip ?? request.ip, sshPort: body.ssh_port ?? null, nodeId: body.node_id, tags: body.tags },
+        request.credential as RegistrationCredential,
+        ctx.clock.now(),
+      );
+      return {
+        message: result.created ? REGISTERED_MESSAGE : ALREADY_REGISTERED_MESSAGE,
+        node_id: result.node.id,
+        name: result.node.name,
+        node_token: result.nodeToken,
+      };
+    },
+  );
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    credential?: RegistrationCredential;
+  }
+}
+
+async function resolveRegistrationCredential(ctx: AppContext, token: string): Promise<RegistrationCredential> {
+  const kind = tokenKind(token);
+  const looksLikeJwt = kind === 'jwt' && token.split('.').length === 3;
+  if (kind !== 'node' && !looksLikeJwt) {
+    if (!(await acceptEnrollmentToken(ctx.db, token, ctx.config.nodeEnrollmentToken, ctx.clock.now()))) {
+      throw new AppError('UNAUTHENTICATED', 'Unknown or expired enrollment token.');
+    }
+    return { kind: 'enrollment', actor: 'enrollment' };
+  }
+  const principal = await authenticate(ctx, token);
+  if (principal.kind === 'node') return { kind: 'node', nodeId: principal.nodeId, token, actor: actorOf(principal) };
+  if (principal.role !== 'admin') throw new AppError('FORBIDDEN', 'Registering a node needs an enrollment token, the node\'s own token, or an admin token.');
+  return { kind: 'admin', actor: actorOf(principal) };
+}

@@ -1,0 +1,33 @@
+import type { Generated, Selectable } from 'kysely';
+
+export type NodeStatus = 'unknown' | 'alive' | 'suspect' | 'dead' | 'draining';
+
+export interface NodesTable {
+  id: Generated<number>;
+  name: string;
+  hostname: string;
+  ip: string | null;
+  ssh_port: number | null;
+  status: NodeStatus;
+  free_bytes: number | null;
+  free_reported_at: number | null;
+  last_heartbeat_at: number | null;
+  probe_failures: number;
+  bandwidth_bps: number | null;
+  /** JSON object of string tags, e.g. {"region":"eu"}. */
+  tags: string;
+  token_hash: string | null;
+  created_at: number;
+}
+
+export interface EnrollmentTokensTable {
+  id: Generated<number>;
+  token_hash: string;
+  note: string | null;
+  created_by: number | null;
+  created_at: number;
+  expires_at: number | null;
+  uses: number;
+}
+
+export type NodeRow = Selectable<NodesTable>;

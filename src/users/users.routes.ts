@@ -1,0 +1,50 @@
+import { Type } from '@sinclair/typebox';
+import { AppError } from '../errors.js';
+import type { App, AppContext } from '../http/context.js';
+import { errorResponses } from '../http/schemas.js';
+import { logIn, signUp } from './users.service.js';
+
+export const Username = Type.String({ pattern: '^[a-z0-9_.-]{3,32}$', description: '3–32 characters of a-z, 0-9, _ . -' });
+const Credentials = Type.Object(
+  {
+    username: Username,
+    password: Type.String({ minLength: 8, maxLength: 1024, description: 'At least 8 characters.' }),
+  },
+  { additionalProperties: false },
+);
+const LoginBody = Type.Object({ username: Type.String({ maxLength: 64 }), password: Type.String({ maxLength: 1024 }) }, { additionalProperties: false });
+
+export function registerUserRoutes(app: App, ctx: AppContext): void {
+  app.post(
+    '/auth/signup',
+    {
+      schema: {
+        tags: ['accounts'],
+        summary: 'Create a user account (when SIGNUP=open)',
+        body: Credentials,
+        response: { 200: Type.Object({ message: Type.String() }), ...errorResponses },
+      },
+      config: { rateLimit: { max: ctx.config.loginRateLimitPerMinute, timeWindow: 60_000 } },
+    },
+    async (request) => {
+      if (ctx.config.signup === 'closed') throw new AppError('SIGNUP_CLOSED', 'Sign-up is closed on this server; ask an admin for an account.');
+      const { username, password } = request.body;
+      await signUp(ctx.db, { username, password, actor: `user:${username}`, now: ctx.clock.now() });
+      return { message: 'Compte créé' };
+    },
+  );
+
+  app.post(
+    '/auth/login',
+    {
+      schema: {
+        tags: ['accounts'],
+        summary: 'Log in and receive a JWT',
+        body: LoginBody,
+        response: { 200: Type.Object({ token: Type.String() }), ...errorResponses },
+      },
+      config: { rateLimit: { max: ctx.config.loginRateLimitPerMinute, timeWindow: 60_000 } },
+    },
+    async (request) => ({ token: await logIn(ctx.db, ctx.jwt, { ...request.body, now: ctx.clock.now() }) }),
+  );
+}
