@@ -11,6 +11,9 @@ export interface Config {
   trustProxy: boolean;
   /** `postgres://…` for PostgreSQL; undefined means embedded SQLite under `dataDirectory`. */
   databaseUrl: string | undefined;
+  /** PostgreSQL schema for Dispatcher's tables (default: the server's search_path, normally `public`). */
+  databaseSchema: string | undefined;
+  databasePoolSize: number;
   dataDirectory: string;
   logLevel: LogLevel;
   autoUpdateIntervalMs: number;
@@ -90,6 +93,11 @@ function databaseUrl(raw: string): string | undefined {
   return raw;
 }
 
+function identifier(raw: string): string {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(raw)) throw new Error('must be a lower-case SQL identifier (a-z, 0-9, _)');
+  return raw;
+}
+
 function secret(raw: string): string {
   if (raw.length < 32) throw new Error('must be at least 32 characters long');
   return raw;
@@ -112,6 +120,8 @@ const variables = [
   { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000 },
   { key: 'trustProxy', names: ['TRUST_PROXY'], parse: boolean, fallback: false },
   { key: 'databaseUrl', names: ['DATABASE_URL'], parse: databaseUrl, fallback: undefined },
+  { key: 'databaseSchema', names: ['DATABASE_SCHEMA'], parse: identifier, fallback: undefined },
+  { key: 'databasePoolSize', names: ['DATABASE_POOL_SIZE'], parse: integer(1, 1000), fallback: 10 },
   { key: 'dataDirectory', names: ['DATA_DIRECTORY'], parse: (raw: string) => path.resolve(raw), fallback: path.resolve('data') },
   { key: 'logLevel', names: ['LOG_LEVEL'], parse: oneOf<LogLevel>('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), fallback: 'info' },
   {

@@ -13,15 +13,17 @@ export interface DatabaseHandle {
   dialect: Dialect;
   /** Where the data lives, for logs: the SQLite file or the PostgreSQL URL without its password. */
   location: string;
+  /** The PostgreSQL schema in use when one was configured. */
+  schema?: string;
   close(): Promise<void>;
 }
 
 export interface DatabaseOptions {
   databaseUrl: string | undefined;
   dataDirectory: string;
-  /** PostgreSQL schema to use instead of `public` (tests give each suite its own). */
-  schema?: string;
-  poolSize?: number;
+  /** PostgreSQL schema to use instead of the default search_path (tests give each suite its own). */
+  databaseSchema?: string;
+  databasePoolSize?: number;
 }
 
 export const SQLITE_FILE_NAME = 'dispatcher.sqlite';
@@ -54,16 +56,16 @@ function openSqlite(dataDirectory: string): DatabaseHandle {
 function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString: url,
-    max: options.poolSize ?? 10,
+    max: options.databasePoolSize ?? 10,
     connectionTimeoutMillis: 5_000,
     types: pgTypes,
-    ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+    ...(options.databaseSchema ? { options: `-c search_path=${options.databaseSchema}` } : {}),
   });
   // An idle client losing its connection (server restart) must not crash the process.
   pool.on('error', () => undefined);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const location = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
-  return { db, dialect: postgresDialect, location, close: () => db.destroy() };
+  return { db, dialect: postgresDialect, location, schema: options.databaseSchema, close: () => db.destroy() };
 }
 
 /** Answers whether the database responds, within `timeoutMs`. */

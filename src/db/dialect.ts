@@ -14,6 +14,8 @@ export interface Dialect {
   jitteredPriority: RawBuilder<number>;
   /** Whether an error thrown by the driver is a unique-constraint violation. */
   isUniqueViolation(error: unknown): boolean;
+  /** Whether an error is a deadlock or lock conflict that a retry would get past. */
+  isLockConflict(error: unknown): boolean;
   /** Whether an error means the database cannot be reached at all. */
   isConnectionError(error: unknown): boolean;
 }
@@ -26,6 +28,7 @@ export const sqliteDialect: Dialect = {
   addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT') === true,
+  isLockConflict: (error) => (error as { code?: string })?.code === 'SQLITE_BUSY',
   isConnectionError: (error) => ['SQLITE_CANTOPEN', 'SQLITE_IOERR', 'SQLITE_READONLY', 'SQLITE_FULL'].some(
     (code) => (error as { code?: string })?.code?.startsWith(code) === true,
   ),
@@ -37,6 +40,8 @@ export const postgresDialect: Dialect = {
   addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
   jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code === '23505',
+  // 40P01 deadlock_detected, 40001 serialization_failure, 55P03 lock_not_available.
+  isLockConflict: (error) => ['40P01', '40001', '55P03'].includes((error as { code?: string })?.code ?? ''),
   isConnectionError: (error) => {
     const code = (error as { code?: string })?.code ?? '';
     // Class 08: connection exceptions; 57P01–57P03: the server is shutting down or starting.

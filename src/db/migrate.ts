@@ -16,7 +16,8 @@ export async function migrateToLatest(handle: DatabaseHandle): Promise<string[]>
         ]),
       ),
   };
-  const migrator = new Migrator({ db: handle.db, provider });
+  // Kysely looks for its own tables through introspection, which ignores search_path: name the schema.
+  const migrator = new Migrator({ db: handle.db, provider, ...(handle.schema ? { migrationTableSchema: handle.schema } : {}) });
   const { error, results = [] } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return results.filter((result) => result.status === 'Success').map((result) => result.migrationName);

@@ -1,0 +1,99 @@
+import { sql } from 'kysely';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+
+describe.each(dialects)('concurrent allocation on %s', (dialect) => {
+  let database: TestDatabase;
+  let servers: TestServer[];
+
+  beforeEach(async () => {
+    database = await createTestDatabase(dialect);
+    const first = await startTestServer(database);
+    // PostgreSQL is where several instances share one database; SQLite serves one process.
+    servers = dialect === 'postgres' ? [first, await startTestServer(database, {}, first.clock)] : [first];
+  });
+  afterEach(async () => {
+    for (const server of servers) await server.stop();
+    await database.drop();
+  });
+
+  /** Allocation counts straight from the database, for invariant checks. */
+  async function countAllocations() {
+    const db = database.handle.db;
+    const perAsset = await db
+      .selectFrom('assets')
+      .leftJoin('allocations', (join) => join.onRef('allocations.asset_id', '=', 'assets.id').on('allocations.state', 'in', ['active', 'completed']))
+      .select(['assets.id', 'assets.replicas_target', 'assets.holders', sql<number>`count(allocations.id)`.as('live')])
+      .groupBy(['assets.id', 'assets.replicas_target', 'assets.holders'])
+      .execute();
+    const pairs = await db
+      .selectFrom('allocations')
+      .select(['asset_id', 'node_id', sql<number>`count(*)`.as('count')])
+      .where('state', 'in', ['active', 'completed'])
+      .groupBy(['asset_id', 'node_id'])
+      .having(sql`count(*)`, '>', 1)
+      .execute();
+    return { perAsset, duplicatePairs: pairs.length };
+  }
+
+  it('50 nodes at once never push an asset past replicas_target nor give a node an asset twice', async () => {
+    const nodes = await Promise.all(Array.from({ length: 50 }, (_, index) => registerNode(servers[0]!, `racer-${index}`)));
+    for (let round = 0; round < 3; round += 1) {
+      await servers[0]!.api.post('/assets', makeAssets(10, { replicas_target: 3 }, `round${round}`), servers[0]!.adminToken);
+      const responses = await Promise.all(
+        nodes.map((node, index) =>
+          servers[index % servers.length]!.api.post('/allocate', { free_space_gb: 100, node_id: node.name, max_assets: 2 }, node.token),
+        ),
+      );
+      expect(responses.every((response) => response.status === 200 || response.status === 404)).toBe(true);
+      const granted = responses.flatMap((response) => (response.status === 200 ? response.body : []));
+      // 10 assets × 3 replicas: every slot is taken, none twice.
+      expect(granted).toHaveLength(30);
+    }
+    const { perAsset, duplicatePairs } = await countAllocations();
+    expect(duplicatePairs).toBe(0);
+    for (const asset of perAsset) {
+      expect(Number(asset.live)).toBe(asset.replicas_target);
+      expect(asset.holders).toBe(Number(asset.live));
+    }
+  });
+
+  it('concurrent requests of one node never spend more than it reported free', async () => {
+    const node = await registerNode(servers[0]!, 'greedy');
+    await servers[0]!.api.post('/assets', makeAssets(100, { size_mb: 100 }), servers[0]!.adminToken);
+    const responses = await Promise.all(
+      Array.from({ length: 20 }, (_, index) =>
+        servers[index % servers.length]!.api.post('/allocate', { free_space_gb: 1, node_id: 'greedy', max_assets: 3 }, node.token),
+      ),
+    );
+    const granted = responses.flatMap((response) => (response.status === 200 ? response.body : []));
+    // 1 GiB holds ten 100 MiB assets, however the requests interleave.
+    expect(granted).toHaveLength(10);
+    expect(new Set(granted.map((asset: { id: string }) => asset.id)).size).toBe(10);
+  });
+
+  it('concurrent completions and releases keep holders and copies exact', async () => {
+    const nodes = await Promise.all(Array.from({ length: 10 }, (_, index) => registerNode(servers[0]!, `worker-${index}`)));
+    await servers[0]!.api.post('/assets', makeAssets(5, { replicas_target: 4, size_mb: 1 }), servers[0]!.adminToken);
+    await Promise.all(nodes.map((node) => servers[0]!.api.post('/allocate', { free_space_gb: 100, node_id: node.name }, node.token)));
+    const active = await database.handle.db.selectFrom('allocations').innerJoin('nodes', 'nodes.id', 'allocations.node_id').select(['asset_id', 'nodes.name']).where('state', '=', 'active').execute();
+    expect(active).toHaveLength(20);
+    await Promise.all(
+      active.map((allocation, index) => {
+        const node = nodes.find((candidate) => candidate.name === allocation.name)!;
+        const server = servers[index % servers.length]!;
+        return index % 2 === 0
+          ? server.api.post('/complete', { asset_id: allocation.asset_id, node_id: node.name, sha256: 'f'.repeat(64), bytes: 1024 * 1024 }, node.token)
+          : server.api.post('/release', { asset_id: allocation.asset_id, node_id: node.name }, node.token);
+      }),
+    );
+    const assets = await database.handle.db.selectFrom('assets').select(['id', 'copies', 'holders']).execute();
+    const completed = await database.handle.db.selectFrom('allocations').select(['asset_id']).where('state', '=', 'completed').execute();
+    for (const asset of assets) {
+      const copies = completed.filter((row) => row.asset_id === asset.id).length;
+      expect(asset.copies).toBe(copies);
+      expect(asset.holders).toBe(copies);
+    }
+  });
+});

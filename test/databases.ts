@@ -1,0 +1,86 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+
+export type DialectName = 'sqlite' | 'postgres';
+
+export const POSTGRES_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** CI sets DISPATCHER_TEST_POSTGRES=required: an unreachable PostgreSQL then fails the run instead of skipping. */
+const postgresRequired = process.env.DISPATCHER_TEST_POSTGRES === 'required';
+
+async function postgresReachable(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 3_000 });
+  try {
+    await client.connect();
+    await client.query('select 1');
+    return true;
+  } catch (error) {
+    if (postgresRequired) throw new Error(`PostgreSQL is required (DISPATCHER_TEST_POSTGRES=required) but ${POSTGRES_URL} is unreachable: ${(error as Error).message}`);
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+const reachable = await postgresReachable();
+if (!reachable) {
+  console.warn(`\n*** PostgreSQL at ${POSTGRES_URL} is unreachable: the PostgreSQL half of this suite is SKIPPED. ***\n`);
+}
+
+/** The databases every suite runs on: SQLite always, PostgreSQL when reachable (always in CI). */
+export const dialects: DialectName[] = reachable ? ['sqlite', 'postgres'] : ['sqlite'];
+
+export interface TestDatabase {
+  name: DialectName;
+  /** What `openDatabase` / a Config needs to reach this database. */
+  options: { databaseUrl: string | undefined; dataDirectory: string; databaseSchema?: string };
+  /** A handle with the schema migrated. */
+  handle: DatabaseHandle;
+  /** Opens another handle on the same database, as a second instance would. */
+  open(): DatabaseHandle;
+  drop(): Promise<void>;
+}
+
+/** A fresh, migrated database: a new SQLite file, or a new PostgreSQL schema. */
+export async function createTestDatabase(name: DialectName): Promise<TestDatabase> {
+  const dataDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-test-'));
+  let schema: string | undefined;
+  if (name === 'postgres') {
+    schema = `t_${crypto.randomBytes(6).toString('hex')}`;
+    await withAdminClient((client) => client.query(`create schema ${schema}`));
+  }
+  const options = { databaseUrl: name === 'postgres' ? POSTGRES_URL : undefined, dataDirectory, databaseSchema: schema };
+  const handles: DatabaseHandle[] = [];
+  const open = () => {
+    const handle = openDatabase(options);
+    handles.push(handle);
+    return handle;
+  };
+  const handle = open();
+  await migrateToLatest(handle);
+  return {
+    name,
+    options,
+    handle,
+    open,
+    async drop() {
+      await Promise.all(handles.map((each) => each.close().catch(() => undefined)));
+      if (schema) await withAdminClient((client) => client.query(`drop schema if exists ${schema} cascade`));
+      fs.rmSync(dataDirectory, { recursive: true, force: true });
+    },
+  };
+}
+
+async function withAdminClient<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,103 @@
+import { createFakeClock, type FakeClock } from '../src/clock.js';
+import { buildConfig, type Config } from '../src/config.js';
+import { startServer, type RunningServer } from '../src/main.js';
+import type { TestDatabase } from './databases.js';
+
+export const ADMIN_PASSWORD = 'admin-password-for-tests';
+
+export interface ApiResponse<T = any> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  /** A raw body sent as is (malformed JSON, huge payloads). */
+  rawBody?: string;
+  token?: string;
+  headers?: Record<string, string>;
+}
+
+export interface ApiClient {
+  request<T = any>(method: string, path: string, options?: RequestOptions): Promise<ApiResponse<T>>;
+  get<T = any>(path: string, token?: string): Promise<ApiResponse<T>>;
+  post<T = any>(path: string, body: unknown, token?: string): Promise<ApiResponse<T>>;
+}
+
+/** A client over real HTTP (fetch) against a listening server. */
+export function createClient(baseUrl: string): ApiClient {
+  const request = async (method: string, path: string, options: RequestOptions = {}) => {
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    let body: string | undefined = options.rawBody;
+    if (options.body !== undefined) body = JSON.stringify(options.body);
+    if (body !== undefined) headers['content-type'] ??= 'application/json';
+    const response = await fetch(baseUrl + path, { method, headers, body });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // Not JSON: keep the text (the test will say so).
+    }
+    return { status: response.status, body: parsed as any, headers: response.headers };
+  };
+  return {
+    request,
+    get: (path, token) => request('GET', path, { token }),
+    post: (path, body, token) => request('POST', path, { body, token }),
+  };
+}
+
+export interface TestServer extends RunningServer {
+  clock: FakeClock;
+  api: ApiClient;
+  config: Config;
+  adminToken: string;
+}
+
+export function testConfig(database: TestDatabase, overrides: Partial<Config> = {}): Config {
+  return buildConfig({
+    host: '127.0.0.1',
+    port: 0,
+    logLevel: 'silent',
+    adminPassword: ADMIN_PASSWORD,
+    ...database.options,
+    ...overrides,
+  });
+}
+
+/** The real server on a free port, on the given database, with a fake clock and loops not started. */
+export async function startTestServer(database: TestDatabase, overrides: Partial<Config> = {}, clock = createFakeClock()): Promise<TestServer> {
+  const config = testConfig(database, overrides);
+  const server = await startServer(config, { clock, loops: false });
+  const api = createClient(server.url);
+  const login = await api.post('/auth/login', { username: config.adminUser, password: ADMIN_PASSWORD });
+  if (login.status !== 200) throw new Error(`admin login failed: ${JSON.stringify(login.body)}`);
+  return { ...server, clock, api, config, adminToken: login.body.token };
+}
+
+/** Registers a node through the API and returns its id, name and token. */
+export async function registerNode(
+  server: TestServer,
+  name: string,
+  extra: Record<string, unknown> = {},
+): Promise<{ id: number; name: string; token: string }> {
+  const enrollment = await server.api.post('/api/enrollment-tokens', {}, server.adminToken);
+  const response = await server.api.post('/api/workers/register', { hostname: name, node_id: name, ...extra }, enrollment.body.token);
+  if (response.status !== 200) throw new Error(`registration failed: ${JSON.stringify(response.body)}`);
+  return { id: response.body.node_id, name: response.body.name, token: response.body.node_token };
+}
+
+/** Seed-format assets `prefix-1…prefix-n`, priority 5 and 100 MiB unless overridden. */
+export function makeAssets(count: number, overrides: Record<string, unknown> = {}, prefix = 'asset'): Record<string, unknown>[] {
+  return Array.from({ length: count }, (_, index) => ({
+    id: `${prefix}-${index + 1}`,
+    url: `https://data.example.org/${prefix}/${index + 1}.csv`,
+    name: `${prefix} ${index + 1}`,
+    size_mb: 100,
+    priority: 5,
+    ...overrides,
+  }));
+}
