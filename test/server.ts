@@ -73,7 +73,7 @@ export async function startTestServer(database: TestDatabase, overrides: Partial
   const config = testConfig(database, overrides);
   const server = await startServer(config, { clock, loops: false });
   const api = createClient(server.url);
-  const login = await api.post('/auth/login', { username: config.adminUser, password: ADMIN_PASSWORD });
+  const login = await api.post('/auth/login', { username: config.adminUser, password: config.adminPassword ?? ADMIN_PASSWORD });
   if (login.status !== 200) throw new Error(`admin login failed: ${JSON.stringify(login.body)}`);
   return { ...server, clock, api, config, adminToken: login.body.token };
 }
