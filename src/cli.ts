@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
 import { describeVariables } from './config.js';
-import { addUser, createToken, importJsonFile, loadConfigOrExit, serve, withDatabase } from './main.js';
-import { migrateToLatest } from './db/migrate.js';
+import { addUser, createToken, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
 import { readPassword } from './lib/prompt.js';
 
 function positive(value: string): number {
@@ -40,7 +39,7 @@ program
   .command('migrate')
   .description('Bring the database schema up to date and exit (serve also does this at start).')
   .action(async () => {
-    const applied = await withDatabase(loadConfigOrExit(), (handle) => migrateToLatest(handle));
+    const applied = await migrate(loadConfigOrExit());
     console.log(applied.length === 0 ? 'Schema already up to date.' : `Applied: ${applied.join(', ')}`);
   });
 

@@ -105,6 +105,16 @@ export async function serve(config: Config): Promise<void> {
   process.once('SIGTERM', shutdown);
 }
 
+/** `dispatcher migrate`: returns the names of the migrations this call applied. */
+export async function migrate(config: Config): Promise<string[]> {
+  const handle = openDatabase(config);
+  try {
+    return await migrateToLatest(handle);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Runs `work` against a migrated database and closes it, for the one-shot CLI commands. */
 export async function withDatabase<T>(config: Config, work: (handle: DatabaseHandle) => Promise<T>): Promise<T> {
   const handle = await openMigratedDatabase(config, createLogger({ ...config, logLevel: config.logLevel === 'info' ? 'warn' : config.logLevel }));

@@ -4,41 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyPassword } from '../src/lib/secrets.js';
+import { databaseEnv, root, runCli } from './cli-runner.js';
 import { createTestDatabase, dialects, type TestDatabase } from './databases.js';
-
-const root = path.resolve(import.meta.dirname, '..');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI from source as a child process, the way `npx dispatcher …` runs it from the build. */
-function runCli(args: string[], env: Record<string, string | undefined>, stdin?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), ...args], {
-      cwd: root,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin ?? '');
-  });
-}
-
-function databaseEnv(database: TestDatabase): Record<string, string | undefined> {
-  return {
-    DATA_DIRECTORY: database.options.dataDirectory,
-    DATABASE_URL: database.options.databaseUrl,
-    DATABASE_SCHEMA: database.options.databaseSchema,
-    LOG_LEVEL: 'warn',
-  };
-}
 
 describe('dispatcher CLI', () => {
   it('documents every command with --help', async () => {

@@ -45,8 +45,8 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh, migrated database: a new SQLite file, or a new PostgreSQL schema. */
-export async function createTestDatabase(name: DialectName): Promise<TestDatabase> {
+/** A fresh database, migrated unless asked not to: a new SQLite file, or a new PostgreSQL schema. */
+export async function createTestDatabase(name: DialectName, setup: { migrate?: boolean } = {}): Promise<TestDatabase> {
   const dataDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-test-'));
   let schema: string | undefined;
   if (name === 'postgres') {
@@ -61,7 +61,7 @@ export async function createTestDatabase(name: DialectName): Promise<TestDatabas
     return handle;
   };
   const handle = open();
-  await migrateToLatest(handle);
+  if (setup.migrate !== false) await migrateToLatest(handle);
   return {
     name,
     options,

@@ -8,6 +8,8 @@ export interface Dialect {
   name: 'sqlite' | 'postgres';
   /** Row locks exist (PostgreSQL): candidate rows are claimed with FOR UPDATE SKIP LOCKED. */
   hasRowLocks: boolean;
+  /** Kysely takes no migration lock here, so migrations run in one exclusive transaction. */
+  migratesInExclusiveTransaction: boolean;
   /** Adds an auto-incrementing integer primary key `id`. */
   addIdColumn<T extends string>(table: CreateTableBuilder<T, never>): CreateTableBuilder<T, 'id'>;
   /** `priority` moved by a random -1, 0 or +1 drawn per row, kept within 1–10. */
@@ -25,6 +27,7 @@ const primaryKey = (column: ColumnDefinitionBuilder) => column.primaryKey();
 export const sqliteDialect: Dialect = {
   name: 'sqlite',
   hasRowLocks: false,
+  migratesInExclusiveTransaction: true,
   addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT') === true,
@@ -37,6 +40,7 @@ export const sqliteDialect: Dialect = {
 export const postgresDialect: Dialect = {
   name: 'postgres',
   hasRowLocks: true,
+  migratesInExclusiveTransaction: false,
   addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
   jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code === '23505',

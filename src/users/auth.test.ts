@@ -181,4 +181,14 @@ describe.each(dialects)('accounts and credentials on %s', (dialect) => {
       expect.arrayContaining(['user.created by user:frank', 'enrollment_token.issued by user:admin', 'node.created by enrollment', 'user.created by system']),
     );
   });
+
+  it('limits login attempts per client address', async () => {
+    await server.stop();
+    server = await startTestServer(database, { loginRateLimitPerMinute: 3 });
+    // startTestServer logged in once already.
+    const attempts = [];
+    for (let attempt = 0; attempt < 3; attempt += 1) attempts.push(await server.api.post('/auth/login', { username: 'admin', password: 'wrong-password' }));
+    expect(attempts.map((response) => response.status)).toEqual([401, 401, 429]);
+    expect(attempts[2]!.body).toMatchObject({ code: 'RATE_LIMITED', detail: expect.stringContaining('retry') });
+  });
 });
