@@ -27,6 +27,7 @@ export const errorCodes = {
   RATE_LIMITED: 429,
   INTERNAL_ERROR: 500,
   DATABASE_UNAVAILABLE: 503,
+  DATABASE_BUSY: 503,
 } as const;
 
 export type ErrorCode = keyof typeof errorCodes;

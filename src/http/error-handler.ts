@@ -33,6 +33,10 @@ export function installErrorHandler(app: App, dialect: Dialect): void {
       const code = fastifyCodes[error.code] ?? (error instanceof SyntaxError ? 'INVALID_JSON' : 'BAD_REQUEST');
       return reply.status(status).send({ detail: error.message, code });
     }
+    if (dialect.isLockConflict(error)) {
+      request.log.warn({ err: error }, 'database busy');
+      return reply.status(503).header('retry-after', '1').send({ detail: 'The database is busy; retry in a moment.', code: 'DATABASE_BUSY' });
+    }
     if (dialect.isConnectionError(error)) {
       request.log.warn({ err: error }, 'database unavailable');
       return reply.status(503).send({ detail: 'The database is unavailable; retry shortly.', code: 'DATABASE_UNAVAILABLE' });
