@@ -24,6 +24,8 @@ export interface DatabaseOptions {
   /** PostgreSQL schema to use instead of the default search_path (tests give each suite its own). */
   databaseSchema?: string;
   databasePoolSize?: number;
+  /** Called with every query's SQL (the SQL snapshot tests use it). */
+  onQuery?: (sql: string) => void;
 }
 
 export const SQLITE_FILE_NAME = 'dispatcher.sqlite';
@@ -36,10 +38,15 @@ const pgTypes = {
 };
 
 export function openDatabase(options: DatabaseOptions): DatabaseHandle {
-  return options.databaseUrl ? openPostgres(options.databaseUrl, options) : openSqlite(options.dataDirectory);
+  return options.databaseUrl ? openPostgres(options.databaseUrl, options) : openSqlite(options.dataDirectory, options);
 }
 
-function openSqlite(dataDirectory: string): DatabaseHandle {
+function queryLog(options: DatabaseOptions) {
+  const onQuery = options.onQuery;
+  return onQuery ? { log: (event: { query: { sql: string } }) => onQuery(event.query.sql) } : {};
+}
+
+function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHandle {
   fs.mkdirSync(dataDirectory, { recursive: true });
   const file = path.join(dataDirectory, SQLITE_FILE_NAME);
   const database = new SqliteDatabase(file);
@@ -49,7 +56,7 @@ function openSqlite(dataDirectory: string): DatabaseHandle {
   database.pragma('synchronous = NORMAL');
   database.pragma('busy_timeout = 5000');
   database.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }), ...queryLog(options) });
   return { db, dialect: sqliteDialect, location: file, close: () => db.destroy() };
 }
 
@@ -63,7 +70,7 @@ function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
   });
   // An idle client losing its connection (server restart) must not crash the process.
   pool.on('error', () => undefined);
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), ...queryLog(options) });
   const location = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
   return { db, dialect: postgresDialect, location, schema: options.databaseSchema, close: () => db.destroy() };
 }

@@ -79,6 +79,7 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
       onRequest: async (request) => {
         request.credential = await resolveRegistrationCredential(ctx, bearerToken(request));
       },
+      config: { rateLimit: { max: ctx.config.loginRateLimitPerMinute, timeWindow: 60_000 } },
       schema: {
         tags: ['nodes'],
         summary: 'Register a node (enrollment token), or refresh it (its node token or an admin token)',

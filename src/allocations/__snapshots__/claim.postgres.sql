@@ -1,0 +1,63 @@
+-- allocate;
+
+begin;
+
+update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3;
+
+select coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" = $1 and "state" = $2;
+
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256" from "assets" where "state" = $1 and "holders" < "replicas_target" and "priority" >= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ($4, $5)) and "size_bytes" is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7 for update of "assets" skip locked;
+
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256" from "assets" where "state" = $1 and "holders" < "replicas_target" and "priority" >= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ($4, $5)) and "size_bytes" is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $6 for update of "assets" skip locked;
+
+insert into "allocations" ("asset_id", "node_id", "state", "reserved_bytes", "created_at", "expires_at", "verified") values ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14) returning "id", "asset_id";
+
+update "assets" set "holders" = "holders" + $1 where "id" in ($2, $3);
+
+insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12);
+
+commit;
+
+begin;
+
+update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3;
+
+select coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" = $1 and "state" = $2;
+
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256" from "assets" where "state" = $1 and "holders" < "replicas_target" and "priority" >= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ($4, $5)) and "size_bytes" is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7;
+
+commit;
+
+-- release;
+
+begin;
+
+update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "asset_id" = $4 and "node_id" = $5 and "state" = $6 returning "id";
+
+update "assets" set "holders" = "holders" - $1 where "id" = $2;
+
+insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values ($1, $2, $3, $4, $5, $6);
+
+commit;
+
+-- complete;
+
+begin;
+
+select "sha256", "size_bytes", "replicas_target", "copies", "state" from "assets" where "id" = $1;
+
+update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3, "sha256" = $4, "bytes" = $5, "uri" = $6, "verified" = $7 where "asset_id" = $8 and "node_id" = $9 and "state" = $10 returning "id";
+
+update "assets" set "copies" = "copies" + $1, "state" = case when "copies" + $2 >= "replicas_target" then 'rescued' else "state" end, "size_bytes" = coalesce("size_bytes", $3) where "id" = $4 returning "state", "copies", "replicas_target";
+
+insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12);
+
+commit;
+
+-- expire;
+
+begin;
+
+update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "id" in (select "id" from "allocations" where "state" = $4 and "expires_at" <= $5 order by "expires_at" limit $6) and "state" = $7 returning "id", "asset_id", "node_id", "expires_at";
+
+commit;
