@@ -55,6 +55,7 @@ function serverEnvironment(port: number, adminPassword: string, databaseEnv: Rec
     LOG_LEVEL: 'warn',
     // The highest value config.ts accepts: 50 nodes at thousands of requests/s stay far below it.
     NODE_RATE_LIMIT_PER_MINUTE: '10000000',
+    LOGIN_RATE_LIMIT_PER_MINUTE: '1000000',
     DISPATCHER_ADMIN_PASSWORD: adminPassword,
     PRIORITY_POLICY: 'none',
     ...databaseEnv,

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import { appendEvents } from '../events/events.repository.js';
+import type { AllocationState } from './allocations.table.js';
 
 export interface AllocationRequest {
   nodeId: number;
@@ -57,11 +58,6 @@ interface PassResult {
  * budget is the reported free bytes minus the node's active reservations, read after the node's
  * row is locked by the UPDATE, so two requests of one node cannot both spend it. Invariant 3:
  * candidates in priority desc, holders asc, first_seen asc, id order.
- *
- * On PostgreSQL the first pass claims with FOR UPDATE SKIP LOCKED, so concurrent nodes take
- * different rows without waiting. Skipping can leave a node short while slots are only briefly
- * locked by others; when the first pass ran dry, a second pass in its own transaction waits for
- * those rows and re-checks them (measured: without it, 50 nodes racing for 30 slots got 20).
  */
 export async function allocateAssets(
   db: Db,
@@ -70,19 +66,50 @@ export async function allocateAssets(
   policy: AllocationPolicy,
   now: number,
 ): Promise<GrantedAsset[]> {
-  if (!dialect.hasRowLocks) return (await allocationPass(db, dialect, request, policy, now, 'none')).granted;
-  const first = await allocationPass(db, dialect, request, policy, now, 'skip-locked');
+  const [granted] = await allocateBatch(db, dialect, [request], policy, now);
+  return granted as GrantedAsset[];
+}
+
+/**
+ * Serves several requests in one transaction (group commit): each is claimed in turn, seeing the
+ * ones before it, exactly as if they had come one after another; the commit is shared. Requests
+ * are taken in node id order so two instances' batches lock node rows in the same order.
+ *
+ * On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED, so concurrent transactions take different
+ * rows without waiting. Skipping can leave a node short while slots are only briefly locked by
+ * others; a request whose candidates ran dry gets a second pass in its own transaction that waits
+ * for those rows and re-checks them (measured: without it, 50 nodes racing for 30 slots got 20).
+ */
+export async function allocateBatch(
+  db: Db,
+  dialect: Dialect,
+  requests: AllocationRequest[],
+  policy: AllocationPolicy,
+  now: number,
+): Promise<GrantedAsset[][]> {
+  const order = requests.map((_, index) => index).sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
+  const lock: LockMode = dialect.hasRowLocks ? 'skip-locked' : 'none';
+  const firsts: PassResult[] = new Array(requests.length);
+  await db.transaction().execute(async (trx) => {
+    for (const index of order) firsts[index] = await claim(trx, requests[index] as AllocationRequest, policy, now, lock);
+  });
+  if (!dialect.hasRowLocks) return firsts.map((first) => first.granted);
+  return Promise.all(requests.map((request, index) => topUp(db, dialect, request, policy, now, firsts[index] as PassResult)));
+}
+
+async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<GrantedAsset[]> {
   const missing = request.maxAssets - first.granted.length;
   if (!first.ranDry || missing <= 0) return first.granted;
   const unknownTaken = first.granted.filter((asset) => asset.sizeBytes === null).length;
   try {
-    const second = await allocationPass(
-      db,
-      dialect,
-      { ...request, maxAssets: missing },
-      { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
-      now,
-      'wait',
+    const second = await db.transaction().execute((trx) =>
+      claim(
+        trx,
+        { ...request, maxAssets: missing },
+        { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
+        now,
+        'wait',
+      ),
     );
     return [...first.granted, ...second.granted];
   } catch (error) {
@@ -92,48 +119,38 @@ export async function allocateAssets(
   }
 }
 
-async function allocationPass(
-  db: Db,
-  dialect: Dialect,
-  request: AllocationRequest,
-  policy: AllocationPolicy,
-  now: number,
-  lock: LockMode,
-): Promise<PassResult> {
-  return db.transaction().execute(async (trx) => {
-    await trx
-      .updateTable('nodes')
-      .set({ free_bytes: request.freeBytes, free_reported_at: now })
-      .where('id', '=', request.nodeId)
-      .execute();
-    const { reserved } = await trx
-      .selectFrom('allocations')
-      .select(sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved'))
-      .where('node_id', '=', request.nodeId)
-      .where('state', '=', 'active')
-      .executeTakeFirstOrThrow();
-    const budget = request.freeBytes - Number(reserved);
-    if (budget <= 0 || request.maxAssets <= 0) return { granted: [], ranDry: false };
+/** One request's claim, inside the caller's transaction. */
+async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult> {
+  await trx
+    .updateTable('nodes')
+    .set({ free_bytes: request.freeBytes, free_reported_at: now })
+    .where('id', '=', request.nodeId)
+    .execute();
+  const { reserved } = await trx
+    .selectFrom('allocations')
+    .select(sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved'))
+    .where('node_id', '=', request.nodeId)
+    .where('state', '=', 'active')
+    .executeTakeFirstOrThrow();
+  const budget = request.freeBytes - Number(reserved);
+  if (budget <= 0 || request.maxAssets <= 0) return { granted: [], ranDry: false };
 
-    const knownLimit = Math.min(request.maxAssets * 3, 1000);
-    const known = await selectCandidates(trx, request, lock, 'known', budget, knownLimit);
-    const unknownCap = Math.min(policy.unknownSizeMaxPerRequest, request.maxAssets);
-    const unknown =
-      unknownCap > 0 && policy.unknownSizeEstimateBytes <= budget
-        ? await selectCandidates(trx, request, lock, 'unknown', budget, unknownCap)
-        : [];
-    let picked = pickWithinBudget(mergeInAllocationOrder(known, unknown), budget, request.maxAssets, {
-      estimate: policy.unknownSizeEstimateBytes,
-      maxUnknown: unknownCap,
-    });
-    const ranDry = picked.length < request.maxAssets && known.length < knownLimit;
-    if (lock === 'wait' && picked.length > 0) {
-      const stillFree = await lockInIdOrder(trx, picked.map(({ asset }) => asset.id));
-      picked = picked.filter(({ asset }) => stillFree.has(asset.id));
-    }
-    if (picked.length === 0) return { granted: [], ranDry };
-    return { granted: await grant(trx, request, picked, now + policy.leaseMs, now), ranDry };
+  const knownLimit = Math.min(request.maxAssets * 3, 1000);
+  const known = await selectCandidates(trx, request, lock, 'known', budget, knownLimit);
+  const unknownCap = Math.min(policy.unknownSizeMaxPerRequest, request.maxAssets);
+  const unknown =
+    unknownCap > 0 && policy.unknownSizeEstimateBytes <= budget ? await selectCandidates(trx, request, lock, 'unknown', budget, unknownCap) : [];
+  let picked = pickWithinBudget(mergeInAllocationOrder(known, unknown), budget, request.maxAssets, {
+    estimate: policy.unknownSizeEstimateBytes,
+    maxUnknown: unknownCap,
   });
+  const ranDry = picked.length < request.maxAssets && known.length < knownLimit;
+  if (lock === 'wait' && picked.length > 0) {
+    const stillFree = await lockInIdOrder(trx, picked.map(({ asset }) => asset.id));
+    picked = picked.filter(({ asset }) => stillFree.has(asset.id));
+  }
+  if (picked.length === 0) return { granted: [], ranDry };
+  return { granted: await grant(trx, request, picked, now + policy.leaseMs, now), ranDry };
 }
 
 /** Inserts the allocations, counts them in holders and records one event each. */
@@ -195,7 +212,7 @@ async function grant(
 
 /**
  * Candidates of known size that fit the budget, or of unknown size; each list comes straight off
- * an index in allocation order (`assets_claim_order`, `assets_claim_order_unknown_size`).
+ * a partial index in allocation order (`assets_claimable`, `assets_claimable_unknown_size`).
  */
 async function selectCandidates(
   trx: Db,
@@ -208,8 +225,8 @@ async function selectCandidates(
   let query = trx
     .selectFrom('assets')
     .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256'])
-    .where('state', '=', 'pending')
-    .whereRef('holders', '<', 'replicas_target')
+    // Written exactly as the partial indexes' predicates, so the planner can use them.
+    .where(sql<boolean>`state = 'pending' and holders < replicas_target`)
     .where('priority', '>=', request.minPriority)
     .where((eb) =>
       eb.not(
@@ -219,7 +236,10 @@ async function selectCandidates(
             .select(sql.lit(1).as('one'))
             .whereRef('allocations.asset_id', '=', 'assets.id')
             .where('allocations.node_id', '=', request.nodeId)
-            .where('allocations.state', 'in', ['active', 'completed']),
+            // Literal states: a bound parameter hides the partial index allocations_one_per_node
+            // from the planner, which then walks every allocation of the node (measured 1.8 ms
+            // against 0.016 ms at 1,000 allocations per node on SQLite).
+            .where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
         ),
       ),
     )
@@ -228,7 +248,7 @@ async function selectCandidates(
     .orderBy('first_seen_at', 'asc')
     .orderBy('id', 'asc')
     .limit(limit);
-  query = size === 'known' ? query.where('size_bytes', 'is not', null).where('size_bytes', '<=', budget) : query.where('size_bytes', 'is', null);
+  query = size === 'known' ? query.where(sql<boolean>`size_bytes is not null`).where('size_bytes', '<=', budget) : query.where(sql<boolean>`size_bytes is null`);
   if (lock === 'skip-locked') query = query.forUpdate('assets').skipLocked();
   return query.execute();
 }

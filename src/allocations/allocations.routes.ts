@@ -6,7 +6,7 @@ import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
 import { findOrCreateNode } from '../nodes/nodes.service.js';
-import { allocateAssets } from './allocate.service.js';
+import { createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
 import { completeAllocation, releaseAllocation } from './allocations.service.js';
@@ -36,6 +36,17 @@ export async function resolveNode(
 
 export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guards): void {
   const nodeRateLimit = { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } };
+  const batcher = createAllocationBatcher({
+    db: ctx.db,
+    dialect: ctx.dialect,
+    clock: ctx.clock,
+    ...ctx.dialect.allocationBatching(ctx.config.databasePoolSize),
+    policy: {
+      leaseMs: ctx.config.allocationExpiryMs,
+      unknownSizeEstimateBytes: ctx.config.unknownSizeEstimateBytes,
+      unknownSizeMaxPerRequest: ctx.config.unknownSizeMaxPerRequest,
+    },
+  });
 
   app.post(
     '/allocate',
@@ -54,23 +65,13 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       const principal = principalOf(request);
       const body = request.body;
       const node = await resolveNode(ctx, principal, body.node_id, { create: true });
-      const granted = await allocateAssets(
-        ctx.db,
-        ctx.dialect,
-        {
-          nodeId: node.id,
-          freeBytes: Math.floor(body.free_space_gb * GIB),
-          maxAssets: body.max_assets ?? 100,
-          minPriority: body.min_priority ?? 1,
-          actor: actorOf(principal),
-        },
-        {
-          leaseMs: ctx.config.allocationExpiryMs,
-          unknownSizeEstimateBytes: ctx.config.unknownSizeEstimateBytes,
-          unknownSizeMaxPerRequest: ctx.config.unknownSizeMaxPerRequest,
-        },
-        ctx.clock.now(),
-      );
+      const granted = await batcher.allocate({
+        nodeId: node.id,
+        freeBytes: Math.floor(body.free_space_gb * GIB),
+        maxAssets: body.max_assets ?? 100,
+        minPriority: body.min_priority ?? 1,
+        actor: actorOf(principal),
+      });
       if (granted.length === 0) throw new AppError('NO_ASSETS_AVAILABLE', 'No available assets matching the criteria');
       return granted.map((asset) => ({
         id: asset.id,

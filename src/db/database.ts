@@ -41,6 +41,31 @@ export function openDatabase(options: DatabaseOptions): DatabaseHandle {
   return options.databaseUrl ? openPostgres(options.databaseUrl, options) : openSqlite(options.dataDirectory, options);
 }
 
+const STATEMENT_CACHE_SIZE = 500;
+
+/**
+ * Kysely's SQLite driver prepares every statement on every call; preparing was 12 % of the
+ * server's CPU under /allocate load. The same few hundred SQL strings recur, so keep them.
+ * Kysely runs one statement at a time on this connection, so reusing a statement is safe.
+ */
+function withStatementCache(database: SqliteDatabase.Database): SqliteDatabase.Database {
+  const cache = new Map<string, SqliteDatabase.Statement>();
+  return new Proxy(database, {
+    get(target, property, receiver) {
+      if (property !== 'prepare') return Reflect.get(target, property, receiver);
+      return (source: string) => {
+        let statement = cache.get(source);
+        if (!statement) {
+          statement = target.prepare(source);
+          if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+          cache.set(source, statement);
+        }
+        return statement;
+      };
+    },
+  });
+}
+
 function queryLog(options: DatabaseOptions) {
   const onQuery = options.onQuery;
   return onQuery ? { log: (event: { query: { sql: string } }) => onQuery(event.query.sql) } : {};
@@ -56,7 +81,7 @@ function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHa
   database.pragma('synchronous = NORMAL');
   database.pragma('busy_timeout = 5000');
   database.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }), ...queryLog(options) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }), ...queryLog(options) });
   return { db, dialect: sqliteDialect, location: file, close: () => db.destroy() };
 }
 

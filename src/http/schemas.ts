@@ -28,3 +28,6 @@ export const GIB = 1024 * MIB;
 
 /** The seeds' megabytes are binary (MiB); three decimals keep byte-exact round trips for whole MiB. */
 export const bytesToMb = (bytes: number | null): number | null => (bytes === null ? null : Math.round((bytes / MIB) * 1000) / 1000);
+
+/** Per-route rate limit keyed by client address: for anonymous routes (login, sign-up, registration). */
+export const perAddressRateLimit = (max: number) => ({ rateLimit: { max, timeWindow: 60_000, keyGenerator: (request: { ip: string }) => request.ip } });

@@ -3,7 +3,7 @@ import { toIso } from '../clock.js';
 import { AppError } from '../errors.js';
 import { actorOf, authenticate, bearerToken, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
-import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, Nullable, perAddressRateLimit } from '../http/schemas.js';
 import { tokenKind } from '../lib/secrets.js';
 import {
   acceptEnrollmentToken,
@@ -79,7 +79,7 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
       onRequest: async (request) => {
         request.credential = await resolveRegistrationCredential(ctx, bearerToken(request));
       },
-      config: { rateLimit: { max: ctx.config.loginRateLimitPerMinute, timeWindow: 60_000 } },
+      config: perAddressRateLimit(ctx.config.loginRateLimitPerMinute),
       schema: {
         tags: ['nodes'],
         summary: 'Register a node (enrollment token), or refresh it (its node token or an admin token)',
@@ -96,6 +96,8 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
         request.credential as RegistrationCredential,
         ctx.clock.now(),
       );
+      // An admin's re-registration rotated the token: the old one must stop working here at once.
+      if (!result.created) guards.nodeTokens.forgetNode(result.node.id);
       return {
         message: result.created ? REGISTERED_MESSAGE : ALREADY_REGISTERED_MESSAGE,
         node_id: result.node.id,

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import { AppError } from '../errors.js';
 import type { App, AppContext } from '../http/context.js';
-import { errorResponses } from '../http/schemas.js';
+import { errorResponses, perAddressRateLimit } from '../http/schemas.js';
 import { logIn, signUp } from './users.service.js';
 
 export const Username = Type.String({ pattern: '^[a-z0-9_.-]{3,32}$', description: '3–32 characters of a-z, 0-9, _ . -' });
@@ -24,7 +24,7 @@ export function registerUserRoutes(app: App, ctx: AppContext): void {
         body: Credentials,
         response: { 200: Type.Object({ message: Type.String() }), ...errorResponses },
       },
-      config: { rateLimit: { max: ctx.config.loginRateLimitPerMinute, timeWindow: 60_000 } },
+      config: perAddressRateLimit(ctx.config.loginRateLimitPerMinute),
     },
     async (request) => {
       if (ctx.config.signup === 'closed') throw new AppError('SIGNUP_CLOSED', 'Sign-up is closed on this server; ask an admin for an account.');
@@ -43,7 +43,7 @@ export function registerUserRoutes(app: App, ctx: AppContext): void {
         body: LoginBody,
         response: { 200: Type.Object({ token: Type.String() }), ...errorResponses },
       },
-      config: { rateLimit: { max: ctx.config.loginRateLimitPerMinute, timeWindow: 60_000 } },
+      config: perAddressRateLimit(ctx.config.loginRateLimitPerMinute),
     },
     async (request) => ({ token: await logIn(ctx.db, ctx.jwt, { ...request.body, now: ctx.clock.now() }) }),
   );
