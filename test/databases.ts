@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { inject } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 
@@ -50,7 +51,7 @@ export async function createTestDatabase(name: DialectName, setup: { migrate?: b
   const dataDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-test-'));
   let schema: string | undefined;
   if (name === 'postgres') {
-    schema = `t_${crypto.randomBytes(6).toString('hex')}`;
+    schema = `${inject('schemaPrefix')}${crypto.randomBytes(6).toString('hex')}`;
     await withAdminClient((client) => client.query(`create schema ${schema}`));
   }
   const options = { databaseUrl: name === 'postgres' ? POSTGRES_URL : undefined, dataDirectory, databaseSchema: schema };
@@ -69,7 +70,7 @@ export async function createTestDatabase(name: DialectName, setup: { migrate?: b
     open,
     async drop() {
       await Promise.all(handles.map((each) => each.close().catch(() => undefined)));
-      if (schema) await withAdminClient((client) => client.query(`drop schema if exists ${schema} cascade`));
+      // PostgreSQL schemas are dropped together when the run ends (test/global-setup.ts).
       fs.rmSync(dataDirectory, { recursive: true, force: true });
     },
   };

@@ -16,7 +16,7 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
     servers = dialect === 'postgres' ? [first, await startTestServer(database, overrides, first.clock)] : [first];
   });
   afterEach(async () => {
-    for (const server of servers) await server.stop();
+    for (const server of servers ?? []) await server.stop();
     await database.drop();
   });
 
