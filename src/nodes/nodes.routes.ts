@@ -50,18 +50,22 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
     '/api/enrollment-tokens',
     {
       onRequest: guards.admin,
+      // Every field is optional, so a bare `curl -X POST` with no body at all is fine.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
       schema: {
         tags: ['nodes'],
         summary: 'Create an enrollment token that lets new nodes register (admin)',
         security: bearerSecurity,
-        body: Type.Optional(EnrollmentBody),
+        body: EnrollmentBody,
         response: { 200: Type.Object({ token: Type.String(), id: Type.Integer(), expires_at: Nullable(Type.String()) }), ...errorResponses },
       },
     },
     async (request) => {
       const principal = principalOf(request);
       const now = ctx.clock.now();
-      const body = request.body ?? {};
+      const body = request.body;
       const created = await createEnrollmentToken(ctx.db, {
         createdBy: principal.kind === 'user' ? principal.userId : null,
         actor: actorOf(principal),

@@ -137,6 +137,13 @@ describe.each(dialects)('accounts and credentials on %s', (dialect) => {
     expect((await server.api.post('/api/workers/register', { hostname: 'late' }, enrollment.body.token)).status).toBe(401);
   });
 
+  it('creates an enrollment token from a bare POST with no body', async () => {
+    const response = await server.api.request('POST', '/api/enrollment-tokens', { token: server.adminToken });
+    expect(response.status).toBe(200);
+    expect(response.body.token).toMatch(/^de_/);
+    expect(response.body.expires_at).toBeNull();
+  });
+
   it('refuses unauthenticated or badly authenticated registration and changes nothing', async () => {
     expect((await server.api.post('/api/workers/register', { hostname: 'h1' })).status).toBe(401);
     expect((await server.api.post('/api/workers/register', { hostname: 'h1' }, 'de_forged')).status).toBe(401);
