@@ -30,6 +30,17 @@ export interface Config {
   defaultReplicasTarget: number;
   unknownSizeEstimateBytes: number;
   unknownSizeMaxPerRequest: number;
+  /** Replica targets by priority, highest threshold first: [[8, 3], [1, 2]] means priority ≥ 8 → 3. */
+  replicasByPriority: [number, number][] | undefined;
+  nodeTimeoutMs: number;
+  nodeDeadGraceMs: number;
+  reclaimMaxPerMinute: number;
+  freeSpaceTtlMs: number;
+  leaseMinMs: number;
+  defaultNodeRateBytesPerSecond: number;
+  maxStrikes: number;
+  sourceGoneConfirmations: number;
+  spreadTag: string;
   bodyLimitBytes: number;
   loginRateLimitPerMinute: number;
   nodeRateLimitPerMinute: number;
@@ -98,6 +109,18 @@ function identifier(raw: string): string {
   return raw;
 }
 
+function replicaRules(raw: string): [number, number][] {
+  const rules = raw.split(',').map((rule) => {
+    const match = /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(rule);
+    if (!match) throw new Error(`must look like "8:3,1:2" (priority threshold:replicas), got "${raw}"`);
+    const [threshold, replicas] = [Number(match[1]), Number(match[2])];
+    if (threshold < 1 || threshold > 10 || replicas < 1 || replicas > 100) throw new Error(`thresholds must be 1–10 and replicas 1–100, got "${rule}"`);
+    return [threshold, replicas] as [number, number];
+  });
+  if (!rules.some(([threshold]) => threshold === 1)) throw new Error('must have a rule for threshold 1, so every priority is covered');
+  return rules.sort((a, b) => b[0] - a[0]);
+}
+
 function secret(raw: string): string {
   if (raw.length < 32) throw new Error('must be at least 32 characters long');
   return raw;
@@ -147,6 +170,21 @@ const variables = [
     fallback: 1024 * MIB,
   },
   { key: 'unknownSizeMaxPerRequest', names: ['UNKNOWN_SIZE_MAX_PER_REQUEST'], parse: integer(0, 1000), fallback: 2 },
+  { key: 'replicasByPriority', names: ['REPLICAS_BY_PRIORITY'], parse: replicaRules, fallback: undefined },
+  { key: 'nodeTimeoutMs', names: ['NODE_TIMEOUT_SECONDS'], parse: (raw: string) => integer(5, 86_400)(raw) * 1000, fallback: 300_000 },
+  { key: 'nodeDeadGraceMs', names: ['NODE_DEAD_GRACE_SECONDS'], parse: (raw: string) => integer(0, 604_800)(raw) * 1000, fallback: 600_000 },
+  { key: 'reclaimMaxPerMinute', names: ['RECLAIM_MAX_PER_MINUTE'], parse: integer(1, 1_000_000), fallback: 600 },
+  { key: 'freeSpaceTtlMs', names: ['FREE_SPACE_TTL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 600_000 },
+  { key: 'leaseMinMs', names: ['LEASE_MIN_MINUTES'], parse: (raw: string) => Math.round(positiveNumber(10_080)(raw) * 60_000), fallback: 30 * 60_000 },
+  {
+    key: 'defaultNodeRateBytesPerSecond',
+    names: ['DEFAULT_NODE_RATE_MB_S'],
+    parse: (raw: string) => Math.round(positiveNumber(100_000)(raw) * MIB),
+    fallback: 10 * MIB,
+  },
+  { key: 'maxStrikes', names: ['MAX_STRIKES'], parse: integer(1, 100), fallback: 6 },
+  { key: 'sourceGoneConfirmations', names: ['SOURCE_GONE_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2 },
+  { key: 'spreadTag', names: ['SPREAD_TAG'], parse: text, fallback: 'region' },
   { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB },
   { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20 },
   { key: 'nodeRateLimitPerMinute', names: ['NODE_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 10_000_000), fallback: 6_000 },

@@ -1,22 +1,51 @@
 import { sql } from 'kysely';
+import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import { appendEvents } from '../events/events.repository.js';
 import type { AllocationState } from './allocations.table.js';
+import { leaseFor, type LeasePolicy } from './lease.js';
 
 export interface AllocationRequest {
   nodeId: number;
-  /** Free bytes the node reports now. */
-  freeBytes: number;
+  /** Free bytes the node reports now; null to use its last report while that is fresh. */
+  freeBytes: number | null;
   maxAssets: number;
   minPriority: number;
+  maxPriority?: number;
   actor: string;
 }
 
-export interface AllocationPolicy {
-  leaseMs: number;
+export interface AllocationPolicy extends LeasePolicy {
   unknownSizeEstimateBytes: number;
   unknownSizeMaxPerRequest: number;
+  /** A free-space report older than this is not trusted. */
+  freeSpaceTtlMs: number;
+  /** A node with this many strikes gets nothing until an admin clears it. */
+  maxStrikes: number;
+  /** Node tag across which copies of an asset are spread where possible. */
+  spreadTag: string;
+}
+
+/** The allocation rules as configured. */
+export function allocationPolicyFrom(config: Config): AllocationPolicy {
+  return {
+    leaseMaxMs: config.allocationExpiryMs,
+    leaseMinMs: Math.min(config.leaseMinMs, config.allocationExpiryMs),
+    unknownSizeEstimateBytes: config.unknownSizeEstimateBytes,
+    unknownSizeMaxPerRequest: config.unknownSizeMaxPerRequest,
+    freeSpaceTtlMs: config.freeSpaceTtlMs,
+    maxStrikes: config.maxStrikes,
+    spreadTag: config.spreadTag,
+  };
+}
+
+/** Why a node got nothing although it asked: the route turns each into a clear error. */
+export type Refusal = 'draining' | 'throttled' | 'stale_free_space';
+
+export interface AllocationOutcome {
+  granted: GrantedAsset[];
+  refusal?: Refusal;
 }
 
 export interface GrantedAsset {
@@ -44,8 +73,7 @@ interface Candidate {
 
 type LockMode = 'none' | 'skip-locked' | 'wait';
 
-interface PassResult {
-  granted: GrantedAsset[];
+interface PassResult extends AllocationOutcome {
   /** The candidate lists ran dry before the request was filled: rows locked by others may have been skipped. */
   ranDry: boolean;
 }
@@ -65,9 +93,9 @@ export async function allocateAssets(
   request: AllocationRequest,
   policy: AllocationPolicy,
   now: number,
-): Promise<GrantedAsset[]> {
-  const [granted] = await allocateBatch(db, dialect, [request], policy, now);
-  return granted as GrantedAsset[];
+): Promise<AllocationOutcome> {
+  const [outcome] = await allocateBatch(db, dialect, [request], policy, now);
+  return outcome as AllocationOutcome;
 }
 
 /**
@@ -86,20 +114,20 @@ export async function allocateBatch(
   requests: AllocationRequest[],
   policy: AllocationPolicy,
   now: number,
-): Promise<GrantedAsset[][]> {
+): Promise<AllocationOutcome[]> {
   const order = requests.map((_, index) => index).sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
   const lock: LockMode = dialect.hasRowLocks ? 'skip-locked' : 'none';
   const firsts: PassResult[] = new Array(requests.length);
   await db.transaction().execute(async (trx) => {
     for (const index of order) firsts[index] = await claim(trx, requests[index] as AllocationRequest, policy, now, lock);
   });
-  if (!dialect.hasRowLocks) return firsts.map((first) => first.granted);
+  if (!dialect.hasRowLocks) return firsts.map(({ granted, refusal }) => ({ granted, refusal }));
   return Promise.all(requests.map((request, index) => topUp(db, dialect, request, policy, now, firsts[index] as PassResult)));
 }
 
-async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<GrantedAsset[]> {
+async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<AllocationOutcome> {
   const missing = request.maxAssets - first.granted.length;
-  if (!first.ranDry || missing <= 0) return first.granted;
+  if (first.refusal || !first.ranDry || missing <= 0) return { granted: first.granted, refusal: first.refusal };
   const unknownTaken = first.granted.filter((asset) => asset.sizeBytes === null).length;
   try {
     const second = await db.transaction().execute((trx) =>
@@ -111,46 +139,80 @@ async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, polic
         'wait',
       ),
     );
-    return [...first.granted, ...second.granted];
+    return { granted: [...first.granted, ...second.granted] };
   } catch (error) {
     // A deadlock between two waiting passes: keep what the first pass granted; the node asks again.
-    if (dialect.isLockConflict(error)) return first.granted;
+    if (dialect.isLockConflict(error)) return { granted: first.granted };
     throw error;
   }
 }
 
 /** One request's claim, inside the caller's transaction. */
 async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult> {
-  await trx
+  // One statement records the report, takes the node's row lock (PostgreSQL) and reads its state.
+  const node = await trx
     .updateTable('nodes')
-    .set({ free_bytes: request.freeBytes, free_reported_at: now })
+    .set((eb) => (request.freeBytes === null ? { free_bytes: eb.ref('free_bytes') } : { free_bytes: request.freeBytes, free_reported_at: now }))
     .where('id', '=', request.nodeId)
-    .execute();
+    .returning(['free_bytes', 'free_reported_at', 'bandwidth_bps', 'strikes', 'draining', 'tags'])
+    .executeTakeFirst();
+  if (!node) return { granted: [], ranDry: false };
+  if (node.draining) return { granted: [], ranDry: false, refusal: 'draining' };
+  if (node.strikes >= policy.maxStrikes) return { granted: [], ranDry: false, refusal: 'throttled' };
+  if (node.free_bytes === null || node.free_reported_at === null || now - node.free_reported_at > policy.freeSpaceTtlMs) {
+    return { granted: [], ranDry: false, refusal: 'stale_free_space' };
+  }
+  // Each strike halves what the node may take in one request.
+  const maxAssets = Math.max(1, Math.floor(request.maxAssets / 2 ** node.strikes));
   const { reserved } = await trx
     .selectFrom('allocations')
     .select(sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved'))
     .where('node_id', '=', request.nodeId)
     .where('state', '=', 'active')
     .executeTakeFirstOrThrow();
-  const budget = request.freeBytes - Number(reserved);
-  if (budget <= 0 || request.maxAssets <= 0) return { granted: [], ranDry: false };
+  const budget = node.free_bytes - Number(reserved);
+  if (budget <= 0) return { granted: [], ranDry: false };
 
-  const knownLimit = Math.min(request.maxAssets * 3, 1000);
-  const known = await selectCandidates(trx, request, lock, 'known', budget, knownLimit);
-  const unknownCap = Math.min(policy.unknownSizeMaxPerRequest, request.maxAssets);
+  const knownLimit = Math.min(maxAssets * 3, 1000);
+  const bounded = { ...request, maxAssets };
+  const known = await selectCandidates(trx, bounded, lock, 'known', budget, knownLimit);
+  const unknownCap = Math.min(policy.unknownSizeMaxPerRequest, maxAssets);
   const unknown =
-    unknownCap > 0 && policy.unknownSizeEstimateBytes <= budget ? await selectCandidates(trx, request, lock, 'unknown', budget, unknownCap) : [];
-  let picked = pickWithinBudget(mergeInAllocationOrder(known, unknown), budget, request.maxAssets, {
-    estimate: policy.unknownSizeEstimateBytes,
-    maxUnknown: unknownCap,
-  });
-  const ranDry = picked.length < request.maxAssets && known.length < knownLimit;
+    unknownCap > 0 && policy.unknownSizeEstimateBytes <= budget ? await selectCandidates(trx, bounded, lock, 'unknown', budget, unknownCap) : [];
+  const ordered = await spreadAcrossTag(trx, mergeInAllocationOrder(known, unknown), tagValue(node.tags, policy.spreadTag), policy.spreadTag);
+  let picked = pickWithinBudget(ordered, budget, maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: unknownCap });
+  const ranDry = picked.length < maxAssets && known.length < knownLimit;
   if (lock === 'wait' && picked.length > 0) {
     const stillFree = await lockInIdOrder(trx, picked.map(({ asset }) => asset.id));
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
   if (picked.length === 0) return { granted: [], ranDry };
-  return { granted: await grant(trx, request, picked, now + policy.leaseMs, now), ranDry };
+  return { granted: await grant(trx, request, picked, (bytes) => now + leaseFor(bytes, node.bandwidth_bps, policy), now), ranDry };
+}
+
+function tagValue(tags: string, key: string): string | undefined {
+  const value = (JSON.parse(tags) as Record<string, unknown>)[key];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * Puts candidates that already have a copy or claim on a node with the same tag value (say, the
+ * same region) after the others, keeping allocation order within each group: copies spread where
+ * possible, and still go to this node when nothing else is left.
+ */
+async function spreadAcrossTag(trx: Db, candidates: Candidate[], value: string | undefined, key: string): Promise<Candidate[]> {
+  const held = candidates.filter((candidate) => candidate.holders > 0).map((candidate) => candidate.id);
+  if (value === undefined || held.length === 0) return candidates;
+  const holders = await trx
+    .selectFrom('allocations')
+    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+    .select(['allocations.asset_id', 'nodes.tags'])
+    .where('allocations.asset_id', 'in', held)
+    .where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')])
+    .execute();
+  const crowded = new Set(holders.filter((holder) => tagValue(holder.tags, key) === value).map((holder) => holder.asset_id));
+  if (crowded.size === 0) return candidates;
+  return [...candidates.filter((candidate) => !crowded.has(candidate.id)), ...candidates.filter((candidate) => crowded.has(candidate.id))];
 }
 
 /** Inserts the allocations, counts them in holders and records one event each. */
@@ -158,19 +220,20 @@ async function grant(
   trx: Db,
   request: AllocationRequest,
   picked: { asset: Candidate; reservedBytes: number }[],
-  expiresAt: number,
+  expiryFor: (bytes: number) => number,
   now: number,
 ): Promise<GrantedAsset[]> {
+  const expiries = picked.map(({ reservedBytes }) => expiryFor(reservedBytes));
   const inserted = await trx
     .insertInto('allocations')
     .values(
-      picked.map(({ asset, reservedBytes }) => ({
+      picked.map(({ asset, reservedBytes }, index) => ({
         asset_id: asset.id,
         node_id: request.nodeId,
         state: 'active' as const,
         reserved_bytes: reservedBytes,
         created_at: now,
-        expires_at: expiresAt,
+        expires_at: expiries[index] as number,
         verified: 0,
       })),
     )
@@ -189,15 +252,15 @@ async function grant(
   await appendEvents(
     trx,
     now,
-    picked.map(({ asset, reservedBytes }) => ({
+    picked.map(({ asset, reservedBytes }, index) => ({
       actor: request.actor,
       kind: 'allocation.granted',
       subjectType: 'allocation',
       subjectId: allocationIds.get(asset.id) as number,
-      data: { asset_id: asset.id, node_id: request.nodeId, reserved_bytes: reservedBytes, expires_at: expiresAt },
+      data: { asset_id: asset.id, node_id: request.nodeId, reserved_bytes: reservedBytes, expires_at: expiries[index] },
     })),
   );
-  return picked.map(({ asset, reservedBytes }) => ({
+  return picked.map(({ asset, reservedBytes }, index) => ({
     allocationId: allocationIds.get(asset.id) as number,
     id: asset.id,
     name: asset.name,
@@ -206,7 +269,7 @@ async function grant(
     priority: asset.priority,
     sha256: asset.sha256,
     reservedBytes,
-    expiresAt,
+    expiresAt: expiries[index] as number,
   }));
 }
 
@@ -228,6 +291,7 @@ async function selectCandidates(
     // Written exactly as the partial indexes' predicates, so the planner can use them.
     .where(sql<boolean>`state = 'pending' and holders < replicas_target`)
     .where('priority', '>=', request.minPriority)
+    .where('priority', '<=', request.maxPriority ?? 10)
     .where((eb) =>
       eb.not(
         eb.exists(

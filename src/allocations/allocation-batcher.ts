@@ -1,15 +1,15 @@
 import type { Clock } from '../clock.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
-import { allocateBatch, type AllocationPolicy, type AllocationRequest, type GrantedAsset } from './allocate.service.js';
+import { allocateBatch, type AllocationOutcome, type AllocationPolicy, type AllocationRequest } from './allocate.service.js';
 
 export interface AllocationBatcher {
-  allocate(request: AllocationRequest): Promise<GrantedAsset[]>;
+  allocate(request: AllocationRequest): Promise<AllocationOutcome>;
 }
 
 interface Waiting {
   request: AllocationRequest;
-  resolve(granted: GrantedAsset[]): void;
+  resolve(outcome: AllocationOutcome): void;
   reject(error: unknown): void;
 }
 
@@ -42,12 +42,12 @@ export function createAllocationBatcher(deps: {
       const batch = queue.splice(0, deps.maxBatch);
       try {
         const results = await run(batch.map((waiting) => waiting.request));
-        batch.forEach((waiting, index) => waiting.resolve(results[index] as GrantedAsset[]));
+        batch.forEach((waiting, index) => waiting.resolve(results[index] as AllocationOutcome));
       } catch {
         await Promise.all(
           batch.map((waiting) =>
             run([waiting.request]).then(
-              ([granted]) => waiting.resolve(granted as GrantedAsset[]),
+              ([outcome]) => waiting.resolve(outcome as AllocationOutcome),
               (error: unknown) => waiting.reject(error),
             ),
           ),

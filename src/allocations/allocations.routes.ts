@@ -6,6 +6,7 @@ import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
 import { findOrCreateNode } from '../nodes/nodes.service.js';
+import { allocationPolicyFrom, type Refusal } from './allocate.service.js';
 import { createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
@@ -34,18 +35,25 @@ export async function resolveNode(
   throw new AppError('NODE_NOT_FOUND', `No node "${ref}".`);
 }
 
+export function refusalError(refusal: Refusal, nodeName: string): AppError {
+  switch (refusal) {
+    case 'draining':
+      return new AppError('NODE_DRAINING', `Node "${nodeName}" is being drained by an admin: it keeps its work but gets nothing new.`);
+    case 'throttled':
+      return new AppError('NODE_THROTTLED', `Node "${nodeName}" failed too many allocations and gets no work until an admin clears it.`);
+    case 'stale_free_space':
+      return new AppError('FREE_SPACE_REQUIRED', `Node "${nodeName}" has no recent free-space report; send free_space_gb.`);
+  }
+}
+
 export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guards): void {
   const nodeRateLimit = { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } };
   const batcher = createAllocationBatcher({
     db: ctx.db,
     dialect: ctx.dialect,
     clock: ctx.clock,
+    policy: allocationPolicyFrom(ctx.config),
     ...ctx.dialect.allocationBatching(ctx.config.databasePoolSize),
-    policy: {
-      leaseMs: ctx.config.allocationExpiryMs,
-      unknownSizeEstimateBytes: ctx.config.unknownSizeEstimateBytes,
-      unknownSizeMaxPerRequest: ctx.config.unknownSizeMaxPerRequest,
-    },
   });
 
   app.post(
@@ -65,13 +73,14 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       const principal = principalOf(request);
       const body = request.body;
       const node = await resolveNode(ctx, principal, body.node_id, { create: true });
-      const granted = await batcher.allocate({
+      const { granted, refusal } = await batcher.allocate({
         nodeId: node.id,
-        freeBytes: Math.floor(body.free_space_gb * GIB),
+        freeBytes: body.free_space_gb === undefined ? null : Math.floor(body.free_space_gb * GIB),
         maxAssets: body.max_assets ?? 100,
         minPriority: body.min_priority ?? 1,
         actor: actorOf(principal),
       });
+      if (refusal) throw refusalError(refusal, node.name);
       if (granted.length === 0) throw new AppError('NO_ASSETS_AVAILABLE', 'No available assets matching the criteria');
       return granted.map((asset) => ({
         id: asset.id,

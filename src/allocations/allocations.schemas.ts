@@ -7,7 +7,9 @@ export const NodeRef = Type.Union([Type.String({ minLength: 1, maxLength: 64, pa
 
 export const AllocateBody = Type.Object(
   {
-    free_space_gb: Type.Number({ minimum: 0, maximum: 1_000_000_000, description: 'Free space the node has now, in GiB.' }),
+    free_space_gb: Type.Optional(
+      Type.Number({ minimum: 0, maximum: 1_000_000_000, description: 'Free space the node has now, in GiB. Optional for a node whose heartbeat reported it within FREE_SPACE_TTL_SECONDS.' }),
+    ),
     node_id: NodeRef,
     max_assets: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
     min_priority: Type.Optional(Priority),

@@ -18,6 +18,9 @@ export interface AllocationsTable {
   uri: string | null;
   /** 1 when this completed allocation counts as a verified copy. */
   verified: number;
+  /** Bytes downloaded so far, from the node's heartbeats. */
+  bytes_done: number | null;
+  progress_at: number | null;
 }
 
 export type AllocationRow = Selectable<AllocationsTable>;

@@ -3,7 +3,8 @@ import { createTestDatabase, dialects, type TestDatabase } from '../../test/data
 import { importAssets } from '../assets/assets.service.js';
 import { openDatabase } from '../db/database.js';
 import { insertNode } from '../nodes/nodes.repository.js';
-import { allocateAssets } from './allocate.service.js';
+import { buildConfig } from '../config.js';
+import { allocateAssets, allocationPolicyFrom } from './allocate.service.js';
 import { completeAllocation, expireDueAllocations, releaseAllocation } from './allocations.service.js';
 
 /**
@@ -29,7 +30,7 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
       const node = await insertNode(database.handle.db, { name: 'n', hostname: 'n', ip: null, sshPort: null, tags: {}, tokenHash: null, now });
       const section = (title: string) => statements.push(`-- ${title}`);
       section('allocate');
-      await allocateAssets(handle.db, handle.dialect, { nodeId: node!.id, freeBytes: 10 * 1024 ** 3, maxAssets: 5, minPriority: 1, actor: 't' }, { leaseMs: 1000, unknownSizeEstimateBytes: 1024, unknownSizeMaxPerRequest: 1 }, now);
+      await allocateAssets(handle.db, handle.dialect, { nodeId: node!.id, freeBytes: 10 * 1024 ** 3, maxAssets: 5, minPriority: 1, actor: 't' }, { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 1024, unknownSizeMaxPerRequest: 1 }, now);
       section('release');
       await releaseAllocation(handle.db, { assetId: 'b', nodeId: node!.id, reason: null, actor: 't' }, now);
       section('complete');
@@ -39,7 +40,7 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
     } finally {
       await handle.close();
     }
-    const text = `${statements.join(';\n\n')};\n`.replace(/search_path=t_[0-9a-f]+/g, 'search_path=<schema>');
+    const text = `${statements.join(';\n\n')};\n`.replace(/search_path=t_[0-9a-f_]+/g, 'search_path=<schema>');
     await expect(text).toMatchFileSnapshot(`./__snapshots__/claim.${dialect}.sql`);
   });
 });

@@ -1,4 +1,4 @@
-import type { Selectable } from 'kysely';
+import type { Generated, Selectable } from 'kysely';
 
 export type AssetState = 'pending' | 'rescued' | 'gone';
 
@@ -23,6 +23,10 @@ export interface AssetsTable {
   last_seen_at: number;
   removed_from_source_at: number | null;
   priority_changed_at: number;
+  /** Distinct nodes that found the source answering 404/410. */
+  source_errors: Generated<number>;
+  source_error: string | null;
+  source_error_at: number | null;
 }
 
 export type AssetRow = Selectable<AssetsTable>;

@@ -127,7 +127,7 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
     for (const path of ['/allocate', '/release', '/complete', '/update-ckan', '/status', '/health', '/api/health', '/auth/signup', '/auth/login', '/api/workers/register', '/api/enrollment-tokens', '/assets', '/assets/{id}', '/allocations', '/events']) {
       expect(document.body.paths, path).toHaveProperty([path]);
     }
-    expect(document.body.paths['/allocate'].post.requestBody.content['application/json'].schema.required).toEqual(['free_space_gb', 'node_id']);
+    expect(document.body.paths['/allocate'].post.requestBody.content['application/json'].schema.required).toEqual(['node_id']);
     const ui = await server.api.get('/docs/');
     expect(ui.status).toBe(200);
     expect(String(ui.body)).toContain('swagger');

@@ -18,6 +18,11 @@ export interface NodesTable {
   tags: string;
   token_hash: string | null;
   created_at: number;
+  /** Failed, expired or mismatched allocations not yet made up for; each halves what the node is given. */
+  strikes: Generated<number>;
+  /** 1 while an admin drains the node: it keeps its work but gets nothing new. */
+  draining: Generated<number>;
+  bytes_in_flight: number | null;
 }
 
 export interface EnrollmentTokensTable {

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Dialect } from '../dialect.js';
 import * as initial from './0001-initial.js';
+import * as nodeLiveness from './0002-node-liveness.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -9,4 +10,5 @@ interface DialectMigration {
 /** Every migration, in order. Names are frozen once released. */
 export const migrations: Record<string, DialectMigration> = {
   '0001-initial': initial,
+  '0002-node-liveness': nodeLiveness,
 };
