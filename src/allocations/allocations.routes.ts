@@ -114,7 +114,8 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       const node = await resolveNode(ctx, principal, request.body.node_id, { create: false });
       await releaseAllocation(
         ctx.db,
-        { assetId: request.body.asset_id, nodeId: node.id, reason: request.body.reason ?? null, actor: actorOf(principal) },
+        { assetId: request.body.asset_id, nodeId: node.id, reason: request.body.reason ?? null, sourceStatus: request.body.source_status, actor: actorOf(principal) },
+        { goneConfirmations: ctx.config.sourceGoneConfirmations },
         ctx.clock.now(),
       );
       return { status: 'success', message: 'Asset released successfully' };
@@ -149,6 +150,7 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
         asset_state: result.assetState,
         copies: result.copies,
         replicas_target: result.replicasTarget,
+        verified: result.verified,
       };
     },
   );

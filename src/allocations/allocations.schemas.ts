@@ -34,6 +34,9 @@ export const ReleaseBody = Type.Object(
     asset_id: AssetId,
     node_id: NodeRef,
     reason: Type.Optional(Type.String({ maxLength: 500, description: 'Why the node gives it up (kept in events).' })),
+    source_status: Type.Optional(
+      Type.Integer({ minimum: 100, maximum: 599, description: 'HTTP status the source answered, when that is why. 404/410 from SOURCE_GONE_CONFIRMATIONS nodes mark the asset gone.' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -55,6 +58,7 @@ export const CompleteResponse = Type.Object({
   asset_state: Type.String(),
   copies: Type.Integer(),
   replicas_target: Type.Integer(),
+  verified: Type.Boolean({ description: 'Whether this copy counts; false while copies disagree on the checksum.' }),
 });
 
 const AllocationState = Type.Union([

@@ -4,22 +4,59 @@ import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { recountHolders } from '../assets/assets.repository.js';
 import { appendEvents } from '../events/events.repository.js';
+import { addStrikes } from '../nodes/liveness.service.js';
 import type { AllocationState } from './allocations.table.js';
 
 /** Ends a node's active allocation of an asset by its choice; holders goes down by one. */
 export async function releaseAllocation(
   db: Db,
-  input: { assetId: string; nodeId: number; reason: string | null; actor: string },
+  input: { assetId: string; nodeId: number; reason: string | null; sourceStatus?: number; actor: string },
+  options: { goneConfirmations: number },
   now: number,
 ): Promise<void> {
+  const gone = input.sourceStatus === 404 || input.sourceStatus === 410;
+  const reason = gone ? `source_gone: ${input.sourceStatus}${input.reason ? ` ${input.reason}` : ''}` : input.reason;
   await db.transaction().execute(async (trx) => {
-    const ended = await endActiveAllocation(trx, input.assetId, input.nodeId, 'released', input.reason, now);
+    const ended = await endActiveAllocation(trx, input.assetId, input.nodeId, 'released', reason, now);
     if (!ended) throw new AppError('NOT_ALLOCATED', `Node ${input.nodeId} holds no active allocation of asset "${input.assetId}".`);
     await trx.updateTable('assets').set((eb) => ({ holders: eb('holders', '-', 1) })).where('id', '=', input.assetId).execute();
     await appendEvents(trx, now, [
-      { actor: input.actor, kind: 'allocation.released', subjectType: 'allocation', subjectId: ended.id, data: { asset_id: input.assetId, node_id: input.nodeId, reason: input.reason } },
+      { actor: input.actor, kind: 'allocation.released', subjectType: 'allocation', subjectId: ended.id, data: { asset_id: input.assetId, node_id: input.nodeId, reason, source_status: input.sourceStatus ?? null } },
     ]);
+    if (gone) await recordSourceGone(trx, input.assetId, reason as string, options.goneConfirmations, input.actor, now);
   });
+}
+
+/**
+ * Counts the distinct nodes that found the source answering 404/410; once enough agree, the asset
+ * is `gone` (no copy anywhere) or `unreachable` (copies exist, no more can be made) and is no
+ * longer handed out. One node alone cannot take an asset out of the rescue.
+ */
+async function recordSourceGone(trx: Db, assetId: string, reason: string, confirmations: number, actor: string, now: number): Promise<void> {
+  const { nodes } = await trx
+    .selectFrom('allocations')
+    .select(sql<number>`count(distinct node_id)`.as('nodes'))
+    .where('asset_id', '=', assetId)
+    .where('end_reason', 'like', 'source_gone:%')
+    .executeTakeFirstOrThrow();
+  const confirmed = Number(nodes) >= confirmations;
+  const asset = await trx
+    .updateTable('assets')
+    .set((eb) => ({
+      source_errors: Number(nodes),
+      source_error: reason,
+      source_error_at: now,
+      ...(confirmed
+        ? { state: eb.case().when('copies', '>', 0).then(sql.lit<AssetState>('unreachable')).else(sql.lit<AssetState>('gone')).end() }
+        : {}),
+    }))
+    .where('id', '=', assetId)
+    .where('state', '=', 'pending')
+    .returning(['state'])
+    .executeTakeFirst();
+  if (confirmed && asset) {
+    await appendEvents(trx, now, [{ actor, kind: `asset.${asset.state}`, subjectType: 'asset', subjectId: assetId, data: { reason, nodes: Number(nodes) } }]);
+  }
 }
 
 export interface CompletionReport {
@@ -35,18 +72,26 @@ export interface CompletionResult {
   assetState: string;
   copies: number;
   replicasTarget: number;
+  /** Whether this copy counts (false while its checksum is disputed). */
+  verified: boolean;
 }
 
 /**
- * Records a node's finished copy. It counts as verified when it matches what is known of the
- * asset (expected sha256, size); a mismatch fails the allocation and frees its place.
+ * Records a node's finished copy. Against an expected checksum or size, a mismatch fails the
+ * allocation at once. Without one, copies are compared among themselves (quorum): a copy counts
+ * only when every reported copy agrees, or when a majority of at least two agrees, in which case
+ * the dissenters are marked bad. Until then the disputed copies do not count, so more are made.
  */
 export async function completeAllocation(db: Db, report: CompletionReport, now: number): Promise<CompletionResult> {
   const outcome = await db.transaction().execute(async (trx) => {
+    // A no-op UPDATE to read the asset: on PostgreSQL it locks the row, so completions of one asset
+    // run one after another and each counts the copies of those before it (two concurrent ones
+    // were measured to leave copies at 1 instead of 2).
     const asset = await trx
-      .selectFrom('assets')
-      .select(['sha256', 'size_bytes', 'replicas_target', 'copies', 'state'])
+      .updateTable('assets')
+      .set((eb) => ({ holders: eb.ref('holders') }))
       .where('id', '=', report.assetId)
+      .returning(['sha256', 'size_bytes', 'replicas_target', 'copies', 'state'])
       .executeTakeFirst();
     if (!asset) throw new AppError('ASSET_NOT_FOUND', `No asset has id "${report.assetId}".`);
     const mismatch = findMismatch(asset, report);
@@ -54,6 +99,7 @@ export async function completeAllocation(db: Db, report: CompletionReport, now: 
       const failed = await endActiveAllocation(trx, report.assetId, report.nodeId, 'failed', mismatch.reason, now, report);
       if (!failed) return notHeld(trx, report);
       await trx.updateTable('assets').set((eb) => ({ holders: eb('holders', '-', 1) })).where('id', '=', report.assetId).execute();
+      await addStrikes(trx, [report.nodeId], 1);
       await appendEvents(trx, now, [
         { actor: report.actor, kind: 'allocation.failed', subjectType: 'allocation', subjectId: failed.id, data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes } },
       ]);
@@ -61,27 +107,79 @@ export async function completeAllocation(db: Db, report: CompletionReport, now: 
     }
     const completed = await endActiveAllocation(trx, report.assetId, report.nodeId, 'completed', null, now, report);
     if (!completed) return notHeld(trx, report);
-    const updated = await trx
-      .updateTable('assets')
-      .set((eb) => ({
-        copies: eb('copies', '+', 1),
-        state: eb.case().when(eb('copies', '+', 1), '>=', eb.ref('replicas_target')).then(sql.lit<AssetState>('rescued')).else(eb.ref('state')).end(),
-        size_bytes: eb.fn.coalesce('size_bytes', eb.val(report.bytes)),
-      }))
-      .where('id', '=', report.assetId)
-      .returning(['state', 'copies', 'replicas_target'])
-      .executeTakeFirstOrThrow();
+    const quorum = await settleQuorum(trx, report.assetId, asset.sha256 !== null, now);
+    const updated = await refreshCopyCounts(trx, report.assetId);
+    const verified = !quorum.disputed && !quorum.dissenters.some((dissenter) => dissenter.nodeId === report.nodeId);
+    if (verified) await addStrikes(trx, [report.nodeId], -1);
+    await addStrikes(trx, quorum.dissenters.map((dissenter) => dissenter.nodeId), 1);
     await appendEvents(trx, now, [
       { actor: report.actor, kind: 'allocation.completed', subjectType: 'allocation', subjectId: completed.id, data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri } },
+      ...(quorum.groups.length > 1
+        ? [{ actor: 'system', kind: 'asset.checksum_mismatch', subjectType: 'asset', subjectId: report.assetId, data: { groups: quorum.groups, resolved: !quorum.disputed } }]
+        : []),
+      ...quorum.dissenters.map((dissenter) => ({ actor: 'system', kind: 'allocation.copy_bad', subjectType: 'allocation', subjectId: dissenter.id, data: { asset_id: report.assetId, node_id: dissenter.nodeId, sha256: dissenter.sha256 } })),
       ...(updated.state === 'rescued' && asset.state !== 'rescued'
         ? [{ actor: report.actor, kind: 'asset.rescued', subjectType: 'asset', subjectId: report.assetId, data: { copies: updated.copies } }]
         : []),
     ]);
-    return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target } };
+    return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target, verified } };
   });
   // The failed allocation is committed first; only then is the mismatch reported to the node.
   if ('error' in outcome) throw outcome.error;
   return outcome.result;
+}
+
+interface QuorumVerdict {
+  /** Copies disagree and no majority of at least two settles it yet. */
+  disputed: boolean;
+  groups: { sha256: string; copies: number }[];
+  dissenters: { id: number; nodeId: number; sha256: string }[];
+}
+
+async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, now: number): Promise<QuorumVerdict> {
+  const copies = await trx
+    .selectFrom('allocations')
+    .select(['id', 'node_id', 'sha256'])
+    .where('asset_id', '=', assetId)
+    .where('state', '=', 'completed')
+    .execute();
+  const counts = new Map<string, number>();
+  for (const copy of copies) counts.set(copy.sha256 as string, (counts.get(copy.sha256 as string) ?? 0) + 1);
+  const groups = [...counts].map(([sha256, count]) => ({ sha256, copies: count })).sort((a, b) => b.copies - a.copies);
+  const winner = expectedKnown || groups.length === 1 ? groups[0] : groups.find((group) => group.copies >= 2 && group.copies * 2 > copies.length);
+  if (!winner) {
+    await trx.updateTable('allocations').set({ verified: 0 }).where('asset_id', '=', assetId).where('state', '=', 'completed').execute();
+    return { disputed: true, groups, dissenters: [] };
+  }
+  const dissenters = copies.filter((copy) => copy.sha256 !== winner.sha256).map((copy) => ({ id: copy.id, nodeId: copy.node_id, sha256: copy.sha256 as string }));
+  await trx.updateTable('allocations').set({ verified: 1 }).where('asset_id', '=', assetId).where('state', '=', 'completed').where('sha256', '=', winner.sha256).execute();
+  if (dissenters.length > 0) {
+    await trx
+      .updateTable('allocations')
+      .set({ state: 'failed', verified: 0, end_reason: 'checksum_dissent', ended_at: now })
+      .where('id', 'in', dissenters.map((dissenter) => dissenter.id))
+      .execute();
+    // The agreed checksum becomes the expected one: later copies are checked against it directly.
+    await trx.updateTable('assets').set({ sha256: winner.sha256 }).where('id', '=', assetId).where('sha256', 'is', null).execute();
+  }
+  return { disputed: false, groups, dissenters };
+}
+
+/** copies = verified copies, holders = copies + active claims, state from copies against the target. */
+async function refreshCopyCounts(trx: Db, assetId: string): Promise<{ state: AssetState; copies: number; replicas_target: number }> {
+  const verified = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)`;
+  const active = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active')`;
+  return trx
+    .updateTable('assets')
+    .set({
+      copies: verified,
+      holders: sql`${verified} + ${active}`,
+      state: sql`case when ${verified} >= replicas_target then 'rescued' when state = 'rescued' then 'pending' else state end`,
+      size_bytes: sql`coalesce(size_bytes, (select max(bytes) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1))`,
+    })
+    .where('id', '=', assetId)
+    .returning(['state', 'copies', 'replicas_target'])
+    .executeTakeFirstOrThrow();
 }
 
 function findMismatch(
@@ -131,7 +229,7 @@ async function endActiveAllocation(
       state,
       ended_at: now,
       end_reason: reason,
-      ...(report ? { sha256: report.sha256.toLowerCase(), bytes: report.bytes, uri: report.uri, verified: state === 'completed' ? 1 : 0 } : {}),
+      ...(report ? { sha256: report.sha256.toLowerCase(), bytes: report.bytes, uri: report.uri, verified: 0 } : {}),
     })
     .where('asset_id', '=', assetId)
     .where('node_id', '=', nodeId)
@@ -157,6 +255,8 @@ export async function expireDueAllocations(db: Db, now: number): Promise<number>
         .returning(['id', 'asset_id', 'node_id', 'expires_at'])
         .execute();
       await recountHolders(trx, rows.map((row) => row.asset_id));
+      // One strike per node per pass: a node that lets work lapse is given less.
+      await addStrikes(trx, rows.map((row) => row.node_id), 1);
       await appendEvents(
         trx,
         now,

@@ -32,7 +32,7 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
       section('allocate');
       await allocateAssets(handle.db, handle.dialect, { nodeId: node!.id, freeBytes: 10 * 1024 ** 3, maxAssets: 5, minPriority: 1, actor: 't' }, { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 1024, unknownSizeMaxPerRequest: 1 }, now);
       section('release');
-      await releaseAllocation(handle.db, { assetId: 'b', nodeId: node!.id, reason: null, actor: 't' }, now);
+      await releaseAllocation(handle.db, { assetId: 'b', nodeId: node!.id, reason: null, actor: 't' }, { goneConfirmations: 2 }, now);
       section('complete');
       await completeAllocation(handle.db, { assetId: 'a', nodeId: node!.id, sha256: 'f'.repeat(64), bytes: 1024 * 1024, uri: null, actor: 't' }, now);
       section('expire');

@@ -38,7 +38,9 @@ export const AssetView = Type.Object({
   size_bytes: Nullable(Type.Integer()),
   priority: Type.Integer(),
   replicas_target: Type.Integer(),
-  state: Type.String({ description: 'pending, rescued or gone' }),
+  state: Type.String({ description: 'pending, rescued, gone (source vanished, no copy) or unreachable (source vanished, copies exist)' }),
+  source_errors: Type.Integer({ description: 'Distinct nodes that found the source answering 404/410.' }),
+  source_error: Nullable(Type.String()),
   copies: Type.Integer({ description: 'Verified copies.' }),
   active_allocations: Type.Integer(),
   dataset: Nullable(Type.String()),
@@ -54,7 +56,7 @@ export type AssetView = Static<typeof AssetView>;
 
 export const AssetQuery = Type.Object(
   {
-    state: Type.Optional(Type.Union([Type.Literal('pending'), Type.Literal('rescued'), Type.Literal('gone')])),
+    state: Type.Optional(Type.Union([Type.Literal('pending'), Type.Literal('rescued'), Type.Literal('gone'), Type.Literal('unreachable')])),
     min_priority: Type.Optional(Priority),
     max_priority: Type.Optional(Priority),
     organization: Type.Optional(Type.String({ maxLength: 1024 })),

@@ -65,5 +65,7 @@ export function toAssetView(row: AssetRow): AssetView {
     first_seen: toIso(row.first_seen_at),
     last_seen: toIso(row.last_seen_at),
     removed_from_source: toIso(row.removed_from_source_at),
+    source_errors: row.source_errors,
+    source_error: row.source_error,
   };
 }

@@ -1,6 +1,7 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type AssetState = 'pending' | 'rescued' | 'gone';
+/** `gone`: the source vanished and no copy exists; `unreachable`: it vanished, copies exist, no more can be made. */
+export type AssetState = 'pending' | 'rescued' | 'gone' | 'unreachable';
 
 export interface AssetsTable {
   id: string;

@@ -34,11 +34,17 @@ commit;
 
 begin;
 
-select "sha256", "size_bytes", "replicas_target", "copies", "state" from "assets" where "id" = ?;
+update "assets" set "holders" = "holders" where "id" = ? returning "sha256", "size_bytes", "replicas_target", "copies", "state";
 
 update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ?, "sha256" = ?, "bytes" = ?, "uri" = ?, "verified" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id";
 
-update "assets" set "copies" = "copies" + ?, "state" = case when "copies" + ? >= "replicas_target" then 'rescued' else "state" end, "size_bytes" = coalesce("size_bytes", ?) where "id" = ? returning "state", "copies", "replicas_target";
+select "id", "node_id", "sha256" from "allocations" where "asset_id" = ? and "state" = ?;
+
+update "allocations" set "verified" = ? where "asset_id" = ? and "state" = ? and "sha256" = ?;
+
+update "assets" set "copies" = (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1), "holders" = (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1) + (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active'), "state" = case when (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1) >= replicas_target then 'rescued' when state = 'rescued' then 'pending' else state end, "size_bytes" = coalesce(size_bytes, (select max(bytes) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)) where "id" = ? returning "state", "copies", "replicas_target";
+
+update "nodes" set "strikes" = case when strikes + ? < 0 then 0 else strikes + ? end where "id" in (?);
 
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?);
 
