@@ -52,7 +52,7 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
       onRequest: guards.admin,
       // Every field is optional, so a bare `curl -X POST` with no body at all is fine.
       preValidation: async (request) => {
-        request.body ??= {};
+        if (request.body === undefined) request.body = {};
       },
       schema: {
         tags: ['nodes'],
