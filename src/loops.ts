@@ -2,9 +2,12 @@ import { expireDueAllocations } from './allocations/allocations.service.js';
 import { applyPriorityPolicy } from './assets/priority.service.js';
 import type { AppContext } from './http/context.js';
 import type { LoopDefinition } from './lib/loop.js';
+import { markSilentNodes, reclaimFromDeadNodes } from './nodes/liveness.service.js';
 
 export const EXPIRY_LOOP = 'expire-allocations';
 export const PRIORITY_LOOP = 'update-priorities';
+export const LIVENESS_LOOP = 'mark-silent-nodes';
+export const RECLAIM_LOOP = 'reclaim-dead-nodes';
 
 /** Every background loop of `dispatcher serve`, with its interval. Each pass runs on one instance. */
 export function defineLoops(ctx: AppContext): LoopDefinition[] {
@@ -14,6 +17,18 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       // Leases are hours long; half a minute of lateness is noise, and the pass is one indexed UPDATE.
       intervalMs: 30_000,
       tick: (now) => expireDueAllocations(ctx.db, now),
+    },
+    {
+      name: LIVENESS_LOOP,
+      // A tenth of the timeout: a silent node is noticed at most 10 % late.
+      intervalMs: Math.max(1000, Math.floor(ctx.config.nodeTimeoutMs / 10)),
+      tick: (now) => markSilentNodes(ctx.db, now, { timeoutMs: ctx.config.nodeTimeoutMs, graceMs: ctx.config.nodeDeadGraceMs }),
+    },
+    {
+      name: RECLAIM_LOOP,
+      // Once a minute, so RECLAIM_MAX_PER_MINUTE is exactly the brake.
+      intervalMs: 60_000,
+      tick: (now) => reclaimFromDeadNodes(ctx.db, now, ctx.config.reclaimMaxPerMinute),
     },
     {
       name: PRIORITY_LOOP,

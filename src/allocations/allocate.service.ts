@@ -125,6 +125,26 @@ export async function allocateBatch(
   return Promise.all(requests.map((request, index) => topUp(db, dialect, request, policy, now, firsts[index] as PassResult)));
 }
 
+class DryRun extends Error {
+  constructor(readonly outcome: AllocationOutcome) {
+    super('dry run');
+  }
+}
+
+/** What allocateAssets would grant now, computed by the same code in a transaction rolled back. */
+export async function previewAllocation(db: Db, request: AllocationRequest, policy: AllocationPolicy, now: number): Promise<AllocationOutcome> {
+  try {
+    await db.transaction().execute(async (trx) => {
+      const { granted, refusal } = await claim(trx, request, policy, now, 'none');
+      throw new DryRun({ granted, refusal });
+    });
+  } catch (error) {
+    if (error instanceof DryRun) return error.outcome;
+    throw error;
+  }
+  throw new Error('unreachable: the dry run always rolls back');
+}
+
 async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<AllocationOutcome> {
   const missing = request.maxAssets - first.granted.length;
   if (first.refusal || !first.ranDry || missing <= 0) return { granted: first.granted, refusal: first.refusal };

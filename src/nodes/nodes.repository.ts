@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { NodeRow } from './nodes.table.js';
 
@@ -71,4 +72,15 @@ export async function useEnrollmentToken(db: Db, tokenHash: string, now: number)
     .returning('id')
     .executeTakeFirst();
   return used !== undefined;
+}
+
+/** Every node (or one), with its count of active allocations. */
+export async function listNodes(db: Db, onlyId?: number) {
+  let query = db
+    .selectFrom('nodes')
+    .selectAll('nodes')
+    .select(sql<number>`(select count(*) from allocations where allocations.node_id = nodes.id and allocations.state = 'active')`.as('active_allocations'))
+    .orderBy('nodes.id');
+  if (onlyId !== undefined) query = query.where('nodes.id', '=', onlyId);
+  return query.execute();
 }

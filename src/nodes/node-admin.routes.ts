@@ -1,0 +1,172 @@
+import { Type } from '@sinclair/typebox';
+import { resolveNode } from '../allocations/allocations.routes.js';
+import { allocationPolicyFrom } from '../allocations/allocate.service.js';
+import { toIso } from '../clock.js';
+import { appendEvents } from '../events/events.repository.js';
+import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
+import type { App, AppContext } from '../http/context.js';
+import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
+import { listNodes } from './nodes.repository.js';
+import { recordHeartbeat } from './liveness.service.js';
+
+const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
+const MAX_BYTES = 2 ** 53 - 1;
+
+const HeartbeatBody = Type.Object(
+  {
+    free_bytes: Type.Integer({ minimum: 0, maximum: MAX_BYTES, description: 'Free bytes of the filesystem holding the node\'s data.' }),
+    bytes_in_flight: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_BYTES })),
+    download_rate_bps: Type.Optional(Type.Number({ minimum: 0, maximum: 1e12, description: 'Measured download rate, bytes per second.' })),
+    allocations: Type.Optional(
+      Type.Array(Type.Object({ asset_id: Type.String({ minLength: 1, maxLength: 512 }), bytes_done: Type.Integer({ minimum: 0, maximum: MAX_BYTES }) }, { additionalProperties: false }), {
+        maxItems: 1000,
+        description: 'Progress per allocation; progress renews the allocation\'s lease.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const NodeView = Type.Object({
+  node_id: Type.Integer(),
+  hostname: Type.String(),
+  ssh_port: Nullable(Type.Integer()),
+  status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect or dead' }),
+  allocated: Type.Boolean({ description: 'Rented out (worker leasing).' }),
+  lease: Nullable(Type.Object({}, { additionalProperties: true })),
+  name: Type.String(),
+  ip: Nullable(Type.String()),
+  tags: Type.Record(Type.String(), Type.String()),
+  free_bytes: Nullable(Type.Integer()),
+  free_reported_at: Nullable(Type.String()),
+  last_heartbeat: Nullable(Type.String()),
+  download_rate_bps: Nullable(Type.Number()),
+  bytes_in_flight: Nullable(Type.Integer()),
+  active_allocations: Type.Integer(),
+  strikes: Type.Integer(),
+  draining: Type.Boolean(),
+});
+
+export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guards): void {
+  const policy = allocationPolicyFrom(ctx.config);
+  const heartbeatEvery = Math.max(1, Math.floor(ctx.config.nodeTimeoutMs / 5000));
+
+  app.post(
+    '/api/nodes/:id/heartbeat',
+    {
+      onRequest: guards.nodeOrAdmin,
+      config: { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } },
+      schema: {
+        tags: ['nodes'],
+        summary: 'A node\'s sign of life: free space, rate, progress (renews leases)',
+        security: bearerSecurity,
+        params: NodeRefParam,
+        body: HeartbeatBody,
+        response: {
+          200: Type.Object({
+            status: Type.String(),
+            node_status: Type.String(),
+            draining: Type.Boolean(),
+            renewed: Type.Array(Type.Object({ asset_id: Type.String(), expires_at: Type.String() })),
+            next_heartbeat_seconds: Type.Integer(),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => {
+      const node = await resolveNode(ctx, principalOf(request), nodeRef(request.params.id), { create: false });
+      const body = request.body;
+      const result = await recordHeartbeat(
+        ctx.db,
+        node.id,
+        {
+          freeBytes: body.free_bytes,
+          bytesInFlight: body.bytes_in_flight ?? null,
+          rateBytesPerSecond: body.download_rate_bps ?? null,
+          progress: (body.allocations ?? []).map((entry) => ({ assetId: entry.asset_id, bytesDone: entry.bytes_done })),
+        },
+        policy,
+        ctx.clock.now(),
+      );
+      return {
+        status: 'ok',
+        node_status: result.status,
+        draining: result.draining,
+        renewed: result.renewed.map((entry) => ({ asset_id: entry.assetId, expires_at: toIso(entry.expiresAt) })),
+        next_heartbeat_seconds: heartbeatEvery,
+      };
+    },
+  );
+
+  app.get(
+    '/api/nodes',
+    {
+      onRequest: guards.any,
+      schema: {
+        tags: ['nodes'],
+        summary: 'Nodes in the seed\'s shape plus rescue figures (admins: all; a node: itself)',
+        security: bearerSecurity,
+        response: { 200: Type.Array(NodeView), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      if (!isAdmin(principal) && principal.kind !== 'node') return [];
+      const rows = await listNodes(ctx.db, principal.kind === 'node' ? principal.nodeId : undefined);
+      return rows.map((row) => ({
+        node_id: row.id,
+        hostname: row.hostname,
+        ssh_port: row.ssh_port,
+        status: row.status,
+        allocated: false,
+        lease: null,
+        name: row.name,
+        ip: row.ip,
+        tags: JSON.parse(row.tags) as Record<string, string>,
+        free_bytes: row.free_bytes,
+        free_reported_at: toIso(row.free_reported_at),
+        last_heartbeat: toIso(row.last_heartbeat_at),
+        download_rate_bps: row.bandwidth_bps,
+        bytes_in_flight: row.bytes_in_flight,
+        active_allocations: Number(row.active_allocations),
+        strikes: row.strikes,
+        draining: row.draining === 1,
+      }));
+    },
+  );
+
+  for (const [action, summary, values] of [
+    ['drain', 'Stop giving a node new work; it keeps what it has (admin)', { draining: 1 }],
+    ['clear', 'Forgive a node\'s strikes and end a drain (admin)', { strikes: 0, draining: 0 }],
+  ] as const) {
+    app.post(
+      `/api/nodes/:id/${action}`,
+      {
+        onRequest: guards.admin,
+        schema: {
+          tags: ['nodes'],
+          summary,
+          security: bearerSecurity,
+          params: NodeRefParam,
+          response: { 200: Type.Object({ status: Type.String(), node_id: Type.Integer(), name: Type.String() }), ...errorResponses },
+        },
+      },
+      async (request) => {
+        const principal = principalOf(request);
+        const node = await resolveNode(ctx, principal, nodeRef(request.params.id), { create: false });
+        const now = ctx.clock.now();
+        await ctx.db.transaction().execute(async (trx) => {
+          await trx.updateTable('nodes').set(values).where('id', '=', node.id).execute();
+          await appendEvents(trx, now, [{ actor: actorOf(principal), kind: `node.${action === 'drain' ? 'drained' : 'cleared'}`, subjectType: 'node', subjectId: node.id }]);
+        });
+        return { status: 'success', node_id: node.id, name: node.name };
+      },
+    );
+  }
+}
+
+/** A path's node reference: digits are an id, anything else a name. */
+function nodeRef(raw: string): string | number {
+  return /^\d+$/.test(raw) ? Number(raw) : raw;
+}
