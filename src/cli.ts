@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
 import { describeVariables } from './config.js';
-import { addUser, createToken, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
+import { agentSettings, type AgentFlags } from './agent/agent.config.js';
+import { addUser, agent, createToken, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
 import { readPassword } from './lib/prompt.js';
 
 function positive(value: string): number {
@@ -34,6 +35,17 @@ program
   .action(async (options: { port?: number; host?: string }) => {
     await serve(loadConfigOrExit({ ...(options.port !== undefined ? { port: options.port } : {}), ...(options.host ? { host: options.host } : {}) }));
   });
+
+const agentCommand = program
+  .command('agent')
+  .description('Run a rescue node: register, take work, download, verify, keep copies. Each flag also reads the variable named after it.')
+  .action(async (flags: AgentFlags) => {
+    await agent(flags);
+  });
+for (const setting of agentSettings) {
+  const flag = setting.flag.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+  agentCommand.option(`--${flag} <value>`, `${setting.help} [${setting.env}]`);
+}
 
 program
   .command('migrate')

@@ -16,6 +16,9 @@ import { createEnrollmentToken } from './nodes/nodes.service.js';
 import { createJwtIssuer } from './users/jwt.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
 import { Ajv } from 'ajv';
+import { loadAgentConfig, type AgentFlags } from './agent/agent.config.js';
+import { runAgent } from './agent/agent.js';
+import { createProgress } from './agent/progress.js';
 
 /** Reads the environment once; on any invalid variable prints them all and exits non-zero. */
 export function loadConfigOrExit(overrides: Partial<Config> = {}): Config {
@@ -165,4 +168,30 @@ export async function importJsonFile(config: Config, file: string): Promise<numb
   return withDatabase(config, ({ db }) =>
     importAssets(db, list as AssetInput[], { replicasTarget: config.defaultReplicasTarget, actor: 'cli', source: file }, systemClock.now()),
   );
+}
+
+/** `dispatcher agent`: runs until SIGINT/SIGTERM, gives back unfinished work, exits 0. */
+export async function agent(flags: AgentFlags): Promise<void> {
+  let config;
+  try {
+    config = loadAgentConfig(flags, process.env);
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n`);
+    process.exit(1);
+  }
+  const progress = createProgress(process.stdout);
+  const controller = new AbortController();
+  const stop = (signal: string) => {
+    progress.log(`${signal} received: finishing nothing new`);
+    controller.abort();
+    // A second signal, or 30 s without finishing, ends the process regardless.
+    process.once('SIGINT', () => process.exit(1));
+    process.once('SIGTERM', () => process.exit(1));
+    setTimeout(() => process.exit(1), 30_000).unref();
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  await runAgent(config, progress, controller.signal);
+  progress.log('stopped');
+  process.exit(0);
 }

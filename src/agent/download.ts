@@ -22,7 +22,7 @@ export interface DownloadRequest {
 export type DownloadOutcome =
   | { ok: true; sha256: string; bytes: number }
   /** `gone`: the source answered 404/410; `retryable`: worth another try later (network, 5xx, 429). */
-  | { ok: false; reason: string; gone: boolean; retryable: boolean };
+  | { ok: false; reason: string; gone: boolean; retryable: boolean; status?: number };
 
 /** What is kept next to a partial file so a resumed request can ask "only if unchanged" (If-Range). */
 interface PartialMeta {
@@ -57,13 +57,13 @@ export async function download(request: DownloadRequest): Promise<DownloadOutcom
   if (response.status === 416 && request.expectedBytes === offset) return finish(request, hash, offset);
   if (response.status === 404 || response.status === 410) {
     await response.body?.cancel();
-    return { ok: false, reason: `source answered ${response.status}`, gone: true, retryable: false };
+    return { ok: false, reason: `source answered ${response.status}`, gone: true, retryable: false, status: response.status };
   }
   if (response.status !== 200 && response.status !== 206) {
     await response.body?.cancel();
     const retryable = response.status >= 500 || response.status === 429 || response.status === 416;
     if (response.status === 416) await fsp.rm(request.partial, { force: true });
-    return { ok: false, reason: `source answered ${response.status}`, gone: false, retryable };
+    return { ok: false, reason: `source answered ${response.status}`, gone: false, retryable, status: response.status };
   }
   if (response.status === 206 && !rangeStartsAt(response, offset)) {
     await response.body?.cancel();

@@ -327,6 +327,23 @@ async function selectCandidates(
         ),
       ),
     )
+    // A node never gets back an asset whose source it found gone; only the rare assets with
+    // source errors pay for this subquery.
+    .where((eb) =>
+      eb.or([
+        eb('source_errors', '=', 0),
+        eb.not(
+          eb.exists(
+            eb
+              .selectFrom('allocations')
+              .select(sql.lit(1).as('one'))
+              .whereRef('allocations.asset_id', '=', 'assets.id')
+              .where('allocations.node_id', '=', request.nodeId)
+              .where('allocations.end_reason', 'like', 'source_gone:%'),
+          ),
+        ),
+      ]),
+    )
     .orderBy('priority', 'desc')
     .orderBy('holders', 'asc')
     .orderBy('first_seen_at', 'asc')

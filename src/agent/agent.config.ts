@@ -1,0 +1,95 @@
+import os from 'node:os';
+import path from 'node:path';
+
+export interface AgentConfig {
+  apiEndpoint: string;
+  enrollmentToken: string | undefined;
+  nodeToken: string | undefined;
+  dataDir: string;
+  nodeName: string;
+  sshPort: number | undefined;
+  tags: Record<string, string>;
+  concurrency: number;
+  /** Bytes per second for all downloads together; undefined for no cap. */
+  bandwidthLimit: number | undefined;
+  /** Free bytes the agent never fills. */
+  reserveBytes: number;
+  heartbeatSeconds: number | undefined;
+  pollSeconds: number;
+  retries: number;
+}
+
+/** Each setting: its flag (commander's camelCase key), its environment variable, and its parser. */
+export const agentSettings = [
+  { flag: 'apiEndpoint', env: 'API_ENDPOINT', help: 'control plane URL, e.g. https://dispatcher.example.org' },
+  { flag: 'enrollmentToken', env: 'NODE_ENROLLMENT_TOKEN', help: 'enrollment token, for the first registration' },
+  { flag: 'nodeToken', env: 'NODE_TOKEN', help: 'this node\'s token, if it was registered elsewhere' },
+  { flag: 'dataDir', env: 'DATA_DIR', help: 'where copies and the node\'s identity are kept (default ./rescue-data)' },
+  { flag: 'nodeName', env: 'NODE_NAME', help: 'name to register under (default: the host name)' },
+  { flag: 'sshPort', env: 'MY_HOST_PORT', help: 'SSH port this machine advertises' },
+  { flag: 'tags', env: 'NODE_TAGS', help: 'tags such as region=eu,site=lab (copies are spread across SPREAD_TAG)' },
+  { flag: 'concurrency', env: 'AGENT_CONCURRENCY', help: 'downloads at once (default 3)' },
+  { flag: 'bandwidthLimit', env: 'AGENT_BANDWIDTH_LIMIT_MB_S', help: 'cap on all downloads together, MiB/s (default: none)' },
+  { flag: 'reserveGb', env: 'AGENT_RESERVE_GB', help: 'free space never used, GiB (default 1)' },
+  { flag: 'heartbeatSeconds', env: 'AGENT_HEARTBEAT_SECONDS', help: 'heartbeat interval (default: what the control plane asks for)' },
+  { flag: 'pollSeconds', env: 'AGENT_POLL_SECONDS', help: 'wait before asking again when there is no work (default 30)' },
+  { flag: 'retries', env: 'AGENT_RETRIES', help: 'attempts per download before giving it back (default 3)' },
+] as const;
+
+export type AgentFlags = Partial<Record<(typeof agentSettings)[number]['flag'], string>>;
+
+const MIB = 1024 * 1024;
+
+/** Flags win over the environment. Every problem is collected, then thrown together. */
+export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | undefined>): AgentConfig {
+  const problems: string[] = [];
+  const value = (flag: keyof AgentFlags): string | undefined => {
+    const setting = agentSettings.find((candidate) => candidate.flag === flag)!;
+    const raw = flags[flag] ?? env[setting.env];
+    return raw === undefined || raw === '' ? undefined : raw;
+  };
+  const number = (flag: keyof AgentFlags, fallback: number | undefined, min: number, max: number, integer = true): number | undefined => {
+    const raw = value(flag);
+    if (raw === undefined) return fallback;
+    const parsed = Number(raw);
+    if (!Number.isFinite(parsed) || parsed < min || parsed > max || (integer && !Number.isInteger(parsed))) {
+      const setting = agentSettings.find((candidate) => candidate.flag === flag)!;
+      problems.push(`${setting.env} (--${kebab(flag)}) must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got "${raw}"`);
+      return fallback;
+    }
+    return parsed;
+  };
+  const apiEndpoint = value('apiEndpoint');
+  if (!apiEndpoint) problems.push('API_ENDPOINT (--api-endpoint) is required: the control plane\'s URL');
+  else if (!/^https?:\/\/\S+$/.test(apiEndpoint)) problems.push(`API_ENDPOINT must be an http(s) URL, got "${apiEndpoint}"`);
+  const tags: Record<string, string> = {};
+  for (const pair of (value('tags') ?? '').split(',').filter(Boolean)) {
+    const [key, tagValue] = pair.split('=');
+    if (!key || !tagValue || !/^[a-z][a-z0-9_-]{0,31}$/.test(key.trim())) problems.push(`NODE_TAGS must look like region=eu,site=lab, got "${pair}"`);
+    else tags[key.trim()] = tagValue.trim();
+  }
+  const nodeName = value('nodeName') ?? os.hostname();
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(nodeName)) problems.push(`NODE_NAME must be 1–64 of letters, digits, _ . : -, got "${nodeName}"`);
+  const bandwidth = number('bandwidthLimit', undefined, 0.001, 1_000_000, false);
+  const config: AgentConfig = {
+    apiEndpoint: apiEndpoint ?? '',
+    enrollmentToken: value('enrollmentToken'),
+    nodeToken: value('nodeToken'),
+    dataDir: path.resolve(value('dataDir') ?? 'rescue-data'),
+    nodeName,
+    sshPort: number('sshPort', undefined, 1, 65535),
+    tags,
+    concurrency: number('concurrency', 3, 1, 64) as number,
+    bandwidthLimit: bandwidth === undefined ? undefined : Math.round(bandwidth * MIB),
+    reserveBytes: Math.round((number('reserveGb', 1, 0, 1_000_000, false) as number) * 1024 * MIB),
+    heartbeatSeconds: number('heartbeatSeconds', undefined, 1, 3600),
+    pollSeconds: number('pollSeconds', 30, 0.1, 86_400, false) as number,
+    retries: number('retries', 3, 1, 100) as number,
+  };
+  if (problems.length > 0) throw new Error(`Invalid agent configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
+  return config;
+}
+
+function kebab(flag: string): string {
+  return flag.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
+}

@@ -1,0 +1,87 @@
+import type { Static } from '@sinclair/typebox';
+import type { AllocatedAsset, AllocationView, CompleteResponse } from '../allocations/allocations.schemas.js';
+
+export type Allocated = Static<typeof AllocatedAsset>;
+export type AllocationRecord = Static<typeof AllocationView>;
+export type Completion = Static<typeof CompleteResponse>;
+
+export interface Registration {
+  message: string;
+  node_id: number;
+  name: string;
+  node_token: string;
+}
+
+/** An answer of the control plane other than 2xx, with its `{detail, code}`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    detail: string,
+  ) {
+    super(`${status} ${code}: ${detail}`);
+  }
+}
+
+/** The control plane's API as the agent uses it: typed from the server's own schemas. */
+export function createClient(baseUrl: string, token: () => string) {
+  async function call<T>(method: string, path: string, body?: unknown, bearer = token()): Promise<T> {
+    const response = await fetch(new URL(path, baseUrl), {
+      method,
+      headers: { authorization: `Bearer ${bearer}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await response.text();
+    const parsed = text ? (JSON.parse(text) as unknown) : undefined;
+    if (!response.ok) {
+      const error = parsed as { detail?: unknown; code?: string } | undefined;
+      throw new ApiError(response.status, error?.code ?? 'UNKNOWN', typeof error?.detail === 'string' ? error.detail : text);
+    }
+    return parsed as T;
+  }
+  return {
+    register: (enrollmentToken: string, body: { hostname: string; node_id: string; ssh_port?: number; tags?: Record<string, string> }) =>
+      call<Registration>('POST', '/api/workers/register', body, enrollmentToken),
+    refresh: (body: { hostname: string; node_id: string; ssh_port?: number; tags?: Record<string, string> }) =>
+      call<Registration>('POST', '/api/workers/register', body),
+    heartbeat: (nodeId: number, body: { free_bytes: number; bytes_in_flight: number; download_rate_bps: number; allocations: { asset_id: string; bytes_done: number }[] }) =>
+      call<{ node_status: string; draining: boolean; next_heartbeat_seconds: number }>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
+    allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
+    complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number }) => call<Completion>('POST', '/complete', body),
+    release: (body: { asset_id: string; node_id: string; reason: string; source_status?: number }) => call<unknown>('POST', '/release', body),
+    activeAllocations: (nodeName: string) =>
+      call<{ items: AllocationRecord[] }>('GET', `/allocations?node=${encodeURIComponent(nodeName)}&state=active&limit=1000`),
+    asset: (id: string) => call<{ id: string; url: string; name: string; size_bytes: number | null; sha256: string | null; priority: number }>('GET', `/assets/${encodeURIComponent(id)}`),
+  };
+}
+
+export type Client = ReturnType<typeof createClient>;
+
+/** Retries `work` with capped exponential backoff (1 s, 2 s, 4 s … 60 s) until it succeeds or `signal` aborts. */
+export async function withBackoff<T>(work: () => Promise<T>, options: { signal: AbortSignal; onRetry(error: unknown, delayMs: number): void; retryable?(error: unknown): boolean }): Promise<T> {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await work();
+    } catch (error) {
+      if (options.signal.aborted || (options.retryable && !options.retryable(error))) throw error;
+      const delay = Math.min(60_000, 1000 * 2 ** attempt) * (0.8 + Math.random() * 0.4);
+      options.onRetry(error, delay);
+      await sleep(delay, options.signal);
+    }
+  }
+}
+
+/** Waits, or stops waiting when `signal` aborts (without throwing). */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,90 @@
+import type { Job } from './agent.js';
+
+export interface Progress {
+  log(message: string): void;
+  started(job: Job): void;
+  finished(job: Job, outcome: string): void;
+  /** Starts periodic output; returns a function that stops it. */
+  watch(jobs: () => Job[]): () => void;
+}
+
+const MIB = 1024 * 1024;
+
+function human(bytes: number): string {
+  return bytes >= 1024 * MIB ? `${(bytes / 1024 / MIB).toFixed(2)} GiB` : `${(bytes / MIB).toFixed(1)} MiB`;
+}
+
+function eta(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '—';
+  if (seconds < 60) return `${Math.ceil(seconds)}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.ceil(seconds % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/**
+ * On a terminal: a live block with one line per download and a total (bytes, rate, ETA), redrawn
+ * every second. Elsewhere (a log file, systemd): plain timestamped lines, with a summary line
+ * every `summaryEvery` milliseconds while downloads run.
+ */
+export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000): Progress {
+  const tty = output.isTTY === true;
+  let drawn = 0;
+  const rates = new Map<string, { bytes: number; at: number; rate: number }>();
+  const line = (text: string) => output.write(`${new Date().toISOString()} ${text}\n`);
+  const clear = () => {
+    if (tty && drawn > 0) output.write(`\x1b[${drawn}A\x1b[J`);
+    drawn = 0;
+  };
+  const measure = (job: Job) => {
+    const now = Date.now();
+    const last = rates.get(job.task.id) ?? { bytes: 0, at: now, rate: 0 };
+    const elapsed = (now - last.at) / 1000;
+    const rate = elapsed > 0.5 ? (job.bytesDone - last.bytes) / elapsed : last.rate;
+    if (elapsed > 0.5) rates.set(job.task.id, { bytes: job.bytesDone, at: now, rate });
+    return rate;
+  };
+  const describe = (job: Job) => {
+    const rate = measure(job);
+    const total = job.task.sizeBytes;
+    const share = total ? `${((job.bytesDone / total) * 100).toFixed(1).padStart(5)}%` : '   ? %';
+    const left = total ? eta((total - job.bytesDone) / rate) : '—';
+    return `${share} ${human(job.bytesDone)}${total ? ` / ${human(total)}` : ''} ${human(rate)}/s ETA ${left}  ${job.task.id}`;
+  };
+  const summary = (jobs: Job[]) => {
+    const rate = jobs.reduce((sum, job) => sum + (rates.get(job.task.id)?.rate ?? 0), 0);
+    const done = jobs.reduce((sum, job) => sum + job.bytesDone, 0);
+    const left = jobs.reduce((sum, job) => sum + Math.max(0, (job.task.sizeBytes ?? job.bytesDone) - job.bytesDone), 0);
+    return `total: ${jobs.length} download(s), ${human(done)} done, ${human(rate)}/s, ETA ${eta(left / rate)}`;
+  };
+  return {
+    log(message) {
+      clear();
+      line(message);
+    },
+    started(job) {
+      clear();
+      line(`downloading ${job.task.id} (${job.task.sizeBytes === null ? 'size unknown' : human(job.task.sizeBytes)}) from ${job.task.url}`);
+    },
+    finished(job, outcome) {
+      clear();
+      rates.delete(job.task.id);
+      line(`${job.task.id}: ${outcome}`);
+    },
+    watch(jobs) {
+      const timer = setInterval(() => {
+        const current = jobs();
+        if (current.length === 0) return;
+        if (!tty) return line(summary(current.map((job) => (measure(job), job))));
+        clear();
+        const lines = [...current.map(describe), summary(current)];
+        output.write(`${lines.join('\n')}\n`);
+        drawn = lines.length;
+      }, tty ? 1000 : summaryEvery);
+      timer.unref();
+      return () => {
+        clearInterval(timer);
+        clear();
+      };
+    },
+  };
+}
