@@ -1,0 +1,30 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { agentSettings, loadAgentConfig } from './agent.config.js';
+import { safeName } from './agent.js';
+
+describe('agent configuration', () => {
+  it('reads the environment, with flags winning', () => {
+    const config = loadAgentConfig({ concurrency: '5' }, { API_ENDPOINT: 'http://cp:8000', AGENT_CONCURRENCY: '2', NODE_TAGS: 'region=eu,site=lab', MY_HOST_PORT: '2222', AGENT_BANDWIDTH_LIMIT_MB_S: '1.5' });
+    expect(config).toMatchObject({ apiEndpoint: 'http://cp:8000', concurrency: 5, tags: { region: 'eu', site: 'lab' }, sshPort: 2222, bandwidthLimit: 1.5 * 1024 * 1024, pollSeconds: 30, retries: 3 });
+  });
+
+  it('lists every problem at once', () => {
+    expect(() => loadAgentConfig({}, { AGENT_CONCURRENCY: '0', NODE_TAGS: 'nonsense', MY_HOST_PORT: '99999', NODE_NAME: 'bad name!' })).toThrow(
+      /API_ENDPOINT[\s\S]*NODE_TAGS[\s\S]*NODE_NAME[\s\S]*MY_HOST_PORT[\s\S]*AGENT_CONCURRENCY/,
+    );
+  });
+
+  it('is documented: the README names every variable', () => {
+    const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
+    for (const setting of agentSettings) expect(readme, setting.env).toContain(`\`${setting.env}\``);
+  });
+
+  it('never turns an asset id or name into a path', () => {
+    expect(safeName('../../etc/passwd')).toBe('__.._etc_passwd');
+    expect(safeName('a/b\\c d')).toBe('a_b_c_d');
+    expect(safeName('')).toBe('_');
+    expect(safeName('..')).toBe('_');
+  });
+});
