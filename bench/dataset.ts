@@ -60,7 +60,7 @@ export async function importCatalogue(db: Db, total: number, batch: number, log:
     const to = Math.min(total, from + size);
     const inputs = generateAssets(from, to, total, random);
     const started = performance.now();
-    await importAssets(db, inputs, { replicasTarget: 1, actor: 'bench', source: `bench:${from}-${to}` }, Date.now());
+    await importAssets(db, inputs, { replicasFor: () => 1, actor: 'bench', source: `bench:${from}-${to}` }, Date.now());
     seconds += (performance.now() - started) / 1000;
     batches += 1;
     peakRss = Math.max(peakRss, process.memoryUsage().rss);

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { importAssets } from './assets/assets.service.js';
+import { importAssets, replicaDefaultFrom } from './assets/assets.service.js';
 import { AssetInput } from './assets/assets.schemas.js';
 import { Type } from '@sinclair/typebox';
 import { systemClock, type Clock } from './clock.js';
@@ -166,7 +166,7 @@ export async function importJsonFile(config: Config, file: string): Promise<numb
     throw new Error(`${file} has invalid assets: ${describeValidationErrors('', validateAssetList.errors ?? []).detail}`);
   }
   return withDatabase(config, ({ db }) =>
-    importAssets(db, list as AssetInput[], { replicasTarget: config.defaultReplicasTarget, actor: 'cli', source: file }, systemClock.now()),
+    importAssets(db, list as AssetInput[], { replicasFor: replicaDefaultFrom(config), actor: 'cli', source: file }, systemClock.now()),
   );
 }
 

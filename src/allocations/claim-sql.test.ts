@@ -26,7 +26,7 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
       await importAssets(database.handle.db, [
         { id: 'a', url: 'http://x/a', name: 'a', priority: 5, size_mb: 1 },
         { id: 'b', url: 'http://x/b', name: 'b', priority: 5, size_mb: null },
-      ], { replicasTarget: 1, actor: 'test', source: 'test' }, now);
+      ], { replicasFor: () => 1, actor: 'test', source: 'test' }, now);
       const node = await insertNode(database.handle.db, { name: 'n', hostname: 'n', ip: null, sshPort: null, tags: {}, tokenHash: null, now });
       const section = (title: string) => statements.push(`-- ${title}`);
       section('allocate');

@@ -9,7 +9,7 @@ import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { findAsset, listAssets } from './assets.repository.js';
 import { AssetId, AssetList, AssetQuery, AssetView, UpdateCkanBody } from './assets.schemas.js';
-import { importAssets, toAssetView } from './assets.service.js';
+import { importAssets, replicaDefaultFrom, toAssetView } from './assets.service.js';
 import { updatePriorities } from './priority.service.js';
 
 const AssetDetail = Type.Composite([
@@ -38,7 +38,7 @@ export function registerAssetRoutes(app: App, ctx: AppContext, guards: Guards): 
       const imported = await importAssets(
         ctx.db,
         request.body,
-        { replicasTarget: ctx.config.defaultReplicasTarget, actor: actorOf(principalOf(request)), source: 'api' },
+        { replicasFor: replicaDefaultFrom(ctx.config), actor: actorOf(principalOf(request)), source: 'api' },
         ctx.clock.now(),
       );
       return { status: 'success', imported };

@@ -1,4 +1,5 @@
 import { toIso } from '../clock.js';
+import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import { appendEvents } from '../events/events.repository.js';
 import { MIB } from '../http/schemas.js';
@@ -6,8 +7,17 @@ import { upsertAssets, type AssetInput as AssetRecord } from './assets.repositor
 import type { AssetInput, AssetView } from './assets.schemas.js';
 import type { AssetRow } from './assets.table.js';
 
+/** How many copies an asset wants when it does not say: by priority when configured, else one default. */
+export type ReplicaDefault = (priority: number) => number;
+
+export function replicaDefaultFrom(config: Pick<Config, 'replicasByPriority' | 'defaultReplicasTarget'>): ReplicaDefault {
+  const rules = config.replicasByPriority;
+  if (!rules) return () => config.defaultReplicasTarget;
+  return (priority) => rules.find(([threshold]) => priority >= threshold)?.[1] ?? config.defaultReplicasTarget;
+}
+
 /** Seed-format assets to rows: size_bytes wins over size_mb (MiB); a later duplicate id wins. */
-export function toAssetRecords(inputs: AssetInput[], defaults: { replicasTarget: number }): AssetRecord[] {
+export function toAssetRecords(inputs: AssetInput[], defaults: { replicasFor: ReplicaDefault }): AssetRecord[] {
   const byId = new Map<string, AssetRecord>();
   for (const input of inputs) {
     const sizeBytes = input.size_bytes ?? (input.size_mb === null || input.size_mb === undefined ? null : Math.round(input.size_mb * MIB));
@@ -17,7 +27,7 @@ export function toAssetRecords(inputs: AssetInput[], defaults: { replicasTarget:
       url: input.url,
       sizeBytes,
       priority: input.priority,
-      replicasTarget: input.replicas_target ?? defaults.replicasTarget,
+      replicasTarget: input.replicas_target ?? defaults.replicasFor(input.priority),
       source: input.source ?? null,
       dataset: input.dataset ?? null,
       organization: input.organization ?? null,
@@ -32,7 +42,7 @@ export function toAssetRecords(inputs: AssetInput[], defaults: { replicasTarget:
 export async function importAssets(
   db: Db,
   inputs: AssetInput[],
-  options: { replicasTarget: number; actor: string; source: string },
+  options: { replicasFor: ReplicaDefault; actor: string; source: string },
   now: number,
 ): Promise<number> {
   const records = toAssetRecords(inputs, options);

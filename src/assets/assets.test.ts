@@ -132,4 +132,12 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
     expect(ui.status).toBe(200);
     expect(String(ui.body)).toContain('swagger');
   });
+
+  it('takes replicas_target from REPLICAS_BY_PRIORITY when an asset does not say', async () => {
+    await server.stop();
+    server = await startTestServer(database, { replicasByPriority: [[8, 3], [1, 2]] });
+    await server.api.post('/assets', [...makeAssets(1, { priority: 9 }, 'high'), ...makeAssets(1, { priority: 8 }, 'edge'), ...makeAssets(1, { priority: 7 }, 'low'), ...makeAssets(1, { priority: 2, replicas_target: 5 }, 'own')], server.adminToken);
+    const targets = Object.fromEntries((await server.api.get('/assets', server.adminToken)).body.items.map((asset: { id: string; replicas_target: number }) => [asset.id, asset.replicas_target]));
+    expect(targets).toEqual({ 'high-1': 3, 'edge-1': 3, 'low-1': 2, 'own-1': 5 });
+  });
 });
