@@ -177,18 +177,26 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     expect(fs.statSync(path.join(a.dataDir, 'node-identity.json')).mode & 0o777).toBe(0o600);
   }, 180_000);
 
-  it('restarts without registering again and downloads a file larger than its heap', async () => {
+  it('stops mid-download giving the work back, restarts without registering again, resumes, and downloads a file larger than its heap', async () => {
     const size = 160 * MIB;
     await server.api.post('/assets', [{ id: 'huge', name: 'huge.bin', url: `${files.url}/files/huge?size=${size}`, size_bytes: size, sha256: sha256Of('huge', size), priority: 5 }], server.adminToken);
     const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
-    const first = await startAgent('node-heap', enrollment, { NODE_OPTIONS: '--max-old-space-size=48' });
-    await waitFor('the first registration', async () => (await database.handle.db.selectFrom('nodes').select('id').execute()).length === 1);
+    // 48 MiB of heap for a 160 MiB file; slowed down so that it can be stopped halfway.
+    const first = await startAgent('node-heap', enrollment, { NODE_OPTIONS: '--max-old-space-size=48', AGENT_BANDWIDTH_LIMIT_MB_S: '20' });
+    const partial = path.join(first.dataDir, 'partial', 'huge.part');
+    await waitFor('the download to be under way', () => fs.existsSync(partial) && fs.statSync(partial).size > 10 * MIB);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
+    const released = await server.api.get('/allocations?asset=huge&state=released', server.adminToken);
+    expect(released.body.items).toHaveLength(1);
+    expect(released.body.items[0]).toMatchObject({ node_name: 'node-heap', end_reason: 'agent stopping' });
+    const kept = fs.statSync(partial).size;
+
     const again = await startAgent('node-heap', 'not-needed-any-more', { NODE_OPTIONS: '--max-old-space-size=48' });
     await waitFor('the huge file to be rescued', async () => (await assetRow('huge')).state === 'rescued', 120_000);
     expect(await database.handle.db.selectFrom('nodes').select('id').execute()).toHaveLength(1);
     expect(fs.statSync(path.join(again.dataDir, 'assets', 'huge', 'huge.bin')).size).toBe(size);
+    expect(files.requests.filter((request) => request.name === 'huge').map((request) => request.range)).toContain(`bytes=${kept}-`);
     again.child.kill('SIGTERM');
     expect(await again.exited).toBe(0);
   }, 180_000);

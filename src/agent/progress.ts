@@ -37,7 +37,11 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
   };
   const measure = (job: Job) => {
     const now = Date.now();
-    const last = rates.get(job.task.id) ?? { bytes: 0, at: now, rate: 0 };
+    const last = rates.get(job.task.id);
+    if (!last) {
+      rates.set(job.task.id, { bytes: job.bytesDone, at: now, rate: 0 });
+      return 0;
+    }
     const elapsed = (now - last.at) / 1000;
     const rate = elapsed > 0.5 ? (job.bytesDone - last.bytes) / elapsed : last.rate;
     if (elapsed > 0.5) rates.set(job.task.id, { bytes: job.bytesDone, at: now, rate });
@@ -63,6 +67,7 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
     },
     started(job) {
       clear();
+      rates.set(job.task.id, { bytes: job.bytesDone, at: Date.now(), rate: 0 });
       line(`downloading ${job.task.id} (${job.task.sizeBytes === null ? 'size unknown' : human(job.task.sizeBytes)}) from ${job.task.url}`);
     },
     finished(job, outcome) {
