@@ -1,6 +1,7 @@
-import { sql } from 'kysely';
+import { sql, type ExpressionBuilder } from 'kysely';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
+import type { Database } from '../db/schema.js';
 import type { Dialect } from '../db/dialect.js';
 import { appendEvents } from '../events/events.repository.js';
 import type { AllocationState } from './allocations.table.js';
@@ -297,6 +298,11 @@ async function grant(
  * Candidates of known size that fit the budget, or of unknown size; each list comes straight off
  * a partial index in allocation order (`assets_claimable`, `assets_claimable_unknown_size`).
  */
+/** The requesting node's allocations of the candidate asset, for EXISTS tests. */
+function thisNodesAllocations(eb: ExpressionBuilder<Database, 'assets'>, nodeId: number) {
+  return eb.selectFrom('allocations').select(sql.lit(1).as('one')).whereRef('allocations.asset_id', '=', 'assets.id').where('allocations.node_id', '=', nodeId);
+}
+
 async function selectCandidates(
   trx: Db,
   request: AllocationRequest,
@@ -315,15 +321,10 @@ async function selectCandidates(
     .where((eb) =>
       eb.not(
         eb.exists(
-          eb
-            .selectFrom('allocations')
-            .select(sql.lit(1).as('one'))
-            .whereRef('allocations.asset_id', '=', 'assets.id')
-            .where('allocations.node_id', '=', request.nodeId)
-            // Literal states: a bound parameter hides the partial index allocations_one_per_node
-            // from the planner, which then walks every allocation of the node (measured 1.8 ms
-            // against 0.016 ms at 1,000 allocations per node on SQLite).
-            .where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
+          // Literal states: a bound parameter hides the partial index allocations_one_per_node
+          // from the planner, which then walks every allocation of the node (measured 1.8 ms
+          // against 0.016 ms at 1,000 allocations per node on SQLite).
+          thisNodesAllocations(eb, request.nodeId).where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
         ),
       ),
     )
@@ -332,16 +333,7 @@ async function selectCandidates(
     .where((eb) =>
       eb.or([
         eb('source_errors', '=', 0),
-        eb.not(
-          eb.exists(
-            eb
-              .selectFrom('allocations')
-              .select(sql.lit(1).as('one'))
-              .whereRef('allocations.asset_id', '=', 'assets.id')
-              .where('allocations.node_id', '=', request.nodeId)
-              .where('allocations.end_reason', 'like', 'source_gone:%'),
-          ),
-        ),
+        eb.not(eb.exists(thisNodesAllocations(eb, request.nodeId).where('allocations.end_reason', 'like', 'source_gone:%'))),
       ]),
     )
     .orderBy('priority', 'desc')
