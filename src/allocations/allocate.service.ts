@@ -333,7 +333,8 @@ async function selectCandidates(
     .where((eb) =>
       eb.or([
         eb('source_errors', '=', 0),
-        eb.not(eb.exists(thisNodesAllocations(eb, request.nodeId).where('allocations.end_reason', 'like', 'source_gone:%'))),
+        // Written as the partial index allocations_source_gone's predicate, so the planner uses it.
+        eb.not(eb.exists(thisNodesAllocations(eb, request.nodeId).where(sql<boolean>`end_reason like 'source_gone:%'`))),
       ]),
     )
     .orderBy('priority', 'desc')
