@@ -2,12 +2,19 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { describeVariables } from './config.js';
 import { agentSettings, type AgentFlags } from './agent/agent.config.js';
-import { addUser, agent, createToken, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
+import { addUser, agent, createToken, importCkanPortal, importDatagovCatalog, importDcatCatalog, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
+import { describeSummary } from './catalog/catalog-import.js';
 import { readPassword } from './lib/prompt.js';
 
 function positive(value: string): number {
   const parsed = Number(value);
   if (!Number.isFinite(parsed) || parsed <= 0) throw new InvalidArgumentError('must be a positive number');
+  return parsed;
+}
+
+function rows(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1 || parsed > 1000) throw new InvalidArgumentError('must be an integer from 1 to 1000 (portals cap pages at 1000)');
   return parsed;
 }
 
@@ -89,6 +96,54 @@ importCommand
     const count = await importJsonFile(loadConfigOrExit(), file);
     const seconds = (Date.now() - started) / 1000;
     console.log(`Imported ${count} assets from ${file} in ${seconds.toFixed(1)} s.`);
+  });
+
+const discoverHelp = 'then ask each file of unknown size for it (HEAD, else a ranged GET; CATALOG_HEAD_CONCURRENCY at once)';
+
+const catalogHelp = `
+Requests are paced by CATALOG_REQUESTS_PER_SECOND and retried on 429/5xx/timeouts (CATALOG_MAX_RETRIES,
+CATALOG_TIMEOUT_SECONDS). After a complete run without a text query (--q, --fq), assets of this source
+that were not seen are flagged removed_from_source and raised by CATALOG_REMOVED_PRIORITY_BOOST; with
+--org, only that organization's. Progress goes to stderr, the summary to stdout.
+`;
+
+importCommand
+  .command('ckan <url>')
+  .description('Import every resource of a CKAN portal\'s datasets (package_search, paged by start) as assets.')
+  .option('--q <query>', 'Solr query (package_search q)')
+  .option('--fq <filter>', 'Solr filter query (package_search fq)')
+  .option('--org <name>', 'only this organization (adds fq organization:NAME)')
+  .option('--rows <n>', 'datasets per page, 1–1000 (default 1000)', rows)
+  .option('--discover-sizes', discoverHelp)
+  .addHelpText('after', catalogHelp)
+  .action(async (url: string, options: { q?: string; fq?: string; org?: string; rows?: number; discoverSizes?: boolean }) => {
+    const summary = await importCkanPortal(loadConfigOrExit(), url, options);
+    console.log(describeSummary(summary));
+  });
+
+importCommand
+  .command('datagov')
+  .description('Import every distribution of the new catalog.data.gov API\'s datasets (/search, paged by the after cursor) as assets.')
+  .option('--q <query>', 'search text')
+  .option('--org <slug>', 'only this organization (org_slug)')
+  .option('--api-key <key>', 'api.data.gov key, sent as X-Api-Key (default: DATAGOV_API_KEY)')
+  .option('--url <url>', 'the API\'s base URL (default: DATAGOV_API_URL, https://catalog.data.gov)')
+  .option('--per-page <n>', 'datasets per page, 1–1000 (default 1000)', rows)
+  .option('--discover-sizes', discoverHelp)
+  .addHelpText('after', catalogHelp)
+  .action(async (options: { q?: string; org?: string; apiKey?: string; url?: string; perPage?: number; discoverSizes?: boolean }) => {
+    const summary = await importDatagovCatalog(loadConfigOrExit(), options);
+    console.log(describeSummary(summary));
+  });
+
+importCommand
+  .command('dcat <location>')
+  .description('Import every distribution (downloadURL, else accessURL) of a DCAT-US data.json, from a URL or a file, as assets.')
+  .option('--discover-sizes', discoverHelp)
+  .addHelpText('after', catalogHelp)
+  .action(async (location: string, options: { discoverSizes?: boolean }) => {
+    const summary = await importDcatCatalog(loadConfigOrExit(), location, options);
+    console.log(describeSummary(summary));
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {

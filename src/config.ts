@@ -44,6 +44,17 @@ export interface Config {
   bodyLimitBytes: number;
   loginRateLimitPerMinute: number;
   nodeRateLimitPerMinute: number;
+  /** Catalog import: requests per second to a portal, per-request timeout, retries on 429/5xx/timeouts. */
+  catalogRequestsPerSecond: number;
+  catalogTimeoutMs: number;
+  catalogMaxRetries: number;
+  /** Priority added to an asset that vanished from its portal (capped at 10). */
+  catalogRemovedPriorityBoost: number;
+  /** HEAD requests in flight at once when import discovers unknown sizes (`--discover-sizes`). */
+  catalogHeadConcurrency: number;
+  /** The new catalog.data.gov API (not CKAN) and its key. */
+  datagovApiUrl: string;
+  datagovApiKey: string | undefined;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -121,6 +132,11 @@ function replicaRules(raw: string): [number, number][] {
   return rules.sort((a, b) => b[0] - a[0]);
 }
 
+function httpUrl(raw: string): string {
+  if (!/^https?:\/\/[^\s/]+\S*$/.test(raw.trim())) throw new Error(`must be an http(s) URL, got "${raw}"`);
+  return raw.trim().replace(/\/+$/, '');
+}
+
 function secret(raw: string): string {
   if (raw.length < 32) throw new Error('must be at least 32 characters long');
   return raw;
@@ -188,6 +204,13 @@ const variables = [
   { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB },
   { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20 },
   { key: 'nodeRateLimitPerMinute', names: ['NODE_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 10_000_000), fallback: 6_000 },
+  { key: 'catalogRequestsPerSecond', names: ['CATALOG_REQUESTS_PER_SECOND'], parse: positiveNumber(10_000), fallback: 2 },
+  { key: 'catalogTimeoutMs', names: ['CATALOG_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 60_000 },
+  { key: 'catalogMaxRetries', names: ['CATALOG_MAX_RETRIES'], parse: integer(0, 20), fallback: 5 },
+  { key: 'catalogRemovedPriorityBoost', names: ['CATALOG_REMOVED_PRIORITY_BOOST'], parse: integer(0, 9), fallback: 2 },
+  { key: 'catalogHeadConcurrency', names: ['CATALOG_HEAD_CONCURRENCY'], parse: integer(1, 256), fallback: 8 },
+  { key: 'datagovApiUrl', names: ['DATAGOV_API_URL'], parse: httpUrl, fallback: 'https://catalog.data.gov' },
+  { key: 'datagovApiKey', names: ['DATAGOV_API_KEY'], parse: text, fallback: undefined },
 ] as const satisfies readonly Variable<keyof Config>[];
 
 export class ConfigError extends Error {

@@ -19,6 +19,11 @@ import { Ajv } from 'ajv';
 import { loadAgentConfig, type AgentFlags } from './agent/agent.config.js';
 import { runAgent } from './agent/agent.js';
 import { createProgress } from './agent/progress.js';
+import type { ImportIo, RunSummary } from './catalog/catalog-import.js';
+import { sleepFor } from './catalog/catalog-http.js';
+import { importCkan, type CkanFlags } from './catalog/ckan.import.js';
+import { importDatagov, type DatagovFlags } from './catalog/datagov.import.js';
+import { importDcat } from './catalog/dcat.import.js';
 
 /** Reads the environment once; on any invalid variable prints them all and exits non-zero. */
 export function loadConfigOrExit(overrides: Partial<Config> = {}): Config {
@@ -168,6 +173,29 @@ export async function importJsonFile(config: Config, file: string): Promise<numb
   return withDatabase(config, ({ db }) =>
     importAssets(db, list as AssetInput[], { replicasFor: replicaDefaultFrom(config), actor: 'cli', source: file }, systemClock.now()),
   );
+}
+
+/** Catalog imports from the command line: real time, real waits, progress lines on stderr. */
+const processIo: ImportIo = {
+  now: () => systemClock.now(),
+  elapsedMs: () => performance.now(),
+  sleep: sleepFor,
+  log: (line) => process.stderr.write(`${line}\n`),
+};
+
+/** `dispatcher import ckan URL`: pages through the portal's package_search into assets. */
+export async function importCkanPortal(config: Config, portalUrl: string, flags: CkanFlags): Promise<RunSummary> {
+  return withDatabase(config, ({ db }) => importCkan(db, config, processIo, portalUrl, flags));
+}
+
+/** `dispatcher import datagov`: follows the new catalog.data.gov API's cursor into assets. */
+export async function importDatagovCatalog(config: Config, flags: DatagovFlags): Promise<RunSummary> {
+  return withDatabase(config, ({ db }) => importDatagov(db, config, processIo, flags));
+}
+
+/** `dispatcher import dcat URL|FILE`: the distributions of a DCAT-US data.json into assets. */
+export async function importDcatCatalog(config: Config, location: string, flags: { discoverSizes?: boolean }): Promise<RunSummary> {
+  return withDatabase(config, ({ db }) => importDcat(db, config, processIo, location, flags));
 }
 
 /** `dispatcher agent`: runs until SIGINT/SIGTERM, gives back unfinished work, exits 0. */

@@ -1,5 +1,6 @@
 import type { AllocationsTable } from '../allocations/allocations.table.js';
 import type { AssetsTable } from '../assets/assets.table.js';
+import type { AssetLinksTable } from '../catalog/catalog.table.js';
 import type { EventsTable, LoopsTable } from '../events/events.table.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
 import type { SettingsTable, UsersTable } from '../users/users.table.js';
@@ -11,6 +12,7 @@ export interface Database {
   nodes: NodesTable;
   enrollment_tokens: EnrollmentTokensTable;
   assets: AssetsTable;
+  asset_links: AssetLinksTable;
   allocations: AllocationsTable;
   events: EventsTable;
   loops: LoopsTable;

@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Dialect } from '../dialect.js';
 import * as initial from './0001-initial.js';
 import * as nodeLiveness from './0002-node-liveness.js';
+import * as catalogLinks from './0003-catalog-links.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -11,4 +12,5 @@ interface DialectMigration {
 export const migrations: Record<string, DialectMigration> = {
   '0001-initial': initial,
   '0002-node-liveness': nodeLiveness,
+  '0003-catalog-links': catalogLinks,
 };

@@ -1,0 +1,92 @@
+import type { Config } from '../config.js';
+import type { Db } from '../db/database.js';
+import { replicaDefaultFrom } from '../assets/assets.service.js';
+import { createJsonFetcher, type FetchPolicy, type JsonFetcher } from './catalog-http.js';
+import { appendEvents } from '../events/events.repository.js';
+import { importCatalog, type ImportOptions, type ImportProgress, type ImportSummary } from './catalog.service.js';
+import { discoverSizes, type DiscoverySummary } from './size-discovery.js';
+import type { CatalogPage } from './catalog.types.js';
+
+/** What an import run needs from outside: time, waiting and where progress goes; tests replace them. */
+export interface ImportIo {
+  now: () => number;
+  elapsedMs: () => number;
+  sleep: (ms: number) => Promise<void>;
+  /** One progress line (stderr on the CLI). */
+  log: (line: string) => void;
+}
+
+export function fetchPolicyFrom(config: Config, io: ImportIo): FetchPolicy {
+  return {
+    requestsPerSecond: config.catalogRequestsPerSecond,
+    timeoutMs: config.catalogTimeoutMs,
+    maxRetries: config.catalogMaxRetries,
+    baseDelayMs: 1000,
+    maxDelayMs: 60_000,
+    sleep: io.sleep,
+  };
+}
+
+export function describeProgress(progress: ImportProgress): string {
+  const of = progress.total === null ? '' : ` of ${progress.total}`;
+  return `page ${progress.pages}: ${progress.datasets}${of} datasets, ${progress.resources} resources, ${Math.round(progress.resourcesPerSecond)} resources/s`;
+}
+
+export function describeSummary(summary: RunSummary): string {
+  const sizes = summary.sizes
+    ? ` Sizes: ${summary.sizes.checked} checked, ${summary.sizes.discovered} found, ${summary.sizes.gone} answered 404/410, ${summary.sizes.unknown} still unknown.`
+    : '';
+  return `Imported ${summary.resources} resources from ${summary.datasets} datasets (${summary.pages} pages) of ${summary.source} in ${summary.seconds.toFixed(1)} s: `
+    + `${summary.new} new, ${summary.updated} updated, ${summary.unchanged} unchanged, ${summary.duplicates} duplicate URLs linked, ${summary.removed} removed from source.${sizes}`;
+}
+
+export interface RunOptions {
+  /** Names the source for re-syncs: the portal URL or the file. */
+  source: string;
+  sweep: ImportOptions['sweep'];
+  /** After the import, ask the files of unknown size for their size (HEAD, else a ranged GET). */
+  discoverSizes?: boolean;
+}
+
+export type RunSummary = ImportSummary & { sizes?: DiscoverySummary };
+
+/** Runs one source's pages into the database with progress lines, then discovers sizes if asked. */
+export async function runImport(
+  db: Db,
+  config: Config,
+  io: ImportIo,
+  options: RunOptions,
+  readPages: (fetcher: JsonFetcher) => AsyncIterable<CatalogPage>,
+): Promise<RunSummary> {
+  const fetcher = createJsonFetcher(fetchPolicyFrom(config, io));
+  const summary: RunSummary = await importCatalog(
+    db,
+    readPages(fetcher),
+    {
+      source: options.source,
+      actor: 'cli',
+      replicasFor: replicaDefaultFrom(config),
+      removedPriorityBoost: config.catalogRemovedPriorityBoost,
+      sweep: options.sweep,
+      elapsedMs: io.elapsedMs,
+      onProgress: (progress) => io.log(describeProgress(progress)),
+    },
+    io.now(),
+  );
+  if (options.discoverSizes) summary.sizes = await runSizeDiscovery(db, config, io, options.source);
+  return summary;
+}
+
+async function runSizeDiscovery(db: Db, config: Config, io: ImportIo, source: string): Promise<DiscoverySummary> {
+  const started = io.elapsedMs();
+  const sizes = await discoverSizes(db, source, {
+    concurrency: config.catalogHeadConcurrency,
+    timeoutMs: config.catalogTimeoutMs,
+    onProgress: (done, total) => {
+      const rate = done / Math.max(0.001, (io.elapsedMs() - started) / 1000);
+      io.log(`sizes: ${done} of ${total} files checked, ${Math.round(rate)} files/s`);
+    },
+  }, io.now());
+  await appendEvents(db, io.now(), [{ actor: 'cli', kind: 'catalog.sizes_discovered', subjectType: 'import', subjectId: source, data: { ...sizes } }]);
+  return sizes;
+}

@@ -1,0 +1,157 @@
+import type { Db } from '../db/database.js';
+import { upsertAssets, type AssetInput } from '../assets/assets.repository.js';
+import type { AssetRow } from '../assets/assets.table.js';
+import type { ReplicaDefault } from '../assets/assets.service.js';
+import { appendEvents, type NewEvent } from '../events/events.repository.js';
+import { findAssetIdsByUrls, findAssetsByIds, flagUnseenAssets, markAssetsSeen, upsertAssetLinks, type AssetLink } from './catalog.repository.js';
+import type { CatalogPage, CatalogResource } from './catalog.types.js';
+
+export interface ImportSummary {
+  source: string;
+  pages: number;
+  datasets: number;
+  resources: number;
+  /** Resources whose URL an earlier resource (this run or before) already brought: linked, not added. */
+  duplicates: number;
+  new: number;
+  updated: number;
+  unchanged: number;
+  removed: number;
+  seconds: number;
+}
+
+export interface ImportProgress {
+  pages: number;
+  datasets: number;
+  total: number | null;
+  resources: number;
+  resourcesPerSecond: number;
+}
+
+export interface ImportOptions {
+  /** The portal URL (or file) assets are recorded as coming from; re-syncs compare by it. */
+  source: string;
+  actor: string;
+  replicasFor: ReplicaDefault;
+  removedPriorityBoost: number;
+  /**
+   * Which of the source's assets a complete run covers, so that unseen ones are flagged removed:
+   * all of them, one organization's, or none (a run filtered by a query sees only part of a portal).
+   */
+  sweep: { organization?: string } | null;
+  onProgress?: (progress: ImportProgress) => void;
+  /** Wall-clock time for rates; the database times come from `now`. */
+  elapsedMs?: () => number;
+}
+
+/** What a re-sync may change on an existing asset; priority and replicas_target stay the rescue's. */
+function differs(row: AssetRow, resource: CatalogResource): boolean {
+  return row.name !== resource.name || row.url !== resource.url || row.size_bytes !== resource.sizeBytes || row.format !== resource.format
+    || row.sha256 !== resource.sha256 || row.dataset !== resource.dataset || row.organization !== resource.organization;
+}
+
+function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined, source: string, replicasFor: ReplicaDefault): AssetInput {
+  // The portal's priority is only an initial one: aging, admins and removal move it afterwards.
+  const priority = existing?.priority ?? resource.priority;
+  return {
+    id: resource.resourceId,
+    name: resource.name,
+    url: resource.url,
+    sizeBytes: resource.sizeBytes,
+    priority,
+    replicasTarget: existing?.replicas_target ?? replicasFor(priority),
+    source: existing?.source ?? source,
+    dataset: resource.dataset,
+    organization: resource.organization,
+    format: resource.format,
+    sha256: resource.sha256,
+  };
+}
+
+interface RunState {
+  urlToAsset: Map<string, string>;
+  summary: ImportSummary;
+}
+
+/** Writes one page in one transaction: URL de-duplication, upserts of what changed, links, seen marks. */
+async function importPage(db: Db, page: CatalogPage, state: RunState, options: ImportOptions, now: number): Promise<void> {
+  const { summary, urlToAsset } = state;
+  await db.transaction().execute(async (trx) => {
+    const unknownUrls = [...new Set(page.resources.map((resource) => resource.url).filter((url) => !urlToAsset.has(url)))];
+    for (const [url, id] of await findAssetIdsByUrls(trx, unknownUrls)) urlToAsset.set(url, id);
+    const owners = new Map<string, CatalogResource>();
+    const links: AssetLink[] = [];
+    for (const resource of page.resources) {
+      const owner = urlToAsset.get(resource.url);
+      if (owner === undefined || owner === resource.resourceId) {
+        if (!owners.has(resource.resourceId)) owners.set(resource.resourceId, resource);
+        urlToAsset.set(resource.url, resource.resourceId);
+      } else {
+        summary.duplicates += 1;
+      }
+      links.push({ source: options.source, resourceId: resource.resourceId, assetId: urlToAsset.get(resource.url) as string, dataset: resource.dataset });
+    }
+    const existing = new Map((await findAssetsByIds(trx, [...owners.keys()])).map((row) => [row.id, row]));
+    // A size found by discovery stays while the portal still says nothing about it and the URL is the same.
+    for (const resource of owners.values()) {
+      const row = existing.get(resource.resourceId);
+      if (resource.sizeBytes === null && row?.url === resource.url) resource.sizeBytes = row.size_bytes;
+    }
+    const changed = [...owners.values()].filter((resource) => {
+      const row = existing.get(resource.resourceId);
+      if (!row) summary.new += 1;
+      else if (differs(row, resource)) summary.updated += 1;
+      else summary.unchanged += 1;
+      return !row || differs(row, resource);
+    });
+    await upsertAssets(trx, changed.map((resource) => toAssetInput(resource, existing.get(resource.resourceId), options.source, options.replicasFor)), now);
+    await markAssetsSeen(trx, [...new Set(links.map((link) => link.assetId))], now);
+    await upsertAssetLinks(trx, links, now);
+  });
+}
+
+/**
+ * Imports every page of a source, each page in its own transaction. Only a run that read every page
+ * flags the source's unseen assets as removed (never deleted); a failed run leaves them alone.
+ * Records one `catalog.imported` event, and one `catalog.removed_from_source` when assets vanished.
+ */
+export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, options: ImportOptions, now: number): Promise<ImportSummary> {
+  const elapsedMs = options.elapsedMs ?? (() => 0);
+  const startedMs = elapsedMs();
+  const summary: ImportSummary = { source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, seconds: 0 };
+  const state: RunState = { urlToAsset: new Map(), summary };
+  for await (const page of pages) {
+    await importPage(db, page, state, options, now);
+    summary.pages += 1;
+    summary.datasets += page.datasets;
+    summary.resources += page.resources.length;
+    const seconds = (elapsedMs() - startedMs) / 1000;
+    options.onProgress?.({
+      pages: summary.pages,
+      datasets: summary.datasets,
+      total: page.total,
+      resources: summary.resources,
+      resourcesPerSecond: seconds > 0 ? summary.resources / seconds : 0,
+    });
+  }
+  await db.transaction().execute(async (trx) => {
+    const removed = options.sweep === null
+      ? []
+      : await flagUnseenAssets(trx, { source: options.source, ...options.sweep, runStartedAt: now, boost: options.removedPriorityBoost }, now);
+    summary.removed = removed.length;
+    summary.seconds = (elapsedMs() - startedMs) / 1000;
+    const { source, seconds: _seconds, ...counts } = summary;
+    const events: NewEvent[] = [{ actor: options.actor, kind: 'catalog.imported', subjectType: 'import', subjectId: source, data: counts }];
+    if (removed.length > 0) {
+      events.push({
+        actor: options.actor,
+        kind: 'catalog.removed_from_source',
+        subjectType: 'import',
+        subjectId: source,
+        data: { count: removed.length, priority_boost: options.removedPriorityBoost, asset_ids: removed.slice(0, 100) },
+      });
+    }
+    await appendEvents(trx, now, events);
+  });
+  return summary;
+}

@@ -1,0 +1,136 @@
+import { CatalogError, CatalogHttpError, describeBody, type JsonFetcher } from './catalog-http.js';
+import { basenameOf, isHttpUrl, priorityFromViews, toSha256, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
+
+/** CKAN silently caps `rows` at 1000. */
+export const CKAN_MAX_ROWS = 1000;
+
+export interface CkanQuery {
+  /** The portal's base URL, e.g. https://demo.ckan.org */
+  portal: string;
+  q?: string;
+  fq?: string;
+  org?: string;
+  rows: number;
+  /** Attempts at a page that came back short before giving up. */
+  shortPageRetries: number;
+}
+
+interface CkanPackage {
+  name?: string;
+  organization?: { name?: string } | null;
+  tracking_summary?: { recent?: number } | null;
+  views_recent?: number;
+  resources?: CkanResourceDict[];
+}
+
+interface CkanResourceDict {
+  id?: string;
+  url?: string;
+  name?: string | null;
+  format?: string | null;
+  size?: unknown;
+  hash?: unknown;
+  tracking_summary?: { recent?: number } | null;
+}
+
+export function buildSearchUrl(query: CkanQuery, start: number): string {
+  const url = new URL(`${query.portal.replace(/\/+$/, '')}/api/3/action/package_search`);
+  if (query.q) url.searchParams.set('q', query.q);
+  const filters = [query.fq, query.org ? `organization:${query.org}` : undefined].filter(Boolean);
+  if (filters.length > 0) url.searchParams.set('fq', filters.join(' AND '));
+  url.searchParams.set('rows', String(query.rows));
+  url.searchParams.set('start', String(start));
+  // A stable order, so that paging by offset neither skips nor repeats datasets between pages.
+  url.searchParams.set('sort', 'name asc');
+  return url.toString();
+}
+
+/** Each resource with an http(s) URL, as a catalog resource of this package. */
+export function mapCkanPackage(pkg: CkanPackage): CatalogResource[] {
+  const packageViews = pkg.tracking_summary?.recent ?? pkg.views_recent ?? null;
+  return (pkg.resources ?? []).flatMap((resource) => {
+    if (!isHttpUrl(resource.url) || !resource.id) return [];
+    const url = resource.url.trim();
+    return [{
+      resourceId: resource.id,
+      url,
+      name: resource.name?.trim() || basenameOf(url),
+      format: resource.format?.trim() || null,
+      sizeBytes: toSizeBytes(resource.size),
+      sha256: toSha256(resource.hash),
+      dataset: pkg.name ?? null,
+      organization: pkg.organization?.name ?? null,
+      priority: priorityFromViews(resource.tracking_summary?.recent ?? packageViews),
+    }];
+  });
+}
+
+/** Explains a CKAN error answer: the `success:false` envelope, or the bare-string unknown action. */
+export function explainCkanError(error: CatalogHttpError): CatalogError {
+  const body = error.body as { success?: boolean; error?: { __type?: string; message?: string } } | string;
+  if (typeof body === 'string' && /action name not known/i.test(body)) {
+    return new CatalogError(`${error.url} answered HTTP ${error.status} "${body}": is this a CKAN portal with the action API at /api/3/action/?`);
+  }
+  if (typeof body === 'object' && body !== null && body.success === false) {
+    return new CatalogError(`CKAN refused ${error.url} (HTTP ${error.status}): ${describeCkanFailure(body.error)}`);
+  }
+  return error;
+}
+
+function describeCkanFailure(failure: { __type?: string; message?: string } | undefined): string {
+  if (!failure) return 'success:false without an error';
+  const { __type: type, message, ...fields } = failure;
+  const detail = message ?? (Object.keys(fields).length > 0 ? describeBody(fields) : 'no message');
+  return `${type ?? 'Error'}: ${detail}`;
+}
+
+interface SearchResult {
+  count: number;
+  results: CkanPackage[];
+}
+
+async function fetchSearchPage(fetcher: JsonFetcher, url: string): Promise<SearchResult> {
+  let body: unknown;
+  try {
+    body = await fetcher.getJson(url);
+  } catch (error) {
+    throw error instanceof CatalogHttpError ? explainCkanError(error) : error;
+  }
+  const envelope = body as { success?: unknown; error?: { __type?: string; message?: string }; result?: { count?: unknown; results?: unknown } };
+  if (typeof envelope !== 'object' || envelope === null || Array.isArray(envelope)) {
+    throw new CatalogError(`${url} did not answer with a CKAN envelope: ${describeBody(body)}`);
+  }
+  if (envelope.success === false) throw new CatalogError(`CKAN refused ${url}: ${describeCkanFailure(envelope.error)}`);
+  const result = envelope.result;
+  if (typeof result?.count !== 'number' || !Array.isArray(result.results)) {
+    throw new CatalogError(`${url} answered without result.count and result.results: ${describeBody(body)}`);
+  }
+  return { count: result.count, results: result.results as CkanPackage[] };
+}
+
+/**
+ * Pages through `package_search` by `start` until `result.count` datasets were read. A page with
+ * fewer datasets than asked before the count is reached is retried, then fails: deep offsets were
+ * known to time out into short pages, and accepting one would silently lose datasets.
+ */
+export async function* readCkanPages(fetcher: JsonFetcher, query: CkanQuery): AsyncGenerator<CatalogPage> {
+  let start = 0;
+  for (;;) {
+    const url = buildSearchUrl(query, start);
+    let page = await fetchSearchPage(fetcher, url);
+    let expected = Math.min(query.rows, Math.max(0, page.count - start));
+    for (let retry = 0; page.results.length < expected && retry < query.shortPageRetries; retry += 1) {
+      page = await fetchSearchPage(fetcher, url);
+      expected = Math.min(query.rows, Math.max(0, page.count - start));
+    }
+    if (page.results.length < expected) {
+      throw new CatalogError(
+        `short page from ${url}: ${page.results.length} datasets where ${expected} were expected (count ${page.count}), `
+        + `after ${query.shortPageRetries + 1} attempts; the portal may be overloaded: try again later or with a smaller --rows`,
+      );
+    }
+    yield { resources: page.results.flatMap(mapCkanPackage), datasets: page.results.length, total: page.count };
+    start += page.results.length;
+    if (start >= page.count || page.results.length === 0) return;
+  }
+}
