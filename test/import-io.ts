@@ -1,5 +1,8 @@
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { buildConfig, type Config } from '../src/config.js';
 import type { ImportIo } from '../src/catalog/catalog-import.js';
+import { createTestDatabase, type DialectName, type TestDatabase } from './databases.js';
+import { startFakePortal, type FakePortal } from './fake-portal.js';
 
 /** Import io that never waits: backoff and pacing sleeps are recorded, not slept. */
 export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo & { lines: string[]; sleeps: number[]; setNow(ms: number): void } {
@@ -24,4 +27,25 @@ export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo
 /** Fast, bounded catalog settings: a short timeout and two retries. */
 export function catalogConfig(overrides: Partial<Config> = {}): Config {
   return buildConfig({ catalogRequestsPerSecond: 1000, catalogTimeoutMs: 300, catalogMaxRetries: 2, ...overrides });
+}
+
+/**
+ * A fake portal for the whole suite and a fresh database for every test, on one dialect: the
+ * setup every catalog suite shares. Read `portal` and `database` inside tests and hooks.
+ */
+export function useCatalogTestbed(dialect: DialectName): { readonly portal: FakePortal; readonly database: TestDatabase } {
+  const testbed = {} as { portal: FakePortal; database: TestDatabase };
+  beforeAll(async () => {
+    testbed.portal = await startFakePortal();
+  });
+  afterAll(async () => {
+    await testbed.portal.close();
+  });
+  beforeEach(async () => {
+    testbed.database = await createTestDatabase(dialect);
+  });
+  afterEach(async () => {
+    await testbed.database.drop();
+  });
+  return testbed;
 }

@@ -1,38 +1,27 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { generatePackages, startFakePortal, type FakePortal } from '../../test/fake-portal.js';
-import { catalogConfig, createTestIo } from '../../test/import-io.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
+import { generatePackages } from '../../test/fake-portal.js';
+import { catalogConfig, createTestIo, useCatalogTestbed } from '../../test/import-io.js';
 import { parseRetryAfter } from './catalog-http.js';
 import { importCkan } from './ckan.import.js';
 
 describe.each(dialects)('CKAN import faults on %s', (dialect) => {
-  let portal: FakePortal;
-  let database: TestDatabase;
+  const testbed = useCatalogTestbed(dialect);
   let name: string;
   let counter = 0;
 
-  beforeAll(async () => {
-    portal = await startFakePortal();
-  });
-  afterAll(async () => {
-    await portal.close();
-  });
   beforeEach(async () => {
-    database = await createTestDatabase(dialect);
     // A fresh portal per test, so that no fault is left over from another test.
     name = `faulty-${(counter += 1)}`;
-    portal.setPackages(name, generatePackages(5, 2));
-  });
-  afterEach(async () => {
-    await database.drop();
+    testbed.portal.setPackages(name, generatePackages(5, 2));
   });
 
-  const count = async () => (await database.handle.db.selectFrom('assets').select('id').execute()).length;
-  const run = (io = createTestIo(), flags = { rows: 2 }) => importCkan(database.handle.db, catalogConfig(), io, `${portal.url}/${name}`, flags);
-  const requestsTo = () => portal.requests.filter((request) => request.startsWith(`/${name}/`)).length;
+  const count = async () => (await testbed.database.handle.db.selectFrom('assets').select('id').execute()).length;
+  const run = (io = createTestIo(), flags = { rows: 2 }) => importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, flags);
+  const requestsTo = () => testbed.portal.requests.filter((request) => request.startsWith(`/${name}/`)).length;
 
   it('waits out a 429 with Retry-After: 0 and a 500, then goes on', async () => {
-    portal.fault(name, 'rate-limited', 'server-error');
+    testbed.portal.fault(name, 'rate-limited', 'server-error');
     const io = createTestIo();
     expect(await run(io)).toMatchObject({ resources: 10, new: 10 });
     expect(requestsTo()).toBe(3 + 2);
@@ -42,50 +31,50 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
   });
 
   it('gives up after the capped retries with the last problem, and flags nothing', async () => {
-    portal.fault(name, 'server-error', 'server-error', 'server-error');
+    testbed.portal.fault(name, 'server-error', 'server-error', 'server-error');
     await expect(run()).rejects.toThrow(/failed after 3 attempts; last: HTTP 500: .*Solr went away/);
     expect(await count()).toBe(0);
   });
 
   it('retries a request that gets no answer within the timeout', async () => {
-    portal.fault(name, 'hang');
+    testbed.portal.fault(name, 'hang');
     expect(await run()).toMatchObject({ resources: 10 });
-    portal.fault(name, 'hang', 'hang', 'hang');
+    testbed.portal.fault(name, 'hang', 'hang', 'hang');
     await expect(run()).rejects.toThrow(/no answer within 300 ms/);
   });
 
   it('explains a body that is not JSON', async () => {
-    portal.fault(name, 'garbage');
+    testbed.portal.fault(name, 'garbage');
     await expect(run()).rejects.toThrow(/answered HTTP 200 with a body that is not JSON \(text\/html\): <html><body>Maintenance/);
   });
 
   it('explains success:false with its __type and message', async () => {
-    portal.fault(name, 'refused');
+    testbed.portal.fault(name, 'refused');
     await expect(run()).rejects.toThrow(/CKAN refused .* \(HTTP 403\): Authorization Error: Access denied: private dataset/);
   });
 
   it('explains the bare-string answer of a URL that is not a CKAN action API', async () => {
-    await expect(importCkan(database.handle.db, catalogConfig(), createTestIo(), `${portal.url}/nothing-here`, {}))
+    await expect(importCkan(testbed.database.handle.db, catalogConfig(), createTestIo(), `${testbed.portal.url}/nothing-here`, {}))
       .rejects.toThrow(/HTTP 400 "Bad request: Action name not known: package_search": is this a CKAN portal/);
   });
 
   it('retries a short page, then fails with a clear message when it stays short', async () => {
-    portal.fault(name, 'short');
+    testbed.portal.fault(name, 'short');
     expect(await run()).toMatchObject({ datasets: 5, resources: 10, pages: 3 });
-    await database.handle.db.deleteFrom('asset_links').execute();
-    await database.handle.db.deleteFrom('assets').execute();
-    portal.fault(name, 'short', 'short', 'short');
+    await testbed.database.handle.db.deleteFrom('asset_links').execute();
+    await testbed.database.handle.db.deleteFrom('assets').execute();
+    testbed.portal.fault(name, 'short', 'short', 'short');
     await expect(run()).rejects.toThrow(/short page from .*start=0.*: 1 datasets where 2 were expected \(count 5\), after 3 attempts/);
     expect(await count()).toBe(0);
   });
 
   it('keeps the pages read before a failure, and flags nothing as removed', async () => {
     await run();
-    portal.setPackages(name, generatePackages(4, 2));
-    portal.fault(name, 'short', 'short', 'short');
+    testbed.portal.setPackages(name, generatePackages(4, 2));
+    testbed.portal.fault(name, 'short', 'short', 'short');
     const io = createTestIo(Date.parse('2026-01-02T00:00:00Z'));
-    await expect(importCkan(database.handle.db, catalogConfig(), io, `${portal.url}/${name}`, { rows: 2 })).rejects.toThrow(/short page/);
-    expect(await database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([]);
+    await expect(importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, { rows: 2 })).rejects.toThrow(/short page/);
+    expect(await testbed.database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([]);
   });
 });
 

@@ -1,31 +1,18 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { generatePackages, startFakePortal, type FakePortal } from '../../test/fake-portal.js';
-import { catalogConfig, createTestIo } from '../../test/import-io.js';
+import { describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
+import { generatePackages } from '../../test/fake-portal.js';
+import { catalogConfig, createTestIo, useCatalogTestbed } from '../../test/import-io.js';
 import { importCkan } from './ckan.import.js';
 
 const DAY = 86_400_000;
 
 describe.each(dialects)('CKAN import on %s', (dialect) => {
-  let portal: FakePortal;
-  let database: TestDatabase;
+  const testbed = useCatalogTestbed(dialect);
 
-  beforeAll(async () => {
-    portal = await startFakePortal();
-  });
-  afterAll(async () => {
-    await portal.close();
-  });
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-  });
-  afterEach(async () => {
-    await database.drop();
-  });
 
-  const assets = () => database.handle.db.selectFrom('assets').selectAll().orderBy('id').execute();
+  const assets = () => testbed.database.handle.db.selectFrom('assets').selectAll().orderBy('id').execute();
   const run = (name: string, flags = {}, io = createTestIo(), config = catalogConfig()) =>
-    importCkan(database.handle.db, config, io, `${portal.url}/${name}`, flags);
+    importCkan(testbed.database.handle.db, config, io, `${testbed.portal.url}/${name}`, flags);
 
   it('maps the recorded Birmingham portal: 54 resources, sizes unknown, MD5 hashes not taken as sha256', async () => {
     const summary = await run('birmingham');
@@ -33,11 +20,11 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     const rows = await assets();
     expect(rows).toHaveLength(54);
     expect(rows.every((row) => row.size_bytes === null && row.sha256 === null)).toBe(true);
-    expect(rows.every((row) => row.organization === 'birmingham-city-council' && row.source === `${portal.url}/birmingham`)).toBe(true);
+    expect(rows.every((row) => row.organization === 'birmingham-city-council' && row.source === `${testbed.portal.url}/birmingham`)).toBe(true);
     const april = rows.find((row) => row.id === 'b4a15ade-11b1-4c98-88a0-8cd8408212ac');
     expect(april).toMatchObject({ name: 'Purchase Card transactions - April 2014', format: 'XLS', priority: 5, replicas_target: 1, state: 'pending' });
     expect(april?.url).toMatch(/purchasecardtransactionsapril2014\.xls$/);
-    const event = await database.handle.db.selectFrom('events').selectAll().where('kind', '=', 'catalog.imported').executeTakeFirstOrThrow();
+    const event = await testbed.database.handle.db.selectFrom('events').selectAll().where('kind', '=', 'catalog.imported').executeTakeFirstOrThrow();
     expect(JSON.parse(event.data ?? '{}')).toMatchObject({ new: 54, updated: 0, unchanged: 0, removed: 0, resources: 54 });
   });
 
@@ -68,11 +55,11 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
   });
 
   it('pages by start until the count, with rows, priority from recent views, and --org as fq', async () => {
-    portal.setPackages('generated', generatePackages(25, 2));
+    testbed.portal.setPackages('generated', generatePackages(25, 2));
     const io = createTestIo();
     const summary = await run('generated', { rows: 10 }, io);
     expect(summary).toMatchObject({ pages: 3, datasets: 25, resources: 50, new: 50 });
-    const searches = portal.requests.filter((request) => request.startsWith('/generated/')).map((request) => new URL(request, 'http://x').searchParams);
+    const searches = testbed.portal.requests.filter((request) => request.startsWith('/generated/')).map((request) => new URL(request, 'http://x').searchParams);
     expect(searches.map((params) => params.get('start'))).toEqual(['0', '10', '20']);
     expect(searches.every((params) => params.get('rows') === '10')).toBe(true);
     expect(io.lines).toHaveLength(3);
@@ -82,45 +69,45 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     expect(rows.find((row) => row.id === 'res-24-1')?.priority).toBe(7); // 24 recent views
     expect(rows.find((row) => row.id === 'res-0-1')?.sha256).toMatch(/^[0-9a-f]{64}$/);
 
-    portal.requests.length = 0;
+    testbed.portal.requests.length = 0;
     await run('generated', { org: 'org-3', fq: 'res_format:NetCDF' });
-    const fq = new URL(portal.requests[0] as string, 'http://x').searchParams.get('fq');
+    const fq = new URL(testbed.portal.requests[0] as string, 'http://x').searchParams.get('fq');
     expect(fq).toBe('res_format:NetCDF AND organization:org-3');
   });
 
   it('flags a vanished resource removed_from_source, raises its priority once, and clears the flag when it returns', async () => {
     const packages = generatePackages(3, 2) as { resources: object[] }[];
-    portal.setPackages('shrinking', packages);
+    testbed.portal.setPackages('shrinking', packages);
     await run('shrinking');
     const gone = packages[1]?.resources.pop();
     const later = Date.parse('2026-01-01T00:00:00Z') + DAY;
     const second = await run('shrinking', {}, createTestIo(later));
     expect(second).toMatchObject({ removed: 1, unchanged: 5, new: 0 });
-    const flagged = await database.handle.db.selectFrom('assets').selectAll().where('id', '=', 'res-1-1').executeTakeFirstOrThrow();
+    const flagged = await testbed.database.handle.db.selectFrom('assets').selectAll().where('id', '=', 'res-1-1').executeTakeFirstOrThrow();
     expect(flagged).toMatchObject({ removed_from_source_at: later, priority: 7, priority_changed_at: later });
-    const event = await database.handle.db.selectFrom('events').selectAll().where('kind', '=', 'catalog.removed_from_source').executeTakeFirstOrThrow();
+    const event = await testbed.database.handle.db.selectFrom('events').selectAll().where('kind', '=', 'catalog.removed_from_source').executeTakeFirstOrThrow();
     expect(JSON.parse(event.data ?? '{}')).toMatchObject({ count: 1, asset_ids: ['res-1-1'] });
     // Still gone: flagged once, not raised again.
     expect(await run('shrinking', {}, createTestIo(later + DAY))).toMatchObject({ removed: 0 });
-    expect((await database.handle.db.selectFrom('assets').select('priority').where('id', '=', 'res-1-1').executeTakeFirstOrThrow()).priority).toBe(7);
+    expect((await testbed.database.handle.db.selectFrom('assets').select('priority').where('id', '=', 'res-1-1').executeTakeFirstOrThrow()).priority).toBe(7);
     // A filtered run sees part of the portal only: it flags nothing.
     packages[0]?.resources.pop();
     expect(await run('shrinking', { q: 'dataset' }, createTestIo(later + 2 * DAY))).toMatchObject({ removed: 0 });
     packages[1]?.resources.push(gone as object);
     await run('shrinking', {}, createTestIo(later + 3 * DAY));
-    const back = await database.handle.db.selectFrom('assets').selectAll().where('id', '=', 'res-1-1').executeTakeFirstOrThrow();
+    const back = await testbed.database.handle.db.selectFrom('assets').selectAll().where('id', '=', 'res-1-1').executeTakeFirstOrThrow();
     expect(back.removed_from_source_at).toBeNull();
-    expect(await database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([{ id: 'res-0-1' }]);
+    expect(await testbed.database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([{ id: 'res-0-1' }]);
   });
 
   it('makes one asset of one URL published by two resources, linked to both datasets', async () => {
     const packages = generatePackages(2, 2) as { resources: { url: string }[] }[];
     (packages[1]?.resources[0] as { url: string }).url = (packages[0]?.resources[0] as { url: string }).url;
-    portal.setPackages('twice', packages);
+    testbed.portal.setPackages('twice', packages);
     const summary = await run('twice', { rows: 1 });
     expect(summary).toMatchObject({ resources: 4, new: 3, duplicates: 1 });
     expect((await assets()).map((row) => row.id)).toEqual(['res-0-0', 'res-0-1', 'res-1-1']);
-    const links = await database.handle.db.selectFrom('asset_links').selectAll().where('asset_id', '=', 'res-0-0').orderBy('resource_id').execute();
+    const links = await testbed.database.handle.db.selectFrom('asset_links').selectAll().where('asset_id', '=', 'res-0-0').orderBy('resource_id').execute();
     expect(links.map((link) => [link.resource_id, link.dataset])).toEqual([['res-0-0', 'dataset-000000'], ['res-1-0', 'dataset-000001']]);
     // Re-importing keeps the first id and does not flag the shared asset as removed.
     expect(await run('twice', {}, createTestIo(Date.parse('2026-01-02T00:00:00Z')))).toMatchObject({ new: 0, duplicates: 1, removed: 0 });

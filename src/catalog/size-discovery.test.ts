@@ -1,31 +1,17 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { startFakePortal, type FakePortal } from '../../test/fake-portal.js';
-import { catalogConfig, createTestIo } from '../../test/import-io.js';
+import { describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
+import { catalogConfig, createTestIo, useCatalogTestbed } from '../../test/import-io.js';
 import { importCkan } from './ckan.import.js';
 import { probeSize } from './size-discovery.js';
 
 describe.each(dialects)('size discovery on %s', (dialect) => {
-  let portal: FakePortal;
-  let database: TestDatabase;
+  const testbed = useCatalogTestbed(dialect);
 
-  beforeAll(async () => {
-    portal = await startFakePortal();
-  });
-  afterAll(async () => {
-    await portal.close();
-  });
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-  });
-  afterEach(async () => {
-    await database.drop();
-  });
 
-  const resource = (id: string, path: string, size: number | null = null) => ({ id, url: `${portal.url}/host/${path}`, name: id, size });
+  const resource = (id: string, path: string, size: number | null = null) => ({ id, url: `${testbed.portal.url}/host/${path}`, name: id, size });
 
   it('finds unknown sizes by HEAD, redirect or ranged GET; marks 404/410 without dropping; keeps them on re-import', async () => {
-    portal.setPackages('sizes', [{
+    testbed.portal.setPackages('sizes', [{
       name: 'files',
       organization: { name: 'lab' },
       resources: [
@@ -38,10 +24,10 @@ describe.each(dialects)('size discovery on %s', (dialect) => {
       ],
     }]);
     const io = createTestIo();
-    const summary = await importCkan(database.handle.db, catalogConfig(), io, `${portal.url}/sizes`, { discoverSizes: true });
+    const summary = await importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/sizes`, { discoverSizes: true });
     expect(summary.sizes).toEqual({ checked: 5, discovered: 3, gone: 1, unknown: 1 });
     expect(io.lines.at(-1)).toMatch(/^sizes: 5 of 5 files checked, \d+ files\/s$/);
-    const rows = await database.handle.db.selectFrom('assets').select(['id', 'size_bytes', 'source_error', 'state']).orderBy('id').execute();
+    const rows = await testbed.database.handle.db.selectFrom('assets').select(['id', 'size_bytes', 'source_error', 'state']).orderBy('id').execute();
     expect(rows).toEqual([
       { id: 'gone', size_bytes: null, source_error: 'HTTP 410 when its size was checked', state: 'pending' },
       { id: 'head', size_bytes: 1234, source_error: null, state: 'pending' },
@@ -50,16 +36,16 @@ describe.each(dialects)('size discovery on %s', (dialect) => {
       { id: 'no-length', size_bytes: null, source_error: null, state: 'pending' },
       { id: 'redirected', size_bytes: 2048, source_error: null, state: 'pending' },
     ]);
-    const again = await importCkan(database.handle.db, catalogConfig(), createTestIo(Date.parse('2026-01-02T00:00:00Z')), `${portal.url}/sizes`, {});
+    const again = await importCkan(testbed.database.handle.db, catalogConfig(), createTestIo(Date.parse('2026-01-02T00:00:00Z')), `${testbed.portal.url}/sizes`, {});
     expect(again).toMatchObject({ unchanged: 6, updated: 0 });
-    const head = await database.handle.db.selectFrom('assets').select('size_bytes').where('id', '=', 'head').executeTakeFirstOrThrow();
+    const head = await testbed.database.handle.db.selectFrom('assets').select('size_bytes').where('id', '=', 'head').executeTakeFirstOrThrow();
     expect(head.size_bytes).toBe(1234);
-    const event = await database.handle.db.selectFrom('events').selectAll().where('kind', '=', 'catalog.sizes_discovered').executeTakeFirstOrThrow();
+    const event = await testbed.database.handle.db.selectFrom('events').selectAll().where('kind', '=', 'catalog.sizes_discovered').executeTakeFirstOrThrow();
     expect(JSON.parse(event.data ?? '{}')).toMatchObject({ discovered: 3, gone: 1 });
   });
 
   it('leaves the size unknown when the file does not answer within the timeout, or not at all', async () => {
-    expect(await probeSize(`${portal.url}/host/hang/x.nc`, 200)).toEqual({ kind: 'unknown', reason: 'no answer within 200 ms' });
+    expect(await probeSize(`${testbed.portal.url}/host/hang/x.nc`, 200)).toEqual({ kind: 'unknown', reason: 'no answer within 200 ms' });
     expect((await probeSize('http://127.0.0.1:9/nothing', 200)).kind).toBe('unknown');
   });
 });
