@@ -5,6 +5,7 @@ import { agentSettings, type AgentFlags } from './agent/agent.config.js';
 import { addUser, agent, createToken, importCkanPortal, importDatagovCatalog, importDcatCatalog, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
 import { describeSummary } from './catalog/catalog-import.js';
 import { readPassword } from './lib/prompt.js';
+import { workerExec } from './workers/worker-exec.js';
 
 function positive(value: string): number {
   const parsed = Number(value);
@@ -53,6 +54,15 @@ for (const setting of agentSettings) {
   const flag = setting.flag.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
   agentCommand.option(`--${flag} <value>`, `${setting.help} [${setting.env}]`);
 }
+
+program
+  .command('worker-exec')
+  .description(
+    'On a worker: run one provisioning command sent by the control plane (the forced command of its key in the provisioning account\'s authorized_keys; reads SSH_ORIGINAL_COMMAND).',
+  )
+  .action(async () => {
+    process.exitCode = await workerExec(process.env.SSH_ORIGINAL_COMMAND);
+  });
 
 program
   .command('migrate')

@@ -55,6 +55,19 @@ export interface Config {
   /** The new catalog.data.gov API (not CKAN) and its key. */
   datagovApiUrl: string;
   datagovApiKey: string | undefined;
+  /** Worker leasing: the longest a rental may last (initial hours plus extensions) and the most workers per call. */
+  rentMaxMs: number;
+  rentMaxCount: number;
+  /** OpenSSH private key the control plane provisions workers with; unset: generated and kept in the database. */
+  provisioningKeyFile: string | undefined;
+  /** Connecting to a worker and running one command over SSH, and reading its banner when probing. */
+  sshTimeoutMs: number;
+  workerProbeIntervalMs: number;
+  /** Consecutive failed probes after which a worker is dead (its rentals move). */
+  workerProbeFailures: number;
+  /** Outbox: attempts of a side effect before giving up, and the first retry delay (doubling, at most 1 h). */
+  taskMaxAttempts: number;
+  taskRetryBaseMs: number;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -211,6 +224,14 @@ const variables = [
   { key: 'catalogHeadConcurrency', names: ['CATALOG_HEAD_CONCURRENCY'], parse: integer(1, 256), fallback: 8 },
   { key: 'datagovApiUrl', names: ['DATAGOV_API_URL'], parse: httpUrl, fallback: 'https://catalog.data.gov' },
   { key: 'datagovApiKey', names: ['DATAGOV_API_KEY'], parse: text, fallback: undefined },
+  { key: 'rentMaxMs', names: ['RENT_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR },
+  { key: 'rentMaxCount', names: ['RENT_MAX_COUNT'], parse: integer(1, 1000), fallback: 10 },
+  { key: 'provisioningKeyFile', names: ['PROVISIONING_KEY_FILE'], parse: (raw: string) => path.resolve(raw), fallback: undefined },
+  { key: 'sshTimeoutMs', names: ['SSH_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(600)(raw) * 1000), fallback: 15_000 },
+  { key: 'workerProbeIntervalMs', names: ['WORKER_PROBE_INTERVAL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 30_000 },
+  { key: 'workerProbeFailures', names: ['WORKER_PROBE_FAILURES'], parse: integer(1, 100), fallback: 3 },
+  { key: 'taskMaxAttempts', names: ['TASK_MAX_ATTEMPTS'], parse: integer(1, 100), fallback: 6 },
+  { key: 'taskRetryBaseMs', names: ['TASK_RETRY_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 10_000 },
 ] as const satisfies readonly Variable<keyof Config>[];
 
 export class ConfigError extends Error {

@@ -2,12 +2,18 @@ import { expireDueAllocations } from './allocations/allocations.service.js';
 import { applyPriorityPolicy } from './assets/priority.service.js';
 import type { AppContext } from './http/context.js';
 import type { LoopDefinition } from './lib/loop.js';
+import { expireRentals } from './rentals/rentals.service.js';
+import { runDueTasks } from './rentals/tasks.service.js';
+import { moveRentalsOffDeadWorkers, probeWorkers } from './rentals/workers.service.js';
 import { markSilentNodes, reclaimFromDeadNodes } from './nodes/liveness.service.js';
 
 export const EXPIRY_LOOP = 'expire-allocations';
 export const PRIORITY_LOOP = 'update-priorities';
 export const LIVENESS_LOOP = 'mark-silent-nodes';
 export const RECLAIM_LOOP = 'reclaim-dead-nodes';
+export const TASKS_LOOP = 'run-tasks';
+export const WORKER_CHECK_LOOP = 'check-workers';
+export const RENTAL_EXPIRY_LOOP = 'expire-rentals';
 
 /** Every background loop of `dispatcher serve`, with its interval. Each pass runs on one instance. */
 export function defineLoops(ctx: AppContext): LoopDefinition[] {
@@ -35,6 +41,22 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       intervalMs: ctx.config.autoUpdateIntervalMs,
       tick: (now) =>
         applyPriorityPolicy(ctx.db, ctx.dialect, { policy: ctx.config.priorityPolicy, agingMs: ctx.config.priorityAgingMs }, now),
+    },
+    {
+      name: TASKS_LOOP,
+      // Cleanup after a release returns the worker to the pool within seconds.
+      intervalMs: 5_000,
+      tick: (now) => runDueTasks(ctx, now),
+    },
+    {
+      name: WORKER_CHECK_LOOP,
+      intervalMs: ctx.config.workerProbeIntervalMs,
+      tick: async (now) => ({ probes: await probeWorkers(ctx, now), migrations: await moveRentalsOffDeadWorkers(ctx, ctx.clock.now()) }),
+    },
+    {
+      name: RENTAL_EXPIRY_LOOP,
+      intervalMs: 30_000,
+      tick: (now) => expireRentals(ctx, now),
     },
   ];
 }

@@ -14,6 +14,7 @@ import { createLoop, type Loop } from './lib/loop.js';
 import { defineLoops } from './loops.js';
 import { createEnrollmentToken } from './nodes/nodes.service.js';
 import { createJwtIssuer } from './users/jwt.js';
+import { loadProvisioningKey } from './workers/ssh.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
 import { Ajv } from 'ajv';
 import { loadAgentConfig, type AgentFlags } from './agent/agent.config.js';
@@ -70,7 +71,8 @@ export async function startServer(config: Config, options: { clock?: Clock; logg
       const outcome = await ensureAdmin(handle.db, { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() });
       logger.info({ user: config.adminUser, outcome }, 'admin account from DISPATCHER_ADMIN_PASSWORD');
     }
-    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt };
+    const provisioningKey = await loadProvisioningKey(handle.db, config.provisioningKeyFile);
+    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey };
     const app = await buildApp(ctx, { logger });
     const url = await app.listen({ host: config.host, port: config.port });
     const loops = defineLoops(ctx).map((definition) => createLoop(definition, { db: handle.db, clock, logger }));

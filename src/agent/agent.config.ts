@@ -17,6 +17,14 @@ export interface AgentConfig {
   heartbeatSeconds: number | undefined;
   pollSeconds: number;
   retries: number;
+  /** Set on a worker machine (rentable over SSH): see README, "Setting up a worker". */
+  worker: WorkerSetup | undefined;
+}
+
+export interface WorkerSetup {
+  hostKeyFile: string;
+  user: string;
+  authorizedKeysFile: string;
 }
 
 /** Each setting: its flag (commander's camelCase key), its environment variable, and its parser. */
@@ -34,6 +42,9 @@ export const agentSettings = [
   { flag: 'heartbeatSeconds', env: 'AGENT_HEARTBEAT_SECONDS', help: 'heartbeat interval (default: what the control plane asks for)' },
   { flag: 'pollSeconds', env: 'AGENT_POLL_SECONDS', help: 'wait before asking again when there is no work (default 30)' },
   { flag: 'retries', env: 'AGENT_RETRIES', help: 'attempts per download before giving it back (default 3)' },
+  { flag: 'hostKeyFile', env: 'WORKER_HOST_KEY_FILE', help: 'worker: this machine\'s SSH host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub (makes it rentable; needs MY_HOST_PORT)' },
+  { flag: 'workerUser', env: 'WORKER_SSH_USER', help: 'worker: the provisioning account the agent runs as (default dispatcher)' },
+  { flag: 'authorizedKeys', env: 'WORKER_AUTHORIZED_KEYS', help: 'worker: that account\'s authorized_keys file (default ~/.ssh/authorized_keys)' },
 ] as const;
 
 export type AgentFlags = Partial<Record<(typeof agentSettings)[number]['flag'], string>>;
@@ -71,6 +82,10 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
   const nodeName = value('nodeName') ?? os.hostname();
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(nodeName)) problems.push(`NODE_NAME must be 1–64 of letters, digits, _ . : -, got "${nodeName}"`);
   const bandwidth = number('bandwidthLimit', undefined, 0.001, 1_000_000, false);
+  const hostKeyFile = value('hostKeyFile');
+  const workerUser = value('workerUser') ?? 'dispatcher';
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(workerUser)) problems.push(`WORKER_SSH_USER must be a user name (a-z, 0-9, _ -), got "${workerUser}"`);
+  if (hostKeyFile && value('sshPort') === undefined) problems.push('WORKER_HOST_KEY_FILE needs MY_HOST_PORT: the SSH port the control plane reaches this worker on');
   const config: AgentConfig = {
     apiEndpoint: apiEndpoint ?? '',
     enrollmentToken: value('enrollmentToken'),
@@ -85,6 +100,13 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     heartbeatSeconds: number('heartbeatSeconds', undefined, 1, 3600),
     pollSeconds: number('pollSeconds', 30, 0.1, 86_400, false) as number,
     retries: number('retries', 3, 1, 100) as number,
+    worker: hostKeyFile
+      ? {
+          hostKeyFile: path.resolve(hostKeyFile),
+          user: workerUser,
+          authorizedKeysFile: path.resolve(value('authorizedKeys') ?? path.join(os.homedir(), '.ssh', 'authorized_keys')),
+        }
+      : undefined,
   };
   if (problems.length > 0) throw new Error(`Invalid agent configuration:\n${problems.map((problem) => `  - ${problem}`).join('\n')}`);
   return config;

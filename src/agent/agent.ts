@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
+import { authorizeProvisioningKey, readHostKey, workerExecCommand } from '../workers/worker-setup.js';
 import path from 'node:path';
 import type { AgentConfig } from './agent.config.js';
 import { ApiError, createClient, sleep, withBackoff, type Client } from './client.js';
@@ -156,7 +157,14 @@ async function obtainIdentity(config: AgentConfig, progress: Progress, signal: A
   const kept = await readIdentity(config.dataDir);
   const token = kept?.api_endpoint === config.apiEndpoint ? kept.node_token : config.nodeToken;
   const client = createClient(config.apiEndpoint, () => token ?? '');
-  const body = { hostname: os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 253) || 'node', node_id: config.nodeName, ...(config.sshPort ? { ssh_port: config.sshPort } : {}), tags: config.tags };
+  const worker = config.worker ? { ssh_host_key: await readHostKey(config.worker.hostKeyFile), ssh_user: config.worker.user } : {};
+  const body = {
+    hostname: os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 253) || 'node',
+    node_id: config.nodeName,
+    ...(config.sshPort ? { ssh_port: config.sshPort } : {}),
+    tags: config.tags,
+    ...worker,
+  };
   const retry = retryOptions(progress, signal);
   if (signal.aborted) return null;
   const registration = token
@@ -167,6 +175,12 @@ async function obtainIdentity(config: AgentConfig, progress: Progress, signal: A
   if (!registration) throw new Error('No credential: set NODE_ENROLLMENT_TOKEN (first start) or NODE_TOKEN.');
   const identity = { api_endpoint: config.apiEndpoint, node_id: registration.node_id, name: registration.name, node_token: token ?? registration.node_token };
   await writeIdentity(config.dataDir, identity);
+  if (config.worker) {
+    // A worker lets the control plane in for provisioning only: its key, restricted to worker-exec.
+    const provisioning = await withBackoff(() => createClient(config.apiEndpoint, () => identity.node_token).provisioningKey(), retry);
+    await authorizeProvisioningKey(config.worker.authorizedKeysFile, provisioning.public_key, workerExecCommand());
+    progress.log(`worker: provisioning key authorized in ${config.worker.authorizedKeysFile}`);
+  }
   return identity;
 }
 

@@ -41,10 +41,9 @@ export function createClient(baseUrl: string, token: () => string) {
     return parsed as T;
   }
   return {
-    register: (enrollmentToken: string, body: { hostname: string; node_id: string; ssh_port?: number; tags?: Record<string, string> }) =>
-      call<Registration>('POST', '/api/workers/register', body, enrollmentToken),
-    refresh: (body: { hostname: string; node_id: string; ssh_port?: number; tags?: Record<string, string> }) =>
-      call<Registration>('POST', '/api/workers/register', body),
+    register: (enrollmentToken: string, body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body, enrollmentToken),
+    refresh: (body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body),
+    provisioningKey: () => call<{ public_key: string }>('GET', '/api/provisioning-key'),
     heartbeat: (nodeId: number, body: { free_bytes: number; bytes_in_flight: number; download_rate_bps: number; allocations: { asset_id: string; bytes_done: number }[] }) =>
       call<{ node_status: string; draining: boolean; next_heartbeat_seconds: number }>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
     allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
@@ -57,6 +56,15 @@ export function createClient(baseUrl: string, token: () => string) {
 }
 
 export type Client = ReturnType<typeof createClient>;
+
+export interface RegistrationBody {
+  hostname: string;
+  node_id: string;
+  ssh_port?: number;
+  tags?: Record<string, string>;
+  ssh_host_key?: string;
+  ssh_user?: string;
+}
 
 /** Retries `work` with capped exponential backoff (1 s, 2 s, 4 s … 60 s) until it succeeds or `signal` aborts. */
 export async function withBackoff<T>(work: () => Promise<T>, options: { signal: AbortSignal; onRetry(error: unknown, delayMs: number): void; retryable?(error: unknown): boolean }): Promise<T> {

@@ -3,6 +3,7 @@ import type { AssetsTable } from '../assets/assets.table.js';
 import type { AssetLinksTable } from '../catalog/catalog.table.js';
 import type { EventsTable, LoopsTable } from '../events/events.table.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
+import type { RentalsTable, TasksTable } from '../rentals/rentals.table.js';
 import type { SettingsTable, UsersTable } from '../users/users.table.js';
 
 /** Every table, as Kysely sees it. Times are epoch milliseconds on both databases. */
@@ -16,4 +17,6 @@ export interface Database {
   allocations: AllocationsTable;
   events: EventsTable;
   loops: LoopsTable;
+  rentals: RentalsTable;
+  tasks: TasksTable;
 }

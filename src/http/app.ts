@@ -9,6 +9,7 @@ import { registerAssetRoutes } from '../assets/assets.routes.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { registerNodeAdminRoutes } from '../nodes/node-admin.routes.js';
 import { registerNodeRoutes } from '../nodes/nodes.routes.js';
+import { registerRentalRoutes } from '../rentals/rentals.routes.js';
 import { registerStatusRoutes } from '../status/status.routes.js';
 import { registerUserRoutes } from '../users/users.routes.js';
 import { createGuards } from './auth.js';
@@ -64,6 +65,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   registerAllocationRoutes(app, ctx, guards);
   registerDispatchRoutes(app, ctx, guards);
   registerEventRoutes(app, ctx, guards);
+  registerRentalRoutes(app, ctx, guards);
   await app.ready();
   return app;
 }

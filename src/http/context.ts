@@ -6,6 +6,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import type { JwtIssuer } from '../users/jwt.js';
+import type { ProvisioningKey } from '../workers/ssh.js';
 
 /** What every route file receives: the app's dependencies, passed explicitly. */
 export interface AppContext {
@@ -14,6 +15,8 @@ export interface AppContext {
   config: Config;
   clock: Clock;
   jwt: JwtIssuer;
+  /** The control plane's SSH key for provisioning rentals on workers. */
+  provisioningKey: ProvisioningKey;
 }
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

@@ -6,7 +6,9 @@ import { appendEvents } from '../events/events.repository.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
-import { listNodes } from './nodes.repository.js';
+import type { RentalRow } from '../rentals/rentals.table.js';
+import { requeueFailedTasks } from '../tasks/outbox.js';
+import { latestRentals, listNodes } from './nodes.repository.js';
 import { recordHeartbeat } from './liveness.service.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
@@ -33,7 +35,21 @@ const NodeView = Type.Object({
   ssh_port: Nullable(Type.Integer()),
   status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect or dead' }),
   allocated: Type.Boolean({ description: 'Rented out (worker leasing).' }),
-  lease: Nullable(Type.Object({}, { additionalProperties: true })),
+  lease: Nullable(
+    Type.Object({
+      rental_id: Type.Integer(),
+      user_id: Type.Integer(),
+      leased_from: Type.String(),
+      leased_until: Type.String(),
+      active: Type.Boolean(),
+      state: Type.String({ description: 'provisioning, active, migrating, ended or failed' }),
+      ended_at: Nullable(Type.String()),
+      end_reason: Nullable(Type.String()),
+    }, { description: 'The node\'s latest rental: the live one, or how the last one ended.' }),
+  ),
+  probe_status: Type.String({ description: 'Workers: unknown, alive or dead, from the SSH probe.' }),
+  quarantined: Type.Boolean({ description: 'Out of the rental pool until an admin clears it (cleanup kept failing, or the host key changed).' }),
+  quarantine_reason: Nullable(Type.String()),
   name: Type.String(),
   ip: Nullable(Type.String()),
   tags: Type.Record(Type.String(), Type.String()),
@@ -105,22 +121,29 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       onRequest: guards.any,
       schema: {
         tags: ['nodes'],
-        summary: 'Nodes in the seed\'s shape plus rescue figures (admins: all; a node: itself)',
+        summary: 'Nodes in the seed\'s shape plus rescue figures (admins: all; a user: their rentals\' workers; a node: itself)',
         security: bearerSecurity,
         response: { 200: Type.Array(NodeView), ...errorResponses },
       },
     },
     async (request) => {
       const principal = principalOf(request);
-      if (!isAdmin(principal) && principal.kind !== 'node') return [];
-      const rows = await listNodes(ctx.db, principal.kind === 'node' ? principal.nodeId : undefined);
+      const admin = isAdmin(principal);
+      const rentals = principal.kind === 'node' ? [] : await latestRentals(ctx.db, admin ? undefined : principal.userId);
+      const leases = new Map(rentals.map((rental) => [rental.node_id, rental]));
+      const only = admin ? undefined : principal.kind === 'node' ? [principal.nodeId] : [...leases.keys()];
+      const rows = await listNodes(ctx.db, only);
       return rows.map((row) => ({
         node_id: row.id,
         hostname: row.hostname,
         ssh_port: row.ssh_port,
-        status: row.status,
-        allocated: false,
-        lease: null,
+        // A worker that fails its SSH probe is dead, whatever its heartbeats said.
+        status: row.probe_status === 'dead' ? 'dead' : row.status,
+        allocated: ['provisioning', 'active', 'migrating'].includes(leases.get(row.id)?.state ?? ''),
+        lease: leaseView(leases.get(row.id)),
+        probe_status: row.probe_status,
+        quarantined: row.quarantined_at !== null,
+        quarantine_reason: row.quarantine_reason,
         name: row.name,
         ip: row.ip,
         tags: JSON.parse(row.tags) as Record<string, string>,
@@ -138,7 +161,11 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
 
   for (const [action, summary, values] of [
     ['drain', 'Stop giving a node new work; it keeps what it has (admin)', { draining: 1 }],
-    ['clear', 'Forgive a node\'s strikes and end a drain (admin)', { strikes: 0, draining: 0 }],
+    [
+      'clear',
+      'Forgive a node\'s strikes, end a drain, lift a worker\'s quarantine (its failed cleanups are retried first) (admin)',
+      { strikes: 0, draining: 0, quarantined_at: null, quarantine_reason: null },
+    ],
   ] as const) {
     app.post(
       `/api/nodes/:id/${action}`,
@@ -158,6 +185,8 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         const now = ctx.clock.now();
         await ctx.db.transaction().execute(async (trx) => {
           await trx.updateTable('nodes').set(values).where('id', '=', node.id).execute();
+          // A worker leaves quarantine with its cleanup to do again: it joins the pool once that succeeded.
+          if (action === 'clear') await requeueFailedTasks(trx, node.id, 'deprovision', now);
           await appendEvents(trx, now, [{ actor: actorOf(principal), kind: `node.${action === 'drain' ? 'drained' : 'cleared'}`, subjectType: 'node', subjectId: node.id }]);
         });
         return { status: 'success', node_id: node.id, name: node.name };
@@ -169,4 +198,18 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
 /** A path's node reference: digits are an id, anything else a name. */
 function nodeRef(raw: string): string | number {
   return /^\d+$/.test(raw) ? Number(raw) : raw;
+}
+
+function leaseView(rental: RentalRow | undefined) {
+  if (!rental) return null;
+  return {
+    rental_id: rental.id,
+    user_id: rental.user_id,
+    leased_from: toIso(rental.leased_from),
+    leased_until: toIso(rental.leased_until),
+    active: rental.state === 'active' || rental.state === 'migrating',
+    state: rental.state,
+    ended_at: toIso(rental.ended_at),
+    end_reason: rental.end_reason,
+  };
 }

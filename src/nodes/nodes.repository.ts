@@ -22,6 +22,13 @@ export interface NewNode {
   tags: Record<string, string>;
   tokenHash: string | null;
   now: number;
+  worker?: WorkerIdentity;
+}
+
+/** What a worker reports to be provisioned over SSH: its host key (pinned) and the provisioning account. */
+export interface WorkerIdentity {
+  hostKey: string;
+  user: string;
 }
 
 /** Inserts a node; returns undefined when the name is already taken. */
@@ -38,6 +45,8 @@ export async function insertNode(db: Db, node: NewNode): Promise<NodeRow | undef
       tags: JSON.stringify(node.tags),
       token_hash: node.tokenHash,
       created_at: node.now,
+      ssh_host_key: node.worker?.hostKey ?? null,
+      ssh_user: node.worker?.user ?? null,
     })
     .onConflict((conflict) => conflict.column('name').doNothing())
     .returningAll()
@@ -47,7 +56,7 @@ export async function insertNode(db: Db, node: NewNode): Promise<NodeRow | undef
 export async function updateNodeAddress(
   db: Db,
   id: number,
-  address: { hostname: string; ip: string | null; sshPort: number | null; tags?: Record<string, string>; tokenHash?: string },
+  address: { hostname: string; ip: string | null; sshPort: number | null; tags?: Record<string, string>; tokenHash?: string; worker?: WorkerIdentity },
 ): Promise<void> {
   await db
     .updateTable('nodes')
@@ -57,6 +66,7 @@ export async function updateNodeAddress(
       ssh_port: address.sshPort,
       ...(address.tags ? { tags: JSON.stringify(address.tags) } : {}),
       ...(address.tokenHash ? { token_hash: address.tokenHash } : {}),
+      ...(address.worker ? { ssh_host_key: address.worker.hostKey, ssh_user: address.worker.user } : {}),
     })
     .where('id', '=', id)
     .execute();
@@ -75,12 +85,23 @@ export async function useEnrollmentToken(db: Db, tokenHash: string, now: number)
 }
 
 /** Every node (or one), with its count of active allocations. */
-export async function listNodes(db: Db, onlyId?: number) {
+export async function listNodes(db: Db, onlyIds?: number[]) {
   let query = db
     .selectFrom('nodes')
     .selectAll('nodes')
     .select(sql<number>`(select count(*) from allocations where allocations.node_id = nodes.id and allocations.state = 'active')`.as('active_allocations'))
     .orderBy('nodes.id');
-  if (onlyId !== undefined) query = query.where('nodes.id', '=', onlyId);
+  if (onlyIds !== undefined) query = query.where('nodes.id', 'in', onlyIds.length > 0 ? onlyIds : [-1]);
   return query.execute();
+}
+
+/** Each node's latest rental (the live one, or how the last one ended), optionally only a user's. */
+export async function latestRentals(db: Db, onlyUserId?: number) {
+  const latest = db.selectFrom('rentals').select((eb) => eb.fn.max('id').as('id')).groupBy('node_id');
+  return db
+    .selectFrom('rentals')
+    .selectAll()
+    .where('id', 'in', latest)
+    .$if(onlyUserId !== undefined, (q) => q.where('user_id', '=', onlyUserId as number))
+    .execute();
 }

@@ -5,6 +5,9 @@ import { actorOf, authenticate, bearerToken, principalOf, type Guards } from '..
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable, perAddressRateLimit } from '../http/schemas.js';
 import { tokenKind } from '../lib/secrets.js';
+import { quarantineForHostKey } from '../rentals/rentals.service.js';
+import { canonicalHostKey, HostKeyMismatchError } from '../workers/ssh.js';
+import type { WorkerIdentity } from './nodes.repository.js';
 import {
   acceptEnrollmentToken,
   ALREADY_REGISTERED_MESSAGE,
@@ -26,6 +29,12 @@ const RegisterBody = Type.Object(
     ssh_port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
     node_id: Type.Optional(Type.Union([NodeName, Type.Integer({ minimum: 1 })], { description: 'Name to register under (default: hostname), or an existing node\'s integer id.' })),
     tags: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,31}$' }), Type.String({ maxLength: 128 }), { maxProperties: 16 })),
+    ssh_host_key: Type.Optional(
+      Type.String({ minLength: 16, maxLength: 8192, description: 'Workers: the SSH host public key ("ssh-ed25519 AAAA…"), pinned on first registration.' }),
+    ),
+    ssh_user: Type.Optional(
+      Type.String({ pattern: '^[a-z_][a-z0-9_-]{0,31}$', description: 'Workers: the account that authorized the provisioning key (default "dispatcher").' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -94,12 +103,15 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
     },
     async (request) => {
       const body = request.body;
-      const result = await registerNode(
-        ctx.db,
-        { hostname: body.hostname, ip: body.ip ?? request.ip, sshPort: body.ssh_port ?? null, nodeId: body.node_id, tags: body.tags },
-        request.credential as RegistrationCredential,
-        ctx.clock.now(),
-      );
+      const worker = workerIdentity(body);
+      const registration = { hostname: body.hostname, ip: body.ip ?? request.ip, sshPort: body.ssh_port ?? null, nodeId: body.node_id, tags: body.tags, worker };
+      const now = ctx.clock.now();
+      const result = await registerNode(ctx.db, registration, request.credential as RegistrationCredential, now).catch(async (error: unknown) => {
+        if (error instanceof AppError && error.code === 'HOST_KEY_CHANGED') {
+          await quarantineForHostKey(ctx.db, error.extra.node_id as number, new HostKeyMismatchError(error.extra.presented as string), now);
+        }
+        throw error;
+      });
       // An admin's re-registration rotated the token: the old one must stop working here at once.
       if (!result.created) guards.nodeTokens.forgetNode(result.node.id);
       return {
@@ -110,6 +122,17 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
       };
     },
   );
+}
+
+function workerIdentity(body: { ssh_host_key?: string; ssh_user?: string; ssh_port?: number }): WorkerIdentity | undefined {
+  if (body.ssh_host_key === undefined) {
+    if (body.ssh_user !== undefined) throw new AppError('VALIDATION_ERROR', 'body/ssh_user needs ssh_host_key: only workers have a provisioning account.');
+    return undefined;
+  }
+  const hostKey = canonicalHostKey(body.ssh_host_key);
+  if (!hostKey) throw new AppError('VALIDATION_ERROR', 'body/ssh_host_key is not an OpenSSH public key (expected e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub).');
+  if (body.ssh_port === undefined) throw new AppError('VALIDATION_ERROR', 'body/ssh_port is required with ssh_host_key: workers are reached over SSH.');
+  return { hostKey, user: body.ssh_user ?? 'dispatcher' };
 }
 
 declare module 'fastify' {

@@ -3,7 +3,7 @@ import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
 import { generateToken, hashToken } from '../lib/secrets.js';
-import { findNodeById, findNodeByName, insertNode, updateNodeAddress, useEnrollmentToken } from './nodes.repository.js';
+import { findNodeById, findNodeByName, insertNode, updateNodeAddress, useEnrollmentToken, type WorkerIdentity } from './nodes.repository.js';
 import type { NodeRow } from './nodes.table.js';
 
 /** Who is registering: a holder of an enrollment token, a node with its own token, or an admin. */
@@ -19,6 +19,8 @@ export interface Registration {
   /** The seeds' node id: a name (string) or Orion's integer id. */
   nodeId?: string | number;
   tags?: Record<string, string>;
+  /** Workers only: the SSH host key (canonical) and the provisioning account. */
+  worker?: WorkerIdentity;
 }
 
 export interface RegistrationResult {
@@ -36,12 +38,21 @@ export const ALREADY_REGISTERED_MESSAGE = 'Worker déjà enregistré';
  * admin); an admin may do both, and re-registering rotates the node's token.
  */
 export async function registerNode(db: Db, input: Registration, credential: RegistrationCredential, now: number): Promise<RegistrationResult> {
-  const address = { hostname: input.hostname, ip: input.ip, sshPort: input.sshPort, tags: input.tags };
+  const address = { hostname: input.hostname, ip: input.ip, sshPort: input.sshPort, tags: input.tags, worker: input.worker };
   return db.transaction().execute(async (trx) => {
     const existing = await findRegisteredNode(trx, input);
     if (credential.kind === 'node') {
       if (existing && existing.id !== credential.nodeId) {
         throw new AppError('FORBIDDEN', 'This node token belongs to another node.');
+      }
+      const own = existing ?? (await findNodeById(trx, credential.nodeId));
+      // Trust on first use: once pinned, a host key changes only through an admin's re-registration.
+      if (input.worker && own?.ssh_host_key && own.ssh_host_key !== input.worker.hostKey) {
+        throw new AppError(
+          'HOST_KEY_CHANGED',
+          'This worker reports another SSH host key than the one pinned at its registration; it is quarantined. If the change is expected, an admin re-registers it.',
+          { node_id: own.id, presented: input.worker.hostKey },
+        );
       }
       await updateNodeAddress(trx, credential.nodeId, address);
       await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.reregistered', subjectType: 'node', subjectId: credential.nodeId, data: address }]);
@@ -56,6 +67,7 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
         );
       }
       const nodeToken = generateToken('node');
+      // An admin's re-registration may pin a new host key (a reinstalled worker).
       await updateNodeAddress(trx, existing.id, { ...address, tokenHash: hashToken(nodeToken) });
       await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.token_rotated', subjectType: 'node', subjectId: existing.id, data: address }]);
       return { created: false, node: (await findNodeById(trx, existing.id)) as NodeRow, nodeToken };
@@ -68,6 +80,7 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       tags: input.tags ?? {},
       tokenHash: hashToken(nodeToken),
       now,
+      worker: input.worker,
     });
     if (!node) throw new AppError('NODE_NAME_TAKEN', `A node named "${input.nodeId ?? input.hostname}" was registered at the same moment.`);
     await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.created', subjectType: 'node', subjectId: node.id, data: { name: node.name, ...address } }]);

@@ -23,6 +23,14 @@ export interface NodesTable {
   /** 1 while an admin drains the node: it keeps its work but gets nothing new. */
   draining: Generated<number>;
   bytes_in_flight: number | null;
+  /** The worker's SSH host key ("ssh-ed25519 AAAA…"), pinned on first registration. */
+  ssh_host_key: string | null;
+  /** The account on the worker that Dispatcher's provisioning key may run worker commands as. */
+  ssh_user: string | null;
+  probe_status: Generated<'unknown' | 'alive' | 'dead'>;
+  probed_at: number | null;
+  quarantined_at: number | null;
+  quarantine_reason: string | null;
 }
 
 export interface EnrollmentTokensTable {

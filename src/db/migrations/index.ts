@@ -3,6 +3,7 @@ import type { Dialect } from '../dialect.js';
 import * as initial from './0001-initial.js';
 import * as nodeLiveness from './0002-node-liveness.js';
 import * as catalogLinks from './0003-catalog-links.js';
+import * as workerLeasing from './0004-worker-leasing.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -13,4 +14,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0001-initial': initial,
   '0002-node-liveness': nodeLiveness,
   '0003-catalog-links': catalogLinks,
+  '0004-worker-leasing': workerLeasing,
 };

@@ -1,0 +1,47 @@
+import type { Generated, Selectable } from 'kysely';
+
+export type RentalState = 'provisioning' | 'active' | 'migrating' | 'ended' | 'failed';
+
+/** States in which a rental holds its worker. */
+export const LIVE_RENTAL_STATES: RentalState[] = ['provisioning', 'active', 'migrating'];
+
+export interface RentalsTable {
+  id: Generated<number>;
+  user_id: number;
+  node_id: number;
+  state: RentalState;
+  batch: string;
+  account: string;
+  password_hash: string;
+  leased_from: number;
+  leased_until: number;
+  created_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+  /** JSON array of {from_node, to_node, at}. */
+  migrations: Generated<string>;
+}
+
+export type RentalRow = Selectable<RentalsTable>;
+
+export type TaskKind = 'provision' | 'deprovision';
+export type TaskState = 'pending' | 'running' | 'done' | 'failed';
+
+export interface TasksTable {
+  id: Generated<number>;
+  kind: TaskKind;
+  state: TaskState;
+  rental_id: number | null;
+  node_id: number | null;
+  /** JSON: the command's target and arguments, fixed when the task was queued. */
+  payload: string;
+  attempts: Generated<number>;
+  max_attempts: number;
+  run_after: number;
+  locked_until: number | null;
+  last_error: string | null;
+  created_at: number;
+  finished_at: number | null;
+}
+
+export type TaskRow = Selectable<TasksTable>;

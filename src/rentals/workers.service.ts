@@ -1,0 +1,111 @@
+import { appendEvents } from '../events/events.repository.js';
+import type { AppContext } from '../http/context.js';
+import { queueTasks } from '../tasks/outbox.js';
+import { probeSshBanner } from '../workers/ssh.js';
+import { deprovisionTask, endRentals, provisionTask, retryOnUniqueViolation } from './rentals.service.js';
+import { findWorker, pickFreeWorkers } from './workers.repository.js';
+
+const PROBES_AT_ONCE = 32;
+
+export interface ProbePassResult {
+  probed: number;
+  died: string[];
+  revived: string[];
+}
+
+/**
+ * The active health check: every worker's SSH port must answer with an SSH banner. After
+ * WORKER_PROBE_FAILURES failures in a row a worker is dead; one success makes it alive again.
+ */
+export async function probeWorkers(ctx: AppContext, now: number): Promise<ProbePassResult> {
+  const workers = await ctx.db
+    .selectFrom('nodes')
+    .select(['id', 'name', 'ip', 'ssh_port', 'probe_status', 'probe_failures'])
+    .where('ssh_host_key', 'is not', null)
+    .where('ssh_port', 'is not', null)
+    .where('ip', 'is not', null)
+    .execute();
+  const result: ProbePassResult = { probed: workers.length, died: [], revived: [] };
+  for (let start = 0; start < workers.length; start += PROBES_AT_ONCE) {
+    const slice = workers.slice(start, start + PROBES_AT_ONCE);
+    const probes = await Promise.all(slice.map((worker) => probeSshBanner(worker.ip as string, worker.ssh_port as number, ctx.config.sshTimeoutMs)));
+    await ctx.db.transaction().execute(async (trx) => {
+      for (const [index, worker] of slice.entries()) {
+        const probe = probes[index] as { ok: boolean; detail: string };
+        const failures = probe.ok ? 0 : worker.probe_failures + 1;
+        const status = probe.ok ? 'alive' : failures >= ctx.config.workerProbeFailures ? 'dead' : worker.probe_status;
+        await trx.updateTable('nodes').set({ probe_failures: failures, probe_status: status, probed_at: now }).where('id', '=', worker.id).execute();
+        if (status === worker.probe_status) continue;
+        (status === 'dead' ? result.died : result.revived).push(worker.name);
+        await appendEvents(trx, now, [
+          { actor: 'system', kind: status === 'dead' ? 'worker.dead' : 'worker.alive', subjectType: 'node', subjectId: worker.id, data: { probe: probe.detail, failures } },
+        ]);
+      }
+    });
+  }
+  return result;
+}
+
+export interface MigrationPassResult {
+  moved: number;
+  failed: number;
+}
+
+/**
+ * Invariant 5 for rentals: a live rental on a dead worker moves to a free healthy worker with the
+ * same end time and the same account and password (set up there through the outbox), or fails
+ * with an event when no worker is free. Either way the dead worker gets a cleanup task.
+ */
+export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): Promise<MigrationPassResult> {
+  const stranded = await ctx.db
+    .selectFrom('rentals')
+    .innerJoin('nodes', 'nodes.id', 'rentals.node_id')
+    .select(['rentals.id', 'rentals.node_id', 'rentals.account', 'rentals.password_hash', 'rentals.migrations', 'nodes.name'])
+    .where('rentals.state', 'in', ['active', 'migrating'])
+    .where((eb) => eb.or([eb('nodes.probe_status', '=', 'dead'), eb('nodes.status', '=', 'dead'), eb('nodes.quarantined_at', 'is not', null)]))
+    .orderBy('rentals.id')
+    .execute();
+  const result: MigrationPassResult = { moved: 0, failed: 0 };
+  for (const rental of stranded) {
+    const moved = await retryOnUniqueViolation(ctx, () =>
+      ctx.db.transaction().execute(async (trx) => {
+        const [target] = await pickFreeWorkers(trx, ctx.dialect, 1, rental.node_id);
+        if (!target) return false;
+        const history = [...(JSON.parse(rental.migrations) as unknown[]), { from_node: rental.node_id, to_node: target.id, at: now }];
+        const updated = await trx
+          .updateTable('rentals')
+          .set({ node_id: target.id, state: 'migrating', migrations: JSON.stringify(history) })
+          .where('id', '=', rental.id)
+          .where('node_id', '=', rental.node_id)
+          .where('state', 'in', ['active', 'migrating'])
+          .returning('id')
+          .executeTakeFirst();
+        if (!updated) return true;
+        const from = await findWorker(trx, rental.node_id);
+        const maxAttempts = ctx.config.taskMaxAttempts;
+        await queueTasks(
+          trx,
+          [provisionTask(rental, target, 'migrate', maxAttempts), ...(from ? [deprovisionTask(rental, from, maxAttempts)] : [])],
+          now,
+        );
+        await appendEvents(trx, now, [
+          { actor: 'system', kind: 'rental.migrating', subjectType: 'rental', subjectId: rental.id, data: { from_node: rental.name, to_node: target.name } },
+        ]);
+        return true;
+      }),
+    );
+    if (moved) {
+      result.moved += 1;
+      continue;
+    }
+    const failed = await endRentals(
+      ctx.db,
+      { ids: [rental.id] },
+      { reason: `worker ${rental.name} is dead and no free worker could take the rental`, actor: 'system', state: 'failed' },
+      ctx.config.taskMaxAttempts,
+      now,
+    );
+    result.failed += failed.length;
+  }
+  return result;
+}

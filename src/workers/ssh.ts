@@ -1,0 +1,138 @@
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import ssh2 from 'ssh2';
+import type { Db } from '../db/database.js';
+import { readOrCreateSetting } from '../users/users.repository.js';
+import { formatWorkerCommand, type WorkerCommand } from './worker-commands.js';
+
+// ssh2 is CommonJS: Node's ESM loader sees only its default export.
+const { Client, utils } = ssh2;
+
+/** The control plane's own SSH identity, the one key workers authorize for provisioning. */
+export interface ProvisioningKey {
+  privateKey: string;
+  /** OpenSSH public key line, as it goes into a worker's authorized_keys. */
+  publicKey: string;
+}
+
+/**
+ * PROVISIONING_KEY_FILE when set (an OpenSSH private key); otherwise an Ed25519 key generated on
+ * first start and kept in the database, so every instance and every restart uses the same one.
+ */
+export async function loadProvisioningKey(db: Db, keyFile: string | undefined): Promise<ProvisioningKey> {
+  const privateKey = keyFile
+    ? await fs.readFile(keyFile, 'utf8')
+    : await readOrCreateSetting(db, 'provisioning_private_key', () => utils.generateKeyPairSync('ed25519', { comment: 'dispatcher-provisioning' }).private);
+  const parsed = utils.parseKey(privateKey);
+  if (parsed instanceof Error) throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} cannot be read: ${parsed.message}`);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!key?.isPrivateKey()) throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} is not a private key (it may need a passphrase, which is not supported).`);
+  return { privateKey, publicKey: `${key.type} ${key.getPublicSSH().toString('base64')} dispatcher-provisioning` };
+}
+
+/**
+ * Checks an OpenSSH public key line ("ssh-ed25519 AAAA… [comment]") and returns its canonical form
+ * (type and key, no comment), or undefined when it is not a public key.
+ */
+export function canonicalHostKey(line: string): string | undefined {
+  const parsed = utils.parseKey(line.trim());
+  if (parsed instanceof Error) return undefined;
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!key || key.isPrivateKey()) return undefined;
+  return `${key.type} ${key.getPublicSSH().toString('base64')}`;
+}
+
+export interface WorkerTarget {
+  host: string;
+  port: number;
+  username: string;
+  /** The pinned host key, canonical form. */
+  hostKey: string;
+}
+
+export class HostKeyMismatchError extends Error {
+  constructor(readonly presented: string) {
+    super('the worker presented a host key that differs from the pinned one');
+  }
+}
+
+/**
+ * Runs one worker command over SSH as the provisioning account. The host key must be the pinned
+ * one, byte for byte; the command line is built from validated parts only (worker-commands.ts).
+ */
+export function runWorkerCommand(target: WorkerTarget, key: ProvisioningKey, command: WorkerCommand, timeoutMs: number): Promise<void> {
+  const line = formatWorkerCommand(command);
+  const pinned = Buffer.from(target.hostKey.split(' ')[1] ?? '', 'base64');
+  return new Promise((resolve, reject) => {
+    const client = new Client();
+    let presented: Buffer | undefined;
+    let settled = false;
+    const finish = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.end();
+      if (error) reject(error);
+      else resolve();
+    };
+    const timer = setTimeout(() => finish(new Error(`no answer from ${target.host}:${target.port} within ${timeoutMs} ms`)), timeoutMs);
+    client.on('error', (error) => {
+      if (presented && !presented.equals(pinned)) {
+        const type = target.hostKey.split(' ')[0];
+        finish(new HostKeyMismatchError(`${type} ${presented.toString('base64')}`));
+      } else {
+        finish(new Error(`SSH to ${target.host}:${target.port} failed: ${error.message}`));
+      }
+    });
+    client.on('ready', () => {
+      client.exec(line, (error, stream) => {
+        if (error) return finish(new Error(`the worker refused the command: ${error.message}`));
+        let output = '';
+        const keep = (chunk: Buffer) => {
+          if (output.length < 4096) output += chunk.toString('utf8');
+        };
+        stream.on('data', keep);
+        stream.stderr.on('data', keep);
+        stream.on('close', (code: number | null) => {
+          if (code === 0) finish();
+          else finish(new Error(`the worker answered exit code ${code ?? 'none'}: ${output.trim().slice(0, 500) || 'no output'}`));
+        });
+      });
+    });
+    client.connect({
+      host: target.host,
+      port: target.port,
+      username: target.username,
+      privateKey: key.privateKey,
+      readyTimeout: timeoutMs,
+      hostVerifier: (presentedKey: Buffer) => {
+        presented = presentedKey;
+        return presentedKey.equals(pinned);
+      },
+    });
+  });
+}
+
+/** The active health probe: a TCP connection that must answer with an SSH banner in time. */
+export function probeSshBanner(host: string, port: number, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    let received = '';
+    const done = (ok: boolean, detail: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ok, detail });
+    };
+    const timer = setTimeout(() => done(false, `no SSH banner within ${timeoutMs} ms`), timeoutMs);
+    socket.on('data', (chunk) => {
+      received += chunk.toString('latin1');
+      const newline = received.indexOf('\n');
+      if (newline >= 0 || received.length > 255) {
+        const banner = received.slice(0, newline >= 0 ? newline : 255).trim();
+        done(banner.startsWith('SSH-2.0-') || banner.startsWith('SSH-1.99-'), banner.slice(0, 100));
+      }
+    });
+    socket.on('error', (error) => done(false, error.message));
+    socket.on('end', () => done(false, 'connection closed before the SSH banner'));
+  });
+}
