@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { parseSyncSources, type ImportRequest } from './catalog/import-jobs.schemas.js';
 
 /**
  * Every setting of `dispatcher serve`, read once from the environment by `loadConfig`.
@@ -55,6 +56,9 @@ export interface Config {
   /** The new catalog.data.gov API (not CKAN) and its key. */
   datagovApiUrl: string;
   datagovApiKey: string | undefined;
+  /** Periodic re-sync: how often `catalogSyncSources` are imported again (undefined: never), and which. */
+  catalogSyncIntervalMs: number | undefined;
+  catalogSyncSources: ImportRequest[] | undefined;
   /** Worker leasing: the longest a rental may last (initial hours plus extensions) and the most workers per call. */
   rentMaxMs: number;
   rentMaxCount: number;
@@ -167,6 +171,19 @@ function password(raw: string): string {
 
 const hoursToMs = (parse: (raw: string) => number) => (raw: string) => Math.round(parse(raw) * HOUR);
 
+const durationUnits: Record<string, number> = { s: 1000, m: 60_000, h: HOUR, d: 24 * HOUR };
+
+/** A duration such as `90s`, `30m`, `6h` or `1.5d`, in milliseconds. */
+function duration(minMs: number, maxMs: number) {
+  return (raw: string): number => {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$/.exec(raw);
+    if (!match) throw new Error(`must be a duration such as 30m, 6h or 1d, got "${raw}"`);
+    const ms = Math.round(Number(match[1]) * (durationUnits[match[2] as string] as number));
+    if (ms < minMs || ms > maxMs) throw new Error(`must be between ${minMs / 60_000} minutes and ${maxMs / (24 * HOUR)} days, got "${raw}"`);
+    return ms;
+  };
+}
+
 const variables = [
   { key: 'host', names: ['DISPATCHER_HOST', 'PRIORIZER_HOST', 'HOST'], parse: text, fallback: '0.0.0.0' },
   { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000 },
@@ -224,6 +241,8 @@ const variables = [
   { key: 'catalogHeadConcurrency', names: ['CATALOG_HEAD_CONCURRENCY'], parse: integer(1, 256), fallback: 8 },
   { key: 'datagovApiUrl', names: ['DATAGOV_API_URL'], parse: httpUrl, fallback: 'https://catalog.data.gov' },
   { key: 'datagovApiKey', names: ['DATAGOV_API_KEY'], parse: text, fallback: undefined },
+  { key: 'catalogSyncIntervalMs', names: ['CATALOG_SYNC_INTERVAL'], parse: duration(60_000, 366 * 24 * HOUR), fallback: undefined },
+  { key: 'catalogSyncSources', names: ['CATALOG_SYNC_SOURCES'], parse: parseSyncSources, fallback: undefined },
   { key: 'rentMaxMs', names: ['RENT_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR },
   { key: 'rentMaxCount', names: ['RENT_MAX_COUNT'], parse: integer(1, 1000), fallback: 10 },
   { key: 'provisioningKeyFile', names: ['PROVISIONING_KEY_FILE'], parse: (raw: string) => path.resolve(raw), fallback: undefined },

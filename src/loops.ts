@@ -1,5 +1,6 @@
 import { expireDueAllocations } from './allocations/allocations.service.js';
 import { applyPriorityPolicy } from './assets/priority.service.js';
+import { syncCatalogs } from './catalog/catalog-sync.js';
 import type { AppContext } from './http/context.js';
 import type { LoopDefinition } from './lib/loop.js';
 import { expireRentals } from './rentals/rentals.service.js';
@@ -11,6 +12,8 @@ export const EXPIRY_LOOP = 'expire-allocations';
 export const PRIORITY_LOOP = 'update-priorities';
 export const LIVENESS_LOOP = 'mark-silent-nodes';
 export const RECLAIM_LOOP = 'reclaim-dead-nodes';
+export const IMPORTS_LOOP = 'run-imports';
+export const CATALOG_SYNC_LOOP = 'sync-catalogs';
 export const TASKS_LOOP = 'run-tasks';
 export const WORKER_CHECK_LOOP = 'check-workers';
 export const RENTAL_EXPIRY_LOOP = 'expire-rentals';
@@ -42,6 +45,17 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       tick: (now) =>
         applyPriorityPolicy(ctx.db, ctx.dialect, { policy: ctx.config.priorityPolicy, agingMs: ctx.config.priorityAgingMs }, now),
     },
+    {
+      name: IMPORTS_LOOP,
+      // Starts queued imports and resumes those of a dead instance (its lease, IMPORT_LEASE_MS, lapsed);
+      // a pass only claims jobs, which then run in the background on the instance that claimed them.
+      intervalMs: 30_000,
+      tick: (now) => ctx.imports.runDue(now),
+    },
+    // Periodic re-sync of the configured catalogs, when CATALOG_SYNC_INTERVAL is set.
+    ...(ctx.config.catalogSyncIntervalMs === undefined
+      ? []
+      : [{ name: CATALOG_SYNC_LOOP, intervalMs: ctx.config.catalogSyncIntervalMs, tick: (now: number) => syncCatalogs(ctx, now) }]),
     {
       name: TASKS_LOOP,
       // Cleanup after a release returns the worker to the pool within seconds.

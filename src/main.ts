@@ -23,6 +23,7 @@ import { createProgress } from './agent/progress.js';
 import type { ImportIo, RunSummary } from './catalog/catalog-import.js';
 import { sleepFor } from './catalog/catalog-http.js';
 import { importCkan, type CkanFlags } from './catalog/ckan.import.js';
+import { createImportRunner } from './catalog/import-runner.js';
 import { importDatagov, type DatagovFlags } from './catalog/datagov.import.js';
 import { importDcat } from './catalog/dcat.import.js';
 
@@ -72,7 +73,8 @@ export async function startServer(config: Config, options: { clock?: Clock; logg
       logger.info({ user: config.adminUser, outcome }, 'admin account from DISPATCHER_ADMIN_PASSWORD');
     }
     const provisioningKey = await loadProvisioningKey(handle.db, config.provisioningKeyFile);
-    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey };
+    const imports = createImportRunner({ db: handle.db, config, clock, logger });
+    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports };
     const app = await buildApp(ctx, { logger });
     const url = await app.listen({ host: config.host, port: config.port });
     const loops = defineLoops(ctx).map((definition) => createLoop(definition, { db: handle.db, clock, logger }));
@@ -82,6 +84,7 @@ export async function startServer(config: Config, options: { clock?: Clock; logg
       (stopping ??= (async () => {
         for (const loop of [...loops].reverse()) await loop.stop();
         await app.close();
+        await imports.stop();
         await handle.close();
       })());
     return { app, url, ctx, loops, stop };

@@ -17,9 +17,10 @@ import { pathToFileURL } from 'node:url';
  *                                                           302, 410, no length, no answer at all
  * Portals `demo`, `envidat` and `birmingham` replay recorded package_search results (count = the
  * recorded packages, so each is a complete small portal); `setPackages` and `setRecords` make more.
- * `fault(portal, …)` makes that portal's next requests fail, one fault per request.
+ * `fault(portal, …)` makes that portal's next requests fail, one fault per request; `pass` answers
+ * normally, to fault a later request (`fault(p, 'pass', 'pass', 'server-error')`: the third fails).
  */
-export type Fault = 'rate-limited' | 'over-rate-limit' | 'server-error' | 'garbage' | 'refused' | 'short' | 'hang';
+export type Fault = 'pass' | 'rate-limited' | 'over-rate-limit' | 'server-error' | 'garbage' | 'refused' | 'short' | 'hang';
 
 export interface FakePortal {
   url: string;

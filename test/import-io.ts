@@ -29,6 +29,11 @@ export function catalogConfig(overrides: Partial<Config> = {}): Config {
   return buildConfig({ catalogRequestsPerSecond: 1000, catalogTimeoutMs: 300, catalogMaxRetries: 2, ...overrides });
 }
 
+/** The same for a server running import jobs: no retries, so a failing page fails the job at once. */
+export function importServerConfig(overrides: Partial<Config> = {}): Partial<Config> {
+  return { catalogRequestsPerSecond: 1000, catalogTimeoutMs: 300, catalogMaxRetries: 0, tokenTtlMs: 24 * 3_600_000, ...overrides };
+}
+
 /**
  * A fake portal for the whole suite and a fresh database for every test, on one dialect: the
  * setup every catalog suite shares. Read `portal` and `database` inside tests and hooks.

@@ -13,9 +13,28 @@ export interface FetchPolicy {
   maxDelayMs: number;
   /** Injected so tests never wait. */
   sleep: (ms: number) => Promise<void>;
+  /** Aborts a request in flight and stops retrying (an import job being stopped). */
+  signal?: AbortSignal;
 }
 
 export const sleepFor = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A sleep that ends early, rejecting with the signal's reason, when the signal aborts. */
+export function sleepUnlessAborted(signal: AbortSignal): (ms: number) => Promise<void> {
+  return (ms) =>
+    new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+}
 
 /** What a catalog import fails with: a message an operator can act on. */
 export class CatalogError extends Error {}
@@ -86,9 +105,12 @@ export function createJsonFetcher(policy: FetchPolicy): JsonFetcher {
       let response: Response;
       let text: string;
       try {
-        response = await fetch(url, { headers: { accept: 'application/json', ...headers }, signal: AbortSignal.timeout(policy.timeoutMs), redirect: 'follow' });
+        const timeout = AbortSignal.timeout(policy.timeoutMs);
+        const signal = policy.signal ? AbortSignal.any([policy.signal, timeout]) : timeout;
+        response = await fetch(url, { headers: { accept: 'application/json', ...headers }, signal, redirect: 'follow' });
         text = await response.text();
       } catch (error) {
+        if (policy.signal?.aborted) throw policy.signal.reason;
         const timedOut = (error as Error).name === 'TimeoutError';
         lastProblem = timedOut ? `no answer within ${policy.timeoutMs} ms` : `network error: ${(error as Error).message}`;
         if (attempt < policy.maxRetries) await policy.sleep(backoff(attempt));

@@ -40,53 +40,57 @@ export function describeSummary(summary: RunSummary): string {
     + `${summary.new} new, ${summary.updated} updated, ${summary.unchanged} unchanged, ${summary.duplicates} duplicate URLs linked, ${summary.removed} removed from source.${sizes}`;
 }
 
-export interface RunOptions {
+/** One source ready to read: the CLI and the import jobs build it from the same flags. */
+export interface ImportPlan {
   /** Names the source for re-syncs: the portal URL or the file. */
   source: string;
   sweep: ImportOptions['sweep'];
-  /** After the import, ask the files of unknown size for their size (HEAD, else a ranged GET). */
-  discoverSizes?: boolean;
+  /** The source's pages, from the start or from an earlier page's `next`. */
+  readPages(fetcher: JsonFetcher, resumeFrom?: string): AsyncIterable<CatalogPage>;
 }
 
 export type RunSummary = ImportSummary & { sizes?: DiscoverySummary };
 
+/** The import settings every run of a source shares, whoever starts it. */
+export function importOptionsFrom(config: Config, plan: ImportPlan, actor: string): ImportOptions {
+  return {
+    source: plan.source,
+    actor,
+    replicasFor: replicaDefaultFrom(config),
+    removedPriorityBoost: config.catalogRemovedPriorityBoost,
+    sweep: plan.sweep,
+  };
+}
+
 /** Runs one source's pages into the database with progress lines, then discovers sizes if asked. */
-export async function runImport(
-  db: Db,
-  config: Config,
-  io: ImportIo,
-  options: RunOptions,
-  readPages: (fetcher: JsonFetcher) => AsyncIterable<CatalogPage>,
-): Promise<RunSummary> {
+export async function runImport(db: Db, config: Config, io: ImportIo, plan: ImportPlan, options: { discoverSizes?: boolean } = {}): Promise<RunSummary> {
   const fetcher = createJsonFetcher(fetchPolicyFrom(config, io));
   const summary: RunSummary = await importCatalog(
     db,
-    readPages(fetcher),
-    {
-      source: options.source,
-      actor: 'cli',
-      replicasFor: replicaDefaultFrom(config),
-      removedPriorityBoost: config.catalogRemovedPriorityBoost,
-      sweep: options.sweep,
-      elapsedMs: io.elapsedMs,
-      onProgress: (progress) => io.log(describeProgress(progress)),
-    },
+    plan.readPages(fetcher),
+    { ...importOptionsFrom(config, plan, 'cli'), elapsedMs: io.elapsedMs, onProgress: (progress) => io.log(describeProgress(progress)) },
     io.now(),
   );
-  if (options.discoverSizes) summary.sizes = await runSizeDiscovery(db, config, io, options.source);
+  if (options.discoverSizes) {
+    const started = io.elapsedMs();
+    summary.sizes = await runSizeDiscovery(db, config, plan.source, 'cli', io.now(), (done, total) => {
+      const rate = done / Math.max(0.001, (io.elapsedMs() - started) / 1000);
+      io.log(`sizes: ${done} of ${total} files checked, ${Math.round(rate)} files/s`);
+    });
+  }
   return summary;
 }
 
-async function runSizeDiscovery(db: Db, config: Config, io: ImportIo, source: string): Promise<DiscoverySummary> {
-  const started = io.elapsedMs();
-  const sizes = await discoverSizes(db, source, {
-    concurrency: config.catalogHeadConcurrency,
-    timeoutMs: config.catalogTimeoutMs,
-    onProgress: (done, total) => {
-      const rate = done / Math.max(0.001, (io.elapsedMs() - started) / 1000);
-      io.log(`sizes: ${done} of ${total} files checked, ${Math.round(rate)} files/s`);
-    },
-  }, io.now());
-  await appendEvents(db, io.now(), [{ actor: 'cli', kind: 'catalog.sizes_discovered', subjectType: 'import', subjectId: source, data: { ...sizes } }]);
+/** Asks the source's files of unknown size for it, and records one `catalog.sizes_discovered` event. */
+export async function runSizeDiscovery(
+  db: Db,
+  config: Config,
+  source: string,
+  actor: string,
+  now: number,
+  onProgress: (done: number, total: number) => void,
+): Promise<DiscoverySummary> {
+  const sizes = await discoverSizes(db, source, { concurrency: config.catalogHeadConcurrency, timeoutMs: config.catalogTimeoutMs, onProgress }, now);
+  await appendEvents(db, now, [{ actor, kind: 'catalog.sizes_discovered', subjectType: 'import', subjectId: source, data: { ...sizes } }]);
   return sizes;
 }

@@ -42,6 +42,29 @@ export interface ImportOptions {
   onProgress?: (progress: ImportProgress) => void;
   /** Wall-clock time for rates; the database times come from `now`. */
   elapsedMs?: () => number;
+  /**
+   * When the run began, if before `now`: a resumed run sweeps what neither part of it saw.
+   * Defaults to `now`.
+   */
+  runStartedAt?: number;
+  /** Inside each page's transaction, after its writes: a throw rolls the page back and stops the run. */
+  afterPage?: (trx: Db, page: PageReport) => Promise<void>;
+  /** Inside the last transaction (the sweep and the events), likewise. */
+  afterRun?: (trx: Db, summary: ImportSummary) => Promise<void>;
+  /** Added to the `catalog.imported` event's data. */
+  eventData?: Record<string, unknown>;
+}
+
+/** What one page did: its own counts, and where reading resumes after it. */
+export interface PageReport {
+  datasets: number;
+  total: number | null;
+  resources: number;
+  duplicates: number;
+  new: number;
+  updated: number;
+  unchanged: number;
+  next: string | null;
 }
 
 /** What a re-sync may change on an existing asset; priority and replicas_target stay the rescue's. */
@@ -68,14 +91,12 @@ function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined,
   };
 }
 
-interface RunState {
-  urlToAsset: Map<string, string>;
-  summary: ImportSummary;
-}
-
-/** Writes one page in one transaction: URL de-duplication, upserts of what changed, links, seen marks. */
-async function importPage(db: Db, page: CatalogPage, state: RunState, options: ImportOptions, now: number): Promise<void> {
-  const { summary, urlToAsset } = state;
+/**
+ * Writes one page in one transaction: URL de-duplication, upserts of what changed, links, seen
+ * marks, then `afterPage`. `urlToAsset` carries the run's URL owners from page to page.
+ */
+async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, string>, options: ImportOptions, now: number): Promise<PageReport> {
+  const report: PageReport = { datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, next: page.next };
   await db.transaction().execute(async (trx) => {
     const unknownUrls = [...new Set(page.resources.map((resource) => resource.url).filter((url) => !urlToAsset.has(url)))];
     for (const [url, id] of await findAssetIdsByUrls(trx, unknownUrls)) urlToAsset.set(url, id);
@@ -87,7 +108,7 @@ async function importPage(db: Db, page: CatalogPage, state: RunState, options: I
         if (!owners.has(resource.resourceId)) owners.set(resource.resourceId, resource);
         urlToAsset.set(resource.url, resource.resourceId);
       } else {
-        summary.duplicates += 1;
+        report.duplicates += 1;
       }
       links.push({ source: options.source, resourceId: resource.resourceId, assetId: urlToAsset.get(resource.url) as string, dataset: resource.dataset });
     }
@@ -99,15 +120,17 @@ async function importPage(db: Db, page: CatalogPage, state: RunState, options: I
     }
     const changed = [...owners.values()].filter((resource) => {
       const row = existing.get(resource.resourceId);
-      if (!row) summary.new += 1;
-      else if (differs(row, resource)) summary.updated += 1;
-      else summary.unchanged += 1;
+      if (!row) report.new += 1;
+      else if (differs(row, resource)) report.updated += 1;
+      else report.unchanged += 1;
       return !row || differs(row, resource);
     });
     await upsertAssets(trx, changed.map((resource) => toAssetInput(resource, existing.get(resource.resourceId), options.source, options.replicasFor)), now);
     await markAssetsSeen(trx, [...new Set(links.map((link) => link.assetId))], now);
     await upsertAssetLinks(trx, links, now);
+    await options.afterPage?.(trx, report);
   });
+  return report;
 }
 
 /**
@@ -119,12 +142,16 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
   const elapsedMs = options.elapsedMs ?? (() => 0);
   const startedMs = elapsedMs();
   const summary: ImportSummary = { source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, seconds: 0 };
-  const state: RunState = { urlToAsset: new Map(), summary };
+  const urlToAsset = new Map<string, string>();
   for await (const page of pages) {
-    await importPage(db, page, state, options, now);
+    const report = await importPage(db, page, urlToAsset, options, now);
     summary.pages += 1;
-    summary.datasets += page.datasets;
-    summary.resources += page.resources.length;
+    summary.datasets += report.datasets;
+    summary.resources += report.resources;
+    summary.duplicates += report.duplicates;
+    summary.new += report.new;
+    summary.updated += report.updated;
+    summary.unchanged += report.unchanged;
     const seconds = (elapsedMs() - startedMs) / 1000;
     options.onProgress?.({
       pages: summary.pages,
@@ -137,11 +164,11 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
   await db.transaction().execute(async (trx) => {
     const removed = options.sweep === null
       ? []
-      : await flagUnseenAssets(trx, { source: options.source, ...options.sweep, runStartedAt: now, boost: options.removedPriorityBoost }, now);
+      : await flagUnseenAssets(trx, { source: options.source, ...options.sweep, runStartedAt: options.runStartedAt ?? now, boost: options.removedPriorityBoost }, now);
     summary.removed = removed.length;
     summary.seconds = (elapsedMs() - startedMs) / 1000;
     const { source, seconds: _seconds, ...counts } = summary;
-    const events: NewEvent[] = [{ actor: options.actor, kind: 'catalog.imported', subjectType: 'import', subjectId: source, data: counts }];
+    const events: NewEvent[] = [{ actor: options.actor, kind: 'catalog.imported', subjectType: 'import', subjectId: source, data: { ...counts, ...options.eventData } }];
     if (removed.length > 0) {
       events.push({
         actor: options.actor,
@@ -152,6 +179,7 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
       });
     }
     await appendEvents(trx, now, events);
+    await options.afterRun?.(trx, summary);
   });
   return summary;
 }

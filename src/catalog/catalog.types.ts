@@ -19,6 +19,8 @@ export interface CatalogPage {
   datasets: number;
   /** Datasets the portal says match, when it says (CKAN does, data.gov's new API does not). */
   total: number | null;
+  /** Where reading resumes after this page (an offset or a cursor); null after the last page. */
+  next: string | null;
 }
 
 export const DEFAULT_PRIORITY = 5;

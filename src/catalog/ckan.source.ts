@@ -109,12 +109,14 @@ async function fetchSearchPage(fetcher: JsonFetcher, url: string): Promise<Searc
 }
 
 /**
- * Pages through `package_search` by `start` until `result.count` datasets were read. A page with
+ * Pages through `package_search` by `start` (from `resumeFrom`, an earlier page's `next`) until
+ * `result.count` datasets were read. A page with
  * fewer datasets than asked before the count is reached is retried, then fails: deep offsets were
  * known to time out into short pages, and accepting one would silently lose datasets.
  */
-export async function* readCkanPages(fetcher: JsonFetcher, query: CkanQuery): AsyncGenerator<CatalogPage> {
-  let start = 0;
+export async function* readCkanPages(fetcher: JsonFetcher, query: CkanQuery, resumeFrom?: string): AsyncGenerator<CatalogPage> {
+  let start = resumeFrom === undefined ? 0 : Number(resumeFrom);
+  if (!Number.isSafeInteger(start) || start < 0) throw new CatalogError(`cannot resume CKAN paging at "${resumeFrom}": not an offset`);
   for (;;) {
     const url = buildSearchUrl(query, start);
     let page = await fetchSearchPage(fetcher, url);
@@ -129,8 +131,10 @@ export async function* readCkanPages(fetcher: JsonFetcher, query: CkanQuery): As
         + `after ${query.shortPageRetries + 1} attempts; the portal may be overloaded: try again later or with a smaller --rows`,
       );
     }
-    yield { resources: page.results.flatMap(mapCkanPackage), datasets: page.results.length, total: page.count };
-    start += page.results.length;
-    if (start >= page.count || page.results.length === 0) return;
+    const nextStart = start + page.results.length;
+    const last = nextStart >= page.count || page.results.length === 0;
+    yield { resources: page.results.flatMap(mapCkanPackage), datasets: page.results.length, total: page.count, next: last ? null : String(nextStart) };
+    if (last) return;
+    start = nextStart;
   }
 }

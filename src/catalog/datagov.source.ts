@@ -80,10 +80,13 @@ function mapRecord(record: DatagovRecord): CatalogResource[] {
   });
 }
 
-/** Follows the `after` cursor until a page comes without one (the API gives no total count). */
-export async function* readDatagovPages(fetcher: JsonFetcher, query: DatagovQuery): AsyncGenerator<CatalogPage> {
+/**
+ * Follows the `after` cursor (from `resumeFrom`, an earlier page's `next`) until a page comes
+ * without one (the API gives no total count).
+ */
+export async function* readDatagovPages(fetcher: JsonFetcher, query: DatagovQuery, resumeFrom?: string): AsyncGenerator<CatalogPage> {
   const headers: Record<string, string> = query.apiKey ? { 'x-api-key': query.apiKey } : {};
-  let after: string | undefined;
+  let after: string | undefined = resumeFrom;
   const seen = new Set<string>();
   for (;;) {
     const url = buildDatagovSearchUrl(query, after);
@@ -92,11 +95,12 @@ export async function* readDatagovPages(fetcher: JsonFetcher, query: DatagovQuer
       throw new CatalogError(`${url} answered without a results list: ${describeBody(body)}`);
     }
     const records = body.results as DatagovRecord[];
-    yield { resources: records.flatMap(mapRecord), datasets: records.length, total: null };
-    if (typeof body.after !== 'string' || body.after === '' || records.length === 0) return;
+    const next = typeof body.after === 'string' && body.after !== '' && records.length > 0 ? body.after : null;
+    yield { resources: records.flatMap(mapRecord), datasets: records.length, total: null, next };
+    if (next === null) return;
     // A cursor that comes back would page forever.
-    if (seen.has(body.after)) throw new CatalogError(`${url} returned a cursor it had already returned (${body.after}): stopping`);
-    seen.add(body.after);
-    after = body.after;
+    if (seen.has(next)) throw new CatalogError(`${url} returned a cursor it had already returned (${next}): stopping`);
+    seen.add(next);
+    after = next;
   }
 }

@@ -1,6 +1,7 @@
 import type { AllocationsTable } from '../allocations/allocations.table.js';
 import type { AssetsTable } from '../assets/assets.table.js';
 import type { AssetLinksTable } from '../catalog/catalog.table.js';
+import type { ImportsTable } from '../catalog/import-jobs.table.js';
 import type { EventsTable, LoopsTable } from '../events/events.table.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
 import type { RentalsTable, TasksTable } from '../rentals/rentals.table.js';
@@ -19,4 +20,5 @@ export interface Database {
   loops: LoopsTable;
   rentals: RentalsTable;
   tasks: TasksTable;
+  imports: ImportsTable;
 }

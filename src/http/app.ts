@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
 import { registerAllocationRoutes } from '../allocations/allocations.routes.js';
 import { registerDispatchRoutes } from '../allocations/dispatch.routes.js';
 import { registerAssetRoutes } from '../assets/assets.routes.js';
+import { registerImportRoutes } from '../catalog/import-jobs.routes.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { registerNodeAdminRoutes } from '../nodes/node-admin.routes.js';
 import { registerNodeRoutes } from '../nodes/nodes.routes.js';
@@ -65,6 +66,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   registerAllocationRoutes(app, ctx, guards);
   registerDispatchRoutes(app, ctx, guards);
   registerEventRoutes(app, ctx, guards);
+  registerImportRoutes(app, ctx, guards);
   registerRentalRoutes(app, ctx, guards);
   await app.ready();
   return app;

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify';
+import type { ImportRunner } from '../catalog/import-runner.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
@@ -15,6 +16,8 @@ export interface AppContext {
   config: Config;
   clock: Clock;
   jwt: JwtIssuer;
+  /** Runs catalog import jobs on this instance. */
+  imports: ImportRunner;
   /** The control plane's SSH key for provisioning rentals on workers. */
   provisioningKey: ProvisioningKey;
 }

@@ -4,6 +4,7 @@ import * as initial from './0001-initial.js';
 import * as nodeLiveness from './0002-node-liveness.js';
 import * as catalogLinks from './0003-catalog-links.js';
 import * as workerLeasing from './0004-worker-leasing.js';
+import * as importJobs from './0005-import-jobs.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -15,4 +16,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0002-node-liveness': nodeLiveness,
   '0003-catalog-links': catalogLinks,
   '0004-worker-leasing': workerLeasing,
+  '0005-import-jobs': importJobs,
 };
