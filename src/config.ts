@@ -28,6 +28,8 @@ export interface Config {
   adminPassword: string | undefined;
   signup: 'open' | 'closed';
   nodeEnrollmentToken: string | undefined;
+  /** Bearer token that Prometheus sends to GET /metrics; undefined leaves /metrics open. */
+  metricsToken: string | undefined;
   defaultReplicasTarget: number;
   unknownSizeEstimateBytes: number;
   unknownSizeMaxPerRequest: number;
@@ -208,6 +210,7 @@ const variables = [
   { key: 'adminPassword', names: ['DISPATCHER_ADMIN_PASSWORD'], parse: password, fallback: undefined },
   { key: 'signup', names: ['SIGNUP'], parse: oneOf('open', 'closed'), fallback: 'open' },
   { key: 'nodeEnrollmentToken', names: ['NODE_ENROLLMENT_TOKEN'], parse: secret, fallback: undefined },
+  { key: 'metricsToken', names: ['METRICS_TOKEN'], parse: secret, fallback: undefined },
   { key: 'defaultReplicasTarget', names: ['DEFAULT_REPLICAS_TARGET'], parse: integer(1, 100), fallback: 1 },
   {
     key: 'unknownSizeEstimateBytes',

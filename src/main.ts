@@ -12,6 +12,7 @@ import type { App, AppContext } from './http/context.js';
 import { describeValidationErrors } from './http/validation.js';
 import { createLoop, type Loop } from './lib/loop.js';
 import { defineLoops } from './loops.js';
+import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { createEnrollmentToken } from './nodes/nodes.service.js';
 import { createJwtIssuer } from './users/jwt.js';
 import { loadProvisioningKey } from './workers/ssh.js';
@@ -55,6 +56,7 @@ export interface RunningServer {
   url: string;
   ctx: AppContext;
   loops: Loop[];
+  metrics: Metrics;
   stop(): Promise<void>;
 }
 
@@ -75,9 +77,10 @@ export async function startServer(config: Config, options: { clock?: Clock; logg
     const provisioningKey = await loadProvisioningKey(handle.db, config.provisioningKeyFile);
     const imports = createImportRunner({ db: handle.db, config, clock, logger });
     const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports };
-    const app = await buildApp(ctx, { logger });
+    const metrics = createMetrics({ db: handle.db, poolUsage: () => handle.poolUsage() });
+    const app = await buildApp(ctx, { logger, metrics });
     const url = await app.listen({ host: config.host, port: config.port });
-    const loops = defineLoops(ctx).map((definition) => createLoop(definition, { db: handle.db, clock, logger }));
+    const loops = defineLoops(ctx).map((definition) => createLoop(definition, { db: handle.db, clock, logger, observer: metrics.loopObserver }));
     if (options.loops !== false) for (const loop of loops) loop.start();
     let stopping: Promise<void> | undefined;
     const stop = () =>
@@ -87,7 +90,7 @@ export async function startServer(config: Config, options: { clock?: Clock; logg
         await imports.stop();
         await handle.close();
       })());
-    return { app, url, ctx, loops, stop };
+    return { app, url, ctx, loops, metrics, stop };
   } catch (error) {
     await handle.close();
     throw error;

@@ -15,7 +15,18 @@ export interface DatabaseHandle {
   location: string;
   /** The PostgreSQL schema in use when one was configured. */
   schema?: string;
+  /** Connections right now, for /metrics. */
+  poolUsage(): PoolUsage;
   close(): Promise<void>;
+}
+
+/** PostgreSQL's pool figures; SQLite has one connection and neither idle nor waiting figures. */
+export interface PoolUsage {
+  open: number;
+  max: number;
+  idle?: number;
+  /** Queries waiting for a free connection. */
+  waiting?: number;
 }
 
 export interface DatabaseOptions {
@@ -82,13 +93,14 @@ function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHa
   database.pragma('busy_timeout = 5000');
   database.pragma('foreign_keys = ON');
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }), ...queryLog(options) });
-  return { db, dialect: sqliteDialect, location: file, close: () => db.destroy() };
+  return { db, dialect: sqliteDialect, location: file, poolUsage: () => ({ open: 1, max: 1 }), close: () => db.destroy() };
 }
 
 function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
+  const max = options.databasePoolSize ?? 10;
   const pool = new pg.Pool({
     connectionString: url,
-    max: options.databasePoolSize ?? 10,
+    max,
     connectionTimeoutMillis: 5_000,
     types: pgTypes,
     ...(options.databaseSchema ? { options: `-c search_path=${options.databaseSchema}` } : {}),
@@ -97,7 +109,8 @@ function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
   pool.on('error', () => undefined);
   const db = new Kysely<Database>({ dialect: new SchemaScopedPostgresDialect({ pool }), ...queryLog(options) });
   const location = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
-  return { db, dialect: postgresDialect, location, schema: options.databaseSchema, close: () => db.destroy() };
+  const poolUsage = () => ({ open: pool.totalCount, max, idle: pool.idleCount, waiting: pool.waitingCount });
+  return { db, dialect: postgresDialect, location, schema: options.databaseSchema, poolUsage, close: () => db.destroy() };
 }
 
 /**

@@ -8,6 +8,8 @@ import { registerDispatchRoutes } from '../allocations/dispatch.routes.js';
 import { registerAssetRoutes } from '../assets/assets.routes.js';
 import { registerImportRoutes } from '../catalog/import-jobs.routes.js';
 import { registerEventRoutes } from '../events/events.routes.js';
+import type { Metrics } from '../metrics/metrics.js';
+import { observeRequests, registerMetricsRoutes } from '../metrics/metrics.routes.js';
 import { registerNodeAdminRoutes } from '../nodes/node-admin.routes.js';
 import { registerNodeRoutes } from '../nodes/nodes.routes.js';
 import { registerRentalRoutes } from '../rentals/rentals.routes.js';
@@ -22,6 +24,8 @@ import { validatorCompiler } from './validation.js';
 export interface AppOptions {
   /** A pino logger, or nothing to log nothing (tests). */
   logger?: FastifyBaseLogger;
+  /** This server's registry: requests are timed into it and `GET /metrics` serves it. */
+  metrics: Metrics;
 }
 
 /** Builds the HTTP API: every route file is registered here, explicitly. */
@@ -37,6 +41,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   app.addSchema(ErrorResponse);
   app.decorateRequest('principal', null);
   installErrorHandler(app, ctx.dialect);
+  observeRequests(app, options.metrics);
 
   await app.register(rateLimit, {
     global: false,
@@ -59,6 +64,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
 
   const guards = createGuards(ctx);
   registerStatusRoutes(app, ctx);
+  registerMetricsRoutes(app, ctx, options.metrics);
   registerUserRoutes(app, ctx);
   registerNodeRoutes(app, ctx, guards);
   registerNodeAdminRoutes(app, ctx, guards);

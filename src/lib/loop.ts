@@ -18,6 +18,11 @@ export interface Loop {
   stop(): Promise<void>;
 }
 
+/** Told about every pass this instance ran (the metrics), so this file needs no metrics library. */
+export interface LoopObserver {
+  passFinished(loop: string, durationSeconds: number, failed: boolean): void;
+}
+
 /**
  * Claims the next pass of a loop for this instance: one conditional UPDATE, so among several
  * instances sharing a database exactly one wins each interval (pg-boss's maintenance pattern).
@@ -47,8 +52,8 @@ export async function readNextRun(db: Db, name: string): Promise<number | null> 
  * A background job: a self-rescheduling timer with jitter, never two passes at once in this
  * process, one pass per interval across instances, errors logged per pass with the loop's name.
  */
-export function createLoop(definition: LoopDefinition, deps: { db: Db; clock: Clock; logger: Logger }): Loop {
-  const { db, clock, logger } = deps;
+export function createLoop(definition: LoopDefinition, deps: { db: Db; clock: Clock; logger: Logger; observer?: LoopObserver }): Loop {
+  const { db, clock, logger, observer } = deps;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<boolean> | undefined;
   let stopped = true;
@@ -60,6 +65,8 @@ export function createLoop(definition: LoopDefinition, deps: { db: Db; clock: Cl
     const now = clock.now();
     if (!(await claimLoopPass(db, definition.name, now, definition.intervalMs))) return false;
     let error: string | null = null;
+    // Real elapsed time, not the injected clock: tests move that one by hours.
+    const startedAt = performance.now();
     try {
       const result = await definition.tick(now);
       logger.debug({ loop: definition.name, result }, 'loop pass done');
@@ -67,6 +74,7 @@ export function createLoop(definition: LoopDefinition, deps: { db: Db; clock: Cl
       error = (caught as Error).message;
       logger.error({ loop: definition.name, err: caught }, 'loop pass failed');
     }
+    observer?.passFinished(definition.name, (performance.now() - startedAt) / 1000, error !== null);
     await db
       .updateTable('loops')
       .set({ last_finished_at: clock.now(), last_error: error })

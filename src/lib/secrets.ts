@@ -49,3 +49,9 @@ export function tokenKind(token: string): TokenKind | 'jwt' {
 export function hashToken(token: string): string {
   return crypto.createHash('sha256').update(token).digest('base64url');
 }
+
+/** Compares secrets without leaking, through timing, how much of them matched. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  const digest = (value: string) => crypto.createHash('sha256').update(value).digest();
+  return crypto.timingSafeEqual(digest(a), digest(b));
+}

@@ -1,8 +1,7 @@
-import crypto from 'node:crypto';
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
-import { generateToken, hashToken } from '../lib/secrets.js';
+import { constantTimeEqual, generateToken, hashToken } from '../lib/secrets.js';
 import { findNodeById, findNodeByName, insertNode, updateNodeAddress, useEnrollmentToken, type WorkerIdentity } from './nodes.repository.js';
 import type { NodeRow } from './nodes.table.js';
 
@@ -124,8 +123,3 @@ export async function acceptEnrollmentToken(db: Db, token: string, configured: s
   return useEnrollmentToken(db, hashToken(token), now);
 }
 
-function constantTimeEqual(a: string, b: string): boolean {
-  const left = crypto.createHash('sha256').update(a).digest();
-  const right = crypto.createHash('sha256').update(b).digest();
-  return crypto.timingSafeEqual(left, right);
-}

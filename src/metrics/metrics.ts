@@ -1,0 +1,142 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AllocationState } from '../allocations/allocations.table.js';
+import type { AssetState } from '../assets/assets.table.js';
+import type { Db, PoolUsage } from '../db/database.js';
+import type { LoopObserver } from '../lib/loop.js';
+import type { NodeStatus } from '../nodes/nodes.table.js';
+import { countAllocationsByState, countAssetsBySource, countAssetsByState, countNodesByStatus, type GroupCount } from './metrics.repository.js';
+
+/** One server's metrics: its own registry, so several servers in one process never share series. */
+export interface Metrics {
+  registry: Registry;
+  observeRequest(request: { method: string; route: string; statusCode: number; seconds: number }): void;
+  loopObserver: LoopObserver;
+}
+
+export interface MetricSources {
+  db: Db;
+  poolUsage(): PoolUsage;
+}
+
+// Every state is listed (the Record makes the compiler insist), so a state with no rows reads 0
+// instead of vanishing: an alert on `dispatcher_assets{state="gone"} > 0` needs the series.
+const assetStates: Record<AssetState, true> = { pending: true, rescued: true, gone: true, unreachable: true };
+const allocationStates: Record<AllocationState, true> = { active: true, completed: true, released: true, expired: true, reclaimed: true, failed: true };
+const nodeStatuses: Record<NodeStatus, true> = { unknown: true, alive: true, suspect: true, dead: true, draining: true };
+
+/** Sources beyond this many (by asset count) are summed under "(other)", to bound the series. */
+const MAX_SOURCES = 50;
+
+// Loop passes run from milliseconds (an indexed UPDATE) to minutes (priority aging of a large catalog).
+const LOOP_BUCKETS = [0.005, 0.025, 0.1, 0.5, 1, 5, 15, 60, 300];
+
+/**
+ * Builds the registry: process metrics, request latency, loop passes, and gauges that query the
+ * database when scraped (a scrape costs a few GROUP BY queries and nothing between scrapes).
+ */
+export function createMetrics(sources: MetricSources): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+
+  const requestDuration = new Histogram({
+    name: 'dispatcher_http_request_duration_seconds',
+    help: 'HTTP requests by method, route pattern and status code, and how long they took.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    registers,
+  });
+  const loopDuration = new Histogram({
+    name: 'dispatcher_loop_pass_duration_seconds',
+    help: 'Background loop passes run by this instance, and how long each took.',
+    labelNames: ['loop'] as const,
+    buckets: LOOP_BUCKETS,
+    registers,
+  });
+  const loopFailures = new Counter({
+    name: 'dispatcher_loop_pass_failures_total',
+    help: 'Background loop passes run by this instance that failed.',
+    labelNames: ['loop'] as const,
+    registers,
+  });
+
+  registerCountGauges(registers, sources.db);
+  registerPoolGauges(registers, sources.poolUsage);
+
+  return {
+    registry,
+    observeRequest({ method, route, statusCode, seconds }) {
+      requestDuration.observe({ method, route, status_code: statusCode }, seconds);
+    },
+    loopObserver: {
+      passFinished(loop, durationSeconds, failed) {
+        loopDuration.observe({ loop }, durationSeconds);
+        // inc(0) makes the series exist (at 0) once a loop has run, so rate() works from its first failure.
+        loopFailures.inc({ loop }, failed ? 1 : 0);
+      },
+    },
+  };
+}
+
+/** The database's figures, counted when scraped. */
+function registerCountGauges(registers: Registry[], db: Db): void {
+  countedGauge(registers, 'dispatcher_assets', 'Assets by state.', 'state', assetStates, () => countAssetsByState(db));
+  countedGauge(registers, 'dispatcher_allocations', 'Allocations by state.', 'state', allocationStates, () => countAllocationsByState(db));
+  countedGauge(registers, 'dispatcher_nodes', 'Nodes by status.', 'status', nodeStatuses, () => countNodesByStatus(db));
+  countedGauge(
+    registers,
+    'dispatcher_assets_by_source',
+    'Assets per import source (the portal URL or file; "(none)" when not recorded): import progress.',
+    'source',
+    {},
+    async () => capGroups(await countAssetsBySource(db)),
+  );
+}
+
+/** A gauge with one label, refilled from a GROUP BY at every scrape; `known` keys read 0 when absent. */
+function countedGauge(
+  registers: Registry[],
+  name: string,
+  help: string,
+  label: string,
+  known: Record<string, true>,
+  count: () => Promise<GroupCount[]>,
+): void {
+  new Gauge({
+    name,
+    help,
+    labelNames: [label],
+    registers,
+    async collect() {
+      const rows = await count();
+      this.reset();
+      for (const key of Object.keys(known)) this.set({ [label]: key }, 0);
+      for (const row of rows) this.set({ [label]: row.key }, row.count);
+    },
+  });
+}
+
+function capGroups(rows: GroupCount[]): GroupCount[] {
+  const labelled = rows.map((row) => ({ key: row.key === '' ? '(none)' : row.key, count: row.count })).sort((a, b) => b.count - a.count);
+  if (labelled.length <= MAX_SOURCES) return labelled;
+  const other = labelled.slice(MAX_SOURCES - 1).reduce((sum, row) => sum + row.count, 0);
+  return [...labelled.slice(0, MAX_SOURCES - 1), { key: '(other)', count: other }];
+}
+
+function registerPoolGauges(registers: Registry[], poolUsage: () => PoolUsage): void {
+  const figure = (name: string, help: string, read: (usage: PoolUsage) => number | undefined) => {
+    // SQLite has no idle or waiting figure: no family rather than a made-up value.
+    if (read(poolUsage()) === undefined) return;
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read(poolUsage()) ?? 0);
+      },
+    });
+  };
+  figure('dispatcher_database_connections', 'Open database connections (SQLite: always 1).', (usage) => usage.open);
+  figure('dispatcher_database_connections_max', 'Most database connections this instance opens (DATABASE_POOL_SIZE; SQLite: 1).', (usage) => usage.max);
+  figure('dispatcher_database_connections_idle', 'Open PostgreSQL connections not running a query.', (usage) => usage.idle);
+  figure('dispatcher_database_clients_waiting', 'Queries waiting for a free PostgreSQL connection.', (usage) => usage.waiting);
+}
