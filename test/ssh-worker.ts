@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { Client, Server, utils, type Connection } from 'ssh2';
 import { verify as verifyCrypt } from 'unixcrypt';
+import { generateKeyPair } from '../src/workers/ssh.js';
 import { executeWorkerCommand, type WorkerAccounts } from '../src/workers/worker-commands.js';
 
 /**
@@ -32,7 +33,7 @@ export async function startSshWorker(provisioningPublicKey: string, options: { u
   const allowed = utils.parseKey(provisioningPublicKey);
   if (allowed instanceof Error) throw allowed;
   const allowedKey = Array.isArray(allowed) ? allowed[0] : allowed;
-  let hostKeyPair = utils.generateKeyPairSync('ed25519');
+  let hostKeyPair = generateKeyPair('worker-host-key');
   let server: Server | undefined;
   const connections = new Set<Connection>();
   const sessions = new Map<string, Set<Connection>>();
@@ -119,7 +120,7 @@ export async function startSshWorker(provisioningPublicKey: string, options: { u
     },
     async restart(restartOptions = {}) {
       if (restartOptions.newHostKey) {
-        hostKeyPair = utils.generateKeyPairSync('ed25519');
+        hostKeyPair = generateKeyPair('worker-host-key');
         worker.hostKey = hostKeyPair.public;
       }
       await listen(worker.port);

@@ -22,12 +22,24 @@ export interface ProvisioningKey {
 export async function loadProvisioningKey(db: Db, keyFile: string | undefined): Promise<ProvisioningKey> {
   const privateKey = keyFile
     ? await fs.readFile(keyFile, 'utf8')
-    : await readOrCreateSetting(db, 'provisioning_private_key', () => utils.generateKeyPairSync('ed25519', { comment: 'dispatcher-provisioning' }).private);
+    : await readOrCreateSetting(db, 'provisioning_private_key', () => generateKeyPair('dispatcher-provisioning').private);
   const parsed = utils.parseKey(privateKey);
   if (parsed instanceof Error) throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} cannot be read: ${parsed.message}`);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
   if (!key?.isPrivateKey()) throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} is not a private key (it may need a passphrase, which is not supported).`);
   return { privateKey, publicKey: `${key.type} ${key.getPublicSSH().toString('base64')} dispatcher-provisioning` };
+}
+
+/**
+ * A new Ed25519 key pair in OpenSSH format. ssh2 1.17 cannot read back about one key in a hundred
+ * it generates ("Malformed OpenSSH private key", measured: 4 of 300), so each is read back first.
+ */
+export function generateKeyPair(comment: string): { private: string; public: string } {
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment });
+    if (!(utils.parseKey(pair.private) instanceof Error)) return pair;
+  }
+  throw new Error('could not generate a readable SSH key pair');
 }
 
 /**

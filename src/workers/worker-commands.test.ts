@@ -1,11 +1,11 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { utils } from 'ssh2';
 import { encrypt } from 'unixcrypt';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../../test/cli-runner.js';
 import { formatWorkerCommand, parseWorkerCommand, type WorkerAccounts } from './worker-commands.js';
+import { generateKeyPair } from './ssh.js';
 import { workerExec } from './worker-exec.js';
 import { authorizeProvisioningKey, readHostKey, workerExecCommand } from './worker-setup.js';
 
@@ -69,8 +69,8 @@ describe('worker setup by the agent', () => {
   it('authorizes the provisioning key restricted to worker-exec, replacing its earlier line and keeping the others', async () => {
     const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'worker-'));
     const file = path.join(directory, '.ssh', 'authorized_keys');
-    const first = utils.generateKeyPairSync('ed25519').public;
-    const second = utils.generateKeyPairSync('ed25519').public;
+    const first = generateKeyPair('test').public;
+    const second = generateKeyPair('test').public;
     await fs.mkdir(path.dirname(file));
     await fs.writeFile(file, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnerKeyOwnerKeyOwnerKeyOwnerKeyOwnerKey owner@laptop\n');
     const command = workerExecCommand('/usr/bin/node', '/opt/dispatcher/dist/cli.js');
@@ -87,7 +87,7 @@ describe('worker setup by the agent', () => {
 
   it('reads the host key the worker reports', async () => {
     const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'worker-'));
-    const pair = utils.generateKeyPairSync('ed25519', { comment: 'root@worker' });
+    const pair = generateKeyPair('root@worker');
     await fs.writeFile(path.join(directory, 'host.pub'), `${pair.public}\n`);
     await fs.writeFile(path.join(directory, 'junk'), 'not a key');
     expect(await readHostKey(path.join(directory, 'host.pub'))).toBe(pair.public.split(' ').slice(0, 2).join(' '));
