@@ -1,8 +1,9 @@
 import { SignJWT } from 'jose';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { registerNode, startTestServer, type TestServer } from '../../test/server.js';
-import { sshLogin, startSshWorker, type SshWorker } from '../../test/ssh-worker.js';
+import { addWorkers as addTestWorkers, userToken as signUpAndLogIn } from '../../test/leasing.js';
+import { startTestServer, type TestServer } from '../../test/server.js';
+import { sshLogin, type SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { RENTAL_EXPIRY_LOOP, TASKS_LOOP, WORKER_CHECK_LOOP } from '../loops.js';
 
@@ -30,25 +31,8 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
     server.clock.advance(name === WORKER_CHECK_LOOP ? PROBE_EVERY : name === TASKS_LOOP ? 5_000 : 30_000);
     expect(await server.loops.find((loop) => loop.name === name)!.runOnce()).toBe(true);
   };
-  /** Starts `count` SSH workers, registers them as their agents would, and probes them alive. */
-  const addWorkers = async (count: number) => {
-    const added: { worker: SshWorker; id: number; name: string; token: string }[] = [];
-    for (let index = 0; index < count; index += 1) {
-      const worker = await startSshWorker(server.ctx.provisioningKey.publicKey);
-      workers.push(worker);
-      const name = `worker-${workers.length}`;
-      const node = await registerNode(server, name, { ssh_port: worker.port, ssh_host_key: worker.hostKey, ip: '127.0.0.1' });
-      added.push({ worker, ...node });
-    }
-    await runLoop(WORKER_CHECK_LOOP);
-    return added;
-  };
-  const userToken = async (username: string) => {
-    await server.api.post('/auth/signup', { username, password: `${username}-password-1` });
-    const login = await server.api.post('/auth/login', { username, password: `${username}-password-1` });
-    expect(login.status).toBe(200);
-    return login.body.token as string;
-  };
+  const addWorkers = (count: number) => addTestWorkers(server, workers, count);
+  const userToken = (username: string) => signUpAndLogIn(server, username);
   const rent = (token: string, body: Record<string, unknown> = { duration_hours: 2 }) => server.api.post('/api/rent', body, token);
   const rentalCount = async () => (await server.api.get('/api/rentals', server.adminToken)).body.length;
   const events = async (kind: string) => (await server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute());
