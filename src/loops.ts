@@ -6,6 +6,7 @@ import type { LoopDefinition } from './lib/loop.js';
 import { expireRentals } from './rentals/rentals.service.js';
 import { runDueTasks } from './rentals/tasks.service.js';
 import { moveRentalsOffDeadWorkers, probeWorkers } from './rentals/workers.service.js';
+import { fireSchedules } from './schedules/schedules.service.js';
 import { markSilentNodes, reclaimFromDeadNodes } from './nodes/liveness.service.js';
 
 export const EXPIRY_LOOP = 'expire-allocations';
@@ -17,6 +18,7 @@ export const CATALOG_SYNC_LOOP = 'sync-catalogs';
 export const TASKS_LOOP = 'run-tasks';
 export const WORKER_CHECK_LOOP = 'check-workers';
 export const RENTAL_EXPIRY_LOOP = 'expire-rentals';
+export const SCHEDULES_LOOP = 'fire-schedules';
 
 /** Every background loop of `dispatcher serve`, with its interval. Each pass runs on one instance. */
 export function defineLoops(ctx: AppContext): LoopDefinition[] {
@@ -71,6 +73,12 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       name: RENTAL_EXPIRY_LOOP,
       intervalMs: 30_000,
       tick: (now) => expireRentals(ctx, now),
+    },
+    {
+      name: SCHEDULES_LOOP,
+      // Window boundaries fire within 15 s; a node window is enforced at the exact boundary by /allocate itself.
+      intervalMs: 15_000,
+      tick: (now) => fireSchedules(ctx, now),
     },
   ];
 }

@@ -42,7 +42,7 @@ export function allocationPolicyFrom(config: Config): AllocationPolicy {
 }
 
 /** Why a node got nothing although it asked: the route turns each into a clear error. */
-export type Refusal = 'draining' | 'throttled' | 'stale_free_space';
+export type Refusal = 'draining' | 'throttled' | 'stale_free_space' | 'outside_window';
 
 export interface AllocationOutcome {
   granted: GrantedAsset[];
@@ -175,10 +175,13 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
     .updateTable('nodes')
     .set((eb) => (request.freeBytes === null ? { free_bytes: eb.ref('free_bytes') } : { free_bytes: request.freeBytes, free_reported_at: now }))
     .where('id', '=', request.nodeId)
-    .returning(['free_bytes', 'free_reported_at', 'bandwidth_bps', 'strikes', 'draining', 'tags'])
+    .returning(['free_bytes', 'free_reported_at', 'bandwidth_bps', 'strikes', 'draining', 'tags', 'window_from', 'window_until'])
     .executeTakeFirst();
   if (!node) return { granted: [], ranDry: false };
   if (node.draining) return { granted: [], ranDry: false, refusal: 'draining' };
+  // A node lent only in schedule windows (node-window) gets work inside the current one, leased to end with it.
+  const windowEnd = node.window_until;
+  if (windowEnd !== null && !((node.window_from ?? 0) <= now && now < windowEnd)) return { granted: [], ranDry: false, refusal: 'outside_window' };
   if (node.strikes >= policy.maxStrikes) return { granted: [], ranDry: false, refusal: 'throttled' };
   if (node.free_bytes === null || node.free_reported_at === null || now - node.free_reported_at > policy.freeSpaceTtlMs) {
     return { granted: [], ranDry: false, refusal: 'stale_free_space' };
@@ -208,7 +211,8 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
   if (picked.length === 0) return { granted: [], ranDry };
-  return { granted: await grant(trx, request, picked, (bytes) => now + leaseFor(bytes, node.bandwidth_bps, policy), now), ranDry };
+  const expiryFor = (bytes: number) => Math.min(now + leaseFor(bytes, node.bandwidth_bps, policy), windowEnd ?? Number.MAX_SAFE_INTEGER);
+  return { granted: await grant(trx, request, picked, expiryFor, now), ranDry };
 }
 
 function tagValue(tags: string, key: string): string | undefined {

@@ -41,6 +41,8 @@ export function refusalError(refusal: Refusal, nodeName: string): AppError {
       return new AppError('NODE_DRAINING', `Node "${nodeName}" is being drained by an admin: it keeps its work but gets nothing new.`);
     case 'throttled':
       return new AppError('NODE_THROTTLED', `Node "${nodeName}" failed too many allocations and gets no work until an admin clears it.`);
+    case 'outside_window':
+      return new AppError('OUTSIDE_NODE_WINDOW', `Node "${nodeName}" takes new work only inside its schedule windows (node-window), and none is open now.`);
     case 'stale_free_space':
       return new AppError('FREE_SPACE_REQUIRED', `Node "${nodeName}" has no recent free-space report; send free_space_gb.`);
   }

@@ -5,6 +5,7 @@ import type { ImportsTable } from '../catalog/import-jobs.table.js';
 import type { EventsTable, LoopsTable } from '../events/events.table.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
 import type { RentalsTable, TasksTable } from '../rentals/rentals.table.js';
+import type { SchedulesTable } from '../schedules/schedules.table.js';
 import type { SettingsTable, UsersTable } from '../users/users.table.js';
 
 /** Every table, as Kysely sees it. Times are epoch milliseconds on both databases. */
@@ -20,5 +21,6 @@ export interface Database {
   loops: LoopsTable;
   rentals: RentalsTable;
   tasks: TasksTable;
+  schedules: SchedulesTable;
   imports: ImportsTable;
 }

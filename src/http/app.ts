@@ -13,6 +13,7 @@ import { observeRequests, registerMetricsRoutes } from '../metrics/metrics.route
 import { registerNodeAdminRoutes } from '../nodes/node-admin.routes.js';
 import { registerNodeRoutes } from '../nodes/nodes.routes.js';
 import { registerRentalRoutes } from '../rentals/rentals.routes.js';
+import { registerScheduleRoutes } from '../schedules/schedules.routes.js';
 import { registerStatusRoutes } from '../status/status.routes.js';
 import { registerUserRoutes } from '../users/users.routes.js';
 import { createGuards } from './auth.js';
@@ -74,6 +75,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   registerEventRoutes(app, ctx, guards);
   registerImportRoutes(app, ctx, guards);
   registerRentalRoutes(app, ctx, guards);
+  registerScheduleRoutes(app, ctx, guards);
   await app.ready();
   return app;
 }

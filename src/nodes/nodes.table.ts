@@ -31,6 +31,9 @@ export interface NodesTable {
   probed_at: number | null;
   quarantined_at: number | null;
   quarantine_reason: string | null;
+  /** Node windows (schedules): the current or next window; both null when the node has none. */
+  window_from: number | null;
+  window_until: number | null;
 }
 
 export interface EnrollmentTokensTable {

@@ -6,6 +6,7 @@ import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import type { AppContext } from '../http/context.js';
 import { queueTasks, type NewTask } from '../tasks/outbox.js';
 import { HostKeyMismatchError, runWorkerCommand, type WorkerTarget } from '../workers/ssh.js';
+import { reservedWorkers } from '../schedules/reservations.js';
 import { LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 import { countFreeWorkers, findWorker, pickFreeWorkers, quarantineWorker, targetOf, type WorkerRow } from './workers.repository.js';
 
@@ -86,7 +87,7 @@ export function provisionTask(rental: Pick<RentalRow, 'id' | 'account' | 'passwo
 export async function rentWorkers(
   ctx: AppContext,
   renter: Renter,
-  input: { durationMs: number; count: number; password?: string },
+  input: { durationMs: number; count: number; password?: string; passwordHash?: string; scheduleId?: number },
 ): Promise<RentedWorker[]> {
   const { config, clock } = ctx;
   if (input.durationMs > config.rentMaxMs) {
@@ -94,8 +95,9 @@ export async function rentWorkers(
   }
   if (input.count > config.rentMaxCount) throw new AppError('VALIDATION_ERROR', `count may be at most ${config.rentMaxCount} (RENT_MAX_COUNT).`);
   if (input.password !== undefined) checkPasswordStrength(input.password, renter.username);
-  const password = input.password ?? generatePassword();
-  const passwordHash = cryptSha512(password);
+  // A reserve schedule's rentals come with the hash of the password its owner chose beforehand.
+  const password = input.passwordHash ? '' : (input.password ?? generatePassword());
+  const passwordHash = input.passwordHash ?? cryptSha512(password);
   const batch = crypto.randomUUID();
   const now = clock.now();
   // A provisioning run that outlives this is presumed dead (its instance stopped) and rolled back by the task loop.
@@ -103,12 +105,15 @@ export async function rentWorkers(
 
   const reserved = await retryOnUniqueViolation(ctx, () =>
     ctx.db.transaction().execute(async (trx) => {
-      const workers = await pickFreeWorkers(trx, ctx.dialect, input.count);
-      if (workers.length < input.count) {
-        const free = await countFreeWorkers(trx);
+      const reserved = input.scheduleId === undefined ? await reservedWorkers(trx, now, now + input.durationMs) : 0;
+      const picked = await pickFreeWorkers(trx, ctx.dialect, input.count + reserved);
+      const workers = picked.slice(0, input.count);
+      if (picked.length < input.count + reserved) {
+        const free = Math.max(0, (await countFreeWorkers(trx)) - reserved);
+        const held = reserved > 0 ? ` (${reserved} more are reserved by schedules during that time)` : '';
         throw new AppError(
           'NOT_ENOUGH_WORKERS',
-          `${input.count} worker${input.count === 1 ? '' : 's'} requested, ${free} free; nothing was rented. Try a smaller count or later.`,
+          `${input.count} worker${input.count === 1 ? '' : 's'} requested, ${free} free${held}; nothing was rented. Try a smaller count, a shorter time, or later.`,
           { free },
         );
       }
@@ -127,6 +132,7 @@ export async function rentWorkers(
             created_at: now,
             ended_at: null,
             end_reason: null,
+            schedule_id: input.scheduleId ?? null,
           })),
         )
         .returningAll()

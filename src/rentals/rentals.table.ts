@@ -20,6 +20,8 @@ export interface RentalsTable {
   end_reason: string | null;
   /** JSON array of {from_node, to_node, at}. */
   migrations: Generated<string>;
+  /** The reserve schedule that created it, if any. */
+  schedule_id: Generated<number | null>;
 }
 
 export type RentalRow = Selectable<RentalsTable>;

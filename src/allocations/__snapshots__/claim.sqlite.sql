@@ -2,7 +2,7 @@
 
 begin;
 
-update "nodes" set "free_bytes" = ?, "free_reported_at" = ? where "id" = ? returning "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags";
+update "nodes" set "free_bytes" = ?, "free_reported_at" = ? where "id" = ? returning "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
 select coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" = ? and "state" = ?;
 

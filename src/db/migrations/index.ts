@@ -5,6 +5,7 @@ import * as nodeLiveness from './0002-node-liveness.js';
 import * as catalogLinks from './0003-catalog-links.js';
 import * as workerLeasing from './0004-worker-leasing.js';
 import * as importJobs from './0005-import-jobs.js';
+import * as schedules from './0006-schedules.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -17,4 +18,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0003-catalog-links': catalogLinks,
   '0004-worker-leasing': workerLeasing,
   '0005-import-jobs': importJobs,
+  '0006-schedules': schedules,
 };

@@ -1,0 +1,412 @@
+import { encrypt as cryptSha512 } from 'unixcrypt';
+import type { Db } from '../db/database.js';
+import { AppError } from '../errors.js';
+import { appendEvents } from '../events/events.repository.js';
+import type { AppContext } from '../http/context.js';
+import { findNodeByName } from '../nodes/nodes.repository.js';
+import { checkPasswordStrength, endRentals, generatePassword, inTransaction, rentWorkers, type Renter } from '../rentals/rentals.service.js';
+import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
+import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.table.js';
+import { checkTimezone, parseCron, parseIsoTime, upcomingWindows, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
+
+/** What a client sends; times are ISO 8601 text (UTC when without an offset). */
+export interface ScheduleInput {
+  name?: string;
+  start_time?: string;
+  end_time?: string;
+  status?: string;
+  active?: boolean;
+  cron_start?: string | null;
+  cron_stop?: string | null;
+  timezone?: string | null;
+  action?: { kind: 'reserve' | 'node-window'; count?: number; ssh_password?: string; node?: string } | null;
+}
+
+/** A transition counts as late when it fires this long after its boundary (the loop runs every 15 s). */
+export const LATE_AFTER_MS = 60_000;
+const CAPACITY_WINDOWS = 50;
+
+export function specOf(row: Pick<ScheduleRow, 'start_time' | 'end_time' | 'cron_start' | 'cron_stop' | 'timezone'>): WindowSpec {
+  return {
+    startTime: row.start_time,
+    endTime: row.end_time,
+    recurrence: row.cron_start && row.cron_stop ? { cronStart: row.cron_start, cronStop: row.cron_stop, timezone: row.timezone ?? 'UTC' } : null,
+  };
+}
+
+export function actionOf(row: Pick<ScheduleRow, 'action'>): ScheduleAction | null {
+  return row.action ? (JSON.parse(row.action) as ScheduleAction) : null;
+}
+
+function invalid(detail: string): AppError {
+  return new AppError('VALIDATION_ERROR', detail);
+}
+
+function time(value: string, field: string): number {
+  const parsed = parseIsoTime(value);
+  if (parsed === undefined) throw invalid(`body/${field} must be an ISO 8601 date-time such as "2026-04-20T10:00:00Z" (without an offset it is UTC), got "${value}"`);
+  return parsed;
+}
+
+/** Checks the timing fields together and returns them as stored. */
+function timing(merged: { start_time: number; end_time: number; cron_start: string | null; cron_stop: string | null; timezone: string | null }) {
+  if (merged.end_time <= merged.start_time) throw invalid('body/end_time must be after start_time.');
+  if ((merged.cron_start === null) !== (merged.cron_stop === null)) throw invalid('body/cron_start and body/cron_stop go together: a window opens at each cron_start and closes at the next cron_stop.');
+  if (merged.cron_start === null) {
+    if (merged.timezone !== null && merged.timezone !== undefined) checkTimezone(merged.timezone);
+    return merged;
+  }
+  const timezone = merged.timezone ?? 'UTC';
+  try {
+    checkTimezone(timezone);
+    parseCron(merged.cron_start, timezone, 'cron_start');
+    parseCron(merged.cron_stop as string, timezone, 'cron_stop');
+  } catch (error) {
+    if (error instanceof WindowError) throw invalid(`body/${error.message}`);
+    throw error;
+  }
+  return { ...merged, timezone };
+}
+
+function clientStatus(status: string | undefined): ScheduleStatus | undefined {
+  if (status === undefined) return undefined;
+  if (status === 'scheduled' || status === 'cancelled') return status;
+  if (status === 'running' || status === 'completed') {
+    throw invalid(`body/status "${status}" is set by Dispatcher at the window's start and end; send "scheduled" or "cancelled".`);
+  }
+  throw invalid(`body/status must be one of scheduled, running, completed, cancelled (clients send scheduled or cancelled), got "${status}"`);
+}
+
+/** `POST /schedules`. Returns the row, and the generated password of a reserve action (shown once). */
+export async function createSchedule(ctx: AppContext, owner: Renter, input: ScheduleInput): Promise<{ row: ScheduleRow; password?: string }> {
+  const now = ctx.clock.now();
+  if (!input.name || !input.name.trim()) throw invalid('body/name is required.');
+  if (input.start_time === undefined || input.end_time === undefined) throw invalid('body/start_time and body/end_time are required.');
+  const timed = timing({
+    start_time: time(input.start_time, 'start_time'),
+    end_time: time(input.end_time, 'end_time'),
+    cron_start: input.cron_start ?? null,
+    cron_stop: input.cron_stop ?? null,
+    timezone: input.timezone ?? null,
+  });
+  let status = clientStatus(input.status) ?? 'scheduled';
+  const active = input.active ?? true;
+  let action: ScheduleAction | null = null;
+  let nodeId: number | null = null;
+  let passwordHash: string | null = null;
+  let password: string | undefined;
+  if (input.action?.kind === 'reserve') {
+    if (input.action.count === undefined || input.action.node !== undefined) throw invalid('body/action: reserve takes count (and optionally ssh_password), not node.');
+    if (input.action.count > ctx.config.rentMaxCount) throw invalid(`body/action/count may be at most ${ctx.config.rentMaxCount} (RENT_MAX_COUNT).`);
+    if (input.action.ssh_password !== undefined) checkPasswordStrength(input.action.ssh_password, owner.username);
+    else password = generatePassword();
+    passwordHash = cryptSha512(input.action.ssh_password ?? (password as string));
+    action = { kind: 'reserve', count: input.action.count };
+  } else if (input.action?.kind === 'node-window') {
+    if (input.action.node === undefined || input.action.count !== undefined || input.action.ssh_password !== undefined) {
+      throw invalid('body/action: node-window takes node, the rescue node\'s name, and nothing else.');
+    }
+    if (!owner.admin) throw new AppError('FORBIDDEN', 'Only admins open and close nodes with node-window schedules.');
+    const node = await findNodeByName(ctx.db, input.action.node);
+    if (!node) throw new AppError('NODE_NOT_FOUND', `No node "${input.action.node}".`);
+    nodeId = node.id;
+    action = { kind: 'node-window', node: node.name };
+  }
+  const window = windowAt(specOf(timed), now);
+  if (!window && status === 'scheduled') status = 'completed';
+  if (action?.kind === 'reserve' && active && status === 'scheduled') await checkCapacity(ctx.db, specOf(timed), action.count, undefined, now);
+
+  const row = await inTransaction(ctx.db, async (trx) => {
+    const inserted = await trx
+      .insertInto('schedules')
+      .values({
+        owner_id: owner.userId,
+        name: input.name!.trim(),
+        ...timed,
+        status,
+        active: active ? 1 : 0,
+        action: action ? JSON.stringify(action) : null,
+        node_id: nodeId,
+        reserve_count: action?.kind === 'reserve' ? action.count : null,
+        password_hash: passwordHash,
+        window_start: window?.start ?? null,
+        window_end: window?.end ?? null,
+        last_fired_at: null,
+        created_at: now,
+        updated_at: now,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await appendEvents(trx, now, [{ actor: owner.actor, kind: 'schedule.created', subjectType: 'schedule', subjectId: inserted.id, data: { name: inserted.name, action } }]);
+    if (nodeId !== null) await refreshNodeWindow(trx, nodeId, now);
+    return inserted;
+  });
+  return { row, password };
+}
+
+/**
+ * Refuses a reservation that the workers cannot cover in one of its next windows: registered
+ * workers, minus what other reservations and running rentals hold during that window.
+ */
+async function checkCapacity(db: Db, spec: WindowSpec, count: number, excludeId: number | undefined, now: number): Promise<void> {
+  const windows = upcomingWindows(spec, now, CAPACITY_WINDOWS);
+  if (windows.length === 0) return;
+  const { registered } = await db
+    .selectFrom('nodes')
+    .select((eb) => eb.fn.countAll<number>().as('registered'))
+    .where('ssh_host_key', 'is not', null)
+    .where('quarantined_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  const others = await db
+    .selectFrom('schedules')
+    .selectAll()
+    .where('reserve_count', 'is not', null)
+    .where('active', '=', 1)
+    .where('status', 'in', ['scheduled', 'running'])
+    .$if(excludeId !== undefined, (q) => q.where('id', '<>', excludeId as number))
+    .execute();
+  const otherWindows = others.map((other) => ({ count: other.reserve_count as number, windows: upcomingWindows(specOf(other), now, CAPACITY_WINDOWS) }));
+  const rentals = await db.selectFrom('rentals').select(['leased_until', 'schedule_id']).where('state', 'in', LIVE_RENTAL_STATES).execute();
+  for (const window of windows) {
+    const reserved = otherWindows.reduce((sum, other) => sum + (other.windows.some((candidate) => overlaps(candidate, window)) ? other.count : 0), 0);
+    // Rentals of a running reservation are counted with that reservation.
+    const rented = rentals.filter((rental) => rental.schedule_id === null && rental.leased_until > window.start).length;
+    const available = Number(registered) - reserved - rented;
+    if (available < count) {
+      throw new AppError(
+        'RESERVATION_CONFLICT',
+        `From ${new Date(window.start).toISOString()} to ${new Date(window.end).toISOString()}, ${count} worker${count === 1 ? '' : 's'} would be reserved but only ${Math.max(0, available)} are available (${registered} registered, ${reserved} reserved by other schedules, ${rented} rented): ${count - Math.max(0, available)} short.`,
+        { window_start: new Date(window.start).toISOString(), window_end: new Date(window.end).toISOString(), short: count - Math.max(0, available) },
+      );
+    }
+  }
+}
+
+function overlaps(a: Window, b: Window): boolean {
+  return a.start < b.end && b.start < a.end;
+}
+
+export async function findOwnSchedule(db: Db, owner: Renter, id: number): Promise<ScheduleRow> {
+  const row = await db.selectFrom('schedules').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row || (!owner.admin && row.owner_id !== owner.userId)) throw new AppError('SCHEDULE_NOT_FOUND', `No schedule ${id} of yours.`);
+  return row;
+}
+
+/** `PATCH /schedules/{id}`: timing, name, active and status; a running window that no longer holds ends first. */
+export async function updateSchedule(ctx: AppContext, owner: Renter, id: number, input: ScheduleInput): Promise<ScheduleRow> {
+  if (input.action !== undefined) throw invalid('body/action cannot be changed; delete the schedule and create another.');
+  const row = await findOwnSchedule(ctx.db, owner, id);
+  const now = ctx.clock.now();
+  const timed = timing({
+    start_time: input.start_time === undefined ? row.start_time : time(input.start_time, 'start_time'),
+    end_time: input.end_time === undefined ? row.end_time : time(input.end_time, 'end_time'),
+    cron_start: input.cron_start === undefined ? row.cron_start : input.cron_start,
+    cron_stop: input.cron_stop === undefined ? row.cron_stop : input.cron_stop,
+    timezone: input.timezone === undefined ? row.timezone : input.timezone,
+  });
+  const requested = clientStatus(input.status);
+  const active = input.active ?? row.active === 1;
+  const window = windowAt(specOf(timed), now);
+  const stillOpen = row.status === 'running' && active && requested !== 'cancelled' && window !== undefined && window.start <= now && window.start === row.window_start;
+  // A cancelled schedule stays cancelled until it is explicitly planned again ("status": "scheduled").
+  const cancelled = requested === 'cancelled' || (row.status === 'cancelled' && requested !== 'scheduled');
+  const status: ScheduleStatus = cancelled ? 'cancelled' : stillOpen ? 'running' : window ? 'scheduled' : 'completed';
+  const action = actionOf(row);
+  if (action?.kind === 'reserve' && active && status === 'scheduled') await checkCapacity(ctx.db, specOf(timed), action.count, row.id, now);
+  if (row.status === 'running' && !stillOpen) await endEffect(ctx, row, requested === 'cancelled' ? 'schedule cancelled' : 'schedule changed', now);
+  return inTransaction(ctx.db, async (trx) => {
+    const updated = await trx
+      .updateTable('schedules')
+      .set({
+        ...timed,
+        name: input.name?.trim() || row.name,
+        active: active ? 1 : 0,
+        status,
+        window_start: status === 'running' ? row.window_start : (window?.start ?? null),
+        window_end: status === 'running' ? (window?.end ?? row.window_end) : (window?.end ?? null),
+        updated_at: now,
+      })
+      .where('id', '=', row.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    const kind = status === 'cancelled' && row.status !== 'cancelled' ? 'schedule.cancelled' : 'schedule.updated';
+    await appendEvents(trx, now, [{ actor: owner.actor, kind, subjectType: 'schedule', subjectId: row.id, data: { from: row.status, to: status, active } }]);
+    if (row.node_id !== null) await refreshNodeWindow(trx, row.node_id, now);
+    return updated;
+  });
+}
+
+/** `DELETE /schedules/{id}`: a running window's effect ends first (recorded as cancelled). */
+export async function deleteSchedule(ctx: AppContext, owner: Renter, id: number): Promise<void> {
+  const row = await findOwnSchedule(ctx.db, owner, id);
+  const now = ctx.clock.now();
+  if (row.status === 'running') await endEffect(ctx, row, 'schedule deleted', now);
+  await inTransaction(ctx.db, async (trx) => {
+    await trx.deleteFrom('schedules').where('id', '=', row.id).execute();
+    const events = [{ actor: owner.actor, kind: 'schedule.deleted', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } }];
+    if (row.status === 'running') events.unshift({ actor: owner.actor, kind: 'schedule.cancelled', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } });
+    await appendEvents(trx, now, events);
+    if (row.node_id !== null) await refreshNodeWindow(trx, row.node_id, now);
+  });
+}
+
+export interface FirePassResult {
+  started: number;
+  ended: number;
+  missed: number;
+  completed: number;
+}
+
+/**
+ * The schedule loop. Every transition is one conditional UPDATE on (id, status, window_start), so
+ * it fires exactly once even when several instances (or a restarted one catching up) run the
+ * pass at the same moment; only the winner runs the action and records the event.
+ */
+export async function fireSchedules(ctx: AppContext, now: number): Promise<FirePassResult> {
+  const due = await ctx.db
+    .selectFrom('schedules')
+    .selectAll()
+    .where('active', '=', 1)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('status', '=', 'scheduled'), eb.or([eb('window_start', '<=', now), eb('window_start', 'is', null)])]),
+        eb.and([eb('status', '=', 'running'), eb('window_end', '<=', now)]),
+      ]),
+    )
+    .orderBy('window_start')
+    .limit(500)
+    .execute();
+  const result: FirePassResult = { started: 0, ended: 0, missed: 0, completed: 0 };
+  for (const first of due) {
+    // A pass catches up: an ended window may be followed by one that has already begun.
+    let row: ScheduleRow | undefined = first;
+    for (let step = 0; row && isDue(row, now) && step < 4; step += 1) {
+      if (!(await fireOne(ctx, row, now, result))) break;
+      row = await ctx.db.selectFrom('schedules').selectAll().where('id', '=', row.id).where('active', '=', 1).executeTakeFirst();
+    }
+  }
+  return result;
+}
+
+function isDue(row: ScheduleRow, now: number): boolean {
+  if (row.status === 'running') return row.window_end !== null && row.window_end <= now;
+  return row.status === 'scheduled' && (row.window_start === null || row.window_start <= now);
+}
+
+/** One transition of one schedule; false when another pass won it. */
+async function fireOne(ctx: AppContext, row: ScheduleRow, now: number, result: FirePassResult): Promise<boolean> {
+  if (row.status === 'running') {
+    const ended = await endWindow(ctx, row, now);
+    if (ended) result.ended += 1;
+    return ended;
+  }
+  if (row.window_start === null || row.window_end === null) {
+    const completed = await moveTo(ctx.db, row, { status: 'completed', window: undefined }, now, 'schedule.completed', {});
+    if (completed) result.completed += 1;
+    return completed;
+  }
+  if (row.window_end <= now) {
+    // The whole window passed while no instance ran (a restart): recorded, its action skipped.
+    const next = windowAt(specOf(row), now);
+    const late = { window_start: row.window_start, window_end: row.window_end, late_ms: now - row.window_start, late: true };
+    const missed = await moveTo(ctx.db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, 'schedule.window_missed', late);
+    if (missed) result.missed += 1;
+    return missed;
+  }
+  const lateMs = now - row.window_start;
+  const window = { start: row.window_start, end: row.window_end };
+  const started = await moveTo(ctx.db, row, { status: 'running', window }, now, 'schedule.started', { window_start: window.start, window_end: window.end, late_ms: lateMs, late: lateMs > LATE_AFTER_MS });
+  if (started) {
+    result.started += 1;
+    await startEffect(ctx, row, now);
+  }
+  return started;
+}
+
+async function endWindow(ctx: AppContext, row: ScheduleRow, now: number): Promise<boolean> {
+  const next = windowAt(specOf(row), Math.max(now, row.window_end ?? now));
+  const lateMs = now - (row.window_end ?? now);
+  const ended = await moveTo(ctx.db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, next ? 'schedule.ended' : 'schedule.completed', {
+    window_start: row.window_start,
+    window_end: row.window_end,
+    late_ms: lateMs,
+    late: lateMs > LATE_AFTER_MS,
+  });
+  if (ended) await endEffect(ctx, row, 'schedule window ended', now);
+  return ended;
+}
+
+/** One transition, won by exactly one caller; its event is written with it. */
+async function moveTo(
+  db: Db,
+  row: ScheduleRow,
+  to: { status: ScheduleStatus; window: Window | undefined },
+  now: number,
+  kind: string,
+  data: Record<string, unknown>,
+): Promise<boolean> {
+  return inTransaction(db, async (trx) => {
+    const moved = await trx
+      .updateTable('schedules')
+      .set({ status: to.status, window_start: to.window?.start ?? null, window_end: to.window?.end ?? null, last_fired_at: now, updated_at: now })
+      .where('id', '=', row.id)
+      .where('status', '=', row.status)
+      .where((eb) => (row.window_start === null ? eb('window_start', 'is', null) : eb('window_start', '=', row.window_start)))
+      .returning('id')
+      .executeTakeFirst();
+    if (!moved) return false;
+    await appendEvents(trx, now, [{ actor: 'system', kind, subjectType: 'schedule', subjectId: row.id, data }]);
+    if (row.node_id !== null) await refreshNodeWindow(trx, row.node_id, now);
+    return true;
+  });
+}
+
+async function ownerOf(db: Db, row: ScheduleRow): Promise<Renter> {
+  const user = await db.selectFrom('users').select(['id', 'username', 'role']).where('id', '=', row.owner_id).executeTakeFirstOrThrow();
+  return { userId: user.id, username: user.username, admin: user.role === 'admin', actor: `schedule:${row.id}` };
+}
+
+async function startEffect(ctx: AppContext, row: ScheduleRow, now: number): Promise<void> {
+  const action = actionOf(row);
+  if (action?.kind !== 'reserve' || row.window_end === null) return;
+  try {
+    await rentWorkers(ctx, await ownerOf(ctx.db, row), {
+      durationMs: row.window_end - now,
+      count: action.count,
+      passwordHash: row.password_hash ?? undefined,
+      scheduleId: row.id,
+    });
+  } catch (error) {
+    if (!(error instanceof AppError)) throw error;
+    await appendEvents(ctx.db, ctx.clock.now(), [
+      { actor: 'system', kind: 'schedule.reserve_failed', subjectType: 'schedule', subjectId: row.id, data: { code: error.code, detail: error.detail } },
+    ]);
+  }
+}
+
+async function endEffect(ctx: AppContext, row: ScheduleRow, reason: string, now: number): Promise<void> {
+  if (actionOf(row)?.kind !== 'reserve') return;
+  const live = await ctx.db.selectFrom('rentals').select('id').where('schedule_id', '=', row.id).where('state', 'in', LIVE_RENTAL_STATES).execute();
+  await endRentals(ctx.db, { ids: live.map((rental) => rental.id) }, { reason, actor: `schedule:${row.id}` }, ctx.config.taskMaxAttempts, now);
+}
+
+/**
+ * A node with node-window schedules takes new work only inside a window: the node row keeps the
+ * current or next window of its active schedules, which every claim checks. No such schedule
+ * (or none left): both null, the node is not restricted.
+ */
+export async function refreshNodeWindow(db: Db, nodeId: number, now: number): Promise<void> {
+  const rows = await db
+    .selectFrom('schedules')
+    .select(['active', 'window_start', 'window_end'])
+    .where('node_id', '=', nodeId)
+    .where('status', 'in', ['scheduled', 'running'])
+    .execute();
+  const windows = rows
+    .filter((row) => row.active === 1 && row.window_start !== null && row.window_end !== null && row.window_end > now)
+    .map((row) => ({ start: row.window_start as number, end: row.window_end as number }))
+    .sort((a, b) => a.start - b.start);
+  const first = windows[0];
+  const value = rows.length === 0 ? { window_from: null, window_until: null } : first ? { window_from: first.start, window_until: first.end } : { window_from: 0, window_until: 0 };
+  await db.updateTable('nodes').set(value).where('id', '=', nodeId).execute();
+}

@@ -1,0 +1,31 @@
+import type { Generated, Selectable } from 'kysely';
+
+export type ScheduleStatus = 'scheduled' | 'running' | 'completed' | 'cancelled';
+
+export type ScheduleAction = { kind: 'reserve'; count: number } | { kind: 'node-window'; node: string };
+
+export interface SchedulesTable {
+  id: Generated<number>;
+  owner_id: number;
+  name: string;
+  start_time: number;
+  end_time: number;
+  status: ScheduleStatus;
+  active: number;
+  cron_start: string | null;
+  cron_stop: string | null;
+  timezone: string | null;
+  /** JSON ScheduleAction, or null. */
+  action: string | null;
+  node_id: number | null;
+  reserve_count: number | null;
+  /** Reserve: SHA-512 crypt hash of the password of the rentals it creates. */
+  password_hash: string | null;
+  window_start: number | null;
+  window_end: number | null;
+  last_fired_at: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export type ScheduleRow = Selectable<SchedulesTable>;

@@ -1,0 +1,109 @@
+import { Cron } from 'croner';
+
+/**
+ * Time windows of a schedule. A plain schedule has one window, start_time to end_time. A
+ * recurring one (cron_start and cron_stop, 5-field cron, in an IANA time zone) has a window from
+ * each cron_start occurrence to the next cron_stop occurrence, for occurrences between start_time
+ * and end_time (a window is cut at end_time).
+ *
+ * Daylight-saving time, as croner implements it for wall-clock times: a local time skipped by the
+ * spring jump fires at the first instant after the gap (02:30 → 03:00); a local time that occurs
+ * twice in autumn fires once, at its first occurrence.
+ */
+export interface Recurrence {
+  cronStart: string;
+  cronStop: string;
+  timezone: string;
+}
+
+export interface WindowSpec {
+  startTime: number;
+  endTime: number;
+  recurrence: Recurrence | null;
+}
+
+export interface Window {
+  start: number;
+  end: number;
+}
+
+/** Parses a standard 5-field expression; the detail says what is wrong. Never rewritten. */
+export function parseCron(expression: string, timezone: string, field: string): Cron {
+  const fields = expression.trim().split(/\s+/);
+  if (fields.length !== 5) {
+    throw new WindowError(`${field} must be a standard 5-field cron expression (minute hour day-of-month month day-of-week), got ${fields.length} field${fields.length === 1 ? '' : 's'}: "${expression}"`);
+  }
+  let cron: Cron;
+  try {
+    cron = new Cron(expression, { timezone, paused: true, mode: '5-part', domAndDow: false });
+  } catch (error) {
+    throw new WindowError(`${field} "${expression}" is not a valid cron expression: ${(error as Error).message.replace(/^CronPattern: /, '')}`);
+  }
+  return cron;
+}
+
+export function checkTimezone(timezone: string): void {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: timezone });
+  } catch {
+    throw new WindowError(`timezone "${timezone}" is not an IANA time zone name (such as "Europe/Berlin" or "UTC").`);
+  }
+}
+
+export class WindowError extends Error {}
+
+const MAX_WINDOW_SEARCH = 1000;
+
+/** The window containing `at`, or else the first one starting after it; undefined when none is left. */
+export function windowAt(spec: WindowSpec, at: number): Window | undefined {
+  if (at >= spec.endTime) return undefined;
+  if (!spec.recurrence) return { start: spec.startTime, end: spec.endTime };
+  const { cronStart, cronStop, timezone } = spec.recurrence;
+  const opens = parseCron(cronStart, timezone, 'cron_start');
+  const closes = parseCron(cronStop, timezone, 'cron_stop');
+  const closeAfter = (start: number) => Math.min(closes.nextRun(new Date(start))?.getTime() ?? spec.endTime, spec.endTime);
+  // A window that opened before `at` may still be open.
+  const previous = opens.previousRuns(1, new Date(at + 1))[0]?.getTime();
+  if (previous !== undefined && previous >= spec.startTime) {
+    const end = closeAfter(previous);
+    if (end > at) return { start: previous, end };
+  }
+  let from = new Date(Math.max(at, spec.startTime - 1));
+  for (let step = 0; step < MAX_WINDOW_SEARCH; step += 1) {
+    const start = opens.nextRun(from)?.getTime();
+    if (start === undefined || start >= spec.endTime) return undefined;
+    const end = closeAfter(start);
+    if (end > start) return { start, end };
+    from = new Date(start);
+  }
+  return undefined;
+}
+
+/** Up to `count` windows from `at` on (the current one first, if any). */
+export function upcomingWindows(spec: WindowSpec, at: number, count: number): Window[] {
+  const windows: Window[] = [];
+  let cursor = at;
+  while (windows.length < count) {
+    const next = windowAt(spec, cursor);
+    if (!next) break;
+    windows.push(next);
+    cursor = next.end;
+  }
+  return windows;
+}
+
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?$/;
+
+/** ISO 8601 date-time; without an offset it is UTC. Returns epoch milliseconds, or undefined. */
+export function parseIsoTime(text: string): number | undefined {
+  const match = ISO_TIME.exec(text.trim());
+  if (!match) return undefined;
+  const [, year, month, day, hour, minute, second = '00', fraction = '', offset = 'Z'] = match;
+  const normalized = `${year}-${month}-${day}T${hour}:${minute}:${second}${fraction.slice(0, 4)}${offset === 'Z' ? 'Z' : offset.length === 5 ? `${offset.slice(0, 3)}:${offset.slice(3)}` : offset}`;
+  const value = Date.parse(normalized);
+  if (Number.isNaN(value)) return undefined;
+  // Date.parse rolls 2026-02-30 over to March; a real calendar date round-trips.
+  const check = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  if (check.getUTCMonth() !== Number(month) - 1 || check.getUTCDate() !== Number(day) || Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
+  return value;
+}
