@@ -15,6 +15,8 @@ import { registerNodeRoutes } from '../nodes/nodes.routes.js';
 import { registerRentalRoutes } from '../rentals/rentals.routes.js';
 import { registerScheduleRoutes } from '../schedules/schedules.routes.js';
 import { registerStatusRoutes } from '../status/status.routes.js';
+import { registerSummaryRoutes } from '../summary/summary.routes.js';
+import { registerUiRoutes } from '../ui/ui.routes.js';
 import { registerUserRoutes } from '../users/users.routes.js';
 import { createGuards } from './auth.js';
 import type { App, AppContext } from './context.js';
@@ -76,6 +78,8 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   registerImportRoutes(app, ctx, guards);
   registerRentalRoutes(app, ctx, guards);
   registerScheduleRoutes(app, ctx, guards);
+  registerSummaryRoutes(app, ctx, guards);
+  registerUiRoutes(app);
   await app.ready();
   return app;
 }

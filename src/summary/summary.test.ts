@@ -1,0 +1,87 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { userToken } from '../../test/leasing.js';
+import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { LIVENESS_LOOP } from '../loops.js';
+
+const MIB = 1024 * 1024;
+const DAY = 86_400_000;
+
+describe.each(dialects)('GET /api/summary on %s', (dialect) => {
+  let database: TestDatabase;
+  let server: TestServer;
+
+  beforeEach(async () => {
+    database = await createTestDatabase(dialect);
+    server = await startTestServer(database, { loginRateLimitPerMinute: 10_000 });
+  });
+  afterEach(async () => {
+    await server?.stop();
+    await database.drop();
+  });
+
+  const complete = (node: { name: string; token: string }, assetId: string) =>
+    server.api.post('/complete', { asset_id: assetId, node_id: node.name, sha256: 'a'.repeat(64), bytes: MIB }, node.token);
+
+  it('counts assets by state and priority, copies against targets, risk, nodes, and bytes per day, matching /status', async () => {
+    const admin = server.adminToken;
+    await server.api.post(
+      '/assets',
+      [
+        ...makeAssets(2, { priority: 9, size_mb: 1, sha256: 'a'.repeat(64), replicas_target: 2 }, 'twice'),
+        ...makeAssets(3, { priority: 5, size_mb: 1, sha256: 'a'.repeat(64) }, 'once'),
+        ...makeAssets(1, { priority: 2 }, 'removed'),
+      ],
+      admin,
+    );
+    await server.ctx.db.updateTable('assets').set({ removed_from_source_at: server.clock.now() }).where('id', '=', 'removed-1').execute();
+    const [a, b, idle] = [await registerNode(server, 'node-a'), await registerNode(server, 'node-b'), await registerNode(server, 'node-idle')];
+    for (const node of [a, b, idle]) await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * 1024 * MIB }, node.token);
+
+    // Day 1: node-a takes one asset of each kind and completes two; node-b completes a second copy the next day.
+    expect((await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-a', max_assets: 2 }, a.token)).body.map((x: { id: string }) => x.id)).toEqual(['twice-1', 'twice-2']);
+    await complete(a, 'twice-1');
+    await complete(a, 'twice-2');
+    server.clock.advance(DAY);
+    for (const node of [b, idle]) await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * 1024 * MIB }, node.token);
+    await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-b', max_assets: 2 }, b.token);
+    await complete(b, 'twice-1');
+    // node-idle falls silent: suspect after the timeout (the others beat again just before).
+    server.clock.advance(server.config.nodeTimeoutMs - 1000);
+    for (const node of [a, b]) await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * 1024 * MIB }, node.token);
+    server.clock.advance(2000);
+    expect(await server.loops.find((loop) => loop.name === LIVENESS_LOOP)!.runOnce()).toBe(true);
+
+    const summary = await server.api.get('/api/summary', await userToken(server, 'reader'));
+    expect(summary.status).toBe(200);
+    expect(summary.body).toMatchObject({
+      assets_total: 6,
+      assets_by_state: { pending: 5, rescued: 1, gone: 0, unreachable: 0 },
+      assets_by_priority: { '1': 0, '2': 1, '5': 3, '9': 2, '10': 0 },
+      bytes_rescued: 3 * MIB,
+      copies: { verified: 3, wanted: 2 + 2 + 3 + 1 },
+      // once-1..3 and removed-1 have no copy; twice-2 has one of two; removed-1 is at risk too.
+      at_risk: { without_copy: 4, under_replicated: 1, removed_from_source: 1, gone: 0 },
+      nodes_by_status: { alive: 2, suspect: 1, dead: 0, unknown: 0 },
+      active_allocations: 1,
+      active_rentals: 0,
+    });
+    const days = summary.body.rescued_by_day;
+    expect(days).toHaveLength(30);
+    expect(days.at(-1)).toEqual({ day: new Date(server.clock.now()).toISOString().slice(0, 10), bytes: MIB, copies: 1 });
+    expect(days.at(-2)).toEqual({ day: '2026-01-01', bytes: 2 * MIB, copies: 2 });
+    expect(days.slice(0, -2).every((day: { bytes: number }) => day.bytes === 0)).toBe(true);
+
+    const status = (await server.api.get('/status')).body;
+    expect(summary.body.bytes_rescued).toBe(status.bytes_rescued);
+    expect(summary.body.active_allocations).toBe(status.active_allocations);
+    expect(summary.body.assets_total).toBe(status.ckan_datasets);
+  });
+
+  it('needs a token and answers zeros on an empty database', async () => {
+    expect((await server.api.get('/api/summary')).status).toBe(401);
+    const empty = await server.api.get('/api/summary', server.adminToken);
+    expect(empty.body).toMatchObject({ assets_total: 0, bytes_rescued: 0, copies: { verified: 0, wanted: 0 }, assets_by_state: { pending: 0, rescued: 0, gone: 0, unreachable: 0 } });
+    expect(Object.keys(empty.body.assets_by_priority)).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']);
+  });
+});

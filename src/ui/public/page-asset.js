@@ -1,0 +1,77 @@
+import { get, post } from './api.js';
+import { announce, badge, formatBytes, formatTime, h, replaceIfChanged, table } from './dom.js';
+
+export const title = 'Asset';
+
+function facts(asset) {
+  const rows = [
+    ['Id', asset.id],
+    ['Name', asset.name],
+    ['URL', h('a', { href: asset.url, rel: 'noreferrer noopener', target: '_blank' }, asset.url)],
+    ['State', badge(asset.state)],
+    ['Priority', h('span', { 'data-figure': 'priority' }, String(asset.priority))],
+    ['Copies / wanted', `${asset.copies} / ${asset.replicas_target}`],
+    ['Active allocations', String(asset.active_allocations)],
+    ['Size', formatBytes(asset.size_bytes)],
+    ['SHA-256', asset.sha256 ?? 'unknown'],
+    ['Dataset', asset.dataset ?? '—'],
+    ['Organization', asset.organization ?? '—'],
+    ['Source', asset.source ?? '—'],
+    ['Removed from source', formatTime(asset.removed_from_source)],
+    ['Source errors', asset.source_error ? `${asset.source_errors}: ${asset.source_error}` : String(asset.source_errors)],
+  ];
+  return h('dl', { class: 'facts' }, rows.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)]));
+}
+
+function priorityForm(asset, refresh) {
+  const select = h('select', { id: 'new-priority', name: 'new_priority' }, Array.from({ length: 10 }, (_, index) => h('option', { value: String(index + 1), selected: asset.priority === index + 1 }, String(index + 1))));
+  const form = h(
+    'form',
+    { class: 'filters card', 'aria-label': 'Change priority' },
+    h('div', { class: 'field' }, h('label', { for: 'new-priority' }, 'New priority'), select),
+    h('button', { type: 'submit' }, 'Set priority'),
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      await post('/update-ckan', { updates: [{ asset_id: asset.id, new_priority: Number(select.value) }] });
+      announce(`Priority of ${asset.id} set to ${select.value}.`);
+    } catch (error) {
+      announce(`Could not change the priority: ${error.message}`);
+    }
+    await refresh();
+  });
+  return form;
+}
+
+export function mount(root, { arg, user }) {
+  const details = h('div');
+  const actions = h('div');
+  root.append(h('p', {}, h('a', { href: '#/assets' }, '← All assets')), actions, details);
+  const refresh = async () => {
+    const asset = await get(`/assets/${encodeURIComponent(arg)}`);
+    replaceIfChanged(details, JSON.stringify(asset), () => [
+      facts(asset),
+      table(
+        'Copies',
+        ['Node', 'Verified', 'Bytes', 'SHA-256', 'Completed', 'Where'],
+        asset.copies_detail.map((copy) => [copy.node_name, copy.verified ? 'yes' : 'no', formatBytes(copy.bytes), h('code', {}, copy.sha256 ?? '—'), formatTime(copy.ended_at), copy.uri ?? '—']),
+        'no copy yet.',
+      ),
+      table(
+        'Allocations',
+        ['#', 'Node', 'State', 'Created', 'Expires', 'Ended', 'Reason'],
+        asset.allocations.map((allocation) => [String(allocation.id), allocation.node_name, badge(allocation.state), formatTime(allocation.created_at), formatTime(allocation.expires_at), formatTime(allocation.ended_at), allocation.end_reason ?? '—']),
+        'none.',
+      ),
+      table(
+        'History',
+        ['When', 'What', 'Who', 'Details'],
+        asset.history.map((event) => [formatTime(event.at), event.kind, event.actor, event.data ? h('code', {}, JSON.stringify(event.data)) : '—']),
+        'no event yet.',
+      ),
+    ]);
+    if (user.admin && !actions.firstChild) actions.append(priorityForm(asset, refresh));
+  };
+  return { refresh };
+}
