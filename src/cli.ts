@@ -114,7 +114,8 @@ const catalogHelp = `
 Requests are paced by CATALOG_REQUESTS_PER_SECOND and retried on 429/5xx/timeouts (CATALOG_MAX_RETRIES,
 CATALOG_TIMEOUT_SECONDS). After a complete run without a text query (--q, --fq), assets of this source
 that were not seen are flagged removed_from_source and raised by CATALOG_REMOVED_PRIORITY_BOOST; with
---org, only that organization's. Progress goes to stderr, the summary to stdout.
+--org, only that organization's. Progress goes to stderr (a bar on a terminal, else a line per page),
+the summary to stdout.
 `;
 
 importCommand

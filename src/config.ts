@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { parseSyncSources, type ImportRequest } from './catalog/import-jobs.schemas.js';
+import { parsePriorityRules, type PriorityRule } from './catalog/priority-rules.js';
 
 /**
  * Every setting of `dispatcher serve`, read once from the environment by `loadConfig`.
@@ -53,6 +54,8 @@ export interface Config {
   catalogMaxRetries: number;
   /** Priority added to an asset that vanished from its portal (capped at 10). */
   catalogRemovedPriorityBoost: number;
+  /** Initial priorities of imported assets by organization, keyword or format (CATALOG_PRIORITY_RULES). */
+  catalogPriorityRules: PriorityRule[];
   /** HEAD requests in flight at once when import discovers unknown sizes (`--discover-sizes`). */
   catalogHeadConcurrency: number;
   /** The new catalog.data.gov API (not CKAN) and its key. */
@@ -241,6 +244,7 @@ const variables = [
   { key: 'catalogTimeoutMs', names: ['CATALOG_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 60_000 },
   { key: 'catalogMaxRetries', names: ['CATALOG_MAX_RETRIES'], parse: integer(0, 20), fallback: 5 },
   { key: 'catalogRemovedPriorityBoost', names: ['CATALOG_REMOVED_PRIORITY_BOOST'], parse: integer(0, 9), fallback: 2 },
+  { key: 'catalogPriorityRules', names: ['CATALOG_PRIORITY_RULES'], parse: parsePriorityRules, fallback: [] },
   { key: 'catalogHeadConcurrency', names: ['CATALOG_HEAD_CONCURRENCY'], parse: integer(1, 256), fallback: 8 },
   { key: 'datagovApiUrl', names: ['DATAGOV_API_URL'], parse: httpUrl, fallback: 'https://catalog.data.gov' },
   { key: 'datagovApiKey', names: ['DATAGOV_API_KEY'], parse: text, fallback: undefined },

@@ -25,6 +25,7 @@ import type { ImportIo, RunSummary } from './catalog/catalog-import.js';
 import { sleepFor } from './catalog/catalog-http.js';
 import { importCkan, type CkanFlags } from './catalog/ckan.import.js';
 import { createImportRunner } from './catalog/import-runner.js';
+import { createImportDisplay } from './catalog/import-progress.js';
 import { importDatagov, type DatagovFlags } from './catalog/datagov.import.js';
 import { importDcat } from './catalog/dcat.import.js';
 
@@ -183,12 +184,12 @@ export async function importJsonFile(config: Config, file: string): Promise<numb
   );
 }
 
-/** Catalog imports from the command line: real time, real waits, progress lines on stderr. */
+/** Catalog imports from the command line: real time, real waits, progress on stderr (a bar on a terminal). */
 const processIo: ImportIo = {
   now: () => systemClock.now(),
   elapsedMs: () => performance.now(),
   sleep: sleepFor,
-  log: (line) => process.stderr.write(`${line}\n`),
+  display: createImportDisplay(process.stderr, () => performance.now()),
 };
 
 /** `dispatcher import ckan URL`: pages through the portal's package_search into assets. */

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { buildConfig, type Config } from '../src/config.js';
 import type { ImportIo } from '../src/catalog/catalog-import.js';
+import { createLineDisplay } from '../src/catalog/import-progress.js';
 import { createTestDatabase, type DialectName, type TestDatabase } from './databases.js';
 import { startFakePortal, type FakePortal } from './fake-portal.js';
 
@@ -20,7 +21,7 @@ export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo
     sleep: async (ms) => {
       sleeps.push(ms);
     },
-    log: (line) => lines.push(line),
+    display: createLineDisplay((line) => lines.push(line)),
   };
 }
 

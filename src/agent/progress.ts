@@ -1,3 +1,4 @@
+import { createLiveBlock, formatEta as eta } from '../terminal.js';
 import type { Job } from './agent.js';
 
 export interface Progress {
@@ -14,13 +15,6 @@ function human(bytes: number): string {
   return bytes >= 1024 * MIB ? `${(bytes / 1024 / MIB).toFixed(2)} GiB` : `${(bytes / MIB).toFixed(1)} MiB`;
 }
 
-function eta(seconds: number): string {
-  if (!Number.isFinite(seconds)) return '—';
-  if (seconds < 60) return `${Math.ceil(seconds)}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.ceil(seconds % 60)).padStart(2, '0')}s`;
-  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
-}
-
 /**
  * On a terminal: a live block with one line per download and a total (bytes, rate, ETA), redrawn
  * every second. Elsewhere (a log file, systemd): plain timestamped lines, with a summary line
@@ -28,13 +22,9 @@ function eta(seconds: number): string {
  */
 export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000): Progress {
   const tty = output.isTTY === true;
-  let drawn = 0;
+  const block = createLiveBlock(output);
   const rates = new Map<string, { bytes: number; at: number; rate: number }>();
-  const line = (text: string) => output.write(`${new Date().toISOString()} ${text}\n`);
-  const clear = () => {
-    if (tty && drawn > 0) output.write(`\x1b[${drawn}A\x1b[J`);
-    drawn = 0;
-  };
+  const line = (text: string) => block.print(`${new Date().toISOString()} ${text}`);
   const measure = (job: Job) => {
     const now = Date.now();
     const last = rates.get(job.task.id);
@@ -62,16 +52,13 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
   };
   return {
     log(message) {
-      clear();
       line(message);
     },
     started(job) {
-      clear();
       rates.set(job.task.id, { bytes: job.bytesDone, at: Date.now(), rate: 0 });
       line(`downloading ${job.task.id} (${job.task.sizeBytes === null ? 'size unknown' : human(job.task.sizeBytes)}) from ${job.task.url}`);
     },
     finished(job, outcome) {
-      clear();
       rates.delete(job.task.id);
       line(`${job.task.id}: ${outcome}`);
     },
@@ -80,15 +67,12 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
         const current = jobs();
         if (current.length === 0) return;
         if (!tty) return line(summary(current.map((job) => (measure(job), job))));
-        clear();
-        const lines = [...current.map(describe), summary(current)];
-        output.write(`${lines.join('\n')}\n`);
-        drawn = lines.length;
+        block.draw([...current.map(describe), summary(current)]);
       }, tty ? 1000 : summaryEvery);
       timer.unref();
       return () => {
         clearInterval(timer);
-        clear();
+        block.clear();
       };
     },
   };

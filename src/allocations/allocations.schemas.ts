@@ -68,6 +68,7 @@ const AllocationState = Type.Union([
   Type.Literal('expired'),
   Type.Literal('reclaimed'),
   Type.Literal('failed'),
+  Type.Literal('superseded'),
 ]);
 
 export const AllocationQuery = Type.Object(

@@ -166,7 +166,7 @@ async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, no
 }
 
 /** copies = verified copies, holders = copies + active claims, state from copies against the target. */
-async function refreshCopyCounts(trx: Db, assetId: string): Promise<{ state: AssetState; copies: number; replicas_target: number }> {
+export async function refreshCopyCounts(trx: Db, assetId: string): Promise<{ state: AssetState; copies: number; replicas_target: number }> {
   const verified = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)`;
   const active = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active')`;
   return trx

@@ -1,6 +1,7 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type AllocationState = 'active' | 'completed' | 'released' | 'expired' | 'reclaimed' | 'failed';
+/** `superseded`: a copy or claim of what the source published before a new URL or checksum (kept, no longer counted). */
+export type AllocationState = 'active' | 'completed' | 'released' | 'expired' | 'reclaimed' | 'failed' | 'superseded';
 
 export interface AllocationsTable {
   id: Generated<number>;

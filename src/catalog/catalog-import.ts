@@ -3,7 +3,8 @@ import type { Db } from '../db/database.js';
 import { replicaDefaultFrom } from '../assets/assets.service.js';
 import { createJsonFetcher, type FetchPolicy, type JsonFetcher } from './catalog-http.js';
 import { appendEvents } from '../events/events.repository.js';
-import { importCatalog, type ImportOptions, type ImportProgress, type ImportSummary } from './catalog.service.js';
+import { importCatalog, type ImportOptions, type ImportSummary } from './catalog.service.js';
+import type { ImportDisplay } from './import-progress.js';
 import { discoverSizes, type DiscoverySummary } from './size-discovery.js';
 import type { CatalogPage } from './catalog.types.js';
 
@@ -12,8 +13,8 @@ export interface ImportIo {
   now: () => number;
   elapsedMs: () => number;
   sleep: (ms: number) => Promise<void>;
-  /** One progress line (stderr on the CLI). */
-  log: (line: string) => void;
+  /** Progress: a bar on a terminal, lines elsewhere (stderr on the CLI). */
+  display: ImportDisplay;
 }
 
 export function fetchPolicyFrom(config: Config, io: ImportIo): FetchPolicy {
@@ -27,17 +28,13 @@ export function fetchPolicyFrom(config: Config, io: ImportIo): FetchPolicy {
   };
 }
 
-export function describeProgress(progress: ImportProgress): string {
-  const of = progress.total === null ? '' : ` of ${progress.total}`;
-  return `page ${progress.pages}: ${progress.datasets}${of} datasets, ${progress.resources} resources, ${Math.round(progress.resourcesPerSecond)} resources/s`;
-}
-
 export function describeSummary(summary: RunSummary): string {
   const sizes = summary.sizes
     ? ` Sizes: ${summary.sizes.checked} checked, ${summary.sizes.discovered} found, ${summary.sizes.gone} answered 404/410, ${summary.sizes.unknown} still unknown.`
     : '';
   return `Imported ${summary.resources} resources from ${summary.datasets} datasets (${summary.pages} pages) of ${summary.source} in ${summary.seconds.toFixed(1)} s: `
-    + `${summary.new} new, ${summary.updated} updated, ${summary.unchanged} unchanged, ${summary.duplicates} duplicate URLs linked, ${summary.removed} removed from source.${sizes}`;
+    + `${summary.new} new, ${summary.updated} updated, ${summary.unchanged} unchanged, ${summary.duplicates} duplicate URLs linked, ${summary.removed} removed from source`
+    + `${summary.superseded > 0 ? `, ${summary.superseded} with copies superseded by a new URL or checksum` : ''}.${sizes}`;
 }
 
 /** One source ready to read: the CLI and the import jobs build it from the same flags. */
@@ -58,6 +55,7 @@ export function importOptionsFrom(config: Config, plan: ImportPlan, actor: strin
     actor,
     replicasFor: replicaDefaultFrom(config),
     removedPriorityBoost: config.catalogRemovedPriorityBoost,
+    priorityRules: config.catalogPriorityRules,
     sweep: plan.sweep,
   };
 }
@@ -65,20 +63,23 @@ export function importOptionsFrom(config: Config, plan: ImportPlan, actor: strin
 /** Runs one source's pages into the database with progress lines, then discovers sizes if asked. */
 export async function runImport(db: Db, config: Config, io: ImportIo, plan: ImportPlan, options: { discoverSizes?: boolean } = {}): Promise<RunSummary> {
   const fetcher = createJsonFetcher(fetchPolicyFrom(config, io));
-  const summary: RunSummary = await importCatalog(
-    db,
-    plan.readPages(fetcher),
-    { ...importOptionsFrom(config, plan, 'cli'), elapsedMs: io.elapsedMs, onProgress: (progress) => io.log(describeProgress(progress)) },
-    io.now(),
-  );
-  if (options.discoverSizes) {
-    const started = io.elapsedMs();
-    summary.sizes = await runSizeDiscovery(db, config, plan.source, 'cli', io.now(), (done, total) => {
-      const rate = done / Math.max(0.001, (io.elapsedMs() - started) / 1000);
-      io.log(`sizes: ${done} of ${total} files checked, ${Math.round(rate)} files/s`);
-    });
+  try {
+    const summary: RunSummary = await importCatalog(
+      db,
+      plan.readPages(fetcher),
+      { ...importOptionsFrom(config, plan, 'cli'), elapsedMs: io.elapsedMs, onProgress: (progress) => io.display.pages(progress) },
+      io.now(),
+    );
+    if (options.discoverSizes) {
+      const started = io.elapsedMs();
+      summary.sizes = await runSizeDiscovery(db, config, plan.source, 'cli', io.now(), (done, total) => {
+        io.display.sizes(done, total, (io.elapsedMs() - started) / 1000);
+      });
+    }
+    return summary;
+  } finally {
+    io.display.finish();
   }
-  return summary;
 }
 
 /** Asks the source's files of unknown size for it, and records one `catalog.sizes_discovered` event. */

@@ -3,8 +3,10 @@ import { upsertAssets, type AssetInput } from '../assets/assets.repository.js';
 import type { AssetRow } from '../assets/assets.table.js';
 import type { ReplicaDefault } from '../assets/assets.service.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
+import { supersedeStaleCopies, type SourceChange } from '../allocations/source-change.service.js';
 import { findAssetIdsByUrls, findAssetsByIds, flagUnseenAssets, markAssetsSeen, upsertAssetLinks, type AssetLink } from './catalog.repository.js';
 import type { CatalogPage, CatalogResource } from './catalog.types.js';
+import { applyPriorityRules, type PriorityRule } from './priority-rules.js';
 
 export interface ImportSummary {
   source: string;
@@ -17,6 +19,8 @@ export interface ImportSummary {
   updated: number;
   unchanged: number;
   removed: number;
+  /** Updated assets whose copies or claims a new URL or checksum made stale (`asset.source_changed`). */
+  superseded: number;
   seconds: number;
 }
 
@@ -26,6 +30,8 @@ export interface ImportProgress {
   total: number | null;
   resources: number;
   resourcesPerSecond: number;
+  /** Since the run began (by `elapsedMs`). */
+  seconds: number;
 }
 
 export interface ImportOptions {
@@ -34,6 +40,8 @@ export interface ImportOptions {
   actor: string;
   replicasFor: ReplicaDefault;
   removedPriorityBoost: number;
+  /** CATALOG_PRIORITY_RULES, applied to new assets only. */
+  priorityRules: PriorityRule[];
   /**
    * Which of the source's assets a complete run covers, so that unseen ones are flagged removed:
    * all of them, one organization's, or none (a run filtered by a query sees only part of a portal).
@@ -64,6 +72,7 @@ export interface PageReport {
   new: number;
   updated: number;
   unchanged: number;
+  superseded: number;
   next: string | null;
 }
 
@@ -73,17 +82,27 @@ function differs(row: AssetRow, resource: CatalogResource): boolean {
     || row.sha256 !== resource.sha256 || row.dataset !== resource.dataset || row.organization !== resource.organization;
 }
 
-function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined, source: string, replicasFor: ReplicaDefault): AssetInput {
-  // The portal's priority is only an initial one: aging, admins and removal move it afterwards.
-  const priority = existing?.priority ?? resource.priority;
+/** The updated assets whose URL or published checksum is new: their earlier copies may no longer count. */
+function sourceChanges(changed: CatalogResource[], existing: Map<string, AssetRow>): SourceChange[] {
+  return changed.flatMap((resource) => {
+    const row = existing.get(resource.resourceId);
+    if (!row || (row.url === resource.url && (resource.sha256 === null || row.sha256 === resource.sha256))) return [];
+    return [{ assetId: row.id, fromUrl: row.url, toUrl: resource.url, fromSha256: row.sha256, toSha256: resource.sha256 }];
+  });
+}
+
+function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined, options: ImportOptions): AssetInput {
+  // The portal's signals and the rules give only an initial priority: aging, admins and removal
+  // move it afterwards, and a re-sync must not undo them.
+  const priority = existing?.priority ?? applyPriorityRules(resource.priority, resource, options.priorityRules);
   return {
     id: resource.resourceId,
     name: resource.name,
     url: resource.url,
     sizeBytes: resource.sizeBytes,
     priority,
-    replicasTarget: existing?.replicas_target ?? replicasFor(priority),
-    source: existing?.source ?? source,
+    replicasTarget: existing?.replicas_target ?? options.replicasFor(priority),
+    source: existing?.source ?? options.source,
     dataset: resource.dataset,
     organization: resource.organization,
     format: resource.format,
@@ -96,7 +115,9 @@ function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined,
  * marks, then `afterPage`. `urlToAsset` carries the run's URL owners from page to page.
  */
 async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, string>, options: ImportOptions, now: number): Promise<PageReport> {
-  const report: PageReport = { datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, next: page.next };
+  const report: PageReport = {
+    datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, superseded: 0, next: page.next,
+  };
   await db.transaction().execute(async (trx) => {
     const unknownUrls = [...new Set(page.resources.map((resource) => resource.url).filter((url) => !urlToAsset.has(url)))];
     for (const [url, id] of await findAssetIdsByUrls(trx, unknownUrls)) urlToAsset.set(url, id);
@@ -113,10 +134,12 @@ async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, str
       links.push({ source: options.source, resourceId: resource.resourceId, assetId: urlToAsset.get(resource.url) as string, dataset: resource.dataset });
     }
     const existing = new Map((await findAssetsByIds(trx, [...owners.keys()])).map((row) => [row.id, row]));
-    // A size found by discovery stays while the portal still says nothing about it and the URL is the same.
+    // A size found by discovery, or a checksum the copies agreed on, stays while the portal still
+    // says nothing about it and the URL is the same.
     for (const resource of owners.values()) {
       const row = existing.get(resource.resourceId);
       if (resource.sizeBytes === null && row?.url === resource.url) resource.sizeBytes = row.size_bytes;
+      if (resource.sha256 === null && row?.url === resource.url) resource.sha256 = row.sha256;
     }
     const changed = [...owners.values()].filter((resource) => {
       const row = existing.get(resource.resourceId);
@@ -125,7 +148,8 @@ async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, str
       else report.unchanged += 1;
       return !row || differs(row, resource);
     });
-    await upsertAssets(trx, changed.map((resource) => toAssetInput(resource, existing.get(resource.resourceId), options.source, options.replicasFor)), now);
+    await upsertAssets(trx, changed.map((resource) => toAssetInput(resource, existing.get(resource.resourceId), options)), now);
+    report.superseded = (await supersedeStaleCopies(trx, sourceChanges(changed, existing), options.actor, now)).length;
     await markAssetsSeen(trx, [...new Set(links.map((link) => link.assetId))], now);
     await upsertAssetLinks(trx, links, now);
     await options.afterPage?.(trx, report);
@@ -141,7 +165,9 @@ async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, str
 export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, options: ImportOptions, now: number): Promise<ImportSummary> {
   const elapsedMs = options.elapsedMs ?? (() => 0);
   const startedMs = elapsedMs();
-  const summary: ImportSummary = { source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, seconds: 0 };
+  const summary: ImportSummary = {
+    source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, superseded: 0, seconds: 0,
+  };
   const urlToAsset = new Map<string, string>();
   for await (const page of pages) {
     const report = await importPage(db, page, urlToAsset, options, now);
@@ -152,6 +178,7 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
     summary.new += report.new;
     summary.updated += report.updated;
     summary.unchanged += report.unchanged;
+    summary.superseded += report.superseded;
     const seconds = (elapsedMs() - startedMs) / 1000;
     options.onProgress?.({
       pages: summary.pages,
@@ -159,6 +186,7 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
       total: page.total,
       resources: summary.resources,
       resourcesPerSecond: seconds > 0 ? summary.resources / seconds : 0,
+      seconds,
     });
   }
   await db.transaction().execute(async (trx) => {

@@ -9,6 +9,9 @@ export interface CatalogResource {
   sha256: string | null;
   dataset: string | null;
   organization: string | null;
+  /** The dataset's tags or keywords, for CATALOG_PRIORITY_RULES. */
+  keywords: string[];
+  /** From the portal's signals (views, popularity), before CATALOG_PRIORITY_RULES. */
   priority: number;
 }
 
@@ -29,6 +32,14 @@ export const DEFAULT_PRIORITY = 5;
 export function priorityFromViews(views: number | null): number {
   if (views === null || !Number.isFinite(views) || views <= 0) return DEFAULT_PRIORITY;
   return Math.max(1, Math.min(10, DEFAULT_PRIORITY + Math.floor(Math.log10(views + 1) * 1.5)));
+}
+
+/** A dataset's keywords from a list of strings (DCAT `keyword`) or of tags (CKAN `tags[].name`). */
+export function toKeywords(value: unknown): string[] {
+  if (!Array.isArray(value)) return [];
+  return value
+    .map((entry: unknown) => (typeof entry === 'object' && entry !== null ? (entry as { name?: unknown }).name : entry))
+    .filter((entry): entry is string => typeof entry === 'string' && entry.trim() !== '');
 }
 
 /** A positive integer byte count, or null (portals send null, "", strings and floats). */

@@ -1,5 +1,5 @@
 import { CatalogError, CatalogHttpError, describeBody, type JsonFetcher } from './catalog-http.js';
-import { basenameOf, isHttpUrl, priorityFromViews, toSha256, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
+import { basenameOf, isHttpUrl, priorityFromViews, toKeywords, toSha256, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
 
 /** CKAN silently caps `rows` at 1000. */
 export const CKAN_MAX_ROWS = 1000;
@@ -20,6 +20,7 @@ interface CkanPackage {
   organization?: { name?: string } | null;
   tracking_summary?: { recent?: number } | null;
   views_recent?: number;
+  tags?: unknown;
   resources?: CkanResourceDict[];
 }
 
@@ -48,6 +49,7 @@ export function buildSearchUrl(query: CkanQuery, start: number): string {
 /** Each resource with an http(s) URL, as a catalog resource of this package. */
 export function mapCkanPackage(pkg: CkanPackage): CatalogResource[] {
   const packageViews = pkg.tracking_summary?.recent ?? pkg.views_recent ?? null;
+  const keywords = toKeywords(pkg.tags);
   return (pkg.resources ?? []).flatMap((resource) => {
     if (!isHttpUrl(resource.url) || !resource.id) return [];
     const url = resource.url.trim();
@@ -60,6 +62,7 @@ export function mapCkanPackage(pkg: CkanPackage): CatalogResource[] {
       sha256: toSha256(resource.hash),
       dataset: pkg.name ?? null,
       organization: pkg.organization?.name ?? null,
+      keywords,
       priority: priorityFromViews(resource.tracking_summary?.recent ?? packageViews),
     }];
   });

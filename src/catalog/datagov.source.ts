@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { CatalogError, describeBody, type JsonFetcher } from './catalog-http.js';
-import { basenameOf, isHttpUrl, priorityFromViews, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
+import { basenameOf, isHttpUrl, priorityFromViews, toKeywords, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
 
 /** The new catalog.data.gov API caps per_page at 1000. */
 export const DATAGOV_MAX_PER_PAGE = 1000;
@@ -27,8 +27,9 @@ interface DatagovRecord {
   identifier?: string;
   slug?: string;
   popularity?: number;
+  keyword?: unknown;
   organization?: { slug?: string; name?: string } | null;
-  dcat?: { identifier?: string; distribution?: unknown[] } | null;
+  dcat?: { identifier?: string; keyword?: unknown; distribution?: unknown[] } | null;
 }
 
 export function buildDatagovSearchUrl(query: DatagovQuery, after: string | undefined): string {
@@ -48,7 +49,7 @@ export function deriveDistributionId(datasetIdentifier: string, url: string): st
 /** Each distribution with an http(s) downloadURL (else accessURL) of one dataset. */
 export function mapDcatDistributions(
   distributions: unknown[] | undefined,
-  dataset: { identifier: string; name: string | null; organization: string | null; priority: number },
+  dataset: { identifier: string; name: string | null; organization: string | null; keywords: string[]; priority: number },
 ): CatalogResource[] {
   return (distributions ?? []).flatMap((entry) => {
     if (typeof entry !== 'object' || entry === null) return [];
@@ -64,6 +65,7 @@ export function mapDcatDistributions(
       sha256: null,
       dataset: dataset.name,
       organization: dataset.organization,
+      keywords: dataset.keywords,
       priority: dataset.priority,
     }];
   });
@@ -76,6 +78,7 @@ function mapRecord(record: DatagovRecord): CatalogResource[] {
     identifier,
     name: record.slug ?? identifier,
     organization: record.organization?.slug ?? record.organization?.name ?? null,
+    keywords: toKeywords(record.dcat?.keyword ?? record.keyword),
     priority: priorityFromViews(record.popularity ?? null),
   });
 }

@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import { CatalogError, describeBody, type JsonFetcher } from './catalog-http.js';
 import { runImport, type ImportIo, type ImportPlan, type RunSummary } from './catalog-import.js';
-import { DEFAULT_PRIORITY, isHttpUrl, type CatalogPage } from './catalog.types.js';
+import { DEFAULT_PRIORITY, isHttpUrl, toKeywords, type CatalogPage } from './catalog.types.js';
 import { mapDcatDistributions } from './datagov.source.js';
 
 // Datasets per transaction: a federal data.json holds tens of thousands.
@@ -14,6 +14,7 @@ interface DcatDataset {
   identifier?: string;
   title?: string;
   publisher?: { name?: string } | null;
+  keyword?: unknown;
   distribution?: unknown[];
 }
 
@@ -48,6 +49,7 @@ export async function* readDcatPages(location: string, fetcher: JsonFetcher, res
         identifier,
         name: identifier,
         organization: dataset.publisher?.name ?? null,
+        keywords: toKeywords(dataset.keyword),
         priority: DEFAULT_PRIORITY,
       });
     });

@@ -6,6 +6,7 @@ import type { Db } from '../db/database.js';
 import { appendEvents } from '../events/events.repository.js';
 import { createJsonFetcher, sleepUnlessAborted } from './catalog-http.js';
 import { fetchPolicyFrom, importOptionsFrom, runSizeDiscovery, type ImportIo } from './catalog-import.js';
+import { createLineDisplay } from './import-progress.js';
 import { importCatalog, type ImportOptions } from './catalog.service.js';
 import type { CatalogPage } from './catalog.types.js';
 import type { DiscoverySummary } from './size-discovery.js';
@@ -62,7 +63,7 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
   /** Reads the pages after the job's cursor, each written with its progress in one transaction, then sweeps. */
   async function readPages(job: ImportRow, request: ImportRequest, signal: AbortSignal): Promise<void> {
     const plan = planImport(config, request);
-    const io: ImportIo = { now: () => clock.now(), elapsedMs: () => performance.now(), sleep: sleepUnlessAborted(signal), log: () => undefined };
+    const io: ImportIo = { now: () => clock.now(), elapsedMs: () => performance.now(), sleep: sleepUnlessAborted(signal), display: createLineDisplay(() => undefined) };
     const fetcher = createJsonFetcher({ ...fetchPolicyFrom(config, io), signal });
     // A cursor of null after some pages means every page was read: only the sweep is left.
     const pages = job.pages_done > 0 && job.cursor === null ? noPages() : plan.readPages(fetcher, job.cursor ?? undefined);

@@ -21,7 +21,7 @@ export interface MetricSources {
 // Every state is listed (the Record makes the compiler insist), so a state with no rows reads 0
 // instead of vanishing: an alert on `dispatcher_assets{state="gone"} > 0` needs the series.
 const assetStates: Record<AssetState, true> = { pending: true, rescued: true, gone: true, unreachable: true };
-const allocationStates: Record<AllocationState, true> = { active: true, completed: true, released: true, expired: true, reclaimed: true, failed: true };
+const allocationStates: Record<AllocationState, true> = { active: true, completed: true, released: true, expired: true, reclaimed: true, failed: true, superseded: true };
 const nodeStatuses: Record<NodeStatus, true> = { unknown: true, alive: true, suspect: true, dead: true, draining: true };
 
 /** Sources beyond this many (by asset count) are summed under "(other)", to bound the series. */
