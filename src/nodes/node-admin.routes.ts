@@ -6,7 +6,7 @@ import { appendEvents } from '../events/events.repository.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
-import type { RentalRow } from '../rentals/rentals.table.js';
+import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { requeueFailedTasks } from '../tasks/outbox.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
 import { recordHeartbeat } from './liveness.service.js';
@@ -139,7 +139,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         ssh_port: row.ssh_port,
         // A worker that fails its SSH probe is dead, whatever its heartbeats said.
         status: row.probe_status === 'dead' ? 'dead' : row.status,
-        allocated: ['provisioning', 'active', 'migrating'].includes(leases.get(row.id)?.state ?? ''),
+        allocated: LIVE_RENTAL_STATES.some((state) => state === leases.get(row.id)?.state),
         lease: leaseView(leases.get(row.id)),
         probe_status: row.probe_status,
         quarantined: row.quarantined_at !== null,
@@ -207,7 +207,7 @@ function leaseView(rental: RentalRow | undefined) {
     user_id: rental.user_id,
     leased_from: toIso(rental.leased_from),
     leased_until: toIso(rental.leased_until),
-    active: rental.state === 'active' || rental.state === 'migrating',
+    active: ACTIVE_RENTAL_STATES.includes(rental.state),
     state: rental.state,
     ended_at: toIso(rental.ended_at),
     end_reason: rental.end_reason,

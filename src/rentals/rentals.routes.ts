@@ -6,7 +6,7 @@ import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { extendRental, findOwnRental, releaseRental, rentWorkers, resetLeasing, type Renter } from './rentals.service.js';
-import type { RentalRow } from './rentals.table.js';
+import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 
 const HOUR = 3_600_000;
 const RentalIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
@@ -144,7 +144,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
         .selectFrom('rentals')
         .selectAll()
         .$if(!renter.admin, (q) => q.where('user_id', '=', renter.userId))
-        .$if(request.query.active === true, (q) => q.where('state', 'in', ['provisioning', 'active', 'migrating']))
+        .$if(request.query.active === true, (q) => q.where('state', 'in', LIVE_RENTAL_STATES))
         .orderBy('id', 'desc')
         .limit(1000)
         .execute();
@@ -222,7 +222,7 @@ async function rentalViews(ctx: AppContext, rentals: RentalRow[]) {
       ssh_port: node?.ssh_port ?? null,
       client_user: rental.account,
       state: rental.state,
-      active: rental.state === 'active' || rental.state === 'migrating',
+      active: ACTIVE_RENTAL_STATES.includes(rental.state),
       leased_from: toIso(rental.leased_from),
       leased_until: toIso(rental.leased_until),
       ended_at: toIso(rental.ended_at),

@@ -7,7 +7,7 @@ import type { AppContext } from '../http/context.js';
 import { queueTasks, type NewTask } from '../tasks/outbox.js';
 import { HostKeyMismatchError, runWorkerCommand, type WorkerTarget } from '../workers/ssh.js';
 import { reservedWorkers } from '../schedules/reservations.js';
-import { LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
+import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 import { countFreeWorkers, findWorker, pickFreeWorkers, quarantineWorker, targetOf, type WorkerRow } from './workers.repository.js';
 
 /** Who acts on rentals: a user (admins act on every rental). */
@@ -286,7 +286,7 @@ export async function endRentals(
     let query = trx
       .updateTable('rentals')
       .set({ state: end.state ?? 'ended', ended_at: now, end_reason: end.reason })
-      .where('state', 'in', ['active', 'migrating']);
+      .where('state', 'in', ACTIVE_RENTAL_STATES);
     if (!where.all) query = query.where('id', 'in', where.ids && where.ids.length > 0 ? where.ids : [-1]);
     const ended = await query.returningAll().execute();
     await queueCleanups(trx, ended, maxAttempts, now);
@@ -350,7 +350,7 @@ export async function expireRentals(ctx: AppContext, now: number): Promise<numbe
   const due = await ctx.db
     .selectFrom('rentals')
     .select('id')
-    .where('state', 'in', ['active', 'migrating'])
+    .where('state', 'in', ACTIVE_RENTAL_STATES)
     .where('leased_until', '<=', now)
     .limit(1000)
     .execute();

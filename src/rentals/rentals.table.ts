@@ -5,6 +5,9 @@ export type RentalState = 'provisioning' | 'active' | 'migrating' | 'ended' | 'f
 /** States in which a rental holds its worker. */
 export const LIVE_RENTAL_STATES: RentalState[] = ['provisioning', 'active', 'migrating'];
 
+/** States of a rental handed to its renter: it can be released, extended, expired or moved. */
+export const ACTIVE_RENTAL_STATES: RentalState[] = ['active', 'migrating'];
+
 export interface RentalsTable {
   id: Generated<number>;
   user_id: number;

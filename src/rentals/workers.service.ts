@@ -3,6 +3,7 @@ import type { AppContext } from '../http/context.js';
 import { queueTasks } from '../tasks/outbox.js';
 import { probeSshBanner } from '../workers/ssh.js';
 import { deprovisionTask, endRentals, provisionTask, retryOnUniqueViolation } from './rentals.service.js';
+import { ACTIVE_RENTAL_STATES } from './rentals.table.js';
 import { findWorker, pickFreeWorkers } from './workers.repository.js';
 
 const PROBES_AT_ONCE = 32;
@@ -61,7 +62,7 @@ export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): P
     .selectFrom('rentals')
     .innerJoin('nodes', 'nodes.id', 'rentals.node_id')
     .select(['rentals.id', 'rentals.node_id', 'rentals.account', 'rentals.password_hash', 'rentals.migrations', 'nodes.name'])
-    .where('rentals.state', 'in', ['active', 'migrating'])
+    .where('rentals.state', 'in', ACTIVE_RENTAL_STATES)
     .where((eb) => eb.or([eb('nodes.probe_status', '=', 'dead'), eb('nodes.status', '=', 'dead'), eb('nodes.quarantined_at', 'is not', null)]))
     .orderBy('rentals.id')
     .execute();
@@ -77,7 +78,7 @@ export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): P
           .set({ node_id: target.id, state: 'migrating', migrations: JSON.stringify(history) })
           .where('id', '=', rental.id)
           .where('node_id', '=', rental.node_id)
-          .where('state', 'in', ['active', 'migrating'])
+          .where('state', 'in', ACTIVE_RENTAL_STATES)
           .returning('id')
           .executeTakeFirst();
         if (!updated) return true;
