@@ -16,6 +16,8 @@ export interface Config {
   /** PostgreSQL schema for Dispatcher's tables (default: the server's search_path, normally `public`). */
   databaseSchema: string | undefined;
   databasePoolSize: number;
+  /** PostgreSQL: prepare recurring statements per connection; off behind a transaction-mode pooler. */
+  preparedStatements: boolean;
   dataDirectory: string;
   logLevel: LogLevel;
   autoUpdateIntervalMs: number;
@@ -196,6 +198,7 @@ const variables = [
   { key: 'databaseUrl', names: ['DATABASE_URL'], parse: databaseUrl, fallback: undefined },
   { key: 'databaseSchema', names: ['DATABASE_SCHEMA'], parse: identifier, fallback: undefined },
   { key: 'databasePoolSize', names: ['DATABASE_POOL_SIZE'], parse: integer(1, 1000), fallback: 10 },
+  { key: 'preparedStatements', names: ['DATABASE_PREPARED_STATEMENTS'], parse: boolean, fallback: true },
   { key: 'dataDirectory', names: ['DATA_DIRECTORY'], parse: (raw: string) => path.resolve(raw), fallback: path.resolve('data') },
   { key: 'logLevel', names: ['LOG_LEVEL'], parse: oneOf<LogLevel>('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), fallback: 'info' },
   {

@@ -70,6 +70,8 @@ interface Candidate {
   holders: number;
   first_seen_at: number;
   sha256: string | null;
+  replicas_target: number;
+  source_errors: number;
 }
 
 type LockMode = 'none' | 'skip-locked' | 'wait';
@@ -100,14 +102,20 @@ export async function allocateAssets(
 }
 
 /**
- * Serves several requests in one transaction (group commit): each is claimed in turn, seeing the
- * ones before it, exactly as if they had come one after another; the commit is shared. Requests
- * are taken in node id order so two instances' batches lock node rows in the same order.
+ * Serves several requests in one transaction (group commit), as if they had come one after another
+ * in node id order: each sees what the ones before it were granted, and the commit is shared.
  *
- * On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED, so concurrent transactions take different
- * rows without waiting. Skipping can leave a node short while slots are only briefly locked by
- * others; a request whose candidates ran dry gets a second pass in its own transaction that waits
- * for those rows and re-checks them (measured: without it, 50 nodes racing for 30 slots got 20).
+ * Two or more requests cost a fixed number of statements, whatever their count: one UPDATE records
+ * every node's report, one SELECT reads their reservations, two read a shared list of candidates
+ * (known and unknown size), and one INSERT, one UPDATE and one INSERT write every grant, its holders
+ * count and its event. The list is handed out here in allocation order. A request it could not fill
+ * because it was cut at its limit gets its own claim in the same transaction.
+ *
+ * On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED, so concurrent transactions take
+ * different rows without waiting. Skipping can leave a node short while slots are only briefly
+ * locked by others; a request whose candidates ran dry gets a second pass in its own transaction
+ * that waits for those rows and re-checks them (measured: without it, 50 nodes racing for 30 slots
+ * got 20).
  */
 export async function allocateBatch(
   db: Db,
@@ -116,14 +124,27 @@ export async function allocateBatch(
   policy: AllocationPolicy,
   now: number,
 ): Promise<AllocationOutcome[]> {
-  const order = requests.map((_, index) => index).sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
+  // A node's second request must see its first one's reservations: it waits for the next transaction.
+  const firsts = new Map<number, number>();
+  const repeats: number[] = [];
+  requests.forEach((request, index) => (firsts.has(request.nodeId) ? repeats.push(index) : firsts.set(request.nodeId, index)));
+  // Node id order, so two instances' batches lock node rows in the same order.
+  const order = [...firsts.values()].sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
+  const batch = order.map((index) => requests[index] as AllocationRequest);
   const lock: LockMode = dialect.hasRowLocks ? 'skip-locked' : 'none';
-  const firsts: PassResult[] = new Array(requests.length);
-  await db.transaction().execute(async (trx) => {
-    for (const index of order) firsts[index] = await claim(trx, requests[index] as AllocationRequest, policy, now, lock);
-  });
-  if (!dialect.hasRowLocks) return firsts.map(({ granted, refusal }) => ({ granted, refusal }));
-  return Promise.all(requests.map((request, index) => topUp(db, dialect, request, policy, now, firsts[index] as PassResult)));
+  const passes = await db.transaction().execute((trx) => (batch.length === 1 ? Promise.all([claim(trx, batch[0] as AllocationRequest, policy, now, lock)]) : claimTogether(trx, batch, policy, now, lock)));
+  const outcomes: AllocationOutcome[] = new Array(requests.length);
+  await Promise.all(
+    order.map(async (index, position) => {
+      const pass = passes[position] as PassResult;
+      outcomes[index] = dialect.hasRowLocks ? await topUp(db, dialect, requests[index] as AllocationRequest, policy, now, pass) : { granted: pass.granted, refusal: pass.refusal };
+    }),
+  );
+  if (repeats.length > 0) {
+    const later = await allocateBatch(db, dialect, repeats.map((index) => requests[index] as AllocationRequest), policy, now);
+    repeats.forEach((index, position) => (outcomes[index] = later[position] as AllocationOutcome));
+  }
+  return outcomes;
 }
 
 class DryRun extends Error {
@@ -168,42 +189,98 @@ async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, polic
   }
 }
 
-/** One request's claim, inside the caller's transaction. */
-async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult> {
-  // One statement records the report, takes the node's row lock (PostgreSQL) and reads its state.
-  const node = await trx
+type NodeState = NonNullable<Awaited<ReturnType<typeof recordReports>>[number]>;
+
+/**
+ * Records each request's free-space report and reads its node's state, in one statement that also
+ * takes the nodes' row locks (PostgreSQL, in id order), so a node's budget cannot be spent twice.
+ */
+async function recordReports(trx: Db, requests: AllocationRequest[], now: number, lock: LockMode) {
+  const ids = requests.map((request) => request.nodeId);
+  const reports = requests.filter((request) => request.freeBytes !== null);
+  const [first] = requests;
+  const single = requests.length === 1 && first !== undefined;
+  return trx
     .updateTable('nodes')
-    .set((eb) => (request.freeBytes === null ? { free_bytes: eb.ref('free_bytes') } : { free_bytes: request.freeBytes, free_reported_at: now }))
-    .where('id', '=', request.nodeId)
-    .returning(['free_bytes', 'free_reported_at', 'bandwidth_bps', 'strikes', 'draining', 'tags', 'window_from', 'window_until'])
-    .executeTakeFirst();
-  if (!node) return { granted: [], ranDry: false };
-  if (node.draining) return { granted: [], ranDry: false, refusal: 'draining' };
+    .set((eb) => {
+      if (reports.length === 0) return { free_bytes: eb.ref('free_bytes') };
+      if (single) return { free_bytes: first.freeBytes, free_reported_at: now };
+      return {
+        free_bytes: sql<number>`case id ${sql.join(reports.map((request) => sql`when ${request.nodeId} then ${request.freeBytes}`), sql` `)} else free_bytes end`,
+        free_reported_at: sql<number>`case when id in (${sql.join(reports.map((request) => request.nodeId))}) then ${now} else free_reported_at end`,
+      };
+    })
+    .$if(single, (query) => query.where('id', '=', ids[0] as number))
+    .$if(!single && lock === 'none', (query) => query.where('id', 'in', ids))
+    .$if(!single && lock !== 'none', (query) =>
+      query.where('id', 'in', (eb) => eb.selectFrom('nodes').select('id').where('id', 'in', ids).orderBy('id').forUpdate()),
+    )
+    .returning(['id', 'free_bytes', 'free_reported_at', 'bandwidth_bps', 'strikes', 'draining', 'tags', 'window_from', 'window_until'])
+    .execute();
+}
+
+function refusalOf(node: NodeState, policy: AllocationPolicy, now: number): Refusal | undefined {
+  if (node.draining) return 'draining';
   // A node lent only in schedule windows (node-window) gets work inside the current one, leased to end with it.
-  const windowEnd = node.window_until;
-  if (windowEnd !== null && !((node.window_from ?? 0) <= now && now < windowEnd)) return { granted: [], ranDry: false, refusal: 'outside_window' };
-  if (node.strikes >= policy.maxStrikes) return { granted: [], ranDry: false, refusal: 'throttled' };
-  if (node.free_bytes === null || node.free_reported_at === null || now - node.free_reported_at > policy.freeSpaceTtlMs) {
-    return { granted: [], ranDry: false, refusal: 'stale_free_space' };
-  }
+  if (node.window_until !== null && !((node.window_from ?? 0) <= now && now < node.window_until)) return 'outside_window';
+  if (node.strikes >= policy.maxStrikes) return 'throttled';
+  if (node.free_bytes === null || node.free_reported_at === null || now - node.free_reported_at > policy.freeSpaceTtlMs) return 'stale_free_space';
+  return undefined;
+}
+
+/** The active reservations of each node, by node id; a node without any is absent. */
+async function reservedBytes(trx: Db, nodeIds: number[]): Promise<Map<number, number>> {
+  const rows = await trx
+    .selectFrom('allocations')
+    .select(['node_id', sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved')])
+    .where('node_id', 'in', nodeIds)
+    .where('state', '=', 'active')
+    .groupBy('node_id')
+    .execute();
+  return new Map(rows.map((row) => [row.node_id, Number(row.reserved)]));
+}
+
+/** What a node may take now: undefined when its reservations leave it no room. */
+interface Allowance {
+  budget: number;
+  maxAssets: number;
+  unknownCap: number;
+  /** Its value of the spread tag. */
+  spreadValue: string | undefined;
+  expiryFor(bytes: number): number;
+}
+
+function allowanceOf(node: NodeState, reserved: number, request: AllocationRequest, policy: AllocationPolicy, now: number): Allowance | undefined {
+  const budget = (node.free_bytes ?? 0) - reserved;
+  if (budget <= 0) return undefined;
   // Each strike halves what the node may take in one request.
   const maxAssets = Math.max(1, Math.floor(request.maxAssets / 2 ** node.strikes));
-  const { reserved } = await trx
-    .selectFrom('allocations')
-    .select(sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved'))
-    .where('node_id', '=', request.nodeId)
-    .where('state', '=', 'active')
-    .executeTakeFirstOrThrow();
-  const budget = node.free_bytes - Number(reserved);
-  if (budget <= 0) return { granted: [], ranDry: false };
+  const unknownCap = policy.unknownSizeEstimateBytes <= budget ? Math.min(policy.unknownSizeMaxPerRequest, maxAssets) : 0;
+  const windowEnd = node.window_until ?? Number.MAX_SAFE_INTEGER;
+  return {
+    budget,
+    maxAssets,
+    unknownCap,
+    spreadValue: tagValue(node.tags, policy.spreadTag),
+    expiryFor: (bytes) => Math.min(now + leaseFor(bytes, node.bandwidth_bps, policy), windowEnd),
+  };
+}
 
+/** One request's claim, inside the caller's transaction. */
+async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult> {
+  const [node] = await recordReports(trx, [request], now, lock);
+  if (!node) return { granted: [], ranDry: false };
+  const refusal = refusalOf(node, policy, now);
+  if (refusal) return { granted: [], ranDry: false, refusal };
+  const allowance = allowanceOf(node, (await reservedBytes(trx, [request.nodeId])).get(request.nodeId) ?? 0, request, policy, now);
+  if (!allowance) return { granted: [], ranDry: false };
+
+  const { budget, maxAssets, unknownCap } = allowance;
   const knownLimit = Math.min(maxAssets * 3, 1000);
-  const bounded = { ...request, maxAssets };
-  const known = await selectCandidates(trx, bounded, lock, 'known', budget, knownLimit);
-  const unknownCap = Math.min(policy.unknownSizeMaxPerRequest, maxAssets);
-  const unknown =
-    unknownCap > 0 && policy.unknownSizeEstimateBytes <= budget ? await selectCandidates(trx, bounded, lock, 'unknown', budget, unknownCap) : [];
-  const ordered = await spreadAcrossTag(trx, mergeInAllocationOrder(known, unknown), tagValue(node.tags, policy.spreadTag), policy.spreadTag);
+  const range = priorityRange(request);
+  const known = await selectCandidates(trx, range, lock, 'known', budget, knownLimit, request.nodeId);
+  const unknown = unknownCap > 0 ? await selectCandidates(trx, range, lock, 'unknown', budget, unknownCap, request.nodeId) : [];
+  const ordered = await spreadAcrossTag(trx, mergeInAllocationOrder(known, unknown), allowance.spreadValue, policy.spreadTag);
   let picked = pickWithinBudget(ordered, budget, maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: unknownCap });
   const ranDry = picked.length < maxAssets && known.length < knownLimit;
   if (lock === 'wait' && picked.length > 0) {
@@ -211,8 +288,147 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
   if (picked.length === 0) return { granted: [], ranDry };
-  const expiryFor = (bytes: number) => Math.min(now + leaseFor(bytes, node.bandwidth_bps, policy), windowEnd ?? Number.MAX_SAFE_INTEGER);
-  return { granted: await grant(trx, request, picked, expiryFor, now), ranDry };
+  return { granted: await grant(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), now), ranDry };
+}
+
+interface Entry {
+  request: AllocationRequest;
+  refusal?: Refusal;
+  allowance?: Allowance;
+  picked: { asset: Candidate; reservedBytes: number }[];
+}
+
+/** Several requests of distinct nodes, in node id order, served from one shared candidate list. */
+async function claimTogether(trx: Db, requests: AllocationRequest[], policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult[]> {
+  const nodes = new Map((await recordReports(trx, requests, now, lock)).map((node) => [node.id, node]));
+  const entries: Entry[] = requests.map((request) => {
+    const node = nodes.get(request.nodeId);
+    return { request, refusal: node && refusalOf(node, policy, now), picked: [] };
+  });
+  const open = entries.filter((entry) => nodes.has(entry.request.nodeId) && !entry.refusal);
+  if (open.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, refusal }));
+  const reserved = await reservedBytes(trx, open.map((entry) => entry.request.nodeId));
+  for (const entry of open) {
+    const node = nodes.get(entry.request.nodeId) as NodeState;
+    entry.allowance = allowanceOf(node, reserved.get(entry.request.nodeId) ?? 0, entry.request, policy, now);
+  }
+  const served = open.filter((entry): entry is Entry & { allowance: Allowance } => entry.allowance !== undefined);
+  if (served.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, refusal }));
+
+  // One list for all: the first of each request's own list, cut where together they would surely be full.
+  const range = {
+    minPriority: Math.min(...served.map(({ request }) => request.minPriority)),
+    maxPriority: Math.max(...served.map(({ request }) => priorityRange(request).maxPriority)),
+  };
+  const widest = Math.max(...served.map(({ allowance }) => allowance.budget));
+  const knownLimit = Math.min(served.reduce((sum, { allowance }) => sum + allowance.maxAssets, 0) + 10, 1000);
+  const unknownLimit = Math.min(served.reduce((sum, { allowance }) => sum + allowance.unknownCap, 0), 1000);
+  const known = await selectCandidates(trx, range, lock, 'known', widest, knownLimit);
+  const unknown = unknownLimit > 0 ? await selectCandidates(trx, range, lock, 'unknown', widest, unknownLimit) : [];
+  const candidates = mergeInAllocationOrder(known, unknown);
+  const cut = known.length === knownLimit || (unknownLimit > 0 && unknown.length === unknownLimit);
+
+  const ties = await holdersOf(trx, candidates.filter((candidate) => candidate.holders > 0 || candidate.source_errors > 0), policy.spreadTag);
+  const taken = new Map<string, number>();
+  const grants: Grant[] = [];
+  for (const entry of served) {
+    const { request, allowance } = entry;
+    const { minPriority, maxPriority } = priorityRange(request);
+    const eligible = candidates
+      .filter((asset) => {
+        const tie = ties.get(asset.id);
+        return (
+          asset.priority >= minPriority &&
+          asset.priority <= maxPriority &&
+          asset.holders + (taken.get(asset.id) ?? 0) < asset.replicas_target &&
+          !tie?.holders.has(request.nodeId) &&
+          !(asset.source_errors > 0 && tie?.sourceGone.has(request.nodeId))
+        );
+      })
+      // Ordered by the holders counts as this request sees them, after the grants before it.
+      .map((asset) => ({ ...asset, holders: asset.holders + (taken.get(asset.id) ?? 0) }))
+      .sort(compareAllocationOrder);
+    const crowded = (asset: Candidate) => asset.holders > 0 && allowance.spreadValue !== undefined && ties.get(asset.id)?.spreadValues.includes(allowance.spreadValue) === true;
+    const ordered = [...eligible.filter((asset) => !crowded(asset)), ...eligible.filter(crowded)];
+    entry.picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap });
+    for (const { asset, reservedBytes: bytes } of entry.picked) {
+      taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
+      const tie = ties.get(asset.id) ?? { holders: new Set<number>(), sourceGone: new Set<number>(), spreadValues: [] };
+      tie.holders.add(request.nodeId);
+      tie.spreadValues.push(allowance.spreadValue);
+      ties.set(asset.id, tie);
+      grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes) });
+    }
+  }
+  const granted = await grant(trx, grants, now);
+
+  const results: PassResult[] = [];
+  for (const entry of entries) {
+    const mine = granted.filter((_, index) => (grants[index] as Grant).request === entry.request);
+    const missing = entry.allowance ? entry.allowance.maxAssets - mine.length : 0;
+    if (missing <= 0 || !entry.allowance) {
+      results.push({ granted: mine, ranDry: false, refusal: entry.refusal });
+    } else if (!cut) {
+      // The list held every claimable asset in reach but rows locked by others (PostgreSQL).
+      results.push({ granted: mine, ranDry: lock !== 'none' });
+    } else {
+      const unknownTaken = entry.picked.filter(({ asset }) => asset.size_bytes === null).length;
+      const more = await claim(
+        trx,
+        { ...entry.request, freeBytes: null, maxAssets: missing },
+        { ...policy, unknownSizeMaxPerRequest: Math.max(0, entry.allowance.unknownCap - unknownTaken) },
+        now,
+        lock,
+      );
+      results.push({ granted: [...mine, ...more.granted], ranDry: more.ranDry });
+    }
+  }
+  return results;
+}
+
+interface Ties {
+  /** Nodes with an active claim or a copy. */
+  holders: Set<number>;
+  /** Nodes that found the source gone. */
+  sourceGone: Set<number>;
+  /** The spread tag's value on each holder. */
+  spreadValues: (string | undefined)[];
+}
+
+/** For candidates that some node holds or found gone: which nodes, and their spread tag values. */
+async function holdersOf(trx: Db, candidates: Candidate[], spreadTag: string): Promise<Map<string, Ties>> {
+  const ties = new Map<string, Ties>();
+  if (candidates.length === 0) return ties;
+  const rows = await trx
+    .selectFrom('allocations')
+    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+    .select(['allocations.asset_id', 'allocations.node_id', 'allocations.state', 'allocations.end_reason', 'nodes.tags'])
+    .where(
+      'allocations.asset_id',
+      'in',
+      candidates.map((candidate) => candidate.id),
+    )
+    .where((eb) =>
+      eb.or([
+        eb('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
+        sql<boolean>`end_reason like 'source_gone:%'`,
+      ]),
+    )
+    .execute();
+  for (const row of rows) {
+    const tie = ties.get(row.asset_id) ?? { holders: new Set<number>(), sourceGone: new Set<number>(), spreadValues: [] };
+    if (row.state === 'active' || row.state === 'completed') {
+      tie.holders.add(row.node_id);
+      tie.spreadValues.push(tagValue(row.tags, spreadTag));
+    }
+    if (row.end_reason?.startsWith('source_gone:')) tie.sourceGone.add(row.node_id);
+    ties.set(row.asset_id, tie);
+  }
+  return ties;
+}
+
+function priorityRange(request: AllocationRequest): { minPriority: number; maxPriority: number } {
+  return { minPriority: request.minPriority, maxPriority: request.maxPriority ?? 10 };
 }
 
 function tagValue(tags: string, key: string): string | undefined {
@@ -240,61 +456,68 @@ async function spreadAcrossTag(trx: Db, candidates: Candidate[], value: string |
   return [...candidates.filter((candidate) => !crowded.has(candidate.id)), ...candidates.filter((candidate) => crowded.has(candidate.id))];
 }
 
-/** Inserts the allocations, counts them in holders and records one event each. */
-async function grant(
-  trx: Db,
-  request: AllocationRequest,
-  picked: { asset: Candidate; reservedBytes: number }[],
-  expiryFor: (bytes: number) => number,
-  now: number,
-): Promise<GrantedAsset[]> {
-  const expiries = picked.map(({ reservedBytes }) => expiryFor(reservedBytes));
+interface Grant {
+  request: AllocationRequest;
+  asset: Candidate;
+  reservedBytes: number;
+  expiresAt: number;
+}
+
+/** Inserts the allocations, counts them in holders and records one event each; results in the grants' order. */
+async function grant(trx: Db, grants: Grant[], now: number): Promise<GrantedAsset[]> {
+  if (grants.length === 0) return [];
   const inserted = await trx
     .insertInto('allocations')
     .values(
-      picked.map(({ asset, reservedBytes }, index) => ({
+      grants.map(({ request, asset, reservedBytes, expiresAt }) => ({
         asset_id: asset.id,
         node_id: request.nodeId,
         state: 'active' as const,
         reserved_bytes: reservedBytes,
         created_at: now,
-        expires_at: expiries[index] as number,
+        expires_at: expiresAt,
         verified: 0,
       })),
     )
-    .returning(['id', 'asset_id'])
+    .returning(['id', 'asset_id', 'node_id'])
     .execute();
-  await trx
-    .updateTable('assets')
-    .set((eb) => ({ holders: eb('holders', '+', 1) }))
-    .where(
-      'id',
-      'in',
-      picked.map(({ asset }) => asset.id),
-    )
-    .execute();
-  const allocationIds = new Map(inserted.map((row) => [row.asset_id, row.id]));
+  // An asset granted to several nodes of a batch gains several holders: one UPDATE per increment.
+  const increments = new Map<string, number>();
+  for (const { asset } of grants) increments.set(asset.id, (increments.get(asset.id) ?? 0) + 1);
+  for (const increment of new Set(increments.values())) {
+    await trx
+      .updateTable('assets')
+      .set((eb) => ({ holders: eb('holders', '+', increment) }))
+      .where(
+        'id',
+        'in',
+        [...increments].filter(([, count]) => count === increment).map(([id]) => id),
+      )
+      .execute();
+  }
+  const allocationIds = new Map(inserted.map((row) => [`${row.asset_id} ${row.node_id}`, row.id]));
+  const idOf = ({ asset, request }: Grant) => allocationIds.get(`${asset.id} ${request.nodeId}`) as number;
   await appendEvents(
     trx,
     now,
-    picked.map(({ asset, reservedBytes }, index) => ({
-      actor: request.actor,
+    grants.map((entry) => ({
+      actor: entry.request.actor,
       kind: 'allocation.granted',
       subjectType: 'allocation',
-      subjectId: allocationIds.get(asset.id) as number,
-      data: { asset_id: asset.id, node_id: request.nodeId, reserved_bytes: reservedBytes, expires_at: expiries[index] },
+      subjectId: idOf(entry),
+      data: { asset_id: entry.asset.id, node_id: entry.request.nodeId, reserved_bytes: entry.reservedBytes, expires_at: entry.expiresAt },
     })),
   );
-  return picked.map(({ asset, reservedBytes }, index) => ({
-    allocationId: allocationIds.get(asset.id) as number,
-    id: asset.id,
-    name: asset.name,
-    url: asset.url,
-    sizeBytes: asset.size_bytes,
-    priority: asset.priority,
-    sha256: asset.sha256,
-    reservedBytes,
-    expiresAt: expiries[index] as number,
+  return grants.map((entry) => ({
+    allocationId: idOf(entry),
+    id: entry.asset.id,
+    name: entry.asset.name,
+    url: entry.asset.url,
+    sizeBytes: entry.asset.size_bytes,
+    priority: entry.asset.priority,
+    sha256: entry.asset.sha256,
+    reservedBytes: entry.reservedBytes,
+    expiresAt: entry.expiresAt,
   }));
 }
 
@@ -309,43 +532,48 @@ function thisNodesAllocations(eb: ExpressionBuilder<Database, 'assets'>, nodeId:
 
 async function selectCandidates(
   trx: Db,
-  request: AllocationRequest,
+  range: { minPriority: number; maxPriority: number },
   lock: LockMode,
   size: 'known' | 'unknown',
   budget: number,
   limit: number,
+  /** Leave out what this node holds or found gone; a shared list leaves that to the caller. */
+  forNode?: number,
 ): Promise<Candidate[]> {
   let query = trx
     .selectFrom('assets')
-    .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256'])
+    .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256', 'replicas_target', 'source_errors'])
     // Written exactly as the partial indexes' predicates, so the planner can use them.
     .where(sql<boolean>`state = 'pending' and holders < replicas_target`)
-    .where('priority', '>=', request.minPriority)
-    .where('priority', '<=', request.maxPriority ?? 10)
-    .where((eb) =>
-      eb.not(
-        eb.exists(
-          // Literal states: a bound parameter hides the partial index allocations_one_per_node
-          // from the planner, which then walks every allocation of the node (measured 1.8 ms
-          // against 0.016 ms at 1,000 allocations per node on SQLite).
-          thisNodesAllocations(eb, request.nodeId).where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
-        ),
-      ),
-    )
-    // A node never gets back an asset whose source it found gone; only the rare assets with
-    // source errors pay for this subquery.
-    .where((eb) =>
-      eb.or([
-        eb('source_errors', '=', 0),
-        // Written as the partial index allocations_source_gone's predicate, so the planner uses it.
-        eb.not(eb.exists(thisNodesAllocations(eb, request.nodeId).where(sql<boolean>`end_reason like 'source_gone:%'`))),
-      ]),
-    )
+    .where('priority', '>=', range.minPriority)
+    .where('priority', '<=', range.maxPriority)
     .orderBy('priority', 'desc')
     .orderBy('holders', 'asc')
     .orderBy('first_seen_at', 'asc')
     .orderBy('id', 'asc')
     .limit(limit);
+  if (forNode !== undefined) {
+    query = query
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            // Literal states: a bound parameter hides the partial index allocations_one_per_node
+            // from the planner, which then walks every allocation of the node (measured 1.8 ms
+            // against 0.016 ms at 1,000 allocations per node on SQLite).
+            thisNodesAllocations(eb, forNode).where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
+          ),
+        ),
+      )
+      // A node never gets back an asset whose source it found gone; only the rare assets with
+      // source errors pay for this subquery.
+      .where((eb) =>
+        eb.or([
+          eb('source_errors', '=', 0),
+          // Written as the partial index allocations_source_gone's predicate, so the planner uses it.
+          eb.not(eb.exists(thisNodesAllocations(eb, forNode).where(sql<boolean>`end_reason like 'source_gone:%'`))),
+        ]),
+      );
+  }
   query = size === 'known' ? query.where(sql<boolean>`size_bytes is not null`).where('size_bytes', '<=', budget) : query.where(sql<boolean>`size_bytes is null`);
   if (lock === 'skip-locked') query = query.forUpdate('assets').skipLocked();
   return query.execute();

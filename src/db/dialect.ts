@@ -46,9 +46,10 @@ export const postgresDialect: Dialect = {
   name: 'postgres',
   hasRowLocks: true,
   migratesInExclusiveTransaction: false,
-  // One request per transaction over the pool: batching measured slower here (283 against 328
-  // req/s with 50 clients), since each request still makes its own round trips.
-  allocationBatching: (poolSize) => ({ concurrency: poolSize, maxBatch: 1 }),
+  // Two transactions in flight, each shared by up to 64 requests: a batch costs the same few
+  // statements whatever its size (measured without HTTP, 50 callers: 1 ms of server and database
+  // CPU per request against 6 ms with one request per transaction over 10 connections).
+  allocationBatching: (poolSize) => ({ concurrency: Math.min(2, poolSize), maxBatch: 64 }),
   addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
   jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code === '23505',

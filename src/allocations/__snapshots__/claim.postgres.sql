@@ -2,15 +2,15 @@
 
 begin;
 
-update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
+update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "id", "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
-select coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" = $1 and "state" = $2;
+select "node_id", coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" in ($1) and "state" = $2 group by "node_id";
 
-select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7 for update of "assets" skip locked;
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7 for update of "assets" skip locked;
 
-select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $6 for update of "assets" skip locked;
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $6 for update of "assets" skip locked;
 
-insert into "allocations" ("asset_id", "node_id", "state", "reserved_bytes", "created_at", "expires_at", "verified") values ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14) returning "id", "asset_id";
+insert into "allocations" ("asset_id", "node_id", "state", "reserved_bytes", "created_at", "expires_at", "verified") values ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14) returning "id", "asset_id", "node_id";
 
 update "assets" set "holders" = "holders" + $1 where "id" in ($2, $3);
 
@@ -20,11 +20,11 @@ commit;
 
 begin;
 
-update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
+update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "id", "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
-select coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" = $1 and "state" = $2;
+select "node_id", coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" in ($1) and "state" = $2 group by "node_id";
 
-select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7;
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7;
 
 commit;
 
