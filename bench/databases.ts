@@ -12,9 +12,14 @@ export interface BenchDatabase {
   location: string;
   /** The PostgreSQL database name (undefined for SQLite). */
   postgresDatabase?: string;
+  /** The PostgreSQL connection string (undefined for SQLite). */
+  connectionString?: string;
+  /** The SQLite file (undefined for PostgreSQL). */
+  sqliteFile?: string;
   /** Environment that makes `dispatcher serve` use this database. */
   serverEnv: Record<string, string>;
-  open(): DatabaseHandle;
+  /** A handle from this process; `poolSize` connections on PostgreSQL (default: openDatabase's). */
+  open(poolSize?: number): DatabaseHandle;
   /** Removes the data (temp dir or database); safe to call twice. */
   destroy(): Promise<void>;
 }
@@ -28,6 +33,7 @@ async function createSqliteDatabase(): Promise<BenchDatabase> {
   return {
     kind: 'sqlite',
     location: path.join(directory, SQLITE_FILE_NAME),
+    sqliteFile: path.join(directory, SQLITE_FILE_NAME),
     serverEnv: { DATA_DIRECTORY: directory },
     open: () => openDatabase({ databaseUrl: undefined, dataDirectory: directory }),
     destroy: () => fs.rm(directory, { recursive: true, force: true }),
@@ -48,8 +54,9 @@ async function createPostgresDatabase(pgUrl: string): Promise<BenchDatabase> {
     kind: 'postgres',
     postgresDatabase: name,
     location: url.toString().replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@'),
+    connectionString: url.toString(),
     serverEnv: { DATABASE_URL: url.toString() },
-    open: () => openDatabase({ databaseUrl: url.toString(), dataDirectory: os.tmpdir() }),
+    open: (poolSize) => openDatabase({ databaseUrl: url.toString(), dataDirectory: os.tmpdir(), databasePoolSize: poolSize }),
     destroy: async () => {
       if (dropped) return;
       // FORCE ends any session still attached (a server that died without closing its pool).
@@ -59,7 +66,7 @@ async function createPostgresDatabase(pgUrl: string): Promise<BenchDatabase> {
   };
 }
 
-async function adminQuery(pgUrl: string, statement: string): Promise<pg.QueryResult> {
+export async function adminQuery(pgUrl: string, statement: string): Promise<pg.QueryResult> {
   const client = new pg.Client({ connectionString: pgUrl });
   await client.connect();
   try {
@@ -76,4 +83,14 @@ export async function describePostgres(pgUrl: string): Promise<Record<string, st
     `select name, setting from pg_settings where name in ('server_version', 'shared_buffers', 'synchronous_commit', 'fsync', 'max_connections')`,
   );
   return Object.fromEntries(result.rows.map((row: { name: string; setting: string }) => [row.name, row.setting]));
+}
+
+/** Opens the bench database from this process, runs `work`, and closes it again. */
+export async function withHandle<T>(database: BenchDatabase, work: (handle: DatabaseHandle) => Promise<T>): Promise<T> {
+  const handle = database.open();
+  try {
+    return await work(handle);
+  } finally {
+    await handle.close();
+  }
 }

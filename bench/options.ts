@@ -2,11 +2,32 @@ import { parseArgs } from 'node:util';
 
 export type DatabaseKind = 'sqlite' | 'postgres';
 
+/** What can be measured; `all` on the command line means every one, in this order. */
+export const SUITES = ['fastify', 'raw-claim', 'dispatcher', 'pg-boss', 'graphile-worker'] as const;
+export type Suite = (typeof SUITES)[number];
+
+/** A queue library's backlog: `deep` is filled beforehand, `shallow` is kept topped up during the run. */
+export type QueueBacklog = 'deep' | 'shallow';
+
 export interface BenchOptions {
+  suites: Suite[];
   databases: DatabaseKind[];
   assets: number;
   /** One load run per entry, on the same imported database (allocations are reset in between). */
   clients: number[];
+  /** Dispatcher server processes sharing one PostgreSQL database, one load run per entry (SQLite: always 1). */
+  instances: number[];
+  /** raw-claim on PostgreSQL: one run per entry, that many connections each in its own claim loop. */
+  rawConnections: number[];
+  /** pg-boss / graphile-worker: concurrent fetch loops (or worker concurrency), one run per entry. */
+  queueLoops: number[];
+  queueBacklogs: QueueBacklog[];
+  /** Jobs enqueued before each deep-backlog run. */
+  queueJobs: number;
+  /** Shallow backlog: topped up by this many whenever fewer are pending. */
+  queueShallow: number;
+  /** Largest PostgreSQL pool a queue library gets (it gets loops + 2 up to this). */
+  queuePool: number;
   durationSeconds: number;
   warmupSeconds: number;
   /** Assets per `importAssets` call (one transaction each); 0 means everything in one call. */
@@ -14,6 +35,8 @@ export interface BenchOptions {
   maxAssets: number;
   /** Server for PostgreSQL administration: the bench creates and drops its own database there. */
   pgUrl: string;
+  /** Where the Markdown report goes. */
+  resultsFile: string;
   build: boolean;
   /** Start the server with `--cpu-prof` and print its top self-time functions after each database. */
   profile: boolean;
@@ -22,15 +45,25 @@ export interface BenchOptions {
 
 export const USAGE = `Usage: npm run bench -- [flags]
 
+  --suite NAME[,NAME…]   what to measure (default: all): fastify, raw-claim, dispatcher,
+                         pg-boss, graphile-worker, all
   --db sqlite,postgres   databases to benchmark, in order (default: both)
   --assets N             assets imported before the load (default: 1000000)
-  --clients N[,N…]       concurrent clients, one load run per value (default: 50)
-  --duration S           measured seconds per load run (default: 20)
-  --warmup S             unmeasured seconds before each load run (default: 3)
+  --clients N[,N…]       concurrent HTTP clients, one load run per value (default: 50,200)
+  --instances N[,N…]     dispatcher server processes on PostgreSQL, one run per value (default: 1,3)
+  --raw-connections N,…  raw-claim connections / loops on PostgreSQL (default: 1,4,16)
+  --queue-loops N[,N…]   pg-boss / graphile-worker concurrency (default: 1,8 and the --clients values)
+  --queue-backlog B,…    deep (enqueued beforehand) and/or shallow (kept topped up) (default: deep,shallow)
+  --queue-jobs N         jobs enqueued before each deep-backlog run (default: 200000)
+  --queue-shallow N      shallow backlog: N to 2N jobs pending, topped up every 50 ms (default: 1000)
+  --queue-pool N         largest PostgreSQL pool of a queue library; it gets loops + 2 up to this (default: 30)
+  --duration S           measured seconds per run (default: 15)
+  --warmup S             unmeasured seconds before each run (default: 3)
   --import-batch N       assets per importAssets call / transaction; 0 = one call (default: 50000)
   --max-assets N         max_assets sent with each /allocate (default: 3)
   --pg-url URL           PostgreSQL server to create the bench database on
                          (default: postgres://postgres@127.0.0.1:5432/test)
+  --results FILE         Markdown report (default: bench/RESULTS.md)
   --no-build             skip \`npm run build\` and use the existing dist/
   --profile              run the server with --cpu-prof and print its top 15 self-time functions
   --help                 this text
@@ -48,6 +81,10 @@ function positiveNumber(flag: string, raw: string, allowZero = false): number {
   return value;
 }
 
+function integerList(flag: string, raw: string): number[] {
+  return [...new Set(raw.split(',').map((part) => positiveInteger(flag, part.trim())))];
+}
+
 function databaseList(raw: string): DatabaseKind[] {
   const names = raw.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
   const kinds = names.map((name): DatabaseKind => {
@@ -59,34 +96,71 @@ function databaseList(raw: string): DatabaseKind[] {
   return [...new Set(kinds)];
 }
 
+function suiteList(raw: string): Suite[] {
+  const names = raw.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
+  if (names.includes('all')) return [...SUITES];
+  for (const name of names) {
+    if (!(SUITES as readonly string[]).includes(name)) throw new Error(`--suite takes ${SUITES.join(', ')} or all, got "${name}"`);
+  }
+  if (names.length === 0) throw new Error('--suite needs at least one suite');
+  // Always in the canonical order, so a report reads the same whatever order the flag listed.
+  return SUITES.filter((suite) => names.includes(suite));
+}
+
+function backlogList(raw: string): QueueBacklog[] {
+  const names = [...new Set(raw.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean))];
+  if (names.length === 0 || names.some((name) => name !== 'deep' && name !== 'shallow')) throw new Error(`--queue-backlog takes deep and/or shallow, got "${raw}"`);
+  return names as QueueBacklog[];
+}
+
 export function parseOptions(argv: string[]): BenchOptions {
   const { values } = parseArgs({
     args: argv,
     strict: true,
     allowPositionals: false,
     options: {
+      suite: { type: 'string', default: 'all' },
       db: { type: 'string', default: 'sqlite,postgres' },
       assets: { type: 'string', default: '1000000' },
-      clients: { type: 'string', default: '50' },
-      duration: { type: 'string', default: '20' },
+      clients: { type: 'string', default: '50,200' },
+      instances: { type: 'string', default: '1,3' },
+      'raw-connections': { type: 'string', default: '1,4,16' },
+      'queue-loops': { type: 'string' },
+      'queue-backlog': { type: 'string', default: 'deep,shallow' },
+      'queue-jobs': { type: 'string', default: '200000' },
+      'queue-shallow': { type: 'string', default: '1000' },
+      'queue-pool': { type: 'string', default: '30' },
+      duration: { type: 'string', default: '15' },
       warmup: { type: 'string', default: '3' },
       'import-batch': { type: 'string', default: '50000' },
       'max-assets': { type: 'string', default: '3' },
       'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
+      results: { type: 'string', default: 'bench/RESULTS.md' },
       'no-build': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
+  const clients = integerList('--clients', values.clients);
+  const queueLoops = values['queue-loops'] === undefined ? [...new Set([1, 8, ...clients])] : integerList('--queue-loops', values['queue-loops']);
   return {
+    suites: suiteList(values.suite),
     databases: databaseList(values.db),
     assets: positiveInteger('--assets', values.assets),
-    clients: values.clients.split(',').map((raw) => positiveInteger('--clients', raw.trim())),
+    clients,
+    instances: integerList('--instances', values.instances),
+    rawConnections: integerList('--raw-connections', values['raw-connections']),
+    queueLoops: queueLoops.sort((a, b) => a - b),
+    queueBacklogs: backlogList(values['queue-backlog']),
+    queueJobs: positiveInteger('--queue-jobs', values['queue-jobs']),
+    queueShallow: positiveInteger('--queue-shallow', values['queue-shallow']),
+    queuePool: Math.max(2, positiveInteger('--queue-pool', values['queue-pool'])),
     durationSeconds: positiveNumber('--duration', values.duration),
     warmupSeconds: positiveNumber('--warmup', values.warmup, true),
     importBatch: positiveInteger('--import-batch', values['import-batch'], true),
     maxAssets: positiveInteger('--max-assets', values['max-assets']),
     pgUrl: values['pg-url'],
+    resultsFile: values.results,
     build: !values['no-build'],
     profile: values.profile,
     help: values.help,

@@ -60,8 +60,9 @@ export function machineCpuSeconds(): { busy: number; total: number } {
 }
 
 /**
- * CPU use over a window, as a share of one core (100 % = one core busy): the server, this
- * process (the load generator), the bench database's PostgreSQL processes, and the whole machine.
+ * CPU use over a window, as a share of one core (100 % = one core busy): the server(s), this
+ * process (the load generator, and the work itself for in-process suites), the bench database's
+ * PostgreSQL processes, and the whole machine.
  */
 export interface CpuUsage {
   serverPercent: number;
@@ -70,10 +71,12 @@ export interface CpuUsage {
   machinePercent: number;
 }
 
-export function startCpuWindow(serverPid: number, postgresDatabase: string | undefined): () => CpuUsage {
+/** `serverPids` may be empty (work done in this process) or several server instances, summed. */
+export function startCpuWindow(serverPids: number[], postgresDatabase: string | undefined): () => CpuUsage {
   const postgresNow = () => (postgresDatabase ? postgresCpuSeconds(postgresDatabase) : 0);
+  const serversNow = () => serverPids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
   const started = process.hrtime.bigint();
-  const server = processCpuSeconds(serverPid);
+  const server = serversNow();
   const self = process.cpuUsage();
   const postgres = postgresNow();
   const machine = machineCpuSeconds();
@@ -83,7 +86,7 @@ export function startCpuWindow(serverPid: number, postgresDatabase: string | und
     const machineNow = machineCpuSeconds();
     const percent = (cpuSeconds: number) => Math.round((cpuSeconds / seconds) * 1000) / 10;
     return {
-      serverPercent: percent(processCpuSeconds(serverPid) - server),
+      serverPercent: percent(serversNow() - server),
       loadGeneratorPercent: percent((selfUsed.user + selfUsed.system) / 1e6),
       postgresPercent: percent(postgresNow() - postgres),
       machinePercent: percent(machineNow.busy - machine.busy),

@@ -2,10 +2,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { ImportResult } from './dataset.js';
-import type { LoadResult } from './load.js';
-import type { DatabaseKind } from './options.js';
-import type { Verification } from './verify.js';
+import type { MeasuredRow } from './rows.js';
 
 export interface Machine {
   cpuModel: string;
@@ -16,16 +13,25 @@ export interface Machine {
   date: string;
   /** The commit measured, with "-dirty" when src/ had uncommitted changes. */
   commit: string;
+  /** Versions of the libraries measured or measured against, as installed. */
+  libraries: Record<string, string>;
   postgres?: Record<string, string>;
 }
 
-/** One line of the table: one database at one client count. */
-export interface RunRow {
-  database: DatabaseKind;
-  import: ImportResult;
-  load: LoadResult;
-  serverPeakRssMb: number;
-  verification: Verification;
+const LIBRARIES = ['fastify', 'kysely', 'pg', 'better-sqlite3', 'undici', 'pg-boss', 'graphile-worker'];
+
+/** Read from node_modules directly: some packages (kysely) do not export their package.json. */
+function installedVersions(projectRoot: string): Record<string, string> {
+  return Object.fromEntries(
+    LIBRARIES.map((name) => {
+      try {
+        const manifest = fs.readFileSync(path.join(projectRoot, 'node_modules', name, 'package.json'), 'utf8');
+        return [name, (JSON.parse(manifest) as { version: string }).version];
+      } catch {
+        return [name, 'not installed'];
+      }
+    }),
+  );
 }
 
 export function describeMachine(projectRoot: string): Machine {
@@ -39,6 +45,7 @@ export function describeMachine(projectRoot: string): Machine {
     node: process.version,
     date: new Date().toISOString(),
     commit: gitCommit(projectRoot),
+    libraries: installedVersions(projectRoot),
   };
 }
 
@@ -52,78 +59,119 @@ function gitCommit(projectRoot: string): string {
   }
 }
 
-const integer = (value: number) => Math.round(value).toLocaleString('en-US');
-const decimal = (value: number) => value.toFixed(value < 10 ? 2 : 1);
+export const integer = (value: number) => Math.round(value).toLocaleString('en-US');
+export const decimal = (value: number) => value.toFixed(value < 10 ? 2 : 1);
 
-function table(headers: string[], rows: string[][]): string {
+/** Plain-text table: first column left-aligned, the others right-aligned. */
+export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join('  ');
   return [line(headers), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** Machine CPU not explained by the server, the load generator or PostgreSQL: other processes competing. */
-function otherCpu(row: RunRow): number {
-  const { machinePercent, serverPercent, loadGeneratorPercent, postgresPercent } = row.load.cpu;
+/** Markdown table: the first `leftColumns` columns left-aligned, the others (figures) right-aligned. */
+export function markdownTable(headers: string[], rows: string[][], leftColumns: number): string {
+  const line = (cells: string[]) => `| ${cells.map((cell) => cell.replace(/\|/g, '\\|')).join(' | ')} |`;
+  return [line(headers), `|${headers.map((_, column) => (column < leftColumns ? '---' : '---:')).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+/** Machine CPU not explained by the servers, the load generator or PostgreSQL: other processes competing. */
+export function otherCpu(row: MeasuredRow): number {
+  const { machinePercent, serverPercent, loadGeneratorPercent, postgresPercent } = row.result.cpu;
   return Math.max(0, machinePercent - serverPercent - loadGeneratorPercent - (row.database === 'postgres' ? postgresPercent : 0));
 }
 
-function lastWholeSecond(load: LoadResult): number {
-  const seconds = load.requestsPerSecondOverTime;
-  const whole = Number.isInteger(load.durationSeconds) ? seconds.length : seconds.length - 1;
+function lastWholeSecond(row: MeasuredRow): number {
+  const seconds = row.result.callsPerSecondOverTime;
+  const whole = Number.isInteger(row.result.durationSeconds) ? seconds.length : seconds.length - 1;
   return seconds[Math.max(0, whole - 1)] ?? 0;
 }
 
-export function formatResults(rows: RunRow[]): string {
-  const main = table(
-    ['database', 'assets', 'import assets/s', 'clients', 'req/s', 'allocations/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'server peak RSS MB', 'duplicates'],
-    rows.map((row) => [
-      row.database,
-      integer(row.import.assets),
-      integer(row.import.assetsPerSecond),
-      String(row.load.clients),
-      integer(row.load.requestsPerSecond),
-      integer(row.load.allocationsPerSecond),
-      decimal(row.load.latencyMs.p50),
-      decimal(row.load.latencyMs.p99),
-      decimal(row.load.latencyMs.max),
-      integer(row.load.errors),
-      integer(row.serverPeakRssMb),
-      integer(row.verification.duplicates),
-    ]),
-  );
-  const cpu = table(
-    ['database', 'clients', 'server CPU %', 'load gen CPU %', 'postgres CPU %', 'other CPU %', 'requests', 'req/s 1st s', 'req/s last s', 'p90 ms', 'mean ms', 'holders mismatch', 'granted = active rows'],
-    rows.map((row) => [
-      row.database,
-      String(row.load.clients),
-      row.load.cpu.serverPercent.toFixed(0),
-      row.load.cpu.loadGeneratorPercent.toFixed(0),
-      row.database === 'postgres' ? row.load.cpu.postgresPercent.toFixed(0) : '-',
-      otherCpu(row).toFixed(0),
-      integer(row.load.requests),
-      integer(row.load.requestsPerSecondOverTime[0] ?? 0),
-      integer(lastWholeSecond(row.load)),
-      decimal(row.load.latencyMs.p90),
-      decimal(row.load.latencyMs.mean),
-      integer(row.verification.holdersMismatch),
-      row.load.grantedTotal === row.verification.activeAllocations ? 'yes' : `no (${row.load.grantedTotal} vs ${row.verification.activeAllocations})`,
-    ]),
-  );
-  const errors = rows
-    .filter((row) => row.load.errors > 0)
+/** "142" for one server, "142+140+139 = 421" for three. */
+function rssCell(row: MeasuredRow): string {
+  const rss = row.serverRssMb;
+  if (!rss || rss.length === 0) return '-';
+  const total = integer(rss.reduce((sum, value) => sum + value, 0));
+  return rss.length === 1 ? total : `${rss.map(integer).join('+')} = ${total}`;
+}
+
+const optional = (value: number | undefined, format: (value: number) => string) => (value === undefined ? '-' : format(value));
+
+export const MAIN_HEADERS = ['suite', 'what', 'db', 'inst', 'conc', 'conns', 'calls/s', 'items/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'server RSS MB', 'duplicates'];
+
+export function mainCells(row: MeasuredRow): string[] {
+  const latency = row.result.latencyMs;
+  return [
+    row.suite,
+    row.subject,
+    row.database ?? '-',
+    optional(row.instances, String),
+    String(row.result.concurrency),
+    row.connections,
+    integer(row.result.okPerSecond),
+    row.suite === 'fastify' ? '-' : integer(row.result.itemsPerSecond),
+    optional(latency?.p50, decimal),
+    optional(latency?.p99, decimal),
+    optional(latency?.max, decimal),
+    integer(row.result.errors),
+    rssCell(row),
+    optional(row.check.duplicates, integer),
+  ];
+}
+
+export const DETAIL_HEADERS = ['suite', 'db', 'inst', 'conc', 'server CPU %', 'load gen CPU %', 'postgres CPU %', 'other CPU %', 'calls', 'calls 1st s', 'calls last s', 'p90 ms', 'mean ms', 'holders mismatch', 'handed out = stored'];
+
+export function detailCells(row: MeasuredRow): string[] {
+  const { cpu, latencyMs } = row.result;
+  const { handedOut, stored } = row.check;
+  return [
+    row.suite,
+    row.database ?? '-',
+    optional(row.instances, String),
+    String(row.result.concurrency),
+    row.serverRssMb ? cpu.serverPercent.toFixed(0) : '-',
+    cpu.loadGeneratorPercent.toFixed(0),
+    row.database === 'postgres' ? cpu.postgresPercent.toFixed(0) : '-',
+    otherCpu(row).toFixed(0),
+    integer(row.result.calls),
+    integer(row.result.callsPerSecondOverTime[0] ?? 0),
+    integer(lastWholeSecond(row)),
+    optional(latencyMs?.p90, decimal),
+    optional(latencyMs?.mean, decimal),
+    optional(row.check.holdersMismatch, integer),
+    handedOut === undefined || stored === undefined ? '-' : handedOut === stored ? 'yes' : `no (${handedOut} vs ${stored})`,
+  ];
+}
+
+/** Each failing row's statuses and one sample body per status. */
+export function errorLines(rows: MeasuredRow[]): string[] {
+  return rows
+    .filter((row) => row.result.errors > 0)
     .map((row) => {
-      const byStatus = Object.entries(row.load.statuses).filter(([status]) => status !== '200');
-      const samples = Object.entries(row.load.errorSamples).map(([status, body]) => `    ${status}: ${body}`);
-      return [`  ${row.database} ×${row.load.clients}: ${byStatus.map(([status, n]) => `${status}=${n}`).join(', ')}`, ...samples].join('\n');
+      const byStatus = Object.entries(row.result.statuses).filter(([status]) => status !== '200' && status !== 'ok');
+      const samples = Object.entries(row.result.errorSamples).map(([status, body]) => `    ${status}: ${body}`);
+      const name = `${row.suite} ${row.database ?? ''} ×${row.result.concurrency}${row.instances ? ` on ${row.instances} instance(s)` : ''}`;
+      return [`  ${name}: ${byStatus.map(([status, n]) => `${status}=${n}`).join(', ')}`, ...samples].join('\n');
     });
-  return [main, '', 'CPU is a share of one core (100 = one core busy; the machine has ' + os.availableParallelism() + ' cores).', cpu, ...(errors.length ? ['', 'Errors by status:', ...errors] : [])].join('\n');
+}
+
+export function formatResults(rows: MeasuredRow[]): string {
+  const errors = errorLines(rows);
+  return [
+    table(MAIN_HEADERS, rows.map(mainCells)),
+    '',
+    `CPU is a share of one core (100 = one core busy; the machine has ${os.availableParallelism()} cores).`,
+    table(DETAIL_HEADERS, rows.map(detailCells)),
+    ...(errors.length ? ['', 'Errors by status:', ...errors] : []),
+  ].join('\n');
 }
 
 export function formatMachine(machine: Machine): string {
   const pg = machine.postgres
-    ? `\nPostgreSQL ${machine.postgres.server_version} (shared_buffers ${machine.postgres.shared_buffers} × 8kB, synchronous_commit ${machine.postgres.synchronous_commit}, fsync ${machine.postgres.fsync})`
+    ? `\nPostgreSQL ${machine.postgres.server_version} (shared_buffers ${machine.postgres.shared_buffers} × 8kB, synchronous_commit ${machine.postgres.synchronous_commit}, fsync ${machine.postgres.fsync}, max_connections ${machine.postgres.max_connections})`
     : '';
-  return `Machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGb} GB RAM, Linux ${machine.kernel}, Node ${machine.node}\nDate: ${machine.date}  commit ${machine.commit}${pg}`;
+  const libraries = Object.entries(machine.libraries).map(([name, version]) => `${name} ${version}`).join(', ');
+  return `Machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGb} GB RAM, Linux ${machine.kernel}, Node ${machine.node}\nDate: ${machine.date}  commit ${machine.commit}${pg}\nLibraries: ${libraries}`;
 }
 
 /** Writes bench/out/<timestamp>.json and returns its path. */

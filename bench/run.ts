@@ -1,22 +1,25 @@
 /**
- * Dispatcher benchmark: import rate, then POST /allocate over real HTTP against the built server,
- * on SQLite and PostgreSQL. See bench/README.md for the flags and what each figure means.
+ * Dispatcher benchmark: several suites measured in one run on this machine and printed side by
+ * side, with the headline ratios against the issue's targets, written to bench/RESULTS.md too.
+ * See bench/README.md for the suites, the flags and what each figure means.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'kysely';
 import { migrateToLatest } from '../src/db/migrate.js';
-import { registerNodes } from './api.js';
-import { createBenchDatabase, describePostgres, type BenchDatabase } from './databases.js';
+import { createBenchDatabase, describePostgres, withHandle, type BenchDatabase } from './databases.js';
 import { importCatalogue, type ImportResult } from './dataset.js';
-import { runLoad } from './load.js';
+import { computeHeadlines, disturbance, formatHeadlines, formatMarkdown, picksFor } from './headline.js';
+import { benchDispatcherHttp, benchFastify, summaryLine, type SuiteContext } from './http-suites.js';
+import type { WindowOptions } from './loops.js';
 import { parseOptions, USAGE, type BenchOptions, type DatabaseKind } from './options.js';
-import { formatProfile } from './profile-top.js';
-import { describeMachine, formatMachine, formatResults, writeJson, type RunRow } from './report.js';
-import { startServer, tail } from './server.js';
-import { resetAllocations, verifyAllocations, type Verification } from './verify.js';
+import { benchGraphileWorker, benchPgBoss } from './queues.js';
+import { benchDispatcherClaim, benchRawClaim } from './raw-claim.js';
+import { describeMachine, formatMachine, formatResults, writeJson } from './report.js';
+import type { MeasuredRow } from './rows.js';
 
 const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outDirectory = path.join(projectRoot, 'bench', 'out');
@@ -49,17 +52,7 @@ function build(): void {
   log(`  built in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
-/** Opens the bench database from this process, runs `work`, and closes it again. */
-async function withHandle<T>(database: BenchDatabase, work: (handle: ReturnType<BenchDatabase['open']>) => Promise<T>): Promise<T> {
-  const handle = database.open();
-  try {
-    return await work(handle);
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Migrations, then the catalogue, straight through the project's modules (before the server starts). */
+/** Migrations, then the catalogue, straight through the project's modules (before any server starts). */
 async function prepareCatalogue(database: BenchDatabase, options: BenchOptions): Promise<ImportResult> {
   return withHandle(database, async (handle) => {
     await migrateToLatest(handle);
@@ -68,76 +61,56 @@ async function prepareCatalogue(database: BenchDatabase, options: BenchOptions):
     // Autovacuum would analyze the new table within a minute anyway; without statistics the first
     // seconds of load would measure a planner guessing, not the steady state.
     if (database.kind === 'postgres') await sql`analyze`.execute(handle.db);
+    log(`  import: ${Math.round(result.assetsPerSecond).toLocaleString('en-US')} assets/s (${result.seconds.toFixed(1)} s, bench RSS peak ${Math.round(result.peakRssMb)} MB)`);
     return result;
   });
 }
 
-async function verifyAndReset(database: BenchDatabase, reset: boolean): Promise<Verification> {
-  return withHandle(database, async (handle) => {
-    const verification = await verifyAllocations(handle.db);
-    if (reset) {
-      await resetAllocations(handle.db);
-      if (database.kind === 'postgres') await sql`vacuum analyze allocations, assets`.execute(handle.db);
-    }
-    return verification;
-  });
+/** raw-claim rows of one database: the one-item claim SQL, then Dispatcher's claim without HTTP. */
+async function benchClaims(database: BenchDatabase, options: BenchOptions, window: WindowOptions): Promise<MeasuredRow[]> {
+  const rows: MeasuredRow[] = [];
+  const keep = (row: MeasuredRow) => {
+    log(summaryLine(row));
+    rows.push(row);
+  };
+  for (const connections of database.kind === 'postgres' ? options.rawConnections : [1]) keep(await benchRawClaim(database, connections, window));
+  for (const loops of options.rawConnections) keep(await benchDispatcherClaim(database, loops, options.maxAssets, window));
+  return rows;
 }
 
-async function benchDatabase(kind: DatabaseKind, options: BenchOptions, cleanup: Cleanup, stamp: string): Promise<RunRow[]> {
-  log(`\n== ${kind} ==`);
-  const database = await createBenchDatabase(kind, options.pgUrl);
-  cleanup.push(`remove ${kind} database`, () => database.destroy());
-  log(`  database: ${database.location}`);
-  const imported = await prepareCatalogue(database, options);
-  log(`  import: ${Math.round(imported.assetsPerSecond).toLocaleString('en-US')} assets/s (${imported.seconds.toFixed(1)} s, bench RSS peak ${Math.round(imported.peakRssMb)} MB)`);
-
-  const profileDirectory = options.profile ? path.join(outDirectory, 'profiles', `${stamp}-${kind}`) : undefined;
-  if (profileDirectory) fs.mkdirSync(profileDirectory, { recursive: true });
-  fs.mkdirSync(outDirectory, { recursive: true });
-  const server = await startServer({
-    projectRoot,
-    databaseEnv: database.serverEnv,
-    logFile: path.join(outDirectory, `server-${kind}.log`),
-    profileDirectory,
-  });
-  cleanup.push(`stop ${kind} server`, () => server.stop());
-  log(`  server pid ${server.pid} at ${server.url}`);
-
-  const nodes = await registerNodes(server.url, server.adminPassword, Math.max(...options.clients));
-  log(`  registered ${nodes.length} nodes`);
-  const rows: RunRow[] = [];
-  for (const [index, clients] of options.clients.entries()) {
-    server.resetPeakRss();
-    log(`  load: ${clients} clients, ${options.warmupSeconds} s warm-up + ${options.durationSeconds} s measured…`);
-    const load = await runLoad({
-      baseUrl: server.url,
-      nodes: nodes.slice(0, clients),
-      warmupSeconds: options.warmupSeconds,
-      durationSeconds: options.durationSeconds,
-      maxAssets: options.maxAssets,
-      serverPid: server.pid,
-      postgresDatabase: database.postgresDatabase,
-    });
-    const serverPeakRssMb = server.peakRssMb();
-    const verification = await verifyAndReset(database, index < options.clients.length - 1);
-    log(
-      `    ${Math.round(load.requestsPerSecond)} req/s, ${Math.round(load.allocationsPerSecond)} allocations/s, p99 ${load.latencyMs.p99.toFixed(1)} ms, ` +
-        `errors ${load.errors}, duplicates ${verification.duplicates}, server CPU ${load.cpu.serverPercent}%, load generator CPU ${load.cpu.loadGeneratorPercent}%`,
-    );
-    log(`    req/s in each second: ${load.requestsPerSecondOverTime.join(' ')}`);
-    rows.push({ database: kind, import: imported, load, serverPeakRssMb, verification });
-  }
-
-  const serverHighWaterMb = server.highWaterMb();
-  await server.stop();
-  if (serverHighWaterMb !== undefined) log(`  server VmHWM over its life: ${Math.round(serverHighWaterMb)} MB`);
-  const serverErrors = tail(server.logFile, 5);
-  if (serverErrors.trim() !== '') log(`  last server log lines:\n${serverErrors}`);
-  if (profileDirectory) {
-    for (const file of fs.readdirSync(profileDirectory).filter((name) => name.endsWith('.cpuprofile'))) {
-      log(`\nServer CPU profile (${kind}), top 15 by self time:\n${formatProfile(path.join(profileDirectory, file), 15)}`);
+async function benchQueues(database: BenchDatabase, options: BenchOptions, window: WindowOptions): Promise<MeasuredRow[]> {
+  const rows: MeasuredRow[] = [];
+  for (const [suite, bench] of [['pg-boss', benchPgBoss], ['graphile-worker', benchGraphileWorker]] as const) {
+    if (!options.suites.includes(suite)) continue;
+    log(`\n== ${suite} ==`);
+    for (const backlog of options.queueBacklogs) {
+      for (const loops of options.queueLoops) {
+        const jobs = backlog === 'deep' ? options.queueJobs : options.queueShallow;
+        const row = await bench(database, { loops, backlog, jobs, poolSize: Math.min(loops + 2, options.queuePool), window, log });
+        log(summaryLine(row));
+        rows.push(row);
+      }
     }
   }
+  return rows;
+}
+
+/** Every suite that needs this database, on one import of the catalogue. */
+async function benchOnDatabase(kind: DatabaseKind, context: SuiteContext, imports: Partial<Record<DatabaseKind, ImportResult>>): Promise<MeasuredRow[]> {
+  const { options } = context;
+  const wantsCatalogue = options.suites.includes('raw-claim') || options.suites.includes('dispatcher');
+  const wantsQueues = kind === 'postgres' && (options.suites.includes('pg-boss') || options.suites.includes('graphile-worker'));
+  if (!wantsCatalogue && !wantsQueues) return [];
+  log(`\n== ${kind} ==`);
+  const database = await createBenchDatabase(kind, options.pgUrl);
+  context.onCleanup(`remove ${kind} database`, () => database.destroy());
+  log(`  database: ${database.location}`);
+  const window: WindowOptions = { warmupSeconds: options.warmupSeconds, durationSeconds: options.durationSeconds, serverPids: [], postgresDatabase: database.postgresDatabase };
+  const rows: MeasuredRow[] = [];
+  if (wantsCatalogue) imports[kind] = await prepareCatalogue(database, options);
+  if (options.suites.includes('raw-claim')) rows.push(...(await benchClaims(database, options, window)));
+  if (options.suites.includes('dispatcher')) rows.push(...(await benchDispatcherHttp(context, database)));
+  if (wantsQueues) rows.push(...(await benchQueues(database, options, window)));
   await database.destroy();
   return rows;
 }
@@ -148,10 +121,11 @@ export async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  const started = performance.now();
   const machine = describeMachine(projectRoot);
   if (options.databases.includes('postgres')) machine.postgres = await describePostgres(options.pgUrl);
   log(formatMachine(machine));
-  if (options.build) build();
+  if (options.build && options.suites.includes('dispatcher')) build();
 
   const cleanup = new Cleanup();
   const interrupt = (signal: NodeJS.Signals) => {
@@ -161,18 +135,34 @@ export async function main(argv: string[]): Promise<void> {
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
 
-  const stamp = machine.date.replace(/[:.]/g, '-');
-  const rows: RunRow[] = [];
+  const context: SuiteContext = {
+    options,
+    projectRoot,
+    outDirectory,
+    onCleanup: (label, run) => cleanup.push(label, run),
+    log,
+    stamp: machine.date.replace(/[:.]/g, '-'),
+  };
+  const rows: MeasuredRow[] = [];
+  const imports: Partial<Record<DatabaseKind, ImportResult>> = {};
   try {
-    for (const kind of options.databases) rows.push(...(await benchDatabase(kind, options, cleanup, stamp)));
+    if (options.suites.includes('fastify')) rows.push(...(await benchFastify(context)));
+    for (const kind of options.databases) rows.push(...(await benchOnDatabase(kind, context, imports)));
   } finally {
     await cleanup.runAll();
   }
 
+  const headlines = computeHeadlines(rows, picksFor(options));
   log(`\n${formatMachine(machine)}\n`);
   log(formatResults(rows));
-  const file = writeJson(outDirectory, { machine, options, results: rows }, machine.date);
+  log(`\n${formatHeadlines(headlines)}\n\n${disturbance(rows)}`);
+  const file = writeJson(outDirectory, { machine, options, imports, headlines, results: rows }, machine.date);
   log(`\nJSON: ${path.relative(process.cwd(), file)}`);
+  const command = ['npm run bench', ...(argv.length ? ['--', ...argv] : [])].join(' ');
+  const markdown = formatMarkdown({ machine, options, rows, imports, headlines, totalSeconds: (performance.now() - started) / 1000, command });
+  const resultsFile = path.resolve(projectRoot, options.resultsFile);
+  fs.writeFileSync(resultsFile, markdown);
+  log(`Markdown: ${path.relative(process.cwd(), resultsFile)}`);
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

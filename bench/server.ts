@@ -7,10 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { readMemoryMb } from './procfs.js';
 
-export interface ServerProcess {
+/** A server child process the bench started, health-checked, with its memory polled. */
+export interface ChildServer {
   pid: number;
   url: string;
-  adminPassword: string;
   logFile: string;
   /** Peak VmRSS (MiB) seen by the 200 ms poller since the last reset. */
   peakRssMb(): number;
@@ -21,12 +21,19 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/** `dispatcher serve`, with the admin password it was started with. */
+export interface ServerProcess extends ChildServer {
+  adminPassword: string;
+}
+
 export interface ServerOptions {
   projectRoot: string;
   databaseEnv: Record<string, string>;
   logFile: string;
   /** When set, the server runs with --cpu-prof and writes its profile here on exit. */
   profileDirectory?: string;
+  /** Instances sharing a database must share the admin password; a random one when absent. */
+  adminPassword?: string;
 }
 
 /** A port the kernel says is free right now. */
@@ -64,21 +71,43 @@ function serverEnvironment(port: number, adminPassword: string, databaseEnv: Rec
 
 export async function startServer(options: ServerOptions): Promise<ServerProcess> {
   const port = await freePort();
-  const adminPassword = crypto.randomBytes(18).toString('base64url');
-  const log = fs.openSync(options.logFile, 'w');
+  const adminPassword = options.adminPassword ?? crypto.randomBytes(18).toString('base64url');
   const profileFlags = options.profileDirectory ? ['--cpu-prof', '--cpu-prof-dir', options.profileDirectory] : [];
-  const child = spawn(process.execPath, [...profileFlags, path.join('dist', 'cli.js'), 'serve'], {
-    cwd: options.projectRoot,
+  const child = await startChild({
+    projectRoot: options.projectRoot,
+    args: [...profileFlags, path.join('dist', 'cli.js'), 'serve'],
     env: serverEnvironment(port, adminPassword, options.databaseEnv),
-    stdio: ['ignore', log, log],
+    port,
+    logFile: options.logFile,
   });
+  return { ...child, adminPassword };
+}
+
+/**
+ * The Fastify hello-world app (`bench/fastify-hello.ts`): Fastify's own limit on this machine.
+ * tsx only transpiles the file when it loads; the request path runs as plain JavaScript.
+ */
+export async function startFastifyHello(projectRoot: string, logFile: string): Promise<ChildServer> {
+  const port = await freePort();
+  return startChild({
+    projectRoot,
+    args: ['--import', 'tsx', path.join('bench', 'fastify-hello.ts')],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', NODE_ENV: 'production', PORT: String(port) },
+    port,
+    logFile,
+  });
+}
+
+async function startChild(options: { projectRoot: string; args: string[]; env: NodeJS.ProcessEnv; port: number; logFile: string }): Promise<ChildServer> {
+  const log = fs.openSync(options.logFile, 'w');
+  const child = spawn(process.execPath, options.args, { cwd: options.projectRoot, env: options.env, stdio: ['ignore', log, log] });
   fs.closeSync(log);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // Last resort: never leave a server running when the bench itself dies.
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://127.0.0.1:${options.port}`;
   let peak = 0;
   const poller = setInterval(() => {
     peak = Math.max(peak, readMemoryMb(child.pid as number, 'VmRSS') ?? 0);
@@ -109,7 +138,6 @@ export async function startServer(options: ServerOptions): Promise<ServerProcess
   return {
     pid: child.pid as number,
     url,
-    adminPassword,
     logFile: options.logFile,
     peakRssMb: () => Math.max(peak, readMemoryMb(child.pid as number, 'VmRSS') ?? 0),
     resetPeakRss: () => {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../src/db/database.js';
+import type { DatabaseKind } from './options.js';
 
 export interface Verification {
   /** Assets with more active + completed allocations than replicas_target. */
@@ -62,4 +63,28 @@ export async function resetAllocations(db: Db): Promise<void> {
       .whereRef('holders', '<>', 'copies')
       .execute();
   });
+}
+
+/**
+ * Reset, then on PostgreSQL VACUUM ANALYZE: the claimed rows' dead versions and index entries
+ * would otherwise slow the next run's scans, so every run starts from the same state.
+ */
+export async function resetForNextRun(db: Db, kind: DatabaseKind): Promise<void> {
+  await resetAllocations(db);
+  if (kind === 'postgres') await sql`vacuum analyze allocations, assets`.execute(db);
+}
+
+/** The raw-claim check: it counts claims in `holders` only, with no allocation rows. */
+export interface RawClaimVerification {
+  /** Assets claimed more often than replicas_target. */
+  overTarget: number;
+  /** Claims recorded in the database: the sum of holders − copies. */
+  claims: number;
+}
+
+export async function verifyRawClaims(db: Db): Promise<RawClaimVerification> {
+  const { rows } = await sql<{ over_target: number | null; claims: number | null }>`
+    select sum(case when holders > replicas_target then 1 else 0 end) as over_target, sum(holders - copies) as claims
+    from assets where holders <> copies`.execute(db);
+  return { overTarget: Number(rows[0]?.over_target ?? 0), claims: Number(rows[0]?.claims ?? 0) };
 }
