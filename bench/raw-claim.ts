@@ -129,7 +129,6 @@ export async function benchDispatcherClaim(database: BenchDatabase, loops: numbe
       dialect: handle.dialect,
       clock: systemClock,
       policy: allocationPolicyFrom(buildConfig()),
-      ...handle.dialect.allocationBatching(poolSize),
     });
     result = await runLoops(
       nodes.map((node) => async (): Promise<Outcome> => {

@@ -55,7 +55,6 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
     dialect: ctx.dialect,
     clock: ctx.clock,
     policy: allocationPolicyFrom(ctx.config),
-    ...ctx.dialect.allocationBatching(ctx.config.databasePoolSize),
   });
 
   app.post(

@@ -8,8 +8,6 @@ export interface Dialect {
   name: 'sqlite' | 'postgres';
   /** Row locks exist (PostgreSQL): candidate rows are claimed with FOR UPDATE SKIP LOCKED. */
   hasRowLocks: boolean;
-  /** How /allocate requests share transactions (group commit): transactions in flight, requests in each. */
-  allocationBatching(poolSize: number): { concurrency: number; maxBatch: number };
   /** Kysely takes no migration lock here, so migrations run in one exclusive transaction. */
   migratesInExclusiveTransaction: boolean;
   /** Adds an auto-incrementing integer primary key `id`. */
@@ -30,9 +28,6 @@ export const sqliteDialect: Dialect = {
   name: 'sqlite',
   hasRowLocks: false,
   migratesInExclusiveTransaction: true,
-  // One connection, so one transaction at a time, shared by up to 64 requests (measured with 50
-  // clients: 1,042 req/s batched against 877 alone).
-  allocationBatching: () => ({ concurrency: 1, maxBatch: 64 }),
   addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT') === true,
@@ -46,10 +41,6 @@ export const postgresDialect: Dialect = {
   name: 'postgres',
   hasRowLocks: true,
   migratesInExclusiveTransaction: false,
-  // Two transactions in flight, each shared by up to 64 requests: a batch costs the same few
-  // statements whatever its size (measured without HTTP, 50 callers: 1 ms of server and database
-  // CPU per request against 6 ms with one request per transaction over 10 connections).
-  allocationBatching: (poolSize) => ({ concurrency: Math.min(2, poolSize), maxBatch: 64 }),
   addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
   jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code === '23505',
