@@ -110,10 +110,41 @@ function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
   });
   // An idle client losing its connection (server restart) must not crash the process.
   pool.on('error', () => undefined);
+  if (options.preparedStatements !== false) pool.on('connect', prepareRecurringStatements);
   const db = new Kysely<Database>({ dialect: new SchemaScopedPostgresDialect({ pool }), ...queryLog(options) });
   const location = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
   const poolUsage = () => ({ open: pool.totalCount, max, idle: pool.idleCount, waiting: pool.waitingCount });
   return { db, dialect: postgresDialect, location, schema: options.databaseSchema, poolUsage, close: () => db.destroy() };
+}
+
+// Statements worth preparing: the short, recurring ones. A bulk insert's SQL varies with its row
+// count and would only fill the server's memory.
+const PREPARED_MAX_SQL_LENGTH = 8_000;
+const PREPARED_MAX_PARAMETERS = 200;
+const PREPARED_MAX_NAMES = 2_000;
+const statementNames = new Map<string, string>();
+
+function statementName(text: string): string | undefined {
+  let name = statementNames.get(text);
+  if (name === undefined && statementNames.size < PREPARED_MAX_NAMES && text.length <= PREPARED_MAX_SQL_LENGTH) {
+    name = `d_${createHash('sha256').update(text).digest('base64url').slice(0, 24)}`;
+    statementNames.set(text, name);
+  }
+  return name;
+}
+
+/**
+ * Kysely sends every query unnamed, so PostgreSQL parses and plans it on every call: planning the
+ * claim's candidate query took 2 ms against 0.5 ms to run it. Naming a statement makes pg prepare
+ * it once per connection and then only bind and execute it.
+ */
+function prepareRecurringStatements(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  client.query = ((text: unknown, values?: unknown[], ...rest: unknown[]) => {
+    if (typeof text !== 'string' || !Array.isArray(values) || values.length > PREPARED_MAX_PARAMETERS || rest.length > 0) return query(text, values, ...rest);
+    const name = statementName(text);
+    return name === undefined ? query(text, values) : query({ name, text, values });
+  }) as typeof client.query;
 }
 
 /**
@@ -152,35 +183,3 @@ export async function pingDatabase(db: Db, timeoutMs = 2_000): Promise<boolean> 
     clearTimeout(timer);
   }
 }
-  pool.on('connect', (client) => client.on('error', () => undefined));
-  if (options.preparedStatements !== false) pool.on('connect', prepareRecurringStatements);
-// Statements worth preparing: the short, recurring ones. A bulk insert's SQL varies with its row
-// count and would only fill the server's memory.
-const PREPARED_MAX_SQL_LENGTH = 8_000;
-const PREPARED_MAX_PARAMETERS = 200;
-const PREPARED_MAX_NAMES = 2_000;
-const statementNames = new Map<string, string>();
-
-function statementName(text: string): string | undefined {
-  let name = statementNames.get(text);
-  if (name === undefined && statementNames.size < PREPARED_MAX_NAMES && text.length <= PREPARED_MAX_SQL_LENGTH) {
-    name = `d_${createHash('sha256').update(text).digest('base64url').slice(0, 24)}`;
-    statementNames.set(text, name);
-  }
-  return name;
-}
-
-/**
- * Kysely sends every query unnamed, so PostgreSQL parses and plans it on every call: planning the
- * claim's candidate query took 2 ms against 0.5 ms to run it. Naming a statement makes pg prepare
- * it once per connection and then only bind and execute it.
- */
-function prepareRecurringStatements(client: pg.PoolClient): void {
-  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
-  client.query = ((text: unknown, values?: unknown[], ...rest: unknown[]) => {
-    if (typeof text !== 'string' || !Array.isArray(values) || values.length > PREPARED_MAX_PARAMETERS || rest.length > 0) return query(text, values, ...rest);
-    const name = statementName(text);
-    return name === undefined ? query(text, values) : query({ name, text, values });
-  }) as typeof client.query;
-}
-
