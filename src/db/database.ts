@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, sql, type DatabaseIntrospector, type TableMetadata } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, SqliteDriver, sql, type DatabaseConnection, type DatabaseIntrospector, type TableMetadata } from 'kysely';
 import pg from 'pg';
 import { postgresDialect, sqliteDialect, type Dialect } from './dialect.js';
 import type { Database } from './schema.js';
@@ -86,17 +86,70 @@ function queryLog(options: DatabaseOptions) {
 }
 
 function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHandle {
-  fs.mkdirSync(dataDirectory, { recursive: true });
+  ensureWritableDirectory(dataDirectory);
   const file = path.join(dataDirectory, SQLITE_FILE_NAME);
-  const database = new SqliteDatabase(file);
-  database.pragma('journal_mode = WAL');
-  // NORMAL in WAL mode keeps every committed transaction across a process crash; only a power
-  // loss may drop the last ones (https://www.sqlite.org/pragma.html#pragma_synchronous).
-  database.pragma('synchronous = NORMAL');
-  database.pragma('busy_timeout = 5000');
-  database.pragma('foreign_keys = ON');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(database) }), ...queryLog(options) });
+  let database: SqliteDatabase.Database | undefined;
+  try {
+    database = new SqliteDatabase(file);
+    database.pragma('journal_mode = WAL');
+    // NORMAL in WAL mode keeps every committed transaction across a process crash; only a power
+    // loss may drop the last ones (https://www.sqlite.org/pragma.html#pragma_synchronous).
+    database.pragma('synchronous = NORMAL');
+    database.pragma('busy_timeout = 5000');
+    database.pragma('foreign_keys = ON');
+  } catch (error) {
+    database?.close();
+    const code = (error as { code?: string }).code;
+    throw new Error(`Cannot open the SQLite database ${file}: ${(error as Error).message}${code ? ` (${code})` : ''}.`);
+  }
+  const db = new Kysely<Database>({ dialect: sqliteDialectFor(database), ...queryLog(options) });
   return { db, dialect: sqliteDialect, location: file, poolUsage: () => ({ open: 1, max: 1 }), close: () => db.destroy() };
+}
+
+/**
+ * The data directory is created if missing and must be writable (SQLite keeps the database, its WAL
+ * and its shared memory there): otherwise start-up fails here, naming it, rather than with SQLite's
+ * bare "unable to open database file".
+ */
+function ensureWritableDirectory(directory: string): void {
+  try {
+    fs.mkdirSync(directory, { recursive: true });
+    fs.accessSync(directory, fs.constants.W_OK);
+  } catch (error) {
+    // mkdir -p answers ENOENT below a read-only directory: ask the nearest existing one why.
+    let existing = directory;
+    while (!fs.existsSync(existing)) existing = path.dirname(existing);
+    let reason = error as NodeJS.ErrnoException;
+    try {
+      fs.accessSync(existing, fs.constants.W_OK);
+    } catch (cause) {
+      reason = cause as NodeJS.ErrnoException;
+    }
+    const denied = { EROFS: 'read-only filesystem', EACCES: 'permission denied', EPERM: 'operation not permitted' }[reason.code ?? ''];
+    throw new Error(
+      `The data directory ${directory} (DATA_DIRECTORY) ${denied ? `is not writable: ${denied}` : `cannot be used: ${reason.message}`}` +
+        `${existing === directory ? '' : ` (at ${existing})`}. The SQLite database lives there: make it writable, or point DATA_DIRECTORY (or DATABASE_URL) elsewhere.`,
+    );
+  }
+}
+
+/**
+ * SQLite rolls a transaction back by itself on some errors (SQLITE_FULL and SQLITE_IOERR: a full or
+ * failing disk). Kysely's ROLLBACK then failed with "no transaction is active", and that error replaced
+ * the real one: a full disk answered 500, not 503 (test/faults-sqlite). Roll back only what is open.
+ */
+function sqliteDialectFor(database: SqliteDatabase.Database): SqliteDialect {
+  const config = { database: withStatementCache(database) };
+  class Driver extends SqliteDriver {
+    override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+      if (database.inTransaction) await super.rollbackTransaction(connection);
+    }
+  }
+  return new (class extends SqliteDialect {
+    override createDriver() {
+      return new Driver(config);
+    }
+  })(config);
 }
 
 function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
@@ -108,8 +161,12 @@ function openPostgres(url: string, options: DatabaseOptions): DatabaseHandle {
     types: pgTypes,
     ...(options.databaseSchema ? { options: `-c search_path=${options.databaseSchema}` } : {}),
   });
-  // An idle client losing its connection (server restart) must not crash the process.
+  // A client losing its connection (server restart) must not crash the process. pg-pool listens for
+  // that only while a client is idle; a checked-out client between two queries had no listener, and a
+  // PostgreSQL restart under load ended the process on an unhandled 'error' event (test/faults-postgres).
+  // Its next query fails instead ("not queryable"), and the pool drops it when it is released.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   if (options.preparedStatements !== false) pool.on('connect', prepareRecurringStatements);
   const db = new Kysely<Database>({ dialect: new SchemaScopedPostgresDialect({ pool }), ...queryLog(options) });
   const location = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');

@@ -18,9 +18,21 @@ export interface Dialect {
   isUniqueViolation(error: unknown): boolean;
   /** Whether an error is a deadlock or lock conflict that a retry would get past. */
   isLockConflict(error: unknown): boolean;
-  /** Whether an error means the database cannot be reached at all. */
+  /** Whether an error means the database cannot be reached at all (or, SQLite, its disk cannot be written). */
   isConnectionError(error: unknown): boolean;
+  /** The 503's detail for such an error: what is wrong, in words an operator can act on. */
+  describeUnavailable(error: unknown): string;
 }
+
+const UNAVAILABLE = 'The database is unavailable; retry shortly.';
+
+// SQLite's storage errors name the cause: a full disk is fixed by freeing space, not by retrying.
+const sqliteStorageProblems: [string, string][] = [
+  ['SQLITE_FULL', 'The database cannot be written: the disk holding it is full. Retry once space has been freed.'],
+  ['SQLITE_READONLY', 'The database cannot be written: its file or directory is read-only. Retry once it is writable again.'],
+  ['SQLITE_IOERR', 'The database cannot be read or written: its disk reported an I/O error. Retry shortly.'],
+  ['SQLITE_CANTOPEN', 'The database file cannot be opened. Retry shortly.'],
+];
 
 const primaryKey = (column: ColumnDefinitionBuilder) => column.primaryKey();
 
@@ -32,9 +44,9 @@ export const sqliteDialect: Dialect = {
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT') === true,
   isLockConflict: (error) => (error as { code?: string })?.code === 'SQLITE_BUSY',
-  isConnectionError: (error) => ['SQLITE_CANTOPEN', 'SQLITE_IOERR', 'SQLITE_READONLY', 'SQLITE_FULL'].some(
-    (code) => (error as { code?: string })?.code?.startsWith(code) === true,
-  ),
+  isConnectionError: (error) => sqliteStorageProblems.some(([code]) => (error as { code?: string })?.code?.startsWith(code) === true),
+  describeUnavailable: (error) =>
+    sqliteStorageProblems.find(([code]) => (error as { code?: string })?.code?.startsWith(code) === true)?.[1] ?? UNAVAILABLE,
 };
 
 export const postgresDialect: Dialect = {
@@ -50,6 +62,8 @@ export const postgresDialect: Dialect = {
     const code = (error as { code?: string })?.code ?? '';
     // Class 08: connection exceptions; 57P01–57P03: the server is shutting down or starting.
     return code.startsWith('08') || code.startsWith('57P') || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code)
-      || /Connection terminated|connection timeout/i.test((error as Error)?.message ?? '');
+      // pg's own errors carry no code: a connection cut mid-query, or a client whose connection broke.
+      || /Connection terminated|connection timeout|is not queryable/i.test((error as Error)?.message ?? '');
   },
+  describeUnavailable: () => UNAVAILABLE,
 };

@@ -39,7 +39,7 @@ export function installErrorHandler(app: App, dialect: Dialect): void {
     }
     if (dialect.isConnectionError(error)) {
       request.log.warn({ err: error }, 'database unavailable');
-      return reply.status(503).send({ detail: 'The database is unavailable; retry shortly.', code: 'DATABASE_UNAVAILABLE' });
+      return reply.status(503).send({ detail: dialect.describeUnavailable(error), code: 'DATABASE_UNAVAILABLE' });
     }
     request.log.error({ err: error }, 'request failed');
     return reply.status(500).send({ detail: 'Internal server error.', code: 'INTERNAL_ERROR' });
