@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -54,6 +56,41 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     await database.drop();
     fs.rmSync(scratch, { recursive: true, force: true });
   });
+
+  /**
+   * A reverse proxy in front of the control plane that answers the first `/complete` as a busy
+   * control plane does (503 DATABASE_BUSY), and forwards everything else.
+   */
+  async function startBusyOnceProxy(): Promise<{ url: string; refused: number; close(): Promise<void> }> {
+    const state = { refused: 0 };
+    const proxy = http.createServer(async (request, response) => {
+      if (request.url === '/complete' && state.refused === 0) {
+        state.refused += 1;
+        request.resume();
+        response.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' });
+        response.end(JSON.stringify({ detail: 'The database is busy; retry in a moment.', code: 'DATABASE_BUSY' }));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      const upstream = await fetch(`${server.url}${request.url}`, {
+        method: request.method,
+        headers: Object.fromEntries(Object.entries(request.headers).filter(([name]) => ['authorization', 'content-type'].includes(name)) as [string, string][]),
+        ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}),
+      });
+      response.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
+      response.end(Buffer.from(await upstream.arrayBuffer()));
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const { port } = proxy.address() as AddressInfo;
+    return {
+      url: `http://127.0.0.1:${port}`,
+      get refused() {
+        return state.refused;
+      },
+      close: () => new Promise<void>((resolve) => proxy.close(() => resolve())),
+    };
+  }
 
   async function startAgent(name: string, enrollment: string, extra: Record<string, string> = {}): Promise<Agent> {
     const dataDir = path.join(scratch, name);
@@ -176,6 +213,23 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     // The identity file keeps the node token, readable by its owner only.
     expect(fs.statSync(path.join(a.dataDir, 'node-identity.json')).mode & 0o777).toBe(0o600);
   }, 180_000);
+
+  it('reports a finished copy again when the control plane answers busy, and keeps the file', async () => {
+    await server.api.post('/assets', [{ id: 'kept', name: 'kept.bin', url: `${files.url}/files/kept?size=${MIB}`, size_bytes: MIB, priority: 5 }], server.adminToken);
+    const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
+    const proxy = await startBusyOnceProxy();
+    try {
+      const agent = await startAgent('node-patient', enrollment, { API_ENDPOINT: proxy.url });
+      await waitFor('the copy to be counted', async () => (await completedCopies('kept')).length === 1);
+      expect(proxy.refused).toBe(1);
+      expect(agent.output()).toMatch(/retrying in/);
+      expect(fs.statSync(path.join(agent.dataDir, 'assets', 'kept', 'kept.bin')).size).toBe(MIB);
+      agent.child.kill('SIGTERM');
+      expect(await agent.exited).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+  });
 
   it('stops mid-download giving the work back, restarts without registering again, resumes, and downloads a file larger than its heap', async () => {
     const size = 160 * MIB;

@@ -130,10 +130,16 @@ async function runJob(job: Job, context: JobContext): Promise<void> {
       return;
     }
     if (outcome.ok) {
+      const report = { asset_id: task.id, node_id: identity.name, sha256: outcome.sha256, bytes: outcome.bytes };
       try {
-        const result = await client.complete({ asset_id: task.id, node_id: identity.name, sha256: outcome.sha256, bytes: outcome.bytes });
+        // A control plane that is busy or restarting (5xx, 429, no answer) is asked again: the copy is good.
+        const result = await withBackoff(() => client.complete(report), retryOptions(progress, context.signal));
         progress.finished(job, `done, sha256 ${outcome.sha256.slice(0, 12)}…, ${result.verified ? 'verified' : 'awaiting quorum'} (${result.copies}/${result.replicas_target} copies)`);
       } catch (error) {
+        if (context.signal.aborted) {
+          progress.finished(job, `stopped before the copy was reported; its allocation expires`);
+          return;
+        }
         // The control plane refused the copy (checksum or size): it is not a valid copy, so remove it.
         await fs.rm(destination, { force: true });
         progress.finished(job, `refused: ${(error as Error).message}`);
