@@ -4,6 +4,7 @@ import { AppError } from '../errors.js';
 import { actorOf, isAdmin, principalOf, type Guards, type Principal } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
+import { retryingLockConflicts } from '../db/retry.js';
 import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
 import { findOrCreateNode } from '../nodes/nodes.service.js';
 import { allocationPolicyFrom, type Refusal } from './allocate.service.js';
@@ -113,11 +114,13 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
     async (request) => {
       const principal = principalOf(request);
       const node = await resolveNode(ctx, principal, request.body.node_id, { create: false });
-      await releaseAllocation(
-        ctx.db,
-        { assetId: request.body.asset_id, nodeId: node.id, reason: request.body.reason ?? null, sourceStatus: request.body.source_status, actor: actorOf(principal) },
-        { goneConfirmations: ctx.config.sourceGoneConfirmations },
-        ctx.clock.now(),
+      await retryingLockConflicts(ctx.dialect, () =>
+        releaseAllocation(
+          ctx.db,
+          { assetId: request.body.asset_id, nodeId: node.id, reason: request.body.reason ?? null, sourceStatus: request.body.source_status, actor: actorOf(principal) },
+          { goneConfirmations: ctx.config.sourceGoneConfirmations },
+          ctx.clock.now(),
+        ),
       );
       return { status: 'success', message: 'Asset released successfully' };
     },
@@ -140,10 +143,14 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       const principal = principalOf(request);
       const body = request.body;
       const node = await resolveNode(ctx, principal, body.node_id, { create: false });
-      const result = await completeAllocation(
-        ctx.db,
-        { assetId: body.asset_id, nodeId: node.id, sha256: body.sha256, bytes: body.bytes, uri: body.uri ?? null, actor: actorOf(principal) },
-        ctx.clock.now(),
+      // A completion locks the asset, then the nodes whose strikes it changes: it can deadlock with
+      // a claim that holds a node's row and waits for assets. The victim is run again.
+      const result = await retryingLockConflicts(ctx.dialect, () =>
+        completeAllocation(
+          ctx.db,
+          { assetId: body.asset_id, nodeId: node.id, sha256: body.sha256, bytes: body.bytes, uri: body.uri ?? null, actor: actorOf(principal) },
+          ctx.clock.now(),
+        ),
       );
       return {
         status: 'success',
