@@ -6,6 +6,7 @@ import * as catalogLinks from './0003-catalog-links.js';
 import * as workerLeasing from './0004-worker-leasing.js';
 import * as importJobs from './0005-import-jobs.js';
 import * as schedules from './0006-schedules.js';
+import * as heldByNode from './0007-held-by-node.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -19,4 +20,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0004-worker-leasing': workerLeasing,
   '0005-import-jobs': importJobs,
   '0006-schedules': schedules,
+  '0007-held-by-node': heldByNode,
 };
