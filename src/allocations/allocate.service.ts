@@ -280,7 +280,9 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   const range = priorityRange(request);
   const known = await selectCandidates(trx, range, lock, 'known', budget, knownLimit, request.nodeId);
   const unknown = unknownCap > 0 ? await selectCandidates(trx, range, lock, 'unknown', budget, unknownCap, request.nodeId) : [];
-  const ordered = await spreadAcrossTag(trx, mergeInAllocationOrder(known, unknown), allowance.spreadValue, policy.spreadTag);
+  const merged = mergeInAllocationOrder(known, unknown);
+  const ties = allowance.spreadValue === undefined ? new Map<string, Ties>() : await holdersOf(trx, merged.filter((candidate) => candidate.holders > 0), policy.spreadTag);
+  const ordered = spreadAcrossTag(merged, ties, allowance.spreadValue);
   let picked = pickWithinBudget(ordered, budget, maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: unknownCap });
   const ranDry = picked.length < maxAssets && known.length < knownLimit;
   if (lock === 'wait' && picked.length > 0) {
@@ -348,8 +350,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
       // Ordered by the holders counts as this request sees them, after the grants before it.
       .map((asset) => ({ ...asset, holders: asset.holders + (taken.get(asset.id) ?? 0) }))
       .sort(compareAllocationOrder);
-    const crowded = (asset: Candidate) => asset.holders > 0 && allowance.spreadValue !== undefined && ties.get(asset.id)?.spreadValues.includes(allowance.spreadValue) === true;
-    const ordered = [...eligible.filter((asset) => !crowded(asset)), ...eligible.filter(crowded)];
+    const ordered = spreadAcrossTag(eligible, ties, allowance.spreadValue);
     entry.picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap });
     for (const { asset, reservedBytes: bytes } of entry.picked) {
       taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
@@ -441,19 +442,10 @@ function tagValue(tags: string, key: string): string | undefined {
  * same region) after the others, keeping allocation order within each group: copies spread where
  * possible, and still go to this node when nothing else is left.
  */
-async function spreadAcrossTag(trx: Db, candidates: Candidate[], value: string | undefined, key: string): Promise<Candidate[]> {
-  const held = candidates.filter((candidate) => candidate.holders > 0).map((candidate) => candidate.id);
-  if (value === undefined || held.length === 0) return candidates;
-  const holders = await trx
-    .selectFrom('allocations')
-    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-    .select(['allocations.asset_id', 'nodes.tags'])
-    .where('allocations.asset_id', 'in', held)
-    .where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')])
-    .execute();
-  const crowded = new Set(holders.filter((holder) => tagValue(holder.tags, key) === value).map((holder) => holder.asset_id));
-  if (crowded.size === 0) return candidates;
-  return [...candidates.filter((candidate) => !crowded.has(candidate.id)), ...candidates.filter((candidate) => crowded.has(candidate.id))];
+function spreadAcrossTag(candidates: Candidate[], ties: Map<string, Ties>, value: string | undefined): Candidate[] {
+  if (value === undefined) return candidates;
+  const crowded = (candidate: Candidate) => candidate.holders > 0 && ties.get(candidate.id)?.spreadValues.includes(value) === true;
+  return [...candidates.filter((candidate) => !crowded(candidate)), ...candidates.filter(crowded)];
 }
 
 interface Grant {
