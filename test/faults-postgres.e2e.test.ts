@@ -4,8 +4,7 @@ import { PRIORITY_LOOP, WORKER_CHECK_LOOP } from '../src/loops.js';
 import { checkAllocations, CONSISTENT, describeAnswers, startAllocationLoad, unexpectedAnswers, type AllocationLoad } from './allocation-load.js';
 import { createTestDatabase, dialects, POSTGRES_URL } from './databases.js';
 import { createPrivatePostgres, privatePostgresUnavailable } from './private-postgres.js';
-import { makeAssets } from './server.js';
-import { adminToken, killHard, loopPassesRun, registerNodes, serverEnv, spawnServer, stopGracefully, waitFor, type ServerProcess } from './server-process.js';
+import { killHard, loopPassesRun, seedAssetsAndNodes, serverEnv, spawnServer, stopGracefully, waitFor, type ServerProcess } from './server-process.js';
 
 /**
  * Faults of a deployment on PostgreSQL, with real `dispatcher serve` processes, real HTTP and nodes
@@ -40,14 +39,6 @@ async function startInstances(count: number, env: Record<string, string | undefi
   );
 }
 
-/** Assets and nodes through the API of the first instance; a 200 for each. */
-async function seed(instance: ServerProcess, assets: number, nodes: number) {
-  const token = await adminToken(instance.api);
-  const created = await instance.api.post('/assets', makeAssets(assets, { replicas_target: 2 }), token);
-  expect(created.status, JSON.stringify(created.body)).toBe(200);
-  return registerNodes(instance.api, token, Array.from({ length: nodes }, (_, index) => `node-${index + 1}`));
-}
-
 afterEach(async () => {
   await load?.stop();
   load = undefined;
@@ -60,7 +51,7 @@ describe.skipIf(!dialects.includes('postgres'))('three instances sharing Postgre
     const database = await createTestDatabase('postgres');
     cleanups.push(() => database.drop());
     const instances = await startInstances(3, { DATABASE_URL: POSTGRES_URL, DATABASE_SCHEMA: database.options.databaseSchema, DATABASE_POOL_SIZE: '4' });
-    const nodes = await seed(instances[0]!, 3000, 9);
+    const nodes = await seedAssetsAndNodes(instances[0]!, 3000, 9);
     load = startAllocationLoad(nodes, instances.map((instance) => instance.url));
 
     // The victim is an instance that has been running loop passes, while the load runs on all three.
@@ -124,7 +115,7 @@ describe('PostgreSQL restarted under load', () => {
     const cluster = await createPrivatePostgres();
     cleanups.push(() => cluster.destroy());
     const instances = await startInstances(2, { DATABASE_URL: cluster.url, DATABASE_POOL_SIZE: '4' });
-    const nodes = await seed(instances[0]!, 2000, 6);
+    const nodes = await seedAssetsAndNodes(instances[0]!, 2000, 6);
     const handle = openDatabase({ databaseUrl: cluster.url, dataDirectory: '' });
     cleanups.push(() => handle.close().catch(() => undefined));
     load = startAllocationLoad(nodes, instances.map((instance) => instance.url));

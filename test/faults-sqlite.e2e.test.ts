@@ -6,8 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openDatabase, SQLITE_FILE_NAME, type DatabaseHandle } from '../src/db/database.js';
 import { checkAllocations, CONSISTENT, describeAnswers, startAllocationLoad, unexpectedAnswers, type AllocationLoad } from './allocation-load.js';
 import { runCli } from './cli-runner.js';
-import { makeAssets } from './server.js';
-import { adminToken, killHard, registerNodes, runServerToExit, serverEnv, spawnServer, stopGracefully, waitFor, type ServerProcess } from './server-process.js';
+import { killHard, runServerToExit, seedAssetsAndNodes, serverEnv, spawnServer, stopGracefully, waitFor, type ServerProcess } from './server-process.js';
 import { fillUp, mountTmpfs, tmpfsUnavailable, type Tmpfs } from './tmpfs.js';
 
 /**
@@ -39,13 +38,6 @@ async function startServer(name: string, dataDirectory: string): Promise<ServerP
   return server;
 }
 
-async function seed(server: ServerProcess, assets: number, nodes: number) {
-  const token = await adminToken(server.api);
-  const created = await server.api.post('/assets', makeAssets(assets, { replicas_target: 2 }), token);
-  expect(created.status, JSON.stringify(created.body)).toBe(200);
-  return registerNodes(server.api, token, Array.from({ length: nodes }, (_, index) => `node-${index + 1}`));
-}
-
 /** Opens the data directory's database as another process would, after the server is gone. */
 function openData(dataDirectory: string): DatabaseHandle {
   const handle = openDatabase({ databaseUrl: undefined, dataDirectory });
@@ -62,7 +54,7 @@ describe('a SQLite server killed mid-load', () => {
   it('keeps every acknowledged allocation and completion across SIGKILL and restart, with the database intact', async () => {
     const dataDirectory = scratchDirectory();
     const first = await startServer('first', dataDirectory);
-    const nodes = await seed(first, 3000, 8);
+    const nodes = await seedAssetsAndNodes(first, 3000, 8);
     load = startAllocationLoad(nodes, [first.url]);
     await waitFor('grants and completions under load', () => load!.grants.length >= 400 && load!.completed.length >= 30, 30_000, context);
 
@@ -150,7 +142,7 @@ describe('a SQLite server on a read-only or full data directory', () => {
     const tmpfs = mountTmpfs(16 * 1024 * 1024);
     cleanups.push(() => tmpfs.unmount());
     const server = await startServer('full', tmpfs.directory);
-    const nodes = await seed(server, 1000, 4);
+    const nodes = await seedAssetsAndNodes(server, 1000, 4);
     load = startAllocationLoad(nodes, [server.url], { maxAssets: 1 });
     await waitFor('grants under load', () => load!.grants.length >= 100, 30_000, context);
 

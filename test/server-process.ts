@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { root } from './cli-runner.js';
-import { ADMIN_PASSWORD, createClient, type ApiClient } from './server.js';
+import { ADMIN_PASSWORD, createClient, makeAssets, type ApiClient } from './server.js';
 
 /** Shared by every instance of one test, so a token one instance issued is accepted by the others. */
 export const JWT_SECRET = 'jwt-secret-shared-by-the-instances-of-a-fault-test';
@@ -120,6 +120,14 @@ export async function registerNodes(api: ApiClient, token: string, names: string
     nodes.push({ name: response.body.name as string, token: response.body.node_token as string });
   }
   return nodes;
+}
+
+/** `assets` assets (2 replicas each) and `nodes` registered nodes, through one instance's API. */
+export async function seedAssetsAndNodes(server: ServerProcess, assets: number, nodes: number): Promise<{ name: string; token: string }[]> {
+  const token = await adminToken(server.api);
+  const created = await server.api.post('/assets', makeAssets(assets, { replicas_target: 2 }), token);
+  if (created.status !== 200) throw new Error(`asset import: ${created.status} ${JSON.stringify(created.body)}`);
+  return registerNodes(server.api, token, Array.from({ length: nodes }, (_, index) => `node-${index + 1}`));
 }
 
 /** This instance's count of passes of each loop it ran itself, from its /metrics. */
