@@ -2,14 +2,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { registerNodes, type BenchNode } from './api.js';
-import { withHandle, type BenchDatabase } from './databases.js';
+import type { BenchDatabase } from './databases.js';
 import { allocateBody, allocateTargets, runHttpLoad, type HttpTarget } from './load.js';
 import type { WindowOptions } from './loops.js';
 import type { BenchOptions } from './options.js';
 import { formatProfile } from './profile-top.js';
 import type { MeasuredRow } from './rows.js';
 import { startFastifyHello, startServer, tail, type ServerProcess } from './server.js';
-import { resetForNextRun, verifyAllocations } from './verify.js';
+import { checkThenReset, verifyAllocations } from './verify.js';
 
 export interface SuiteContext {
   options: BenchOptions;
@@ -109,11 +109,7 @@ export async function benchDispatcherHttp(context: SuiteContext, database: Bench
       const targets = allocateTargets(nodes.slice(0, clients), servers.map((server) => server.url), options.maxAssets);
       const result = await runHttpLoad(targets, windowFor(options, servers.map((server) => server.pid), database.postgresDatabase));
       const serverRssMb = servers.map((server) => server.peakRssMb());
-      const verification = await withHandle(database, async (handle) => {
-        const found = await verifyAllocations(handle.db);
-        await resetForNextRun(handle.db, database.kind);
-        return found;
-      });
+      const verification = await checkThenReset(database, verifyAllocations);
       const row: MeasuredRow = {
         suite: 'dispatcher',
         subject: 'POST /allocate',

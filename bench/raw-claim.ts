@@ -8,10 +8,10 @@ import { buildConfig } from '../src/config.js';
 import type { Db } from '../src/db/database.js';
 import { GIB } from '../src/http/schemas.js';
 import { findNodeByName, insertNode } from '../src/nodes/nodes.repository.js';
-import { withHandle, type BenchDatabase } from './databases.js';
+import type { BenchDatabase } from './databases.js';
 import { runLoops, type Loop, type Outcome, type WindowOptions } from './loops.js';
 import { RepeatCounter, type MeasuredRow } from './rows.js';
-import { resetForNextRun, verifyAllocations, verifyRawClaims } from './verify.js';
+import { checkThenReset, verifyAllocations, verifyRawClaims } from './verify.js';
 
 /**
  * The smallest claim that still means something: one asset, the next in allocation order, its
@@ -86,11 +86,7 @@ async function driveRawSqlite(database: BenchDatabase, window: WindowOptions, re
 export async function benchRawClaim(database: BenchDatabase, connections: number, window: WindowOptions): Promise<MeasuredRow> {
   const repeats = new RepeatCounter();
   const result = database.kind === 'postgres' ? await driveRawPostgres(database, connections, window, repeats) : await driveRawSqlite(database, window, repeats);
-  const verification = await withHandle(database, async (handle) => {
-    const found = await verifyRawClaims(handle.db);
-    await resetForNextRun(handle.db, database.kind);
-    return found;
-  });
+  const verification = await checkThenReset(database, verifyRawClaims);
   return {
     suite: 'raw-claim',
     subject: 'one-item claim SQL',
@@ -115,7 +111,7 @@ async function claimNodes(db: Db, count: number): Promise<{ id: number; name: st
 
 /**
  * Dispatcher's own claim without HTTP: `loops` simulated nodes call the allocation batcher the
- * /allocate route uses (allocateBatch underneath, batched as the dialect says), from this process.
+ * /allocate route uses (allocateBatch underneath, batched as the route batches), from this process.
  * PostgreSQL gets a pool of `loops` connections; SQLite has its one, shared by the loops.
  */
 export async function benchDispatcherClaim(database: BenchDatabase, loops: number, maxAssets: number, window: WindowOptions): Promise<MeasuredRow> {
@@ -141,11 +137,7 @@ export async function benchDispatcherClaim(database: BenchDatabase, loops: numbe
   } finally {
     await handle.close();
   }
-  const verification = await withHandle(database, async (check) => {
-    const found = await verifyAllocations(check.db);
-    await resetForNextRun(check.db, database.kind);
-    return found;
-  });
+  const verification = await checkThenReset(database, verifyAllocations);
   return {
     suite: 'raw-claim',
     subject: 'allocateBatch, no HTTP',

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../src/db/database.js';
+import { withHandle, type BenchDatabase } from './databases.js';
 import type { DatabaseKind } from './options.js';
 
 export interface Verification {
@@ -72,6 +73,15 @@ export async function resetAllocations(db: Db): Promise<void> {
 export async function resetForNextRun(db: Db, kind: DatabaseKind): Promise<void> {
   await resetAllocations(db);
   if (kind === 'postgres') await sql`vacuum analyze allocations, assets`.execute(db);
+}
+
+/** A run's database check, then the reset for the next run, on a connection of its own. */
+export function checkThenReset<T>(database: BenchDatabase, check: (db: Db) => Promise<T>): Promise<T> {
+  return withHandle(database, async (handle) => {
+    const found = await check(handle.db);
+    await resetForNextRun(handle.db, database.kind);
+    return found;
+  });
 }
 
 /** The raw-claim check: it counts claims in `holders` only, with no allocation rows. */
