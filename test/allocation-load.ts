@@ -132,6 +132,8 @@ export interface AllocationCheck {
   duplicatePairs: number;
   /** Assets whose holders counter disagrees with copies + active allocations. */
   holdersMismatch: number;
+  /** Nodes whose reserved_bytes disagrees with the sum of their active allocations. */
+  reservationsMismatch: number;
 }
 
 /** Checks, in the database itself, everything the clients were told and the allocation invariants. */
@@ -172,11 +174,20 @@ export async function checkAllocations(db: Db, load: Pick<AllocationLoad, 'grant
     select count(*) as n from assets a
     left join (select asset_id, count(*) as active from allocations where state = 'active' group by asset_id) l on l.asset_id = a.id
     where a.holders <> a.copies + coalesce(l.active, 0)`);
-  return { lostGrants, grantedTwice, lostCompletions, overTarget, duplicatePairs, holdersMismatch };
+  return { lostGrants, grantedTwice, lostCompletions, overTarget, duplicatePairs, holdersMismatch, reservationsMismatch: await reservationsMismatch(db) };
+}
+
+/** Nodes whose `reserved_bytes` (kept by triggers) is not the sum of their active allocations. */
+export async function reservationsMismatch(db: Db): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    select count(*) as n from nodes n
+    left join (select node_id, sum(reserved_bytes) as reserved from allocations where state = 'active' group by node_id) l on l.node_id = n.id
+    where n.reserved_bytes <> coalesce(l.reserved, 0)`.execute(db);
+  return Number(rows[0]?.n ?? 0);
 }
 
 /** What `checkAllocations` finds when nothing was lost or duplicated. */
-export const CONSISTENT: AllocationCheck = { lostGrants: [], grantedTwice: [], lostCompletions: [], overTarget: 0, duplicatePairs: 0, holdersMismatch: 0 };
+export const CONSISTENT: AllocationCheck = { lostGrants: [], grantedTwice: [], lostCompletions: [], overTarget: 0, duplicatePairs: 0, holdersMismatch: 0, reservationsMismatch: 0 };
 
 /** A short account of the answers by target and status, for failure messages. */
 export function describeAnswers(answers: Answer[]): string {

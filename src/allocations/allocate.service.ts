@@ -86,8 +86,9 @@ interface PassResult extends AllocationOutcome {
  *
  * Invariant 1: only assets with holders < replicas_target, never one the node already holds or
  * keeps (the partial unique index `allocations_one_per_node` backs this up). Invariant 2: the
- * budget is the reported free bytes minus the node's active reservations, read after the node's
- * row is locked by the UPDATE, so two requests of one node cannot both spend it. Invariant 3:
+ * budget is the reported free bytes minus the node's active reservations (`nodes.reserved_bytes`,
+ * kept by triggers on allocations), read from the node's row by the UPDATE that locks it, so two
+ * requests of one node cannot both spend it. Invariant 3:
  * candidates in priority desc, holders asc, first_seen asc, id order.
  */
 export async function allocateAssets(
@@ -106,9 +107,9 @@ export async function allocateAssets(
  * in node id order: each sees what the ones before it were granted, and the commit is shared.
  *
  * Two or more requests cost a fixed number of statements, whatever their count: one UPDATE records
- * every node's report, one SELECT reads their reservations, two read a shared list of candidates
- * (known and unknown size), and one INSERT, one UPDATE and one INSERT write every grant, its holders
- * count and its event. The list is handed out here in allocation order. A request it could not fill
+ * every node's report and returns its reservations, two SELECTs read a shared list of candidates
+ * (known and unknown size), and one INSERT, one UPDATE per distinct increment of holders (almost
+ * always one) and one INSERT write every grant, its holders count and its event. The list is handed out here in allocation order. A request it could not fill
  * because it was cut at its limit gets its own claim in the same transaction.
  *
  * On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED, so concurrent transactions take
@@ -215,7 +216,7 @@ async function recordReports(trx: Db, requests: AllocationRequest[], now: number
     .$if(!single && lock !== 'none', (query) =>
       query.where('id', 'in', (eb) => eb.selectFrom('nodes').select('id').where('id', 'in', ids).orderBy('id').forUpdate()),
     )
-    .returning(['id', 'free_bytes', 'free_reported_at', 'bandwidth_bps', 'strikes', 'draining', 'tags', 'window_from', 'window_until'])
+    .returning(['id', 'free_bytes', 'free_reported_at', 'reserved_bytes', 'bandwidth_bps', 'strikes', 'draining', 'tags', 'window_from', 'window_until'])
     .execute();
 }
 
@@ -228,18 +229,6 @@ function refusalOf(node: NodeState, policy: AllocationPolicy, now: number): Refu
   return undefined;
 }
 
-/** The active reservations of each node, by node id; a node without any is absent. */
-async function reservedBytes(trx: Db, nodeIds: number[]): Promise<Map<number, number>> {
-  const rows = await trx
-    .selectFrom('allocations')
-    .select(['node_id', sql<number>`coalesce(sum(reserved_bytes), 0)`.as('reserved')])
-    .where('node_id', 'in', nodeIds)
-    .where('state', '=', 'active')
-    .groupBy('node_id')
-    .execute();
-  return new Map(rows.map((row) => [row.node_id, Number(row.reserved)]));
-}
-
 /** What a node may take now: undefined when its reservations leave it no room. */
 interface Allowance {
   budget: number;
@@ -250,8 +239,8 @@ interface Allowance {
   expiryFor(bytes: number): number;
 }
 
-function allowanceOf(node: NodeState, reserved: number, request: AllocationRequest, policy: AllocationPolicy, now: number): Allowance | undefined {
-  const budget = (node.free_bytes ?? 0) - reserved;
+function allowanceOf(node: NodeState, request: AllocationRequest, policy: AllocationPolicy, now: number): Allowance | undefined {
+  const budget = (node.free_bytes ?? 0) - node.reserved_bytes;
   if (budget <= 0) return undefined;
   // Each strike halves what the node may take in one request.
   const maxAssets = Math.max(1, Math.floor(request.maxAssets / 2 ** node.strikes));
@@ -272,7 +261,7 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   if (!node) return { granted: [], ranDry: false };
   const refusal = refusalOf(node, policy, now);
   if (refusal) return { granted: [], ranDry: false, refusal };
-  const allowance = allowanceOf(node, (await reservedBytes(trx, [request.nodeId])).get(request.nodeId) ?? 0, request, policy, now);
+  const allowance = allowanceOf(node, request, policy, now);
   if (!allowance) return { granted: [], ranDry: false };
 
   const { budget, maxAssets, unknownCap } = allowance;
@@ -309,11 +298,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
   });
   const open = entries.filter((entry) => nodes.has(entry.request.nodeId) && !entry.refusal);
   if (open.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, refusal }));
-  const reserved = await reservedBytes(trx, open.map((entry) => entry.request.nodeId));
-  for (const entry of open) {
-    const node = nodes.get(entry.request.nodeId) as NodeState;
-    entry.allowance = allowanceOf(node, reserved.get(entry.request.nodeId) ?? 0, entry.request, policy, now);
-  }
+  for (const entry of open) entry.allowance = allowanceOf(nodes.get(entry.request.nodeId) as NodeState, entry.request, policy, now);
   const served = open.filter((entry): entry is Entry & { allowance: Allowance } => entry.allowance !== undefined);
   if (served.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, refusal }));
 

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { reservationsMismatch } from '../../test/allocation-load.js';
 import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
 
 const MIB = 1024 * 1024;
@@ -88,6 +89,27 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     expect(second.status).toBe(404);
     const third = await server.api.post('/allocate', { free_space_gb: 1.5, node_id: 'budget' }, node.token);
     expect(third.body).toHaveLength(1);
+  });
+
+  it("keeps each node's reservations equal to its active allocations through grants, completions, releases and deletes", async () => {
+    await importAssets(makeAssets(6, { size_mb: 100 }));
+    const node = await registerNode(server, 'keeper');
+    const other = await registerNode(server, 'other');
+    const db = database.handle.db;
+    const reservedOf = async (name: string) => Number((await db.selectFrom('nodes').select('reserved_bytes').where('name', '=', name).executeTakeFirstOrThrow()).reserved_bytes);
+    const granted = (await server.api.post('/allocate', { free_space_gb: 10, node_id: 'keeper', max_assets: 3 }, node.token)).body as { id: string }[];
+    await server.api.post('/allocate', { free_space_gb: 10, node_id: 'other', max_assets: 2 }, other.token);
+    expect([await reservedOf('keeper'), await reservedOf('other')]).toEqual([300 * MIB, 200 * MIB]);
+    const [done, released, kept] = granted.map((asset) => asset.id);
+    expect((await server.api.post('/complete', { asset_id: done, node_id: 'keeper', sha256: 'a'.repeat(64), bytes: 100 * MIB }, node.token)).status).toBe(200);
+    expect((await server.api.post('/release', { asset_id: released, node_id: 'keeper' }, node.token)).status).toBe(200);
+    expect([await reservedOf('keeper'), await reservedOf('other')]).toEqual([100 * MIB, 200 * MIB]);
+    // Whatever writes allocations, the triggers follow: an update back to active, then a delete.
+    await db.updateTable('allocations').set({ state: 'active' }).where('asset_id', '=', released as string).execute();
+    expect(await reservedOf('keeper')).toBe(200 * MIB);
+    await db.deleteFrom('allocations').where('asset_id', '=', kept as string).execute();
+    expect(await reservedOf('keeper')).toBe(100 * MIB);
+    expect(await reservationsMismatch(db)).toBe(0);
   });
 
   it('hands out assets of unknown size with the estimate and at most the cap per request', async () => {

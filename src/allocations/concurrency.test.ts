@@ -97,5 +97,8 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
       expect(asset.copies).toBe(copies);
       expect(asset.holders).toBe(copies);
     }
+    // Every allocation ended: no node keeps a reservation (nodes.reserved_bytes, kept by triggers).
+    const reserved = await database.handle.db.selectFrom('nodes').select('reserved_bytes').where('name', 'like', 'worker-%').execute();
+    expect(reserved.map((node) => Number(node.reserved_bytes))).toEqual(Array(10).fill(0));
   });
 });

@@ -38,8 +38,8 @@ export interface DatabaseOptions {
   databasePoolSize?: number;
   /** PostgreSQL: keep recurring statements prepared per connection (off behind a transaction-mode pooler). */
   preparedStatements?: boolean;
-  /** Called with every query's SQL (the SQL snapshot tests use it). */
-  onQuery?: (sql: string) => void;
+  /** Called with every query's SQL and how long it ran (the SQL snapshot tests and profiling use it). */
+  onQuery?: (sql: string, durationMs: number) => void;
 }
 
 export const SQLITE_FILE_NAME = 'dispatcher.sqlite';
@@ -82,7 +82,7 @@ function withStatementCache(database: SqliteDatabase.Database): SqliteDatabase.D
 
 function queryLog(options: DatabaseOptions) {
   const onQuery = options.onQuery;
-  return onQuery ? { log: (event: { query: { sql: string } }) => onQuery(event.query.sql) } : {};
+  return onQuery ? { log: (event: { query: { sql: string }; queryDurationMillis: number }) => onQuery(event.query.sql, event.queryDurationMillis) } : {};
 }
 
 function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHandle {

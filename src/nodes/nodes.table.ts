@@ -34,6 +34,8 @@ export interface NodesTable {
   /** Node windows (schedules): the current or next window; both null when the node has none. */
   window_from: number | null;
   window_until: number | null;
+  /** Bytes held by the node's active allocations, kept by triggers on allocations (migration 0008). */
+  reserved_bytes: Generated<number>;
 }
 
 export interface EnrollmentTokensTable {

@@ -2,9 +2,7 @@
 
 begin;
 
-update "nodes" set "free_bytes" = ?, "free_reported_at" = ? where "id" = ? returning "id", "free_bytes", "free_reported_at", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
-
-select "node_id", coalesce(sum(reserved_bytes), 0) as "reserved" from "allocations" where "node_id" in (?) and "state" = ? group by "node_id";
+update "nodes" set "free_bytes" = ?, "free_reported_at" = ? where "id" = ? returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
 select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= ? and "priority" <= ? and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and "allocations"."state" in ('active', 'completed')) and ("source_errors" = ? or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= ? order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit ?;
 

@@ -7,6 +7,7 @@ import * as workerLeasing from './0004-worker-leasing.js';
 import * as importJobs from './0005-import-jobs.js';
 import * as schedules from './0006-schedules.js';
 import * as heldByNode from './0007-held-by-node.js';
+import * as nodeReservations from './0008-node-reservations.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -21,4 +22,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0005-import-jobs': importJobs,
   '0006-schedules': schedules,
   '0007-held-by-node': heldByNode,
+  '0008-node-reservations': nodeReservations,
 };
