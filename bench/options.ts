@@ -60,7 +60,8 @@ export const USAGE = `Usage: npm run bench -- [flags]
   --duration S           measured seconds per run (default: 15)
   --warmup S             unmeasured seconds before each run (default: 3)
   --import-batch N       assets per importAssets call / transaction; 0 = one call (default: 50000)
-  --max-assets N         max_assets sent with each /allocate (default: 3)
+  --max-assets N         max_assets sent with each /allocate (default: 1, one item per call
+                         as the raw claim and the queue libraries take)
   --pg-url URL           PostgreSQL server to create the bench database on
                          (default: postgres://postgres@127.0.0.1:5432/test)
   --results FILE         Markdown report (default: bench/RESULTS.md)
@@ -133,7 +134,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       duration: { type: 'string', default: '15' },
       warmup: { type: 'string', default: '3' },
       'import-batch': { type: 'string', default: '50000' },
-      'max-assets': { type: 'string', default: '3' },
+      'max-assets': { type: 'string', default: '1' },
       'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       results: { type: 'string', default: 'bench/RESULTS.md' },
       'no-build': { type: 'boolean', default: false },
