@@ -106,11 +106,13 @@ export async function allocateAssets(
  * Serves several requests in one transaction (group commit), as if they had come one after another
  * in node id order: each sees what the ones before it were granted, and the commit is shared.
  *
- * Two or more requests cost a fixed number of statements, whatever their count: one UPDATE records
+ * Two or more requests cost the same few statements, whatever their count: one UPDATE records
  * every node's report and returns its reservations, two SELECTs read a shared list of candidates
- * (known and unknown size), and one INSERT, one UPDATE per distinct increment of holders (almost
- * always one) and one INSERT write every grant, its holders count and its event. The list is handed out here in allocation order. A request it could not fill
- * because it was cut at its limit gets its own claim in the same transaction.
+ * (known and unknown size), one more reads holders and gone sources when a candidate has either,
+ * and one INSERT, one UPDATE per distinct increment of holders (almost always one) and one INSERT
+ * write every grant, its holders count and its event. The list is handed out here in allocation
+ * order. A request it could not fill because it was cut at its limit gets its own claim in the
+ * same transaction.
  *
  * On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED, so concurrent transactions take
  * different rows without waiting. Skipping can leave a node short while slots are only briefly
