@@ -76,6 +76,13 @@ interface Candidate {
 
 type LockMode = 'none' | 'skip-locked' | 'wait';
 
+/** How a pass runs on this database. */
+interface PassStyle {
+  lock: LockMode;
+  /** The grants' writes to allocations, assets and events go in one statement (PostgreSQL). */
+  writesTogether: boolean;
+}
+
 interface PassResult extends AllocationOutcome {
   /** The candidate lists ran dry before the request was filled: rows locked by others may have been skipped. */
   ranDry: boolean;
@@ -107,12 +114,13 @@ export async function allocateAssets(
  * in node id order: each sees what the ones before it were granted, and the commit is shared.
  *
  * Two or more requests cost the same few statements, whatever their count: one UPDATE records
- * every node's report and returns its reservations, two SELECTs read a shared list of candidates
+ * every node's report and returns its reservations, one SELECT reads a shared list of candidates
  * (known and unknown size), one more reads holders and gone sources when a candidate has either,
- * and one INSERT, one UPDATE per distinct increment of holders (almost always one) and one INSERT
- * write every grant, its holders count and its event. The list is handed out here in allocation
- * order. A request it could not fill because it was cut at its limit gets its own claim in the
- * same transaction.
+ * and the grants, their holders counts and their events are written by one statement on
+ * PostgreSQL (data-modifying WITH), by an INSERT, an UPDATE per distinct increment of holders
+ * (almost always one) and an INSERT on SQLite. The list is handed out here in allocation order. A
+ * request it could not fill because it was cut at its limit gets its own claim in the same
+ * transaction.
  *
  * On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED, so concurrent transactions take
  * different rows without waiting. Skipping can leave a node short while slots are only briefly
@@ -134,8 +142,8 @@ export async function allocateBatch(
   // Node id order, so two instances' batches lock node rows in the same order.
   const order = [...firsts.values()].sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
   const batch = order.map((index) => requests[index] as AllocationRequest);
-  const lock: LockMode = dialect.hasRowLocks ? 'skip-locked' : 'none';
-  const passes = await db.transaction().execute((trx) => (batch.length === 1 ? Promise.all([claim(trx, batch[0] as AllocationRequest, policy, now, lock)]) : claimTogether(trx, batch, policy, now, lock)));
+  const style: PassStyle = { lock: dialect.hasRowLocks ? 'skip-locked' : 'none', writesTogether: dialect.hasWritableCtes };
+  const passes = await db.transaction().execute((trx) => (batch.length === 1 ? Promise.all([claim(trx, batch[0] as AllocationRequest, policy, now, style)]) : claimTogether(trx, batch, policy, now, style)));
   const outcomes: AllocationOutcome[] = new Array(requests.length);
   await Promise.all(
     order.map(async (index, position) => {
@@ -160,7 +168,7 @@ class DryRun extends Error {
 export async function previewAllocation(db: Db, request: AllocationRequest, policy: AllocationPolicy, now: number): Promise<AllocationOutcome> {
   try {
     await db.transaction().execute(async (trx) => {
-      const { granted, refusal } = await claim(trx, request, policy, now, 'none');
+      const { granted, refusal } = await claim(trx, request, policy, now, { lock: 'none', writesTogether: false });
       throw new DryRun({ granted, refusal });
     });
   } catch (error) {
@@ -181,7 +189,7 @@ async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, polic
         { ...request, maxAssets: missing },
         { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
         now,
-        'wait',
+        { lock: 'wait', writesTogether: dialect.hasWritableCtes },
       ),
     );
     return { granted: [...first.granted, ...second.granted] };
@@ -258,7 +266,8 @@ function allowanceOf(node: NodeState, request: AllocationRequest, policy: Alloca
 }
 
 /** One request's claim, inside the caller's transaction. */
-async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult> {
+async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, style: PassStyle): Promise<PassResult> {
+  const { lock } = style;
   const [node] = await recordReports(trx, [request], now, lock);
   if (!node) return { granted: [], ranDry: false };
   const refusal = refusalOf(node, policy, now);
@@ -269,8 +278,7 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   const { budget, maxAssets, unknownCap } = allowance;
   const knownLimit = Math.min(maxAssets * 3, 1000);
   const range = priorityRange(request);
-  const known = await selectCandidates(trx, range, lock, 'known', budget, knownLimit, request.nodeId);
-  const unknown = unknownCap > 0 ? await selectCandidates(trx, range, lock, 'unknown', budget, unknownCap, request.nodeId) : [];
+  const { known, unknown } = await selectCandidates(trx, range, lock, budget, { known: knownLimit, unknown: unknownCap }, request.nodeId);
   const merged = mergeInAllocationOrder(known, unknown);
   const ties = allowance.spreadValue === undefined ? new Map<string, Ties>() : await holdersOf(trx, merged.filter((candidate) => candidate.holders > 0), policy.spreadTag);
   const ordered = spreadAcrossTag(merged, ties, allowance.spreadValue);
@@ -281,7 +289,7 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
   if (picked.length === 0) return { granted: [], ranDry };
-  return { granted: await grant(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), now), ranDry };
+  return { granted: await grant(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), now, style), ranDry };
 }
 
 interface Entry {
@@ -292,7 +300,8 @@ interface Entry {
 }
 
 /** Several requests of distinct nodes, in node id order, served from one shared candidate list. */
-async function claimTogether(trx: Db, requests: AllocationRequest[], policy: AllocationPolicy, now: number, lock: LockMode): Promise<PassResult[]> {
+async function claimTogether(trx: Db, requests: AllocationRequest[], policy: AllocationPolicy, now: number, style: PassStyle): Promise<PassResult[]> {
+  const { lock } = style;
   const nodes = new Map((await recordReports(trx, requests, now, lock)).map((node) => [node.id, node]));
   const entries: Entry[] = requests.map((request) => {
     const node = nodes.get(request.nodeId);
@@ -312,8 +321,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
   const widest = Math.max(...served.map(({ allowance }) => allowance.budget));
   const knownLimit = Math.min(served.reduce((sum, { allowance }) => sum + allowance.maxAssets, 0) + 10, 1000);
   const unknownLimit = Math.min(served.reduce((sum, { allowance }) => sum + allowance.unknownCap, 0), 1000);
-  const known = await selectCandidates(trx, range, lock, 'known', widest, knownLimit);
-  const unknown = unknownLimit > 0 ? await selectCandidates(trx, range, lock, 'unknown', widest, unknownLimit) : [];
+  const { known, unknown } = await selectCandidates(trx, range, lock, widest, { known: knownLimit, unknown: unknownLimit });
   const candidates = mergeInAllocationOrder(known, unknown);
   const cut = known.length === knownLimit || (unknownLimit > 0 && unknown.length === unknownLimit);
 
@@ -348,7 +356,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
       grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes) });
     }
   }
-  const granted = await grant(trx, grants, now);
+  const granted = await grant(trx, grants, now, style);
 
   const results: PassResult[] = [];
   for (const entry of entries) {
@@ -366,7 +374,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
         { ...entry.request, freeBytes: null, maxAssets: missing },
         { ...policy, unknownSizeMaxPerRequest: Math.max(0, entry.allowance.unknownCap - unknownTaken) },
         now,
-        lock,
+        style,
       );
       results.push({ granted: [...mine, ...more.granted], ranDry: more.ranDry });
     }
@@ -443,8 +451,37 @@ interface Grant {
 }
 
 /** Inserts the allocations, counts them in holders and records one event each; results in the grants' order. */
-async function grant(trx: Db, grants: Grant[], now: number): Promise<GrantedAsset[]> {
+async function grant(trx: Db, grants: Grant[], now: number, style: PassStyle): Promise<GrantedAsset[]> {
   if (grants.length === 0) return [];
+  const inserted = style.writesTogether ? await writeGrantsTogether(trx, grants, now) : await writeGrantsApart(trx, grants, now);
+  const allocationIds = new Map(inserted.map((row) => [`${row.asset_id} ${row.node_id}`, row.id]));
+  return grants.map((entry) => ({
+    allocationId: allocationIds.get(`${entry.asset.id} ${entry.request.nodeId}`) as number,
+    id: entry.asset.id,
+    name: entry.asset.name,
+    url: entry.asset.url,
+    sizeBytes: entry.asset.size_bytes,
+    priority: entry.asset.priority,
+    sha256: entry.asset.sha256,
+    reservedBytes: entry.reservedBytes,
+    expiresAt: entry.expiresAt,
+  }));
+}
+
+interface InsertedAllocation {
+  id: number;
+  asset_id: string;
+  node_id: number;
+}
+
+const GRANTED = 'allocation.granted';
+
+function grantedEventData({ asset, request, reservedBytes, expiresAt }: Grant) {
+  return { asset_id: asset.id, node_id: request.nodeId, reserved_bytes: reservedBytes, expires_at: expiresAt };
+}
+
+/** One statement per table: the INSERT, one UPDATE per distinct increment of holders, the events. */
+async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<InsertedAllocation[]> {
   const inserted = await trx
     .insertInto('allocations')
     .values(
@@ -475,51 +512,96 @@ async function grant(trx: Db, grants: Grant[], now: number): Promise<GrantedAsse
       .execute();
   }
   const allocationIds = new Map(inserted.map((row) => [`${row.asset_id} ${row.node_id}`, row.id]));
-  const idOf = ({ asset, request }: Grant) => allocationIds.get(`${asset.id} ${request.nodeId}`) as number;
   await appendEvents(
     trx,
     now,
     grants.map((entry) => ({
       actor: entry.request.actor,
-      kind: 'allocation.granted',
+      kind: GRANTED,
       subjectType: 'allocation',
-      subjectId: idOf(entry),
-      data: { asset_id: entry.asset.id, node_id: entry.request.nodeId, reserved_bytes: entry.reservedBytes, expires_at: entry.expiresAt },
+      subjectId: allocationIds.get(`${entry.asset.id} ${entry.request.nodeId}`) as number,
+      data: grantedEventData(entry),
     })),
   );
-  return grants.map((entry) => ({
-    allocationId: idOf(entry),
-    id: entry.asset.id,
-    name: entry.asset.name,
-    url: entry.asset.url,
-    sizeBytes: entry.asset.size_bytes,
-    priority: entry.asset.priority,
-    sha256: entry.asset.sha256,
-    reservedBytes: entry.reservedBytes,
-    expiresAt: entry.expiresAt,
-  }));
+  return inserted;
 }
 
 /**
- * Candidates of known size that fit the budget, or of unknown size; each list comes straight off
- * a partial index in allocation order (`assets_claimable`, `assets_claimable_unknown_size`).
+ * The same three writes as data-modifying WITH queries of one statement: one round trip instead
+ * of three. The grants travel as arrays, so the SQL text is the same for any number of them and
+ * stays one prepared statement. Rows are inserted in the grants' order.
  */
+async function writeGrantsTogether(trx: Db, grants: Grant[], now: number): Promise<InsertedAllocation[]> {
+  const column = <T>(value: (grant: Grant) => T) => grants.map(value);
+  const { rows } = await sql<InsertedAllocation>`
+    with granted as (
+      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified)
+      select g.asset_id, g.node_id, 'active', g.reserved_bytes, ${now}::bigint, g.expires_at, 0
+      from unnest(${column((g) => g.asset.id)}::text[], ${column((g) => g.request.nodeId)}::bigint[],
+                  ${column((g) => g.reservedBytes)}::bigint[], ${column((g) => g.expiresAt)}::bigint[])
+        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, position)
+      order by g.position
+      returning id, asset_id, node_id
+    ), counted as (
+      update assets set holders = holders + c.grants
+      from (select asset_id, count(*)::int as grants from granted group by asset_id) as c
+      where assets.id = c.asset_id
+    ), logged as (
+      insert into events (at, actor, kind, subject_type, subject_id, data)
+      select ${now}::bigint, e.actor, ${GRANTED}, 'allocation', granted.id::text, e.data
+      from unnest(${column((g) => g.asset.id)}::text[], ${column((g) => g.request.nodeId)}::bigint[],
+                  ${column((g) => g.request.actor)}::text[], ${column((g) => JSON.stringify(grantedEventData(g)))}::text[])
+        with ordinality as e(asset_id, node_id, actor, data, position)
+      join granted using (asset_id, node_id)
+      order by e.position
+    )
+    select id, asset_id, node_id from granted`.execute(trx);
+  return rows;
+}
+
 /** The requesting node's allocations of the candidate asset, for EXISTS tests. */
 function thisNodesAllocations(eb: ExpressionBuilder<Database, 'assets'>, nodeId: number) {
   return eb.selectFrom('allocations').select(sql.lit(1).as('one')).whereRef('allocations.asset_id', '=', 'assets.id').where('allocations.node_id', '=', nodeId);
 }
 
+/**
+ * Candidates of known size that fit the budget, and of unknown size, up to a limit each, in one
+ * statement (one round trip). Each list comes straight off a partial index in allocation order
+ * (`assets_claimable`, `assets_claimable_unknown_size`).
+ */
 async function selectCandidates(
   trx: Db,
+  range: { minPriority: number; maxPriority: number },
+  lock: LockMode,
+  budget: number,
+  limits: { known: number; unknown: number },
+  /** Leave out what this node holds or found gone; a shared list leaves that to the caller. */
+  forNode?: number,
+): Promise<{ known: Candidate[]; unknown: Candidate[] }> {
+  const list = (size: 'known' | 'unknown') => candidateList(trx, range, lock, size, budget, limits[size], forNode);
+  const rows =
+    limits.unknown > 0
+      ? await trx
+          .with('known', () => list('known'))
+          .with('unknown', () => list('unknown'))
+          .selectFrom('known')
+          .selectAll()
+          .unionAll((eb) => eb.selectFrom('unknown').selectAll())
+          .execute()
+      : await list('known').execute();
+  return { known: rows.filter((row) => row.size_bytes !== null), unknown: rows.filter((row) => row.size_bytes === null) };
+}
+
+function candidateList(
+  db: Db,
   range: { minPriority: number; maxPriority: number },
   lock: LockMode,
   size: 'known' | 'unknown',
   budget: number,
   limit: number,
-  /** Leave out what this node holds or found gone; a shared list leaves that to the caller. */
-  forNode?: number,
-): Promise<Candidate[]> {
-  let query = trx
+  forNode: number | undefined,
+) {
+  let query = db
     .selectFrom('assets')
     .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256', 'replicas_target', 'source_errors'])
     // Written exactly as the partial indexes' predicates, so the planner can use them.
@@ -555,7 +637,7 @@ async function selectCandidates(
   }
   query = size === 'known' ? query.where(sql<boolean>`size_bytes is not null`).where('size_bytes', '<=', budget) : query.where(sql<boolean>`size_bytes is null`);
   if (lock === 'skip-locked') query = query.forUpdate('assets').skipLocked();
-  return query.execute();
+  return query;
 }
 
 /**

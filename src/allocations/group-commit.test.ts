@@ -81,7 +81,20 @@ async function compare(one: TestDatabase, batched: TestDatabase, requests: Alloc
     events: (await db.selectFrom('events').select(['kind']).select((eb) => eb.fn.countAll<number>().as('count')).groupBy('kind').orderBy('kind').execute()).map((row) => [row.kind, Number(row.count)]),
   });
   expect(await state(batched.handle.db)).toEqual(await state(one.handle.db));
+  for (const { handle } of [one, batched]) expect(await grantedEvents(handle.db)).toEqual(await grantsOf(handle.db));
   return alone;
+}
+
+/** Each allocation as its allocation.granted event describes it. */
+async function grantedEvents(db: Db) {
+  const events = await db.selectFrom('events').select(['subject_id', 'at', 'actor', 'data']).where('kind', '=', 'allocation.granted').execute();
+  return events.map((event) => ({ id: Number(event.subject_id), at: Number(event.at), actor: event.actor, ...JSON.parse(event.data ?? 'null') })).sort((a, b) => a.id - b.id);
+}
+
+/** Each allocation's row, in the granted event's terms. */
+async function grantsOf(db: Db) {
+  const rows = await db.selectFrom('allocations').select(['id', 'created_at', 'asset_id', 'node_id', 'reserved_bytes', 'expires_at']).orderBy('id').execute();
+  return rows.map((row) => ({ id: row.id, at: row.created_at, actor: 'test', asset_id: row.asset_id, node_id: row.node_id, reserved_bytes: row.reserved_bytes, expires_at: row.expires_at }));
 }
 
 describe.each(dialects)('group commit on %s', (dialect) => {

@@ -8,6 +8,11 @@ export interface Dialect {
   name: 'sqlite' | 'postgres';
   /** Row locks exist (PostgreSQL): candidate rows are claimed with FOR UPDATE SKIP LOCKED. */
   hasRowLocks: boolean;
+  /**
+   * INSERT, UPDATE and DELETE may stand in WITH (PostgreSQL): writes to several tables can go in
+   * one statement, one round trip.
+   */
+  hasWritableCtes: boolean;
   /** Kysely takes no migration lock here, so migrations run in one exclusive transaction. */
   migratesInExclusiveTransaction: boolean;
   /** Adds an auto-incrementing integer primary key `id`. */
@@ -39,6 +44,7 @@ const primaryKey = (column: ColumnDefinitionBuilder) => column.primaryKey();
 export const sqliteDialect: Dialect = {
   name: 'sqlite',
   hasRowLocks: false,
+  hasWritableCtes: false,
   migratesInExclusiveTransaction: true,
   addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
@@ -52,6 +58,7 @@ export const sqliteDialect: Dialect = {
 export const postgresDialect: Dialect = {
   name: 'postgres',
   hasRowLocks: true,
+  hasWritableCtes: true,
   migratesInExclusiveTransaction: false,
   addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
   jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,
