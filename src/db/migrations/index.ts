@@ -8,6 +8,7 @@ import * as importJobs from './0005-import-jobs.js';
 import * as schedules from './0006-schedules.js';
 import * as heldByNode from './0007-held-by-node.js';
 import * as nodeReservations from './0008-node-reservations.js';
+import * as oneNodeIndex from './0009-one-node-index.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -23,4 +24,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0006-schedules': schedules,
   '0007-held-by-node': heldByNode,
   '0008-node-reservations': nodeReservations,
+  '0009-one-node-index': oneNodeIndex,
 };
