@@ -1,7 +1,9 @@
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { reservationsMismatch } from '../../test/allocation-load.js';
 import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { expireDueAllocations } from './allocations.service.js';
 
 describe.each(dialects)('concurrent allocation on %s', (dialect) => {
   let database: TestDatabase;
@@ -100,5 +102,29 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
     // Every allocation ended: no node keeps a reservation (nodes.reserved_bytes, kept by triggers).
     const reserved = await database.handle.db.selectFrom('nodes').select('reserved_bytes').where('name', 'like', 'worker-%').execute();
     expect(reserved.map((node) => Number(node.reserved_bytes))).toEqual(Array(10).fill(0));
+  });
+
+  it('expiry running while the same nodes claim keeps reservations and holders exact', async () => {
+    const db = database.handle.db;
+    const nodes = await Promise.all(Array.from({ length: 20 }, (_, index) => registerNode(servers[0]!, `lapsing-${index}`)));
+    await servers[0]!.api.post('/assets', makeAssets(200, { replicas_target: 2, size_mb: 1 }), servers[0]!.adminToken);
+    const allocate = (node: (typeof nodes)[number], index: number) =>
+      servers[index % servers.length]!.api.post('/allocate', { free_space_gb: 100, node_id: node.name, max_assets: 5 }, node.token);
+    expect((await Promise.all(nodes.map(allocate))).map((response) => response.status)).toEqual(Array(20).fill(200));
+    // Half of the leases ran out: expiry locks those nodes' rows (reservations) while they claim again.
+    await db.updateTable('allocations').set({ expires_at: 0 }).where(sql<boolean>`id % 2 = 0`).execute();
+    const now = servers[0]!.clock.now();
+    const [answers, ...expired] = await Promise.all([Promise.all(nodes.map(allocate)), ...[1, 2, 3].map(() => expireDueAllocations(db, now))]);
+    expect(answers.map((response) => response.status)).toEqual(Array(20).fill(200));
+    expect(expired.reduce((sum, count) => sum + count, 0)).toBe(50);
+    expect(await reservationsMismatch(db)).toBe(0);
+    const { perAsset, duplicatePairs } = await countAllocations();
+    expect(duplicatePairs).toBe(0);
+    for (const asset of perAsset) expect(asset.holders).toBe(Number(asset.live));
+    // The 50 leases that did not run out, plus what the second round granted (fewer for a node
+    // whose strike, from expiry, came before its claim).
+    const regranted = answers.reduce((sum, response) => sum + (response.body as unknown[]).length, 0);
+    const active = await db.selectFrom('allocations').select(sql<number>`count(*)`.as('count')).where('state', '=', 'active').executeTakeFirstOrThrow();
+    expect(Number(active.count)).toBe(50 + regranted);
   });
 });
