@@ -1,7 +1,7 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import SqliteDatabase from 'better-sqlite3';
 import pg from 'pg';
-import { createAllocationBatcher } from '../src/allocations/allocation-batcher.js';
+import { batchWaitMs, createAllocationBatcher } from '../src/allocations/allocation-batcher.js';
 import { allocationPolicyFrom } from '../src/allocations/allocate.service.js';
 import { systemClock } from '../src/clock.js';
 import { buildConfig } from '../src/config.js';
@@ -120,11 +120,13 @@ export async function benchDispatcherClaim(database: BenchDatabase, loops: numbe
   let result;
   try {
     const nodes = await claimNodes(handle.db, loops);
+    const config = buildConfig();
     const batcher = createAllocationBatcher({
       db: handle.db,
       dialect: handle.dialect,
       clock: systemClock,
-      policy: allocationPolicyFrom(buildConfig()),
+      policy: allocationPolicyFrom(config),
+      waitMs: batchWaitMs(config, handle.dialect),
     });
     result = await runLoops(
       nodes.map((node) => async (): Promise<Outcome> => {

@@ -16,6 +16,8 @@ export interface Config {
   /** PostgreSQL schema for Dispatcher's tables (default: the server's search_path, normally `public`). */
   databaseSchema: string | undefined;
   databasePoolSize: number;
+  /** After an /allocate batch, how long to wait for more requests; undefined: the database's default. */
+  allocateBatchWaitMs: number | undefined;
   /** PostgreSQL: prepare recurring statements per connection; off behind a transaction-mode pooler. */
   preparedStatements: boolean;
   dataDirectory: string;
@@ -199,6 +201,7 @@ const variables = [
   { key: 'databaseSchema', names: ['DATABASE_SCHEMA'], parse: identifier, fallback: undefined },
   { key: 'databasePoolSize', names: ['DATABASE_POOL_SIZE'], parse: integer(1, 1000), fallback: 10 },
   { key: 'preparedStatements', names: ['DATABASE_PREPARED_STATEMENTS'], parse: boolean, fallback: true },
+  { key: 'allocateBatchWaitMs', names: ['ALLOCATE_BATCH_WAIT_MS'], parse: integer(0, 1000), fallback: undefined },
   { key: 'dataDirectory', names: ['DATA_DIRECTORY'], parse: (raw: string) => path.resolve(raw), fallback: path.resolve('data') },
   { key: 'logLevel', names: ['LOG_LEVEL'], parse: oneOf<LogLevel>('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), fallback: 'info' },
   {

@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.js';
+import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import { allocateBatch, type AllocationOutcome, type AllocationPolicy, type AllocationRequest } from './allocate.service.js';
@@ -23,11 +24,22 @@ interface Waiting {
 const BATCH_CONCURRENCY = 1;
 const MAX_BATCH = 64;
 
+/** How long a batcher waits after a batch for the nodes it answered: ALLOCATE_BATCH_WAIT_MS, else the database's default. */
+export function batchWaitMs(config: Pick<Config, 'allocateBatchWaitMs'>, dialect: Dialect): number {
+  return config.allocateBatchWaitMs ?? dialect.allocateBatchWaitMs;
+}
+
 /**
  * Group commit for /allocate: while one transaction runs, requests that arrive wait, and all of
- * them go into the next transaction together. Nothing is delayed on purpose: an idle instance
- * serves a lone request at once. If a shared transaction fails, each of its requests is retried on
- * its own, so one bad request cannot fail the others.
+ * them go into the next transaction together. An idle instance serves a lone request at once.
+ *
+ * After a batch, the instance may wait up to `waitMs` before starting the next one: until as many
+ * requests are waiting as that batch served plus those already queued (its nodes asking again), or
+ * a full batch. Busy nodes that ask again at once then share one transaction rather than
+ * alternating between two half-size ones; a request to an idle instance is never held.
+ *
+ * If a shared transaction fails, each of its requests is retried on its own, so one bad request
+ * cannot fail the others.
  */
 export function createAllocationBatcher(deps: {
   db: Db;
@@ -38,11 +50,33 @@ export function createAllocationBatcher(deps: {
   concurrency?: number;
   /** Requests per transaction. */
   maxBatch?: number;
+  /** After a batch, how long to wait for more requests before the next one (0: never). */
+  waitMs?: number;
 }): AllocationBatcher {
-  const { concurrency = BATCH_CONCURRENCY, maxBatch = MAX_BATCH } = deps;
+  const { concurrency = BATCH_CONCURRENCY, maxBatch = MAX_BATCH, waitMs = 0 } = deps;
   const queue: Waiting[] = [];
   let inFlight = 0;
   let starting = 0;
+  let gathering: { target: number; release(): void } | undefined;
+
+  /** Resolves when `target` requests are queued, or after waitMs. */
+  function gather(target: number): Promise<void> {
+    if (waitMs <= 0 || queue.length >= target) return Promise.resolve();
+    return new Promise((resolve) => {
+      const current = {
+        target,
+        release: () => {
+          clearTimeout(timer);
+          if (gathering === current) gathering = undefined;
+          resolve();
+        },
+      };
+      const timer = setTimeout(current.release, waitMs);
+      // A wait pending at shutdown must not keep the process alive.
+      timer.unref();
+      gathering = current;
+    });
+  }
 
   const run = (requests: AllocationRequest[]) => allocateBatch(deps.db, deps.dialect, requests, deps.policy, deps.clock.now());
 
@@ -53,6 +87,7 @@ export function createAllocationBatcher(deps: {
       try {
         const results = await run(batch.map((waiting) => waiting.request));
         batch.forEach((waiting, index) => waiting.resolve(results[index] as AllocationOutcome));
+        await gather(Math.min(maxBatch, queue.length + batch.length));
       } catch {
         await Promise.all(
           batch.map((waiting) =>
@@ -71,6 +106,8 @@ export function createAllocationBatcher(deps: {
     allocate(request) {
       return new Promise((resolve, reject) => {
         queue.push({ request, resolve, reject });
+        // Released on setImmediate, like a start: the other requests read in this turn join too.
+        if (gathering && queue.length >= gathering.target) setImmediate(gathering.release);
         // Start on setImmediate: every request already read in this turn of the event loop joins
         // the batch. Starting at once would run the transaction to its end before the other
         // requests are even parsed (better-sqlite3 is synchronous), giving batches of one.

@@ -8,7 +8,7 @@ import { retryingLockConflicts } from '../db/retry.js';
 import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
 import { findOrCreateNode } from '../nodes/nodes.service.js';
 import { allocationPolicyFrom, type Refusal } from './allocate.service.js';
-import { createAllocationBatcher } from './allocation-batcher.js';
+import { batchWaitMs, createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
 import { completeAllocation, releaseAllocation } from './allocations.service.js';
@@ -56,6 +56,7 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
     dialect: ctx.dialect,
     clock: ctx.clock,
     policy: allocationPolicyFrom(ctx.config),
+    waitMs: batchWaitMs(ctx.config, ctx.dialect),
   });
 
   app.post(

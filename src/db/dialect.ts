@@ -13,6 +13,11 @@ export interface Dialect {
    * one statement, one round trip.
    */
   hasWritableCtes: boolean;
+  /**
+   * Default of ALLOCATE_BATCH_WAIT_MS: how long an instance waits after an /allocate batch for the
+   * nodes it answered to ask again, so they share the next transaction (see allocation-batcher.ts).
+   */
+  allocateBatchWaitMs: number;
   /** Kysely takes no migration lock here, so migrations run in one exclusive transaction. */
   migratesInExclusiveTransaction: boolean;
   /** Adds an auto-incrementing integer primary key `id`. */
@@ -45,6 +50,9 @@ export const sqliteDialect: Dialect = {
   name: 'sqlite',
   hasRowLocks: false,
   hasWritableCtes: false,
+  // Transactions cost no round trips here, and waiting measured slower: 5,358 against 5,976
+  // /allocate calls/s (bench, 50 clients, 1M assets, 5 ms).
+  allocateBatchWaitMs: 0,
   migratesInExclusiveTransaction: true,
   addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
@@ -59,6 +67,10 @@ export const postgresDialect: Dialect = {
   name: 'postgres',
   hasRowLocks: true,
   hasWritableCtes: true,
+  // Each transaction costs five round trips. Bench, 50 clients, 1M assets, 1 and 3 instances: 3,026
+  // and 2,329 calls/s without waiting; 3,189–3,632 and 3,294–3,885 with 3–5 ms (p99 44 → 33–40 ms
+  // with 3 instances); 8 ms no better than 5.
+  allocateBatchWaitMs: 5,
   migratesInExclusiveTransaction: false,
   addIdColumn: (table) => table.addColumn('id', 'bigserial', primaryKey),
   jitteredPriority: sql<number>`greatest(1, least(10, priority + floor(random() * 3)::int - 1))`,

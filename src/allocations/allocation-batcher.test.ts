@@ -1,0 +1,72 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { importAssets } from '../assets/assets.service.js';
+import { createFakeClock } from '../clock.js';
+import { buildConfig } from '../config.js';
+import { openDatabase, type DatabaseHandle } from '../db/database.js';
+import { insertNode } from '../nodes/nodes.repository.js';
+import { allocationPolicyFrom } from './allocate.service.js';
+import { createAllocationBatcher } from './allocation-batcher.js';
+
+const GIB = 1024 ** 3;
+// Long enough that a test relying on it would time out: these tests pass only if the wait ends early.
+const FOREVER_MS = 600_000;
+
+// A wait that does not end early shows up as a timeout: keep it short.
+describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialect) => {
+  let database: TestDatabase;
+  let handle: DatabaseHandle;
+  let transactions: number;
+
+  afterEach(async () => {
+    await handle.close();
+    await database.drop();
+  });
+
+  /** A batcher over a fresh catalogue, counting the transactions it runs. */
+  async function setUp(waitMs: number) {
+    database = await createTestDatabase(dialect);
+    transactions = 0;
+    handle = openDatabase({ ...database.options, onQuery: (text) => (transactions += /^begin/i.test(text) ? 1 : 0) });
+    const clock = createFakeClock();
+    const assets = Array.from({ length: 20 }, (_, index) => ({ id: `a${index}`, url: `http://x/a${index}`, name: `a${index}`, priority: 5, size_mb: 1 }));
+    await importAssets(database.handle.db, assets, { replicasFor: () => 1, actor: 'test', source: 'test' }, clock.now());
+    const nodes: number[] = [];
+    for (const name of ['n1', 'n2', 'n3']) nodes.push((await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: clock.now() }))!.id);
+    const batcher = createAllocationBatcher({ db: handle.db, dialect: handle.dialect, clock, policy: allocationPolicyFrom(buildConfig()), waitMs });
+    const allocate = (nodeId: number) => batcher.allocate({ nodeId, freeBytes: 100 * GIB, maxAssets: 1, minPriority: 1, actor: 'test' });
+    return { nodes, allocate };
+  }
+
+  it('serves a lone request to an idle instance at once, and the next one as soon as it arrives', async () => {
+    const { nodes, allocate } = await setUp(FOREVER_MS);
+    expect((await allocate(nodes[0]!)).granted).toHaveLength(1);
+    // The batcher now waits for one more request, the size of the batch it served: this one.
+    expect((await allocate(nodes[0]!)).granted).toHaveLength(1);
+    expect(transactions).toBe(2);
+  });
+
+  it('stops waiting after a batch once its nodes have asked again, and serves them in one transaction', async () => {
+    const { nodes, allocate } = await setUp(FOREVER_MS);
+    const [n1, n2, n3] = nodes as [number, number, number];
+    expect((await Promise.all([allocate(n1), allocate(n2)])).map((outcome) => outcome.granted.length)).toEqual([1, 1]);
+    expect(transactions).toBe(1);
+    // Two requests were served: the wait ends when two are queued, not at the first, even a few
+    // event-loop turns later.
+    const first = allocate(n1);
+    for (let turn = 0; turn < 3; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+    const second = allocate(n2);
+    const third = allocate(n3);
+    expect((await Promise.all([first, second, third])).map((outcome) => outcome.granted.length)).toEqual([1, 1, 1]);
+    expect(transactions).toBe(2);
+  });
+
+  it('starts the next batch when the wait runs out, with what has arrived', async () => {
+    const { nodes, allocate } = await setUp(20);
+    const [n1, n2] = nodes as [number, number];
+    await Promise.all([allocate(n1), allocate(n2)]);
+    // Only one of the two nodes asks again: it is served once the 20 ms are over.
+    expect((await allocate(n1)).granted).toHaveLength(1);
+    expect(transactions).toBe(2);
+  });
+});
