@@ -112,6 +112,18 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     expect(await reservationsMismatch(db)).toBe(0);
   });
 
+  it('grants assets whose ids need quoting, and records them exactly in allocations and events', async () => {
+    const ids = ['a "quoted", {braced} \\ id', 'NULL', 'ünïcode ✓'];
+    await importAssets(ids.map((id, index) => ({ id, url: `http://example.com/${index}`, name: `odd ${index}`, size_mb: 1, priority: 9 - index })));
+    const node = await registerNode(server, 'quoting');
+    const response = await server.api.post('/allocate', { free_space_gb: 10, node_id: 'quoting', max_assets: 3 }, node.token);
+    expect(response.body.map((asset: { id: string }) => asset.id)).toEqual(ids);
+    const allocations = await server.api.get('/allocations?node=quoting', server.adminToken);
+    expect(allocations.body.items.map((allocation: { asset_id: string }) => allocation.asset_id).sort()).toEqual([...ids].sort());
+    const events = await database.handle.db.selectFrom('events').select('data').where('kind', '=', 'allocation.granted').execute();
+    expect(events.map((event) => JSON.parse(event.data as string).asset_id).sort()).toEqual([...ids].sort());
+  });
+
   it('hands out assets of unknown size with the estimate and at most the cap per request', async () => {
     await importAssets(makeAssets(3, { size_mb: null, priority: 9 }, 'unknown'));
     await importAssets(makeAssets(2, { size_mb: 10, priority: 1 }, 'known'));
