@@ -589,6 +589,8 @@ async function selectCandidates(
           .unionAll((eb) => eb.selectFrom('unknown').selectAll())
           .execute()
       : await list('known').execute();
+  // UNION ALL does not promise to keep each list's order: restore allocation order.
+  if (limits.unknown > 0) rows.sort(compareAllocationOrder);
   return { known: rows.filter((row) => row.size_bytes !== null), unknown: rows.filter((row) => row.size_bytes === null) };
 }
 

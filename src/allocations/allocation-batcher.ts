@@ -36,7 +36,8 @@ export function batchWaitMs(config: Pick<Config, 'allocateBatchWaitMs'>, dialect
  * After a batch, the instance may wait up to `waitMs` before starting the next one: until as many
  * requests are waiting as that batch served plus those already queued (its nodes asking again), or
  * a full batch. Busy nodes that ask again at once then share one transaction rather than
- * alternating between two half-size ones; a request to an idle instance is never held.
+ * alternating between two half-size ones. A request to an idle instance (no batch running or just
+ * ended) is never held; one arriving during the wait is served when the wait ends.
  *
  * If a shared transaction fails, each of its requests is retried on its own, so one bad request
  * cannot fail the others.
