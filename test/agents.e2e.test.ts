@@ -242,7 +242,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     const released = await server.api.get('/allocations?asset=huge&state=released', server.adminToken);
-    expect(released.body.items).toHaveLength(1);
+    expect(released.body.items, JSON.stringify(released.body.items)).toHaveLength(1);
     expect(released.body.items[0]).toMatchObject({ node_name: 'node-heap', end_reason: 'agent stopping' });
     const kept = fs.statSync(partial).size;
 

@@ -152,10 +152,29 @@ export async function allocateBatch(
     }),
   );
   if (repeats.length > 0) {
-    const later = await allocateBatch(db, dialect, repeats.map((index) => requests[index] as AllocationRequest), policy, now);
-    repeats.forEach((index, position) => (outcomes[index] = later[position] as AllocationOutcome));
+    try {
+      const later = await allocateBatch(db, dialect, repeats.map((index) => requests[index] as AllocationRequest), policy, now);
+      repeats.forEach((index, position) => (outcomes[index] = later[position] as AllocationOutcome));
+    } catch (error) {
+      // The first requests' grants are committed: they must reach their nodes, not be run again.
+      if (error instanceof PartialBatchError) repeats.forEach((index, position) => (outcomes[index] = error.outcomes[position] as AllocationOutcome));
+      throw new PartialBatchError(outcomes, error instanceof PartialBatchError ? error.cause : error);
+    }
   }
   return outcomes;
+}
+
+/**
+ * allocateBatch failed after committing some requests' grants: `outcomes` holds those (final, to
+ * be answered as they are) and undefined for the requests it did not serve.
+ */
+export class PartialBatchError extends Error {
+  constructor(
+    readonly outcomes: (AllocationOutcome | undefined)[],
+    override readonly cause: unknown,
+  ) {
+    super(`allocation batch failed after serving ${outcomes.filter(Boolean).length} of ${outcomes.length} requests: ${(cause as Error)?.message ?? String(cause)}`);
+  }
 }
 
 class DryRun extends Error {
@@ -193,10 +212,10 @@ async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, polic
       ),
     );
     return { granted: [...first.granted, ...second.granted] };
-  } catch (error) {
-    // A deadlock between two waiting passes: keep what the first pass granted; the node asks again.
-    if (dialect.isLockConflict(error)) return { granted: first.granted };
-    throw error;
+  } catch {
+    // A deadlock between two waiting passes, or the database gone: the first pass's grants are
+    // committed, so they are the answer; the node asks again for the rest.
+    return { granted: first.granted };
   }
 }
 

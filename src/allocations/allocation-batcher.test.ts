@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
 import { importAssets } from '../assets/assets.service.js';
@@ -34,7 +35,7 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
     const nodes: number[] = [];
     for (const name of ['n1', 'n2', 'n3']) nodes.push((await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: clock.now() }))!.id);
     const batcher = createAllocationBatcher({ db: handle.db, dialect: handle.dialect, clock, policy: allocationPolicyFrom(buildConfig()), waitMs });
-    const allocate = (nodeId: number) => batcher.allocate({ nodeId, freeBytes: 100 * GIB, maxAssets: 1, minPriority: 1, actor: 'test' });
+    const allocate = (nodeId: number, freeBytes = 100 * GIB) => batcher.allocate({ nodeId, freeBytes, maxAssets: 1, minPriority: 1, actor: 'test' });
     return { nodes, allocate };
   }
 
@@ -59,6 +60,35 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
     const third = allocate(n3);
     expect((await Promise.all([first, second, third])).map((outcome) => outcome.granted.length)).toEqual([1, 1, 1]);
     expect(transactions).toBe(2);
+  });
+
+  /** A fault injected in the database itself: recording this free-space report fails. */
+  async function failReportsOf(freeBytes: number) {
+    const db = database.handle.db;
+    if (dialect === 'sqlite') {
+      await sql.raw(`create trigger fail_report before update of free_bytes on nodes when new.free_bytes = ${freeBytes}
+        begin select raise(abort, 'injected failure'); end`).execute(db);
+    } else {
+      await sql.raw(`create function fail_report() returns trigger language plpgsql as $$
+        begin if new.free_bytes = ${freeBytes} then raise exception 'injected failure'; end if; return new; end $$`).execute(db);
+      await sql.raw('create trigger fail_report before update on nodes for each row execute function fail_report()').execute(db);
+    }
+  }
+
+  it('answers the requests a batch committed before a later part of it failed, and runs only the others again', async () => {
+    const { nodes, allocate } = await setUp(0);
+    const [n1, n2] = nodes as [number, number];
+    await failReportsOf(12_345);
+    // n1's second request goes to a second transaction, after the first one has committed, and fails there.
+    const [first, second, repeat] = await Promise.allSettled([allocate(n1), allocate(n2), allocate(n1, 12_345)]);
+    expect(repeat).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('injected failure') } });
+    const answered = [first, second].map((result) => (result.status === 'fulfilled' ? result.value.granted.map((asset) => asset.id) : result.reason));
+    // Nothing granted but not answered: every active allocation is one its node was told about.
+    const active = await database.handle.db.selectFrom('allocations').select(['asset_id', 'node_id']).where('state', '=', 'active').orderBy('node_id').execute();
+    expect(active.map((row) => [row.node_id, row.asset_id])).toEqual([
+      [n1, ...(answered[0] as string[])],
+      [n2, ...(answered[1] as string[])],
+    ]);
   });
 
   it('starts the next batch when the wait runs out, with what has arrived', async () => {

@@ -2,7 +2,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
-import { allocateBatch, type AllocationOutcome, type AllocationPolicy, type AllocationRequest } from './allocate.service.js';
+import { allocateBatch, PartialBatchError, type AllocationOutcome, type AllocationPolicy, type AllocationRequest } from './allocate.service.js';
 
 export interface AllocationBatcher {
   allocate(request: AllocationRequest): Promise<AllocationOutcome>;
@@ -40,7 +40,8 @@ export function batchWaitMs(config: Pick<Config, 'allocateBatchWaitMs'>, dialect
  * ended) is never held; one arriving during the wait is served when the wait ends.
  *
  * If a shared transaction fails, each of its requests is retried on its own, so one bad request
- * cannot fail the others.
+ * cannot fail the others; requests whose grants were committed before the failure are answered
+ * with them, never run again.
  */
 export function createAllocationBatcher(deps: {
   db: Db;
@@ -89,14 +90,18 @@ export function createAllocationBatcher(deps: {
         const results = await run(batch.map((waiting) => waiting.request));
         batch.forEach((waiting, index) => waiting.resolve(results[index] as AllocationOutcome));
         await gather(Math.min(maxBatch, queue.length + batch.length));
-      } catch {
+      } catch (error) {
+        // Requests whose grants were committed before the failure get them; the others run again alone.
+        const served = error instanceof PartialBatchError ? error.outcomes : [];
         await Promise.all(
-          batch.map((waiting) =>
-            run([waiting.request]).then(
-              ([outcome]) => waiting.resolve(outcome as AllocationOutcome),
-              (error: unknown) => waiting.reject(error),
-            ),
-          ),
+          batch.map((waiting, index) => {
+            const outcome = served[index];
+            if (outcome) return waiting.resolve(outcome);
+            return run([waiting.request]).then(
+              ([alone]) => waiting.resolve(alone as AllocationOutcome),
+              (cause: unknown) => waiting.reject(cause),
+            );
+          }),
         );
       }
     }
