@@ -103,16 +103,24 @@ export async function findAsset(db: Db, id: string): Promise<AssetRow | undefine
   return db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-/** Recomputes holders from the allocations table for the given assets (after batch changes). */
-export async function recountHolders(db: Db, assetIds: string[]): Promise<void> {
-  const unique = [...new Set(assetIds)];
-  for (let start = 0; start < unique.length; start += 1000) {
-    await db
-      .updateTable('assets')
-      .set({
-        holders: sql`copies + (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active')`,
-      })
-      .where('id', 'in', unique.slice(start, start + 1000))
-      .execute();
+/**
+ * Takes one holder off each asset per allocation of it that just stopped being active (an asset
+ * listed twice loses two). Relative, like the claim's increment: a recount from the allocations
+ * table read them from the statement's snapshot, so under concurrent claims on PostgreSQL it could
+ * miss one that committed while this UPDATE waited for the asset's row lock, and leave holders one
+ * short (seen by the expiry race test in concurrency.test.ts).
+ */
+export async function releaseHolders(db: Db, assetIds: string[]): Promise<void> {
+  const released = new Map<string, number>();
+  for (const id of assetIds) released.set(id, (released.get(id) ?? 0) + 1);
+  for (const count of new Set(released.values())) {
+    const ids = [...released].filter(([, n]) => n === count).map(([id]) => id);
+    for (let start = 0; start < ids.length; start += 1000) {
+      await db
+        .updateTable('assets')
+        .set((eb) => ({ holders: eb('holders', '-', count) }))
+        .where('id', 'in', ids.slice(start, start + 1000))
+        .execute();
+    }
   }
 }
