@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import type { Dialect } from '../db/dialect.js';
+import { changeHolders } from '../assets/assets.repository.js';
 import { appendEvents } from '../events/events.repository.js';
 import type { AllocationState } from './allocations.table.js';
 import { leaseFor, type LeasePolicy } from './lease.js';
@@ -473,9 +474,9 @@ interface Grant {
 async function grant(trx: Db, grants: Grant[], now: number, style: PassStyle): Promise<GrantedAsset[]> {
   if (grants.length === 0) return [];
   const inserted = style.writesTogether ? await writeGrantsTogether(trx, grants, now) : await writeGrantsApart(trx, grants, now);
-  const allocationIds = new Map(inserted.map((row) => [`${row.asset_id} ${row.node_id}`, row.id]));
+  const allocationIdOf = allocationIds(inserted);
   return grants.map((entry) => ({
-    allocationId: allocationIds.get(`${entry.asset.id} ${entry.request.nodeId}`) as number,
+    allocationId: allocationIdOf(entry),
     id: entry.asset.id,
     name: entry.asset.name,
     url: entry.asset.url,
@@ -493,13 +494,19 @@ interface InsertedAllocation {
   node_id: number;
 }
 
+/** Each grant's allocation id, from the inserted rows (one per asset and node). */
+function allocationIds(inserted: InsertedAllocation[]): (grant: Grant) => number {
+  const ids = new Map(inserted.map((row) => [`${row.asset_id} ${row.node_id}`, row.id]));
+  return ({ asset, request }) => ids.get(`${asset.id} ${request.nodeId}`) as number;
+}
+
 const GRANTED = 'allocation.granted';
 
 function grantedEventData({ asset, request, reservedBytes, expiresAt }: Grant) {
   return { asset_id: asset.id, node_id: request.nodeId, reserved_bytes: reservedBytes, expires_at: expiresAt };
 }
 
-/** One statement per table: the INSERT, one UPDATE per distinct increment of holders, the events. */
+/** One statement per table: the INSERT, the holders increments (changeHolders), the events. */
 async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<InsertedAllocation[]> {
   const inserted = await trx
     .insertInto('allocations')
@@ -516,21 +523,9 @@ async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<
     )
     .returning(['id', 'asset_id', 'node_id'])
     .execute();
-  // An asset granted to several nodes of a batch gains several holders: one UPDATE per increment.
-  const increments = new Map<string, number>();
-  for (const { asset } of grants) increments.set(asset.id, (increments.get(asset.id) ?? 0) + 1);
-  for (const increment of new Set(increments.values())) {
-    await trx
-      .updateTable('assets')
-      .set((eb) => ({ holders: eb('holders', '+', increment) }))
-      .where(
-        'id',
-        'in',
-        [...increments].filter(([, count]) => count === increment).map(([id]) => id),
-      )
-      .execute();
-  }
-  const allocationIds = new Map(inserted.map((row) => [`${row.asset_id} ${row.node_id}`, row.id]));
+  // An asset granted to several nodes of a batch gains several holders.
+  await changeHolders(trx, grants.map(({ asset }) => asset.id), 1);
+  const allocationIdOf = allocationIds(inserted);
   await appendEvents(
     trx,
     now,
@@ -538,7 +533,7 @@ async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<
       actor: entry.request.actor,
       kind: GRANTED,
       subjectType: 'allocation',
-      subjectId: allocationIds.get(`${entry.asset.id} ${entry.request.nodeId}`) as number,
+      subjectId: allocationIdOf(entry),
       data: grantedEventData(entry),
     })),
   );

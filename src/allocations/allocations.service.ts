@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { AssetState } from '../assets/assets.table.js';
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
-import { releaseHolders } from '../assets/assets.repository.js';
+import { changeHolders } from '../assets/assets.repository.js';
 import { appendEvents } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
 import type { AllocationState } from './allocations.table.js';
@@ -254,7 +254,7 @@ export async function expireDueAllocations(db: Db, now: number): Promise<number>
         .where('state', '=', 'active')
         .returning(['id', 'asset_id', 'node_id', 'expires_at'])
         .execute();
-      await releaseHolders(trx, rows.map((row) => row.asset_id));
+      await changeHolders(trx, rows.map((row) => row.asset_id), -1);
       // One strike per node per pass: a node that lets work lapse is given less.
       await addStrikes(trx, rows.map((row) => row.node_id), 1);
       await appendEvents(

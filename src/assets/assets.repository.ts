@@ -104,21 +104,22 @@ export async function findAsset(db: Db, id: string): Promise<AssetRow | undefine
 }
 
 /**
- * Takes one holder off each asset per allocation of it that just stopped being active (an asset
- * listed twice loses two). Relative, like the claim's increment: a recount from the allocations
- * table read them from the statement's snapshot, so under concurrent claims on PostgreSQL it could
- * miss one that committed while this UPDATE waited for the asset's row lock, and leave holders one
- * short (seen by the expiry race test in concurrency.test.ts).
+ * Moves each asset's holders by one per time it is listed, up for allocations just granted, down
+ * for ones that just stopped being active: one UPDATE per distinct count (almost always one).
+ * Relative, so concurrent changes compose: a recount from the allocations table read them from the
+ * statement's snapshot, so under concurrent claims on PostgreSQL it could miss one that committed
+ * while the UPDATE waited for the asset's row lock, and leave holders one short (seen by the
+ * expiry race test in concurrency.test.ts).
  */
-export async function releaseHolders(db: Db, assetIds: string[]): Promise<void> {
-  const released = new Map<string, number>();
-  for (const id of assetIds) released.set(id, (released.get(id) ?? 0) + 1);
-  for (const count of new Set(released.values())) {
-    const ids = [...released].filter(([, n]) => n === count).map(([id]) => id);
+export async function changeHolders(db: Db, assetIds: string[], direction: 1 | -1): Promise<void> {
+  const counts = new Map<string, number>();
+  for (const id of assetIds) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const count of new Set(counts.values())) {
+    const ids = [...counts].filter(([, n]) => n === count).map(([id]) => id);
     for (let start = 0; start < ids.length; start += 1000) {
       await db
         .updateTable('assets')
-        .set((eb) => ({ holders: eb('holders', '-', count) }))
+        .set((eb) => ({ holders: eb('holders', '+', direction * count) }))
         .where('id', 'in', ids.slice(start, start + 1000))
         .execute();
     }

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { leaseFor, type LeasePolicy } from '../allocations/lease.js';
-import { releaseHolders } from '../assets/assets.repository.js';
+import { changeHolders } from '../assets/assets.repository.js';
 import type { Db } from '../db/database.js';
 import { appendEvents } from '../events/events.repository.js';
 import type { NodeStatus } from './nodes.table.js';
@@ -115,7 +115,7 @@ export async function reclaimFromDeadNodes(db: Db, now: number, maxPerPass: numb
       .where('state', '=', 'active')
       .returning(['id', 'asset_id', 'node_id'])
       .execute();
-    await releaseHolders(trx, rows.map((row) => row.asset_id));
+    await changeHolders(trx, rows.map((row) => row.asset_id), -1);
     await appendEvents(
       trx,
       now,
