@@ -47,6 +47,16 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
     expect(transactions).toBe(2);
   });
 
+  it('starts again after it has gone idle: each request after the last batch ended is served', async () => {
+    const { nodes, allocate } = await setUp(0);
+    for (const node of nodes) {
+      expect((await allocate(node)).granted).toHaveLength(1);
+      // An event-loop turn with nothing queued: the batch loop ends before the next request.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(transactions).toBe(3);
+  });
+
   it('stops waiting after a batch once its nodes have asked again, and serves them in one transaction', async () => {
     const { nodes, allocate } = await setUp(FOREVER_MS);
     const [n1, n2, n3] = nodes as [number, number, number];

@@ -21,7 +21,6 @@ interface Waiting {
 // the batches larger (measured over HTTP, 50 clients, 200,000 assets: 619 and 738 req/s with one
 // in flight against 607 and 615 with two, at 570–660 against 715–790 µs of server CPU a request;
 // one request per transaction over 10 connections did 184).
-const BATCH_CONCURRENCY = 1;
 const MAX_BATCH = 64;
 
 /** How long a batcher waits after a batch for the nodes it answered: ALLOCATE_BATCH_WAIT_MS, else the database's default. */
@@ -48,17 +47,15 @@ export function createAllocationBatcher(deps: {
   dialect: Dialect;
   clock: Clock;
   policy: AllocationPolicy;
-  /** Transactions in flight at once. */
-  concurrency?: number;
   /** Requests per transaction. */
   maxBatch?: number;
   /** After a batch, how long to wait for more requests before the next one (0: never). */
   waitMs?: number;
 }): AllocationBatcher {
-  const { concurrency = BATCH_CONCURRENCY, maxBatch = MAX_BATCH, waitMs = 0 } = deps;
+  const { maxBatch = MAX_BATCH, waitMs = 0 } = deps;
   const queue: Waiting[] = [];
-  let inFlight = 0;
-  let starting = 0;
+  // A drain is running or about to start: the one transaction in flight, and the one wait below.
+  let draining = false;
   let gathering: { target: number; release(): void } | undefined;
 
   /** Resolves when `target` requests are queued, or after waitMs. */
@@ -83,7 +80,6 @@ export function createAllocationBatcher(deps: {
   const run = (requests: AllocationRequest[]) => allocateBatch(deps.db, deps.dialect, requests, deps.policy, deps.clock.now());
 
   async function drain(): Promise<void> {
-    inFlight += 1;
     while (queue.length > 0) {
       const batch = queue.splice(0, maxBatch);
       try {
@@ -105,7 +101,8 @@ export function createAllocationBatcher(deps: {
         );
       }
     }
-    inFlight -= 1;
+    // In the same turn as the last check of the queue, so no request can be left behind in it.
+    draining = false;
   }
 
   return {
@@ -117,12 +114,9 @@ export function createAllocationBatcher(deps: {
         // Start on setImmediate: every request already read in this turn of the event loop joins
         // the batch. Starting at once would run the transaction to its end before the other
         // requests are even parsed (better-sqlite3 is synchronous), giving batches of one.
-        if (inFlight + starting < concurrency) {
-          starting += 1;
-          setImmediate(() => {
-            starting -= 1;
-            void drain();
-          });
+        if (!draining) {
+          draining = true;
+          setImmediate(() => void drain());
         }
       });
     },
