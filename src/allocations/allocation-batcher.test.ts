@@ -25,7 +25,7 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
   });
 
   /** A batcher over a fresh catalogue, counting the transactions it runs. */
-  async function setUp(waitMs: number) {
+  async function setUp(waitMs: number, onBatchFailed?: (requests: number, error: unknown) => void) {
     database = await createTestDatabase(dialect);
     transactions = 0;
     handle = openDatabase({ ...database.options, onQuery: (text) => (transactions += /^begin/i.test(text) ? 1 : 0) });
@@ -34,7 +34,7 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
     await importAssets(database.handle.db, assets, { replicasFor: () => 1, actor: 'test', source: 'test' }, clock.now());
     const nodes: number[] = [];
     for (const name of ['n1', 'n2', 'n3']) nodes.push((await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: clock.now() }))!.id);
-    const batcher = createAllocationBatcher({ db: handle.db, dialect: handle.dialect, clock, policy: allocationPolicyFrom(buildConfig()), waitMs });
+    const batcher = createAllocationBatcher({ db: handle.db, dialect: handle.dialect, clock, policy: allocationPolicyFrom(buildConfig()), waitMs, onBatchFailed });
     const allocate = (nodeId: number, freeBytes = 100 * GIB) => batcher.allocate({ nodeId, freeBytes, maxAssets: 1, minPriority: 1, actor: 'test' });
     return { nodes, allocate };
   }
@@ -86,12 +86,15 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
   }
 
   it('answers the requests a batch committed before a later part of it failed, and runs only the others again', async () => {
-    const { nodes, allocate } = await setUp(0);
+    const failures: [number, string][] = [];
+    const { nodes, allocate } = await setUp(0, (requests, error) => failures.push([requests, (error as Error).message]));
     const [n1, n2] = nodes as [number, number];
     await failReportsOf(12_345);
     // n1's second request goes to a second transaction, after the first one has committed, and fails there.
     const [first, second, repeat] = await Promise.allSettled([allocate(n1), allocate(n2), allocate(n1, 12_345)]);
     expect(repeat).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('injected failure') } });
+    // The shared transaction's failure is reported once, for the three requests it held.
+    expect(failures).toEqual([[3, expect.stringContaining('injected failure')]]);
     const answered = [first, second].map((result) => (result.status === 'fulfilled' ? result.value.granted.map((asset) => asset.id) : result.reason));
     // Nothing granted but not answered: every active allocation is one its node was told about.
     const active = await database.handle.db.selectFrom('allocations').select(['asset_id', 'node_id']).where('state', '=', 'active').orderBy('node_id').execute();

@@ -51,6 +51,8 @@ export function createAllocationBatcher(deps: {
   maxBatch?: number;
   /** After a batch, how long to wait for more requests before the next one (0: never). */
   waitMs?: number;
+  /** Told when a batch's transaction failed, before its requests run again alone (the route logs it). */
+  onBatchFailed?: (requests: number, error: unknown) => void;
 }): AllocationBatcher {
   const { maxBatch = MAX_BATCH, waitMs = 0 } = deps;
   const queue: Waiting[] = [];
@@ -87,6 +89,7 @@ export function createAllocationBatcher(deps: {
         batch.forEach((waiting, index) => waiting.resolve(results[index] as AllocationOutcome));
         await gather(Math.min(maxBatch, queue.length + batch.length));
       } catch (error) {
+        deps.onBatchFailed?.(batch.length, error);
         // Requests whose grants were committed before the failure get them; the others run again alone.
         const served = error instanceof PartialBatchError ? error.outcomes : [];
         await Promise.all(

@@ -57,6 +57,8 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
     clock: ctx.clock,
     policy: allocationPolicyFrom(ctx.config),
     waitMs: batchWaitMs(ctx.config, ctx.dialect),
+    // Each request is still answered (run again alone), but batches that keep failing must show.
+    onBatchFailed: (requests, error) => app.log.warn({ err: error, requests }, 'an /allocate batch failed; each of its requests runs again on its own'),
   });
 
   app.post(
