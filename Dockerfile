@@ -1,7 +1,37 @@
 # syntax=docker/dockerfile:1
-# Dispatcher's control plane: `docker build -t dispatcher .`, then see compose.yaml.
-# Both stages use the same base image, so the native SQLite driver built in the first runs in the second.
+# Two images from one file:
+#   the control plane: `docker build -t dispatcher .` (the last stage), then see compose.yaml;
+#   a rescue node's agent: `docker build --target agent -t dispatcher-agent .`, built without a compiler.
+# All stages use the same base image, so the native SQLite driver built in `build` runs in `runtime`.
 ARG NODE_IMAGE=node:22-bookworm-slim
+
+FROM ${NODE_IMAGE} AS agent-build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY src ./src
+# The agent never loads the database drivers, so no install script runs: that skips better-sqlite3's
+# node-gyp build (no python3, make or g++ here) and the `prepare` build, done explicitly instead.
+RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts \
+ && npm run build \
+ && npm prune --omit=dev --ignore-scripts
+
+FROM ${NODE_IMAGE} AS agent
+ENV NODE_ENV=production \
+    DATA_DIR=/data
+WORKDIR /app
+# Owned by root and read-only to the agent: only /data is writable.
+COPY --from=agent-build /app/package.json ./package.json
+COPY --from=agent-build /app/node_modules ./node_modules
+COPY --from=agent-build /app/dist ./dist
+RUN mkdir -p /data && chown node:node /data
+# The official image's unprivileged user (uid 1000).
+USER node
+# Copies, partial downloads and the node's identity (its token): keep the volume across upgrades.
+VOLUME ["/data"]
+# SIGTERM reaches node directly (exec form): the agent takes nothing new, gives its unfinished work
+# back and exits within 30 s, so stop it with `docker stop -t 45` (Docker's default waits only 10 s).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["node", "dist/cli.js", "agent"]
 
 FROM ${NODE_IMAGE} AS build
 # better-sqlite3 compiles from source when no prebuilt binary fits.
@@ -14,6 +44,7 @@ COPY src ./src
 # `npm ci` also builds (the `prepare` script: tsc into dist/); then the dev dependencies go.
 RUN --mount=type=cache,target=/root/.npm npm ci && npm prune --omit=dev
 
+# The last stage, so a plain `docker build .` (and compose.yaml) builds the control plane.
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production \
     DATA_DIRECTORY=/data \

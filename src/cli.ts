@@ -2,8 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { describeVariables } from './config.js';
 import { agentSettings, type AgentFlags } from './agent/agent.config.js';
-import { addUser, agent, createToken, importCkanPortal, importDatagovCatalog, importDcatCatalog, importJsonFile, loadConfigOrExit, migrate, serve } from './main.js';
-import { describeSummary } from './catalog/catalog-import.js';
+import type { RunSummary } from './catalog/catalog-import.js';
 import { readPassword } from './lib/prompt.js';
 import { workerExec } from './workers/worker-exec.js';
 
@@ -25,6 +24,15 @@ function port(value: string): number {
   return parsed;
 }
 
+// The server's modules (the database drivers, one of them native, and Fastify) are imported by the
+// commands that use them, so `agent` and `worker-exec` load none of them.
+const loadServer = () => import('./main.js');
+
+async function printSummary(summary: RunSummary): Promise<void> {
+  const { describeSummary } = await import('./catalog/catalog-import.js');
+  console.log(describeSummary(summary));
+}
+
 const variablesHelp = `\nEnvironment variables (first name wins; see the README for each):\n${describeVariables()
   .map((variable) => `  ${variable.names.join(' / ')}${variable.fallback === undefined ? '' : ` (default: ${String(variable.fallback)})`}`)
   .join('\n')}\n`;
@@ -41,6 +49,7 @@ program
   .option('--host <host>', 'listen on this address (overrides DISPATCHER_HOST)')
   .addHelpText('after', variablesHelp)
   .action(async (options: { port?: number; host?: string }) => {
+    const { serve, loadConfigOrExit } = await loadServer();
     await serve(loadConfigOrExit({ ...(options.port !== undefined ? { port: options.port } : {}), ...(options.host ? { host: options.host } : {}) }));
   });
 
@@ -48,6 +57,7 @@ const agentCommand = program
   .command('agent')
   .description('Run a rescue node: register, take work, download, verify, keep copies. Each flag also reads the variable named after it.')
   .action(async (flags: AgentFlags) => {
+    const { agent } = await import('./agent/main.js');
     await agent(flags);
   });
 for (const setting of agentSettings) {
@@ -68,6 +78,7 @@ program
   .command('migrate')
   .description('Bring the database schema up to date and exit (serve also does this at start).')
   .action(async () => {
+    const { migrate, loadConfigOrExit } = await loadServer();
     const applied = await migrate(loadConfigOrExit());
     console.log(applied.length === 0 ? 'Schema already up to date.' : `Applied: ${applied.join(', ')}`);
   });
@@ -81,6 +92,7 @@ user
     if (!/^[a-z0-9_.-]{3,32}$/.test(username)) throw new InvalidArgumentError('username must be 3–32 characters of a-z, 0-9, _ . -');
     const password = await readPassword(`Password for ${username}: `);
     if (password.length < 8) throw new InvalidArgumentError('password must be at least 8 characters long');
+    const { addUser, loadConfigOrExit } = await loadServer();
     const outcome = await addUser(loadConfigOrExit(), { username, password, admin: options.admin === true });
     console.log(`User ${username}${options.admin ? ' (admin)' : ''}: ${outcome}.`);
   });
@@ -92,6 +104,7 @@ token
   .option('--expires-in-hours <hours>', 'expire after this many hours (default: never)', positive)
   .option('--note <text>', 'a note kept with the token (who it was given to)')
   .action(async (options: { expiresInHours?: number; note?: string }) => {
+    const { createToken, loadConfigOrExit } = await loadServer();
     const created = await createToken(loadConfigOrExit(), options);
     console.log(created.token);
     if (created.expiresAt !== null) console.error(`Expires at ${new Date(created.expiresAt).toISOString()}.`);
@@ -102,6 +115,7 @@ importCommand
   .command('json <file>')
   .description('Import assets from a JSON file in the seeds\' format: [{id, url, size_mb, priority, name}, …].')
   .action(async (file: string) => {
+    const { importJsonFile, loadConfigOrExit } = await loadServer();
     const started = Date.now();
     const count = await importJsonFile(loadConfigOrExit(), file);
     const seconds = (Date.now() - started) / 1000;
@@ -128,8 +142,8 @@ importCommand
   .option('--discover-sizes', discoverHelp)
   .addHelpText('after', catalogHelp)
   .action(async (url: string, options: { q?: string; fq?: string; org?: string; rows?: number; discoverSizes?: boolean }) => {
-    const summary = await importCkanPortal(loadConfigOrExit(), url, options);
-    console.log(describeSummary(summary));
+    const { importCkanPortal, loadConfigOrExit } = await loadServer();
+    await printSummary(await importCkanPortal(loadConfigOrExit(), url, options));
   });
 
 importCommand
@@ -143,8 +157,8 @@ importCommand
   .option('--discover-sizes', discoverHelp)
   .addHelpText('after', catalogHelp)
   .action(async (options: { q?: string; org?: string; apiKey?: string; url?: string; perPage?: number; discoverSizes?: boolean }) => {
-    const summary = await importDatagovCatalog(loadConfigOrExit(), options);
-    console.log(describeSummary(summary));
+    const { importDatagovCatalog, loadConfigOrExit } = await loadServer();
+    await printSummary(await importDatagovCatalog(loadConfigOrExit(), options));
   });
 
 importCommand
@@ -153,8 +167,8 @@ importCommand
   .option('--discover-sizes', discoverHelp)
   .addHelpText('after', catalogHelp)
   .action(async (location: string, options: { discoverSizes?: boolean }) => {
-    const summary = await importDcatCatalog(loadConfigOrExit(), location, options);
-    console.log(describeSummary(summary));
+    const { importDcatCatalog, loadConfigOrExit } = await loadServer();
+    await printSummary(await importDcatCatalog(loadConfigOrExit(), location, options));
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {

@@ -18,9 +18,6 @@ import { createJwtIssuer } from './users/jwt.js';
 import { loadProvisioningKey } from './workers/ssh.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
 import { Ajv } from 'ajv';
-import { loadAgentConfig, type AgentFlags } from './agent/agent.config.js';
-import { runAgent } from './agent/agent.js';
-import { createProgress } from './agent/progress.js';
 import type { ImportIo, RunSummary } from './catalog/catalog-import.js';
 import { sleepFor } from './catalog/catalog-http.js';
 import { importCkan, type CkanFlags } from './catalog/ckan.import.js';
@@ -205,30 +202,4 @@ export async function importDatagovCatalog(config: Config, flags: DatagovFlags):
 /** `dispatcher import dcat URL|FILE`: the distributions of a DCAT-US data.json into assets. */
 export async function importDcatCatalog(config: Config, location: string, flags: { discoverSizes?: boolean }): Promise<RunSummary> {
   return withDatabase(config, ({ db }) => importDcat(db, config, processIo, location, flags));
-}
-
-/** `dispatcher agent`: runs until SIGINT/SIGTERM, gives back unfinished work, exits 0. */
-export async function agent(flags: AgentFlags): Promise<void> {
-  let config;
-  try {
-    config = loadAgentConfig(flags, process.env);
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n`);
-    process.exit(1);
-  }
-  const progress = createProgress(process.stdout);
-  const controller = new AbortController();
-  const stop = (signal: string) => {
-    progress.log(`${signal} received: finishing nothing new`);
-    controller.abort();
-    // A second signal, or 30 s without finishing, ends the process regardless.
-    process.once('SIGINT', () => process.exit(1));
-    process.once('SIGTERM', () => process.exit(1));
-    setTimeout(() => process.exit(1), 30_000).unref();
-  };
-  process.once('SIGINT', () => stop('SIGINT'));
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  await runAgent(config, progress, controller.signal);
-  progress.log('stopped');
-  process.exit(0);
 }
