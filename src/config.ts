@@ -48,6 +48,17 @@ export interface Config {
   defaultNodeRateBytesPerSecond: number;
   maxStrikes: number;
   sourceGoneConfirmations: number;
+  /** Distinct nodes whose size or checksum mismatches make an asset `suspect` (no longer handed out). */
+  mismatchConfirmations: number;
+  /** A failed node-asset pair waits this long before that node may get the asset again, doubling per failure… */
+  retryCooldownMs: number;
+  /** … up to this. */
+  retryCooldownMaxMs: number;
+  /** Active allocations per source host across the fleet; 0: no cap. */
+  sourceHostMaxActive: number;
+  /** A source's 429/503 pauses its host for its Retry-After, at most this long (and this long when it gives none: see sourcePauseDefaultMs). */
+  sourcePauseMaxMs: number;
+  sourcePauseDefaultMs: number;
   spreadTag: string;
   bodyLimitBytes: number;
   loginRateLimitPerMinute: number;
@@ -242,6 +253,12 @@ const variables = [
   },
   { key: 'maxStrikes', names: ['MAX_STRIKES'], parse: integer(1, 100), fallback: 6 },
   { key: 'sourceGoneConfirmations', names: ['SOURCE_GONE_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2 },
+  { key: 'mismatchConfirmations', names: ['MISMATCH_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2 },
+  { key: 'retryCooldownMs', names: ['RETRY_COOLDOWN_SECONDS'], parse: (raw: string) => integer(1, 604_800)(raw) * 1000, fallback: 600_000 },
+  { key: 'retryCooldownMaxMs', names: ['RETRY_COOLDOWN_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR },
+  { key: 'sourceHostMaxActive', names: ['SOURCE_HOST_MAX_ACTIVE'], parse: integer(0, 1_000_000), fallback: 8 },
+  { key: 'sourcePauseDefaultMs', names: ['SOURCE_PAUSE_DEFAULT_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 60_000 },
+  { key: 'sourcePauseMaxMs', names: ['SOURCE_PAUSE_MAX_HOURS'], parse: hoursToMs(positiveNumber(168)), fallback: 24 * HOUR },
   { key: 'spreadTag', names: ['SPREAD_TAG'], parse: text, fallback: 'region' },
   { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB },
   { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20 },

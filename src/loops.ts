@@ -1,4 +1,5 @@
 import { expireDueAllocations } from './allocations/allocations.service.js';
+import { failurePolicyFrom } from './allocations/failure-policy.js';
 import { applyPriorityPolicy } from './assets/priority.service.js';
 import { syncCatalogs } from './catalog/catalog-sync.js';
 import type { AppContext } from './http/context.js';
@@ -27,7 +28,7 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       name: EXPIRY_LOOP,
       // Leases are hours long; half a minute of lateness is noise, and the pass is one indexed UPDATE.
       intervalMs: 30_000,
-      tick: (now) => expireDueAllocations(ctx.db, now),
+      tick: (now) => expireDueAllocations(ctx.db, failurePolicyFrom(ctx.config), now),
     },
     {
       name: LIVENESS_LOOP,

@@ -63,6 +63,8 @@ export function testConfig(database: TestDatabase, overrides: Partial<Config> = 
     port: 0,
     logLevel: 'silent',
     adminPassword: ADMIN_PASSWORD,
+    // Most fixtures put every asset on one host; the per-host cap has tests of its own.
+    sourceHostMaxActive: 0,
     ...database.options,
     ...overrides,
   });

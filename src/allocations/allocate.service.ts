@@ -5,7 +5,9 @@ import type { Database } from '../db/schema.js';
 import type { Dialect } from '../db/dialect.js';
 import { changeHolders } from '../assets/assets.repository.js';
 import { appendEvents } from '../events/events.repository.js';
+import { activeByHost, lockSourceHosts } from '../sources/sources.repository.js';
 import type { AllocationState } from './allocations.table.js';
+import { coolingDown } from './retry-cooldowns.repository.js';
 import { leaseFor, type LeasePolicy } from './lease.js';
 
 export interface AllocationRequest {
@@ -27,6 +29,8 @@ export interface AllocationPolicy extends LeasePolicy {
   maxStrikes: number;
   /** Node tag across which copies of an asset are spread where possible. */
   spreadTag: string;
+  /** Active allocations per source host across the fleet; 0: no cap. */
+  sourceHostMaxActive: number;
 }
 
 /** The allocation rules as configured. */
@@ -39,6 +43,7 @@ export function allocationPolicyFrom(config: Config): AllocationPolicy {
     freeSpaceTtlMs: config.freeSpaceTtlMs,
     maxStrikes: config.maxStrikes,
     spreadTag: config.spreadTag,
+    sourceHostMaxActive: config.sourceHostMaxActive,
   };
 }
 
@@ -73,6 +78,10 @@ interface Candidate {
   sha256: string | null;
   replicas_target: number;
   source_errors: number;
+  retry_failures: number;
+  source_host: string | null;
+  /** Active allocations of the candidate's source host when read (0 without a cap). */
+  host_active: number;
 }
 
 type LockMode = 'none' | 'skip-locked' | 'wait';
@@ -80,6 +89,8 @@ type LockMode = 'none' | 'skip-locked' | 'wait';
 /** How a pass runs on this database. */
 interface PassStyle {
   lock: LockMode;
+  /** Host rows are locked before a host's active allocations are counted (PostgreSQL, concurrent transactions). */
+  lockHosts: boolean;
   /** The grants' writes to allocations, assets and events go in one statement (PostgreSQL). */
   writesTogether: boolean;
 }
@@ -143,7 +154,7 @@ export async function allocateBatch(
   // Node id order, so two instances' batches lock node rows in the same order.
   const order = [...firsts.values()].sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
   const batch = order.map((index) => requests[index] as AllocationRequest);
-  const style: PassStyle = { lock: dialect.hasRowLocks ? 'skip-locked' : 'none', writesTogether: dialect.hasWritableCtes };
+  const style: PassStyle = { lock: dialect.hasRowLocks ? 'skip-locked' : 'none', lockHosts: dialect.hasRowLocks, writesTogether: dialect.hasWritableCtes };
   const passes = await db.transaction().execute((trx) => (batch.length === 1 ? Promise.all([claim(trx, batch[0] as AllocationRequest, policy, now, style)]) : claimTogether(trx, batch, policy, now, style)));
   const outcomes: AllocationOutcome[] = new Array(requests.length);
   await Promise.all(
@@ -188,7 +199,7 @@ class DryRun extends Error {
 export async function previewAllocation(db: Db, request: AllocationRequest, policy: AllocationPolicy, now: number): Promise<AllocationOutcome> {
   try {
     await db.transaction().execute(async (trx) => {
-      const { granted, refusal } = await claim(trx, request, policy, now, { lock: 'none', writesTogether: false });
+      const { granted, refusal } = await claim(trx, request, policy, now, { lock: 'none', lockHosts: false, writesTogether: false });
       throw new DryRun({ granted, refusal });
     });
   } catch (error) {
@@ -209,7 +220,7 @@ async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, polic
         { ...request, maxAssets: missing },
         { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
         now,
-        { lock: 'wait', writesTogether: dialect.hasWritableCtes },
+        { lock: 'wait', lockHosts: true, writesTogether: dialect.hasWritableCtes },
       ),
     );
     return { granted: [...first.granted, ...second.granted] };
@@ -298,18 +309,19 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   const { budget, maxAssets, unknownCap } = allowance;
   const knownLimit = Math.min(maxAssets * 3, 1000);
   const range = priorityRange(request);
-  const { known, unknown } = await selectCandidates(trx, range, lock, budget, { known: knownLimit, unknown: unknownCap }, request.nodeId);
+  const { known, unknown } = await selectCandidates(trx, { range, lock, budget, limits: { known: knownLimit, unknown: unknownCap }, hostCap: policy.sourceHostMaxActive, now }, request.nodeId);
   const merged = mergeInAllocationOrder(known, unknown);
   const ties = allowance.spreadValue === undefined ? new Map<string, Ties>() : await holdersOf(trx, merged.filter((candidate) => candidate.holders > 0), policy.spreadTag);
   const ordered = spreadAcrossTag(merged, ties, allowance.spreadValue);
-  let picked = pickWithinBudget(ordered, budget, maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: unknownCap });
+  let picked = pickWithinBudget(ordered, budget, maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: unknownCap }, hostRoomOf(merged, policy.sourceHostMaxActive));
   const ranDry = picked.length < maxAssets && known.length < knownLimit;
   if (lock === 'wait' && picked.length > 0) {
     const stillFree = await lockInIdOrder(trx, picked.map(({ asset }) => asset.id));
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
   if (picked.length === 0) return { granted: [], ranDry };
-  return { granted: await grant(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), now, style), ranDry };
+  const grants = await keepWithinHostCaps(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), policy.sourceHostMaxActive, style);
+  return { granted: await grant(trx, grants, now, style), ranDry };
 }
 
 interface Entry {
@@ -341,11 +353,18 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
   const widest = Math.max(...served.map(({ allowance }) => allowance.budget));
   const knownLimit = Math.min(served.reduce((sum, { allowance }) => sum + allowance.maxAssets, 0) + 10, 1000);
   const unknownLimit = Math.min(served.reduce((sum, { allowance }) => sum + allowance.unknownCap, 0), 1000);
-  const { known, unknown } = await selectCandidates(trx, range, lock, widest, { known: knownLimit, unknown: unknownLimit });
+  const { known, unknown } = await selectCandidates(trx, { range, lock, budget: widest, limits: { known: knownLimit, unknown: unknownLimit }, hostCap: policy.sourceHostMaxActive, now });
   const candidates = mergeInAllocationOrder(known, unknown);
   const cut = known.length === knownLimit || (unknownLimit > 0 && unknown.length === unknownLimit);
 
   const ties = await holdersOf(trx, candidates.filter((candidate) => candidate.holders > 0 || candidate.source_errors > 0), policy.spreadTag);
+  const waiting = await coolingDown(
+    trx,
+    candidates.filter((candidate) => candidate.retry_failures > 0).map((candidate) => candidate.id),
+    served.map(({ request }) => request.nodeId),
+    now,
+  );
+  const hostRoom = hostRoomOf(candidates, policy.sourceHostMaxActive);
   const taken = new Map<string, number>();
   const grants: Grant[] = [];
   for (const entry of served) {
@@ -359,14 +378,15 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
           asset.priority <= maxPriority &&
           asset.holders + (taken.get(asset.id) ?? 0) < asset.replicas_target &&
           !tie?.holders.has(request.nodeId) &&
-          !(asset.source_errors > 0 && tie?.sourceGone.has(request.nodeId))
+          !(asset.source_errors > 0 && tie?.sourceGone.has(request.nodeId)) &&
+          !waiting.get(asset.id)?.has(request.nodeId)
         );
       })
       // Ordered by the holders counts as this request sees them, after the grants before it.
       .map((asset) => ({ ...asset, holders: asset.holders + (taken.get(asset.id) ?? 0) }))
       .sort(compareAllocationOrder);
     const ordered = spreadAcrossTag(eligible, ties, allowance.spreadValue);
-    entry.picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap });
+    entry.picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap }, hostRoom);
     for (const { asset, reservedBytes: bytes } of entry.picked) {
       taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
       const tie = ties.get(asset.id) ?? { holders: new Set<number>(), sourceGone: new Set<number>(), spreadValues: [] };
@@ -376,11 +396,12 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
       grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes) });
     }
   }
-  const granted = await grant(trx, grants, now, style);
+  const kept = await keepWithinHostCaps(trx, grants, policy.sourceHostMaxActive, style);
+  const granted = await grant(trx, kept, now, style);
 
   const results: PassResult[] = [];
   for (const entry of entries) {
-    const mine = granted.filter((_, index) => (grants[index] as Grant).request === entry.request);
+    const mine = granted.filter((_, index) => (kept[index] as Grant).request === entry.request);
     const missing = entry.allowance ? entry.allowance.maxAssets - mine.length : 0;
     if (missing <= 0 || !entry.allowance) {
       results.push({ granted: mine, ranDry: false, refusal: entry.refusal });
@@ -519,6 +540,7 @@ async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<
         created_at: now,
         expires_at: expiresAt,
         verified: 0,
+        source_host: asset.source_host,
       })),
     )
     .returning(['id', 'asset_id', 'node_id'])
@@ -549,11 +571,12 @@ async function writeGrantsTogether(trx: Db, grants: Grant[], now: number): Promi
   const column = <T>(value: (grant: Grant) => T) => grants.map(value);
   const { rows } = await sql<InsertedAllocation>`
     with granted as (
-      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified)
-      select g.asset_id, g.node_id, 'active', g.reserved_bytes, ${now}::bigint, g.expires_at, 0
+      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host)
+      select g.asset_id, g.node_id, 'active', g.reserved_bytes, ${now}::bigint, g.expires_at, 0, g.source_host
       from unnest(${column((g) => g.asset.id)}::text[], ${column((g) => g.request.nodeId)}::bigint[],
-                  ${column((g) => g.reservedBytes)}::bigint[], ${column((g) => g.expiresAt)}::bigint[])
-        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, position)
+                  ${column((g) => g.reservedBytes)}::bigint[], ${column((g) => g.expiresAt)}::bigint[],
+                  ${column((g) => g.asset.source_host)}::text[])
+        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, position)
       order by g.position
       returning id, asset_id, node_id
     ), counted as (
@@ -578,6 +601,16 @@ function thisNodesAllocations(eb: ExpressionBuilder<Database, 'assets'>, nodeId:
   return eb.selectFrom('allocations').select(sql.lit(1).as('one')).whereRef('allocations.asset_id', '=', 'assets.id').where('allocations.node_id', '=', nodeId);
 }
 
+interface CandidateQuery {
+  range: { minPriority: number; maxPriority: number };
+  lock: LockMode;
+  budget: number;
+  limits: { known: number; unknown: number };
+  /** SOURCE_HOST_MAX_ACTIVE: hosts at it are left out; 0 counts nothing. */
+  hostCap: number;
+  now: number;
+}
+
 /**
  * Candidates of known size that fit the budget, and of unknown size, up to a limit each, in one
  * statement (one round trip). Each list comes straight off a partial index in allocation order
@@ -585,16 +618,13 @@ function thisNodesAllocations(eb: ExpressionBuilder<Database, 'assets'>, nodeId:
  */
 async function selectCandidates(
   trx: Db,
-  range: { minPriority: number; maxPriority: number },
-  lock: LockMode,
-  budget: number,
-  limits: { known: number; unknown: number },
-  /** Leave out what this node holds or found gone; a shared list leaves that to the caller. */
+  query: CandidateQuery,
+  /** Leave out what this node holds, found gone or must wait for; a shared list leaves that to the caller. */
   forNode?: number,
 ): Promise<{ known: Candidate[]; unknown: Candidate[] }> {
-  const list = (size: 'known' | 'unknown') => candidateList(trx, range, lock, size, budget, limits[size], forNode);
+  const list = (size: 'known' | 'unknown') => candidateList(trx, query, size, forNode);
   const rows =
-    limits.unknown > 0
+    query.limits.unknown > 0
       ? await trx
           .with('known', () => list('known'))
           .with('unknown', () => list('unknown'))
@@ -604,39 +634,39 @@ async function selectCandidates(
           .execute()
       : await list('known').execute();
   // UNION ALL does not promise to keep each list's order: restore allocation order.
-  if (limits.unknown > 0) rows.sort(compareAllocationOrder);
-  return { known: rows.filter((row) => row.size_bytes !== null), unknown: rows.filter((row) => row.size_bytes === null) };
+  if (query.limits.unknown > 0) rows.sort(compareAllocationOrder);
+  const candidates = rows.map((row) => ({ ...row, host_active: Number(row.host_active) }));
+  return { known: candidates.filter((row) => row.size_bytes !== null), unknown: candidates.filter((row) => row.size_bytes === null) };
 }
 
-function candidateList(
-  db: Db,
-  range: { minPriority: number; maxPriority: number },
-  lock: LockMode,
-  size: 'known' | 'unknown',
-  budget: number,
-  limit: number,
-  forNode: number | undefined,
-) {
+function candidateList(db: Db, { range, lock, budget, limits, hostCap, now }: CandidateQuery, size: 'known' | 'unknown', forNode: number | undefined) {
   let query = db
     .selectFrom('assets')
-    .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256', 'replicas_target', 'source_errors'])
+    .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256', 'replicas_target', 'source_errors', 'retry_failures', 'source_host'])
+    .select(
+      hostCap > 0
+        ? sql<number>`(select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host)`.as('host_active')
+        : sql<number>`0`.as('host_active'),
+    )
     // Written exactly as the partial indexes' predicates, so the planner can use them.
     .where(sql<boolean>`state = 'pending' and holders < replicas_target`)
     .where('priority', '>=', range.minPriority)
     .where('priority', '<=', range.maxPriority)
+    // Hosts that asked the fleet to wait, or already serve SOURCE_HOST_MAX_ACTIVE allocations: one
+    // small set, read once per statement.
+    .where((eb) => eb.or([eb('source_host', 'is', null), eb('source_host', 'not in', blockedHosts(db, hostCap, now))]))
     .orderBy('priority', 'desc')
     .orderBy('holders', 'asc')
     .orderBy('first_seen_at', 'asc')
     .orderBy('id', 'asc')
-    .limit(limit);
+    .limit(limits[size]);
   if (forNode !== undefined) {
     query = query
       .where((eb) =>
         eb.not(
           eb.exists(
             // Literal states: a bound parameter hides the partial index allocations_one_per_node
-            // from the planner, which then walks every allocation of the node (measured 1.8 ms
-            // against 0.016 ms at 1,000 allocations per node on SQLite).
+            // from the planner, which then walks every allocation of the node.
             thisNodesAllocations(eb, forNode).where('allocations.state', 'in', [sql.lit<AllocationState>('active'), sql.lit<AllocationState>('completed')]),
           ),
         ),
@@ -649,11 +679,71 @@ function candidateList(
           // Written as the partial index allocations_source_gone's predicate, so the planner uses it.
           eb.not(eb.exists(thisNodesAllocations(eb, forNode).where(sql<boolean>`end_reason like 'source_gone:%'`))),
         ]),
+      )
+      // Nor one it failed before its cooldown is over; only assets with failures pay for this.
+      .where((eb) =>
+        eb.or([
+          eb('retry_failures', '=', 0),
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('retry_cooldowns')
+                .select(sql.lit(1).as('one'))
+                .whereRef('retry_cooldowns.asset_id', '=', 'assets.id')
+                .where('retry_cooldowns.node_id', '=', forNode)
+                .where('retry_cooldowns.retry_at', '>', now),
+            ),
+          ),
+        ]),
       );
   }
   query = size === 'known' ? query.where(sql<boolean>`size_bytes is not null`).where('size_bytes', '<=', budget) : query.where(sql<boolean>`size_bytes is null`);
   if (lock === 'skip-locked') query = query.forUpdate('assets').skipLocked();
   return query;
+}
+
+/** Paused hosts, and with a cap the hosts at it (from the index of active allocations by host). */
+function blockedHosts(db: Db, hostCap: number, now: number) {
+  const paused = db.selectFrom('source_hosts').select('host').where('paused_until', '>', now);
+  if (hostCap <= 0) return paused;
+  return paused.unionAll(
+    db
+      .selectFrom('allocations as full_hosts')
+      .select(sql<string>`full_hosts.source_host`.as('host'))
+      .where(sql<boolean>`full_hosts.state = 'active'`)
+      .where('full_hosts.source_host', 'is not', null)
+      .groupBy('full_hosts.source_host')
+      .having(sql<number>`count(*)`, '>=', hostCap),
+  );
+}
+
+/** What each candidate's host may still take, from the counts read with the candidates; undefined without a cap. */
+function hostRoomOf(candidates: Candidate[], hostCap: number): Map<string, number> | undefined {
+  if (hostCap <= 0) return undefined;
+  const room = new Map<string, number>();
+  for (const candidate of candidates) if (candidate.source_host !== null) room.set(candidate.source_host, hostCap - candidate.host_active);
+  return room;
+}
+
+/**
+ * The per-host cap under concurrency (PostgreSQL): the hosts' rows are locked in host order, then
+ * their active allocations counted again, now that transactions granting on them before have
+ * committed; grants past the cap are dropped (the node asks again). SQLite has one writer, and
+ * the counts read with the candidates are already exact.
+ */
+async function keepWithinHostCaps(trx: Db, grants: Grant[], hostCap: number, style: PassStyle): Promise<Grant[]> {
+  if (hostCap <= 0 || !style.lockHosts) return grants;
+  const hosts = [...new Set(grants.map(({ asset }) => asset.source_host).filter((host): host is string => host !== null))];
+  if (hosts.length === 0) return grants;
+  await lockSourceHosts(trx, hosts);
+  const active = await activeByHost(trx, hosts);
+  return grants.filter(({ asset }) => {
+    if (asset.source_host === null) return true;
+    const count = active.get(asset.source_host) ?? 0;
+    if (count >= hostCap) return false;
+    active.set(asset.source_host, count + 1);
+    return true;
+  });
 }
 
 /**
@@ -682,12 +772,16 @@ function mergeInAllocationOrder(known: Candidate[], unknown: Candidate[]): Candi
   return unknown.length === 0 ? known : [...known, ...unknown].sort(compareAllocationOrder);
 }
 
-/** Greedy in allocation order: take each candidate that still fits, up to the count and unknown-size caps. */
+/**
+ * Greedy in allocation order: take each candidate that still fits, up to the count and unknown-size
+ * caps and what its source host may still take (`hostRoom`, shared by the requests of a batch).
+ */
 function pickWithinBudget(
   candidates: Candidate[],
   budget: number,
   maxAssets: number,
   unknownSize: { estimate: number; maxUnknown: number },
+  hostRoom: Map<string, number> | undefined,
 ): { asset: Candidate; reservedBytes: number }[] {
   const picked: { asset: Candidate; reservedBytes: number }[] = [];
   let remaining = budget;
@@ -697,6 +791,9 @@ function pickWithinBudget(
     const isUnknown = asset.size_bytes === null;
     const bytes = asset.size_bytes ?? unknownSize.estimate;
     if (bytes > remaining || (isUnknown && unknownTaken >= unknownSize.maxUnknown)) continue;
+    const room = asset.source_host === null ? undefined : hostRoom?.get(asset.source_host);
+    if (room !== undefined && room <= 0) continue;
+    if (room !== undefined) hostRoom?.set(asset.source_host as string, room - 1);
     picked.push({ asset, reservedBytes: bytes });
     remaining -= bytes;
     if (isUnknown) unknownTaken += 1;

@@ -12,6 +12,7 @@ import { batchWaitMs, createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
 import { completeAllocation, releaseAllocation } from './allocations.service.js';
+import { failurePolicyFrom } from './failure-policy.js';
 
 /**
  * The node a request acts for. A node token acts only for its own node (by name or id); an admin
@@ -120,8 +121,16 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       await retryingLockConflicts(ctx.dialect, () =>
         releaseAllocation(
           ctx.db,
-          { assetId: request.body.asset_id, nodeId: node.id, reason: request.body.reason ?? null, sourceStatus: request.body.source_status, actor: actorOf(principal) },
-          { goneConfirmations: ctx.config.sourceGoneConfirmations },
+          {
+            assetId: request.body.asset_id,
+            nodeId: node.id,
+            reason: request.body.reason ?? null,
+            sourceStatus: request.body.source_status,
+            cause: request.body.cause,
+            retryAfterSeconds: request.body.retry_after_seconds,
+            actor: actorOf(principal),
+          },
+          { goneConfirmations: ctx.config.sourceGoneConfirmations, ...failurePolicyFrom(ctx.config) },
           ctx.clock.now(),
         ),
       );
@@ -152,6 +161,7 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
         completeAllocation(
           ctx.db,
           { assetId: body.asset_id, nodeId: node.id, sha256: body.sha256, bytes: body.bytes, uri: body.uri ?? null, actor: actorOf(principal) },
+          failurePolicyFrom(ctx.config),
           ctx.clock.now(),
         ),
       );

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { AssetId, Priority, Sha256 } from '../assets/assets.schemas.js';
+import { RELEASE_CAUSES } from './failure-policy.js';
 import { Limit, Nullable } from '../http/schemas.js';
 
 /** The seeds' node ids are names; Orion's integer ids are accepted too. */
@@ -37,6 +38,16 @@ export const ReleaseBody = Type.Object(
     source_status: Type.Optional(
       Type.Integer({ minimum: 100, maximum: 599, description: 'HTTP status the source answered, when that is why. 404/410 from SOURCE_GONE_CONFIRMATIONS nodes mark the asset gone.' }),
     ),
+    cause: Type.Optional(
+      Type.Union(
+        RELEASE_CAUSES.map((cause) => Type.Literal(cause)),
+        {
+          description:
+            'Why, as the agent classifies it. stopping: no cost. source_gone (404/410): counts towards gone. source_busy (429/503): pauses the source host for every node (retry_after_seconds). size_mismatch, checksum_mismatch, oversize against a catalogued value: a strike, and MISMATCH_CONFIRMATIONS nodes make the asset suspect. Any other cause: the node does not get this asset again for RETRY_COOLDOWN_SECONDS, doubling per failure. Default: from source_status, else other.',
+        },
+      ),
+    ),
+    retry_after_seconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000, description: 'The source\'s Retry-After, with cause source_busy.' })),
   },
   { additionalProperties: false },
 );

@@ -5,26 +5,103 @@ import { AppError } from '../errors.js';
 import { changeHolders } from '../assets/assets.repository.js';
 import { appendEvents } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
+import { pauseSourceHost } from '../sources/sources.repository.js';
 import type { AllocationState } from './allocations.table.js';
+import { causeOf, judgeFailure, MISMATCH_REASONS, pauseFor, type FailurePolicy, type ReleaseCause, type Verdict } from './failure-policy.js';
+import { recordCooldowns } from './retry-cooldowns.repository.js';
 
-/** Ends a node's active allocation of an asset by its choice; holders goes down by one. */
-export async function releaseAllocation(
-  db: Db,
-  input: { assetId: string; nodeId: number; reason: string | null; sourceStatus?: number; actor: string },
-  options: { goneConfirmations: number },
-  now: number,
-): Promise<void> {
-  const gone = input.sourceStatus === 404 || input.sourceStatus === 410;
-  const reason = gone ? `source_gone: ${input.sourceStatus}${input.reason ? ` ${input.reason}` : ''}` : input.reason;
+export interface ReleaseInput {
+  assetId: string;
+  nodeId: number;
+  reason: string | null;
+  sourceStatus?: number;
+  cause?: ReleaseCause;
+  /** The source's Retry-After, when it answered 429 or 503. */
+  retryAfterSeconds?: number;
+  actor: string;
+}
+
+export interface ReleaseOptions extends FailurePolicy {
+  goneConfirmations: number;
+}
+
+/**
+ * Ends a node's active allocation of an asset by its choice; holders goes down by one. What the
+ * failure costs follows from its cause (judgeFailure): a strike and a `failed` allocation for the
+ * node's own fault, a cooldown of the pair, a fleet-wide pause of a busy source's host.
+ */
+export async function releaseAllocation(db: Db, input: ReleaseInput, options: ReleaseOptions, now: number): Promise<void> {
+  const cause = causeOf(input.cause, input.sourceStatus);
+  const detail = cause === 'source_gone' ? [input.sourceStatus, input.reason].filter((part) => part !== undefined && part !== null).join(' ') : input.reason;
+  const reason = cause === 'other' ? input.reason : detail ? `${cause}: ${detail}` : cause;
   await db.transaction().execute(async (trx) => {
-    const ended = await endActiveAllocation(trx, input.assetId, input.nodeId, 'released', reason, now);
+    const asset = await trx.selectFrom('assets').select(['size_bytes', 'sha256', 'source_host']).where('id', '=', input.assetId).executeTakeFirst();
+    const verdict = judgeFailure(cause, asset ?? { size_bytes: null, sha256: null });
+    const ended = await endActiveAllocation(trx, input.assetId, input.nodeId, verdict.strike ? 'failed' : 'released', reason, now);
     if (!ended) throw new AppError('NOT_ALLOCATED', `Node ${input.nodeId} holds no active allocation of asset "${input.assetId}".`);
     await trx.updateTable('assets').set((eb) => ({ holders: eb('holders', '-', 1) })).where('id', '=', input.assetId).execute();
     await appendEvents(trx, now, [
-      { actor: input.actor, kind: 'allocation.released', subjectType: 'allocation', subjectId: ended.id, data: { asset_id: input.assetId, node_id: input.nodeId, reason, source_status: input.sourceStatus ?? null } },
+      {
+        actor: input.actor,
+        kind: verdict.strike ? 'allocation.failed' : 'allocation.released',
+        subjectType: 'allocation',
+        subjectId: ended.id,
+        data: { asset_id: input.assetId, node_id: input.nodeId, cause, reason, source_status: input.sourceStatus ?? null },
+      },
     ]);
-    if (gone) await recordSourceGone(trx, input.assetId, reason as string, options.goneConfirmations, input.actor, now);
+    await chargeFailure(trx, { assetId: input.assetId, nodeId: input.nodeId, reason, verdict, sourceHost: asset?.source_host ?? null, retryAfterSeconds: input.retryAfterSeconds }, options, input.actor, now);
+    if (cause === 'source_gone') await recordSourceGone(trx, input.assetId, reason as string, options.goneConfirmations, input.actor, now);
   });
+}
+
+interface ChargedFailure {
+  assetId: string;
+  nodeId: number;
+  reason: string | null;
+  verdict: Verdict;
+  sourceHost: string | null;
+  retryAfterSeconds?: number;
+}
+
+/** The consequences of a failed allocation that judgeFailure decided, in the caller's transaction. */
+async function chargeFailure(trx: Db, failure: ChargedFailure, policy: FailurePolicy, actor: string, now: number): Promise<void> {
+  const { verdict } = failure;
+  if (verdict.strike) await addStrikes(trx, [failure.nodeId], 1);
+  if (verdict.cooldown) await recordCooldowns(trx, [failure], policy, now);
+  if (verdict.pauseHost && failure.sourceHost !== null) {
+    const until = now + pauseFor(failure.retryAfterSeconds, policy);
+    await pauseSourceHost(trx, failure.sourceHost, until, failure.reason ?? 'source busy', now);
+    await appendEvents(trx, now, [
+      { actor, kind: 'source.paused', subjectType: 'source_host', subjectId: failure.sourceHost, data: { until, asset_id: failure.assetId, node_id: failure.nodeId, reason: failure.reason } },
+    ]);
+  }
+  if (verdict.mismatch) await recordMismatch(trx, failure.assetId, policy.mismatchConfirmations, now);
+}
+
+/**
+ * Once distinct nodes enough found the catalogued size or checksum wrong, the fault is the
+ * catalog's: the asset is `suspect` and no longer handed out (until an admin or a re-import with
+ * other values resolves it), and the strikes those nodes got for it are taken back.
+ */
+async function recordMismatch(trx: Db, assetId: string, confirmations: number, now: number): Promise<void> {
+  const rows = await trx
+    .selectFrom('allocations')
+    .innerJoin('assets', 'assets.id', 'allocations.asset_id')
+    .select('allocations.node_id')
+    .distinct()
+    .where('allocations.asset_id', '=', assetId)
+    .where('allocations.state', '=', 'failed')
+    .whereRef('allocations.ended_at', '>=', 'assets.mismatches_since')
+    .where((eb) => eb.or(MISMATCH_REASONS.map((prefix) => eb('allocations.end_reason', 'like', `${prefix}%`))))
+    .execute();
+  if (rows.length < confirmations) return;
+  const suspect = await trx.updateTable('assets').set({ state: 'suspect' }).where('id', '=', assetId).where('state', '=', 'pending').returning(['size_bytes', 'sha256']).executeTakeFirst();
+  if (!suspect) return;
+  const nodes = rows.map((row) => row.node_id);
+  await addStrikes(trx, nodes, -1);
+  await appendEvents(trx, now, [
+    { actor: 'system', kind: 'asset.suspect', subjectType: 'asset', subjectId: assetId, data: { nodes, size_bytes: suspect.size_bytes, sha256: suspect.sha256 } },
+  ]);
 }
 
 /**
@@ -82,7 +159,7 @@ export interface CompletionResult {
  * only when every reported copy agrees, or when a majority of at least two agrees, in which case
  * the dissenters are marked bad. Until then the disputed copies do not count, so more are made.
  */
-export async function completeAllocation(db: Db, report: CompletionReport, now: number): Promise<CompletionResult> {
+export async function completeAllocation(db: Db, report: CompletionReport, policy: FailurePolicy, now: number): Promise<CompletionResult> {
   const outcome = await db.transaction().execute(async (trx) => {
     // A no-op UPDATE to read the asset: on PostgreSQL it locks the row, so completions of one asset
     // run one after another and each counts the copies of those before it (two concurrent ones
@@ -91,7 +168,7 @@ export async function completeAllocation(db: Db, report: CompletionReport, now: 
       .updateTable('assets')
       .set((eb) => ({ holders: eb.ref('holders') }))
       .where('id', '=', report.assetId)
-      .returning(['sha256', 'size_bytes', 'replicas_target', 'copies', 'state'])
+      .returning(['sha256', 'size_bytes', 'replicas_target', 'copies', 'state', 'source_host'])
       .executeTakeFirst();
     if (!asset) throw new AppError('ASSET_NOT_FOUND', `No asset has id "${report.assetId}".`);
     const mismatch = findMismatch(asset, report);
@@ -99,10 +176,11 @@ export async function completeAllocation(db: Db, report: CompletionReport, now: 
       const failed = await endActiveAllocation(trx, report.assetId, report.nodeId, 'failed', mismatch.reason, now, report);
       if (!failed) return notHeld(trx, report);
       await trx.updateTable('assets').set((eb) => ({ holders: eb('holders', '-', 1) })).where('id', '=', report.assetId).execute();
-      await addStrikes(trx, [report.nodeId], 1);
       await appendEvents(trx, now, [
         { actor: report.actor, kind: 'allocation.failed', subjectType: 'allocation', subjectId: failed.id, data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes } },
       ]);
+      const verdict = judgeFailure(mismatch.reason, asset);
+      await chargeFailure(trx, { assetId: report.assetId, nodeId: report.nodeId, reason: mismatch.reason, verdict, sourceHost: asset.source_host }, policy, report.actor, now);
       return { error: mismatch.error };
     }
     const completed = await endActiveAllocation(trx, report.assetId, report.nodeId, 'completed', null, now, report);
@@ -185,7 +263,7 @@ export async function refreshCopyCounts(trx: Db, assetId: string): Promise<{ sta
 function findMismatch(
   asset: { sha256: string | null; size_bytes: number | null },
   report: CompletionReport,
-): { reason: string; error: AppError } | undefined {
+): { reason: 'checksum_mismatch' | 'size_mismatch'; error: AppError } | undefined {
   if (asset.sha256 !== null && asset.sha256.toLowerCase() !== report.sha256.toLowerCase()) {
     return {
       reason: 'checksum_mismatch',
@@ -241,7 +319,7 @@ async function endActiveAllocation(
 const EXPIRY_BATCH = 5000;
 
 /** Expires every active allocation past its lease, in batches; each batch is one transaction. */
-export async function expireDueAllocations(db: Db, now: number): Promise<number> {
+export async function expireDueAllocations(db: Db, policy: Pick<FailurePolicy, 'cooldownMs' | 'cooldownMaxMs'>, now: number): Promise<number> {
   let total = 0;
   for (;;) {
     const expired = await db.transaction().execute(async (trx) => {
@@ -255,8 +333,10 @@ export async function expireDueAllocations(db: Db, now: number): Promise<number>
         .returning(['id', 'asset_id', 'node_id', 'expires_at'])
         .execute();
       await changeHolders(trx, rows.map((row) => row.asset_id), -1);
-      // One strike per node per pass: a node that lets work lapse is given less.
+      // One strike per node per pass: a node that lets work lapse is given less; and it does not
+      // get the same asset straight back to let it lapse again.
       await addStrikes(trx, rows.map((row) => row.node_id), 1);
+      await recordCooldowns(trx, rows.map((row) => ({ nodeId: row.node_id, assetId: row.asset_id, reason: 'lease expired' })), policy, now);
       await appendEvents(
         trx,
         now,

@@ -22,6 +22,19 @@ export interface AllocationsTable {
   /** Bytes downloaded so far, from the node's heartbeats. */
   bytes_done: number | null;
   progress_at: number | null;
+  /** The asset's source host when granted: what the per-host cap counts. */
+  source_host: string | null;
+}
+
+/** A node-asset pair that failed: not granted to that node again before `retry_at`. */
+export interface RetryCooldownsTable {
+  node_id: number;
+  asset_id: string;
+  /** Failures of this pair so far: each doubles the cooldown. */
+  failures: number;
+  retry_at: number;
+  reason: string | null;
+  updated_at: number;
 }
 
 export type AllocationRow = Selectable<AllocationsTable>;

@@ -6,6 +6,7 @@ import { insertNode } from '../nodes/nodes.repository.js';
 import { buildConfig } from '../config.js';
 import { allocateAssets, allocationPolicyFrom } from './allocate.service.js';
 import { completeAllocation, expireDueAllocations, releaseAllocation } from './allocations.service.js';
+import { failurePolicyFrom } from './failure-policy.js';
 
 /**
  * The concurrency-critical statements, compiled for each database and checked in beside this
@@ -32,11 +33,11 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
       section('allocate');
       await allocateAssets(handle.db, handle.dialect, { nodeId: node!.id, freeBytes: 10 * 1024 ** 3, maxAssets: 5, minPriority: 1, actor: 't' }, { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 1024, unknownSizeMaxPerRequest: 1 }, now);
       section('release');
-      await releaseAllocation(handle.db, { assetId: 'b', nodeId: node!.id, reason: null, actor: 't' }, { goneConfirmations: 2 }, now);
+      await releaseAllocation(handle.db, { assetId: 'b', nodeId: node!.id, reason: null, actor: 't' }, { goneConfirmations: 2, ...failurePolicyFrom(buildConfig()) }, now);
       section('complete');
-      await completeAllocation(handle.db, { assetId: 'a', nodeId: node!.id, sha256: 'f'.repeat(64), bytes: 1024 * 1024, uri: null, actor: 't' }, now);
+      await completeAllocation(handle.db, { assetId: 'a', nodeId: node!.id, sha256: 'f'.repeat(64), bytes: 1024 * 1024, uri: null, actor: 't' }, failurePolicyFrom(buildConfig()), now);
       section('expire');
-      await expireDueAllocations(handle.db, now + 2000);
+      await expireDueAllocations(handle.db, failurePolicyFrom(buildConfig()), now + 2000);
     } finally {
       await handle.close();
     }

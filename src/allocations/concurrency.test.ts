@@ -3,7 +3,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
 import { reservationsMismatch } from '../../test/allocation-load.js';
 import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { buildConfig } from '../config.js';
 import { expireDueAllocations } from './allocations.service.js';
+import { failurePolicyFrom } from './failure-policy.js';
 
 describe.each(dialects)('concurrent allocation on %s', (dialect) => {
   let database: TestDatabase;
@@ -118,7 +120,7 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
       .where('id', 'in', (eb) => eb.selectFrom('allocations').select('id').orderBy('id').limit(50))
       .execute();
     const now = servers[0]!.clock.now();
-    const [answers, ...expired] = await Promise.all([Promise.all(nodes.map(allocate)), ...[1, 2, 3].map(() => expireDueAllocations(db, now))]);
+    const [answers, ...expired] = await Promise.all([Promise.all(nodes.map(allocate)), ...[1, 2, 3].map(() => expireDueAllocations(db, failurePolicyFrom(buildConfig()), now))]);
     expect(answers.map((response) => response.status)).toEqual(Array(20).fill(200));
     expect(expired.reduce((sum, count) => sum + count, 0)).toBe(50);
     expect(await reservationsMismatch(db)).toBe(0);

@@ -6,10 +6,11 @@ import type { Db } from '../db/database.js';
 import { insertNode } from '../nodes/nodes.repository.js';
 import { allocateAssets, allocateBatch, allocationPolicyFrom, type AllocationOutcome, type AllocationRequest } from './allocate.service.js';
 import { completeAllocation, releaseAllocation } from './allocations.service.js';
+import { failurePolicyFrom } from './failure-policy.js';
 
 const GIB = 1024 ** 3;
 const NOW = 1_000_000;
-const policy = { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 2 * GIB, unknownSizeMaxPerRequest: 1, spreadTag: 'region' };
+const policy = { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 2 * GIB, unknownSizeMaxPerRequest: 1, spreadTag: 'region', sourceHostMaxActive: 0 };
 
 /**
  * A catalogue where the shared candidate list has work to do: replicas above 1, copies and claims
@@ -36,11 +37,11 @@ async function seed(db: Db): Promise<number[]> {
   // Earlier work: n0 keeps a00 and a05, n2 claims a01, n1 found a02's source gone.
   const earlier = NOW - 5_000;
   await allocateAssets(db, dialectOf(db), { nodeId: n0, freeBytes: 100 * GIB, maxAssets: 2, minPriority: 10, actor: 'test' }, policy, earlier);
-  await completeAllocation(db, { assetId: 'a00', nodeId: n0, sha256: 'a'.repeat(64), bytes: 100 * 1024 * 1024, uri: null, actor: 'test' }, earlier);
+  await completeAllocation(db, { assetId: 'a00', nodeId: n0, sha256: 'a'.repeat(64), bytes: 100 * 1024 * 1024, uri: null, actor: 'test' }, failurePolicyFrom(buildConfig()), earlier);
   await allocateAssets(db, dialectOf(db), { nodeId: n2, freeBytes: 100 * GIB, maxAssets: 1, minPriority: 9, maxPriority: 9, actor: 'test' }, policy, earlier);
   await allocateAssets(db, dialectOf(db), { nodeId: n1, freeBytes: 100 * GIB, maxAssets: 1, minPriority: 8, maxPriority: 8, actor: 'test' }, policy, earlier);
   const [held] = await db.selectFrom('allocations').select('asset_id').where('node_id', '=', n1).where('state', '=', 'active').execute();
-  await releaseAllocation(db, { assetId: held!.asset_id, nodeId: n1, reason: 'gone', sourceStatus: 404, actor: 'test' }, { goneConfirmations: 2 }, earlier);
+  await releaseAllocation(db, { assetId: held!.asset_id, nodeId: n1, reason: 'gone', sourceStatus: 404, actor: 'test' }, { goneConfirmations: 2, ...failurePolicyFrom(buildConfig()) }, earlier);
   await db.updateTable('nodes').set({ strikes: 1 }).where('id', '=', n6).execute();
   await db.updateTable('nodes').set({ draining: 1 }).where('id', '=', n7).execute();
   return ids;

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
+import { sourceHostOf } from '../sources/source-host.js';
 import type { AssetRow } from './assets.table.js';
 
 export interface AssetInput {
@@ -41,11 +42,14 @@ export async function upsertAssets(db: Db, assets: AssetInput[], now: number): P
       organization: asset.organization,
       format: asset.format,
       sha256: asset.sha256,
+      source_host: sourceHostOf(asset.url),
       first_seen_at: now,
       last_seen_at: now,
       priority_changed_at: now,
     }));
     const target = sql<number>`case when excluded.replicas_target < assets.holders then assets.holders else excluded.replicas_target end`;
+    // Other catalogued values than those the nodes found wrong resolve a suspect asset.
+    const catalogChanged = sql<boolean>`(assets.size_bytes is distinct from excluded.size_bytes or assets.sha256 is distinct from excluded.sha256)`;
     await db
       .insertInto('assets')
       .values(rows)
@@ -56,7 +60,9 @@ export async function upsertAssets(db: Db, assets: AssetInput[], now: number): P
           size_bytes: eb.ref('excluded.size_bytes'),
           priority: eb.ref('excluded.priority'),
           replicas_target: target,
-          state: sql`case when assets.copies >= ${target} then 'rescued' else 'pending' end`,
+          state: sql`case when assets.state = 'suspect' and not ${catalogChanged} then 'suspect' when assets.copies >= ${target} then 'rescued' else 'pending' end`,
+          mismatches_since: sql`case when ${catalogChanged} then excluded.last_seen_at else assets.mismatches_since end`,
+          source_host: eb.ref('excluded.source_host'),
           source: eb.ref('excluded.source'),
           dataset: eb.ref('excluded.dataset'),
           organization: eb.ref('excluded.organization'),

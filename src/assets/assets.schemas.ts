@@ -1,7 +1,21 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { Limit, Nullable } from '../http/schemas.js';
+import { ASSET_STATES } from './assets.table.js';
 
-export const AssetId = Type.String({ minLength: 1, maxLength: 512, pattern: '^\\S(.*\\S)?$', description: 'The source\'s resource id or any stable id.' });
+// Control characters (C0, DEL, C1) and bidirectional overrides: an id is printed in logs and on
+// volunteers' terminals, where these would rewrite what is shown.
+const UNPRINTABLE = '\\u0000-\\u001f\\u007f-\\u009f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069';
+export const AssetId = Type.String({
+  minLength: 1,
+  maxLength: 512,
+  pattern: `^[^\\s${UNPRINTABLE}]([^${UNPRINTABLE}]*[^\\s${UNPRINTABLE}])?$`,
+  description: 'The source\'s resource id or any stable id: no leading or trailing space, no control characters or bidirectional overrides.',
+});
+const assetIdPattern = new RegExp(AssetId.pattern as string, 'u');
+/** The AssetId rule, for ids that do not come through a request body (catalog imports). */
+export function isValidAssetId(id: string): boolean {
+  return id.length <= 512 && assetIdPattern.test(id);
+}
 export const Priority = Type.Integer({ minimum: 1, maximum: 10 });
 export const Sha256 = Type.String({ pattern: '^[0-9a-fA-F]{64}$', description: 'Hex SHA-256.' });
 const Url = Type.String({ minLength: 1, maxLength: 4096, pattern: '^https?://\\S+$', description: 'http(s) URL.' });
@@ -38,7 +52,7 @@ export const AssetView = Type.Object({
   size_bytes: Nullable(Type.Integer()),
   priority: Type.Integer(),
   replicas_target: Type.Integer(),
-  state: Type.String({ description: 'pending, rescued, gone (source vanished, no copy) or unreachable (source vanished, copies exist)' }),
+  state: Type.String({ description: 'pending, rescued, gone (source vanished, no copy), unreachable (source vanished, copies exist) or suspect (nodes found the catalogued size or checksum wrong; not handed out until resolved)' }),
   source_errors: Type.Integer({ description: 'Distinct nodes that found the source answering 404/410.' }),
   source_error: Nullable(Type.String()),
   copies: Type.Integer({ description: 'Verified copies.' }),
@@ -56,7 +70,7 @@ export type AssetView = Static<typeof AssetView>;
 
 export const AssetQuery = Type.Object(
   {
-    state: Type.Optional(Type.Union([Type.Literal('pending'), Type.Literal('rescued'), Type.Literal('gone'), Type.Literal('unreachable')])),
+    state: Type.Optional(Type.Union(ASSET_STATES.map((state) => Type.Literal(state)))),
     min_priority: Type.Optional(Priority),
     max_priority: Type.Optional(Priority),
     organization: Type.Optional(Type.String({ maxLength: 1024 })),

@@ -1,7 +1,12 @@
 import type { Generated, Selectable } from 'kysely';
 
-/** `gone`: the source vanished and no copy exists; `unreachable`: it vanished, copies exist, no more can be made. */
-export type AssetState = 'pending' | 'rescued' | 'gone' | 'unreachable';
+/**
+ * `gone`: the source vanished and no copy exists; `unreachable`: it vanished, copies exist, no more
+ * can be made; `suspect`: nodes found the catalogued size or checksum wrong, so it is not handed out
+ * until an admin or a re-import with other values resolves it.
+ */
+export const ASSET_STATES = ['pending', 'rescued', 'gone', 'unreachable', 'suspect'] as const;
+export type AssetState = (typeof ASSET_STATES)[number];
 
 export interface AssetsTable {
   id: string;
@@ -28,6 +33,12 @@ export interface AssetsTable {
   source_errors: Generated<number>;
   source_error: string | null;
   source_error_at: number | null;
+  /** The host the URL is fetched from (sourceHostOf), for the fleet-wide cap per host. */
+  source_host: string | null;
+  /** Failed attempts recorded against this asset: cooldowns are looked up only when there are any. */
+  retry_failures: Generated<number>;
+  /** Size or checksum mismatches reported after this time count towards `suspect`. */
+  mismatches_since: Generated<number>;
 }
 
 export type AssetRow = Selectable<AssetsTable>;

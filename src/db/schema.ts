@@ -1,4 +1,4 @@
-import type { AllocationsTable } from '../allocations/allocations.table.js';
+import type { AllocationsTable, RetryCooldownsTable } from '../allocations/allocations.table.js';
 import type { AssetsTable } from '../assets/assets.table.js';
 import type { AssetLinksTable } from '../catalog/catalog.table.js';
 import type { ImportsTable } from '../catalog/import-jobs.table.js';
@@ -6,6 +6,7 @@ import type { EventsTable, LoopsTable } from '../events/events.table.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
 import type { RentalsTable, TasksTable } from '../rentals/rentals.table.js';
 import type { SchedulesTable } from '../schedules/schedules.table.js';
+import type { SourceHostsTable } from '../sources/sources.table.js';
 import type { SettingsTable, UsersTable } from '../users/users.table.js';
 
 /** Every table, as Kysely sees it. Times are epoch milliseconds on both databases. */
@@ -23,4 +24,6 @@ export interface Database {
   tasks: TasksTable;
   schedules: SchedulesTable;
   imports: ImportsTable;
+  retry_cooldowns: RetryCooldownsTable;
+  source_hosts: SourceHostsTable;
 }

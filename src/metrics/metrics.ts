@@ -1,9 +1,9 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AllocationState } from '../allocations/allocations.table.js';
-import type { AssetState } from '../assets/assets.table.js';
+import { ASSET_STATES } from '../assets/assets.table.js';
 import type { Db, PoolUsage } from '../db/database.js';
 import type { LoopObserver } from '../lib/loop.js';
-import type { NodeStatus } from '../nodes/nodes.table.js';
+import { NODE_STATUSES } from '../nodes/nodes.table.js';
 import { countAllocationsByState, countAssetsBySource, countAssetsByState, countNodesByStatus, type GroupCount } from './metrics.repository.js';
 
 /** One server's metrics: its own registry, so several servers in one process never share series. */
@@ -18,11 +18,12 @@ export interface MetricSources {
   poolUsage(): PoolUsage;
 }
 
-// Every state is listed (the Record makes the compiler insist), so a state with no rows reads 0
-// instead of vanishing: an alert on `dispatcher_assets{state="gone"} > 0` needs the series.
-const assetStates: Record<AssetState, true> = { pending: true, rescued: true, gone: true, unreachable: true };
+// Every state is listed, so a state with no rows reads 0 instead of vanishing: an alert on
+// `dispatcher_assets{state="gone"} > 0` needs the series.
+const listed = (values: readonly string[]): Record<string, true> => Object.fromEntries(values.map((value) => [value, true]));
+const assetStates = listed(ASSET_STATES);
 const allocationStates: Record<AllocationState, true> = { active: true, completed: true, released: true, expired: true, reclaimed: true, failed: true, superseded: true };
-const nodeStatuses: Record<NodeStatus, true> = { unknown: true, alive: true, suspect: true, dead: true, draining: true };
+const nodeStatuses = listed(NODE_STATUSES);
 
 /** Sources beyond this many (by asset count) are summed under "(other)", to bound the series. */
 const MAX_SOURCES = 50;

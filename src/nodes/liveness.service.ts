@@ -16,6 +16,10 @@ export interface HeartbeatResult {
   status: NodeStatus;
   draining: boolean;
   renewed: { assetId: string; expiresAt: number }[];
+  /** Reported allocations that are no longer active (expired, reclaimed, superseded): the node drops them. */
+  ended: string[];
+  /** Source hosts of the node's active allocations that asked the fleet to wait, and until when. */
+  pausedSources: { host: string; until: number }[];
 }
 
 // Weight of a new rate report: smooths one fast or slow minute without ignoring a real change.
@@ -44,6 +48,7 @@ export async function recordHeartbeat(db: Db, nodeId: number, report: HeartbeatR
       await appendEvents(trx, now, [{ actor: `node:${before.name}`, kind: 'node.alive', subjectType: 'node', subjectId: nodeId, data: { was: before.status } }]);
     }
     const renewed: HeartbeatResult['renewed'] = [];
+    const ended: string[] = [];
     for (const { assetId, bytesDone } of report.progress) {
       const allocation = await trx
         .selectFrom('allocations')
@@ -52,12 +57,33 @@ export async function recordHeartbeat(db: Db, nodeId: number, report: HeartbeatR
         .where('asset_id', '=', assetId)
         .where('state', '=', 'active')
         .executeTakeFirst();
+      if (!allocation) ended.push(assetId);
       if (!allocation || bytesDone <= (allocation.bytes_done ?? 0)) continue;
       const expiresAt = Math.max(allocation.expires_at, now + leaseFor(Math.max(0, allocation.reserved_bytes - bytesDone), rate, policy));
       await trx.updateTable('allocations').set({ bytes_done: bytesDone, progress_at: now, expires_at: expiresAt }).where('id', '=', allocation.id).execute();
       renewed.push({ assetId, expiresAt });
     }
-    return { status: 'alive', draining: before.draining === 1, renewed };
+    const paused = await trx
+      .selectFrom('source_hosts')
+      .select(['host', 'paused_until'])
+      .where('paused_until', '>', now)
+      .where('host', 'in', (eb) => eb.selectFrom('allocations').select(sql<string>`source_host`.as('host')).where('node_id', '=', nodeId).where('state', '=', 'active'))
+      .execute();
+    return { status: 'alive', draining: before.draining === 1, renewed, ended, pausedSources: paused.map((row) => ({ host: row.host, until: Number(row.paused_until) })) };
+  });
+}
+
+/**
+ * A node's agent said goodbye (a clean stop): it is `offline`, which liveness timeouts leave alone,
+ * so it gets no strike and is never reclaimed as dead; its copies keep counting. Its next
+ * heartbeat makes it alive again.
+ */
+export async function markNodeOffline(db: Db, nodeId: number, actor: string, now: number): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const before = await trx.selectFrom('nodes').select('status').where('id', '=', nodeId).executeTakeFirstOrThrow();
+    if (before.status === 'offline') return;
+    await trx.updateTable('nodes').set({ status: 'offline' }).where('id', '=', nodeId).execute();
+    await appendEvents(trx, now, [{ actor, kind: 'node.offline', subjectType: 'node', subjectId: nodeId, data: { was: before.status } }]);
   });
 }
 

@@ -9,7 +9,7 @@ import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { requeueFailedTasks } from '../tasks/outbox.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
-import { recordHeartbeat } from './liveness.service.js';
+import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
 const MAX_BYTES = 2 ** 53 - 1;
@@ -33,7 +33,7 @@ const NodeView = Type.Object({
   node_id: Type.Integer(),
   hostname: Type.String(),
   ssh_port: Nullable(Type.Integer()),
-  status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect or dead' }),
+  status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect, dead, or offline (its agent stopped cleanly)' }),
   allocated: Type.Boolean({ description: 'Rented out (worker leasing).' }),
   lease: Nullable(
     Type.Object({
@@ -84,6 +84,11 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
             node_status: Type.String(),
             draining: Type.Boolean(),
             renewed: Type.Array(Type.Object({ asset_id: Type.String(), expires_at: Type.String() })),
+            ended: Type.Array(Type.String(), { description: 'Reported allocations that are no longer active here (expired, reclaimed, superseded): stop them and drop their partial data.' }),
+            paused_sources: Type.Array(
+              Type.Object({ host: Type.String(), until: Type.String(), retry_in_seconds: Type.Integer() }),
+              { description: 'Source hosts of this node\'s allocations that asked the fleet to wait (429/503): send them nothing before retry_in_seconds.' },
+            ),
             next_heartbeat_seconds: Type.Integer(),
           }),
           ...errorResponses,
@@ -93,6 +98,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
     async (request) => {
       const node = await resolveNode(ctx, principalOf(request), nodeRef(request.params.id), { create: false });
       const body = request.body;
+      const now = ctx.clock.now();
       const result = await recordHeartbeat(
         ctx.db,
         node.id,
@@ -103,15 +109,43 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
           progress: (body.allocations ?? []).map((entry) => ({ assetId: entry.asset_id, bytesDone: entry.bytes_done })),
         },
         policy,
-        ctx.clock.now(),
+        now,
       );
       return {
         status: 'ok',
         node_status: result.status,
         draining: result.draining,
         renewed: result.renewed.map((entry) => ({ asset_id: entry.assetId, expires_at: toIso(entry.expiresAt) })),
+        ended: result.ended,
+        paused_sources: result.pausedSources.map((paused) => ({ host: paused.host, until: toIso(paused.until) as string, retry_in_seconds: Math.ceil((paused.until - now) / 1000) })),
         next_heartbeat_seconds: heartbeatEvery,
       };
+    },
+  );
+
+  app.post(
+    '/api/nodes/:id/offline',
+    {
+      onRequest: guards.nodeOrAdmin,
+      config: { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } },
+      // No body is needed: a bare POST says goodbye.
+      preValidation: async (request) => {
+        if (request.body === undefined) request.body = {};
+      },
+      schema: {
+        tags: ['nodes'],
+        summary: 'A node going away cleanly: status offline, no strike, its copies keep counting (its next heartbeat makes it alive)',
+        security: bearerSecurity,
+        params: NodeRefParam,
+        body: Type.Object({}, { additionalProperties: false }),
+        response: { 200: Type.Object({ status: Type.String(), node_status: Type.String() }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const node = await resolveNode(ctx, principal, nodeRef(request.params.id), { create: false });
+      await markNodeOffline(ctx.db, node.id, actorOf(principal), ctx.clock.now());
+      return { status: 'ok', node_status: 'offline' };
     },
   );
 

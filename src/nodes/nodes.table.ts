@@ -1,6 +1,8 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type NodeStatus = 'unknown' | 'alive' | 'suspect' | 'dead' | 'draining';
+/** `offline`: its agent said goodbye (a clean stop); liveness timeouts do not apply to it. */
+export const NODE_STATUSES = ['unknown', 'alive', 'suspect', 'dead', 'draining', 'offline'] as const;
+export type NodeStatus = (typeof NODE_STATUSES)[number];
 
 export interface NodesTable {
   id: Generated<number>;

@@ -1,10 +1,10 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
+import { ASSET_STATES } from '../assets/assets.table.js';
+import { NODE_STATUSES } from '../nodes/nodes.table.js';
 
 const DAY = 86_400_000;
-export const ASSET_STATES = ['pending', 'rescued', 'gone', 'unreachable'] as const;
-export const NODE_STATUSES = ['unknown', 'alive', 'suspect', 'dead', 'draining'] as const;
 /** Days of completed copies in `rescued_by_day`, today included. */
 export const RESCUE_HISTORY_DAYS = 30;
 

@@ -4,15 +4,22 @@ begin;
 
 update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
-with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7 for update of "assets" skip locked), "unknown" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $8 and "priority" <= $9 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $10 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $11 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $12 and end_reason like 'source_gone:%')) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $13 for update of "assets" skip locked) select * from "known" union all select * from "unknown";
+with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $3 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $4)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $6 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $7 and end_reason like 'source_gone:%')) and ("retry_failures" = $8 or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = $9 and "retry_cooldowns"."retry_at" > $10)) and size_bytes is not null and "size_bytes" <= $11 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $12 for update of "assets" skip locked), "unknown" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $13 and "priority" <= $14 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $15 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $16)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $17 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $18 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $19 and end_reason like 'source_gone:%')) and ("retry_failures" = $20 or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = $21 and "retry_cooldowns"."retry_at" > $22)) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $23 for update of "assets" skip locked) select * from "known" union all select * from "unknown";
+
+insert into "source_hosts" ("host", "paused_until", "pause_reason", "updated_at") values ($1, $2, $3, $4) on conflict ("host") do nothing;
+
+select "host" from "source_hosts" where "host" in ($1) order by "host" for update;
+
+select "source_host", count(*) as "active" from "allocations" where state = 'active' and "source_host" in ($1) group by "source_host";
 
 
     with granted as (
-      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified)
-      select g.asset_id, g.node_id, 'active', g.reserved_bytes, $1::bigint, g.expires_at, 0
+      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host)
+      select g.asset_id, g.node_id, 'active', g.reserved_bytes, $1::bigint, g.expires_at, 0, g.source_host
       from unnest($2::text[], $3::bigint[],
-                  $4::bigint[], $5::bigint[])
-        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, position)
+                  $4::bigint[], $5::bigint[],
+                  $6::text[])
+        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, position)
       order by g.position
       returning id, asset_id, node_id
     ), counted as (
@@ -21,9 +28,9 @@ with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders"
       where assets.id = c.asset_id
     ), logged as (
       insert into events (at, actor, kind, subject_type, subject_id, data)
-      select $6::bigint, e.actor, $7, 'allocation', granted.id::text, e.data
-      from unnest($8::text[], $9::bigint[],
-                  $10::text[], $11::text[])
+      select $7::bigint, e.actor, $8, 'allocation', granted.id::text, e.data
+      from unnest($9::text[], $10::bigint[],
+                  $11::text[], $12::text[])
         with ordinality as e(asset_id, node_id, actor, data, position)
       join granted using (asset_id, node_id)
       order by e.position
@@ -36,7 +43,7 @@ begin;
 
 update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
-select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $3 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $4 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= $6 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $7;
+select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $3 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $4)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $6 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $7 and end_reason like 'source_gone:%')) and ("retry_failures" = $8 or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = $9 and "retry_cooldowns"."retry_at" > $10)) and size_bytes is not null and "size_bytes" <= $11 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $12;
 
 commit;
 
@@ -44,11 +51,19 @@ commit;
 
 begin;
 
+select "size_bytes", "sha256", "source_host" from "assets" where "id" = $1;
+
 update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "asset_id" = $4 and "node_id" = $5 and "state" = $6 returning "id";
 
 update "assets" set "holders" = "holders" - $1 where "id" = $2;
 
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values ($1, $2, $3, $4, $5, $6);
+
+select "node_id", "asset_id", "failures" from "retry_cooldowns" where "asset_id" in ($1) and "node_id" in ($2);
+
+insert into "retry_cooldowns" ("node_id", "asset_id", "failures", "retry_at", "reason", "updated_at") values ($1, $2, $3, $4, $5, $6) on conflict ("node_id", "asset_id") do update set "failures" = "excluded"."failures", "retry_at" = "excluded"."retry_at", "reason" = "excluded"."reason", "updated_at" = "excluded"."updated_at";
+
+update "assets" set "retry_failures" = "retry_failures" + $1 where "id" in ($2);
 
 commit;
 
@@ -56,7 +71,7 @@ commit;
 
 begin;
 
-update "assets" set "holders" = "holders" where "id" = $1 returning "sha256", "size_bytes", "replicas_target", "copies", "state";
+update "assets" set "holders" = "holders" where "id" = $1 returning "sha256", "size_bytes", "replicas_target", "copies", "state", "source_host";
 
 update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3, "sha256" = $4, "bytes" = $5, "uri" = $6, "verified" = $7 where "asset_id" = $8 and "node_id" = $9 and "state" = $10 returning "id";
 

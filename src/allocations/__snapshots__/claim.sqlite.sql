@@ -4,9 +4,9 @@ begin;
 
 update "nodes" set "free_bytes" = ?, "free_reported_at" = ? where "id" = ? returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
-with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= ? and "priority" <= ? and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and "allocations"."state" in ('active', 'completed')) and ("source_errors" = ? or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and end_reason like 'source_gone:%')) and size_bytes is not null and "size_bytes" <= ? order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit ?), "unknown" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= ? and "priority" <= ? and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and "allocations"."state" in ('active', 'completed')) and ("source_errors" = ? or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and end_reason like 'source_gone:%')) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit ?) select * from "known" union all select * from "unknown";
+with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= ? and "priority" <= ? and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > ? union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= ?)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and "allocations"."state" in ('active', 'completed')) and ("source_errors" = ? or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and end_reason like 'source_gone:%')) and ("retry_failures" = ? or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = ? and "retry_cooldowns"."retry_at" > ?)) and size_bytes is not null and "size_bytes" <= ? order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit ?), "unknown" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= ? and "priority" <= ? and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > ? union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= ?)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and "allocations"."state" in ('active', 'completed')) and ("source_errors" = ? or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = ? and end_reason like 'source_gone:%')) and ("retry_failures" = ? or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = ? and "retry_cooldowns"."retry_at" > ?)) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit ?) select * from "known" union all select * from "unknown";
 
-insert into "allocations" ("asset_id", "node_id", "state", "reserved_bytes", "created_at", "expires_at", "verified") values (?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?) returning "id", "asset_id", "node_id";
+insert into "allocations" ("asset_id", "node_id", "state", "reserved_bytes", "created_at", "expires_at", "verified", "source_host") values (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?) returning "id", "asset_id", "node_id";
 
 update "assets" set "holders" = "holders" + ? where "id" in (?, ?);
 
@@ -18,11 +18,19 @@ commit;
 
 begin;
 
+select "size_bytes", "sha256", "source_host" from "assets" where "id" = ?;
+
 update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id";
 
 update "assets" set "holders" = "holders" - ? where "id" = ?;
 
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values (?, ?, ?, ?, ?, ?);
+
+select "node_id", "asset_id", "failures" from "retry_cooldowns" where "asset_id" in (?) and "node_id" in (?);
+
+insert into "retry_cooldowns" ("node_id", "asset_id", "failures", "retry_at", "reason", "updated_at") values (?, ?, ?, ?, ?, ?) on conflict ("node_id", "asset_id") do update set "failures" = "excluded"."failures", "retry_at" = "excluded"."retry_at", "reason" = "excluded"."reason", "updated_at" = "excluded"."updated_at";
+
+update "assets" set "retry_failures" = "retry_failures" + ? where "id" in (?);
 
 commit;
 
@@ -30,7 +38,7 @@ commit;
 
 begin;
 
-update "assets" set "holders" = "holders" where "id" = ? returning "sha256", "size_bytes", "replicas_target", "copies", "state";
+update "assets" set "holders" = "holders" where "id" = ? returning "sha256", "size_bytes", "replicas_target", "copies", "state", "source_host";
 
 update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ?, "sha256" = ?, "bytes" = ?, "uri" = ?, "verified" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id";
 

@@ -9,6 +9,7 @@ import * as schedules from './0006-schedules.js';
 import * as heldByNode from './0007-held-by-node.js';
 import * as nodeReservations from './0008-node-reservations.js';
 import * as oneNodeIndex from './0009-one-node-index.js';
+import * as agentSafety from './0010-agent-safety.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -25,4 +26,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0007-held-by-node': heldByNode,
   '0008-node-reservations': nodeReservations,
   '0009-one-node-index': oneNodeIndex,
+  '0010-agent-safety': agentSafety,
 };
