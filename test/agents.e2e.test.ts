@@ -33,6 +33,14 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined | fal
 }
 
 const running: Agent[] = [];
+
+/** Where an agent keeps its copy of an asset, from its manifest (the last line for the asset wins). */
+export function keptCopy(dataDir: string, assetId: string): string {
+  const lines = fs.readFileSync(path.join(dataDir, 'manifest.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { op: string; asset_id: string; path: string });
+  const last = lines.filter((line) => line.asset_id === assetId).at(-1);
+  if (!last || last.op !== 'copy') throw new Error(`no copy of ${assetId} in ${dataDir}`);
+  return path.join(dataDir, last.path);
+}
 const agentOutputs = () => running.map((agent) => `--- ${agent.name}:\n${agent.output().slice(-3000)}`).join('\n');
 
 describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
@@ -106,6 +114,8 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
         AGENT_HEARTBEAT_SECONDS: '1',
         AGENT_POLL_SECONDS: '0.5',
         AGENT_RESERVE_GB: '0',
+        // The file server is on loopback, which the agent refuses by default.
+        AGENT_ALLOW_PRIVATE_NETWORKS: 'true',
         ...extra,
       },
     });
@@ -183,7 +193,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
       expect(copies.map((copy) => copy.name).sort(), name).toEqual(['node-a', 'node-b']);
       expect(new Set(copies.map((copy) => copy.sha256))).toEqual(new Set([sha256Of(name, size)]));
       expect(await assetRow(name)).toMatchObject({ copies: 2, holders: 2 });
-      for (const agent of [a, b]) expect(fs.statSync(path.join(agent.dataDir, 'assets', name, `${name}.bin`)).size).toBe(size);
+      for (const agent of [a, b]) expect(fs.statSync(keptCopy(agent.dataDir, name)).size).toBe(size);
     }
     // big-1 was cut off once and resumed with a Range request rather than started over.
     expect(files.requests.some((request) => request.name === 'big-1' && request.range !== undefined && request.range !== 'bytes=0-')).toBe(true);
@@ -202,7 +212,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     expect(tries.body.items).toHaveLength(2);
     expect(tries.body.items.every((allocation: { end_reason: string }) => allocation.end_reason.startsWith('source_gone: 404'))).toBe(true);
 
-    // A graceful stop: nothing new, unfinished work given back, exit 0.
+    // A graceful stop: nothing new, unfinished work given back, exit 0, offline rather than dead.
     a.child.kill('SIGTERM');
     b.child.kill('SIGTERM');
     expect(await a.exited).toBe(0);
@@ -210,6 +220,12 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     expect(a.output()).toContain('stopped');
     const active = await database.handle.db.selectFrom('allocations').select('id').where('state', '=', 'active').execute();
     expect(active).toEqual([]);
+    const copiesBefore = (await assetRow('big-1')).copies;
+    server.clock.advance(60 * MINUTE);
+    await server.loops.find((loop) => loop.name === 'mark-silent-nodes')!.runOnce();
+    const stopped = await database.handle.db.selectFrom('nodes').select(['name', 'status', 'strikes']).where('name', 'in', ['node-a', 'node-b']).orderBy('name').execute();
+    expect(stopped).toEqual([{ name: 'node-a', status: 'offline', strikes: 0 }, { name: 'node-b', status: 'offline', strikes: 0 }]);
+    expect((await assetRow('big-1')).copies).toBe(copiesBefore);
     // The identity file keeps the node token, readable by its owner only.
     expect(fs.statSync(path.join(a.dataDir, 'node-identity.json')).mode & 0o777).toBe(0o600);
   }, 180_000);
@@ -223,7 +239,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
       await waitFor('the copy to be counted', async () => (await completedCopies('kept')).length === 1);
       expect(proxy.refused).toBe(1);
       expect(agent.output()).toMatch(/retrying in/);
-      expect(fs.statSync(path.join(agent.dataDir, 'assets', 'kept', 'kept.bin')).size).toBe(MIB);
+      expect(fs.statSync(keptCopy(agent.dataDir, 'kept')).size).toBe(MIB);
       agent.child.kill('SIGTERM');
       expect(await agent.exited).toBe(0);
     } finally {
@@ -237,19 +253,21 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
     // 48 MiB of heap for a 160 MiB file; slowed down so that it can be stopped halfway.
     const first = await startAgent('node-heap', enrollment, { NODE_OPTIONS: '--max-old-space-size=48', AGENT_BANDWIDTH_LIMIT_MB_S: '20' });
-    const partial = path.join(first.dataDir, 'partial', 'huge.part');
-    await waitFor('the download to be under way', () => fs.existsSync(partial) && fs.statSync(partial).size > 10 * MIB);
+    const partialOf = () =>
+      fs.existsSync(path.join(first.dataDir, 'partial')) ? fs.readdirSync(path.join(first.dataDir, 'partial')).find((file) => file.startsWith('huge-') && file.endsWith('.part')) : undefined;
+    await waitFor('the download to be under way', () => partialOf() !== undefined && fs.statSync(path.join(first.dataDir, 'partial', partialOf() as string)).size > 10 * MIB);
+    const partial = path.join(first.dataDir, 'partial', partialOf() as string);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     const released = await server.api.get('/allocations?asset=huge&state=released', server.adminToken);
     expect(released.body.items, JSON.stringify(released.body.items)).toHaveLength(1);
-    expect(released.body.items[0]).toMatchObject({ node_name: 'node-heap', end_reason: 'agent stopping' });
+    expect(released.body.items[0]).toMatchObject({ node_name: 'node-heap', end_reason: 'stopping: agent stopping' });
     const kept = fs.statSync(partial).size;
 
     const again = await startAgent('node-heap', 'not-needed-any-more', { NODE_OPTIONS: '--max-old-space-size=48' });
     await waitFor('the huge file to be rescued', async () => (await assetRow('huge')).state === 'rescued', 120_000);
     expect(await database.handle.db.selectFrom('nodes').select('id').execute()).toHaveLength(1);
-    expect(fs.statSync(path.join(again.dataDir, 'assets', 'huge', 'huge.bin')).size).toBe(size);
+    expect(fs.statSync(keptCopy(again.dataDir, 'huge')).size).toBe(size);
     expect(files.requests.filter((request) => request.name === 'huge').map((request) => request.range)).toContain(`bytes=${kept}-`);
     again.child.kill('SIGTERM');
     expect(await again.exited).toBe(0);

@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { agentSettings, loadAgentConfig } from './agent.config.js';
-import { safeName } from './agent.js';
 
 describe('agent configuration', () => {
   it('reads the environment, with flags winning', () => {
@@ -21,10 +20,13 @@ describe('agent configuration', () => {
     for (const setting of agentSettings) expect(readme, setting.env).toContain(`\`${setting.env}\``);
   });
 
-  it('never turns an asset id or name into a path', () => {
-    expect(safeName('../../etc/passwd')).toBe('__.._etc_passwd');
-    expect(safeName('a/b\\c d')).toBe('a_b_c_d');
-    expect(safeName('')).toBe('_');
-    expect(safeName('..')).toBe('_');
+  it('reads the private-network allowance and the contact, with clear problems', () => {
+    expect(loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000' })).toMatchObject({ allowPrivate: false, contact: 'http://cp:8000', nodeName: undefined });
+    expect(loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000', AGENT_ALLOW_PRIVATE_NETWORKS: 'true', AGENT_CONTACT: 'mailto:rescue@example.org' })).toMatchObject({
+      allowPrivate: true,
+      contact: 'mailto:rescue@example.org',
+    });
+    expect(loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000', AGENT_ALLOW_PRIVATE_NETWORKS: '10.1.0.0/16' }).allowPrivate).toEqual(['10.1.0.0/16']);
+    expect(() => loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000', AGENT_ALLOW_PRIVATE_NETWORKS: 'lan' })).toThrow(/AGENT_ALLOW_PRIVATE_NETWORKS/);
   });
 });

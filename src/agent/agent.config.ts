@@ -1,12 +1,14 @@
 import os from 'node:os';
 import path from 'node:path';
+import { parseAllowPrivate } from './safe-fetch.js';
 
 export interface AgentConfig {
   apiEndpoint: string;
   enrollmentToken: string | undefined;
   nodeToken: string | undefined;
   dataDir: string;
-  nodeName: string;
+  /** Undefined: the host name plus a short random suffix, chosen at the first registration and kept. */
+  nodeName: string | undefined;
   sshPort: number | undefined;
   tags: Record<string, string>;
   concurrency: number;
@@ -17,6 +19,10 @@ export interface AgentConfig {
   heartbeatSeconds: number | undefined;
   pollSeconds: number;
   retries: number;
+  /** AGENT_ALLOW_PRIVATE_NETWORKS: fetch from loopback/private addresses too (true), or from these networks. */
+  allowPrivate: boolean | string[];
+  /** Sent in the User-Agent of every download, so a source's operators can reach the campaign. */
+  contact: string;
   /** Set on a worker machine (rentable over SSH): see README, "Setting up a worker". */
   worker: WorkerSetup | undefined;
 }
@@ -33,7 +39,7 @@ export const agentSettings = [
   { flag: 'enrollmentToken', env: 'NODE_ENROLLMENT_TOKEN', help: 'enrollment token, for the first registration' },
   { flag: 'nodeToken', env: 'NODE_TOKEN', help: 'this node\'s token, if it was registered elsewhere' },
   { flag: 'dataDir', env: 'DATA_DIR', help: 'where copies and the node\'s identity are kept (default ./rescue-data)' },
-  { flag: 'nodeName', env: 'NODE_NAME', help: 'name to register under (default: the host name)' },
+  { flag: 'nodeName', env: 'NODE_NAME', help: 'name to register under (default: the host name and a random suffix, kept in DATA_DIR)' },
   { flag: 'sshPort', env: 'MY_HOST_PORT', help: 'SSH port this machine advertises' },
   { flag: 'tags', env: 'NODE_TAGS', help: 'tags such as region=eu,site=lab (copies are spread across SPREAD_TAG)' },
   { flag: 'concurrency', env: 'AGENT_CONCURRENCY', help: 'downloads at once (default 3)' },
@@ -42,6 +48,8 @@ export const agentSettings = [
   { flag: 'heartbeatSeconds', env: 'AGENT_HEARTBEAT_SECONDS', help: 'heartbeat interval (default: what the control plane asks for)' },
   { flag: 'pollSeconds', env: 'AGENT_POLL_SECONDS', help: 'wait before asking again when there is no work (default 30)' },
   { flag: 'retries', env: 'AGENT_RETRIES', help: 'attempts per download before giving it back (default 3)' },
+  { flag: 'allowPrivateNetworks', env: 'AGENT_ALLOW_PRIVATE_NETWORKS', help: 'also download from loopback and private addresses: true, or a list such as 10.1.0.0/16,192.168.5.7 (default false)' },
+  { flag: 'contact', env: 'AGENT_CONTACT', help: 'a URL or e-mail address for source operators, sent in the User-Agent (default: API_ENDPOINT)' },
   { flag: 'hostKeyFile', env: 'WORKER_HOST_KEY_FILE', help: 'worker: this machine\'s SSH host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub (makes it rentable; needs MY_HOST_PORT)' },
   { flag: 'workerUser', env: 'WORKER_SSH_USER', help: 'worker: the provisioning account the agent runs as (default dispatcher)' },
   { flag: 'authorizedKeys', env: 'WORKER_AUTHORIZED_KEYS', help: 'worker: that account\'s authorized_keys file (default ~/.ssh/authorized_keys)' },
@@ -79,8 +87,16 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     if (!key || !tagValue || !/^[a-z][a-z0-9_-]{0,31}$/.test(key.trim())) problems.push(`NODE_TAGS must look like region=eu,site=lab, got "${pair}"`);
     else tags[key.trim()] = tagValue.trim();
   }
-  const nodeName = value('nodeName') ?? os.hostname();
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(nodeName)) problems.push(`NODE_NAME must be 1–64 of letters, digits, _ . : -, got "${nodeName}"`);
+  const nodeName = value('nodeName');
+  if (nodeName !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(nodeName)) problems.push(`NODE_NAME must be 1–64 of letters, digits, _ . : -, got "${nodeName}"`);
+  let allowPrivate: boolean | string[] = false;
+  try {
+    allowPrivate = parseAllowPrivate(value('allowPrivateNetworks'));
+  } catch (error) {
+    problems.push(`${(error as Error).message} (--allow-private-networks)`);
+  }
+  const contact = value('contact') ?? apiEndpoint ?? '';
+  if (/[\u0000-\u001f\u007f()]/.test(contact)) problems.push(`AGENT_CONTACT must be a URL or an e-mail address, without control characters or parentheses, got "${contact}"`);
   const bandwidth = number('bandwidthLimit', undefined, 0.001, 1_000_000, false);
   const hostKeyFile = value('hostKeyFile');
   const workerUser = value('workerUser') ?? 'dispatcher';
@@ -100,6 +116,8 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     heartbeatSeconds: number('heartbeatSeconds', undefined, 1, 3600),
     pollSeconds: number('pollSeconds', 30, 0.1, 86_400, false) as number,
     retries: number('retries', 3, 1, 100) as number,
+    allowPrivate,
+    contact,
     worker: hostKeyFile
       ? {
           hostKeyFile: path.resolve(hostKeyFile),

@@ -1,5 +1,6 @@
 import type { Static } from '@sinclair/typebox';
 import type { AllocatedAsset, AllocationView, CompleteResponse } from '../allocations/allocations.schemas.js';
+import type { ReleaseCause } from '../allocations/failure-policy.js';
 
 export type Allocated = Static<typeof AllocatedAsset>;
 export type AllocationRecord = Static<typeof AllocationView>;
@@ -23,14 +24,34 @@ export class ApiError extends Error {
   }
 }
 
+export interface HeartbeatAnswer {
+  node_status: string;
+  draining: boolean;
+  next_heartbeat_seconds: number;
+  /** Allocations reported that are no longer this node's (expired, reclaimed): drop them. */
+  ended?: string[];
+  paused_sources?: { host: string; retry_in_seconds: number }[];
+}
+
+export interface ReleaseReport {
+  asset_id: string;
+  node_id: string;
+  reason: string;
+  cause: ReleaseCause;
+  source_status?: number;
+  retry_after_seconds?: number;
+}
+
+const CALL_TIMEOUT_MS = 30_000;
+
 /** The control plane's API as the agent uses it: typed from the server's own schemas. */
 export function createClient(baseUrl: string, token: () => string) {
-  async function call<T>(method: string, path: string, body?: unknown, bearer = token()): Promise<T> {
+  async function call<T>(method: string, path: string, body?: unknown, bearer = token(), timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
     const response = await fetch(new URL(path, baseUrl), {
       method,
       headers: { authorization: `Bearer ${bearer}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(30_000),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     const text = await response.text();
     const parsed = text ? (JSON.parse(text) as unknown) : undefined;
@@ -45,12 +66,17 @@ export function createClient(baseUrl: string, token: () => string) {
     refresh: (body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body),
     provisioningKey: () => call<{ public_key: string }>('GET', '/api/provisioning-key'),
     heartbeat: (nodeId: number, body: { free_bytes: number; bytes_in_flight: number; download_rate_bps: number; allocations: { asset_id: string; bytes_done: number }[] }) =>
-      call<{ node_status: string; draining: boolean; next_heartbeat_seconds: number }>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
+      call<HeartbeatAnswer>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
     allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
     complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number }) => call<Completion>('POST', '/complete', body),
-    release: (body: { asset_id: string; node_id: string; reason: string; source_status?: number }) => call<unknown>('POST', '/release', body),
-    activeAllocations: (nodeName: string) =>
-      call<{ items: AllocationRecord[] }>('GET', `/allocations?node=${encodeURIComponent(nodeName)}&state=active&limit=1000`),
+    /** `timeoutMs`: shorter while stopping, so an unreachable control plane cannot hold the stop up. */
+    release: (body: ReleaseReport, timeoutMs?: number) => call<unknown>('POST', '/release', body, token(), timeoutMs),
+    offline: (nodeId: number, timeoutMs?: number) => call<unknown>('POST', `/api/nodes/${nodeId}/offline`, undefined, token(), timeoutMs),
+    allocations: (nodeName: string, state: 'active' | 'completed', cursor?: number) =>
+      call<{ items: AllocationRecord[]; next_cursor: number | null }>(
+        'GET',
+        `/allocations?node=${encodeURIComponent(nodeName)}&state=${state}&limit=1000${cursor === undefined ? '' : `&cursor=${cursor}`}`,
+      ),
     asset: (id: string) => call<{ id: string; url: string; name: string; size_bytes: number | null; sha256: string | null; priority: number }>('GET', `/assets/${encodeURIComponent(id)}`),
   };
 }

@@ -1,5 +1,6 @@
 import { createLiveBlock, formatEta as eta } from '../terminal.js';
-import type { Job } from './agent.js';
+import type { Job } from './job.js';
+import { printable } from './printable.js';
 
 export interface Progress {
   log(message: string): void;
@@ -24,7 +25,8 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
   const tty = output.isTTY === true;
   const block = createLiveBlock(output);
   const rates = new Map<string, { bytes: number; at: number; rate: number }>();
-  const line = (text: string) => block.print(`${new Date().toISOString()} ${text}`);
+  // Asset ids, names, URLs and servers' answers come from outside: nothing they hold may drive the terminal.
+  const line = (text: string) => block.print(`${new Date().toISOString()} ${printable(text)}`);
   const measure = (job: Job) => {
     const now = Date.now();
     const last = rates.get(job.task.id);
@@ -42,7 +44,7 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
     const total = job.task.sizeBytes;
     const share = total ? `${((job.bytesDone / total) * 100).toFixed(1).padStart(5)}%` : '   ? %';
     const left = total ? eta((total - job.bytesDone) / rate) : '—';
-    return `${share} ${human(job.bytesDone)}${total ? ` / ${human(total)}` : ''} ${human(rate)}/s ETA ${left}  ${job.task.id}`;
+    return `${share} ${human(job.bytesDone)}${total ? ` / ${human(total)}` : ''} ${human(rate)}/s ETA ${left}  ${printable(job.task.id)}`;
   };
   const summary = (jobs: Job[]) => {
     const rate = jobs.reduce((sum, job) => sum + (rates.get(job.task.id)?.rate ?? 0), 0);

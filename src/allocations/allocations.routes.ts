@@ -98,6 +98,7 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
         sha256: asset.sha256,
         allocation_id: asset.allocationId,
         expires_at: toIso(asset.expiresAt),
+        reserved_bytes: asset.reservedBytes,
       }));
     },
   );

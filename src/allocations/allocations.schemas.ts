@@ -28,6 +28,7 @@ export const AllocatedAsset = Type.Object({
   sha256: Nullable(Type.String()),
   allocation_id: Type.Integer(),
   expires_at: Type.String(),
+  reserved_bytes: Type.Integer({ description: 'Space set aside on the node: the size, or UNKNOWN_SIZE_ESTIMATE_MB when the size is unknown. The agent never writes more than this.' }),
 });
 
 export const ReleaseBody = Type.Object(

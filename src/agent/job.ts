@@ -1,0 +1,202 @@
+import fs from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AgentConfig } from './agent.config.js';
+import { withBackoff, type Client, type ReleaseReport } from './client.js';
+import { download, type DownloadOutcome, type FetchLike } from './download.js';
+import type { Identity } from './identity.js';
+import type { Progress } from './progress.js';
+import type { RateLimiter } from './rate-limiter.js';
+import { retryOptions } from './registration.js';
+import { fileNameFor, type Store } from './storage.js';
+
+export interface Task {
+  id: string;
+  name: string;
+  url: string;
+  sizeBytes: number | null;
+  sha256: string | null;
+  /** What the control plane set aside for it: the size, or its estimate when the size is unknown. */
+  reservedBytes: number;
+}
+
+export interface Job {
+  task: Task;
+  bytesDone: number;
+  controller: AbortController;
+}
+
+/** Why a job was stopped from outside: the agent stops, or the allocation ended on the control plane. */
+export const ENDED_ELSEWHERE = 'ended elsewhere';
+
+export interface JobContext {
+  config: AgentConfig;
+  client: Client;
+  identity: Identity;
+  progress: Progress;
+  store: Store;
+  fetch: FetchLike;
+  limiter: RateLimiter | undefined;
+  restraints: Restraints;
+  freeBytes(): Promise<number>;
+  signal: AbortSignal;
+}
+
+/** Calls made while stopping wait this long at most: an unreachable control plane must not hold the stop up. */
+export const STOPPING_TIMEOUT_MS = 5_000;
+
+/**
+ * What this agent keeps to itself so that it never loops on an asset or a source, whatever the
+ * control plane does: assets it failed (not taken again before their time, doubling per failure)
+ * and source hosts that asked to be left alone.
+ */
+export interface Restraints {
+  deferredUntil(assetId: string): number | undefined;
+  defer(assetId: string): void;
+  pausedUntil(host: string): number | undefined;
+  pause(host: string, until: number): void;
+}
+
+export function createRestraints(firstDeferMs: number, now: () => number = Date.now): Restraints {
+  const deferred = new Map<string, { failures: number; until: number }>();
+  const paused = new Map<string, number>();
+  const live = (until: number | undefined) => (until !== undefined && until > now() ? until : undefined);
+  return {
+    deferredUntil: (assetId) => live(deferred.get(assetId)?.until),
+    defer(assetId) {
+      const failures = (deferred.get(assetId)?.failures ?? 0) + 1;
+      deferred.set(assetId, { failures, until: now() + firstDeferMs * 2 ** Math.min(20, failures - 1) });
+    },
+    pausedUntil: (host) => live(paused.get(host)),
+    pause: (host, until) => void paused.set(host, Math.max(until, paused.get(host) ?? 0)),
+  };
+}
+
+/** An agent keeps a failed asset to itself for this long at first (the control plane's default cooldown). */
+export const FIRST_DEFER_MS = 600_000;
+
+const hostOf = (url: string) => {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+};
+
+/**
+ * One asset: a copy already kept is reported again as it is; otherwise download (resuming,
+ * retrying what is worth it), keep it, report it; or give the asset back with the cause.
+ */
+export async function runJob(job: Job, context: JobContext): Promise<void> {
+  const { config, progress, store, restraints } = context;
+  const { task } = job;
+  const stop = AbortSignal.any([job.controller.signal, context.signal]);
+  const host = hostOf(task.url);
+  const deferred = restraints.deferredUntil(task.id);
+  if (deferred !== undefined) return giveBack(job, context, { cause: 'other', reason: `this node failed it recently; not before ${new Date(deferred).toISOString()}` });
+  const paused = restraints.pausedUntil(host);
+  if (paused !== undefined) {
+    const seconds = Math.ceil((paused - Date.now()) / 1000);
+    return giveBack(job, context, { cause: 'source_busy', reason: `${host} asked to wait`, retry_after_seconds: seconds });
+  }
+  if (await reportKeptCopy(job, context)) return;
+
+  const partial = store.partialPath(task.id);
+  let outcome: DownloadOutcome | undefined;
+  for (let attempt = 1; attempt <= config.retries; attempt += 1) {
+    try {
+      outcome = await download({
+        url: task.url,
+        partial,
+        expectedBytes: task.sizeBytes,
+        expectedSha256: task.sha256,
+        maxBytes: task.sizeBytes ?? task.reservedBytes,
+        reserveBytes: config.reserveBytes,
+        freeBytes: context.freeBytes,
+        fetch: context.fetch,
+        signal: stop,
+        rateLimiter: context.limiter,
+        onProgress: (bytes) => {
+          job.bytesDone = bytes;
+        },
+      });
+    } catch (error) {
+      if (job.controller.signal.reason === ENDED_ELSEWHERE) return dropEnded(job, context, partial);
+      if (stop.aborted) return giveBack(job, context, { cause: 'stopping', reason: 'agent stopping' }, STOPPING_TIMEOUT_MS);
+      restraints.defer(task.id);
+      return giveBack(job, context, { cause: 'other', reason: `local error: ${(error as Error).message}` });
+    }
+    if (outcome.ok || !outcome.retryable || outcome.kind === 'source_busy' || attempt === config.retries) break;
+    progress.log(`${task.id}: ${outcome.reason} (attempt ${attempt} of ${config.retries})`);
+    await sleep(Math.min(30_000, 1000 * 2 ** attempt), undefined, { signal: stop }).catch(() => undefined);
+    if (stop.aborted) {
+      if (job.controller.signal.reason === ENDED_ELSEWHERE) return dropEnded(job, context, partial);
+      return giveBack(job, context, { cause: 'stopping', reason: 'agent stopping' }, STOPPING_TIMEOUT_MS);
+    }
+    // Another node may have been told to wait meanwhile (heartbeat): a retry must not knock.
+    const pausedNow = restraints.pausedUntil(host);
+    if (pausedNow !== undefined) return giveBack(job, context, { cause: 'source_busy', reason: `${host} asked to wait`, retry_after_seconds: Math.ceil((pausedNow - Date.now()) / 1000) });
+  }
+  if (!outcome) return;
+  if (outcome.ok) return keepAndReport(job, context, outcome);
+  if (outcome.kind === 'source_busy') {
+    const seconds = outcome.retryAfterSeconds ?? 60;
+    restraints.pause(host, Date.now() + seconds * 1000);
+    return giveBack(job, context, { cause: 'source_busy', reason: outcome.reason, source_status: outcome.status, retry_after_seconds: seconds });
+  }
+  if (outcome.kind !== 'source_gone') restraints.defer(task.id);
+  const tries = outcome.retryable ? ` after ${config.retries} attempts` : '';
+  return giveBack(job, context, { cause: outcome.kind, reason: `${outcome.reason}${tries}`, source_status: outcome.status });
+}
+
+/** A copy of this asset kept from before (a superseded one given again, say) that still checks out is reported as it is. */
+async function reportKeptCopy(job: Job, context: JobContext): Promise<boolean> {
+  const kept = context.store.copyOf(job.task.id);
+  if (!kept) return false;
+  const fits = (job.task.sha256 === null || job.task.sha256.toLowerCase() === kept.sha256) && (job.task.sizeBytes === null || job.task.sizeBytes === kept.bytes);
+  const intact = fits && (await context.store.verify(job.task.id));
+  if (!intact) return false;
+  context.progress.log(`${job.task.id}: a verified copy is already kept here`);
+  await report(job, context, { sha256: kept.sha256, bytes: kept.bytes });
+  return true;
+}
+
+async function keepAndReport(job: Job, context: JobContext, outcome: Extract<DownloadOutcome, { ok: true }>): Promise<void> {
+  const { task } = job;
+  try {
+    await context.store.commit({ assetId: task.id, fileName: fileNameFor(task.name, task.url), partial: outcome.partial, sha256: outcome.sha256, bytes: outcome.bytes });
+  } catch (error) {
+    context.restraints.defer(task.id);
+    return giveBack(job, context, { cause: 'other', reason: `could not keep the copy: ${(error as Error).message}` });
+  }
+  await report(job, context, outcome);
+}
+
+async function report(job: Job, context: JobContext, copy: { sha256: string; bytes: number }): Promise<void> {
+  const { task } = job;
+  const body = { asset_id: task.id, node_id: context.identity.name, sha256: copy.sha256, bytes: copy.bytes };
+  try {
+    // A control plane that is busy or restarting (5xx, 429, no answer) is asked again: the copy is good.
+    const result = await withBackoff(() => context.client.complete(body), retryOptions(context.progress, context.signal));
+    context.progress.finished(job, `done, sha256 ${copy.sha256.slice(0, 12)}…, ${result.verified ? 'verified' : 'awaiting quorum'} (${result.copies}/${result.replicas_target} copies)`);
+  } catch (error) {
+    if (context.signal.aborted) {
+      context.progress.finished(job, 'stopped before the copy was reported; it is kept and reported when the asset is given again');
+      return;
+    }
+    // The control plane refused the copy (checksum or size, or no longer held): it is not a copy it counts.
+    await context.store.remove(task.id);
+    context.progress.finished(job, `refused: ${(error as Error).message}`);
+  }
+}
+
+async function giveBack(job: Job, context: JobContext, why: Omit<ReleaseReport, 'asset_id' | 'node_id'>, timeoutMs?: number): Promise<void> {
+  const body = { asset_id: job.task.id, node_id: context.identity.name, ...why, reason: why.reason.slice(0, 500) };
+  await context.client.release(body, timeoutMs).catch((error: unknown) => context.progress.log(`could not give back ${job.task.id}: ${(error as Error).message}`));
+  context.progress.finished(job, `given back (${why.cause}): ${why.reason}`);
+}
+
+/** The allocation is no longer this node's: nothing to give back, and its partial data goes. */
+async function dropEnded(job: Job, context: JobContext, partial: string): Promise<void> {
+  await Promise.all([fs.rm(partial, { force: true }), fs.rm(`${partial}.json`, { force: true })]);
+  context.progress.finished(job, 'dropped: its allocation ended on the control plane (expired or reclaimed)');
+}

@@ -1,0 +1,221 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fileNameFor, legacyName, openStore, type Store } from './storage.js';
+
+let dataDir: string;
+
+beforeEach(async () => {
+  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'storage-'));
+});
+
+afterEach(async () => {
+  await fs.rm(dataDir, { recursive: true, force: true });
+});
+
+const sha256 = (content: string) => crypto.createHash('sha256').update(content).digest('hex');
+
+/** Writes `content` where a download for `assetId` would leave it, with its resume metadata. */
+async function writePartial(store: Store, assetId: string, content: string): Promise<string> {
+  const partial = store.partialPath(assetId);
+  await fs.writeFile(partial, content);
+  await fs.writeFile(`${partial}.json`, JSON.stringify({ url: 'http://example.org/x', validator: null }));
+  return partial;
+}
+
+async function commitContent(store: Store, assetId: string, content: string, fileName = 'data.nc') {
+  const partial = await writePartial(store, assetId, content);
+  return store.commit({ assetId, fileName, partial, sha256: sha256(content), bytes: Buffer.byteLength(content) });
+}
+
+const isInside = (file: string, directory: string) => !path.relative(directory, file).startsWith('..') && !path.isAbsolute(path.relative(directory, file));
+const keyDirectory = (store: Store, assetId: string) => path.join(dataDir, 'assets', path.basename(store.partialPath(assetId), '.part'));
+const manifestLines = async () => (await fs.readFile(path.join(dataDir, 'manifest.jsonl'), 'utf8')).split('\n').filter(Boolean);
+
+async function listFiles(directory: string): Promise<string[]> {
+  const entries = await fs.readdir(directory, { withFileTypes: true, recursive: true });
+  return entries.filter((entry) => entry.isFile()).map((entry) => path.join(entry.parentPath, entry.name));
+}
+
+describe('storage', () => {
+  const hostileIds = ['a:b', 'a/b', 'a b', 'ａ:b', '..', '../../etc/passwd', 'x'.repeat(300), `${'x'.repeat(200)}y`, 'dup/1', 'dup:1', '', '\u202e\x1b[2J.'];
+
+  it('gives distinct ids distinct partials and copies, all inside DATA_DIR, whatever the id or name', async () => {
+    const store = await openStore(dataDir);
+    const partials = new Set(hostileIds.map((id) => store.partialPath(id)));
+    expect(partials.size).toBe(hostileIds.length);
+    for (const partial of partials) expect(path.dirname(partial)).toBe(path.join(dataDir, 'partial'));
+
+    const records = [];
+    // The asset's name is hostile too: the id doubles as its name.
+    for (const id of hostileIds) records.push(await commitContent(store, id, `content of ${JSON.stringify(id)}`, fileNameFor(id, 'http://example.org/')));
+    expect(new Set(records.map((record) => record.path)).size).toBe(hostileIds.length);
+    for (const [index, id] of hostileIds.entries()) {
+      const record = records[index]!;
+      expect(isInside(record.path, path.join(dataDir, 'assets'))).toBe(true);
+      expect(path.basename(record.path)).not.toMatch(/^\./);
+      expect(await fs.readFile(record.path, 'utf8')).toBe(`content of ${JSON.stringify(id)}`);
+      expect(store.copyOf(id)?.path).toBe(record.path);
+    }
+    for (const file of await listFiles(dataDir)) expect(isInside(file, dataDir)).toBe(true);
+    for (const directory of ['assets', 'partial', path.relative(dataDir, path.dirname(records[0]!.path))]) {
+      expect((await fs.stat(path.join(dataDir, directory))).mode & 0o777).toBe(0o700);
+    }
+    expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
+  });
+
+  it('names files after the asset, else the URL, never with a leading dot or a path', () => {
+    expect(fileNameFor('sst 2024.nc', 'http://x/y')).toBe('sst_2024.nc');
+    expect(fileNameFor('', 'http://x/path/ice.h5?sig=1')).toBe('ice.h5');
+    expect(fileNameFor('', 'http://x/')).toBe('data');
+    expect(fileNameFor('', 'not a url')).toBe('data');
+    expect(fileNameFor('../.hidden', '')).toBe('_._.hidden');
+    expect(fileNameFor('n'.repeat(500), '')).toHaveLength(120);
+  });
+
+  it('never overwrites: a name already taken makes the copy land beside it, and a new copy keeps the old one on disk', async () => {
+    const store = await openStore(dataDir);
+    const directory = keyDirectory(store, 'sst');
+    await fs.mkdir(directory, { recursive: true });
+    await fs.writeFile(path.join(directory, 'data.nc'), 'not ours');
+
+    const first = await commitContent(store, 'sst', 'first');
+    expect(first.path).toBe(path.join(directory, '1-data.nc'));
+    const second = await commitContent(store, 'sst', 'second');
+    expect(second.path).toBe(path.join(directory, '2-data.nc'));
+
+    expect(await fs.readFile(path.join(directory, 'data.nc'), 'utf8')).toBe('not ours');
+    expect(await fs.readFile(second.path, 'utf8')).toBe('second');
+    expect(await fs.readFile(first.path, 'utf8')).toBe('first');
+    expect(store.copyOf('sst')).toEqual(second);
+    expect(await store.verify('sst')).toBe(true);
+    await fs.writeFile(second.path, 'SECOND');
+    expect(await store.verify('sst')).toBe(false);
+  });
+
+  it('refuses a file whose re-hash or size does not match, keeping nothing', async () => {
+    const store = await openStore(dataDir);
+    const partial = await writePartial(store, 'sst', 'actual bytes');
+    await expect(store.commit({ assetId: 'sst', fileName: 'data.nc', partial, sha256: sha256('other bytes'), bytes: 12 })).rejects.toThrow(/refused/);
+    const sized = await writePartial(store, 'ice', 'actual bytes');
+    await expect(store.commit({ assetId: 'ice', fileName: 'data.nc', partial: sized, sha256: sha256('actual bytes'), bytes: 999 })).rejects.toThrow(/refused/);
+
+    expect(await listFiles(path.join(dataDir, 'assets'))).toEqual([]);
+    expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
+    expect(store.copies()).toEqual([]);
+    expect(await manifestLines()).toEqual([]);
+  });
+
+  it('keeps the manifest across reopening, ignoring a torn last line with a warning', async () => {
+    const store = await openStore(dataDir);
+    const sst = await commitContent(store, 'sst', 'sea surface');
+    const ice = await commitContent(store, 'ice', 'sea ice');
+    expect((await openStore(dataDir)).copies()).toEqual([sst, ice]);
+
+    await fs.appendFile(path.join(dataDir, 'manifest.jsonl'), '{"op":"copy","asset_id":"torn","pa');
+    const warnings: string[] = [];
+    const reopened = await openStore(dataDir, { onWarning: (message) => warnings.push(message) });
+    expect(warnings).toEqual([expect.stringMatching(/torn last line/)]);
+    expect(reopened.copies()).toEqual([sst, ice]);
+
+    // The torn line was rewritten away, so the next append starts on a line of its own.
+    const wind = await commitContent(reopened, 'wind', 'wind');
+    expect((await openStore(dataDir)).copies()).toEqual([sst, ice, wind]);
+    for (const line of await manifestLines()) expect(() => JSON.parse(line)).not.toThrow();
+  });
+
+  it('records a removal, and compacts it away at the next open', async () => {
+    const store = await openStore(dataDir);
+    const sst = await commitContent(store, 'sst', 'sea surface');
+    const ice = await commitContent(store, 'ice', 'sea ice');
+    await store.remove('sst');
+    await store.remove('never-kept');
+
+    await expect(fs.access(sst.path)).rejects.toThrow();
+    expect(store.copyOf('sst')).toBeUndefined();
+    expect((await manifestLines()).map((line) => (JSON.parse(line) as { op: string }).op)).toEqual(['copy', 'copy', 'remove']);
+
+    const reopened = await openStore(dataDir);
+    expect(reopened.copies()).toEqual([ice]);
+    expect(await manifestLines()).toEqual([JSON.stringify({ op: 'copy', asset_id: 'ice', path: path.relative(dataDir, ice.path), bytes: 7, sha256: sha256('sea ice'), completed_at: ice.completedAt })]);
+  });
+
+  it('cleans up partials of assets not kept, and empty folders', async () => {
+    const store = await openStore(dataDir);
+    const kept = await writePartial(store, 'running', 'half');
+    const dropped = await writePartial(store, 'given-back', 'half');
+    const copy = await commitContent(store, 'sst', 'sea surface');
+    await commitContent(store, 'refused', 'bad');
+    await store.remove('refused');
+
+    expect(await store.cleanUp(new Set(['running']))).toEqual({ partials: 1, folders: 1 });
+    expect(await fs.readFile(kept, 'utf8')).toBe('half');
+    await fs.access(`${kept}.json`);
+    await expect(fs.access(dropped)).rejects.toThrow();
+    await expect(fs.access(`${dropped}.json`)).rejects.toThrow();
+    expect(await fs.readFile(copy.path, 'utf8')).toBe('sea surface');
+    expect(await fs.readdir(path.join(dataDir, 'assets'))).toEqual([path.basename(path.dirname(copy.path))]);
+  });
+
+  describe('adopting the old layout', () => {
+    async function writeLegacy(relative: string, content: string): Promise<string> {
+      const file = path.join(dataDir, relative);
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await fs.writeFile(file, content);
+      return file;
+    }
+
+    it('adopts matching legacy files, reports the rest, and removes the leftovers', async () => {
+      // noaa:sst-2024 and noaa/sst-2024 shared one legacy file: the second download replaced the first.
+      const shared = await writeLegacy(`assets/${legacyName('noaa:sst-2024')}/sst.nc`, 'second sst');
+      const both = await writeLegacy(`assets/${legacyName('dup/1')}/same.nc`, 'same bytes');
+      const ice = await writeLegacy('assets/ice/ice.h5', 'sea ice');
+      const corrupt = await writeLegacy('assets/bad/bad.nc', 'corrupt');
+      await writeLegacy('partial/unfinished.part', 'half');
+      await writeLegacy('partial/unfinished.part.json', '{}');
+      await fs.mkdir(path.join(dataDir, 'assets', 'empty'));
+
+      const store = await openStore(dataDir);
+      expect(await store.needsLegacyAdoption()).toBe(true);
+      const progress: [number, number][] = [];
+      const copy = (assetId: string, name: string, content: string, url = 'http://example.org/file') => ({ assetId, name, url, sha256: sha256(content), bytes: content.length });
+      const result = await store.adoptLegacy(
+        [
+          copy('noaa:sst-2024', 'sst.nc', 'first sst'),
+          copy('noaa/sst-2024', 'sst.nc', 'second sst'),
+          copy('dup/1', 'same.nc', 'same bytes'),
+          copy('dup:1', 'same.nc', 'same bytes'),
+          copy('ice', '', 'sea ice', 'http://example.org/data/ice.h5'),
+          copy('bad', 'bad.nc', 'good'),
+          copy('vanished', 'gone.nc', 'gone'),
+        ],
+        (done, total) => progress.push([done, total]),
+      );
+
+      expect(result).toEqual({ adopted: 4, missing: ['noaa:sst-2024', 'bad', 'vanished'] });
+      expect(progress.at(-1)).toEqual([7, 7]);
+      const contents = Object.fromEntries(await Promise.all(store.copies().map(async (record) => [record.assetId, await fs.readFile(record.path, 'utf8')])));
+      expect(contents).toEqual({ 'noaa/sst-2024': 'second sst', 'dup/1': 'same bytes', 'dup:1': 'same bytes', ice: 'sea ice' });
+      expect(path.basename(store.copyOf('ice')!.path)).toBe('ice.h5');
+
+      for (const file of [shared, both, ice]) await expect(fs.access(file)).rejects.toThrow();
+      expect(await fs.readFile(corrupt, 'utf8')).toBe('corrupt');
+      expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
+      const folders = await fs.readdir(path.join(dataDir, 'assets'));
+      expect(folders).not.toContain('empty');
+      expect(folders).not.toContain(legacyName('noaa:sst-2024'));
+      expect(folders).toContain('bad');
+
+      expect(await store.needsLegacyAdoption()).toBe(false);
+      expect((await openStore(dataDir)).copies()).toEqual(store.copies());
+    });
+
+    it('is not needed for a fresh data directory', async () => {
+      const store = await openStore(dataDir);
+      expect(await store.needsLegacyAdoption()).toBe(false);
+      expect(await store.adoptLegacy([])).toEqual({ adopted: 0, missing: [] });
+    });
+  });
+});

@@ -1,0 +1,379 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+
+/** A completed copy this node keeps. `path` is absolute. */
+export interface CopyRecord {
+  assetId: string;
+  path: string;
+  bytes: number;
+  sha256: string;
+  completedAt: string;
+}
+
+export interface LegacyCopy {
+  assetId: string;
+  /** The asset's name and URL, as the control plane lists them: the old agent named the file after them. */
+  name: string;
+  url: string;
+  sha256: string;
+  bytes: number;
+}
+
+export interface Store {
+  /** Where this asset's partial download lives (stable across restarts, distinct for distinct ids). */
+  partialPath(assetId: string): string;
+  /** The copy this node keeps of an asset, if any. */
+  copyOf(assetId: string): CopyRecord | undefined;
+  copies(): CopyRecord[];
+  /**
+   * Links a checked partial into assets/<key>/ without ever replacing a file, re-hashes the result
+   * and refuses it (keeping nothing) unless it matches, records it, then removes the partial and its
+   * .json. A copy the asset had before stays on disk; the manifest then names the new one.
+   */
+  commit(input: { assetId: string; fileName: string; partial: string; sha256: string; bytes: number }): Promise<CopyRecord>;
+  /** Deletes a copy (e.g. the control plane refused it) and records the removal. */
+  remove(assetId: string): Promise<void>;
+  /** Whether the kept copy's file still has the size and sha256 recorded for it (read in full). */
+  verify(assetId: string): Promise<boolean>;
+  /** Removes partials of assets not in `keep` (which must include every running download) and empty folders. */
+  cleanUp(keep: Set<string>): Promise<{ partials: number; folders: number }>;
+  /**
+   * Takes over the copies the old layout holds (assets/<legacyName(id)>/<legacyName(name)>) that match
+   * what the control plane says this node completed, then removes the adopted legacy files, legacy
+   * partials and empty legacy folders. Legacy files nothing vouches for are left where they are.
+   */
+  adoptLegacy(completed: LegacyCopy[], onProgress?: (done: number, total: number) => void): Promise<{ adopted: number; missing: string[] }>;
+  /** True when there is no manifest yet and assets/ or partial/ hold something: the old layout. */
+  needsLegacyAdoption(): Promise<boolean>;
+}
+
+interface Layout {
+  root: string;
+  assets: string;
+  partial: string;
+  manifest: string;
+}
+
+type ManifestLine =
+  | { op: 'copy'; asset_id: string; path: string; bytes: number; sha256: string; completed_at: string }
+  | { op: 'remove'; asset_id: string; path: string; at: string };
+
+const DIRECTORY_MODE = 0o700;
+/** Names this store gives: anything else under assets/ or partial/ is from the old layout. */
+const STORE_NAME = /-[0-9a-f]{32}(\.part(\.json)?)?$/;
+
+/**
+ * Opens the store under `dataDir`, reading the manifest (a torn last line is ignored with a warning)
+ * and compacting it when it holds lines that no longer describe a kept copy.
+ */
+export async function openStore(dataDir: string, options: { onWarning?(message: string): void; now?(): Date } = {}): Promise<Store> {
+  const root = path.resolve(dataDir);
+  const layout: Layout = { root, assets: path.join(root, 'assets'), partial: path.join(root, 'partial'), manifest: path.join(root, 'manifest.jsonl') };
+  const warn = options.onWarning ?? (() => undefined);
+  const now = options.now ?? (() => new Date());
+  for (const directory of [root, layout.assets, layout.partial]) await fsp.mkdir(directory, { recursive: true, mode: DIRECTORY_MODE });
+
+  const loaded = await readManifest(layout, warn);
+  const copies = loaded.copies;
+  if (loaded.stale || (!loaded.exists && !(await holdsAnything(layout)))) await writeManifest(layout, copies.values());
+
+  let chain: Promise<unknown> = Promise.resolve();
+  const serialize = <T>(work: () => Promise<T>): Promise<T> => {
+    const next = chain.then(work);
+    chain = next.catch(() => undefined);
+    return next;
+  };
+  const needsLegacyAdoption = async () => !(await exists(layout.manifest)) && (await holdsAnything(layout));
+
+  return {
+    partialPath: (assetId) => path.join(layout.partial, `${keyFor(assetId)}.part`),
+    copyOf: (assetId) => copies.get(assetId),
+    copies: () => [...copies.values()],
+    async commit(input) {
+      const directory = path.join(layout.assets, keyFor(input.assetId));
+      const target = await linkWithoutOverwrite(input.partial, directory, fileNameOf(input.fileName));
+      const found = await measureFile(target);
+      if (found.sha256 !== input.sha256.toLowerCase() || found.bytes !== input.bytes) {
+        await removeFiles(target, input.partial, `${input.partial}.json`);
+        throw new Error(`refused ${input.assetId}: the file holds ${found.bytes} bytes with sha256 ${found.sha256}, expected ${input.bytes} bytes with sha256 ${input.sha256}`);
+      }
+      await syncDirectory(directory);
+      const record: CopyRecord = { assetId: input.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString() };
+      await serialize(async () => {
+        await appendLine(layout, toLine(layout, record));
+        copies.set(input.assetId, record);
+      });
+      // An earlier version (superseded when the source changed) stays on disk beside the new one:
+      // it may be the only copy of what the source published before.
+      await removeFiles(input.partial, `${input.partial}.json`);
+      return record;
+    },
+    remove: (assetId) =>
+      serialize(async () => {
+        const record = copies.get(assetId);
+        if (!record) return;
+        await fsp.rm(record.path, { force: true });
+        await appendLine(layout, { op: 'remove', asset_id: assetId, path: relativePath(layout, record.path), at: now().toISOString() });
+        copies.delete(assetId);
+      }),
+    async verify(assetId) {
+      const record = copies.get(assetId);
+      if (!record) return false;
+      const found = await measureFile(record.path).catch(() => null);
+      return found !== null && found.sha256 === record.sha256 && found.bytes === record.bytes;
+    },
+    cleanUp: (keep) => cleanUp(layout, new Set([...keep].map(keyFor))),
+    needsLegacyAdoption,
+    async adoptLegacy(completed, onProgress) {
+      if (!(await needsLegacyAdoption())) return { adopted: 0, missing: [] };
+      const adopted = await adoptMatching(layout, completed, now, onProgress);
+      await serialize(async () => {
+        for (const record of adopted.records) copies.set(record.assetId, record);
+        await writeManifest(layout, copies.values());
+      });
+      await removeLegacyLeftovers(layout, adopted.legacyFiles);
+      return { adopted: adopted.records.length, missing: adopted.missing };
+    },
+  };
+}
+
+/** A file name for an asset: its name, else the URL's last path segment, else `data`; never a path. */
+export function fileNameFor(name: string, url: string): string {
+  return fileNameOf(rawFileName(name, url));
+}
+
+/** The old agent's mapping of ids and names to paths (lossy: distinct ids could share a name). */
+export function legacyName(raw: string): string {
+  const cleaned = raw.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '_').slice(0, 200);
+  return cleaned || '_';
+}
+
+/** `<readable prefix>-<32 hex of sha256(id)>`: distinct for distinct ids, never `.` or `..`. */
+function keyFor(assetId: string): string {
+  const digest = crypto.createHash('sha256').update(assetId, 'utf8').digest('hex');
+  return `${sanitize(assetId, 48) || '_'}-${digest.slice(0, 32)}`;
+}
+
+function fileNameOf(raw: string): string {
+  return sanitize(raw, 120) || 'data';
+}
+
+function sanitize(raw: string, length: number): string {
+  return raw.replace(/[^A-Za-z0-9._-]/gu, '_').replace(/^\./, '_').slice(0, length);
+}
+
+function rawFileName(name: string, url: string): string {
+  if (name) return name;
+  try {
+    return path.posix.basename(new URL(url).pathname) || 'data';
+  } catch {
+    return 'data';
+  }
+}
+
+async function readManifest(layout: Layout, warn: (message: string) => void): Promise<{ copies: Map<string, CopyRecord>; exists: boolean; stale: boolean }> {
+  const copies = new Map<string, CopyRecord>();
+  let text: string;
+  try {
+    text = await fsp.readFile(layout.manifest, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { copies, exists: false, stale: false };
+    throw error;
+  }
+  const lines = text.split('\n');
+  const unterminated = lines.at(-1) !== '';
+  let valid = 0;
+  for (const [index, line] of lines.entries()) {
+    if (line === '') continue;
+    const entry = parseLine(layout, line);
+    if (!entry) {
+      warn(index === lines.length - 1 ? 'manifest: ignoring a torn last line (an interrupted write)' : `manifest: ignoring unreadable line ${index + 1}`);
+      continue;
+    }
+    valid += 1;
+    const absolute = path.resolve(layout.root, entry.path);
+    if (entry.op === 'copy') copies.set(entry.asset_id, { assetId: entry.asset_id, path: absolute, bytes: entry.bytes, sha256: entry.sha256, completedAt: entry.completed_at });
+    else if (copies.get(entry.asset_id)?.path === absolute) copies.delete(entry.asset_id);
+  }
+  for (const record of copies.values()) {
+    if (await exists(record.path)) continue;
+    warn(`manifest: the copy of ${JSON.stringify(record.assetId)} is missing from disk; forgetting it`);
+    copies.delete(record.assetId);
+  }
+  return { copies, exists: true, stale: unterminated || valid !== copies.size || valid !== lines.filter(Boolean).length };
+}
+
+function parseLine(layout: Layout, line: string): ManifestLine | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return null;
+  const entry = parsed as Partial<Record<string, unknown>>;
+  if (typeof entry.asset_id !== 'string' || typeof entry.path !== 'string') return null;
+  // Only a file inside assets/ is ever removed on the manifest's word.
+  if (!path.resolve(layout.root, entry.path).startsWith(layout.assets + path.sep)) return null;
+  if (entry.op === 'remove' && typeof entry.at === 'string') return entry as ManifestLine;
+  const isCopy = entry.op === 'copy' && typeof entry.bytes === 'number' && typeof entry.sha256 === 'string' && typeof entry.completed_at === 'string';
+  return isCopy ? (entry as ManifestLine) : null;
+}
+
+function toLine(layout: Layout, record: CopyRecord): ManifestLine {
+  return { op: 'copy', asset_id: record.assetId, path: relativePath(layout, record.path), bytes: record.bytes, sha256: record.sha256, completed_at: record.completedAt };
+}
+
+const relativePath = (layout: Layout, absolute: string) => path.relative(layout.root, absolute).split(path.sep).join('/');
+
+/** One `appendFile` per line, fsynced before the caller goes on. */
+async function appendLine(layout: Layout, line: ManifestLine): Promise<void> {
+  const handle = await fsp.open(layout.manifest, 'a', 0o600);
+  try {
+    await handle.appendFile(`${JSON.stringify(line)}\n`);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Replaces the manifest with one line per kept copy: a temporary file, fsynced, renamed over it. */
+async function writeManifest(layout: Layout, records: Iterable<CopyRecord>): Promise<void> {
+  const temporary = `${layout.manifest}.tmp`;
+  const handle = await fsp.open(temporary, 'w', 0o600);
+  try {
+    await handle.writeFile([...records].map((record) => `${JSON.stringify(toLine(layout, record))}\n`).join(''));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fsp.rename(temporary, layout.manifest);
+  await syncDirectory(layout.root);
+}
+
+/**
+ * Links `source` as `fileName` in `directory`, or as `<n>-<fileName>` for the first free n: a link
+ * fails on an existing name, so no file is ever replaced. A name that already is `source` (an
+ * interrupted commit) is reused.
+ */
+async function linkWithoutOverwrite(source: string, directory: string, fileName: string): Promise<string> {
+  const origin = await fsp.stat(source);
+  await fsp.mkdir(directory, { recursive: true, mode: DIRECTORY_MODE });
+  for (let n = 0; n < 10_000; n += 1) {
+    const target = path.join(directory, n === 0 ? fileName : `${n}-${fileName}`);
+    try {
+      await fsp.link(source, target);
+      return target;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      // The folder was removed as empty by a concurrent clean-up: make it again and retry this name.
+      if (code === 'ENOENT' && (await exists(source))) {
+        await fsp.mkdir(directory, { recursive: true, mode: DIRECTORY_MODE });
+        n -= 1;
+        continue;
+      }
+      if (code !== 'EEXIST') throw error;
+      const existing = await fsp.stat(target).catch(() => null);
+      if (existing?.ino === origin.ino && existing.dev === origin.dev) return target;
+    }
+  }
+  throw new Error(`no free file name for ${fileName} in ${directory}`);
+}
+
+async function cleanUp(layout: Layout, keptKeys: Set<string>): Promise<{ partials: number; folders: number }> {
+  let partials = 0;
+  for (const entry of await fsp.readdir(layout.partial, { withFileTypes: true })) {
+    if (entry.isDirectory() || keptKeys.has(entry.name.replace(/\.part(\.json)?$/, ''))) continue;
+    await fsp.rm(path.join(layout.partial, entry.name), { force: true });
+    if (!entry.name.endsWith('.json')) partials += 1;
+  }
+  let folders = 0;
+  for (const parent of [layout.assets, layout.partial]) {
+    for (const entry of await fsp.readdir(parent, { withFileTypes: true })) {
+      if (entry.isDirectory() && (await removeIfEmpty(path.join(parent, entry.name)))) folders += 1;
+    }
+  }
+  return { partials, folders };
+}
+
+async function adoptMatching(layout: Layout, completed: LegacyCopy[], now: () => Date, onProgress?: (done: number, total: number) => void) {
+  const measured = new Map<string, Promise<{ bytes: number; sha256: string } | null>>();
+  const records: CopyRecord[] = [];
+  const legacyFiles = new Set<string>();
+  const missing: string[] = [];
+  for (const [index, copy] of completed.entries()) {
+    const legacy = path.join(layout.assets, legacyName(copy.assetId), legacyName(rawFileName(copy.name, copy.url)));
+    // Several ids can share one legacy file: it is hashed once and judged against each.
+    if (!measured.has(legacy)) measured.set(legacy, measureFile(legacy).catch(() => null));
+    const found = await measured.get(legacy);
+    if (found && found.bytes === copy.bytes && found.sha256 === copy.sha256.toLowerCase()) {
+      const target = await linkWithoutOverwrite(legacy, path.join(layout.assets, keyFor(copy.assetId)), fileNameFor(copy.name, copy.url));
+      records.push({ assetId: copy.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString() });
+      legacyFiles.add(legacy);
+    } else {
+      missing.push(copy.assetId);
+    }
+    onProgress?.(index + 1, completed.length);
+  }
+  return { records, legacyFiles, missing };
+}
+
+/** Runs only once the adopted copies are in the manifest: their new links keep the data. */
+async function removeLegacyLeftovers(layout: Layout, legacyFiles: Set<string>): Promise<void> {
+  await removeFiles(...legacyFiles);
+  for (const entry of await fsp.readdir(layout.partial, { withFileTypes: true })) {
+    if (!entry.isDirectory() && !STORE_NAME.test(entry.name)) await fsp.rm(path.join(layout.partial, entry.name), { force: true });
+  }
+  for (const entry of await fsp.readdir(layout.assets, { withFileTypes: true })) {
+    if (entry.isDirectory() && !STORE_NAME.test(entry.name)) await removeIfEmpty(path.join(layout.assets, entry.name));
+  }
+}
+
+async function measureFile(file: string): Promise<{ bytes: number; sha256: string }> {
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of fs.createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+async function holdsAnything(layout: Layout): Promise<boolean> {
+  return (await fsp.readdir(layout.assets)).length > 0 || (await fsp.readdir(layout.partial)).length > 0;
+}
+
+async function removeIfEmpty(directory: string): Promise<boolean> {
+  try {
+    await fsp.rmdir(directory);
+    return true;
+  } catch {
+    return false; // Not empty, or already gone.
+  }
+}
+
+async function removeFiles(...files: string[]): Promise<void> {
+  for (const file of files) await fsp.rm(file, { force: true });
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fsp.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Makes a link or rename in `directory` durable, where the platform can sync a directory at all. */
+async function syncDirectory(directory: string): Promise<void> {
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(directory, 'r');
+    await handle.sync();
+  } catch (error) {
+    if (!['EISDIR', 'EPERM', 'EINVAL'].includes(String((error as NodeJS.ErrnoException).code))) throw error;
+  } finally {
+    await handle?.close();
+  }
+}
