@@ -1,11 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { root } from './cli-runner.js';
+import { createAgentLauncher, keptCopy, waitFor as waitUntil } from './agent-process.js';
 import { createTestDatabase, dialects, type TestDatabase } from './databases.js';
 import { sha256Of, startFileServer, type FileServer } from './file-server.js';
 import { startTestServer, type TestServer } from './server.js';
@@ -13,42 +12,15 @@ import { startTestServer, type TestServer } from './server.js';
 const MIB = 1024 * 1024;
 const MINUTE = 60_000;
 
-interface Agent {
-  name: string;
-  dataDir: string;
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-/** Waits for a condition the system under test must reach; fails with `what` after `timeoutMs`. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${agentOutputs()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-const running: Agent[] = [];
-
-/** Where an agent keeps its copy of an asset, from its manifest (the last line for the asset wins). */
-export function keptCopy(dataDir: string, assetId: string): string {
-  const lines = fs.readFileSync(path.join(dataDir, 'manifest.jsonl'), 'utf8').split('\n').filter(Boolean).map((line) => JSON.parse(line) as { op: string; asset_id: string; path: string });
-  const last = lines.filter((line) => line.asset_id === assetId).at(-1);
-  if (!last || last.op !== 'copy') throw new Error(`no copy of ${assetId} in ${dataDir}`);
-  return path.join(dataDir, last.path);
-}
-const agentOutputs = () => running.map((agent) => `--- ${agent.name}:\n${agent.output().slice(-3000)}`).join('\n');
+const launcher = createAgentLauncher(() => scratch, () => server.url);
+let scratch: string;
+let server: TestServer;
+const agentOutputs = () => launcher.describe();
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000) => waitUntil(what, check, agentOutputs, timeoutMs);
 
 describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
   let database: TestDatabase;
-  let server: TestServer;
   let files: FileServer;
-  const agents: Agent[] = [];
-  let scratch: string;
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
@@ -57,8 +29,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-agents-'));
   });
   afterEach(async () => {
-    for (const agent of agents.splice(0)) agent.child.kill('SIGKILL');
-    running.splice(0);
+    launcher.killAll();
     await files.close();
     await server.stop();
     await database.drop();
@@ -100,33 +71,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     };
   }
 
-  async function startAgent(name: string, enrollment: string, extra: Record<string, string> = {}): Promise<Agent> {
-    const dataDir = path.join(scratch, name);
-    let output = '';
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), 'agent'], {
-      cwd: root,
-      env: {
-        PATH: process.env.PATH,
-        API_ENDPOINT: server.url,
-        NODE_ENROLLMENT_TOKEN: enrollment,
-        DATA_DIR: dataDir,
-        NODE_NAME: name,
-        AGENT_HEARTBEAT_SECONDS: '1',
-        AGENT_POLL_SECONDS: '0.5',
-        AGENT_RESERVE_GB: '0',
-        // The file server is on loopback, which the agent refuses by default.
-        AGENT_ALLOW_PRIVATE_NETWORKS: 'true',
-        ...extra,
-      },
-    });
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-    const agent = { name, dataDir, child, output: () => output, exited };
-    agents.push(agent);
-    running.push(agent);
-    return agent;
-  }
+  const startAgent = async (name: string, enrollment: string, extra: Record<string, string> = {}) => launcher.start(name, enrollment, extra);
 
   const assetRow = (id: string) => database.handle.db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
   const completedCopies = (id: string) =>

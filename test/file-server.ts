@@ -8,12 +8,19 @@ import type { AddressInfo } from 'node:net';
  *   /redirect/<name>?size=N   a 302 to /files/<name>?size=N
  *   /changing/<name>?size=N   different bytes on every request (a source that changes)
  *   /missing/<name>           404
+ * and the hostile ones:
+ *   /lying/<name>?size=N      N bytes, whatever the catalog says
+ *   /endless/<name>           bytes without end, no Content-Length (counted in `sent`)
+ *   /busy/<name>              429 with Retry-After: 30
+ *   /bounce/<name>?to=URL     a 302 to URL (e.g. another host, or loopback)
  * `cut(name, bytes)` makes the next full transfer of <name> stop after that many bytes.
  */
 export interface FileServer {
   url: string;
-  /** Requests seen per path name, with their Range header. */
-  requests: { name: string; range: string | undefined }[];
+  /** Requests seen per path name, with their kind, Range and User-Agent headers. */
+  requests: { kind: string; name: string; range: string | undefined; userAgent: string | undefined }[];
+  /** Bytes sent so far per endless name. */
+  sent: Map<string, number>;
   cut(name: string, afterBytes: number): void;
   close(): Promise<void>;
 }
@@ -43,17 +50,23 @@ export function sha256Of(name: string, size: number): string {
   return hash.digest('hex');
 }
 
-export async function startFileServer(): Promise<FileServer> {
+export async function startFileServer(options: { host?: string } = {}): Promise<FileServer> {
+  const host = options.host ?? '127.0.0.1';
   const cuts = new Map<string, number>();
   const requests: FileServer['requests'] = [];
+  const endlessSent = new Map<string, number>();
   let changes = 0;
   const server = http.createServer((request, response) => {
     const url = new URL(request.url ?? '/', 'http://localhost');
-    const [, kind, name = ''] = url.pathname.split('/');
+    const [, kind = '', name = ''] = url.pathname.split('/');
     const size = Number(url.searchParams.get('size') ?? '0');
-    requests.push({ name, range: request.headers.range });
+    requests.push({ kind, name, range: request.headers.range, userAgent: request.headers['user-agent'] });
     if (kind === 'missing') return response.writeHead(404).end('not found');
     if (kind === 'redirect') return response.writeHead(302, { location: `/files/${name}?size=${size}` }).end();
+    if (kind === 'bounce') return response.writeHead(302, { location: url.searchParams.get('to') ?? '/' }).end();
+    if (kind === 'busy') return response.writeHead(429, { 'retry-after': '30' }).end('slow down');
+    if (kind === 'endless') return sendEndless(response, name, endlessSent);
+    if (kind === 'lying') return response.writeHead(200, { 'content-length': size }).end(Buffer.concat([...contentOf(name, 0, size)]));
     if (kind !== 'files' && kind !== 'changing') return response.writeHead(404).end();
     const content = kind === 'changing' ? `${name}#${(changes += 1)}` : name;
     const etag = `"${crypto.createHash('sha1').update(content).digest('hex')}"`;
@@ -86,10 +99,11 @@ export async function startFileServer(): Promise<FileServer> {
     };
     pump();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `http://${host}:${(server.address() as AddressInfo).port}`,
     requests,
+    sent: endlessSent,
     cut: (name, afterBytes) => void cuts.set(name, afterBytes),
     close: () =>
       new Promise((resolve) => {
@@ -97,4 +111,18 @@ export async function startFileServer(): Promise<FileServer> {
         server.close(() => resolve());
       }),
   };
+}
+
+/** A body that never ends, written as fast as the client reads it, until the client goes away. */
+function sendEndless(response: http.ServerResponse, name: string, sent: Map<string, number>): void {
+  response.writeHead(200, { 'content-type': 'application/octet-stream' });
+  const chunk = block(name, 0);
+  const pump = () => {
+    while (!response.destroyed) {
+      sent.set(name, (sent.get(name) ?? 0) + chunk.length);
+      if (!response.write(chunk)) return void response.once('drain', pump);
+    }
+  };
+  response.on('close', () => response.destroy());
+  pump();
 }
