@@ -120,7 +120,8 @@ export async function benchDispatcherClaim(database: BenchDatabase, loops: numbe
   let result;
   try {
     const nodes = await claimNodes(handle.db, loops);
-    const config = buildConfig();
+    // No per-host cap: see SOURCE_HOST_MAX_ACTIVE in server.ts.
+    const config = buildConfig({ sourceHostMaxActive: 0 });
     const batcher = createAllocationBatcher({
       db: handle.db,
       dialect: handle.dialect,

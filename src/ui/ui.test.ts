@@ -102,6 +102,8 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
     expect(await figure(page, 'active_rentals').textContent()).toBe(String(summary.active_rentals));
     expect(await figure(page, 'nodes_alive').textContent()).toBe(String(summary.nodes_by_status.alive));
     expect(await figure(page, 'nodes_dead').textContent()).toBe(String(summary.nodes_by_status.dead));
+    expect(await figure(page, 'nodes_offline').textContent()).toBe(String(summary.nodes_by_status.offline));
+    expect(await figure(page, 'suspect').textContent()).toBe(String(summary.assets_by_state.suspect));
     expect(await figure(page, 'copies').textContent()).toBe(`${summary.copies.verified} / ${summary.copies.wanted}`);
     expect(await figure(page, 'bytes_rescued').textContent()).toBe('2.00 MiB');
     expect(await figure(page, 'removed_from_source').textContent()).toBe('1');

@@ -3,7 +3,7 @@ import { badge, formatBytes, h, table } from './dom.js';
 
 export const title = 'Assets';
 const PAGE_SIZE = 25;
-const STATES = ['pending', 'rescued', 'gone', 'unreachable'];
+const STATES = ['pending', 'rescued', 'gone', 'unreachable', 'suspect'];
 
 function field(id, label, control) {
   return h('div', { class: 'field' }, h('label', { for: id }, label), control);

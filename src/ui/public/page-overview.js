@@ -25,6 +25,7 @@ function render(summary) {
       figure('nodes_alive', 'Nodes alive', formatNumber(nodes.alive), '#/nodes'),
       figure('nodes_suspect', 'Nodes suspect', formatNumber(nodes.suspect), '#/nodes'),
       figure('nodes_dead', 'Nodes dead', formatNumber(nodes.dead), '#/nodes'),
+      figure('nodes_offline', 'Nodes offline (stopped cleanly)', formatNumber(nodes.offline ?? 0), '#/nodes'),
     ),
     h(
       'section',
@@ -37,6 +38,8 @@ function render(summary) {
         figure('under_replicated', 'Fewer copies than wanted', formatNumber(summary.at_risk.under_replicated)),
         figure('removed_from_source', 'Removed from source', formatNumber(summary.at_risk.removed_from_source)),
         figure('gone', 'Gone (no copy)', formatNumber(summary.at_risk.gone), '#/assets?state=gone'),
+        // Nodes found the catalogued size or checksum wrong: not handed out until a re-import fixes it.
+        figure('suspect', 'Catalog suspect', formatNumber(summary.assets_by_state.suspect ?? 0), '#/assets?state=suspect'),
       ),
     ),
     h(
