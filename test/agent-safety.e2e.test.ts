@@ -1,12 +1,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { legacyName } from '../src/agent/storage.js';
 import { createAgentLauncher, keptCopy, waitFor as waitUntil } from './agent-process.js';
 import { createTestDatabase, dialects, type TestDatabase } from './databases.js';
+import { freePort } from './free-port.js';
 import { contentOf, sha256Of, startFileServer, type FileServer } from './file-server.js';
 import { registerNode, startTestServer, type TestServer } from './server.js';
 import type { Config } from '../src/config.js';
@@ -18,15 +18,6 @@ let scratch: string;
 let server: TestServer;
 const launcher = createAgentLauncher(() => scratch, () => server.url);
 const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000) => waitUntil(what, check, launcher.describe, timeoutMs);
-
-/** A port nothing listens on: connections to it are refused. */
-async function closedPort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 /** What a hostile or broken catalog and source can do to a volunteer's agent, and what it must not. */
 describe.each(dialects)('the agent against hostile catalogs and sources on %s', (dialect) => {
@@ -111,7 +102,7 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
 
   it('does not give an unreachable source back to the same node within its cooldown', async () => {
     await start();
-    const port = await closedPort();
+    const port = await freePort();
     await importAssets([{ id: 'unreachable', name: 'u.bin', url: `http://127.0.0.1:${port}/u.bin`, size_bytes: MIB, priority: 9 }]);
     const agent = launcher.start('node-u', enrollment, { AGENT_RETRIES: '1' });
     await waitFor('the failure', async () => (await allocationsOf('unreachable')).some((allocation) => allocation.state === 'released'));
@@ -185,7 +176,7 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
 
   it('exits 0 on SIGTERM while the control plane cannot be reached', async () => {
     await start();
-    const agent = launcher.start('node-alone', enrollment, { API_ENDPOINT: `http://127.0.0.1:${await closedPort()}` });
+    const agent = launcher.start('node-alone', enrollment, { API_ENDPOINT: `http://127.0.0.1:${await freePort()}` });
     await waitFor('a retry', () => /retrying in/.test(agent.output()));
     expect(await stop(agent)).toBe(0);
   });

@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
+import { freePort } from './free-port.js';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -58,15 +58,6 @@ export const privatePostgresUnavailable: string | undefined = !bindir
   : asRoot && !owner
     ? 'running as root, and there is no "postgres" user to run PostgreSQL as'
     : undefined;
-
-/** A loopback port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** initdb into a new temporary directory, then start it. */
 export async function createPrivatePostgres(): Promise<PrivatePostgres> {
