@@ -4,9 +4,8 @@ import type { Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { renterOf } from '../rentals/rentals.routes.js';
-import { actionOf, createSchedule, deleteSchedule, findOwnSchedule, specOf, updateSchedule, type ScheduleInput } from './schedules.service.js';
+import { actionOf, createSchedule, deleteSchedule, findOwnSchedule, updateSchedule, type ScheduleInput } from './schedules.service.js';
 import type { ScheduleRow } from './schedules.table.js';
-import { upcomingWindows } from './windows.js';
 
 const ScheduleIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
 const Time = (description: string) => Type.String({ maxLength: 64, description });
@@ -81,7 +80,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
         .orderBy('id')
         .limit(1000)
         .execute();
-      return rows.map((row) => scheduleView(row, ctx.clock.now()));
+      return rows.map((row) => scheduleView(row));
     },
   );
 
@@ -107,7 +106,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
     },
     async (request) => {
       const { row, password } = await createSchedule(ctx, renterOf(request), request.body as ScheduleInput);
-      return { status: 'created', id: row.id, ...(password ? { ssh_password: password } : {}), schedule: scheduleView(row, ctx.clock.now()) };
+      return { status: 'created', id: row.id, ...(password ? { ssh_password: password } : {}), schedule: scheduleView(row) };
     },
   );
 
@@ -133,7 +132,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
         .limit(100)
         .execute();
       return {
-        ...scheduleView(row, ctx.clock.now()),
+        ...scheduleView(row),
         rentals: rentals.map((rental) => ({
           rental_id: rental.id,
           node_id: rental.node_id,
@@ -158,7 +157,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
         response: { 200: ScheduleView, ...errorResponses },
       },
     },
-    async (request) => scheduleView(await updateSchedule(ctx, renterOf(request), request.params.id, request.body as ScheduleInput), ctx.clock.now()),
+    async (request) => scheduleView(await updateSchedule(ctx, renterOf(request), request.params.id, request.body as ScheduleInput)),
   );
 
   app.delete(
@@ -180,9 +179,9 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
   );
 }
 
-function scheduleView(row: ScheduleRow, now: number) {
+function scheduleView(row: ScheduleRow) {
   const window = row.window_start !== null && row.window_end !== null ? { start: toIso(row.window_start), end: toIso(row.window_end) } : null;
-  const next = row.status === 'cancelled' || row.status === 'completed' ? [] : upcomingWindows(specOf(row), row.window_start ?? now, 5);
+  const next = JSON.parse(row.next_windows) as { start: number; end: number }[];
   return {
     id: row.id,
     name: row.name,

@@ -7,7 +7,8 @@ import { findNodeByName } from '../nodes/nodes.repository.js';
 import { checkPasswordStrength, endRentals, generatePassword, inTransaction, rentWorkers, type Renter } from '../rentals/rentals.service.js';
 import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
 import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.table.js';
-import { checkTimezone, parseCron, parseIsoTime, upcomingWindows, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
+import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, upcomingWindows, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
+
 
 /** What a client sends; times are ISO 8601 text (UTC when without an offset). */
 export interface ScheduleInput {
@@ -26,13 +27,7 @@ export interface ScheduleInput {
 export const LATE_AFTER_MS = 60_000;
 const CAPACITY_WINDOWS = 50;
 
-export function specOf(row: Pick<ScheduleRow, 'start_time' | 'end_time' | 'cron_start' | 'cron_stop' | 'timezone'>): WindowSpec {
-  return {
-    startTime: row.start_time,
-    endTime: row.end_time,
-    recurrence: row.cron_start && row.cron_stop ? { cronStart: row.cron_start, cronStop: row.cron_stop, timezone: row.timezone ?? 'UTC' } : null,
-  };
-}
+
 
 export function actionOf(row: Pick<ScheduleRow, 'action'>): ScheduleAction | null {
   return row.action ? (JSON.parse(row.action) as ScheduleAction) : null;
@@ -49,7 +44,7 @@ function time(value: string, field: string): number {
 }
 
 /** Checks the timing fields together and returns them as stored. */
-function timing(merged: { start_time: number; end_time: number; cron_start: string | null; cron_stop: string | null; timezone: string | null }) {
+function timing(merged: { start_time: number; end_time: number; cron_start: string | null; cron_stop: string | null; timezone: string | null }, now: number) {
   if (merged.end_time <= merged.start_time) throw invalid('body/end_time must be after start_time.');
   if ((merged.cron_start === null) !== (merged.cron_stop === null)) throw invalid('body/cron_start and body/cron_stop go together: a window opens at each cron_start and closes at the next cron_stop.');
   if (merged.cron_start === null) {
@@ -59,8 +54,9 @@ function timing(merged: { start_time: number; end_time: number; cron_start: stri
   const timezone = merged.timezone ?? 'UTC';
   try {
     checkTimezone(timezone);
-    parseCron(merged.cron_start, timezone, 'cron_start');
-    parseCron(merged.cron_stop as string, timezone, 'cron_stop');
+    const from = Math.max(now, merged.start_time);
+    checkRecurs(parseCron(merged.cron_start, timezone, 'cron_start'), from, 'cron_start', merged.cron_start);
+    checkRecurs(parseCron(merged.cron_stop as string, timezone, 'cron_stop'), from, 'cron_stop', merged.cron_stop as string);
   } catch (error) {
     if (error instanceof WindowError) throw invalid(`body/${error.message}`);
     throw error;
@@ -88,7 +84,7 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
     cron_start: input.cron_start ?? null,
     cron_stop: input.cron_stop ?? null,
     timezone: input.timezone ?? null,
-  });
+  }, now);
   let status = clientStatus(input.status) ?? 'scheduled';
   const active = input.active ?? true;
   let action: ScheduleAction | null = null;
@@ -131,6 +127,7 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
         password_hash: passwordHash,
         window_start: window?.start ?? null,
         window_end: window?.end ?? null,
+        next_windows: nextWindowsOf(specOf(timed), status, window?.start ?? null, now),
         last_fired_at: null,
         created_at: now,
         updated_at: now,
@@ -203,7 +200,7 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
     cron_start: input.cron_start === undefined ? row.cron_start : input.cron_start,
     cron_stop: input.cron_stop === undefined ? row.cron_stop : input.cron_stop,
     timezone: input.timezone === undefined ? row.timezone : input.timezone,
-  });
+  }, now);
   const requested = clientStatus(input.status);
   const active = input.active ?? row.active === 1;
   const window = windowAt(specOf(timed), now);
@@ -224,6 +221,7 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
         status,
         window_start: status === 'running' ? row.window_start : (window?.start ?? null),
         window_end: status === 'running' ? (window?.end ?? row.window_end) : (window?.end ?? null),
+        next_windows: nextWindowsOf(specOf(timed), status, status === 'running' ? row.window_start : (window?.start ?? null), now),
         updated_at: now,
       })
       .where('id', '=', row.id)
@@ -348,7 +346,14 @@ async function moveTo(
   return inTransaction(db, async (trx) => {
     const moved = await trx
       .updateTable('schedules')
-      .set({ status: to.status, window_start: to.window?.start ?? null, window_end: to.window?.end ?? null, last_fired_at: now, updated_at: now })
+      .set({
+        status: to.status,
+        window_start: to.window?.start ?? null,
+        window_end: to.window?.end ?? null,
+        next_windows: nextWindowsOf(specOf(row), to.status, to.window?.start ?? null, now),
+        last_fired_at: now,
+        updated_at: now,
+      })
       .where('id', '=', row.id)
       .where('status', '=', row.status)
       .where((eb) => (row.window_start === null ? eb('window_start', 'is', null) : eb('window_start', '=', row.window_start)))

@@ -23,6 +23,8 @@ export interface SchedulesTable {
   password_hash: string | null;
   window_start: number | null;
   window_end: number | null;
+  /** JSON [{start, end}]: the current window and the next ones (nextWindowsOf), kept as the window moves. */
+  next_windows: Generated<string>;
   last_fired_at: number | null;
   created_at: number;
   updated_at: number;

@@ -38,6 +38,25 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     await database.drop();
   });
 
+  it('refuses a cron pair that never recurs, and lists schedules from their stored windows without searching them again', async () => {
+    await start();
+    const mallory = await userToken(server, 'mallory');
+    const never = await create(mallory, { name: 'never', start_time: '2026-01-01T00:00:00Z', end_time: '2031-01-01T00:00:00Z', cron_start: '0 0 * * *', cron_stop: '0 0 31 2 *' });
+    expect(never.status).toBe(422);
+    expect(never.body.detail).toMatch(/cron_stop "0 0 31 2 \*" has no occurrence in the two years after/);
+    const rare = await create(mallory, { name: 'rare', start_time: '2026-01-01T00:00:00Z', end_time: '2031-01-01T00:00:00Z', cron_start: '0 0 30 2 *', cron_stop: '0 1 * * *' });
+    expect(rare.status).toBe(422);
+    const nightly = await create(mallory, { name: 'nightly', start_time: '2026-01-01T00:00:00Z', end_time: '2031-01-01T00:00:00Z', cron_start: '0 22 * * *', cron_stop: '0 6 * * *' });
+    expect(nightly.status).toBe(200);
+    const stored = await server.ctx.db.selectFrom('schedules').select('next_windows').where('id', '=', nightly.body.id).executeTakeFirstOrThrow();
+    expect(JSON.parse(stored.next_windows)).toHaveLength(5);
+    // What the list shows is what was stored: it computes nothing per schedule.
+    const marker = [{ start: at('2030-01-01T00:00:00Z'), end: at('2030-01-01T01:00:00Z') }];
+    await server.ctx.db.updateTable('schedules').set({ next_windows: JSON.stringify(marker) }).where('id', '=', nightly.body.id).execute();
+    const [listed] = (await server.api.get('/schedules', mallory)).body;
+    expect(listed.next_windows).toEqual([{ start: '2030-01-01T00:00:00.000Z', end: '2030-01-01T01:00:00.000Z' }]);
+  });
+
   it('keeps seed 004\'s contract: create, list, delete, 404 for an unknown id', async () => {
     await start();
     const alice = await userToken(server, 'alice');

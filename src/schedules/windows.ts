@@ -1,4 +1,5 @@
 import { Cron } from 'croner';
+import type { ScheduleRow, ScheduleStatus } from './schedules.table.js';
 
 /**
  * Time windows of a schedule. A plain schedule has one window, start_time to end_time. A
@@ -51,6 +52,23 @@ export function checkTimezone(timezone: string): void {
 }
 
 export class WindowError extends Error {}
+
+const RECURRENCE_HORIZON_MS = 2 * 366 * 86_400_000;
+
+/**
+ * Refuses a cron expression with no occurrence in the next two years (`0 0 31 2 *`): every window
+ * of it would make the search run to croner's limit, and a list of such schedules would hold the
+ * event loop for seconds.
+ */
+export function checkRecurs(cron: Cron, from: number, field: string, expression: string): void {
+  const next = cron.nextRun(new Date(from))?.getTime();
+  if (next === undefined || next > from + RECURRENCE_HORIZON_MS) {
+    throw new WindowError(`${field} "${expression}" has no occurrence in the two years after ${new Date(from).toISOString()}: a schedule must recur.`);
+  }
+}
+
+/** How many upcoming windows are kept with each schedule (`next_windows`), written whenever its window moves. */
+export const SHOWN_WINDOWS = 5;
 
 const MAX_WINDOW_SEARCH = 1000;
 
@@ -106,4 +124,21 @@ export function parseIsoTime(text: string): number | undefined {
   const check = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
   if (check.getUTCMonth() !== Number(month) - 1 || check.getUTCDate() !== Number(day) || Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
   return value;
+}
+
+export function specOf(row: Pick<ScheduleRow, 'start_time' | 'end_time' | 'cron_start' | 'cron_stop' | 'timezone'>): WindowSpec {
+  return {
+    startTime: row.start_time,
+    endTime: row.end_time,
+    recurrence: row.cron_start && row.cron_stop ? { cronStart: row.cron_start, cronStop: row.cron_stop, timezone: row.timezone ?? 'UTC' } : null,
+  };
+}
+
+/**
+ * The windows a schedule shows (the current one first), as stored with it: computed when its window
+ * moves, so that listing schedules never searches cron occurrences.
+ */
+export function nextWindowsOf(spec: WindowSpec, status: ScheduleStatus, windowStart: number | null, now: number): string {
+  const windows = status === 'cancelled' || status === 'completed' ? [] : upcomingWindows(spec, windowStart ?? now, SHOWN_WINDOWS);
+  return JSON.stringify(windows);
 }

@@ -10,6 +10,7 @@ import * as heldByNode from './0007-held-by-node.js';
 import * as nodeReservations from './0008-node-reservations.js';
 import * as oneNodeIndex from './0009-one-node-index.js';
 import * as agentSafety from './0010-agent-safety.js';
+import * as scheduleWindows from './0011-schedule-windows.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -27,4 +28,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0008-node-reservations': nodeReservations,
   '0009-one-node-index': oneNodeIndex,
   '0010-agent-safety': agentSafety,
+  '0011-schedule-windows': scheduleWindows,
 };
