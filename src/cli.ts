@@ -33,8 +33,10 @@ async function printSummary(summary: RunSummary): Promise<void> {
   console.log(describeSummary(summary));
 }
 
-const variablesHelp = `\nEnvironment variables (first name wins; see the README for each):\n${describeVariables()
-  .map((variable) => `  ${variable.names.join(' / ')}${variable.fallback === undefined ? '' : ` (default: ${String(variable.fallback)})`}`)
+// Generated from the same list as the README's configuration table (src/config-docs.test.ts
+// compares them): every default in the unit the variable is given in.
+const variablesHelp = `\nEnvironment variables (the first name set wins; the README's Configuration table says more):\n${describeVariables()
+  .map((variable) => `  ${variable.names.join(' / ')} (default: ${variable.shown})\n      ${variable.doc}`)
   .join('\n')}\n`;
 
 const program = new Command('dispatcher')

@@ -67,6 +67,8 @@ export interface Config {
   catalogRequestsPerSecond: number;
   catalogTimeoutMs: number;
   catalogMaxRetries: number;
+  /** The longest wait a portal's Retry-After is granted (data.gov's hourly limit asks for up to an hour). */
+  catalogMaxRetryWaitMs: number;
   /** Priority added to an asset that vanished from its portal (capped at 10). */
   catalogRemovedPriorityBoost: number;
   /** Initial priorities of imported assets by organization, keyword or format (CATALOG_PRIORITY_RULES). */
@@ -100,12 +102,18 @@ export type PriorityPolicy = 'aging' | 'jitter' | 'none';
 const MIB = 1024 * 1024;
 const HOUR = 3_600_000;
 
-/** One documented variable: its names (first wins), default and parser. The README table mirrors this list. */
+/**
+ * One documented variable: its names (first wins), parser and default, and for people the default
+ * as they would type it (`shown`, in the variable's unit) and what it means (`doc`).
+ * `dispatcher serve --help` prints this list; the README's table must agree (src/config-docs.test.ts).
+ */
 interface Variable<K extends keyof Config> {
   key: K;
   names: string[];
   parse: (raw: string) => Config[K];
   fallback: Config[K];
+  shown: string;
+  doc: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -205,82 +213,89 @@ function duration(minMs: number, maxMs: number) {
 }
 
 const variables = [
-  { key: 'host', names: ['DISPATCHER_HOST', 'PRIORIZER_HOST', 'HOST'], parse: text, fallback: '0.0.0.0' },
-  { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000 },
-  { key: 'trustProxy', names: ['TRUST_PROXY'], parse: boolean, fallback: false },
-  { key: 'databaseUrl', names: ['DATABASE_URL'], parse: databaseUrl, fallback: undefined },
-  { key: 'databaseSchema', names: ['DATABASE_SCHEMA'], parse: identifier, fallback: undefined },
-  { key: 'databasePoolSize', names: ['DATABASE_POOL_SIZE'], parse: integer(1, 1000), fallback: 10 },
-  { key: 'preparedStatements', names: ['DATABASE_PREPARED_STATEMENTS'], parse: boolean, fallback: true },
-  { key: 'allocateBatchWaitMs', names: ['ALLOCATE_BATCH_WAIT_MS'], parse: integer(0, 1000), fallback: undefined },
-  { key: 'dataDirectory', names: ['DATA_DIRECTORY'], parse: (raw: string) => path.resolve(raw), fallback: path.resolve('data') },
-  { key: 'logLevel', names: ['LOG_LEVEL'], parse: oneOf<LogLevel>('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), fallback: 'info' },
+  { key: 'host', names: ['DISPATCHER_HOST', 'PRIORIZER_HOST', 'HOST'], parse: text, fallback: '0.0.0.0', shown: '0.0.0.0', doc: 'address to listen on; nodes must be able to reach it' },
+  { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000, shown: '8000', doc: 'HTTP port' },
+  { key: 'trustProxy', names: ['TRUST_PROXY'], parse: boolean, fallback: false, shown: 'false', doc: 'trust X-Forwarded-For from a reverse proxy in front (client addresses for rate limits)' },
+  { key: 'databaseUrl', names: ['DATABASE_URL'], parse: databaseUrl, fallback: undefined, shown: 'unset', doc: 'postgres://user:pass@host:5432/db for PostgreSQL; unset: embedded SQLite under DATA_DIRECTORY' },
+  { key: 'databaseSchema', names: ['DATABASE_SCHEMA'], parse: identifier, fallback: undefined, shown: 'unset', doc: 'PostgreSQL schema for Dispatcher\'s tables (unset: the server\'s search_path)' },
+  { key: 'databasePoolSize', names: ['DATABASE_POOL_SIZE'], parse: integer(1, 1000), fallback: 10, shown: '10', doc: 'PostgreSQL connections per instance' },
+  { key: 'preparedStatements', names: ['DATABASE_PREPARED_STATEMENTS'], parse: boolean, fallback: true, shown: 'true', doc: 'PostgreSQL: prepare recurring statements per connection; false behind a transaction-mode pooler' },
+  { key: 'allocateBatchWaitMs', names: ['ALLOCATE_BATCH_WAIT_MS'], parse: integer(0, 1000), fallback: undefined, shown: '5 on PostgreSQL, 0 on SQLite', doc: 'milliseconds an instance waits after an /allocate batch for the nodes it answered to ask again; 0 never waits' },
+  { key: 'dataDirectory', names: ['DATA_DIRECTORY'], parse: (raw: string) => path.resolve(raw), fallback: path.resolve('data'), shown: './data', doc: 'where the SQLite file dispatcher.sqlite lives' },
+  { key: 'logLevel', names: ['LOG_LEVEL'], parse: oneOf<LogLevel>('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), fallback: 'info', shown: 'info', doc: 'fatal, error, warn, info, debug (a line per request), trace or silent' },
   {
     key: 'autoUpdateIntervalMs',
     names: ['AUTO_UPDATE_INTERVAL_MINUTES'],
     parse: (raw: string) => Math.round(positiveNumber(10_080)(raw) * 60_000),
     fallback: 2 * 60_000,
+    shown: '2',
+    doc: 'minutes between passes of the priority policy',
   },
-  { key: 'allocationExpiryMs', names: ['ALLOCATION_EXPIRY_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR },
-  { key: 'priorityPolicy', names: ['PRIORITY_POLICY'], parse: oneOf<PriorityPolicy>('aging', 'jitter', 'none'), fallback: 'aging' },
-  { key: 'priorityAgingMs', names: ['PRIORITY_AGING_HOURS'], parse: hoursToMs(positiveNumber(87_600)), fallback: 24 * HOUR },
-  { key: 'jwtSecret', names: ['JWT_SECRET'], parse: secret, fallback: undefined },
-  { key: 'tokenTtlMs', names: ['TOKEN_TTL_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR },
-  { key: 'adminUser', names: ['DISPATCHER_ADMIN_USER'], parse: username, fallback: 'admin' },
-  { key: 'adminPassword', names: ['DISPATCHER_ADMIN_PASSWORD'], parse: password, fallback: undefined },
-  { key: 'signup', names: ['SIGNUP'], parse: oneOf('open', 'closed'), fallback: 'open' },
-  { key: 'nodeEnrollmentToken', names: ['NODE_ENROLLMENT_TOKEN'], parse: secret, fallback: undefined },
-  { key: 'metricsToken', names: ['METRICS_TOKEN'], parse: secret, fallback: undefined },
-  { key: 'defaultReplicasTarget', names: ['DEFAULT_REPLICAS_TARGET'], parse: integer(1, 100), fallback: 1 },
+  { key: 'allocationExpiryMs', names: ['ALLOCATION_EXPIRY_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR, shown: '24', doc: 'hours an allocation lease lasts at most; unfinished work returns to the pool after it' },
+  { key: 'priorityPolicy', names: ['PRIORITY_POLICY'], parse: oneOf<PriorityPolicy>('aging', 'jitter', 'none'), fallback: 'aging', shown: 'aging', doc: 'aging (unheld assets rise, rescued ones sink), jitter (random ±1 per pass) or none' },
+  { key: 'priorityAgingMs', names: ['PRIORITY_AGING_HOURS'], parse: hoursToMs(positiveNumber(87_600)), fallback: 24 * HOUR, shown: '24', doc: 'hours an asset\'s priority stays put before aging moves it by one' },
+  { key: 'jwtSecret', names: ['JWT_SECRET'], parse: secret, fallback: undefined, shown: 'generated', doc: 'key signing user tokens, at least 32 characters; unset: generated once and kept in the database' },
+  { key: 'tokenTtlMs', names: ['TOKEN_TTL_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR, shown: '24', doc: 'hours a login token lasts' },
+  { key: 'adminUser', names: ['DISPATCHER_ADMIN_USER'], parse: username, fallback: 'admin', shown: 'admin', doc: 'name of the admin account made from DISPATCHER_ADMIN_PASSWORD' },
+  { key: 'adminPassword', names: ['DISPATCHER_ADMIN_PASSWORD'], parse: password, fallback: undefined, shown: 'unset', doc: 'when set, the admin account exists with this password (created, or reset at start)' },
+  { key: 'signup', names: ['SIGNUP'], parse: oneOf('open', 'closed'), fallback: 'open', shown: 'open', doc: 'open: anyone may create an account; closed: only admins create accounts' },
+  { key: 'nodeEnrollmentToken', names: ['NODE_ENROLLMENT_TOKEN'], parse: secret, fallback: undefined, shown: 'unset', doc: 'an enrollment token for nodes from the environment (at least 32 characters)' },
+  { key: 'metricsToken', names: ['METRICS_TOKEN'], parse: secret, fallback: undefined, shown: 'unset', doc: 'bearer token GET /metrics requires (at least 32 characters); unset: /metrics is open' },
+  { key: 'defaultReplicasTarget', names: ['DEFAULT_REPLICAS_TARGET'], parse: integer(1, 100), fallback: 1, shown: '1', doc: 'copies wanted for an asset imported without replicas_target' },
   {
     key: 'unknownSizeEstimateBytes',
     names: ['UNKNOWN_SIZE_ESTIMATE_MB'],
     parse: (raw: string) => Math.round(positiveNumber(10_000_000)(raw) * MIB),
     fallback: 1024 * MIB,
+    shown: '1024',
+    doc: 'MiB set aside on a node for an asset of unknown size',
   },
-  { key: 'unknownSizeMaxPerRequest', names: ['UNKNOWN_SIZE_MAX_PER_REQUEST'], parse: integer(0, 1000), fallback: 2 },
-  { key: 'replicasByPriority', names: ['REPLICAS_BY_PRIORITY'], parse: replicaRules, fallback: undefined },
-  { key: 'nodeTimeoutMs', names: ['NODE_TIMEOUT_SECONDS'], parse: (raw: string) => integer(5, 86_400)(raw) * 1000, fallback: 300_000 },
-  { key: 'nodeDeadGraceMs', names: ['NODE_DEAD_GRACE_SECONDS'], parse: (raw: string) => integer(0, 604_800)(raw) * 1000, fallback: 600_000 },
-  { key: 'reclaimMaxPerMinute', names: ['RECLAIM_MAX_PER_MINUTE'], parse: integer(1, 1_000_000), fallback: 600 },
-  { key: 'freeSpaceTtlMs', names: ['FREE_SPACE_TTL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 600_000 },
-  { key: 'leaseMinMs', names: ['LEASE_MIN_MINUTES'], parse: (raw: string) => Math.round(positiveNumber(10_080)(raw) * 60_000), fallback: 30 * 60_000 },
+  { key: 'unknownSizeMaxPerRequest', names: ['UNKNOWN_SIZE_MAX_PER_REQUEST'], parse: integer(0, 1000), fallback: 2, shown: '2', doc: 'most assets of unknown size in one /allocate answer' },
+  { key: 'replicasByPriority', names: ['REPLICAS_BY_PRIORITY'], parse: replicaRules, fallback: undefined, shown: 'unset', doc: 'copies wanted by priority, e.g. 8:3,1:2 (priority ≥ 8: 3 copies, else 2)' },
+  { key: 'nodeTimeoutMs', names: ['NODE_TIMEOUT_SECONDS'], parse: (raw: string) => integer(5, 86_400)(raw) * 1000, fallback: 300_000, shown: '300', doc: 'seconds of silence after which a node becomes suspect' },
+  { key: 'nodeDeadGraceMs', names: ['NODE_DEAD_GRACE_SECONDS'], parse: (raw: string) => integer(0, 604_800)(raw) * 1000, fallback: 600_000, shown: '600', doc: 'seconds more after which it is dead and its unfinished allocations return to the pool' },
+  { key: 'reclaimMaxPerMinute', names: ['RECLAIM_MAX_PER_MINUTE'], parse: integer(1, 1_000_000), fallback: 600, shown: '600', doc: 'most allocations of dead nodes returned to the pool per minute' },
+  { key: 'freeSpaceTtlMs', names: ['FREE_SPACE_TTL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 600_000, shown: '600', doc: 'seconds a node\'s free-space report is trusted' },
+  { key: 'leaseMinMs', names: ['LEASE_MIN_MINUTES'], parse: (raw: string) => Math.round(positiveNumber(10_080)(raw) * 60_000), fallback: 30 * 60_000, shown: '30', doc: 'minutes of the shortest allocation lease' },
   {
     key: 'defaultNodeRateBytesPerSecond',
     names: ['DEFAULT_NODE_RATE_MB_S'],
     parse: (raw: string) => Math.round(positiveNumber(100_000)(raw) * MIB),
     fallback: 10 * MIB,
+    shown: '10',
+    doc: 'MiB/s assumed for a node that has not reported its rate',
   },
-  { key: 'maxStrikes', names: ['MAX_STRIKES'], parse: integer(1, 100), fallback: 6 },
-  { key: 'sourceGoneConfirmations', names: ['SOURCE_GONE_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2 },
-  { key: 'mismatchConfirmations', names: ['MISMATCH_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2 },
-  { key: 'retryCooldownMs', names: ['RETRY_COOLDOWN_SECONDS'], parse: (raw: string) => integer(1, 604_800)(raw) * 1000, fallback: 600_000 },
-  { key: 'retryCooldownMaxMs', names: ['RETRY_COOLDOWN_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR },
-  { key: 'sourceHostMaxActive', names: ['SOURCE_HOST_MAX_ACTIVE'], parse: integer(0, 1_000_000), fallback: 8 },
-  { key: 'sourcePauseDefaultMs', names: ['SOURCE_PAUSE_DEFAULT_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 60_000 },
-  { key: 'sourcePauseMaxMs', names: ['SOURCE_PAUSE_MAX_HOURS'], parse: hoursToMs(positiveNumber(168)), fallback: 24 * HOUR },
-  { key: 'spreadTag', names: ['SPREAD_TAG'], parse: text, fallback: 'region' },
-  { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB },
-  { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20 },
-  { key: 'nodeRateLimitPerMinute', names: ['NODE_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 10_000_000), fallback: 6_000 },
-  { key: 'catalogRequestsPerSecond', names: ['CATALOG_REQUESTS_PER_SECOND'], parse: positiveNumber(10_000), fallback: 2 },
-  { key: 'catalogTimeoutMs', names: ['CATALOG_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 60_000 },
-  { key: 'catalogMaxRetries', names: ['CATALOG_MAX_RETRIES'], parse: integer(0, 20), fallback: 5 },
-  { key: 'catalogRemovedPriorityBoost', names: ['CATALOG_REMOVED_PRIORITY_BOOST'], parse: integer(0, 9), fallback: 2 },
-  { key: 'catalogPriorityRules', names: ['CATALOG_PRIORITY_RULES'], parse: parsePriorityRules, fallback: [] },
-  { key: 'catalogHeadConcurrency', names: ['CATALOG_HEAD_CONCURRENCY'], parse: integer(1, 256), fallback: 8 },
-  { key: 'datagovApiUrl', names: ['DATAGOV_API_URL'], parse: httpUrl, fallback: 'https://catalog.data.gov' },
-  { key: 'datagovApiKey', names: ['DATAGOV_API_KEY'], parse: text, fallback: undefined },
-  { key: 'catalogSyncIntervalMs', names: ['CATALOG_SYNC_INTERVAL'], parse: duration(60_000, 366 * 24 * HOUR), fallback: undefined },
-  { key: 'catalogSyncSources', names: ['CATALOG_SYNC_SOURCES'], parse: parseSyncSources, fallback: undefined },
-  { key: 'rentMaxMs', names: ['RENT_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR },
-  { key: 'rentMaxCount', names: ['RENT_MAX_COUNT'], parse: integer(1, 1000), fallback: 10 },
-  { key: 'provisioningKeyFile', names: ['PROVISIONING_KEY_FILE'], parse: (raw: string) => path.resolve(raw), fallback: undefined },
-  { key: 'sshTimeoutMs', names: ['SSH_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(600)(raw) * 1000), fallback: 15_000 },
-  { key: 'workerProbeIntervalMs', names: ['WORKER_PROBE_INTERVAL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 30_000 },
-  { key: 'workerProbeFailures', names: ['WORKER_PROBE_FAILURES'], parse: integer(1, 100), fallback: 3 },
-  { key: 'taskMaxAttempts', names: ['TASK_MAX_ATTEMPTS'], parse: integer(1, 100), fallback: 6 },
-  { key: 'taskRetryBaseMs', names: ['TASK_RETRY_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 10_000 },
+  { key: 'maxStrikes', names: ['MAX_STRIKES'], parse: integer(1, 100), fallback: 6, shown: '6', doc: 'failed, expired or mismatched allocations that stop a node getting work until an admin clears it' },
+  { key: 'sourceGoneConfirmations', names: ['SOURCE_GONE_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'distinct nodes that must find a source answering 404/410 before the asset is gone' },
+  { key: 'mismatchConfirmations', names: ['MISMATCH_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'distinct nodes whose size or checksum mismatches make an asset suspect (not handed out)' },
+  { key: 'retryCooldownMs', names: ['RETRY_COOLDOWN_SECONDS'], parse: (raw: string) => integer(1, 604_800)(raw) * 1000, fallback: 600_000, shown: '600', doc: 'seconds a node that failed an asset waits before getting it again, doubling per failure' },
+  { key: 'retryCooldownMaxMs', names: ['RETRY_COOLDOWN_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR, shown: '168', doc: '… up to this many hours' },
+  { key: 'sourceHostMaxActive', names: ['SOURCE_HOST_MAX_ACTIVE'], parse: integer(0, 1_000_000), fallback: 8, shown: '8', doc: 'active allocations per source host across all nodes; 0: no cap' },
+  { key: 'sourcePauseDefaultMs', names: ['SOURCE_PAUSE_DEFAULT_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 60_000, shown: '60', doc: 'seconds a source that answered 429/503 without Retry-After gets no new allocation' },
+  { key: 'sourcePauseMaxMs', names: ['SOURCE_PAUSE_MAX_HOURS'], parse: hoursToMs(positiveNumber(168)), fallback: 24 * HOUR, shown: '24', doc: 'hours of the longest pause a source\'s Retry-After can ask for' },
+  { key: 'spreadTag', names: ['SPREAD_TAG'], parse: text, fallback: 'region', shown: 'region', doc: 'node tag across which copies of one asset are spread' },
+  { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB, shown: '1048576', doc: 'largest request body in bytes (413 above)' },
+  { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20, shown: '20', doc: 'sign-ups, logins and node registrations per client address per minute' },
+  { key: 'nodeRateLimitPerMinute', names: ['NODE_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 10_000_000), fallback: 6_000, shown: '6000', doc: '/allocate, /release and /complete calls per token per minute' },
+  { key: 'catalogRequestsPerSecond', names: ['CATALOG_REQUESTS_PER_SECOND'], parse: positiveNumber(10_000), fallback: 2, shown: '2', doc: 'dispatcher import: requests per second to a portal (retries included)' },
+  { key: 'catalogTimeoutMs', names: ['CATALOG_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 60_000, shown: '60', doc: 'dispatcher import: seconds one portal request may take before it is retried' },
+  { key: 'catalogMaxRetries', names: ['CATALOG_MAX_RETRIES'], parse: integer(0, 20), fallback: 5, shown: '5', doc: 'dispatcher import: retries of a request answered 429, 5xx or not at all, of an empty page, and of a page the database was too busy to write' },
+  { key: 'catalogMaxRetryWaitMs', names: ['CATALOG_MAX_RETRY_WAIT_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 3_600_000, shown: '3600', doc: 'dispatcher import: the longest a portal\'s Retry-After is waited, in seconds' },
+  { key: 'catalogRemovedPriorityBoost', names: ['CATALOG_REMOVED_PRIORITY_BOOST'], parse: integer(0, 9), fallback: 2, shown: '2', doc: 'priority added (up to 10) to an asset a complete re-import no longer finds' },
+  { key: 'catalogPriorityRules', names: ['CATALOG_PRIORITY_RULES'], parse: parsePriorityRules, fallback: [], shown: 'unset', doc: 'initial priorities of imported assets by organization, keyword or format (a JSON list)' },
+  { key: 'catalogHeadConcurrency', names: ['CATALOG_HEAD_CONCURRENCY'], parse: integer(1, 256), fallback: 8, shown: '8', doc: 'dispatcher import --discover-sizes: HEAD requests in flight at once' },
+  { key: 'datagovApiUrl', names: ['DATAGOV_API_URL'], parse: httpUrl, fallback: 'https://catalog.data.gov', shown: 'https://catalog.data.gov', doc: 'the new catalog.data.gov API, for dispatcher import datagov' },
+  { key: 'datagovApiKey', names: ['DATAGOV_API_KEY'], parse: text, fallback: undefined, shown: 'unset', doc: 'its key, sent as X-Api-Key' },
+  { key: 'catalogSyncIntervalMs', names: ['CATALOG_SYNC_INTERVAL'], parse: duration(60_000, 366 * 24 * HOUR), fallback: undefined, shown: 'unset (off)', doc: 'how often serve imports CATALOG_SYNC_SOURCES again, e.g. 30m, 6h, 1d' },
+  { key: 'catalogSyncSources', names: ['CATALOG_SYNC_SOURCES'], parse: parseSyncSources, fallback: undefined, shown: 'unset', doc: 'the catalogs to re-sync: a JSON list of POST /imports bodies' },
+  { key: 'rentMaxMs', names: ['RENT_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR, shown: '168', doc: 'hours the longest rental may last, extensions included' },
+  { key: 'rentMaxCount', names: ['RENT_MAX_COUNT'], parse: integer(1, 1000), fallback: 10, shown: '10', doc: 'most workers one /api/rent may ask for' },
+  { key: 'provisioningKeyFile', names: ['PROVISIONING_KEY_FILE'], parse: (raw: string) => path.resolve(raw), fallback: undefined, shown: 'unset', doc: 'OpenSSH private key workers are provisioned with; unset: generated and kept in the database' },
+  { key: 'sshTimeoutMs', names: ['SSH_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(600)(raw) * 1000), fallback: 15_000, shown: '15', doc: 'seconds to connect to a worker and run one provisioning command' },
+  { key: 'workerProbeIntervalMs', names: ['WORKER_PROBE_INTERVAL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 30_000, shown: '30', doc: 'seconds between probes of every worker\'s SSH port' },
+  { key: 'workerProbeFailures', names: ['WORKER_PROBE_FAILURES'], parse: integer(1, 100), fallback: 3, shown: '3', doc: 'failed probes in a row after which a worker is dead' },
+  { key: 'taskMaxAttempts', names: ['TASK_MAX_ATTEMPTS'], parse: integer(1, 100), fallback: 6, shown: '6', doc: 'attempts of a provisioning or cleanup task before giving up' },
+  { key: 'taskRetryBaseMs', names: ['TASK_RETRY_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 10_000, shown: '10', doc: 'seconds before the first retry of a failed task, doubling, at most 1 hour' },
 ] as const satisfies readonly Variable<keyof Config>[];
 
 export class ConfigError extends Error {
@@ -314,7 +329,15 @@ export function buildConfig(overrides: Partial<Config> = {}): Config {
   return { ...loadConfig({}), ...overrides };
 }
 
-/** Every variable with its names and default, for `dispatcher serve --help`. */
-export function describeVariables(): { names: string[]; fallback: unknown }[] {
-  return variables.map((variable) => ({ names: [...variable.names], fallback: variable.fallback }));
+export interface VariableDescription {
+  key: keyof Config;
+  names: string[];
+  /** The default as a user types it, in the variable's unit (`24` hours), or `unset`. */
+  shown: string;
+  doc: string;
+}
+
+/** Every variable with its names, default as typed and meaning, for `dispatcher serve --help`. */
+export function describeVariables(): VariableDescription[] {
+  return variables.map((variable) => ({ key: variable.key, names: [...variable.names], shown: variable.shown, doc: variable.doc }));
 }

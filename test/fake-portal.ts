@@ -17,10 +17,14 @@ import { pathToFileURL } from 'node:url';
  *                                                           302, 410, no length, no answer at all
  * Portals `demo`, `envidat` and `birmingham` replay recorded package_search results (count = the
  * recorded packages, so each is a complete small portal); `setPackages` and `setRecords` make more.
+ * `setPackages(portal, packages, { rowsMax })` caps that portal's pages silently, as CKAN's
+ * `ckan.search.rows_max` does (1000 by default).
  * `fault(portal, …)` makes that portal's next requests fail, one fault per request; `pass` answers
  * normally, to fault a later request (`fault(p, 'pass', 'pass', 'server-error')`: the third fails).
+ * `short` leaves the page's last dataset out, `empty` all of them (the count stays), and
+ * `retry-after:N` answers 429 with `Retry-After: N`.
  */
-export type Fault = 'pass' | 'rate-limited' | 'over-rate-limit' | 'server-error' | 'garbage' | 'refused' | 'short' | 'hang';
+export type Fault = 'pass' | 'rate-limited' | 'over-rate-limit' | 'server-error' | 'garbage' | 'refused' | 'short' | 'empty' | 'hang' | `retry-after:${number}`;
 
 export interface FakePortal {
   url: string;
@@ -28,7 +32,7 @@ export interface FakePortal {
   requests: string[];
   /** Headers of every request, in order. */
   headers: http.IncomingHttpHeaders[];
-  setPackages(portal: string, packages: object[]): void;
+  setPackages(portal: string, packages: object[], options?: { rowsMax?: number }): void;
   setRecords(portal: string, records: object[]): void;
   setDataJson(portal: string, catalog: object): void;
   fault(portal: string, ...faults: Fault[]): void;
@@ -121,6 +125,7 @@ export async function startFakePortal(): Promise<FakePortal> {
     ['datagov-doc', (JSON.parse(fs.readFileSync(path.join(FIXTURES, 'search_response_doc_example.json'), 'utf8')) as { results: object[] }).results],
   ]);
   const dataJson = new Map<string, object>();
+  const rowsMax = new Map<string, number>();
   const faults = new Map<string, Fault[]>();
   const requests: string[] = [];
   const headers: http.IncomingHttpHeaders[] = [];
@@ -137,6 +142,7 @@ export async function startFakePortal(): Promise<FakePortal> {
     const fault = faults.get(portal)?.shift();
     if (fault === 'hang') return; // never answers: the client's timeout must fire
     if (fault === 'rate-limited') return json(response, 429, ckanError('Rate Limit', 'slow down'), { 'retry-after': '0' });
+    if (fault?.startsWith('retry-after:')) return json(response, 429, ckanError('Rate Limit', 'slow down'), { 'retry-after': fault.slice('retry-after:'.length) });
     if (fault === 'over-rate-limit') return json(response, 429, { error: { code: 'OVER_RATE_LIMIT', message: 'API rate limit exceeded' } }, { 'retry-after': '0' });
     if (fault === 'server-error') return json(response, 500, ckanError('Internal Server Error', 'Solr went away'));
     if (fault === 'garbage') return response.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>Maintenance</body></html>');
@@ -144,7 +150,7 @@ export async function startFakePortal(): Promise<FakePortal> {
     if (route === 'data.json' && dataJson.has(portal)) return json(response, 200, dataJson.get(portal));
     if (route === 'search' && records.has(portal)) return answerSearch(response, records.get(portal) as object[], url);
     if (route === 'api/3/action/package_search' && packages.has(portal)) {
-      return answerPackageSearch(response, packages.get(portal) as object[], url, fault === 'short');
+      return answerPackageSearch(response, packages.get(portal) as object[], url, rowsMax.get(portal) ?? 1000, fault);
     }
     if (route.startsWith('api/3/action/')) return json(response, 400, `Bad request: Action name not known: ${route.slice('api/3/action/'.length)}`);
     json(response, 404, ckanError('Not Found Error', 'Not found'));
@@ -167,13 +173,13 @@ export async function startFakePortal(): Promise<FakePortal> {
     return true;
   }
 
-  function answerPackageSearch(response: http.ServerResponse, all: object[], url: URL, short: boolean) {
+  function answerPackageSearch(response: http.ServerResponse, all: object[], url: URL, max: number, fault: Fault | undefined) {
     const org = /organization:(\S+)/.exec(url.searchParams.get('fq') ?? '')?.[1];
     const matching = org ? all.filter((pkg) => (pkg as { organization?: { name?: string } }).organization?.name === org) : all;
-    const rows = Math.min(1000, Number(url.searchParams.get('rows') ?? '10'));
+    const rows = Math.min(max, Number(url.searchParams.get('rows') ?? '10'));
     const start = Number(url.searchParams.get('start') ?? '0');
-    const results = matching.slice(start, start + rows);
-    if (short && results.length > 0) results.pop();
+    const results = fault === 'empty' ? [] : matching.slice(start, start + rows);
+    if (fault === 'short' && results.length > 0) results.pop();
     json(response, 200, { help: 'http://fake/api/3/action/help_show?name=package_search', success: true, result: { count: matching.length, sort: 'name asc', results, search_facets: {} } });
   }
 
@@ -193,7 +199,11 @@ export async function startFakePortal(): Promise<FakePortal> {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
     headers,
-    setPackages: (portal, list) => void packages.set(portal, list),
+    setPackages: (portal, list, options = {}) => {
+      packages.set(portal, list);
+      if (options.rowsMax === undefined) rowsMax.delete(portal);
+      else rowsMax.set(portal, options.rowsMax);
+    },
     setRecords: (portal, list) => void records.set(portal, list),
     setDataJson: (portal, catalog) => void dataJson.set(portal, catalog),
     fault: (portal, ...list) => void faults.set(portal, [...(faults.get(portal) ?? []), ...list]),

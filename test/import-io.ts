@@ -5,14 +5,19 @@ import { createLineDisplay } from '../src/catalog/import-progress.js';
 import { createTestDatabase, type DialectName, type TestDatabase } from './databases.js';
 import { startFakePortal, type FakePortal } from './fake-portal.js';
 
-/** Import io that never waits: backoff and pacing sleeps are recorded, not slept. */
-export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo & { lines: string[]; sleeps: number[]; setNow(ms: number): void } {
+/**
+ * Import io that never waits: backoff and pacing sleeps are recorded, not slept. `lines` holds the
+ * progress and notice lines; `timeline` the same lines and `sleep <ms>` in the order they happened.
+ */
+export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo & { lines: string[]; sleeps: number[]; timeline: string[]; setNow(ms: number): void } {
   const lines: string[] = [];
   const sleeps: number[] = [];
+  const timeline: string[] = [];
   let current = now;
   return {
     lines,
     sleeps,
+    timeline,
     now: () => current,
     setNow: (ms) => {
       current = ms;
@@ -20,8 +25,12 @@ export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo
     elapsedMs: () => performance.now(),
     sleep: async (ms) => {
       sleeps.push(ms);
+      timeline.push(`sleep ${ms}`);
     },
-    display: createLineDisplay((line) => lines.push(line)),
+    display: createLineDisplay((line) => {
+      lines.push(line);
+      timeline.push(line);
+    }),
   };
 }
 

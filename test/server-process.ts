@@ -29,6 +29,8 @@ export function serverEnv(extra: Record<string, string | undefined>): Record<str
     METRICS_TOKEN,
     LOGIN_RATE_LIMIT_PER_MINUTE: '1000000',
     NODE_RATE_LIMIT_PER_MINUTE: '10000000',
+    // The load's assets all lie on one host and its nodes never finish: no per-host cap.
+    SOURCE_HOST_MAX_ACTIVE: '0',
     ...extra,
   };
 }

@@ -1,7 +1,9 @@
+import { setTimeout as wait } from 'node:timers/promises';
+
 /**
  * Polite JSON fetching from public portals: a request rate, a per-request timeout, and retries with
  * exponential backoff on 429/5xx/timeouts honouring Retry-After. Other answers fail at once with
- * the status and the body, for the source to explain.
+ * the status and the body, for the source to explain. Every retry is reported with its reason.
  */
 export interface FetchPolicy {
   requestsPerSecond: number;
@@ -11,29 +13,40 @@ export interface FetchPolicy {
   /** First backoff delay; doubles with each retry, capped by maxDelayMs. */
   baseDelayMs: number;
   maxDelayMs: number;
+  /** The longest wait a Retry-After is granted (CATALOG_MAX_RETRY_WAIT_SECONDS): data.gov's hourly limit asks for up to an hour. */
+  maxRetryWaitMs: number;
   /** Injected so tests never wait. */
   sleep: (ms: number) => Promise<void>;
+  /** Where a line about the portal goes (a retry and why, a long wait's progress): stderr on the CLI, the log on the server. */
+  report: (line: string) => void;
   /** Aborts a request in flight and stops retrying (an import job being stopped). */
   signal?: AbortSignal;
 }
 
-export const sleepFor = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** The one sleep of catalog imports; with a signal it ends early, rejecting with the signal's reason. */
+export async function sleepFor(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await wait(ms, undefined, { signal });
+  } catch (error) {
+    throw signal?.aborted ? signal.reason : error;
+  }
+}
 
-/** A sleep that ends early, rejecting with the signal's reason, when the signal aborts. */
-export function sleepUnlessAborted(signal: AbortSignal): (ms: number) => Promise<void> {
-  return (ms) =>
-    new Promise<void>((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      const onAbort = () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      };
-      const timer = setTimeout(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+export const sleepUnlessAborted = (signal: AbortSignal) => (ms: number) => sleepFor(ms, signal);
+
+/** The one backoff of catalog imports: `baseMs` doubled per earlier attempt, at most `maxMs`. */
+export function backoffDelay(attempt: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** attempt);
+}
+
+/** `300 ms`, `42 s`, `42 min`, `2 h 5 min`: a wait as an operator reads it. */
+export function formatWait(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const seconds = Math.ceil(ms / 1000);
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h${minutes % 60 === 0 ? '' : ` ${minutes % 60} min`}`;
 }
 
 /** What a catalog import fails with: a message an operator can act on. */
@@ -54,6 +67,8 @@ export interface JsonFetcher {
   getJson(url: string, headers?: Record<string, string>): Promise<unknown>;
   /** Requests sent so far (retries included). */
   requests(): number;
+  /** Tells the operator something about the portal (a page cap it imposes), where retries are reported. */
+  report(line: string): void;
 }
 
 export function describeBody(body: unknown): string {
@@ -85,21 +100,63 @@ function parseBody(text: string): unknown {
   return parsed === NOT_JSON ? text : parsed;
 }
 
+const NETWORK_REASONS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset',
+  ENOTFOUND: 'host not found',
+  EAI_AGAIN: 'host name lookup failed',
+  ETIMEDOUT: 'connection timed out',
+  UND_ERR_CONNECT_TIMEOUT: 'connection timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  UND_ERR_SOCKET: 'connection closed by the portal',
+};
+
+/** fetch() says only "fetch failed": the reason is in its cause. */
+function describeNetworkError(error: Error): string {
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  return NETWORK_REASONS[cause?.code ?? ''] ?? `network error: ${cause?.message ?? error.message}`;
+}
+
+/** Why a retry waits as long as it does, for its report line. */
+function describeRetryAfter(asked: number | undefined, waited: number): string {
+  if (asked === undefined) return '';
+  if (asked <= waited) return ' (Retry-After)';
+  return ` (Retry-After asked ${formatWait(asked)}; CATALOG_MAX_RETRY_WAIT_SECONDS caps it)`;
+}
+
+/** Pacing, timeouts and retries for one run's requests to a portal. */
 export function createJsonFetcher(policy: FetchPolicy): JsonFetcher {
   const spacingMs = 1000 / policy.requestsPerSecond;
   let nextSlot = 0;
   let sent = 0;
   const waitForSlot = async () => {
     const now = Date.now();
-    const wait = nextSlot - now;
+    const delay = nextSlot - now;
     nextSlot = Math.max(now, nextSlot) + spacingMs;
-    if (wait > 0) await policy.sleep(wait);
+    if (delay > 0) await policy.sleep(delay);
   };
-  const backoff = (attempt: number) => Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** attempt);
+
+  /** Waits out a retry's delay, with a line every minute of a long one: silence for an hour looks like a hang. */
+  async function waitBeforeRetry(host: string, problem: string, delayMs: number, retryAfterMs: number | undefined, retry: number): Promise<void> {
+    policy.report(`${host}: ${problem}, waiting ${formatWait(delayMs)}${describeRetryAfter(retryAfterMs, delayMs)}, then retry ${retry} of ${policy.maxRetries}`);
+    for (let left = delayMs; ; ) {
+      const step = Math.min(left, 60_000);
+      await policy.sleep(step);
+      left -= step;
+      if (left <= 0) return;
+      policy.report(`waiting ${formatWait(left)} more for ${host}${retryAfterMs === undefined ? '' : ' (Retry-After)'}`);
+    }
+  }
 
   async function getJson(url: string, headers: Record<string, string> = {}): Promise<unknown> {
+    const host = new URL(url).host;
     let lastProblem = '';
+    // Why the last attempt failed decides how long the next one waits.
+    let delayMs = 0;
+    let retryAfterMs: number | undefined;
     for (let attempt = 0; attempt <= policy.maxRetries; attempt += 1) {
+      if (attempt > 0) await waitBeforeRetry(host, lastProblem, delayMs, retryAfterMs, attempt);
       await waitForSlot();
       sent += 1;
       let response: Response;
@@ -112,14 +169,15 @@ export function createJsonFetcher(policy: FetchPolicy): JsonFetcher {
       } catch (error) {
         if (policy.signal?.aborted) throw policy.signal.reason;
         const timedOut = (error as Error).name === 'TimeoutError';
-        lastProblem = timedOut ? `no answer within ${policy.timeoutMs} ms` : `network error: ${(error as Error).message}`;
-        if (attempt < policy.maxRetries) await policy.sleep(backoff(attempt));
+        lastProblem = timedOut ? `no answer within ${formatWait(policy.timeoutMs)}` : describeNetworkError(error as Error);
+        delayMs = backoffDelay(attempt, policy.baseDelayMs, policy.maxDelayMs);
+        retryAfterMs = undefined;
         continue;
       }
       if (response.status === 429 || response.status >= 500) {
         lastProblem = `HTTP ${response.status}: ${describeBody(parseBody(text))}`;
-        const retryAfter = parseRetryAfter(response.headers.get('retry-after'), Date.now());
-        if (attempt < policy.maxRetries) await policy.sleep(Math.min(retryAfter ?? backoff(attempt), policy.maxDelayMs));
+        retryAfterMs = parseRetryAfter(response.headers.get('retry-after'), Date.now());
+        delayMs = retryAfterMs === undefined ? backoffDelay(attempt, policy.baseDelayMs, policy.maxDelayMs) : Math.min(retryAfterMs, policy.maxRetryWaitMs);
         continue;
       }
       const body = tryParse(text);
@@ -132,5 +190,5 @@ export function createJsonFetcher(policy: FetchPolicy): JsonFetcher {
     }
     throw new CatalogError(`${url} failed after ${policy.maxRetries + 1} attempts; last: ${lastProblem}`);
   }
-  return { getJson, requests: () => sent };
+  return { getJson, requests: () => sent, report: policy.report };
 }

@@ -24,7 +24,9 @@ export function fetchPolicyFrom(config: Config, io: ImportIo): FetchPolicy {
     maxRetries: config.catalogMaxRetries,
     baseDelayMs: 1000,
     maxDelayMs: 60_000,
+    maxRetryWaitMs: config.catalogMaxRetryWaitMs,
     sleep: io.sleep,
+    report: (line) => io.display.notice(line),
   };
 }
 
@@ -48,8 +50,8 @@ export interface ImportPlan {
 
 export type RunSummary = ImportSummary & { sizes?: DiscoverySummary };
 
-/** The import settings every run of a source shares, whoever starts it. */
-export function importOptionsFrom(config: Config, plan: ImportPlan, actor: string): ImportOptions {
+/** The import settings every run of a source shares, whoever starts it; `io` waits and reports. */
+export function importOptionsFrom(config: Config, plan: ImportPlan, actor: string, io: Pick<ImportIo, 'sleep' | 'display'>): ImportOptions {
   return {
     source: plan.source,
     actor,
@@ -57,6 +59,9 @@ export function importOptionsFrom(config: Config, plan: ImportPlan, actor: strin
     removedPriorityBoost: config.catalogRemovedPriorityBoost,
     priorityRules: config.catalogPriorityRules,
     sweep: plan.sweep,
+    lockRetries: config.catalogMaxRetries,
+    sleep: io.sleep,
+    report: (line) => io.display.notice(line),
   };
 }
 
@@ -67,7 +72,7 @@ export async function runImport(db: Db, config: Config, io: ImportIo, plan: Impo
     const summary: RunSummary = await importCatalog(
       db,
       plan.readPages(fetcher),
-      { ...importOptionsFrom(config, plan, 'cli'), elapsedMs: io.elapsedMs, onProgress: (progress) => io.display.pages(progress) },
+      { ...importOptionsFrom(config, plan, 'cli', io), elapsedMs: io.elapsedMs, onProgress: (progress) => io.display.pages(progress) },
       io.now(),
     );
     if (options.discoverSizes) {

@@ -7,6 +7,7 @@ import { supersedeStaleCopies, type SourceChange } from '../allocations/source-c
 import { findAssetIdsByUrls, findAssetsByIds, flagUnseenAssets, markAssetsSeen, upsertAssetLinks, type AssetLink } from './catalog.repository.js';
 import type { CatalogPage, CatalogResource } from './catalog.types.js';
 import { applyPriorityRules, type PriorityRule } from './priority-rules.js';
+import { retryingBusyWrites } from './busy-writes.js';
 
 export interface ImportSummary {
   source: string;
@@ -61,6 +62,14 @@ export interface ImportOptions {
   afterRun?: (trx: Db, summary: ImportSummary) => Promise<void>;
   /** Added to the `catalog.imported` event's data. */
   eventData?: Record<string, unknown>;
+  /**
+   * Retries of a page's (or the sweep's) transaction that met a lock conflict: the SQLite file
+   * still locked by another process after its busy timeout, or a PostgreSQL deadlock. Each waits
+   * the catalog backoff (1 s, 2 s, …) through `sleep`, and says so through `report`.
+   */
+  lockRetries: number;
+  sleep: (ms: number) => Promise<void>;
+  report: (line: string) => void;
 }
 
 /** What one page did: its own counts, and where reading resumes after it. */
@@ -112,26 +121,29 @@ function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined,
 
 /**
  * Writes one page in one transaction: URL de-duplication, upserts of what changed, links, seen
- * marks, then `afterPage`. `urlToAsset` carries the run's URL owners from page to page.
+ * marks, then `afterPage`. `urlToAsset` carries the run's URL owners from page to page; it learns
+ * this page's only once the transaction committed, so a rolled-back attempt can run again.
  */
 async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, string>, options: ImportOptions, now: number): Promise<PageReport> {
   const report: PageReport = {
     datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, superseded: 0, next: page.next,
   };
+  const pageOwners = new Map<string, string>();
+  const ownerOf = (url: string) => pageOwners.get(url) ?? urlToAsset.get(url);
   await db.transaction().execute(async (trx) => {
     const unknownUrls = [...new Set(page.resources.map((resource) => resource.url).filter((url) => !urlToAsset.has(url)))];
-    for (const [url, id] of await findAssetIdsByUrls(trx, unknownUrls)) urlToAsset.set(url, id);
+    for (const [url, id] of await findAssetIdsByUrls(trx, unknownUrls)) pageOwners.set(url, id);
     const owners = new Map<string, CatalogResource>();
     const links: AssetLink[] = [];
     for (const resource of page.resources) {
-      const owner = urlToAsset.get(resource.url);
+      const owner = ownerOf(resource.url);
       if (owner === undefined || owner === resource.resourceId) {
         if (!owners.has(resource.resourceId)) owners.set(resource.resourceId, resource);
-        urlToAsset.set(resource.url, resource.resourceId);
+        pageOwners.set(resource.url, resource.resourceId);
       } else {
         report.duplicates += 1;
       }
-      links.push({ source: options.source, resourceId: resource.resourceId, assetId: urlToAsset.get(resource.url) as string, dataset: resource.dataset });
+      links.push({ source: options.source, resourceId: resource.resourceId, assetId: ownerOf(resource.url) as string, dataset: resource.dataset });
     }
     const existing = new Map((await findAssetsByIds(trx, [...owners.keys()])).map((row) => [row.id, row]));
     // A size found by discovery, or a checksum the copies agreed on, stays while the portal still
@@ -154,6 +166,7 @@ async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, str
     await upsertAssetLinks(trx, links, now);
     await options.afterPage?.(trx, report);
   });
+  for (const [url, id] of pageOwners) urlToAsset.set(url, id);
   return report;
 }
 
@@ -170,7 +183,7 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
   };
   const urlToAsset = new Map<string, string>();
   for await (const page of pages) {
-    const report = await importPage(db, page, urlToAsset, options, now);
+    const report = await retryingBusyWrites(options, `page ${summary.pages + 1}`, () => importPage(db, page, urlToAsset, options, now));
     summary.pages += 1;
     summary.datasets += report.datasets;
     summary.resources += report.resources;
@@ -189,7 +202,7 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
       seconds,
     });
   }
-  await db.transaction().execute(async (trx) => {
+  await retryingBusyWrites(options, 'the end of the run', () => db.transaction().execute(async (trx) => {
     const removed = options.sweep === null
       ? []
       : await flagUnseenAssets(trx, { source: options.source, ...options.sweep, runStartedAt: options.runStartedAt ?? now, boost: options.removedPriorityBoost }, now);
@@ -208,6 +221,6 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
     }
     await appendEvents(trx, now, events);
     await options.afterRun?.(trx, summary);
-  });
+  }));
   return summary;
 }

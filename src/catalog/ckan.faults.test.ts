@@ -1,3 +1,4 @@
+import net, { type AddressInfo } from 'node:net';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
 import { generatePackages } from '../../test/fake-portal.js';
@@ -17,10 +18,10 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
   });
 
   const count = async () => (await testbed.database.handle.db.selectFrom('assets').select('id').execute()).length;
-  const run = (io = createTestIo(), flags = { rows: 2 }) => importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, flags);
+  const run = (io = createTestIo(), flags: { rows?: number } = { rows: 2 }) => importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, flags);
   const requestsTo = () => testbed.portal.requests.filter((request) => request.startsWith(`/${name}/`)).length;
 
-  it('waits out a 429 with Retry-After: 0 and a 500, then goes on', async () => {
+  it('waits out a 429 with Retry-After: 0 and a 500, then goes on, saying why before each retry', async () => {
     testbed.portal.fault(name, 'rate-limited', 'server-error');
     const io = createTestIo();
     expect(await run(io)).toMatchObject({ resources: 10, new: 10 });
@@ -28,6 +29,48 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
     // Retry-After: 0 is honoured; the 500 (the second attempt, without one) backs off 1 s × 2.
     expect(io.sleeps).toEqual(expect.arrayContaining([2000]));
     expect(io.sleeps).toContain(0);
+    const host = new URL(testbed.portal.url).host;
+    expect(io.lines.filter((line) => !line.startsWith('page '))).toEqual([
+      expect.stringMatching(new RegExp(`^${host}: HTTP 429: .*slow down.*, waiting 0 ms \\(Retry-After\\), then retry 1 of 2$`)),
+      expect.stringMatching(new RegExp(`^${host}: HTTP 500: .*Solr went away.*, waiting 2 s, then retry 2 of 2$`)),
+    ]);
+  });
+
+  it('says at once that a dead port refuses connections, before waiting to retry', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const io = createTestIo();
+    const dead = importCkan(testbed.database.handle.db, catalogConfig(), io, `http://127.0.0.1:${closed}`, {});
+    await expect(dead).rejects.toThrow(/failed after 3 attempts; last: connection refused/);
+    const retries = io.timeline.filter((entry) => !/^sleep \d(\.\d+)?$/.test(entry)); // pacing sleeps of < 10 ms left out
+    expect(retries).toEqual([
+      `127.0.0.1:${closed}: connection refused, waiting 1 s, then retry 1 of 2`,
+      'sleep 1000',
+      `127.0.0.1:${closed}: connection refused, waiting 2 s, then retry 2 of 2`,
+      'sleep 2000',
+    ]);
+  });
+
+  it('waits out a Retry-After of 42 minutes with a line every minute, and caps a longer one at CATALOG_MAX_RETRY_WAIT_SECONDS', async () => {
+    const host = new URL(testbed.portal.url).host;
+    testbed.portal.fault(name, 'retry-after:2520');
+    const io = createTestIo();
+    expect(await run(io)).toMatchObject({ resources: 10 });
+    expect(io.sleeps.filter((ms) => ms >= 1000)).toEqual(Array.from({ length: 42 }, () => 60_000));
+    const waits = io.lines.filter((line) => !line.startsWith('page '));
+    expect(waits[0]).toMatch(new RegExp(`^${host}: HTTP 429: .*, waiting 42 min \\(Retry-After\\), then retry 1 of 2$`));
+    expect(waits.slice(1)).toEqual(Array.from({ length: 41 }, (_, minute) => `waiting ${41 - minute} min more for ${host} (Retry-After)`));
+
+    testbed.portal.fault(name, 'retry-after:7200');
+    const capped = createTestIo();
+    expect(await run(capped, { rows: 5 })).toMatchObject({ resources: 10 });
+    expect(capped.sleeps.filter((ms) => ms >= 1000).reduce((sum, ms) => sum + ms, 0)).toBe(3_600_000);
+    expect(capped.lines[0]).toMatch(/waiting 1 h \(Retry-After asked 2 h; CATALOG_MAX_RETRY_WAIT_SECONDS caps it\), then retry 1 of 2$/);
+    expect(capped.lines).toContain(`waiting 59 min more for ${host} (Retry-After)`);
   });
 
   it('gives up after the capped retries with the last problem, and flags nothing', async () => {
@@ -58,22 +101,34 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
       .rejects.toThrow(/HTTP 400 "Bad request: Action name not known: package_search": is this a CKAN portal/);
   });
 
-  it('retries a short page, then fails with a clear message when it stays short', async () => {
-    testbed.portal.fault(name, 'short');
-    expect(await run()).toMatchObject({ datasets: 5, resources: 10, pages: 3 });
+  it('retries an empty page before the count is reached, then fails with a clear message when it stays empty', async () => {
+    testbed.portal.fault(name, 'empty');
+    const io = createTestIo();
+    expect(await run(io)).toMatchObject({ datasets: 5, resources: 10, pages: 3 });
+    expect(io.lines[0]).toBe(`${new URL(testbed.portal.url).host}: no datasets at start=0 of 5, then retry 1 of 2`);
     await testbed.database.handle.db.deleteFrom('asset_links').execute();
     await testbed.database.handle.db.deleteFrom('assets').execute();
-    testbed.portal.fault(name, 'short', 'short', 'short');
-    await expect(run()).rejects.toThrow(/short page from .*start=0.*: 1 datasets where 2 were expected \(count 5\), after 3 attempts/);
+    testbed.portal.fault(name, 'empty', 'empty', 'empty');
+    await expect(run()).rejects.toThrow(/empty page from .*start=0.* before all 5 datasets were read, after 3 attempts/);
     expect(await count()).toBe(0);
+  });
+
+  it('loses nothing to one short page: reading goes on after the datasets that came', async () => {
+    testbed.portal.fault(name, 'short');
+    const io = createTestIo();
+    expect(await run(io, { rows: 3 })).toMatchObject({ datasets: 5, resources: 10, new: 10 });
+    const starts = testbed.portal.requests.filter((request) => request.startsWith(`/${name}/`)).map((request) => new URL(request, 'http://x').searchParams.get('start'));
+    expect(starts).toEqual(['0', '2', '4']);
+    expect(await count()).toBe(10);
   });
 
   it('keeps the pages read before a failure, and flags nothing as removed', async () => {
     await run();
     testbed.portal.setPackages(name, generatePackages(4, 2));
-    testbed.portal.fault(name, 'short', 'short', 'short');
+    testbed.portal.fault(name, 'pass', 'empty', 'empty', 'empty');
     const io = createTestIo(Date.parse('2026-01-02T00:00:00Z'));
-    await expect(importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, { rows: 2 })).rejects.toThrow(/short page/);
+    await expect(importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, { rows: 2 })).rejects.toThrow(/empty page/);
+    expect(io.lines.filter((line) => line.startsWith('page '))).toHaveLength(1);
     expect(await testbed.database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([]);
   });
 });

@@ -75,6 +75,18 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     expect(fq).toBe('res_format:NetCDF AND organization:org-3');
   });
 
+  it('imports every dataset of a portal whose rows_max is below the default --rows, saying so once', async () => {
+    testbed.portal.setPackages('capped', generatePackages(250, 2), { rowsMax: 100 });
+    const io = createTestIo();
+    const summary = await run('capped', {}, io);
+    expect(summary).toMatchObject({ pages: 3, datasets: 250, resources: 500, new: 500 });
+    const searches = testbed.portal.requests.filter((request) => request.startsWith('/capped/')).map((request) => new URL(request, 'http://x').searchParams);
+    expect(searches.map((params) => [params.get('start'), params.get('rows')])).toEqual([['0', '1000'], ['100', '100'], ['200', '100']]);
+    expect(io.lines.filter((line) => /at most/.test(line))).toEqual([`${testbed.portal.url}/capped returns at most 100 datasets per page; continuing with --rows 100`]);
+    expect(io.lines.at(-1)).toMatch(/^page 3: 250 of 250 datasets, 500 resources/);
+    expect(await assets()).toHaveLength(500);
+  });
+
   it('flags a vanished resource removed_from_source, raises its priority once, and clears the flag when it returns', async () => {
     const packages = generatePackages(3, 2) as { resources: object[] }[];
     testbed.portal.setPackages('shrinking', packages);

@@ -23,7 +23,7 @@ export function planCkanImport(config: Config, portalUrl: string, flags: CkanFla
   const portal = normalizePortalUrl(portalUrl);
   const rows = flags.rows ?? CKAN_MAX_ROWS;
   if (!Number.isInteger(rows) || rows < 1 || rows > CKAN_MAX_ROWS) throw new Error(`--rows must be an integer from 1 to ${CKAN_MAX_ROWS}`);
-  const query = { portal, q: flags.q, fq: flags.fq, org: flags.org, rows, shortPageRetries: config.catalogMaxRetries };
+  const query = { portal, q: flags.q, fq: flags.fq, org: flags.org, rows, emptyPageRetries: config.catalogMaxRetries };
   // A run narrowed by a query covers an unknown part of the portal: it flags nothing as removed.
   const sweep = flags.q || flags.fq ? null : flags.org ? { organization: flags.org } : {};
   return { source: portal, sweep, readPages: (fetcher, resumeFrom) => readCkanPages(fetcher, query, resumeFrom) };

@@ -2,7 +2,7 @@ import { CatalogError, CatalogHttpError, describeBody, type JsonFetcher } from '
 import { isValidAssetId } from '../assets/assets.schemas.js';
 import { basenameOf, isHttpUrl, priorityFromViews, toKeywords, toSha256, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
 
-/** CKAN silently caps `rows` at 1000. */
+/** CKAN silently caps `rows` at `ckan.search.rows_max`: 1000 unless the portal set it lower. */
 export const CKAN_MAX_ROWS = 1000;
 
 export interface CkanQuery {
@@ -12,8 +12,8 @@ export interface CkanQuery {
   fq?: string;
   org?: string;
   rows: number;
-  /** Attempts at a page that came back short before giving up. */
-  shortPageRetries: number;
+  /** Retries of a page that came back empty before `count` was reached. */
+  emptyPageRetries: number;
 }
 
 interface CkanPackage {
@@ -115,26 +115,33 @@ async function fetchSearchPage(fetcher: JsonFetcher, url: string): Promise<Searc
 
 /**
  * Pages through `package_search` by `start` (from `resumeFrom`, an earlier page's `next`) until
- * `result.count` datasets were read. A page with
- * fewer datasets than asked before the count is reached is retried, then fails: deep offsets were
- * known to time out into short pages, and accepting one would silently lose datasets.
+ * `result.count` datasets were read. A page with fewer datasets than asked, before the count is
+ * reached, is the portal's page cap (`ckan.search.rows_max`): reading goes on from the datasets it
+ * did return, so none is skipped, asking for that many from then on, and says so once. A page with
+ * none before the count is retried, then fails: taking it as the end would lose the rest.
  */
 export async function* readCkanPages(fetcher: JsonFetcher, query: CkanQuery, resumeFrom?: string): AsyncGenerator<CatalogPage> {
   let start = resumeFrom === undefined ? 0 : Number(resumeFrom);
   if (!Number.isSafeInteger(start) || start < 0) throw new CatalogError(`cannot resume CKAN paging at "${resumeFrom}": not an offset`);
+  let rows = query.rows;
+  let capped = false;
   for (;;) {
-    const url = buildSearchUrl(query, start);
+    const url = buildSearchUrl({ ...query, rows }, start);
     let page = await fetchSearchPage(fetcher, url);
-    let expected = Math.min(query.rows, Math.max(0, page.count - start));
-    for (let retry = 0; page.results.length < expected && retry < query.shortPageRetries; retry += 1) {
+    for (let retry = 1; page.results.length === 0 && start < page.count && retry <= query.emptyPageRetries; retry += 1) {
+      fetcher.report(`${new URL(url).host}: no datasets at start=${start} of ${page.count}, then retry ${retry} of ${query.emptyPageRetries}`);
       page = await fetchSearchPage(fetcher, url);
-      expected = Math.min(query.rows, Math.max(0, page.count - start));
     }
-    if (page.results.length < expected) {
+    if (page.results.length === 0 && start < page.count) {
       throw new CatalogError(
-        `short page from ${url}: ${page.results.length} datasets where ${expected} were expected (count ${page.count}), `
-        + `after ${query.shortPageRetries + 1} attempts; the portal may be overloaded: try again later or with a smaller --rows`,
+        `empty page from ${url} before all ${page.count} datasets were read, after ${query.emptyPageRetries + 1} attempts; `
+        + 'the portal may be overloaded: try again later',
       );
+    }
+    if (!capped && page.results.length > 0 && page.results.length < Math.min(rows, page.count - start)) {
+      capped = true;
+      rows = page.results.length;
+      fetcher.report(`${query.portal} returns at most ${rows} datasets per page; continuing with --rows ${rows}`);
     }
     const nextStart = start + page.results.length;
     const last = nextStart >= page.count || page.results.length === 0;

@@ -64,17 +64,36 @@ describe('dispatcher import progress', () => {
     expect(writes).toHaveLength(6);
   });
 
+  it('prints a notice (a retry, a page cap) as a line that stays above the bar, and draws the bar again below it', () => {
+    const clock = fakeElapsed();
+    const { stream, writes } = fakeStream(true);
+    const display = createImportDisplay(stream, clock.elapsedMs);
+    display.pages(page(1, 10, 30, 1));
+    display.notice('portal.example.org: connection refused, waiting 1 s, then retry 1 of 5');
+    expect(writes.slice(1)).toEqual([
+      ERASE,
+      'portal.example.org: connection refused, waiting 1 s, then retry 1 of 5\n',
+      expect.stringContaining(' 33% 10/30 datasets · page 1'),
+    ]);
+    // Before any bar, a notice is just a line.
+    const first = fakeStream(true);
+    createImportDisplay(first.stream, clock.elapsedMs).notice('waiting 42 min more for catalog.data.gov (Retry-After)');
+    expect(first.writes).toEqual(['waiting 42 min more for catalog.data.gov (Retry-After)\n']);
+  });
+
   it('falls back to one plain line per page elsewhere, with no terminal codes', () => {
     const { stream, writes } = fakeStream(false);
     const display = createImportDisplay(stream, fakeElapsed().elapsedMs);
     display.pages(page(1, 10, 30, 1));
     display.pages(page(2, 20, null, 2));
     display.sizes(3, 4, 1);
+    display.notice('portal returns at most 100 datasets per page; continuing with --rows 100');
     display.finish();
     expect(writes).toEqual([
       'page 1: 10 of 30 datasets, 30 resources, 30 resources/s\n',
       'page 2: 20 datasets, 60 resources, 30 resources/s\n',
       'sizes: 3 of 4 files checked, 3 files/s\n',
+      'portal returns at most 100 datasets per page; continuing with --rows 100\n',
     ]);
   });
 });

@@ -5,6 +5,8 @@ import type { ImportProgress } from './catalog.service.js';
 export interface ImportDisplay {
   pages(progress: ImportProgress): void;
   sizes(done: number, total: number, seconds: number): void;
+  /** A line that stays, above the bar on a terminal: a retry and its reason, a portal's page cap, a long wait. */
+  notice(line: string): void;
   /** The run ended (or failed): whatever is still shown stays. */
   finish(): void;
 }
@@ -43,6 +45,7 @@ export function createLineDisplay(log: (line: string) => void): ImportDisplay {
   return {
     pages: (progress) => log(describeProgress(progress)),
     sizes: (done, total, seconds) => log(describeSizes(done, total, seconds)),
+    notice: log,
     finish: () => undefined,
   };
 }
@@ -56,17 +59,24 @@ export function createImportDisplay(output: NodeJS.WriteStream, elapsedMs: () =>
   const block = createLiveBlock(output);
   let phase: 'pages' | 'sizes' | null = null;
   let pending: string | null = null;
+  /** The bar on screen, to draw again below a notice. */
+  let drawn: string | null = null;
   let drawnAt = Number.NEGATIVE_INFINITY;
   const flush = () => {
     if (pending !== null) block.draw([pending]);
+    drawn = pending ?? drawn;
     pending = null;
     drawnAt = elapsedMs();
+  };
+  const keep = () => {
+    block.keep();
+    drawn = null;
   };
   const show = (next: 'pages' | 'sizes', line: string) => {
     // A finished phase's last line stays above the next one's.
     if (phase !== null && phase !== next) {
       flush();
-      block.keep();
+      keep();
       drawnAt = Number.NEGATIVE_INFINITY;
     }
     phase = next;
@@ -76,9 +86,14 @@ export function createImportDisplay(output: NodeJS.WriteStream, elapsedMs: () =>
   return {
     pages: (progress) => show('pages', drawPages(progress)),
     sizes: (done, total, seconds) => show('sizes', drawSizes(done, total, seconds)),
+    notice(line) {
+      block.print(line);
+      pending ??= drawn;
+      flush();
+    },
     finish() {
       flush();
-      block.keep();
+      keep();
       phase = null;
     },
   };

@@ -6,7 +6,6 @@ import type { Db } from '../db/database.js';
 import { appendEvents } from '../events/events.repository.js';
 import { createJsonFetcher, sleepUnlessAborted } from './catalog-http.js';
 import { fetchPolicyFrom, importOptionsFrom, runSizeDiscovery, type ImportIo } from './catalog-import.js';
-import { createLineDisplay } from './import-progress.js';
 import { importCatalog, type ImportOptions } from './catalog.service.js';
 import type { CatalogPage } from './catalog.types.js';
 import type { DiscoverySummary } from './size-discovery.js';
@@ -63,12 +62,14 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
   /** Reads the pages after the job's cursor, each written with its progress in one transaction, then sweeps. */
   async function readPages(job: ImportRow, request: ImportRequest, signal: AbortSignal): Promise<void> {
     const plan = planImport(config, request);
-    const io: ImportIo = { now: () => clock.now(), elapsedMs: () => performance.now(), sleep: sleepUnlessAborted(signal), display: createLineDisplay(() => undefined) };
+    // Progress is the job's row; what the CLI would print as a notice (retries, page caps) is logged.
+    const display = { pages: () => undefined, sizes: () => undefined, finish: () => undefined, notice: (line: string) => logger.info({ import: job.id, source: job.source }, line) };
+    const io: ImportIo = { now: () => clock.now(), elapsedMs: () => performance.now(), sleep: sleepUnlessAborted(signal), display };
     const fetcher = createJsonFetcher({ ...fetchPolicyFrom(config, io), signal });
     // A cursor of null after some pages means every page was read: only the sweep is left.
     const pages = job.pages_done > 0 && job.cursor === null ? noPages() : plan.readPages(fetcher, job.cursor ?? undefined);
     const options: ImportOptions = {
-      ...importOptionsFrom(config, plan, job.created_by),
+      ...importOptionsFrom(config, plan, job.created_by, io),
       runStartedAt: job.started_at ?? clock.now(),
       eventData: { import_id: job.id },
       afterPage: async (trx, page) => {

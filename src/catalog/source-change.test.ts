@@ -88,6 +88,8 @@ describe.each(dialects)('a re-sync with a new URL or checksum on %s', (dialect) 
     const again = await server.api.post('/allocate', { free_space_gb: 1, node_id: 'n1', max_assets: 10 }, nodes[0]!.token);
     expect(again.body.map((granted: { id: string; url: string }) => [granted.id, granted.url]).sort()).toEqual([[moved.id, moved.url], [rehashed.id, rehashed.url]]);
     expect((await complete(nodes[0]!, rehashed, oldSha)).body).toMatchObject({ code: 'CHECKSUM_MISMATCH' });
+    // The mismatch puts the pair on RETRY_COOLDOWN_SECONDS before n1 is given the asset again.
+    server.clock.advance(server.ctx.config.retryCooldownMs);
     await server.api.post('/allocate', { free_space_gb: 1, node_id: 'n1', max_assets: 10 }, nodes[0]!.token);
     expect((await complete(nodes[0]!, rehashed, NEW_SHA)).body).toMatchObject({ copies: 1, verified: true });
     const all = await db().selectFrom('assets').select(['holders', 'replicas_target']).execute();

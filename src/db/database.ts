@@ -2,7 +2,18 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, SqliteDriver, sql, type DatabaseConnection, type DatabaseIntrospector, type TableMetadata } from 'kysely';
+import {
+  CompiledQuery,
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  SqliteDriver,
+  sql,
+  type DatabaseConnection,
+  type DatabaseIntrospector,
+  type TableMetadata,
+  type TransactionSettings,
+} from 'kysely';
 import pg from 'pg';
 import { postgresDialect, sqliteDialect, type Dialect } from './dialect.js';
 import type { Database } from './schema.js';
@@ -43,6 +54,12 @@ export interface DatabaseOptions {
 }
 
 export const SQLITE_FILE_NAME = 'dispatcher.sqlite';
+
+/**
+ * How long a write waits for another process's write lock on the SQLite file (a `dispatcher import`
+ * beside the server, or the server beside it) before failing with SQLITE_BUSY.
+ */
+export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
 // int8 (counts, epoch milliseconds) and numeric (sums) arrive as strings by default; every value we
 // store fits a double exactly (epoch ms and byte counts are far below 2^53).
@@ -90,12 +107,11 @@ function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHa
   const file = path.join(dataDirectory, SQLITE_FILE_NAME);
   let database: SqliteDatabase.Database | undefined;
   try {
-    database = new SqliteDatabase(file);
+    database = new SqliteDatabase(file, { timeout: SQLITE_BUSY_TIMEOUT_MS });
     database.pragma('journal_mode = WAL');
     // NORMAL in WAL mode keeps every committed transaction across a process crash; only a power
     // loss may drop the last ones (https://www.sqlite.org/pragma.html#pragma_synchronous).
     database.pragma('synchronous = NORMAL');
-    database.pragma('busy_timeout = 5000');
     database.pragma('foreign_keys = ON');
   } catch (error) {
     database?.close();
@@ -113,7 +129,7 @@ function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHa
  */
 function ensureWritableDirectory(directory: string): void {
   try {
-    fs.mkdirSync(directory, { recursive: true });
+    makeDirectories(directory);
     fs.accessSync(directory, fs.constants.W_OK);
   } catch (error) {
     // mkdir -p answers ENOENT below a read-only directory: ask the nearest existing one why.
@@ -134,13 +150,41 @@ function ensureWritableDirectory(directory: string): void {
 }
 
 /**
+ * `mkdir -p`, one level at a time. Node's `mkdirSync(…, { recursive: true })` never returns where
+ * mkdir answers ENOENT below an existing directory (a path under /proc): it retried for ever.
+ */
+function makeDirectories(directory: string): void {
+  const missing: string[] = [];
+  for (let at = directory; !fs.existsSync(at); at = path.dirname(at)) missing.unshift(at);
+  for (const each of missing) {
+    try {
+      fs.mkdirSync(each);
+    } catch (error) {
+      // Another instance starting at the same time made it.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+  }
+}
+
+/**
  * SQLite rolls a transaction back by itself on some errors (SQLITE_FULL and SQLITE_IOERR: a full or
  * failing disk). Kysely's ROLLBACK then failed with "no transaction is active", and that error replaced
  * the real one: a full disk answered 500, not 503 (test/faults-sqlite). Roll back only what is open.
+ *
+ * Transactions that may write begin IMMEDIATE, taking the write lock at once and waiting up to the
+ * busy timeout for it. A deferred BEGIN reads under a snapshot first, and its first write then fails
+ * with SQLITE_BUSY at once, without waiting, when another process committed meanwhile
+ * (https://www.sqlite.org/lang_transaction.html): an import beside a busy server failed so
+ * (test/import-beside-server.e2e). Within this process nothing changes: its one connection runs one
+ * transaction at a time.
  */
 function sqliteDialectFor(database: SqliteDatabase.Database): SqliteDialect {
   const config = { database: withStatementCache(database) };
   class Driver extends SqliteDriver {
+    override async beginTransaction(connection: DatabaseConnection, settings?: TransactionSettings): Promise<void> {
+      await connection.executeQuery(CompiledQuery.raw(settings?.accessMode === 'read only' ? 'begin' : 'begin immediate'));
+    }
+
     override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
       if (database.inTransaction) await super.rollbackTransaction(connection);
     }

@@ -57,7 +57,8 @@ export const sqliteDialect: Dialect = {
   addIdColumn: (table) => table.addColumn('id', 'integer', (column) => primaryKey(column).autoIncrement()),
   jitteredPriority: sql<number>`max(1, min(10, priority + (abs(random()) % 3) - 1))`,
   isUniqueViolation: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_CONSTRAINT') === true,
-  isLockConflict: (error) => (error as { code?: string })?.code === 'SQLITE_BUSY',
+  // SQLITE_BUSY and its extended codes (SQLITE_BUSY_SNAPSHOT: a read transaction's first write after another commit).
+  isLockConflict: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_BUSY') === true,
   isConnectionError: (error) => sqliteStorageProblems.some(([code]) => (error as { code?: string })?.code?.startsWith(code) === true),
   describeUnavailable: (error) =>
     sqliteStorageProblems.find(([code]) => (error as { code?: string })?.code?.startsWith(code) === true)?.[1] ?? UNAVAILABLE,
