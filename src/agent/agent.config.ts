@@ -49,7 +49,7 @@ export const agentSettings = [
   { flag: 'pollSeconds', env: 'AGENT_POLL_SECONDS', help: 'wait before asking again when there is no work (default 30)' },
   { flag: 'retries', env: 'AGENT_RETRIES', help: 'attempts per download before giving it back (default 3)' },
   { flag: 'allowPrivateNetworks', env: 'AGENT_ALLOW_PRIVATE_NETWORKS', help: 'also download from loopback and private addresses: true, or a list such as 10.1.0.0/16,192.168.5.7 (default false)' },
-  { flag: 'contact', env: 'AGENT_CONTACT', help: 'a URL or e-mail address for source operators, sent in the User-Agent (default: API_ENDPOINT)' },
+  { flag: 'contact', env: 'AGENT_CONTACT', help: 'a URL or mailto: address for source operators, sent in the User-Agent (default: API_ENDPOINT)' },
   { flag: 'hostKeyFile', env: 'WORKER_HOST_KEY_FILE', help: 'worker: this machine\'s SSH host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub (makes it rentable; needs MY_HOST_PORT)' },
   { flag: 'workerUser', env: 'WORKER_SSH_USER', help: 'worker: the provisioning account the agent runs as (default dispatcher)' },
   { flag: 'authorizedKeys', env: 'WORKER_AUTHORIZED_KEYS', help: 'worker: that account\'s authorized_keys file (default ~/.ssh/authorized_keys)' },

@@ -41,6 +41,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
     fetch: createSafeFetch({ allowPrivate: config.allowPrivate, userAgent: `dispatcher-agent/${version} (+${config.contact})` }),
     limiter: config.bandwidthLimit ? createRateLimiter(config.bandwidthLimit) : undefined,
     restraints: createRestraints(FIRST_DEFER_MS),
+    received: { bytes: 0 },
     freeBytes: () => freeBytes(config.dataDir),
     signal,
   };
@@ -88,7 +89,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
     }
   }
 
-  progress.log(`stopping: giving back ${jobs.size} unfinished allocation(s)`);
+  progress.log(`stopping: ${jobs.size} allocation(s) in hand are given back, or kept when their copy waits to be reported`);
   await rememberStopped(config.dataDir, [...jobs.keys()]);
   for (const job of jobs.values()) job.controller.abort();
   while (jobs.size > 0) await new Promise<void>((resolve) => (wake = resolve));
@@ -177,20 +178,21 @@ async function listAll(client: Client, nodeName: string, state: 'active' | 'comp
 }
 
 async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>): Promise<void> {
-  const { config, client, identity, progress, restraints, signal } = context;
-  let lastBytes = 0;
+  const { config, client, identity, progress, restraints, received, signal } = context;
+  let lastBytes = received.bytes;
   let lastAt = Date.now();
   let interval = (config.heartbeatSeconds ?? 60) * 1000;
   while (!signal.aborted) {
-    const done = [...jobs.values()].reduce((sum, job) => sum + job.bytesDone, 0);
+    // Measured on every byte received since the last beat, downloads that finished meanwhile included.
     const now = Date.now();
-    const rate = Math.max(0, done - lastBytes) / Math.max(0.001, (now - lastAt) / 1000);
-    [lastBytes, lastAt] = [done, now];
+    const rate = (received.bytes - lastBytes) / Math.max(0.001, (now - lastAt) / 1000);
+    [lastBytes, lastAt] = [received.bytes, now];
     try {
       const answer = await client.heartbeat(identity.node_id, {
         free_bytes: await freeBytes(config.dataDir),
         bytes_in_flight: [...jobs.values()].reduce((sum, job) => sum + Math.max(0, (job.task.sizeBytes ?? job.bytesDone) - job.bytesDone), 0),
-        download_rate_bps: rate,
+        // No transfer since the last beat says nothing about the node's rate: the control plane keeps the last one.
+        ...(rate > 0 ? { download_rate_bps: rate } : {}),
         allocations: [...jobs.values()].map((job) => ({ asset_id: job.task.id, bytes_done: job.bytesDone })),
       });
       interval = (config.heartbeatSeconds ?? answer.next_heartbeat_seconds) * 1000;

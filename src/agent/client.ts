@@ -65,7 +65,7 @@ export function createClient(baseUrl: string, token: () => string) {
     register: (enrollmentToken: string, body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body, enrollmentToken),
     refresh: (body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body),
     provisioningKey: () => call<{ public_key: string }>('GET', '/api/provisioning-key'),
-    heartbeat: (nodeId: number, body: { free_bytes: number; bytes_in_flight: number; download_rate_bps: number; allocations: { asset_id: string; bytes_done: number }[] }) =>
+    heartbeat: (nodeId: number, body: { free_bytes: number; bytes_in_flight: number; download_rate_bps?: number; allocations: { asset_id: string; bytes_done: number }[] }) =>
       call<HeartbeatAnswer>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
     allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
     complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number }) => call<Completion>('POST', '/complete', body),

@@ -241,7 +241,7 @@ describe('download from a hostile source', () => {
       throw Object.assign(new Error('10.0.0.1\x1b]0;owned\x07 is private\u202e\x9b2J'), { code: 'REFUSED_DESTINATION' });
     };
     const outcome = await download(requestFor(`${origin}/x`, { fetch: refuse }));
-    expect(outcome).toEqual({ ok: false, kind: 'refused_destination', retryable: false, reason: 'refused: 10.0.0.1]0;owned is private2J' });
+    expect(outcome).toEqual({ ok: false, kind: 'refused_destination', retryable: false, reason: '10.0.0.1]0;owned is private2J' });
     expect(seen).toHaveLength(0);
   });
 

@@ -99,7 +99,7 @@ async function attempt(request: DownloadRequest, mayResume: boolean): Promise<Do
     response = await (request.fetch ?? fetch)(request.url, { headers, signal: request.signal, redirect: 'follow' });
   } catch (error) {
     if (request.signal.aborted) throw error;
-    if (readErrorCode(error) === 'REFUSED_DESTINATION') return fail('refused_destination', `refused: ${describeError(error)}`);
+    if (readErrorCode(error) === 'REFUSED_DESTINATION') return fail('refused_destination', describeError(error));
     return fail('source_unreachable', `network error: ${describeError(error)}`);
   }
   return handleAnswer(request, response, hash, offset, limit);

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentConfig } from './agent.config.js';
@@ -25,6 +26,11 @@ export interface Job {
   controller: AbortController;
 }
 
+/** Bytes received by every download since the agent started, finished ones included: what the heartbeat's rate is measured on. */
+export interface Received {
+  bytes: number;
+}
+
 /** Why a job was stopped from outside: the agent stops, or the allocation ended on the control plane. */
 export const ENDED_ELSEWHERE = 'ended elsewhere';
 
@@ -37,6 +43,7 @@ export interface JobContext {
   fetch: FetchLike;
   limiter: RateLimiter | undefined;
   restraints: Restraints;
+  received: Received;
   freeBytes(): Promise<number>;
   signal: AbortSignal;
 }
@@ -90,6 +97,8 @@ export async function runJob(job: Job, context: JobContext): Promise<void> {
   const { config, progress, store, restraints } = context;
   const { task } = job;
   const stop = AbortSignal.any([job.controller.signal, context.signal]);
+  // Each attempt's request, stream and waits listen on this signal; attempts are bounded by AGENT_RETRIES.
+  setMaxListeners(8 * config.retries + 16, stop);
   const host = hostOf(task.url);
   const deferred = restraints.deferredUntil(task.id);
   if (deferred !== undefined) return giveBack(job, context, { cause: 'other', reason: `this node failed it recently; not before ${new Date(deferred).toISOString()}` });
@@ -116,6 +125,7 @@ export async function runJob(job: Job, context: JobContext): Promise<void> {
         signal: stop,
         rateLimiter: context.limiter,
         onProgress: (bytes) => {
+          context.received.bytes += Math.max(0, bytes - job.bytesDone);
           job.bytesDone = bytes;
         },
       });

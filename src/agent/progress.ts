@@ -13,7 +13,9 @@ export interface Progress {
 const MIB = 1024 * 1024;
 
 function human(bytes: number): string {
-  return bytes >= 1024 * MIB ? `${(bytes / 1024 / MIB).toFixed(2)} GiB` : `${(bytes / MIB).toFixed(1)} MiB`;
+  if (bytes >= 1024 * MIB) return `${(bytes / 1024 / MIB).toFixed(2)} GiB`;
+  if (bytes >= MIB / 10) return `${(bytes / MIB).toFixed(1)} MiB`;
+  return bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`;
 }
 
 /**

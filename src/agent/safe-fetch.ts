@@ -52,17 +52,31 @@ export function createSafeFetch(policy: SafeFetchPolicy, resolve: ResolveAll = r
   return async (url, init) => {
     const headers = buildHeaders(init.headers ?? {}, policy.userAgent);
     let current = parseUrl(url);
+    let previous: URL | undefined;
     for (let redirects = 0; ; redirects++) {
-      assertDestination(current, isAllowed);
-      const response = await sendUnwrapped(() => undiciFetch(current, { headers, signal: init.signal, redirect: 'manual', dispatcher }));
+      const response = await explainHop(previous, current, async () => {
+        assertDestination(current, isAllowed);
+        return sendUnwrapped(() => undiciFetch(current, { headers, signal: init.signal, redirect: 'manual', dispatcher }));
+      });
       const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
       // undici's Response and the global one are typed by different undici releases; the object is a standard Response.
       if (location === null) return response as unknown as Response;
       await response.body?.cancel();
       if (redirects >= maxRedirects) throw new Error(`gave up on ${url} after ${maxRedirects} redirects (last hop ${current.href})`);
+      previous = current;
       current = parseUrl(location, current);
     }
   };
+}
+
+/** A refusal on a redirect hop says so: the URL in the catalog was allowed, where it led was not. */
+async function explainHop<T>(from: URL | undefined, to: URL, hop: () => Promise<T>): Promise<T> {
+  try {
+    return await hop();
+  } catch (error) {
+    if (from === undefined || !(error instanceof RefusedDestinationError)) throw error;
+    throw new RefusedDestinationError(`${from.host} redirected to ${to.href}: ${error.message}`);
+  }
 }
 
 /** Parses AGENT_ALLOW_PRIVATE_NETWORKS: "true"/"false"/"" or a comma list of CIDRs or addresses; throws a clear Error on a malformed entry. */

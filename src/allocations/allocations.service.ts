@@ -50,6 +50,10 @@ export async function releaseAllocation(db: Db, input: ReleaseInput, options: Re
       },
     ]);
     await chargeFailure(trx, { assetId: input.assetId, nodeId: input.nodeId, reason, verdict, sourceHost: asset?.source_host ?? null, retryAfterSeconds: input.retryAfterSeconds }, options, input.actor, now);
+    // What the source last did, for whoever looks at the asset (the count stays that of 404/410s).
+    if (cause === 'source_unreachable' || cause === 'source_error' || cause === 'source_busy') {
+      await trx.updateTable('assets').set({ source_error: reason, source_error_at: now }).where('id', '=', input.assetId).execute();
+    }
     if (cause === 'source_gone') await recordSourceGone(trx, input.assetId, reason as string, options.goneConfirmations, input.actor, now);
   });
 }

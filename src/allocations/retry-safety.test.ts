@@ -102,6 +102,7 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
     expect(await granted(a)).toEqual(['far']);
     expect((await release(a, 'far', { cause: 'source_unreachable', reason: 'connect ECONNREFUSED' })).status).toBe(200);
     expect(await nodeRow('node-a')).toMatchObject({ strikes: 0 });
+    expect(await assetRow('far')).toMatchObject({ source_error: 'source_unreachable: connect ECONNREFUSED', source_errors: 0 });
     expect(await granted(a)).toEqual([]);
     server.clock.advance(10 * MINUTE);
     expect(await granted(a)).toEqual(['far']);
