@@ -1,6 +1,6 @@
 -- allocate;
 
-begin;
+begin immediate;
 
 update "nodes" set "free_bytes" = ?, "free_reported_at" = ? where "id" = ? returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until";
 
@@ -16,7 +16,7 @@ commit;
 
 -- release;
 
-begin;
+begin immediate;
 
 select "size_bytes", "sha256", "source_host" from "assets" where "id" = ?;
 
@@ -36,7 +36,7 @@ commit;
 
 -- complete;
 
-begin;
+begin immediate;
 
 update "assets" set "holders" = "holders" where "id" = ? returning "sha256", "size_bytes", "replicas_target", "copies", "state", "source_host";
 
@@ -56,7 +56,7 @@ commit;
 
 -- expire;
 
-begin;
+begin immediate;
 
 update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ? where "id" in (select "id" from "allocations" where "state" = ? and "expires_at" <= ? order by "expires_at" limit ?) and "state" = ? returning "id", "asset_id", "node_id", "expires_at";
 
