@@ -3,6 +3,7 @@ import { toIso } from '../clock.js';
 import { AppError } from '../errors.js';
 import { actorOf, isAdmin, principalOf, type Guards, type Principal } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
+import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { retryingLockConflicts } from '../db/retry.js';
 import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
@@ -192,12 +193,13 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
     async (request) => {
       const principal = principalOf(request);
       const query = request.query;
+      const nodeRef = query.node === undefined ? undefined : parseNodeRef(query.node, 'querystring/node');
       let nodeId: number | undefined;
       if (principal.kind === 'node') {
         nodeId = principal.nodeId;
-        if (query.node !== undefined) await resolveNode(ctx, principal, query.node, { create: false });
-      } else if (query.node !== undefined) {
-        nodeId = (await resolveNode(ctx, principal, /^\d+$/.test(query.node) ? Number(query.node) : query.node, { create: false })).id;
+        if (nodeRef !== undefined) await resolveNode(ctx, principal, nodeRef, { create: false });
+      } else if (nodeRef !== undefined) {
+        nodeId = (await resolveNode(ctx, principal, nodeRef, { create: false })).id;
       }
       const items = await listAllocations(ctx.db, { nodeId, assetId: query.asset, state: query.state, before: query.cursor, limit: query.limit });
       return { items, next_cursor: items.length === query.limit ? (items[items.length - 1]?.id ?? null) : null };

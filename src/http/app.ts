@@ -20,7 +20,8 @@ import { registerUiRoutes } from '../ui/ui.routes.js';
 import { registerUserRoutes } from '../users/users.routes.js';
 import { createGuards } from './auth.js';
 import type { App, AppContext } from './context.js';
-import { installErrorHandler } from './error-handler.js';
+import { answerFrameworkError, installErrorHandler } from './error-handler.js';
+import { installRequestRules, markOptionalBodies } from './request-rules.js';
 import { ErrorResponse } from './schemas.js';
 import { validatorCompiler } from './validation.js';
 
@@ -36,11 +37,15 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   const app: App = Fastify({
     ...(options.logger ? { loggerInstance: options.logger } : { logger: false }),
     bodyLimit: ctx.config.bodyLimitBytes,
+    // An asset id is up to 512 characters, up to 9 each once percent-encoded: /assets/{id} must reach them all.
+    routerOptions: { maxParamLength: 512 * 9 },
+    frameworkErrors: answerFrameworkError,
     trustProxy: ctx.config.trustProxy,
     // One line per request only at debug/trace: at info, thousands of /allocate calls a second would drown the log.
     logController: new LogController({ disableRequestLogging: !['debug', 'trace'].includes(ctx.config.logLevel) }),
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
+  installRequestRules(app);
   app.addSchema(ErrorResponse);
   app.decorateRequest('principal', null);
   installErrorHandler(app, ctx.dialect);
@@ -61,6 +66,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
       info: { title: 'Dispatcher', version: '0.1.0', description: 'Control plane for distributed science data rescue.' },
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
     },
+    transformObject: (document) => markOptionalBodies('openapiObject' in document ? document.openapiObject : document.swaggerObject),
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -1,4 +1,4 @@
-import type { FastifyError } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { Dialect } from '../db/dialect.js';
 import { AppError, type ErrorCode } from '../errors.js';
 import type { App } from './context.js';
@@ -11,6 +11,22 @@ const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
 };
+
+const urlErrors: Record<string, { status: number; code: ErrorCode; detail: string }> = {
+  FST_ERR_BAD_URL: { status: 400, code: 'BAD_REQUEST', detail: 'The URL is not valid: a path segment is not percent-encoded UTF-8.' },
+  FST_ERR_MAX_PARAM_LENGTH: { status: 414, code: 'URL_TOO_LONG', detail: 'A path segment of the URL is too long.' },
+};
+
+/**
+ * Fastify's `frameworkErrors`: errors found while routing, before the error handler can run, get
+ * the same `{detail, code}` answer.
+ */
+export function answerFrameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const known = urlErrors[error.code];
+  if (!known) request.log.error({ err: error }, 'routing failed');
+  const { status, code, detail } = known ?? { status: 500, code: 'INTERNAL_ERROR', detail: 'Internal server error.' };
+  void reply.status(status).send({ detail, code });
+}
 
 /**
  * The one place errors become responses: `{detail, code}`; validation errors are 422 with the

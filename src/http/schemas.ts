@@ -23,6 +23,12 @@ export const Limit = (fallback: number, maximum: number) =>
 
 export const IsoTime = Type.String({ format: 'date-time' });
 
+/**
+ * A positive span in hours. "Positive" is written as at least 0.001 h (3.6 s): OpenAPI 3.0 has no
+ * numeric exclusiveMinimum, and no lease or token is meant to be shorter.
+ */
+export const Hours = (maximum: number, description: string) => Type.Number({ minimum: 0.001, maximum, description: `Hours, 0.001–${maximum}. ${description}` });
+
 export const MIB = 1024 * 1024;
 export const GIB = 1024 * MIB;
 

@@ -32,7 +32,7 @@ export function registerMetricsRoutes(app: App, ctx: AppContext, metrics: Metric
         tags: ['status'],
         summary: 'Prometheus metrics (METRICS_TOKEN or an admin token when METRICS_TOKEN is set)',
         security: bearerSecurity,
-        response: { 200: Type.String({ description: 'Prometheus text format 0.0.4.' }), ...errorResponses },
+        response: { 200: { description: 'Prometheus text format 0.0.4.', content: { 'text/plain': { schema: Type.String() } } }, ...errorResponses },
       },
     },
     async (_request, reply) => {

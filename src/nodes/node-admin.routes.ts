@@ -5,6 +5,7 @@ import { toIso } from '../clock.js';
 import { appendEvents } from '../events/events.repository.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
+import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { requeueFailedTasks } from '../tasks/outbox.js';
@@ -12,6 +13,7 @@ import { latestRentals, listNodes } from './nodes.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
+const nodeRef = (raw: string) => parseNodeRef(raw, 'params/id');
 const MAX_BYTES = 2 ** 53 - 1;
 
 const HeartbeatBody = Type.Object(
@@ -128,10 +130,6 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
     {
       onRequest: guards.nodeOrAdmin,
       config: { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } },
-      // No body is needed: a bare POST says goodbye.
-      preValidation: async (request) => {
-        if (request.body === undefined) request.body = {};
-      },
       schema: {
         tags: ['nodes'],
         summary: 'A node going away cleanly: status offline, no strike, its copies keep counting (its next heartbeat makes it alive)',
@@ -227,11 +225,6 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       },
     );
   }
-}
-
-/** A path's node reference: digits are an id, anything else a name. */
-function nodeRef(raw: string): string | number {
-  return /^\d+$/.test(raw) ? Number(raw) : raw;
 }
 
 function leaseView(rental: RentalRow | undefined) {

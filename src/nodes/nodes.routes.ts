@@ -3,7 +3,7 @@ import { toIso } from '../clock.js';
 import { AppError } from '../errors.js';
 import { actorOf, authenticate, bearerToken, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
-import { bearerSecurity, errorResponses, Nullable, perAddressRateLimit } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, Hours, Nullable, perAddressRateLimit } from '../http/schemas.js';
 import { tokenKind } from '../lib/secrets.js';
 import { quarantineForHostKey } from '../rentals/rentals.service.js';
 import { canonicalHostKey, HostKeyMismatchError } from '../workers/ssh.js';
@@ -48,7 +48,7 @@ const RegisterResponse = Type.Object({
 
 const EnrollmentBody = Type.Object(
   {
-    expires_in_hours: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 87_600, description: 'Default: never expires.' })),
+    expires_in_hours: Type.Optional(Hours(87_600, 'Default: never expires.')),
     note: Type.Optional(Type.String({ maxLength: 200 })),
   },
   { additionalProperties: false },
@@ -59,10 +59,6 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
     '/api/enrollment-tokens',
     {
       onRequest: guards.admin,
-      // Every field is optional, so a bare `curl -X POST` with no body at all is fine.
-      preValidation: async (request) => {
-        if (request.body === undefined) request.body = {};
-      },
       schema: {
         tags: ['nodes'],
         summary: 'Create an enrollment token that lets new nodes register (admin)',

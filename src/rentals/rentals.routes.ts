@@ -4,7 +4,7 @@ import { toIso } from '../clock.js';
 import { AppError } from '../errors.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
-import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, Hours, Nullable } from '../http/schemas.js';
 import { extendRental, findOwnRental, releaseRental, rentWorkers, resetLeasing, type Renter } from './rentals.service.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 
@@ -13,7 +13,7 @@ const RentalIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 **
 
 const RentBody = Type.Object(
   {
-    duration_hours: Type.Number({ exclusiveMinimum: 0, maximum: 8_760, description: 'How long; at most RENT_MAX_HOURS.' }),
+    duration_hours: Hours(8_760, 'How long; at most RENT_MAX_HOURS.'),
     count: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'How many workers, all or none; at most RENT_MAX_COUNT.' })),
     ssh_password: Type.Optional(
       Type.String({ minLength: 1, maxLength: 128, description: 'Your own password (12+ characters, three character classes); default: a generated one.' }),
@@ -116,7 +116,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
         summary: 'Move a rental\'s end later (its renter or an admin), up to RENT_MAX_HOURS in all',
         security: bearerSecurity,
         params: RentalIdParam,
-        body: Type.Object({ additional_hours: Type.Number({ exclusiveMinimum: 0, maximum: 8_760 }) }, { additionalProperties: false }),
+        body: Type.Object({ additional_hours: Hours(8_760, 'How much longer; the rental lasts at most RENT_MAX_HOURS in all.') }, { additionalProperties: false }),
         response: { 200: Type.Object({ lease_id: Type.Integer(), new_end_at: Type.String() }), ...errorResponses },
       },
     },

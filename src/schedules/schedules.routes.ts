@@ -11,8 +11,9 @@ const ScheduleIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 
 const Time = (description: string) => Type.String({ maxLength: 64, description });
 const Cron = (description: string) => Nullable(Type.String({ maxLength: 200, description }));
 
-// One object with optional fields rather than a union: with removeAdditional, ajv would strip one
-// branch's fields while trying the other. The service checks which fields each kind needs.
+// One object with optional fields rather than a union: each branch would refuse the other's fields
+// as undeclared, and a refusal would list every branch's errors. The service checks which fields
+// each kind needs.
 const Action = Nullable(
   Type.Object(
     {

@@ -47,13 +47,10 @@ function time(value: string, field: string): number {
 function timing(merged: { start_time: number; end_time: number; cron_start: string | null; cron_stop: string | null; timezone: string | null }, now: number) {
   if (merged.end_time <= merged.start_time) throw invalid('body/end_time must be after start_time.');
   if ((merged.cron_start === null) !== (merged.cron_stop === null)) throw invalid('body/cron_start and body/cron_stop go together: a window opens at each cron_start and closes at the next cron_stop.');
-  if (merged.cron_start === null) {
-    if (merged.timezone !== null && merged.timezone !== undefined) checkTimezone(merged.timezone);
-    return merged;
-  }
   const timezone = merged.timezone ?? 'UTC';
   try {
     checkTimezone(timezone);
+    if (merged.cron_start === null) return merged;
     const from = Math.max(now, merged.start_time);
     checkRecurs(parseCron(merged.cron_start, timezone, 'cron_start'), from, 'cron_start', merged.cron_start);
     checkRecurs(parseCron(merged.cron_stop as string, timezone, 'cron_stop'), from, 'cron_stop', merged.cron_stop as string);
