@@ -10,7 +10,8 @@ export interface Registration {
   message: string;
   node_id: number;
   name: string;
-  node_token: string;
+  /** Absent when the control plane issued none: this machine was registered before, with its own token. */
+  node_token?: string;
 }
 
 /** An answer of the control plane other than 2xx, with its `{detail, code}`. */

@@ -3,6 +3,7 @@
 import { loadAgentConfig, type AgentFlags } from './agent.config.js';
 import { runAgent } from './agent.js';
 import { createProgress } from './progress.js';
+import { RegistrationRefused } from './registration.js';
 
 /** `dispatcher agent`: runs until SIGINT/SIGTERM, gives back unfinished work, exits 0. */
 export async function agent(flags: AgentFlags): Promise<void> {
@@ -25,7 +26,13 @@ export async function agent(flags: AgentFlags): Promise<void> {
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
-  await runAgent(config, progress, controller.signal);
+  try {
+    await runAgent(config, progress, controller.signal);
+  } catch (error) {
+    // A refusal says what to set; anything else is a fault worth its stack.
+    process.stderr.write(`${error instanceof RegistrationRefused ? error.message : (error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  }
   progress.log('stopped');
   process.exit(0);
 }

@@ -43,7 +43,13 @@ export async function obtainIdentity(config: AgentConfig, progress: Progress, si
     if (signal.aborted) return null;
     throw explainRefusal(error, name, config.nodeName !== undefined);
   }
-  const identity = { api_endpoint: config.apiEndpoint, node_id: registration.node_id, name: registration.name, node_token: token ?? registration.node_token };
+  const nodeToken = token ?? registration.node_token;
+  if (nodeToken === undefined) {
+    throw new RegistrationRefused(
+      `This machine is already registered as node "${registration.name}", and its token is not in ${config.dataDir}: copy node-identity.json from its earlier DATA_DIR, give the token as NODE_TOKEN, or ask an admin to register it again (which issues a new token).`,
+    );
+  }
+  const identity = { api_endpoint: config.apiEndpoint, node_id: registration.node_id, name: registration.name, node_token: nodeToken };
   await writeIdentity(config.dataDir, identity);
   if (config.worker) {
     // A worker lets the control plane in for provisioning only: its key, restricted to worker-exec.

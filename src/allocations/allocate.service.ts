@@ -195,11 +195,15 @@ class DryRun extends Error {
   }
 }
 
-/** What allocateAssets would grant now, computed by the same code in a transaction rolled back. */
-export async function previewAllocation(db: Db, request: AllocationRequest, policy: AllocationPolicy, now: number): Promise<AllocationOutcome> {
+/**
+ * What allocateAssets would grant now, computed by the same code in a transaction rolled back.
+ * With `provisionalName`, for a node not registered yet: it exists only inside that transaction.
+ */
+export async function previewAllocation(db: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, provisionalName?: string): Promise<AllocationOutcome> {
   try {
     await db.transaction().execute(async (trx) => {
-      const { granted, refusal } = await claim(trx, request, policy, now, { lock: 'none', lockHosts: false, writesTogether: false });
+      const nodeId = provisionalName === undefined ? request.nodeId : await insertProvisionalNode(trx, provisionalName, now);
+      const { granted, refusal } = await claim(trx, { ...request, nodeId }, policy, now, { lock: 'none', lockHosts: false, writesTogether: false });
       throw new DryRun({ granted, refusal });
     });
   } catch (error) {
@@ -207,6 +211,15 @@ export async function previewAllocation(db: Db, request: AllocationRequest, poli
     throw error;
   }
   throw new Error('unreachable: the dry run always rolls back');
+}
+
+async function insertProvisionalNode(trx: Db, name: string, now: number): Promise<number> {
+  const row = await trx
+    .insertInto('nodes')
+    .values({ name, hostname: name, ip: null, ssh_port: null, status: 'unknown', free_bytes: null, free_reported_at: null, last_heartbeat_at: null, probe_failures: 0, bandwidth_bps: null, tags: '{}', token_hash: null, created_at: now, bytes_in_flight: null, ssh_host_key: null, ssh_user: null, probed_at: null, quarantined_at: null, quarantine_reason: null, window_from: null, window_until: null })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
 }
 
 async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<AllocationOutcome> {

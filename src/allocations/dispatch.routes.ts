@@ -1,9 +1,9 @@
 import { Type } from '@sinclair/typebox';
 import { AppError } from '../errors.js';
-import { actorOf, principalOf, type Guards } from '../http/auth.js';
+import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
-import { findNodeById } from '../nodes/nodes.repository.js';
+import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
 import { allocateAssets, allocationPolicyFrom, previewAllocation, type AllocationOutcome } from './allocate.service.js';
 import { NodeRef } from './allocations.schemas.js';
 import { refusalError, resolveNode } from './allocations.routes.js';
@@ -54,15 +54,17 @@ export function registerDispatchRoutes(app: App, ctx: AppContext, guards: Guards
       async (request) => {
         const principal = principalOf(request);
         const body = request.body;
-        const node = await resolveNode(ctx, principal, body.node_id, { create: !dryRun });
+        // An admin's dry run for a node never seen previews what it would get, creating nothing (seed 002).
+        const provisional = dryRun && isAdmin(principal) && typeof body.node_id === 'string' && !(await findNodeByName(ctx.db, body.node_id));
+        const node = provisional ? { id: 0, name: body.node_id as string } : await resolveNode(ctx, principal, body.node_id, { create: !dryRun });
         const [minPriority, maxPriority] = priorityRanges[body.priority_level];
         const allocation = { nodeId: node.id, freeBytes: Math.floor(body.capacity_gb * GIB), maxAssets: body.max_tasks ?? 10, minPriority, maxPriority, actor: actorOf(principal) };
         const now = ctx.clock.now();
         const outcome: AllocationOutcome = dryRun
-          ? await previewAllocation(ctx.db, allocation, policy, now)
+          ? await previewAllocation(ctx.db, allocation, policy, now, provisional ? node.name : undefined)
           : await allocateAssets(ctx.db, ctx.dialect, allocation, policy, now);
         if (outcome.refusal) throw refusalError(outcome.refusal, node.name);
-        const row = await findNodeById(ctx.db, node.id);
+        const row = provisional ? { bandwidth_bps: null, draining: 0, status: 'unknown' } : await findNodeById(ctx.db, node.id);
         if (!row) throw new AppError('NODE_NOT_FOUND', `No node "${node.name}".`);
         const bytes = outcome.granted.reduce((sum, asset) => sum + asset.reservedBytes, 0);
         return {

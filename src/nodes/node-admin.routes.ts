@@ -35,7 +35,7 @@ const NodeView = Type.Object({
   node_id: Type.Integer(),
   hostname: Type.String(),
   ssh_port: Nullable(Type.Integer()),
-  status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect, dead, or offline (its agent stopped cleanly)' }),
+  status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect, dead, or offline (its agent stopped cleanly); a worker that sends no heartbeats shows its SSH probe: unknown, alive or dead' }),
   allocated: Type.Boolean({ description: 'Rented out (worker leasing).' }),
   lease: Nullable(
     Type.Object({
@@ -169,8 +169,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         node_id: row.id,
         hostname: row.hostname,
         ssh_port: row.ssh_port,
-        // A worker that fails its SSH probe is dead, whatever its heartbeats said.
-        status: row.probe_status === 'dead' ? 'dead' : row.status,
+        status: statusOf(row),
         allocated: LIVE_RENTAL_STATES.some((state) => state === leases.get(row.id)?.state),
         lease: leaseView(leases.get(row.id)),
         probe_status: row.probe_status,
@@ -239,4 +238,14 @@ function leaseView(rental: RentalRow | undefined) {
     ended_at: toIso(rental.ended_at),
     end_reason: rental.end_reason,
   };
+}
+
+/**
+ * A worker that fails its SSH probe is dead, whatever its heartbeats said; one that sends no
+ * heartbeats at all (seed 003's agent registers and stays silent) is as alive as its SSH answers.
+ */
+function statusOf(row: { status: string; probe_status: string; ssh_host_key: string | null; last_heartbeat_at: number | null }): string {
+  if (row.probe_status === 'dead') return 'dead';
+  if (row.ssh_host_key !== null && row.last_heartbeat_at === null) return row.probe_status;
+  return row.status;
 }

@@ -43,7 +43,9 @@ const RegisterResponse = Type.Object({
   message: Type.String(),
   node_id: Type.Integer(),
   name: Type.String(),
-  node_token: Type.String({ description: 'Keep it: it is shown here only. Send it as "Authorization: Bearer <node_token>".' }),
+  node_token: Type.Optional(
+    Type.String({ description: 'Keep it: it is shown here only. Send it as "Authorization: Bearer <node_token>". Absent when an enrollment token registers the same machine (hostname, ip, ssh_port) again: nothing is issued then.' }),
+  ),
 });
 
 const EnrollmentBody = Type.Object(
@@ -114,7 +116,7 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
         message: result.created ? REGISTERED_MESSAGE : ALREADY_REGISTERED_MESSAGE,
         node_id: result.node.id,
         name: result.node.name,
-        node_token: result.nodeToken,
+        ...(result.nodeToken === null ? {} : { node_token: result.nodeToken }),
       };
     },
   );

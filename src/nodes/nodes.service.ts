@@ -25,7 +25,8 @@ export interface Registration {
 export interface RegistrationResult {
   created: boolean;
   node: NodeRow;
-  nodeToken: string;
+  /** Null when nothing was issued: an enrollment token's holder registering the same machine again. */
+  nodeToken: string | null;
 }
 
 export const REGISTERED_MESSAGE = 'Worker enregistré avec succès';
@@ -59,6 +60,9 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       return { created: false, node: node as NodeRow, nodeToken: credential.token };
     }
     if (existing) {
+      // Seed 003's agent registers again, with the same body, at every boot: the same machine gets
+      // its answer and nothing changes; no token is issued, so nobody takes a node over this way.
+      if (credential.kind === 'enrollment' && isSameMachine(existing, input)) return { created: false, node: existing, nodeToken: null };
       if (credential.kind === 'enrollment') {
         throw new AppError(
           'NODE_NAME_TAKEN',
@@ -85,6 +89,10 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
     await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.created', subjectType: 'node', subjectId: node.id, data: { name: node.name, ...address } }]);
     return { created: true, node, nodeToken };
   });
+}
+
+function isSameMachine(node: NodeRow, input: Registration): boolean {
+  return node.hostname === input.hostname && node.ip === input.ip && node.ssh_port === input.sshPort && (input.worker === undefined || input.worker.hostKey === node.ssh_host_key);
 }
 
 function findRegisteredNode(db: Db, input: Registration): Promise<NodeRow | undefined> {

@@ -15,12 +15,18 @@ const Credentials = Type.Object(
 const LoginBody = Type.Object({ username: Type.String({ maxLength: 64 }), password: Type.String({ maxLength: 1024 }) }, { additionalProperties: false });
 
 export function registerUserRoutes(app: App, ctx: AppContext): void {
+  // The original Orion code served these under /api as well: its clients keep working.
+  for (const [signupUrl, loginUrl] of [['/auth/signup', '/auth/login'], ['/api/signup', '/api/login']] as const) registerAccountRoutes(app, ctx, signupUrl, loginUrl);
+}
+
+function registerAccountRoutes(app: App, ctx: AppContext, signupUrl: string, loginUrl: string): void {
+  const alias = signupUrl.startsWith('/api') ? ' (the same as /auth/…, as the original Orion code served it)' : '';
   app.post(
-    '/auth/signup',
+    signupUrl,
     {
       schema: {
         tags: ['accounts'],
-        summary: 'Create a user account (when SIGNUP=open)',
+        summary: `Create a user account (when SIGNUP=open)${alias}`,
         body: Credentials,
         response: { 200: Type.Object({ message: Type.String() }), ...errorResponses },
       },
@@ -35,11 +41,11 @@ export function registerUserRoutes(app: App, ctx: AppContext): void {
   );
 
   app.post(
-    '/auth/login',
+    loginUrl,
     {
       schema: {
         tags: ['accounts'],
-        summary: 'Log in and receive a JWT',
+        summary: `Log in and receive a JWT${alias}`,
         body: LoginBody,
         response: { 200: Type.Object({ token: Type.String() }), ...errorResponses },
       },
