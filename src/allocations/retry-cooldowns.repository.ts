@@ -61,3 +61,8 @@ export async function coolingDown(db: Db, assetIds: string[], nodeIds: number[],
   for (const row of rows) waiting.set(row.asset_id, (waiting.get(row.asset_id) ?? new Set()).add(row.node_id));
   return waiting;
 }
+
+/** Forgets every cooldown of a node (an admin cleared it). */
+export async function clearCooldowns(db: Db, nodeId: number): Promise<void> {
+  await db.deleteFrom('retry_cooldowns').where('node_id', '=', nodeId).execute();
+}

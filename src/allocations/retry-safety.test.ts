@@ -119,6 +119,11 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
     expect(await granted(a)).toEqual(['far']);
     const cooldown = await database.handle.db.selectFrom('retry_cooldowns').selectAll().where('asset_id', '=', 'far').execute();
     expect(cooldown.map((row) => [Number(row.node_id), row.failures])).toEqual([[a.id, 2]]);
+    // An admin's clear lifts a node's cooldowns: the volunteer fixed its set-up.
+    expect((await release(a, 'far', { cause: 'source_unreachable' })).status).toBe(200);
+    expect(await granted(a)).toEqual([]);
+    expect((await server.api.request('POST', `/api/nodes/${a.id}/clear`, { token: server.adminToken })).status).toBe(200);
+    expect(await granted(a)).toEqual(['far']);
   });
 
   it('a release by a client that names no cause (the seeds) costs a cooldown; a lease that lapses does too', async () => {

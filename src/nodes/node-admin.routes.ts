@@ -10,6 +10,7 @@ import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { requeueFailedTasks } from '../tasks/outbox.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
+import { clearCooldowns } from '../allocations/retry-cooldowns.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
@@ -194,7 +195,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
     ['drain', 'Stop giving a node new work; it keeps what it has (admin)', { draining: 1 }],
     [
       'clear',
-      'Forgive a node\'s strikes, end a drain, lift a worker\'s quarantine (its failed cleanups are retried first) (admin)',
+      'Forgive a node\'s strikes and cooldowns (it may get the assets it failed again at once), end a drain, lift a worker\'s quarantine (its failed cleanups are retried first) (admin)',
       { strikes: 0, draining: 0, quarantined_at: null, quarantine_reason: null },
     ],
   ] as const) {
@@ -218,6 +219,8 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
           await trx.updateTable('nodes').set(values).where('id', '=', node.id).execute();
           // A worker leaves quarantine with its cleanup to do again: it joins the pool once that succeeded.
           if (action === 'clear') await requeueFailedTasks(trx, node.id, 'deprovision', now);
+          // A node whose volunteer fixed its set-up (AGENT_ALLOW_PRIVATE_NETWORKS, a disk) need not wait out its cooldowns.
+          if (action === 'clear') await clearCooldowns(trx, node.id);
           await appendEvents(trx, now, [{ actor: actorOf(principal), kind: `node.${action === 'drain' ? 'drained' : 'cleared'}`, subjectType: 'node', subjectId: node.id }]);
         });
         return { status: 'success', node_id: node.id, name: node.name };
