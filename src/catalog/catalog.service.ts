@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { storableResources } from './catalog-text.js';
 import { upsertAssets, type AssetInput } from '../assets/assets.repository.js';
 import type { AssetRow } from '../assets/assets.table.js';
 import type { ReplicaDefault } from '../assets/assets.service.js';
@@ -22,6 +23,10 @@ export interface ImportSummary {
   removed: number;
   /** Updated assets whose copies or claims a new URL or checksum made stale (`asset.source_changed`). */
   superseded: number;
+  /** Values whose NUL characters or lone surrogates were removed (names, datasets, …). */
+  stripped: number;
+  /** Resources left out: their id or URL held control characters. */
+  refused: number;
   seconds: number;
 }
 
@@ -82,6 +87,8 @@ export interface PageReport {
   updated: number;
   unchanged: number;
   superseded: number;
+  stripped: number;
+  refused: number;
   next: string | null;
 }
 
@@ -125,17 +132,18 @@ function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined,
  * this page's only once the transaction committed, so a rolled-back attempt can run again.
  */
 async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, string>, options: ImportOptions, now: number): Promise<PageReport> {
+  const { resources, stripped, refused } = storableResources(page.resources);
   const report: PageReport = {
-    datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, superseded: 0, next: page.next,
+    datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, superseded: 0, stripped, refused, next: page.next,
   };
   const pageOwners = new Map<string, string>();
   const ownerOf = (url: string) => pageOwners.get(url) ?? urlToAsset.get(url);
   await db.transaction().execute(async (trx) => {
-    const unknownUrls = [...new Set(page.resources.map((resource) => resource.url).filter((url) => !urlToAsset.has(url)))];
+    const unknownUrls = [...new Set(resources.map((resource) => resource.url).filter((url) => !urlToAsset.has(url)))];
     for (const [url, id] of await findAssetIdsByUrls(trx, unknownUrls)) pageOwners.set(url, id);
     const owners = new Map<string, CatalogResource>();
     const links: AssetLink[] = [];
-    for (const resource of page.resources) {
+    for (const resource of resources) {
       const owner = ownerOf(resource.url);
       if (owner === undefined || owner === resource.resourceId) {
         if (!owners.has(resource.resourceId)) owners.set(resource.resourceId, resource);
@@ -179,7 +187,7 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
   const elapsedMs = options.elapsedMs ?? (() => 0);
   const startedMs = elapsedMs();
   const summary: ImportSummary = {
-    source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, superseded: 0, seconds: 0,
+    source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, superseded: 0, stripped: 0, refused: 0, seconds: 0,
   };
   const urlToAsset = new Map<string, string>();
   for await (const page of pages) {
@@ -192,6 +200,11 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
     summary.updated += report.updated;
     summary.unchanged += report.unchanged;
     summary.superseded += report.superseded;
+    summary.stripped += report.stripped;
+    summary.refused += report.refused;
+    if (report.stripped + report.refused > 0) {
+      options.report(`page ${summary.pages}: ${report.stripped} value(s) had NUL characters or lone surrogates removed, ${report.refused} resource(s) with control characters in their id or URL left out`);
+    }
     const seconds = (elapsedMs() - startedMs) / 1000;
     options.onProgress?.({
       pages: summary.pages,

@@ -28,6 +28,24 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     expect(JSON.parse(event.data ?? '{}')).toMatchObject({ new: 54, updated: 0, unchanged: 0, removed: 0, resources: 54 });
   });
 
+  it('imports a portal whose metadata carries NUL characters and lone surrogates, the same on both databases, counting what it removed', async () => {
+    const [first, second] = generatePackages(2, 2) as { name: string; organization: { name: string }; resources: { id: string; name: string; url: string; format: string }[] }[];
+    first!.resources[0]!.name = 'sea\u0000surface \ud800temperature';
+    first!.organization.name = 'noaa\u0000';
+    first!.resources[1]!.id = 'res-\u0007-bell';
+    second!.resources[0]!.url = 'https://files.example.org/a\u0000b.nc';
+    testbed.portal.setPackages('hostile', [first!, second!]);
+    const io = createTestIo();
+    const summary = await run('hostile', {}, io);
+    expect(summary).toMatchObject({ resources: 4, new: 2, stripped: 2, refused: 2 });
+    const rows = await assets();
+    expect(rows.map((row) => [row.id, row.name, row.organization])).toEqual([
+      ['res-0-0', 'seasurface temperature', 'noaa'],
+      ['res-1-1', 'file-1.nc', 'org-1'],
+    ]);
+    expect(io.lines.join('\n')).toMatch(/2 value\(s\) had NUL characters or lone surrogates removed, 2 resource\(s\) with control characters/);
+  });
+
   it('maps the recorded EnviDat portal with sizes in bytes, and demo.ckan.org', async () => {
     await run('envidat');
     const rows = await assets();

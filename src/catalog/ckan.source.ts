@@ -1,5 +1,4 @@
 import { CatalogError, CatalogHttpError, describeBody, type JsonFetcher } from './catalog-http.js';
-import { isValidAssetId } from '../assets/assets.schemas.js';
 import { basenameOf, isHttpUrl, priorityFromViews, toKeywords, toSha256, toSizeBytes, type CatalogPage, type CatalogResource } from './catalog.types.js';
 
 /** CKAN silently caps `rows` at `ckan.search.rows_max`: 1000 unless the portal set it lower. */
@@ -52,8 +51,7 @@ export function mapCkanPackage(pkg: CkanPackage): CatalogResource[] {
   const packageViews = pkg.tracking_summary?.recent ?? pkg.views_recent ?? null;
   const keywords = toKeywords(pkg.tags);
   return (pkg.resources ?? []).flatMap((resource) => {
-    // An id that could not be given through the API (control characters, bidi overrides) is left out.
-    if (!isHttpUrl(resource.url) || !resource.id || !isValidAssetId(resource.id)) return [];
+    if (!isHttpUrl(resource.url) || !resource.id) return [];
     const url = resource.url.trim();
     return [{
       resourceId: resource.id,
