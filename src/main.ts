@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { compileBodyValidator } from './http/request-rules.js';
 import { pino, type Logger } from 'pino';
 import { importAssets, replicaDefaultFrom } from './assets/assets.service.js';
 import { AssetInput } from './assets/assets.schemas.js';
@@ -17,7 +18,6 @@ import { createEnrollmentToken } from './nodes/nodes.service.js';
 import { createJwtIssuer } from './users/jwt.js';
 import { loadProvisioningKey } from './workers/ssh.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
-import { Ajv } from 'ajv';
 import type { ImportIo, RunSummary } from './catalog/catalog-import.js';
 import { sleepFor } from './catalog/catalog-http.js';
 import { importCkan, type CkanFlags } from './catalog/ckan.import.js';
@@ -157,7 +157,7 @@ export async function createToken(config: Config, input: { expiresInHours?: numb
 }
 
 // No count limit here, unlike POST /assets: a file is read locally, by an operator.
-const validateAssetList = new Ajv({ allErrors: false, strict: false }).compile(Type.Array(AssetInput));
+const validateAssetList = compileBodyValidator(Type.Array(AssetInput));
 
 /**
  * `dispatcher import json FILE`: the seeds' `ckan_data.json` (a list of assets, or an object with

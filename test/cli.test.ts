@@ -62,6 +62,11 @@ describe.each(dialects)('dispatcher CLI on %s', (dialect) => {
     const refused = await runCli(['import', 'json', bad], databaseEnv(database));
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('priority');
+    // The same rules as POST /assets: a URL that does not parse, a NUL in a name.
+    fs.writeFileSync(bad, JSON.stringify([{ id: 'asset-4', url: 'http://}l&]', name: 'x', priority: 5 }]));
+    expect((await runCli(['import', 'json', bad], databaseEnv(database))).stderr).toMatch(/url/);
+    fs.writeFileSync(bad, JSON.stringify([{ id: 'asset-5', url: 'https://data.gov/5', name: 'nul\u0000name', priority: 5 }]));
+    expect((await runCli(['import', 'json', bad], databaseEnv(database))).stderr).toMatch(/NUL/);
     fs.writeFileSync(bad, '{not json');
     expect((await runCli(['import', 'json', bad], databaseEnv(database))).stderr).toContain('not valid JSON');
     expect(await database.handle.db.selectFrom('assets').select('id').execute()).toHaveLength(2);

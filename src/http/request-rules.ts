@@ -1,6 +1,8 @@
 import type { FastifyRequest, RouteOptions } from 'fastify';
 import { AppError } from '../errors.js';
+import type { ValidateFunction } from 'ajv';
 import type { App } from './context.js';
+import { validatorCompiler } from './validation.js';
 
 /**
  * The largest integer a request may carry (ids, cursors, counts, sizes): exact as a JavaScript
@@ -50,6 +52,14 @@ export function applyRequestRules(route: RouteOptions): void {
     const own = route.preValidation === undefined ? [] : [route.preValidation].flat();
     route.preValidation = [treatAbsentBodyAsEmpty, ...own] as RouteOptions['preValidation'];
   }
+}
+
+/**
+ * A request body's validator outside a route (`dispatcher import json` reads the same format as
+ * POST /assets): the same rewritten schema and the same compiler, so both refuse the same input.
+ */
+export function compileBodyValidator(schema: object): ValidateFunction {
+  return validatorCompiler({ schema: normalized(schema) as object, httpPart: 'body', method: 'POST', url: '' }) as ValidateFunction;
 }
 
 /** For the OpenAPI document: a body that requires no property is optional (@fastify/swagger marks every body required). */
