@@ -28,6 +28,8 @@ export interface Config {
   /** How long an untouched pending (or a rescued) asset waits before its priority moves by one. */
   priorityAgingMs: number;
   jwtSecret: string | undefined;
+  /** A file holding the JWT secret, readable by the service alone; wins over jwtSecret. */
+  jwtSecretFile: string | undefined;
   tokenTtlMs: number;
   adminUser: string;
   adminPassword: string | undefined;
@@ -235,6 +237,7 @@ const variables = [
   { key: 'priorityPolicy', names: ['PRIORITY_POLICY'], parse: oneOf<PriorityPolicy>('aging', 'jitter', 'none'), fallback: 'aging', shown: 'aging', doc: 'aging (unheld assets rise, rescued ones sink), jitter (random ±1 per pass) or none' },
   { key: 'priorityAgingMs', names: ['PRIORITY_AGING_HOURS'], parse: hoursToMs(positiveNumber(87_600)), fallback: 24 * HOUR, shown: '24', doc: 'hours an asset\'s priority stays put before aging moves it by one' },
   { key: 'jwtSecret', names: ['JWT_SECRET'], parse: secret, fallback: undefined, shown: 'generated', doc: 'key signing user tokens, at least 32 characters; unset: generated once and kept in the database' },
+  { key: 'jwtSecretFile', names: ['JWT_SECRET_FILE'], parse: (raw: string) => path.resolve(raw), fallback: undefined, shown: 'unset', doc: 'a file holding the JWT secret (first line); refused when its group or others may read it; wins over JWT_SECRET' },
   { key: 'tokenTtlMs', names: ['TOKEN_TTL_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 24 * HOUR, shown: '24', doc: 'hours a login token lasts' },
   { key: 'adminUser', names: ['DISPATCHER_ADMIN_USER'], parse: username, fallback: 'admin', shown: 'admin', doc: 'name of the admin account made from DISPATCHER_ADMIN_PASSWORD' },
   { key: 'adminPassword', names: ['DISPATCHER_ADMIN_PASSWORD'], parse: password, fallback: undefined, shown: 'unset', doc: 'when set, the admin account exists with this password (created, or reset at start)' },

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { readPrivateFile } from './lib/private-files.js';
 import { compileBodyValidator } from './http/request-rules.js';
 import { pino, type Logger } from 'pino';
 import { importAssets, replicaDefaultFrom } from './assets/assets.service.js';
@@ -67,11 +68,12 @@ export async function startServer(config: Config, options: { clock?: Clock; logg
   const logger = options.logger ?? createLogger(config);
   const handle = await openMigratedDatabase(config, logger);
   try {
-    const jwt = await createJwtIssuer(handle.db, { secret: config.jwtSecret, ttlMs: config.tokenTtlMs });
+    const jwt = await createJwtIssuer(handle.db, { secret: jwtSecretOf(config), ttlMs: config.tokenTtlMs });
     if (config.adminPassword) {
       const outcome = await ensureAdmin(handle.db, { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() });
       logger.info({ user: config.adminUser, outcome }, 'admin account from DISPATCHER_ADMIN_PASSWORD');
     }
+    if (config.provisioningKeyFile !== undefined) readPrivateFile(config.provisioningKeyFile, 'PROVISIONING_KEY_FILE');
     const provisioningKey = await loadProvisioningKey(handle.db, config.provisioningKeyFile);
     const imports = createImportRunner({ db: handle.db, config, clock, logger });
     const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports };
@@ -202,4 +204,12 @@ export async function importDatagovCatalog(config: Config, flags: DatagovFlags):
 /** `dispatcher import dcat URL|FILE`: the distributions of a DCAT-US data.json into assets. */
 export async function importDcatCatalog(config: Config, location: string, flags: { discoverSizes?: boolean }): Promise<RunSummary> {
   return withDatabase(config, ({ db }) => importDcat(db, config, processIo, location, flags));
+}
+
+/** JWT_SECRET_FILE's first line (the file readable by this service alone), else JWT_SECRET. */
+function jwtSecretOf(config: Config): string | undefined {
+  if (config.jwtSecretFile === undefined) return config.jwtSecret;
+  const secret = readPrivateFile(config.jwtSecretFile, 'JWT_SECRET_FILE').split('\n')[0]?.trim() ?? '';
+  if (secret.length < 32) throw new Error(`JWT_SECRET_FILE ${config.jwtSecretFile} must hold a secret of at least 32 characters on its first line.`);
+  return secret;
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { keepPrivate } from '../lib/private-files.js';
 import SqliteDatabase from 'better-sqlite3';
 import {
   CompiledQuery,
@@ -105,6 +106,14 @@ function queryLog(options: DatabaseOptions) {
 function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHandle {
   ensureWritableDirectory(dataDirectory);
   const file = path.join(dataDirectory, SQLITE_FILE_NAME);
+  // The database holds password hashes and, unless given from outside, the JWT secret and the
+  // provisioning key: the service's account alone may read it. SQLite gives its -wal and -shm
+  // files the database file's mode, so creating that 0600 covers all three.
+  keepPrivate(
+    [{ path: dataDirectory, directory: true }, ...['', '-wal', '-shm'].map((suffix) => ({ path: `${file}${suffix}`, directory: false }))],
+    'the database keeps secrets (password hashes, the JWT secret, the provisioning key).',
+  );
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
   let database: SqliteDatabase.Database | undefined;
   try {
     database = new SqliteDatabase(file, { timeout: SQLITE_BUSY_TIMEOUT_MS });
@@ -158,7 +167,8 @@ function makeDirectories(directory: string): void {
   for (let at = directory; !fs.existsSync(at); at = path.dirname(at)) missing.unshift(at);
   for (const each of missing) {
     try {
-      fs.mkdirSync(each);
+      // The data directory itself is the service's alone; the folders above it are ordinary ones.
+      fs.mkdirSync(each, each === directory ? { mode: 0o700 } : {});
     } catch (error) {
       // Another instance starting at the same time made it.
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
