@@ -21,6 +21,7 @@ export function registerImportRoutes(app: App, ctx: AppContext, guards: Guards):
     },
     async (request, reply) => {
       const job = await createImportJob(ctx.db, ctx.dialect, ctx.config, request.body, actorOf(principalOf(request)), ctx.clock.now());
+      if (request.body.api_key !== undefined) ctx.imports.holdKey(job.id, request.body.api_key);
       // Started here at once when this instance has room; otherwise the reconciler starts it.
       const started = await ctx.imports.start(job.id);
       return reply.code(202).send(toImportJobView(started ?? job));

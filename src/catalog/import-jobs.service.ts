@@ -47,7 +47,11 @@ export async function createImportJob(db: Db, dialect: Dialect, config: Config, 
   const plan = validateImportRequest(config, request);
   try {
     return await db.transaction().execute(async (trx) => {
-      const row = await insertImportJob(trx, { kind: request.source, source: plan.source, params: JSON.stringify(request), createdBy: actor }, now);
+      // A portal's API key is never written down: the instance that took the request holds it in
+      // memory (ImportRunner.holdKey); an instance resuming the job elsewhere uses DATAGOV_API_KEY.
+      const { api_key: apiKey, ...kept } = request;
+      const params = apiKey === undefined ? kept : { ...kept, api_key_given: true };
+      const row = await insertImportJob(trx, { kind: request.source, source: plan.source, params: JSON.stringify(params), createdBy: actor }, now);
       await appendEvents(trx, now, [{ actor, kind: 'import.queued', subjectType: 'import', subjectId: row.id, data: { source: request.source, url: plan.source } }]);
       return row;
     });
@@ -94,14 +98,14 @@ export async function resumeImport(db: Db, dialect: Dialect, id: number, actor: 
 }
 
 export function toImportJobView(row: ImportRow): ImportJobView {
-  const params = JSON.parse(row.params) as ImportRequest;
-  const { source: _kind, url: _url, api_key: apiKey, ...options } = params;
+  const params = JSON.parse(row.params) as ImportRequest & { api_key_given?: boolean };
+  const { source: _kind, url: _url, api_key: apiKey, api_key_given: apiKeyGiven, ...options } = params;
   const seconds = row.started_at === null || row.progress_at === null ? 0 : (row.progress_at - row.started_at) / 1000;
   return {
     id: row.id,
     source: row.kind,
     url: row.source,
-    options: { ...options, ...(apiKey === undefined ? {} : { api_key_set: true }) },
+    options: { ...options, ...(apiKey === undefined && apiKeyGiven !== true ? {} : { api_key_set: true }) },
     state: row.state,
     created_by: row.created_by,
     created_at: toIso(row.created_at),

@@ -78,6 +78,9 @@ describe.each(dialects)('import jobs over HTTP on %s', (dialect) => {
     expect(datagov.status).toBe(202);
     expect(datagov.body.options).toEqual({ per_page: 1, api_key_set: true });
     expect(JSON.stringify((await server.api.get('/imports', server.adminToken)).body)).not.toContain('secret-key');
+    // Not in the database either: the instance that took the request keeps it in memory.
+    const rows = await server.ctx.db.selectFrom('imports').select('params').execute();
+    expect(JSON.stringify(rows)).not.toContain('secret-key');
     testbed.portal.setDataJson(name, { dataset: [{ identifier: 'x', distribution: [{ downloadURL: 'https://files.example.gov/x.csv' }] }] });
     const dcat = await post({ source: 'dcat', url: `${portalUrl()}/data.json` });
     expect(dcat.status).toBe(202);

@@ -44,6 +44,8 @@ export interface ImportRunner {
   runDue(now: number): Promise<number[]>;
   /** Stops the job if it runs here (it was just cancelled). */
   abandon(id: number): void;
+  /** Keeps a job's portal API key in this instance's memory (it is never stored) until the job ends here. */
+  holdKey(id: number, apiKey: string): void;
   /** Resolves once no job runs here: tests await it instead of sleeping. */
   idle(): Promise<void>;
   /** Stops claiming, gives running jobs back (queued, with their resume point) and waits for them. */
@@ -56,6 +58,7 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
   const { db, config, clock, logger } = deps;
   const owner = crypto.randomUUID();
   const running = new Map<number, { controller: AbortController; done: Promise<void> }>();
+  const keys = new Map<number, string>();
   let claiming = 0;
   let stopping = false;
 
@@ -118,7 +121,8 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
 
   function run(job: ImportRow): void {
     const controller = new AbortController();
-    const request = JSON.parse(job.params) as ImportRequest;
+    const stored = JSON.parse(job.params) as ImportRequest & { api_key_given?: boolean };
+    const { api_key_given: _given, ...request } = { ...stored, ...(keys.has(job.id) ? { api_key: keys.get(job.id) } : {}) };
     const renew = async () => {
       const held = await renewImportLease(db, job.id, owner, IMPORT_LEASE_MS, clock.now()).catch(() => true);
       if (!held) controller.abort(new JobLost());
@@ -134,6 +138,7 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
       .finally(() => {
         clearInterval(heartbeat);
         running.delete(job.id);
+        keys.delete(job.id);
       });
     running.set(job.id, { controller, done });
   }
@@ -165,6 +170,9 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
       const started: number[] = [];
       for (const id of await findDueImportJobIds(db, now, free)) if (await start(id)) started.push(id);
       return started;
+    },
+    holdKey(id, apiKey) {
+      keys.set(id, apiKey);
     },
     abandon(id) {
       running.get(id)?.controller.abort(new JobLost());
