@@ -194,7 +194,9 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     const again = launcher.start('first-default', 'not-needed', { NODE_NAME: undefined });
     await waitFor('the restart to register', () => /registered as node/.test(again.output()));
     expect(await database.handle.db.selectFrom('nodes').select('id').execute()).toHaveLength(2);
-    const clash = launcher.start('third', enrollment, { NODE_NAME: names[0] });
+    // A name another machine holds (registered from elsewhere): the volunteer is told what to set.
+    await registerNode(server, 'taken-elsewhere');
+    const clash = launcher.start('third', enrollment, { NODE_NAME: 'taken-elsewhere' });
     expect(await clash.exited).toBe(1);
     expect(clash.output()).toMatch(/already registered by another node\. Choose another NODE_NAME \(or --node-name\)/);
     expect(await stop(again)).toBe(0);
