@@ -35,6 +35,8 @@ export interface Config {
   adminPassword: string | undefined;
   signup: 'open' | 'closed';
   nodeEnrollmentToken: string | undefined;
+  /** Lifetime of an enrollment token created without expires_in_hours. */
+  enrollmentTokenTtlMs: number;
   /** Bearer token that Prometheus sends to GET /metrics; undefined leaves /metrics open. */
   metricsToken: string | undefined;
   defaultReplicasTarget: number;
@@ -63,11 +65,19 @@ export interface Config {
   sourcePauseDefaultMs: number;
   spreadTag: string;
   bodyLimitBytes: number;
+  /** How long a client may take to send a whole request (408 after it); an idle connection is closed after twice that. */
+  requestTimeoutMs: number;
   loginRateLimitPerMinute: number;
+  /** Failed authentications per client address per minute before 429. */
+  authFailuresPerMinute: number;
+  /** Schedule and rental calls per user per minute. */
+  userRateLimitPerMinute: number;
   nodeRateLimitPerMinute: number;
   /** Catalog import: requests per second to a portal, per-request timeout, retries on 429/5xx/timeouts. */
   catalogRequestsPerSecond: number;
   catalogTimeoutMs: number;
+  /** The largest body one portal request may send; the fetch is streamed and stopped past it. */
+  catalogMaxPageBytes: number;
   catalogMaxRetries: number;
   /** The longest wait a portal's Retry-After is granted (data.gov's hourly limit asks for up to an hour). */
   catalogMaxRetryWaitMs: number;
@@ -86,6 +96,11 @@ export interface Config {
   /** Worker leasing: the longest a rental may last (initial hours plus extensions) and the most workers per call. */
   rentMaxMs: number;
   rentMaxCount: number;
+  /** Quotas per user (admins exempt): workers held at once, worker-hours per rolling week, a reserve schedule's span. */
+  userMaxWorkers: number;
+  userMaxWorkerHoursPerWeek: number;
+  reserveMaxSpanMs: number;
+  maxSchedulesPerUser: number;
   /** OpenSSH private key the control plane provisions workers with; unset: generated and kept in the database. */
   provisioningKeyFile: string | undefined;
   /** Connecting to a worker and running one command over SSH, and reading its banner when probing. */
@@ -243,6 +258,7 @@ const variables = [
   { key: 'adminPassword', names: ['DISPATCHER_ADMIN_PASSWORD'], parse: password, fallback: undefined, shown: 'unset', doc: 'when set, the admin account exists with this password (created, or reset at start)' },
   { key: 'signup', names: ['SIGNUP'], parse: oneOf('open', 'closed'), fallback: 'open', shown: 'open', doc: 'open: anyone may create an account; closed: only admins create accounts' },
   { key: 'nodeEnrollmentToken', names: ['NODE_ENROLLMENT_TOKEN'], parse: secret, fallback: undefined, shown: 'unset', doc: 'an enrollment token for nodes from the environment (at least 32 characters)' },
+  { key: 'enrollmentTokenTtlMs', names: ['ENROLLMENT_TOKEN_TTL_HOURS'], parse: hoursToMs(positiveNumber(87_600)), fallback: 168 * HOUR, shown: '168', doc: 'lifetime of an enrollment token created without expires_in_hours' },
   { key: 'metricsToken', names: ['METRICS_TOKEN'], parse: secret, fallback: undefined, shown: 'unset', doc: 'bearer token GET /metrics requires (at least 32 characters); unset: /metrics is open' },
   { key: 'defaultReplicasTarget', names: ['DEFAULT_REPLICAS_TARGET'], parse: integer(1, 100), fallback: 1, shown: '1', doc: 'copies wanted for an asset imported without replicas_target' },
   {
@@ -278,10 +294,14 @@ const variables = [
   { key: 'sourcePauseMaxMs', names: ['SOURCE_PAUSE_MAX_HOURS'], parse: hoursToMs(positiveNumber(168)), fallback: 24 * HOUR, shown: '24', doc: 'hours of the longest pause a source\'s Retry-After can ask for' },
   { key: 'spreadTag', names: ['SPREAD_TAG'], parse: text, fallback: 'region', shown: 'region', doc: 'node tag across which copies of one asset are spread' },
   { key: 'bodyLimitBytes', names: ['BODY_LIMIT_BYTES'], parse: integer(1024, 1024 * MIB), fallback: MIB, shown: '1048576', doc: 'largest request body in bytes (413 above)' },
+  { key: 'requestTimeoutMs', names: ['REQUEST_TIMEOUT_SECONDS'], parse: (raw: string) => integer(1, 3_600)(raw) * 1000, fallback: 30_000, shown: '30', doc: 'how long a client may take to send a whole request (408 after it); idle connections close after twice that' },
   { key: 'loginRateLimitPerMinute', names: ['LOGIN_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 1_000_000), fallback: 20, shown: '20', doc: 'sign-ups, logins and node registrations per client address per minute' },
+  { key: 'authFailuresPerMinute', names: ['AUTH_FAILURES_PER_MINUTE'], parse: integer(1, 1_000_000), fallback: 30, shown: '30', doc: 'failed authentications (unknown or bad tokens) per client address per minute before 429' },
+  { key: 'userRateLimitPerMinute', names: ['USER_RATE_LIMIT_PER_MINUTE'], parse: integer(1, 1_000_000), fallback: 120, shown: '120', doc: 'schedule and rental calls per user per minute' },
   { key: 'nodeRateLimitPerMinute', names: ['NODE_RATE_LIMIT_PER_MINUTE'], parse: integer(0, 10_000_000), fallback: 6_000, shown: '6000', doc: '/allocate, /release and /complete calls per token per minute' },
   { key: 'catalogRequestsPerSecond', names: ['CATALOG_REQUESTS_PER_SECOND'], parse: positiveNumber(10_000), fallback: 2, shown: '2', doc: 'dispatcher import: requests per second to a portal (retries included)' },
   { key: 'catalogTimeoutMs', names: ['CATALOG_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 60_000, shown: '60', doc: 'dispatcher import: seconds one portal request may take before it is retried' },
+  { key: 'catalogMaxPageBytes', names: ['CATALOG_MAX_PAGE_BYTES'], parse: integer(1024, 2 ** 40), fallback: 64 * MIB, shown: '67108864', doc: 'the largest answer one portal request may send (a page of a catalog, a data.json); a larger one stops the import with a message' },
   { key: 'catalogMaxRetries', names: ['CATALOG_MAX_RETRIES'], parse: integer(0, 20), fallback: 5, shown: '5', doc: 'dispatcher import: retries of a request answered 429, 5xx or not at all, of an empty page, and of a page the database was too busy to write' },
   { key: 'catalogMaxRetryWaitMs', names: ['CATALOG_MAX_RETRY_WAIT_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 3_600_000, shown: '3600', doc: 'dispatcher import: the longest a portal\'s Retry-After is waited, in seconds' },
   { key: 'catalogRemovedPriorityBoost', names: ['CATALOG_REMOVED_PRIORITY_BOOST'], parse: integer(0, 9), fallback: 2, shown: '2', doc: 'priority added (up to 10) to an asset a complete re-import no longer finds' },
@@ -293,6 +313,10 @@ const variables = [
   { key: 'catalogSyncSources', names: ['CATALOG_SYNC_SOURCES'], parse: parseSyncSources, fallback: undefined, shown: 'unset', doc: 'the catalogs to re-sync: a JSON list of POST /imports bodies' },
   { key: 'rentMaxMs', names: ['RENT_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR, shown: '168', doc: 'hours the longest rental may last, extensions included' },
   { key: 'rentMaxCount', names: ['RENT_MAX_COUNT'], parse: integer(1, 1000), fallback: 10, shown: '10', doc: 'most workers one /api/rent may ask for' },
+  { key: 'userMaxWorkers', names: ['USER_MAX_WORKERS'], parse: integer(1, 100_000), fallback: 10, shown: '10', doc: 'workers one user may hold at once, rentals and reserve schedules together (admins exempt)' },
+  { key: 'userMaxWorkerHoursPerWeek', names: ['USER_MAX_WORKER_HOURS_PER_WEEK'], parse: integer(1, 10_000_000), fallback: 336, shown: '336', doc: 'worker-hours one user may hold in any 7 days, rentals and reserve windows together (admins exempt)' },
+  { key: 'reserveMaxSpanMs', names: ['RESERVE_MAX_SPAN_DAYS'], parse: (raw: string) => integer(1, 3_660)(raw) * 24 * HOUR, fallback: 90 * 24 * HOUR, shown: '90', doc: 'the longest span (start_time to end_time) of a reserve schedule (admins exempt)' },
+  { key: 'maxSchedulesPerUser', names: ['MAX_SCHEDULES_PER_USER'], parse: integer(1, 1_000_000), fallback: 100, shown: '100', doc: 'schedules one user may keep scheduled or running (admins exempt)' },
   { key: 'provisioningKeyFile', names: ['PROVISIONING_KEY_FILE'], parse: (raw: string) => path.resolve(raw), fallback: undefined, shown: 'unset', doc: 'OpenSSH private key workers are provisioned with; unset: generated and kept in the database' },
   { key: 'sshTimeoutMs', names: ['SSH_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(600)(raw) * 1000), fallback: 15_000, shown: '15', doc: 'seconds to connect to a worker and run one provisioning command' },
   { key: 'workerProbeIntervalMs', names: ['WORKER_PROBE_INTERVAL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 30_000, shown: '30', doc: 'seconds between probes of every worker\'s SSH port' },
