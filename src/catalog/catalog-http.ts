@@ -21,6 +21,33 @@ export interface FetchPolicy {
   report: (line: string) => void;
   /** Aborts a request in flight and stops retrying (an import job being stopped). */
   signal?: AbortSignal;
+  /** CATALOG_MAX_PAGE_BYTES: an answer is read as a stream and refused past this many bytes. */
+  maxBodyBytes: number;
+}
+
+/** The answer's text, read as it arrives and refused once it passes `limit` bytes: a page is never held whole before the check. */
+async function readCapped(response: Response, limit: number, url: string): Promise<string> {
+  const declared = Number(response.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > limit) {
+    await response.body?.cancel();
+    throw new CatalogError(tooLarge(url, limit, `announces ${declared} bytes`));
+  }
+  if (!response.body) return '';
+  const chunks: Buffer[] = [];
+  let received = 0;
+  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+    received += chunk.length;
+    if (received > limit) {
+      await response.body.cancel().catch(() => undefined);
+      throw new CatalogError(tooLarge(url, limit, `sent more than that`));
+    }
+    chunks.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function tooLarge(url: string, limit: number, what: string): string {
+  return `${url} ${what}: a page may be at most ${limit} bytes (CATALOG_MAX_PAGE_BYTES); ask for smaller pages (--rows, --per-page) or raise the limit`;
 }
 
 /** The one sleep of catalog imports; with a signal it ends early, rejecting with the signal's reason. */
@@ -165,9 +192,10 @@ export function createJsonFetcher(policy: FetchPolicy): JsonFetcher {
         const timeout = AbortSignal.timeout(policy.timeoutMs);
         const signal = policy.signal ? AbortSignal.any([policy.signal, timeout]) : timeout;
         response = await fetch(url, { headers: { accept: 'application/json', ...headers }, signal, redirect: 'follow' });
-        text = await response.text();
+        text = await readCapped(response, policy.maxBodyBytes, url);
       } catch (error) {
         if (policy.signal?.aborted) throw policy.signal.reason;
+        if (error instanceof CatalogError) throw error;
         const timedOut = (error as Error).name === 'TimeoutError';
         lastProblem = timedOut ? `no answer within ${formatWait(policy.timeoutMs)}` : describeNetworkError(error as Error);
         delayMs = backoffDelay(attempt, policy.baseDelayMs, policy.maxDelayMs);

@@ -25,6 +25,7 @@ export function fetchPolicyFrom(config: Config, io: ImportIo): FetchPolicy {
     baseDelayMs: 1000,
     maxDelayMs: 60_000,
     maxRetryWaitMs: config.catalogMaxRetryWaitMs,
+    maxBodyBytes: config.catalogMaxPageBytes,
     sleep: io.sleep,
     report: (line) => io.display.notice(line),
   };

@@ -143,3 +143,42 @@ describe('Retry-After', () => {
     expect(parseRetryAfter('soon', now)).toBeUndefined();
   });
 });
+
+describe('a portal page past CATALOG_MAX_PAGE_BYTES', () => {
+  it('is refused while it streams in, with or without a Content-Length, and the import says how to go on', async () => {
+    const http = await import('node:http');
+    let streamed = 0;
+    const portal = http.createServer((request, response) => {
+      if (request.url?.startsWith('/announced/')) {
+        response.writeHead(200, { 'content-type': 'application/json', 'content-length': String(10 * 1024 * 1024) });
+        return response.end();
+      }
+      // Without a length: a body that would never end.
+      response.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(16 * 1024, 0x20);
+      const pump = () => {
+        while (!response.destroyed) {
+          streamed += chunk.length;
+          if (!response.write(chunk)) return void response.once('drain', pump);
+        }
+      };
+      response.on('close', () => response.destroy());
+      pump();
+    });
+    await new Promise<void>((resolve) => portal.listen(0, '127.0.0.1', resolve));
+    const base = `http://127.0.0.1:${(portal.address() as AddressInfo).port}`;
+    const { createTestDatabase } = await import('../../test/databases.js');
+    const database = await createTestDatabase('sqlite');
+    try {
+      const config = catalogConfig({ catalogMaxPageBytes: 64 * 1024 });
+      await expect(importCkan(database.handle.db, config, createTestIo(), `${base}/endless`, {})).rejects.toThrow(/sent more than that: a page may be at most 65536 bytes \(CATALOG_MAX_PAGE_BYTES\)/);
+      await expect(importCkan(database.handle.db, config, createTestIo(), `${base}/announced`, {})).rejects.toThrow(/announces 10485760 bytes/);
+      // Stopped near the limit, not at the end of the portal's patience.
+      expect(streamed).toBeLessThan(64 * 1024 * 1024);
+    } finally {
+      portal.closeAllConnections();
+      await new Promise((resolve) => portal.close(resolve));
+      await database.drop();
+    }
+  });
+});
