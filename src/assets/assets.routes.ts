@@ -2,14 +2,14 @@ import { Type } from '@sinclair/typebox';
 import { listAllocations } from '../allocations/allocations.repository.js';
 import { AllocationView } from '../allocations/allocations.schemas.js';
 import { AppError } from '../errors.js';
-import { listEvents } from '../events/events.repository.js';
+import { listAssetHistory } from '../events/events.repository.js';
 import { EventView } from '../events/events.schemas.js';
 import { actorOf, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { findAsset, listAssets } from './assets.repository.js';
 import { AssetId, AssetList, AssetQuery, AssetView, UpdateCkanBody } from './assets.schemas.js';
-import { importAssets, replicaDefaultFrom, toAssetView } from './assets.service.js';
+import { agreedChecksum, importAssets, replicaDefaultFrom, toAssetView } from './assets.service.js';
 import { updatePriorities } from './priority.service.js';
 
 const AssetDetail = Type.Composite([
@@ -17,7 +17,8 @@ const AssetDetail = Type.Composite([
   Type.Object({
     allocations: Type.Array(AllocationView, { description: 'The latest 100 allocations, newest first.' }),
     copies_detail: Type.Array(AllocationView, { description: 'Completed allocations: the copies kept by nodes.' }),
-    history: Type.Array(EventView, { description: 'The latest 100 events about this asset.' }),
+    history: Type.Array(EventView, { description: 'The latest 100 events of this asset\'s trail, newest first: about the asset and about its allocations.' }),
+    sha256_agreed: Type.Boolean({ description: 'Whether sha256 is the checksum verified copies agreed on (a quorum of at least two), the asset having none of its own.' }),
   }),
 ]);
 
@@ -90,9 +91,10 @@ export function registerAssetRoutes(app: App, ctx: AppContext, guards: Guards): 
       const [allocations, copies, history] = await Promise.all([
         listAllocations(ctx.db, { assetId: row.id, limit: 100 }),
         listAllocations(ctx.db, { assetId: row.id, state: 'completed', limit: 1000 }),
-        listEvents(ctx.db, { subjectType: 'asset', subjectId: row.id, limit: 100 }),
+        listAssetHistory(ctx.db, row.id, 100),
       ]);
-      return { ...toAssetView(row), allocations, copies_detail: copies, history };
+      const agreed = row.sha256 === null ? agreedChecksum(copies) : null;
+      return { ...toAssetView(row), sha256: row.sha256 ?? agreed, sha256_agreed: agreed !== null, allocations, copies_detail: copies, history };
     },
   );
 

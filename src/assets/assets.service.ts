@@ -55,6 +55,20 @@ export async function importAssets(
   return records.length;
 }
 
+/** Verified copies that must share a checksum before it stands for an asset that has none: the quorum's minimum. */
+export const AGREED_CHECKSUM_COPIES = 2;
+
+/**
+ * The checksum an asset's verified copies agree on, when at least `AGREED_CHECKSUM_COPIES` of them
+ * do; null otherwise. Verified copies share one checksum (the quorum verifies only its winner).
+ */
+export function agreedChecksum(copies: { verified: boolean; sha256: string | null }[]): string | null {
+  const counts = new Map<string, number>();
+  for (const copy of copies) if (copy.verified && copy.sha256) counts.set(copy.sha256.toLowerCase(), (counts.get(copy.sha256.toLowerCase()) ?? 0) + 1);
+  const [best] = [...counts].sort((a, b) => b[1] - a[1]);
+  return best && best[1] >= AGREED_CHECKSUM_COPIES ? best[0] : null;
+}
+
 export function toAssetView(row: AssetRow): AssetView {
   return {
     id: row.id,

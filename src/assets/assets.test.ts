@@ -61,7 +61,9 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
     const asset = await server.api.get('/assets/asset-1', node.token);
     expect(asset.body.allocations).toHaveLength(1);
     expect(asset.body.allocations[0]).toMatchObject({ node_name: 'viewer', state: 'active' });
-    expect(asset.body.history[0]).toMatchObject({ kind: 'asset.priority_changed', actor: 'user:admin', data: { from: 5, to: 7 } });
+    // The asset's trail, newest first: its allocation's grant, then its own priority change.
+    expect(asset.body.history.map((event: { kind: string }) => event.kind)).toEqual(['allocation.granted', 'asset.priority_changed']);
+    expect(asset.body.history[1]).toMatchObject({ kind: 'asset.priority_changed', actor: 'user:admin', data: { from: 5, to: 7 } });
     const missing = await server.api.get('/assets/nope', node.token);
     expect(missing.status).toBe(404);
     expect(missing.body.code).toBe('ASSET_NOT_FOUND');

@@ -1,5 +1,7 @@
-import type { Db } from '../db/database.js';
+import { sql } from 'kysely';
 import { toIso } from '../clock.js';
+import type { Db } from '../db/database.js';
+import type { EventRow } from './events.table.js';
 
 export interface NewEvent {
   actor: string;
@@ -56,8 +58,35 @@ export async function listEvents(db: Db, filter: EventFilter): Promise<EventView
   if (filter.subjectType) query = query.where('subject_type', '=', filter.subjectType);
   if (filter.subjectId) query = query.where('subject_id', '=', filter.subjectId);
   if (filter.before !== undefined) query = query.where('id', '<', filter.before);
-  const rows = await query.execute();
-  return rows.map((row) => ({
+  return (await query.execute()).map(toEventView);
+}
+
+/**
+ * An asset's whole trail, newest first: the events about the asset itself and those about any of
+ * its allocations (granted, completed, released, expired, reclaimed, failed), which name the
+ * allocation as their subject.
+ */
+export async function listAssetHistory(db: Db, assetId: string, limit: number): Promise<EventView[]> {
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('subject_type', '=', 'asset'), eb('subject_id', '=', assetId)]),
+        eb.and([
+          eb('subject_type', '=', 'allocation'),
+          eb('subject_id', 'in', eb.selectFrom('allocations').select(sql<string>`cast(id as text)`.as('id')).where('asset_id', '=', assetId)),
+        ]),
+      ]),
+    )
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.map(toEventView);
+}
+
+function toEventView(row: EventRow): EventView {
+  return {
     id: row.id,
     at: toIso(row.at),
     actor: row.actor,
@@ -65,5 +94,5 @@ export async function listEvents(db: Db, filter: EventFilter): Promise<EventView
     subject_type: row.subject_type,
     subject_id: row.subject_id,
     data: row.data === null ? null : (JSON.parse(row.data) as Record<string, unknown>),
-  }));
+  };
 }

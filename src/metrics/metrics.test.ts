@@ -71,15 +71,17 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
       dispatcher_allocations: 'gauge',
       dispatcher_nodes: 'gauge',
       dispatcher_assets_by_source: 'gauge',
+      dispatcher_rescued_copy_bytes: 'gauge',
+      dispatcher_rescued_distinct_bytes: 'gauge',
       dispatcher_database_connections: 'gauge',
       dispatcher_database_connections_max: 'gauge',
       // PostgreSQL's pool has idle connections and waiting queries; SQLite's one connection has neither.
       ...(dialect === 'postgres' ? { dispatcher_database_connections_idle: 'gauge', dispatcher_database_clients_waiting: 'gauge' } : {}),
     });
 
-    expect(byLabel(samples, 'dispatcher_assets', 'state')).toEqual({ pending: 4, rescued: 0, gone: 0, unreachable: 0 });
+    expect(byLabel(samples, 'dispatcher_assets', 'state')).toEqual({ pending: 4, rescued: 0, gone: 0, unreachable: 0, suspect: 0 });
     expect(byLabel(samples, 'dispatcher_allocations', 'state')).toEqual({ active: 1, completed: 0, released: 0, expired: 0, reclaimed: 0, failed: 0, superseded: 0 });
-    expect(byLabel(samples, 'dispatcher_nodes', 'status')).toEqual({ unknown: 0, alive: 1, suspect: 0, dead: 0, draining: 0 });
+    expect(byLabel(samples, 'dispatcher_nodes', 'status')).toEqual({ unknown: 0, alive: 1, suspect: 0, dead: 0, draining: 0, offline: 0 });
     expect(byLabel(samples, 'dispatcher_assets_by_source', 'source')).toEqual({ [portal]: 3, '(none)': 1 });
 
     const requests = (labels: Record<string, string>) => sampleValue(samples, 'dispatcher_http_request_duration_seconds_count', labels);

@@ -4,6 +4,7 @@ import { ASSET_STATES } from '../assets/assets.table.js';
 import type { Db, PoolUsage } from '../db/database.js';
 import type { LoopObserver } from '../lib/loop.js';
 import { NODE_STATUSES } from '../nodes/nodes.table.js';
+import { readCopyBytes, readDistinctBytes } from '../status/status.service.js';
 import { countAllocationsByState, countAssetsBySource, countAssetsByState, countNodesByStatus, type GroupCount } from './metrics.repository.js';
 
 /** One server's metrics: its own registry, so several servers in one process never share series. */
@@ -91,6 +92,21 @@ function registerCountGauges(registers: Registry[], db: Db): void {
     {},
     async () => capGroups(await countAssetsBySource(db)),
   );
+  // The two measures of /status: bytes_rescued and bytes_rescued_distinct.
+  queriedGauge(registers, 'dispatcher_rescued_copy_bytes', 'Bytes of every verified copy: an asset with three copies counts three times.', () => readCopyBytes(db));
+  queriedGauge(registers, 'dispatcher_rescued_distinct_bytes', 'Bytes of the assets with at least one verified copy, each counted once (its size).', () => readDistinctBytes(db));
+}
+
+/** A gauge without labels, read from the database at every scrape. */
+function queriedGauge(registers: Registry[], name: string, help: string, read: () => Promise<number>): void {
+  new Gauge({
+    name,
+    help,
+    registers,
+    async collect() {
+      this.set(await read());
+    },
+  });
 }
 
 /** A gauge with one label, refilled from a GROUP BY at every scrape; `known` keys read 0 when absent. */

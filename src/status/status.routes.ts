@@ -18,11 +18,12 @@ const Status = Type.Object({
   assets_by_state: Type.Record(Type.String(), Type.Integer()),
   nodes_by_status: Type.Record(Type.String(), Type.Integer()),
   nodes_alive: Type.Integer(),
-  bytes_rescued: Type.Integer(),
+  bytes_rescued: Type.Integer({ description: 'Bytes of every verified copy: an asset with three copies counts three times.' }),
+  bytes_rescued_distinct: Type.Integer({ description: 'Bytes of the assets with at least one verified copy, each counted once (its size).' }),
 });
 
 export function registerStatusRoutes(app: App, ctx: AppContext): void {
-  app.get('/', { schema: { tags: ['status'], summary: 'Greeting', response: { 200: Type.String() } } }, async () => 'Hello rescuer 👋');
+  app.get('/', { schema: { tags: ['status'], summary: 'Greeting', response: { 200: { description: 'A greeting', content: { 'text/plain': { schema: Type.String() } } } } } }, async () => 'Hello rescuer 👋');
 
   for (const url of ['/health', '/api/health']) {
     app.get(
@@ -51,6 +52,7 @@ export function registerStatusRoutes(app: App, ctx: AppContext): void {
       nodes_by_status: figures.nodesByStatus,
       nodes_alive: figures.nodesByStatus.alive ?? 0,
       bytes_rescued: figures.bytesRescued,
+      bytes_rescued_distinct: figures.bytesRescuedDistinct,
     };
   });
 }

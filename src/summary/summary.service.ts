@@ -3,6 +3,8 @@ import type { Db } from '../db/database.js';
 import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
 import { ASSET_STATES } from '../assets/assets.table.js';
 import { NODE_STATUSES } from '../nodes/nodes.table.js';
+import { readCopyBytes } from '../status/status.service.js';
+import { progressColumns, readProgressBy, toProgress, type Progress } from './progress.service.js';
 
 const DAY = 86_400_000;
 /** Days of completed copies in `rescued_by_day`, today included. */
@@ -13,6 +15,7 @@ export interface Summary {
   assetsByState: Record<string, number>;
   assetsByPriority: Record<string, number>;
   bytesRescued: number;
+  bytesRescuedDistinct: number;
   copiesVerified: number;
   copiesWanted: number;
   withoutCopy: number;
@@ -22,6 +25,9 @@ export interface Summary {
   activeAllocations: number;
   activeRentals: number;
   rescuedByDay: { day: string; bytes: number; copies: number }[];
+  overall: Progress;
+  byOrganization: Progress[];
+  byDataset: Progress[];
 }
 
 /** Every key present, zeros included, so a dashboard draws empty bars instead of missing ones. */
@@ -34,29 +40,25 @@ function countsOf(keys: readonly string[], rows: { key: string | number; count: 
 /** The dashboard's overview in a handful of aggregate queries (no row leaves the database). */
 export async function readSummary(db: Db, now: number): Promise<Summary> {
   const firstDay = Math.floor(now / DAY) - (RESCUE_HISTORY_DAYS - 1);
-  const [byState, byPriority, copies, nodes, active, rentals, rescued, byDay] = await Promise.all([
+  const [byState, byPriority, copies, nodes, active, rentals, copyBytes, byDay] = await Promise.all([
     db.selectFrom('assets').select(['state as key', sql<number>`count(*)`.as('count')]).groupBy('state').execute(),
     db.selectFrom('assets').select(['priority as key', sql<number>`count(*)`.as('count')]).groupBy('priority').execute(),
     db
       .selectFrom('assets')
       .select([
         sql<number>`coalesce(sum(copies), 0)`.as('verified'),
-        sql<number>`coalesce(sum(replicas_target), 0)`.as('wanted'),
-        // Gone assets can get no copy: they are counted by state, not here.
-        sql<number>`coalesce(sum(case when copies = 0 and state <> 'gone' then 1 else 0 end), 0)`.as('without_copy'),
+        // No copy of a gone asset can be made: it wants none.
+        sql<number>`coalesce(sum(case when state <> 'gone' then replicas_target else 0 end), 0)`.as('wanted'),
         sql<number>`coalesce(sum(case when copies > 0 and copies < replicas_target then 1 else 0 end), 0)`.as('under_replicated'),
         sql<number>`coalesce(sum(case when removed_from_source_at is not null and copies < replicas_target then 1 else 0 end), 0)`.as('removed'),
+        // assets, at target, at risk, without copy (gone ones left out), distinct bytes: as per group.
+        ...progressColumns,
       ])
       .executeTakeFirstOrThrow(),
     db.selectFrom('nodes').select(['status as key', sql<number>`count(*)`.as('count')]).groupBy('status').execute(),
     db.selectFrom('allocations').select(sql<number>`count(*)`.as('count')).where('state', '=', 'active').executeTakeFirstOrThrow(),
     db.selectFrom('rentals').select(sql<number>`count(*)`.as('count')).where('state', 'in', LIVE_RENTAL_STATES).executeTakeFirstOrThrow(),
-    db
-      .selectFrom('allocations')
-      .select(sql<number>`coalesce(sum(bytes), 0)`.as('bytes'))
-      .where('state', '=', 'completed')
-      .where('verified', '=', 1)
-      .executeTakeFirstOrThrow(),
+    readCopyBytes(db),
     // Integer division of two integers is whole days on both SQLite and PostgreSQL (bigint). A literal,
     // not a parameter: PostgreSQL matches the GROUP BY expression to the selected one textually.
     db
@@ -68,15 +70,18 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
       .groupBy(sql`ended_at / ${sql.lit(DAY)}`)
       .execute(),
   ]);
+  const overall = toProgress(copies, 'all');
+  const [byOrganization, byDataset] = await Promise.all([readProgressBy(db, 'organization', overall), readProgressBy(db, 'dataset', overall)]);
   const days = new Map(byDay.map((row) => [Number(row.day), row]));
   return {
     assetsTotal: byState.reduce((sum, row) => sum + Number(row.count), 0),
     assetsByState: countsOf(ASSET_STATES, byState),
     assetsByPriority: countsOf(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'], byPriority),
-    bytesRescued: Number(rescued.bytes),
+    bytesRescued: copyBytes,
+    bytesRescuedDistinct: overall.bytesRescuedDistinct,
     copiesVerified: Number(copies.verified),
     copiesWanted: Number(copies.wanted),
-    withoutCopy: Number(copies.without_copy),
+    withoutCopy: overall.withoutCopy,
     underReplicated: Number(copies.under_replicated),
     removedFromSource: Number(copies.removed),
     nodesByStatus: countsOf(NODE_STATUSES, nodes),
@@ -87,5 +92,8 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
       const row = days.get(day);
       return { day: new Date(day * DAY).toISOString().slice(0, 10), bytes: Number(row?.bytes ?? 0), copies: Number(row?.copies ?? 0) };
     }),
+    overall,
+    byOrganization,
+    byDataset,
   };
 }

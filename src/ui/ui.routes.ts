@@ -55,6 +55,11 @@ export function registerUiRoutes(app: App, files = loadUiFiles()): void {
       return reply.headers(HEADERS).type(file.type).send(file.body);
     });
   }
+  // Browsers ask for /favicon.ico on any page of the server (the API's too): the dashboard's icon, not a 404.
+  app.get('/favicon.ico', { schema: { hide: true } }, async (_request, reply) => {
+    const file = send('favicon.svg');
+    return reply.headers(HEADERS).type(file.type).send(file.body);
+  });
   app.get('/ui/:file', { schema: { hide: true, params: Type.Object({ file: Type.String({ maxLength: 100 }) }) } }, async (request, reply) => {
     const file = send(request.params.file);
     return reply.headers(HEADERS).type(file.type).send(file.body);

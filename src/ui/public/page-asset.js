@@ -1,5 +1,5 @@
 import { get, post } from './api.js';
-import { announce, badge, formatBytes, formatTime, h, replaceIfChanged, table } from './dom.js';
+import { announce, badge, formatBytes, formatEventData, formatTime, h, replaceIfChanged, table, timeOf } from './dom.js';
 
 export const title = 'Asset';
 
@@ -13,7 +13,7 @@ function facts(asset) {
     ['Copies / wanted', `${asset.copies} / ${asset.replicas_target}`],
     ['Active allocations', String(asset.active_allocations)],
     ['Size', formatBytes(asset.size_bytes)],
-    ['SHA-256', asset.sha256 ?? 'unknown'],
+    ['SHA-256', asset.sha256 ? h('span', {}, h('code', {}, asset.sha256), asset.sha256_agreed ? h('small', {}, ' agreed by its verified copies') : '') : 'unknown'],
     ['Dataset', asset.dataset ?? '—'],
     ['Organization', asset.organization ?? '—'],
     ['Source', asset.source ?? '—'],
@@ -55,19 +55,25 @@ export function mount(root, { arg, user }) {
       table(
         'Copies',
         ['Node', 'Verified', 'Bytes', 'SHA-256', 'Completed', 'Where'],
-        asset.copies_detail.map((copy) => [copy.node_name, copy.verified ? 'yes' : 'no', formatBytes(copy.bytes), h('code', {}, copy.sha256 ?? '—'), formatTime(copy.ended_at), copy.uri ?? '—']),
+        asset.copies_detail.map((copy) => [copy.node_name, copy.verified ? 'yes' : 'no', formatBytes(copy.bytes), h('code', {}, copy.sha256 ?? '—'), timeOf(copy.ended_at), copy.uri ?? '—']),
         'no copy yet.',
       ),
       table(
         'Allocations',
         ['#', 'Node', 'State', 'Created', 'Expires', 'Ended', 'Reason'],
-        asset.allocations.map((allocation) => [String(allocation.id), allocation.node_name, badge(allocation.state), formatTime(allocation.created_at), formatTime(allocation.expires_at), formatTime(allocation.ended_at), allocation.end_reason ?? '—']),
+        asset.allocations.map((allocation) => [String(allocation.id), allocation.node_name, badge(allocation.state), timeOf(allocation.created_at), formatTime(allocation.expires_at), timeOf(allocation.ended_at), allocation.end_reason ?? '—']),
         'none.',
       ),
       table(
         'History',
         ['When', 'What', 'Who', 'Details'],
-        asset.history.map((event) => [formatTime(event.at), event.kind, event.actor, event.data ? h('code', {}, JSON.stringify(event.data)) : '—']),
+        // The asset's whole trail: its own events and those of its allocations (#id as in Allocations).
+        asset.history.map((event) => [
+          timeOf(event.at),
+          h('span', {}, event.kind, event.subject_type === 'allocation' ? h('small', {}, ` #${event.subject_id}`) : ''),
+          event.actor,
+          event.data ? h('code', {}, formatEventData(event.data)) : '—',
+        ]),
         'no event yet.',
       ),
     ]);

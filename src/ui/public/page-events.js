@@ -1,15 +1,15 @@
 import { get, query } from './api.js';
-import { formatTime, h } from './dom.js';
+import { formatEventData, h, timeOf } from './dom.js';
 
 export const title = 'Events';
 export const adminOnly = true;
 
 function line(event) {
-  const data = event.data ? JSON.stringify(event.data) : '';
+  const data = formatEventData(event.data);
   return h(
     'li',
     { 'data-event': event.id },
-    h('time', { datetime: event.at }, formatTime(event.at)),
+    timeOf(event.at),
     ' ',
     h('strong', {}, event.kind),
     ` ${event.subject_type} ${event.subject_id} by ${event.actor}`,

@@ -1,5 +1,5 @@
 import { get } from './api.js';
-import { badge, formatNumber, formatTime, h, replaceIfChanged, table } from './dom.js';
+import { badge, formatNumber, h, replaceIfChanged, table, timeOf } from './dom.js';
 
 export const title = 'Imports';
 export const adminOnly = true;
@@ -23,9 +23,9 @@ function render(jobs) {
       `${formatNumber(job.assets_created)} / ${formatNumber(job.assets_updated)} / ${formatNumber(job.assets_unchanged)}`,
       formatNumber(job.removed_from_source),
       job.resources_per_second === null ? '—' : `${job.resources_per_second.toFixed(1)}/s`,
-      formatTime(job.started_at),
-      formatTime(job.finished_at),
-      job.last_error ?? '—',
+      timeOf(job.started_at, { seconds: false }),
+      timeOf(job.finished_at, { seconds: false }),
+      job.last_error ? h('span', { class: 'long-text' }, job.last_error) : '—',
     ]),
     'no import has run yet (POST /imports or the import command).',
   );

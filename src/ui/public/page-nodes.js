@@ -1,5 +1,5 @@
 import { get, post } from './api.js';
-import { announce, badge, formatBytes, formatNumber, formatTime, h, replaceIfChanged, table } from './dom.js';
+import { announce, badge, formatBytes, formatNumber, h, replaceIfChanged, table, timeOf } from './dom.js';
 
 export const title = 'Nodes';
 
@@ -37,7 +37,7 @@ function render(nodes, user, refresh) {
       h('span', { 'data-node': node.name }, node.name, node.hostname !== node.name ? h('small', {}, ` ${node.hostname}`) : ''),
       h('span', {}, badge(node.status), node.draining ? badge('draining') : '', node.quarantined ? badge('quarantined') : '', node.allocated ? badge('rented') : ''),
       formatBytes(node.free_bytes),
-      formatTime(node.last_heartbeat),
+      timeOf(node.last_heartbeat, { seconds: false }),
       node.download_rate_bps === null ? '—' : `${formatBytes(node.download_rate_bps)}/s`,
       formatNumber(node.active_allocations),
       formatNumber(node.strikes),

@@ -1,6 +1,6 @@
 import { get, post } from './api.js';
 import { timeline } from './charts.js';
-import { announce, badge, formatTime, h, replaceIfChanged, table } from './dom.js';
+import { announce, badge, formatTime, h, replaceIfChanged, table, timeOf } from './dom.js';
 
 export const title = 'Rentals & schedules';
 const LIVE = ['provisioning', 'active', 'migrating'];
@@ -50,8 +50,8 @@ function render(rentals, schedules, refresh) {
         `${rental.hostname ?? rental.node_id}${rental.ssh_port ? ` :${rental.ssh_port}` : ''}`,
         `${rental.client_user} (user ${rental.user_id})`,
         badge(rental.state),
-        formatTime(rental.leased_from),
-        formatTime(rental.leased_until),
+        timeOf(rental.leased_from, { seconds: false }),
+        timeOf(rental.leased_until, { seconds: false }),
         rental.ended_at ? `${formatTime(rental.ended_at)} (${rental.end_reason ?? ''})` : '—',
         // The API lists a user's own rentals only (an admin's: all), so whoever sees a live one may end it.
         LIVE.includes(rental.state) ? endButton(rental, refresh) : '',
