@@ -65,6 +65,8 @@ export function testConfig(database: TestDatabase, overrides: Partial<Config> = 
     adminPassword: ADMIN_PASSWORD,
     // Most fixtures put every asset on one host; the per-host cap has tests of its own.
     sourceHostMaxActive: 0,
+    // Suites send hundreds of schedule and rental calls in seconds; the per-user limit has tests of its own.
+    userRateLimitPerMinute: 1_000_000,
     ...database.options,
     ...overrides,
   });

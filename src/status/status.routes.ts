@@ -12,7 +12,7 @@ const Health = Type.Object({ status: Type.String() });
 const Status = Type.Object({
   ckan_datasets: Type.Integer({ description: 'Number of assets (the seeds counted CKAN resources).' }),
   active_allocations: Type.Integer(),
-  next_auto_update: Nullable(Type.String({ description: 'When the priority loop runs next (ISO 8601).' })),
+  next_auto_update: Type.String({ description: 'When the priority loop runs next (ISO 8601); before its first pass, now (it is due).' }),
   total_priority_score: Type.Integer(),
   system_health: Type.String({ description: '"healthy", or "degraded" when a background loop failed its last pass.' }),
   assets_by_state: Type.Record(Type.String(), Type.Integer()),
@@ -23,7 +23,10 @@ const Status = Type.Object({
 });
 
 export function registerStatusRoutes(app: App, ctx: AppContext): void {
-  app.get('/', { schema: { tags: ['status'], summary: 'Greeting', response: { 200: { description: 'A greeting', content: { 'text/plain': { schema: Type.String() } } } } } }, async () => 'Hello rescuer 👋');
+  // Seed 002 documents the greeting as the JSON string "Hello rescuer 👋".
+  app.get('/', { schema: { tags: ['status'], summary: 'Greeting', response: { 200: Type.String({ description: 'The JSON string "Hello rescuer 👋".' }) } } }, async (_request, reply) =>
+    reply.type('application/json; charset=utf-8').send(JSON.stringify('Hello rescuer 👋')),
+  );
 
   for (const url of ['/health', '/api/health']) {
     app.get(
@@ -45,7 +48,7 @@ export function registerStatusRoutes(app: App, ctx: AppContext): void {
     return {
       ckan_datasets: figures.assets,
       active_allocations: figures.activeAllocations,
-      next_auto_update: toIso(nextRun),
+      next_auto_update: toIso(nextRun ?? ctx.clock.now()) as string,
       total_priority_score: figures.totalPriority,
       system_health: failing.length === 0 ? 'healthy' : 'degraded',
       assets_by_state: figures.assetsByState,
