@@ -102,6 +102,8 @@ const cases: BadRequest[] = [
   { method: 'GET', path: '/assets', who: 'none', status: 401 },
   { method: 'GET', path: '/assets/ghost', who: 'admin', status: 404 },
   { method: 'GET', path: '/allocations?cursor=abc', who: 'admin', status: 422 },
+  { method: 'GET', path: '/assets?cursor=garbage', who: 'admin', status: 422 },
+  { method: 'GET', path: '/assets?cursor=YXNzZXQ6', who: 'admin', status: 422 },
   { method: 'GET', path: '/allocations?state=bogus', who: 'admin', status: 422 },
   { method: 'GET', path: '/allocations?node=ghost-node', who: 'admin', status: 404 },
   { method: 'GET', path: '/allocations?node=bad-input-node', who: 'other-node', status: 403 },

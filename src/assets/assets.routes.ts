@@ -1,4 +1,5 @@
 import { Type } from '@sinclair/typebox';
+import { decodeAssetCursor, encodeAssetCursor } from './asset-cursor.js';
 import { listAllocations } from '../allocations/allocations.repository.js';
 import { AllocationView } from '../allocations/allocations.schemas.js';
 import { AppError } from '../errors.js';
@@ -66,10 +67,11 @@ export function registerAssetRoutes(app: App, ctx: AppContext, guards: Guards): 
         maxPriority: query.max_priority,
         organization: query.organization,
         text: query.q,
-        after: query.cursor,
+        after: query.cursor === undefined ? undefined : decodeAssetCursor(query.cursor),
         limit: query.limit,
       });
-      return { items: rows.map(toAssetView), next_cursor: rows.length === query.limit ? (rows[rows.length - 1]?.id ?? null) : null };
+      const last = rows[rows.length - 1];
+      return { items: rows.map(toAssetView), next_cursor: rows.length === query.limit && last ? encodeAssetCursor(last.id) : null };
     },
   );
 

@@ -75,7 +75,7 @@ export const AssetQuery = Type.Object(
     max_priority: Type.Optional(Priority),
     organization: Type.Optional(Type.String({ maxLength: 1024 })),
     q: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Text searched in id, name, url and dataset.' })),
-    cursor: Type.Optional(Type.String({ maxLength: 512, description: 'next_cursor of the previous page.' })),
+    cursor: Type.Optional(Type.String({ maxLength: 1400, pattern: '^[A-Za-z0-9_-]+$', description: 'next_cursor of the previous page.' })),
     limit: Limit(100, 1000),
   },
   { additionalProperties: false },
