@@ -57,7 +57,7 @@ program
 
 const agentCommand = program
   .command('agent')
-  .description('Run a rescue node: register, take work, download, verify, keep copies. Each flag also reads the variable named after it.')
+  .description('Run a rescue node: register, take work, download, verify, keep copies. Each flag also reads the environment variable shown in brackets.')
   .action(async (flags: AgentFlags) => {
     const { agent } = await import('./agent/main.js');
     await agent(flags);
