@@ -12,6 +12,18 @@ function positive(value: string): number {
   return parsed;
 }
 
+function positiveInteger(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1 || parsed > 1_000_000) throw new InvalidArgumentError('must be an integer from 1 to 1000000');
+  return parsed;
+}
+
+function id(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed) || parsed < 1) throw new InvalidArgumentError('must be a positive integer id');
+  return parsed;
+}
+
 function rows(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 1 || parsed > 1000) throw new InvalidArgumentError('must be an integer from 1 to 1000 (portals cap pages at 1000)');
@@ -99,17 +111,46 @@ user
     console.log(`User ${username}${options.admin ? ' (admin)' : ''}: ${outcome}.`);
   });
 
+user
+  .command('revoke-tokens <username>')
+  .description('Refuse every token issued to the user so far (on every instance within seconds); they log in again.')
+  .action(async (username: string) => {
+    const { loadConfigOrExit } = await loadServer();
+    const { runUserRevokeTokens } = await import('./users/credentials.cli.js');
+    console.log(await runUserRevokeTokens(loadConfigOrExit(), username));
+  });
+
 const token = program.command('token').description('Manage node enrollment tokens.');
 token
   .command('create')
   .description('Create an enrollment token that lets new nodes register; it is printed once.')
-  .option('--expires-in-hours <hours>', 'expire after this many hours (default: never)', positive)
+  .option('--expires-in-hours <hours>', 'expire after this many hours (default: ENROLLMENT_TOKEN_TTL_HOURS, 168)', positive)
+  .option('--max-uses <n>', 'register at most this many nodes (default: unlimited)', positiveInteger)
   .option('--note <text>', 'a note kept with the token (who it was given to)')
-  .action(async (options: { expiresInHours?: number; note?: string }) => {
-    const { createToken, loadConfigOrExit } = await loadServer();
-    const created = await createToken(loadConfigOrExit(), options);
+  .action(async (options: { expiresInHours?: number; maxUses?: number; note?: string }) => {
+    const { loadConfigOrExit } = await loadServer();
+    const { runTokenCreate } = await import('./users/credentials.cli.js');
+    const created = await runTokenCreate(loadConfigOrExit(), options);
     console.log(created.token);
     if (created.expiresAt !== null) console.error(`Expires at ${new Date(created.expiresAt).toISOString()}.`);
+    if (created.maxUses !== null) console.error(`Registers at most ${created.maxUses} node(s).`);
+  });
+token
+  .command('list')
+  .description('List enrollment tokens, newest first: id, state, uses, times and note (never the token).')
+  .action(async () => {
+    const { loadConfigOrExit } = await loadServer();
+    const { runTokenList } = await import('./users/credentials.cli.js');
+    console.log(await runTokenList(loadConfigOrExit()));
+  });
+token
+  .command('revoke')
+  .description('Revoke an enrollment token at once; the nodes it registered keep their own tokens.')
+  .argument('<id>', 'the token\'s id (dispatcher token list)', id)
+  .action(async (tokenId: number) => {
+    const { loadConfigOrExit } = await loadServer();
+    const { runTokenRevoke } = await import('./users/credentials.cli.js');
+    console.log(await runTokenRevoke(loadConfigOrExit(), tokenId));
   });
 
 const importCommand = program.command('import').description('Load assets from catalog sources.');

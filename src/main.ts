@@ -15,7 +15,6 @@ import { describeValidationErrors } from './http/validation.js';
 import { createLoop, type Loop } from './lib/loop.js';
 import { defineLoops } from './loops.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
-import { createEnrollmentToken } from './nodes/nodes.service.js';
 import { createJwtIssuer } from './users/jwt.js';
 import { loadProvisioningKey } from './workers/ssh.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
@@ -147,14 +146,6 @@ export async function addUser(config: Config, input: { username: string; passwor
     if (input.admin) return ensureAdmin(db, { username: input.username, password: input.password, actor: 'cli', now });
     await signUp(db, { username: input.username, password: input.password, actor: 'cli', now });
     return 'created';
-  });
-}
-
-export async function createToken(config: Config, input: { expiresInHours?: number; note?: string }): Promise<{ token: string; expiresAt: number | null }> {
-  return withDatabase(config, async ({ db }) => {
-    const now = systemClock.now();
-    const expiresAt = input.expiresInHours === undefined ? null : now + Math.round(input.expiresInHours * 3_600_000);
-    return createEnrollmentToken(db, { createdBy: null, actor: 'cli', note: input.note ?? null, expiresAt, now });
   });
 }
 

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import { AppError } from '../errors.js';
-import { authenticate, bearerToken, isAdmin } from '../http/auth.js';
+import { authenticate, authFailureBudgetOf, bearerToken, isAdmin, underFailureBudget } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import { constantTimeEqual } from '../lib/secrets.js';
@@ -51,7 +51,8 @@ async function authorizeScrape(ctx: AppContext, request: FastifyRequest): Promis
   if (expected === undefined) return;
   const token = bearerToken(request);
   if (constantTimeEqual(token, expected)) return;
-  const principal = await authenticate(ctx, token);
+  // A wrong token counts against the address's budget, as on every other route.
+  const principal = await underFailureBudget(authFailureBudgetOf(ctx), request.ip, ctx.clock.now(), () => authenticate(ctx, token));
   if (!isAdmin(principal)) throw new AppError('FORBIDDEN', 'GET /metrics needs METRICS_TOKEN or an admin token.');
 }
 

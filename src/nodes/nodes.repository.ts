@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import type { NodeRow } from './nodes.table.js';
+import type { EnrollmentTokenRow, NodeRow } from './nodes.table.js';
 
 export async function findNodeByName(db: Db, name: string): Promise<NodeRow | undefined> {
   return db.selectFrom('nodes').selectAll().where('name', '=', name).executeTakeFirst();
@@ -72,16 +72,65 @@ export async function updateNodeAddress(
     .execute();
 }
 
-/** Counts a use of an enrollment token if it exists and has not expired. */
-export async function useEnrollmentToken(db: Db, tokenHash: string, now: number): Promise<boolean> {
-  const used = await db
+export async function insertEnrollmentToken(
+  db: Db,
+  token: { tokenHash: string; note: string | null; createdBy: number | null; now: number; expiresAt: number | null; maxUses: number | null },
+): Promise<EnrollmentTokenRow> {
+  return db
+    .insertInto('enrollment_tokens')
+    .values({
+      token_hash: token.tokenHash,
+      note: token.note,
+      created_by: token.createdBy,
+      created_at: token.now,
+      expires_at: token.expiresAt,
+      uses: 0,
+      max_uses: token.maxUses,
+      revoked_at: null,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function findEnrollmentTokenByHash(db: Db, tokenHash: string): Promise<EnrollmentTokenRow | undefined> {
+  return db.selectFrom('enrollment_tokens').selectAll().where('token_hash', '=', tokenHash).executeTakeFirst();
+}
+
+export async function findEnrollmentTokenById(db: Db, id: number): Promise<EnrollmentTokenRow | undefined> {
+  return db.selectFrom('enrollment_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/**
+ * Counts a node registered with the token, if it is still live: not revoked, not expired, not used
+ * up. One conditional statement, so concurrent registrations never exceed `max_uses`.
+ */
+export async function claimEnrollmentTokenUse(db: Db, id: number, now: number): Promise<boolean> {
+  const claimed = await db
     .updateTable('enrollment_tokens')
     .set((eb) => ({ uses: eb('uses', '+', 1) }))
-    .where('token_hash', '=', tokenHash)
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null)
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .where((eb) => eb.or([eb('max_uses', 'is', null), eb('uses', '<', eb.ref('max_uses'))]))
     .returning('id')
     .executeTakeFirst();
-  return used !== undefined;
+  return claimed !== undefined;
+}
+
+/** Revokes the token; undefined when there is no such token or it was already revoked. */
+export async function markEnrollmentTokenRevoked(db: Db, id: number, now: number): Promise<EnrollmentTokenRow | undefined> {
+  return db.updateTable('enrollment_tokens').set({ revoked_at: now }).where('id', '=', id).where('revoked_at', 'is', null).returningAll().executeTakeFirst();
+}
+
+/** Enrollment tokens, newest first, before the id `before` when given. */
+export async function listEnrollmentTokens(db: Db, page: { before?: number; limit: number }): Promise<EnrollmentTokenRow[]> {
+  return db
+    .selectFrom('enrollment_tokens')
+    .selectAll()
+    .$if(page.before !== undefined, (q) => q.where('id', '<', page.before as number))
+    .orderBy('id', 'desc')
+    .limit(page.limit)
+    .execute();
 }
 
 /** Every node (or one), with its count of active allocations. */

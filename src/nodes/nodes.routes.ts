@@ -1,19 +1,23 @@
 import { Type } from '@sinclair/typebox';
 import { toIso } from '../clock.js';
 import { AppError } from '../errors.js';
-import { actorOf, authenticate, bearerToken, principalOf, type Guards } from '../http/auth.js';
+import { actorOf, authenticate, bearerToken, principalOf, underFailureBudget, type CredentialCaches, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
-import { bearerSecurity, errorResponses, Hours, Nullable, perAddressRateLimit } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, Hours, Limit, Nullable, perAddressRateLimit } from '../http/schemas.js';
 import { tokenKind } from '../lib/secrets.js';
 import { quarantineForHostKey } from '../rentals/rentals.service.js';
 import { canonicalHostKey, HostKeyMismatchError } from '../workers/ssh.js';
 import type { WorkerIdentity } from './nodes.repository.js';
 import {
-  acceptEnrollmentToken,
   ALREADY_REGISTERED_MESSAGE,
+  checkEnrollmentToken,
   createEnrollmentToken,
+  enrollmentTokenExpiry,
+  listEnrollmentTokens,
   REGISTERED_MESSAGE,
   registerNode,
+  revokeEnrollmentToken,
+  type EnrollmentToken,
   type RegistrationCredential,
 } from './nodes.service.js';
 
@@ -50,11 +54,43 @@ const RegisterResponse = Type.Object({
 
 const EnrollmentBody = Type.Object(
   {
-    expires_in_hours: Type.Optional(Hours(87_600, 'Default: never expires.')),
+    expires_in_hours: Type.Optional(Hours(87_600, 'Default: ENROLLMENT_TOKEN_TTL_HOURS (168 unless configured).')),
+    max_uses: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'How many nodes it may register. Default: unlimited.' })),
     note: Type.Optional(Type.String({ maxLength: 200 })),
   },
   { additionalProperties: false },
 );
+
+const EnrollmentTokenView = Type.Object({
+  id: Type.Integer(),
+  note: Nullable(Type.String()),
+  created_at: Type.String(),
+  expires_at: Nullable(Type.String()),
+  uses: Type.Integer({ description: 'Nodes registered with it.' }),
+  max_uses: Nullable(Type.Integer()),
+  revoked_at: Nullable(Type.String()),
+  state: Type.Union([Type.Literal('active'), Type.Literal('revoked'), Type.Literal('expired'), Type.Literal('used_up')]),
+});
+
+const EnrollmentTokenQuery = Type.Object(
+  { cursor: Type.Optional(Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1, description: 'next_cursor of the previous page.' })), limit: Limit(100, 1000) },
+  { additionalProperties: false },
+);
+
+const EnrollmentTokenIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
+
+function enrollmentTokenView(token: EnrollmentToken) {
+  return {
+    id: token.id,
+    note: token.note,
+    created_at: toIso(token.createdAt),
+    expires_at: toIso(token.expiresAt),
+    uses: token.uses,
+    max_uses: token.maxUses,
+    revoked_at: toIso(token.revokedAt),
+    state: token.state,
+  };
+}
 
 export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): void {
   app.post(
@@ -66,7 +102,10 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
         summary: 'Create an enrollment token that lets new nodes register (admin)',
         security: bearerSecurity,
         body: EnrollmentBody,
-        response: { 200: Type.Object({ token: Type.String(), id: Type.Integer(), expires_at: Nullable(Type.String()) }), ...errorResponses },
+        response: {
+          200: Type.Object({ token: Type.String(), id: Type.Integer(), expires_at: Nullable(Type.String()), max_uses: Nullable(Type.Integer()) }),
+          ...errorResponses,
+        },
       },
     },
     async (request) => {
@@ -77,10 +116,48 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
         createdBy: principal.kind === 'user' ? principal.userId : null,
         actor: actorOf(principal),
         note: body.note ?? null,
-        expiresAt: body.expires_in_hours === undefined ? null : now + Math.round(body.expires_in_hours * 3_600_000),
+        expiresAt: enrollmentTokenExpiry(now, body.expires_in_hours, ctx.config.enrollmentTokenTtlMs),
+        maxUses: body.max_uses ?? null,
         now,
       });
-      return { token: created.token, id: created.id, expires_at: toIso(created.expiresAt) };
+      return { token: created.token, id: created.id, expires_at: toIso(created.expiresAt), max_uses: created.maxUses };
+    },
+  );
+
+  app.get(
+    '/api/enrollment-tokens',
+    {
+      onRequest: guards.admin,
+      schema: {
+        tags: ['nodes'],
+        summary: 'Enrollment tokens, newest first, with their uses and state; never the tokens themselves (admin)',
+        security: bearerSecurity,
+        querystring: EnrollmentTokenQuery,
+        response: { 200: Type.Object({ items: Type.Array(EnrollmentTokenView), next_cursor: Nullable(Type.Integer()) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const { cursor, limit } = request.query;
+      const tokens = await listEnrollmentTokens(ctx.db, { before: cursor, limit }, ctx.clock.now());
+      return { items: tokens.map(enrollmentTokenView), next_cursor: tokens.length === limit ? (tokens[tokens.length - 1]?.id ?? null) : null };
+    },
+  );
+
+  app.delete(
+    '/api/enrollment-tokens/:id',
+    {
+      onRequest: guards.admin,
+      schema: {
+        tags: ['nodes'],
+        summary: 'Revoke an enrollment token: it registers no node any more; the nodes it registered keep their own tokens (admin)',
+        security: bearerSecurity,
+        params: EnrollmentTokenIdParam,
+        response: { 200: EnrollmentTokenView, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      return enrollmentTokenView(await revokeEnrollmentToken(ctx.db, { id: request.params.id, actor: actorOf(principal), now: ctx.clock.now() }));
     },
   );
 
@@ -88,7 +165,9 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
     '/api/workers/register',
     {
       onRequest: async (request) => {
-        request.credential = await resolveRegistrationCredential(ctx, bearerToken(request));
+        request.credential = await underFailureBudget(guards.failures, request.ip, ctx.clock.now(), () =>
+          resolveRegistrationCredential(ctx, bearerToken(request), guards),
+        );
       },
       config: perAddressRateLimit(ctx.config.loginRateLimitPerMinute),
       schema: {
@@ -111,7 +190,7 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
         throw error;
       });
       // An admin's re-registration rotated the token: the old one must stop working here at once.
-      if (!result.created) guards.nodeTokens.forgetNode(result.node.id);
+      if (!result.created) guards.nodeTokens.forgetWhere((node) => node.id === result.node.id);
       return {
         message: result.created ? REGISTERED_MESSAGE : ALREADY_REGISTERED_MESSAGE,
         node_id: result.node.id,
@@ -139,16 +218,14 @@ declare module 'fastify' {
   }
 }
 
-async function resolveRegistrationCredential(ctx: AppContext, token: string): Promise<RegistrationCredential> {
+async function resolveRegistrationCredential(ctx: AppContext, token: string, caches: CredentialCaches): Promise<RegistrationCredential> {
   const kind = tokenKind(token);
   const looksLikeJwt = kind === 'jwt' && token.split('.').length === 3;
   if (kind !== 'node' && !looksLikeJwt) {
-    if (!(await acceptEnrollmentToken(ctx.db, token, ctx.config.nodeEnrollmentToken, ctx.clock.now()))) {
-      throw new AppError('UNAUTHENTICATED', 'Unknown or expired enrollment token.');
-    }
-    return { kind: 'enrollment', actor: 'enrollment' };
+    const { tokenId } = await checkEnrollmentToken(ctx.db, token, ctx.config.nodeEnrollmentToken, ctx.clock.now());
+    return { kind: 'enrollment', tokenId, actor: 'enrollment' };
   }
-  const principal = await authenticate(ctx, token);
+  const principal = await authenticate(ctx, token, caches);
   if (principal.kind === 'node') return { kind: 'node', nodeId: principal.nodeId, token, actor: actorOf(principal) };
   if (principal.role !== 'admin') throw new AppError('FORBIDDEN', 'Registering a node needs an enrollment token, the node\'s own token, or an admin token.');
   return { kind: 'admin', actor: actorOf(principal) };

@@ -1,13 +1,29 @@
+import { toIso } from '../clock.js';
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
 import { constantTimeEqual, generateToken, hashToken } from '../lib/secrets.js';
-import { findNodeById, findNodeByName, insertNode, updateNodeAddress, useEnrollmentToken, type WorkerIdentity } from './nodes.repository.js';
-import type { NodeRow } from './nodes.table.js';
+import {
+  claimEnrollmentTokenUse,
+  findEnrollmentTokenByHash,
+  findEnrollmentTokenById,
+  findNodeById,
+  findNodeByName,
+  insertEnrollmentToken,
+  insertNode,
+  listEnrollmentTokens as listEnrollmentTokenRows,
+  markEnrollmentTokenRevoked,
+  updateNodeAddress,
+  type WorkerIdentity,
+} from './nodes.repository.js';
+import type { EnrollmentTokenRow, NodeRow } from './nodes.table.js';
 
-/** Who is registering: a holder of an enrollment token, a node with its own token, or an admin. */
+/**
+ * Who is registering: a holder of an enrollment token (`tokenId` null for NODE_ENROLLMENT_TOKEN),
+ * a node with its own token, or an admin.
+ */
 export type RegistrationCredential =
-  | { kind: 'enrollment'; actor: string }
+  | { kind: 'enrollment'; tokenId: number | null; actor: string }
   | { kind: 'node'; nodeId: number; token: string; actor: string }
   | { kind: 'admin'; actor: string };
 
@@ -35,7 +51,8 @@ export const ALREADY_REGISTERED_MESSAGE = 'Worker déjà enregistré';
 /**
  * Registers a node or refreshes an existing one. A node token can only refresh its own node; an
  * enrollment token can only create new names (taking over an existing node needs its token or an
- * admin); an admin may do both, and re-registering rotates the node's token.
+ * admin); an admin may do both, and re-registering rotates the node's token. A node created with
+ * an enrollment token counts as one of its uses; registering the same machine again does not.
  */
 export async function registerNode(db: Db, input: Registration, credential: RegistrationCredential, now: number): Promise<RegistrationResult> {
   const address = { hostname: input.hostname, ip: input.ip, sshPort: input.sshPort, tags: input.tags, worker: input.worker };
@@ -76,6 +93,8 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       return { created: false, node: (await findNodeById(trx, existing.id)) as NodeRow, nodeToken };
     }
     if (typeof input.nodeId === 'number') throw new AppError('NODE_NOT_FOUND', `No node has id ${input.nodeId}.`);
+    const enrollmentTokenId = credential.kind === 'enrollment' ? credential.tokenId : null;
+    if (enrollmentTokenId !== null) await claimEnrollmentUse(trx, enrollmentTokenId, now);
     const nodeToken = generateToken('node');
     const node = await insertNode(trx, {
       name: input.nodeId ?? input.hostname,
@@ -86,7 +105,8 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       worker: input.worker,
     });
     if (!node) throw new AppError('NODE_NAME_TAKEN', `A node named "${input.nodeId ?? input.hostname}" was registered at the same moment.`);
-    await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.created', subjectType: 'node', subjectId: node.id, data: { name: node.name, ...address } }]);
+    const data = { name: node.name, ...address, ...(enrollmentTokenId === null ? {} : { enrollment_token_id: enrollmentTokenId }) };
+    await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.created', subjectType: 'node', subjectId: node.id, data }]);
     return { created: true, node, nodeToken };
   });
 }
@@ -109,25 +129,110 @@ export async function findOrCreateNode(db: Db, name: string, actor: string, now:
   return created;
 }
 
+export type EnrollmentTokenState = 'active' | 'revoked' | 'expired' | 'used_up';
+
+/** Whether a token may register a node: the rule `claimEnrollmentTokenUse` applies in one statement. */
+export function enrollmentTokenState(token: Pick<EnrollmentTokenRow, 'revoked_at' | 'expires_at' | 'uses' | 'max_uses'>, now: number): EnrollmentTokenState {
+  if (token.revoked_at !== null) return 'revoked';
+  if (token.expires_at !== null && token.expires_at <= now) return 'expired';
+  if (token.max_uses !== null && token.uses >= token.max_uses) return 'used_up';
+  return 'active';
+}
+
+/** An enrollment token as listed: never the token itself (only its hash is stored anyway). */
+export interface EnrollmentToken {
+  id: number;
+  note: string | null;
+  createdAt: number;
+  expiresAt: number | null;
+  uses: number;
+  maxUses: number | null;
+  revokedAt: number | null;
+  state: EnrollmentTokenState;
+}
+
+function toEnrollmentToken(row: EnrollmentTokenRow, now: number): EnrollmentToken {
+  return {
+    id: row.id,
+    note: row.note,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    uses: row.uses,
+    maxUses: row.max_uses,
+    revokedAt: row.revoked_at,
+    state: enrollmentTokenState(row, now),
+  };
+}
+
+/** When a token created now expires: after `expiresInHours`, else after ENROLLMENT_TOKEN_TTL_HOURS. */
+export function enrollmentTokenExpiry(now: number, expiresInHours: number | undefined, defaultTtlMs: number): number {
+  return now + (expiresInHours === undefined ? defaultTtlMs : Math.round(expiresInHours * 3_600_000));
+}
+
 export async function createEnrollmentToken(
   db: Db,
-  input: { createdBy: number | null; actor: string; note: string | null; expiresAt: number | null; now: number },
-): Promise<{ id: number; token: string; expiresAt: number | null }> {
+  input: { createdBy: number | null; actor: string; note: string | null; expiresAt: number | null; maxUses?: number | null; now: number },
+): Promise<{ id: number; token: string; expiresAt: number | null; maxUses: number | null }> {
   const token = generateToken('enrollment');
-  const row = await db
-    .insertInto('enrollment_tokens')
-    .values({ token_hash: hashToken(token), note: input.note, created_by: input.createdBy, created_at: input.now, expires_at: input.expiresAt, uses: 0 })
-    .returning('id')
-    .executeTakeFirstOrThrow();
+  const maxUses = input.maxUses ?? null;
+  const row = await insertEnrollmentToken(db, { tokenHash: hashToken(token), note: input.note, createdBy: input.createdBy, now: input.now, expiresAt: input.expiresAt, maxUses });
   await appendEvents(db, input.now, [
-    { actor: input.actor, kind: 'enrollment_token.issued', subjectType: 'enrollment_token', subjectId: row.id, data: { note: input.note, expires_at: input.expiresAt } },
+    {
+      actor: input.actor,
+      kind: 'enrollment_token.issued',
+      subjectType: 'enrollment_token',
+      subjectId: row.id,
+      data: { note: input.note, expires_at: input.expiresAt, max_uses: maxUses },
+    },
   ]);
-  return { id: row.id, token, expiresAt: input.expiresAt };
+  return { id: row.id, token, expiresAt: row.expires_at, maxUses };
 }
 
-/** Whether `token` is NODE_ENROLLMENT_TOKEN or a live token issued by an admin. */
-export async function acceptEnrollmentToken(db: Db, token: string, configured: string | undefined, now: number): Promise<boolean> {
-  if (configured !== undefined && constantTimeEqual(token, configured)) return true;
-  return useEnrollmentToken(db, hashToken(token), now);
+export async function listEnrollmentTokens(db: Db, page: { before?: number; limit: number }, now: number): Promise<EnrollmentToken[]> {
+  return (await listEnrollmentTokenRows(db, page)).map((row) => toEnrollmentToken(row, now));
 }
 
+/** Revokes a token at once on every instance (nothing caches enrollment tokens); revoking it again changes nothing. */
+export async function revokeEnrollmentToken(db: Db, input: { id: number; actor: string; now: number }): Promise<EnrollmentToken> {
+  return db.transaction().execute(async (trx) => {
+    const revoked = await markEnrollmentTokenRevoked(trx, input.id, input.now);
+    const row = revoked ?? (await findEnrollmentTokenById(trx, input.id));
+    if (!row) throw new AppError('ENROLLMENT_TOKEN_NOT_FOUND', `No enrollment token has id ${input.id}.`);
+    if (revoked) {
+      await appendEvents(trx, input.now, [{ actor: input.actor, kind: 'enrollment_token.revoked', subjectType: 'enrollment_token', subjectId: row.id, data: { note: row.note } }]);
+    }
+    return toEnrollmentToken(row, input.now);
+  });
+}
+
+/**
+ * The enrollment credential `token` is, if any: NODE_ENROLLMENT_TOKEN, or a token issued by an
+ * admin that is neither revoked nor expired. A used-up token still passes here: the machines it
+ * registered may register again (seed 003's agent does at every boot), but it creates no node.
+ */
+export async function checkEnrollmentToken(db: Db, token: string, configured: string | undefined, now: number): Promise<{ tokenId: number | null }> {
+  if (configured !== undefined && constantTimeEqual(token, configured)) return { tokenId: null };
+  const row = await findEnrollmentTokenByHash(db, hashToken(token));
+  if (!row) throw new AppError('UNAUTHENTICATED', 'Unknown enrollment token.');
+  const state = enrollmentTokenState(row, now);
+  if (state === 'revoked' || state === 'expired') throw refusalOf(row, state);
+  return { tokenId: row.id };
+}
+
+async function claimEnrollmentUse(db: Db, tokenId: number, now: number): Promise<void> {
+  if (await claimEnrollmentTokenUse(db, tokenId, now)) return;
+  const row = await findEnrollmentTokenById(db, tokenId);
+  if (!row) throw new AppError('UNAUTHENTICATED', 'Unknown enrollment token.');
+  throw refusalOf(row, enrollmentTokenState(row, now));
+}
+
+function refusalOf(row: EnrollmentTokenRow, state: EnrollmentTokenState): AppError {
+  const ask = 'ask an admin for a new one.';
+  const detail =
+    state === 'revoked'
+      ? `This enrollment token was revoked at ${toIso(row.revoked_at)}; ${ask}`
+      : state === 'expired'
+        ? `This enrollment token expired at ${toIso(row.expires_at)}; ${ask}`
+        : `This enrollment token is used up: it has registered its ${row.max_uses} node(s) (max_uses); ${ask}`;
+  return new AppError('UNAUTHENTICATED', detail);
+}

@@ -47,7 +47,13 @@ export interface EnrollmentTokensTable {
   created_by: number | null;
   created_at: number;
   expires_at: number | null;
+  /** Nodes registered with it. */
   uses: number;
+  /** Null: unlimited (migration 0012). */
+  max_uses: number | null;
+  revoked_at: number | null;
 }
+
+export type EnrollmentTokenRow = Selectable<EnrollmentTokensTable>;
 
 export type NodeRow = Selectable<NodesTable>;

@@ -137,11 +137,12 @@ describe.each(dialects)('accounts and credentials on %s', (dialect) => {
     expect((await server.api.post('/api/workers/register', { hostname: 'late' }, enrollment.body.token)).status).toBe(401);
   });
 
-  it('creates an enrollment token from a bare POST with no body', async () => {
+  it('creates an enrollment token from a bare POST with no body, expiring after ENROLLMENT_TOKEN_TTL_HOURS', async () => {
     const response = await server.api.request('POST', '/api/enrollment-tokens', { token: server.adminToken });
     expect(response.status).toBe(200);
     expect(response.body.token).toMatch(/^de_/);
-    expect(response.body.expires_at).toBeNull();
+    expect(response.body.expires_at).toBe(new Date(server.clock.now() + server.config.enrollmentTokenTtlMs).toISOString());
+    expect(response.body.max_uses).toBeNull();
   });
 
   it('refuses unauthenticated or badly authenticated registration and changes nothing', async () => {
@@ -158,6 +159,8 @@ describe.each(dialects)('accounts and credentials on %s', (dialect) => {
     const response = await server.api.post('/api/workers/register', { hostname: 'envnode' }, token);
     expect(response.status).toBe(200);
     expect(response.body.message).toBe('Worker enregistré avec succès');
+    // It has no use count: it registers as many nodes as it is given to.
+    expect((await server.api.post('/api/workers/register', { hostname: 'envnode-2' }, token)).status).toBe(200);
   });
 
   it('keeps tokens valid across a restart (secret kept in the database) and closes sign-up on demand', async () => {

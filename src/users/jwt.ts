@@ -7,16 +7,26 @@ import type { Role } from './users.table.js';
 
 export interface UserClaims {
   userId: number;
+  /** Username and role are for display (the dashboard reads them); the database decides the role. */
   username: string;
   role: Role;
+  tokenVersion: number;
+}
+
+/** What a verified token says: whose it is and which of their token versions it was issued under. */
+export interface VerifiedToken {
+  userId: number;
+  tokenVersion: number;
 }
 
 export interface JwtIssuer {
   issue(claims: UserClaims, now: number): Promise<string>;
-  verify(token: string, now: number): Promise<UserClaims>;
+  verify(token: string, now: number): Promise<VerifiedToken>;
 }
 
 const ISSUER = 'dispatcher';
+// A token without an expiry would never die, and one without its version could not be revoked.
+const REQUIRED_CLAIMS = ['sub', 'iat', 'exp', 'ver'];
 
 /**
  * HS256 tokens. The key is JWT_SECRET when set; otherwise one generated on first start and kept in
@@ -28,7 +38,7 @@ export async function createJwtIssuer(db: Db, options: { secret: string | undefi
   return {
     async issue(claims, now) {
       const issuedAt = Math.floor(now / 1000);
-      return new SignJWT({ username: claims.username, role: claims.role })
+      return new SignJWT({ username: claims.username, role: claims.role, ver: claims.tokenVersion })
         .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
         .setSubject(String(claims.userId))
         .setIssuer(ISSUER)
@@ -41,16 +51,17 @@ export async function createJwtIssuer(db: Db, options: { secret: string | undefi
         const { payload } = await jwtVerify(token, key, {
           algorithms: ['HS256'],
           issuer: ISSUER,
+          requiredClaims: REQUIRED_CLAIMS,
           currentDate: new Date(now),
         });
-        const role = payload.role;
-        if ((role !== 'admin' && role !== 'user') || typeof payload.username !== 'string' || !payload.sub) {
+        if (!/^[1-9][0-9]{0,15}$/.test(payload.sub ?? '') || !Number.isSafeInteger(payload.ver)) {
           throw new AppError('UNAUTHENTICATED', 'The token does not carry a user.');
         }
-        return { userId: Number(payload.sub), username: payload.username, role };
+        return { userId: Number(payload.sub), tokenVersion: payload.ver as number };
       } catch (error) {
         if (error instanceof AppError) throw error;
         if (error instanceof joseErrors.JWTExpired) throw new AppError('TOKEN_EXPIRED', 'The token has expired; log in again.');
+        if (error instanceof joseErrors.JWTClaimValidationFailed) throw new AppError('UNAUTHENTICATED', `The token is not valid: ${error.message}; log in again.`);
         throw new AppError('UNAUTHENTICATED', 'The token is not valid.');
       }
     },

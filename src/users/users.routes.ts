@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { AppError } from '../errors.js';
+import { authFailureBudgetOf, underFailureBudget } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { errorResponses, perAddressRateLimit } from '../http/schemas.js';
 import { logIn, signUp } from './users.service.js';
@@ -51,6 +52,10 @@ function registerAccountRoutes(app: App, ctx: AppContext, signupUrl: string, log
       },
       config: perAddressRateLimit(ctx.config.loginRateLimitPerMinute),
     },
-    async (request) => ({ token: await logIn(ctx.db, ctx.jwt, { ...request.body, now: ctx.clock.now() }) }),
+    // A wrong password counts against the address's failed-authentication budget, as a bad token does.
+    async (request) => {
+      const now = ctx.clock.now();
+      return { token: await underFailureBudget(authFailureBudgetOf(ctx), request.ip, now, () => logIn(ctx.db, ctx.jwt, { ...request.body, now })) };
+    },
   );
 }

@@ -3,7 +3,7 @@ import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
 import { DUMMY_PASSWORD_HASH, hashPassword, verifyPassword } from '../lib/secrets.js';
 import type { JwtIssuer } from './jwt.js';
-import { findUserByUsername, insertUser, updateUserPassword } from './users.repository.js';
+import { bumpTokenVersion, findUserByUsername, insertUser, updateUserPassword } from './users.repository.js';
 import type { Role } from './users.table.js';
 
 export async function signUp(
@@ -27,12 +27,13 @@ export async function logIn(db: Db, jwt: JwtIssuer, input: { username: string; p
   // Hash even for unknown users so the response time does not reveal which usernames exist.
   const valid = await verifyPassword(input.password, user?.password_hash ?? DUMMY_PASSWORD_HASH);
   if (!user || !valid) throw new AppError('INVALID_CREDENTIALS', 'Wrong username or password.');
-  return jwt.issue({ userId: user.id, username: user.username, role: user.role }, input.now);
+  return jwt.issue({ userId: user.id, username: user.username, role: user.role, tokenVersion: user.token_version }, input.now);
 }
 
 /**
  * Makes sure `username` exists as an admin with this password: creates it, or resets the password
  * and role of an existing account (DISPATCHER_ADMIN_PASSWORD and `dispatcher user add --admin`).
+ * A reset revokes the account's tokens.
  */
 export async function ensureAdmin(
   db: Db,
@@ -56,4 +57,16 @@ export async function ensureAdmin(
     { actor: input.actor, kind: 'user.admin_reset', subjectType: 'user', subjectId: user.id, data: { username: user.username } },
   ]);
   return 'updated';
+}
+
+/**
+ * `dispatcher user revoke-tokens`: every token issued to the user so far is refused, on every
+ * instance within the few seconds its user cache keeps an entry (`http/auth.ts`).
+ */
+export async function revokeUserTokens(db: Db, input: { username: string; actor: string; now: number }): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const id = await bumpTokenVersion(trx, input.username);
+    if (id === undefined) throw new AppError('USER_NOT_FOUND', `No user is named "${input.username}".`);
+    await appendEvents(trx, input.now, [{ actor: input.actor, kind: 'user.tokens_revoked', subjectType: 'user', subjectId: id, data: { username: input.username } }]);
+  });
 }

@@ -8,6 +8,8 @@ export interface UsersTable {
   password_hash: string;
   role: Role;
   created_at: number;
+  /** Carried in every JWT as `ver`; bumping it refuses every token issued before (migration 0012). */
+  token_version: Generated<number>;
 }
 
 export interface SettingsTable {

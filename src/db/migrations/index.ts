@@ -11,6 +11,7 @@ import * as nodeReservations from './0008-node-reservations.js';
 import * as oneNodeIndex from './0009-one-node-index.js';
 import * as agentSafety from './0010-agent-safety.js';
 import * as scheduleWindows from './0011-schedule-windows.js';
+import * as authHardening from './0012-auth-hardening.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -29,4 +30,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0009-one-node-index': oneNodeIndex,
   '0010-agent-safety': agentSafety,
   '0011-schedule-windows': scheduleWindows,
+  '0012-auth-hardening': authHardening,
 };
