@@ -5,6 +5,7 @@ import { AppError } from '../errors.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Hours, Nullable } from '../http/schemas.js';
+import { userRateLimit } from './user-rate-limit.js';
 import { extendRental, findOwnRental, releaseRental, rentWorkers, resetLeasing, type Renter } from './rentals.service.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 
@@ -57,10 +58,12 @@ export function renterOf(request: FastifyRequest): Renter {
 }
 
 export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards): void {
+  // USER_RATE_LIMIT_PER_MINUTE, one budget per user across these routes and the schedule routes.
+  const rateLimitUser = userRateLimit(app, ctx.config.userRateLimitPerMinute);
   app.post(
     '/api/rent',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'Rent whole workers for a time, with SSH access (all of `count` or none)',
@@ -92,7 +95,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
   app.post(
     '/api/release/:id',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'End a rental now (its renter or an admin); the worker is cleaned up before it is rented again',
@@ -110,7 +113,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
   app.post(
     '/api/extend/:id',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'Move a rental\'s end later (its renter or an admin), up to RENT_MAX_HOURS in all',
@@ -129,7 +132,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
   app.get(
     '/api/rentals',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'Rentals, newest first (users: their own; admins: all)',
@@ -155,7 +158,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
   app.get(
     '/api/rentals/:id',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'One rental, with where it moved and when',
@@ -173,7 +176,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
   app.get(
     '/api/provisioning-key',
     {
-      onRequest: guards.any,
+      onRequest: [guards.any, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'The control plane\'s SSH public key, for a worker\'s provisioning account',
@@ -187,7 +190,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
   app.post(
     '/api/reset',
     {
-      onRequest: guards.admin,
+      onRequest: [guards.admin, rateLimitUser],
       schema: {
         tags: ['rentals'],
         summary: 'End every rental (workers are cleaned up) and remove every worker registration (admin)',

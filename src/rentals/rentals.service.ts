@@ -7,6 +7,7 @@ import type { AppContext } from '../http/context.js';
 import { queueTasks, type NewTask } from '../tasks/outbox.js';
 import { HostKeyMismatchError, runWorkerCommand, type WorkerTarget } from '../workers/ssh.js';
 import { reservedWorkers } from '../schedules/reservations.js';
+import { checkUserQuotas } from './quotas.service.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 import { countFreeWorkers, findWorker, pickFreeWorkers, quarantineWorker, targetOf, type WorkerRow } from './workers.repository.js';
 
@@ -40,6 +41,8 @@ export interface DeprovisionPayload {
 const ACCOUNT_ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 // No look-alikes (0/O, 1/l/I): the password is typed by people.
 const PASSWORD_ALPHABET = 'ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789';
+
+const hoursOf = (ms: number) => Math.round((ms / 3_600_000) * 1000) / 1000;
 
 function randomString(alphabet: string, length: number): string {
   return Array.from({ length }, () => alphabet[crypto.randomInt(alphabet.length)]).join('');
@@ -82,7 +85,8 @@ export function provisionTask(rental: Pick<RentalRow, 'id' | 'account' | 'passwo
  * `POST /api/rent`: reserves `count` free workers in one transaction (all or none), then
  * provisions every one of them at once, outside the transaction. Only when all are provisioned
  * do the rentals become active and the credentials go back; if any fails, the whole batch fails
- * and whatever was provisioned is cleaned up through the outbox.
+ * and whatever was provisioned is cleaned up through the outbox. The renter's quotas are checked
+ * in the same transaction (checkUserQuotas), for a reserve schedule's window too.
  */
 export async function rentWorkers(
   ctx: AppContext,
@@ -105,6 +109,11 @@ export async function rentWorkers(
 
   const reserved = await retryOnUniqueViolation(ctx, () =>
     ctx.db.transaction().execute(async (trx) => {
+      // A reserve schedule's window is checked again as it opens: its rentals are what the user holds.
+      const subject = input.scheduleId === undefined
+        ? `Renting ${input.count} worker${input.count === 1 ? '' : 's'} for ${hoursOf(input.durationMs)} hours`
+        : `Schedule ${input.scheduleId}'s window of ${input.count} worker${input.count === 1 ? '' : 's'}`;
+      await checkUserQuotas(trx, ctx.dialect, config, { owner: renter, added: [{ from: now, until: now + input.durationMs, workers: input.count }], subject }, now);
       const reserved = input.scheduleId === undefined ? await reservedWorkers(trx, now, now + input.durationMs) : 0;
       const picked = await pickFreeWorkers(trx, ctx.dialect, input.count + reserved);
       const workers = picked.slice(0, input.count);
@@ -311,7 +320,8 @@ export async function releaseRental(ctx: AppContext, renter: Renter, rentalId: n
 
 /**
  * `POST /api/extend/{id}`: moves the end time later. A rental lasts at most RENT_MAX_HOURS in all;
- * a longer extension is refused with the longest one still possible.
+ * a longer extension is refused with the longest one still possible. The added time counts
+ * against the owner's quotas like a new rental.
  */
 export async function extendRental(ctx: AppContext, renter: Renter, rentalId: number, additionalMs: number): Promise<RentalRow> {
   const rental = await findOwnRental(ctx.db, renter, rentalId);
@@ -329,6 +339,17 @@ export async function extendRental(ctx: AppContext, renter: Renter, rentalId: nu
     );
   }
   return ctx.db.transaction().execute(async (trx) => {
+    await checkUserQuotas(
+      trx,
+      ctx.dialect,
+      ctx.config,
+      {
+        owner: { userId: rental.user_id, admin: renter.admin },
+        added: [{ from: rental.leased_until, until: rental.leased_until + additionalMs, workers: 1 }],
+        subject: `Extending rental ${rental.id} by ${hoursOf(additionalMs)} hours`,
+      },
+      now,
+    );
     const updated = await trx
       .updateTable('rentals')
       .set({ leased_until: rental.leased_until + additionalMs })

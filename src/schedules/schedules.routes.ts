@@ -4,6 +4,7 @@ import type { Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { renterOf } from '../rentals/rentals.routes.js';
+import { userRateLimit } from '../rentals/user-rate-limit.js';
 import { actionOf, createSchedule, deleteSchedule, findOwnSchedule, updateSchedule, type ScheduleInput } from './schedules.service.js';
 import type { ScheduleRow } from './schedules.table.js';
 
@@ -61,10 +62,12 @@ const ScheduleView = Type.Object({
 });
 
 export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards): void {
+  // USER_RATE_LIMIT_PER_MINUTE, one budget per user across these routes and the rental routes.
+  const rateLimitUser = userRateLimit(app, ctx.config.userRateLimitPerMinute);
   app.get(
     '/schedules',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
         summary: 'Schedules (users: their own; admins: all), in seed 004\'s shape plus recurrence, action and windows',
@@ -88,7 +91,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
   app.post(
     '/schedules',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
         summary: 'Create a schedule: a time window, optionally recurring, optionally reserving workers or opening a node',
@@ -114,7 +117,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
   app.get(
     '/schedules/:id',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
         summary: 'One schedule, with its next windows and the rentals it made',
@@ -148,7 +151,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
   app.patch(
     '/schedules/:id',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
         summary: 'Change a schedule\'s name, times, recurrence, active flag or status (cancelled / scheduled)',
@@ -164,7 +167,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
   app.delete(
     '/schedules/:id',
     {
-      onRequest: guards.user,
+      onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
         summary: 'Delete a schedule; a running window\'s effect ends first',

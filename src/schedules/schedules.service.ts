@@ -7,7 +7,8 @@ import { findNodeByName } from '../nodes/nodes.repository.js';
 import { checkPasswordStrength, endRentals, generatePassword, inTransaction, rentWorkers, type Renter } from '../rentals/rentals.service.js';
 import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
 import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.table.js';
-import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, upcomingWindows, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
+import { checkReservation, checkReserveSpan, checkScheduleCount, PLANNED_STATUSES } from './reserve-checks.js';
+import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type Window } from './windows.js';
 
 
 /** What a client sends; times are ISO 8601 text (UTC when without an offset). */
@@ -25,7 +26,6 @@ export interface ScheduleInput {
 
 /** A transition counts as late when it fires this long after its boundary (the loop runs every 15 s). */
 export const LATE_AFTER_MS = 60_000;
-const CAPACITY_WINDOWS = 50;
 
 
 
@@ -107,9 +107,13 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
   }
   const window = windowAt(specOf(timed), now);
   if (!window && status === 'scheduled') status = 'completed';
-  if (action?.kind === 'reserve' && active && status === 'scheduled') await checkCapacity(ctx.db, specOf(timed), action.count, undefined, now);
+  if (action?.kind === 'reserve') checkReserveSpan(ctx.config, owner, timed.start_time, timed.end_time);
 
   const row = await inTransaction(ctx.db, async (trx) => {
+    await checkScheduleCount(trx, ctx.dialect, ctx.config, owner);
+    if (action?.kind === 'reserve' && active && status === 'scheduled') {
+      await checkReservation(trx, ctx, { owner, spec: specOf(timed), count: action.count, runningStart: null, capacity: true }, now);
+    }
     const inserted = await trx
       .insertInto('schedules')
       .values({
@@ -138,48 +142,6 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
   return { row, password };
 }
 
-/**
- * Refuses a reservation that the workers cannot cover in one of its next windows: registered
- * workers, minus what other reservations and running rentals hold during that window.
- */
-async function checkCapacity(db: Db, spec: WindowSpec, count: number, excludeId: number | undefined, now: number): Promise<void> {
-  const windows = upcomingWindows(spec, now, CAPACITY_WINDOWS);
-  if (windows.length === 0) return;
-  const { registered } = await db
-    .selectFrom('nodes')
-    .select((eb) => eb.fn.countAll<number>().as('registered'))
-    .where('ssh_host_key', 'is not', null)
-    .where('quarantined_at', 'is', null)
-    .executeTakeFirstOrThrow();
-  const others = await db
-    .selectFrom('schedules')
-    .selectAll()
-    .where('reserve_count', 'is not', null)
-    .where('active', '=', 1)
-    .where('status', 'in', ['scheduled', 'running'])
-    .$if(excludeId !== undefined, (q) => q.where('id', '<>', excludeId as number))
-    .execute();
-  const otherWindows = others.map((other) => ({ count: other.reserve_count as number, windows: upcomingWindows(specOf(other), now, CAPACITY_WINDOWS) }));
-  const rentals = await db.selectFrom('rentals').select(['leased_until', 'schedule_id']).where('state', 'in', LIVE_RENTAL_STATES).execute();
-  for (const window of windows) {
-    const reserved = otherWindows.reduce((sum, other) => sum + (other.windows.some((candidate) => overlaps(candidate, window)) ? other.count : 0), 0);
-    // Rentals of a running reservation are counted with that reservation.
-    const rented = rentals.filter((rental) => rental.schedule_id === null && rental.leased_until > window.start).length;
-    const available = Number(registered) - reserved - rented;
-    if (available < count) {
-      throw new AppError(
-        'RESERVATION_CONFLICT',
-        `From ${new Date(window.start).toISOString()} to ${new Date(window.end).toISOString()}, ${count} worker${count === 1 ? '' : 's'} would be reserved but only ${Math.max(0, available)} are available (${registered} registered, ${reserved} reserved by other schedules, ${rented} rented): ${count - Math.max(0, available)} short.`,
-        { window_start: new Date(window.start).toISOString(), window_end: new Date(window.end).toISOString(), short: count - Math.max(0, available) },
-      );
-    }
-  }
-}
-
-function overlaps(a: Window, b: Window): boolean {
-  return a.start < b.end && b.start < a.end;
-}
-
 export async function findOwnSchedule(db: Db, owner: Renter, id: number): Promise<ScheduleRow> {
   const row = await db.selectFrom('schedules').selectAll().where('id', '=', id).executeTakeFirst();
   if (!row || (!owner.admin && row.owner_id !== owner.userId)) throw new AppError('SCHEDULE_NOT_FOUND', `No schedule ${id} of yours.`);
@@ -206,9 +168,16 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
   const cancelled = requested === 'cancelled' || (row.status === 'cancelled' && requested !== 'scheduled');
   const status: ScheduleStatus = cancelled ? 'cancelled' : stillOpen ? 'running' : window ? 'scheduled' : 'completed';
   const action = actionOf(row);
-  if (action?.kind === 'reserve' && active && status === 'scheduled') await checkCapacity(ctx.db, specOf(timed), action.count, row.id, now);
-  if (row.status === 'running' && !stillOpen) await endEffect(ctx, row, requested === 'cancelled' ? 'schedule cancelled' : 'schedule changed', now);
+  // The quotas are the owner's, whoever changes the schedule (an admin changing it is exempt).
+  const quotaOwner = { userId: row.owner_id, admin: owner.admin };
+  if (action?.kind === 'reserve' && (input.start_time !== undefined || input.end_time !== undefined)) checkReserveSpan(ctx.config, quotaOwner, timed.start_time, timed.end_time);
   return inTransaction(ctx.db, async (trx) => {
+    if (isPlanned(status) && !isPlanned(row.status)) await checkScheduleCount(trx, ctx.dialect, ctx.config, quotaOwner, row.id);
+    if (action?.kind === 'reserve' && active && isPlanned(status)) {
+      const runningStart = status === 'running' ? row.window_start : null;
+      await checkReservation(trx, ctx, { owner: quotaOwner, spec: specOf(timed), count: action.count, scheduleId: row.id, runningStart, capacity: status === 'scheduled' }, now);
+    }
+    if (row.status === 'running' && !stillOpen) await endEffect(ctx, trx, row, requested === 'cancelled' ? 'schedule cancelled' : 'schedule changed', now);
     const updated = await trx
       .updateTable('schedules')
       .set({
@@ -235,7 +204,7 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
 export async function deleteSchedule(ctx: AppContext, owner: Renter, id: number): Promise<void> {
   const row = await findOwnSchedule(ctx.db, owner, id);
   const now = ctx.clock.now();
-  if (row.status === 'running') await endEffect(ctx, row, 'schedule deleted', now);
+  if (row.status === 'running') await endEffect(ctx, ctx.db, row, 'schedule deleted', now);
   await inTransaction(ctx.db, async (trx) => {
     await trx.deleteFrom('schedules').where('id', '=', row.id).execute();
     const events = [{ actor: owner.actor, kind: 'schedule.deleted', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } }];
@@ -327,7 +296,7 @@ async function endWindow(ctx: AppContext, row: ScheduleRow, now: number): Promis
     late_ms: lateMs,
     late: lateMs > LATE_AFTER_MS,
   });
-  if (ended) await endEffect(ctx, row, 'schedule window ended', now);
+  if (ended) await endEffect(ctx, ctx.db, row, 'schedule window ended', now);
   return ended;
 }
 
@@ -386,10 +355,14 @@ async function startEffect(ctx: AppContext, row: ScheduleRow, now: number): Prom
   }
 }
 
-async function endEffect(ctx: AppContext, row: ScheduleRow, reason: string, now: number): Promise<void> {
+async function endEffect(ctx: AppContext, db: Db, row: ScheduleRow, reason: string, now: number): Promise<void> {
   if (actionOf(row)?.kind !== 'reserve') return;
-  const live = await ctx.db.selectFrom('rentals').select('id').where('schedule_id', '=', row.id).where('state', 'in', LIVE_RENTAL_STATES).execute();
-  await endRentals(ctx.db, { ids: live.map((rental) => rental.id) }, { reason, actor: `schedule:${row.id}` }, ctx.config.taskMaxAttempts, now);
+  const live = await db.selectFrom('rentals').select('id').where('schedule_id', '=', row.id).where('state', 'in', LIVE_RENTAL_STATES).execute();
+  await endRentals(db, { ids: live.map((rental) => rental.id) }, { reason, actor: `schedule:${row.id}` }, ctx.config.taskMaxAttempts, now);
+}
+
+function isPlanned(status: ScheduleStatus): boolean {
+  return (PLANNED_STATUSES as readonly ScheduleStatus[]).includes(status);
 }
 
 /**

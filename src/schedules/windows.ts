@@ -70,42 +70,57 @@ export function checkRecurs(cron: Cron, from: number, field: string, expression:
 /** How many upcoming windows are kept with each schedule (`next_windows`), written whenever its window moves. */
 export const SHOWN_WINDOWS = 5;
 
-const MAX_WINDOW_SEARCH = 1000;
+/** A spec with its cron expressions parsed once, for walking many windows. */
+interface Walker {
+  spec: WindowSpec;
+  opens: Cron;
+  closes: Cron;
+}
+
+function walkerOf(spec: WindowSpec & { recurrence: Recurrence }): Walker {
+  const { cronStart, cronStop, timezone } = spec.recurrence;
+  return { spec, opens: parseCron(cronStart, timezone, 'cron_start'), closes: parseCron(cronStop, timezone, 'cron_stop') };
+}
 
 /** The window containing `at`, or else the first one starting after it; undefined when none is left. */
 export function windowAt(spec: WindowSpec, at: number): Window | undefined {
   if (at >= spec.endTime) return undefined;
   if (!spec.recurrence) return { start: spec.startTime, end: spec.endTime };
-  const { cronStart, cronStop, timezone } = spec.recurrence;
-  const opens = parseCron(cronStart, timezone, 'cron_start');
-  const closes = parseCron(cronStop, timezone, 'cron_stop');
-  const closeAfter = (start: number) => Math.min(closes.nextRun(new Date(start))?.getTime() ?? spec.endTime, spec.endTime);
+  return recurringWindowAt(walkerOf({ ...spec, recurrence: spec.recurrence }), at);
+}
+
+function closeAfter({ spec, closes }: Walker, start: number): number {
+  return Math.min(closes.nextRun(new Date(start))?.getTime() ?? spec.endTime, spec.endTime);
+}
+
+function recurringWindowAt(walker: Walker, at: number): Window | undefined {
+  const { spec, opens } = walker;
+  if (at >= spec.endTime) return undefined;
   // A window that opened before `at` may still be open.
   const previous = opens.previousRuns(1, new Date(at + 1))[0]?.getTime();
   if (previous !== undefined && previous >= spec.startTime) {
-    const end = closeAfter(previous);
+    const end = closeAfter(walker, previous);
     if (end > at) return { start: previous, end };
   }
-  let from = new Date(Math.max(at, spec.startTime - 1));
-  for (let step = 0; step < MAX_WINDOW_SEARCH; step += 1) {
-    const start = opens.nextRun(from)?.getTime();
-    if (start === undefined || start >= spec.endTime) return undefined;
-    const end = closeAfter(start);
-    if (end > start) return { start, end };
-    from = new Date(start);
-  }
-  return undefined;
+  return windowOpeningAfter(walker, Math.max(at, spec.startTime - 1));
 }
 
-/** Up to `count` windows from `at` on (the current one first, if any). */
+/** The first window opening strictly after `from`. */
+function windowOpeningAfter(walker: Walker, from: number): Window | undefined {
+  const start = walker.opens.nextRun(new Date(from))?.getTime();
+  if (start === undefined || start >= walker.spec.endTime) return undefined;
+  return { start, end: closeAfter(walker, start) };
+}
+
+/** Up to `count` windows from `at` on (the current one first, if any); the crons are parsed once. */
 export function upcomingWindows(spec: WindowSpec, at: number, count: number): Window[] {
+  if (at >= spec.endTime || count < 1) return [];
+  if (!spec.recurrence) return [{ start: spec.startTime, end: spec.endTime }];
+  const walker = walkerOf({ ...spec, recurrence: spec.recurrence });
   const windows: Window[] = [];
-  let cursor = at;
-  while (windows.length < count) {
-    const next = windowAt(spec, cursor);
-    if (!next) break;
+  // After a window, the next one opens at its end or later: no window can still be open there.
+  for (let next = recurringWindowAt(walker, at); next && windows.length < count; next = windowOpeningAfter(walker, next.end - 1)) {
     windows.push(next);
-    cursor = next.end;
   }
   return windows;
 }
