@@ -89,6 +89,19 @@ program
   });
 
 program
+  .command('worker-setup')
+  .description(
+    'On a worker, as root: install the account helper /usr/local/sbin/dispatcher-account and the sudoers rule that lets the provisioning account run it and nothing else; with --provisioning-key, also write that account\'s authorized_keys (root-owned, the key forced to `dispatcher worker-exec`).',
+  )
+  .option('--user <name>', 'the provisioning account the control plane logs in as', 'dispatcher')
+  .option('--provisioning-key <key>', 'the control plane\'s SSH public key (GET /api/provisioning-key)')
+  .option('--print', 'print the files instead of writing them')
+  .action(async (options: { user: string; provisioningKey?: string; print?: boolean }) => {
+    const { workerSetup } = await import('./workers/worker-install.js');
+    process.exitCode = await workerSetup({ provisioningUser: options.user, provisioningKey: options.provisioningKey, print: options.print === true });
+  });
+
+program
   .command('migrate')
   .description('Bring the database schema up to date and exit (serve also does this at start).')
   .action(async () => {

@@ -52,7 +52,7 @@ export const agentSettings = [
   { flag: 'contact', env: 'AGENT_CONTACT', help: 'a URL or mailto: address for source operators, sent in the User-Agent (default: API_ENDPOINT)' },
   { flag: 'hostKeyFile', env: 'WORKER_HOST_KEY_FILE', help: 'worker: this machine\'s SSH host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub (makes it rentable; needs MY_HOST_PORT)' },
   { flag: 'workerUser', env: 'WORKER_SSH_USER', help: 'worker: the provisioning account the agent runs as (default dispatcher)' },
-  { flag: 'authorizedKeys', env: 'WORKER_AUTHORIZED_KEYS', help: 'worker: that account\'s authorized_keys file (default ~/.ssh/authorized_keys)' },
+  { flag: 'authorizedKeys', env: 'WORKER_AUTHORIZED_KEYS', help: 'worker: the provisioning account\'s authorized_keys file, written by dispatcher worker-setup (default ~/.ssh/authorized_keys)' },
 ] as const;
 
 export type AgentFlags = Partial<Record<(typeof agentSettings)[number]['flag'], string>>;

@@ -85,6 +85,17 @@ describe('worker setup by the agent', () => {
     expect(() => workerExecCommand('/usr/bin/node', '/opt/my "quoted" dir/cli.js')).toThrow(/unusual characters/);
   });
 
+  it('leaves a file that already authorizes the key as it is (the root-owned one worker-setup writes)', async () => {
+    const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'worker-'));
+    const file = path.join(directory, 'authorized_keys');
+    const key = generateKeyPair('test').public;
+    const command = workerExecCommand('/usr/bin/node', '/opt/dispatcher/dist/cli.js');
+    await authorizeProvisioningKey(file, key, command);
+    const before = await fs.stat(file);
+    await authorizeProvisioningKey(file, `${key} dispatcher-provisioning`, command);
+    expect((await fs.stat(file)).ino).toBe(before.ino);
+  });
+
   it('reads the host key the worker reports', async () => {
     const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'worker-'));
     const pair = generateKeyPair('root@worker');

@@ -5,8 +5,8 @@ import { promisify } from 'node:util';
  * The only commands the control plane ever sends a worker, as one line over SSH. Both ends
  * validate every argument against the same patterns: the control plane before sending, the
  * worker (`dispatcher worker-exec`, the forced command of the provisioning key) before acting.
- * The line is split on spaces, never handed to a shell, and the worker runs fixed programs with
- * argument arrays.
+ * The line is split on spaces, never handed to a shell; the worker hands the parts, as arguments,
+ * to the root-owned helper (account-helper.ts), which checks them once more with these patterns.
  */
 export type WorkerCommand =
   | { verb: 'provision'; account: string; passwordHash: string }
@@ -62,41 +62,28 @@ export async function executeWorkerCommand(line: string, accounts: WorkerAccount
 
 const run = promisify(execFile);
 
+/** Where `dispatcher worker-setup` installs the root-owned helper (account-helper.ts); the sudoers rule names this file alone. */
+export const ACCOUNT_HELPER_PATH = '/usr/local/sbin/dispatcher-account';
+
 /**
- * The real thing, on a Linux worker: shadow-utils run with argument arrays, through `sudo -n`
- * unless already root (the README gives the sudoers line limited to these programs).
+ * The real thing, on a Linux worker: the root-owned helper `dispatcher-account`, which checks the
+ * arguments again and alone runs the account tools, through `sudo -n` unless already root (the
+ * sudoers rule allows that one file, nothing else).
  */
-export function systemAccounts(options: { sudo: boolean }): WorkerAccounts {
-  const exec = async (program: string, args: string[], okExitCodes: number[] = [0]) => {
-    const [file, argv] = options.sudo ? ['sudo', ['-n', program, ...args]] : [program, args];
+export function systemAccounts(options: { sudo: boolean; helper?: string }): WorkerAccounts {
+  const helper = options.helper ?? ACCOUNT_HELPER_PATH;
+  const exec = async (args: string[]) => {
+    const [file, argv] = options.sudo ? ['sudo', ['-n', helper, ...args]] : [helper, args];
     try {
-      await run(file, argv, { timeout: 60_000 });
+      await run(file, argv, { timeout: 120_000 });
     } catch (error) {
-      const code = (error as { code?: unknown }).code;
-      if (typeof code === 'number' && okExitCodes.includes(code)) return;
-      throw new WorkerCommandError(`${program} failed: ${((error as { stderr?: string }).stderr ?? (error as Error).message).trim()}`);
-    }
-  };
-  const exists = async (account: string) => {
-    try {
-      await run('id', ['-u', account]);
-      return true;
-    } catch {
-      return false;
+      const detail = ((error as { stderr?: string }).stderr ?? '').trim() || (error as Error).message;
+      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT' ? ` (is it installed? run \`dispatcher worker-setup\` as root)` : '';
+      throw new WorkerCommandError(`${helper} ${args[0]} failed${missing}: ${detail}`);
     }
   };
   return {
-    async provision(account, passwordHash) {
-      if (await exists(account)) await exec('/usr/sbin/usermod', ['--password', passwordHash, '--unlock', account]);
-      else await exec('/usr/sbin/useradd', ['--create-home', '--shell', '/bin/bash', '--password', passwordHash, account]);
-    },
-    async deprovision(account) {
-      if (!(await exists(account))) return;
-      // Lock first so nothing logs in between; pkill exits 1 when there was nothing to kill.
-      await exec('/usr/sbin/usermod', ['--lock', '--expiredate', '1', account]);
-      await exec('/usr/bin/pkill', ['-KILL', '-u', account], [0, 1]);
-      // userdel exits 12 when only the home could not be removed, 6 when the account is already gone.
-      await exec('/usr/sbin/userdel', ['--remove', account], [0, 6, 12]);
-    },
+    provision: (account, passwordHash) => exec(['provision', account, passwordHash]),
+    deprovision: (account) => exec(['deprovision', account]),
   };
 }
