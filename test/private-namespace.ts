@@ -33,8 +33,12 @@ export const PRIVATE_DIRECTORIES = ['/etc/sudoers.d', '/usr/local/sbin', '/home'
 const MARKER = '/etc/dispatcher-test-namespace';
 
 // Runs as the namespace's PID 1: set -e, so a mount that fails ends it before READY is printed.
+// $1 is the repository, bound back in when it lies under a directory the namespace covers (a
+// clone in /tmp): the commands inside run its code.
 const SETUP = `set -eu
 mount -t tmpfs -o mode=0755,size=64m dispatcher-test /run
+mkdir /run/repository
+mount --bind "$1" /run/repository
 mkdir /run/etc
 cp -a /etc/. /run/etc/
 : > /run/etc${MARKER.slice('/etc'.length)}
@@ -43,6 +47,8 @@ for directory in ${PRIVATE_DIRECTORIES.join(' ')}; do
   mount -t tmpfs -o mode=0755,size=128m dispatcher-test "$directory"
 done
 chmod 1777 /tmp /var/tmp /dev/shm
+if [ ! -e "$1/package.json" ]; then mkdir -p "$1"; mount --bind /run/repository "$1"; fi
+test -e "$1/package.json"
 for directory in /etc /run ${PRIVATE_DIRECTORIES.join(' ')}; do mountpoint -q "$directory"; done
 test -e ${MARKER}
 echo READY
@@ -64,7 +70,7 @@ export function namespaceUnavailable(): string | undefined {
 
 export async function startPrivateNamespace(): Promise<PrivateNamespace> {
   const hostNamespace = fs.readlinkSync('/proc/self/ns/mnt');
-  const holder = spawn('unshare', ['--mount', '--propagation', 'private', '--pid', '--kill-child', '--mount-proc', 'sh', '-c', SETUP], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const holder = spawn('unshare', ['--mount', '--propagation', 'private', '--pid', '--kill-child', '--mount-proc', 'sh', '-c', SETUP, 'setup', process.cwd()], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   holder.stdout.on('data', (chunk) => (output += chunk));
   holder.stderr.on('data', (chunk) => (output += chunk));
