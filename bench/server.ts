@@ -103,6 +103,8 @@ export async function startFastifyHello(projectRoot: string, logFile: string): P
 }
 
 async function startChild(options: { projectRoot: string; args: string[]; env: NodeJS.ProcessEnv; port: number; logFile: string }): Promise<ChildServer> {
+  // bench/out/ is not in a fresh clone; a suite run alone must make it too.
+  fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
   const log = fs.openSync(options.logFile, 'w');
   const child = spawn(process.execPath, options.args, { cwd: options.projectRoot, env: options.env, stdio: ['ignore', log, log] });
   fs.closeSync(log);
