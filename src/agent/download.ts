@@ -5,7 +5,8 @@ import { once } from 'node:events';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { printable } from './printable.js';
+import { printable } from '../lib/printable.js';
+import { parseRetryAfter } from '../lib/retry-after.js';
 import type { RateLimiter } from './rate-limiter.js';
 
 export type FetchLike = (url: string, init: { headers: Record<string, string>; signal: AbortSignal; redirect?: RequestRedirect }) => Promise<Response>;
@@ -211,7 +212,7 @@ function failStatus(response: Response): Failure {
   const { status } = response;
   const reason = `source answered ${status}${response.statusText ? ` ${response.statusText}` : ''}`;
   if (status === 404 || status === 410) return fail('source_gone', reason, { status });
-  const retryAfterSeconds = status === 429 || status === 503 ? parseRetryAfter(response.headers.get('retry-after')) : undefined;
+  const retryAfterSeconds = status === 429 || status === 503 ? retryAfterSecondsOf(response.headers.get('retry-after')) : undefined;
   if (status === 429 || (status === 503 && retryAfterSeconds !== undefined)) {
     return fail('source_busy', reason, { status, ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}) });
   }
@@ -225,13 +226,6 @@ function fail(kind: FailureKind, reason: string, extra: { status?: number; retry
 }
 
 /** Seconds from a Retry-After header (delta-seconds or an HTTP-date), capped at a day. */
-function parseRetryAfter(value: string | null): number | undefined {
-  const text = value?.trim() ?? '';
-  if (/^\d+$/.test(text)) return Math.min(RETRY_AFTER_CAP_SECONDS, Number(text));
-  const at = /[A-Za-z]/.test(text) ? Date.parse(text) : NaN;
-  if (!Number.isFinite(at)) return undefined;
-  return Math.min(RETRY_AFTER_CAP_SECONDS, Math.max(0, Math.ceil((at - Date.now()) / 1000)));
-}
 
 /** The whole file's size as the answer announces it; null when unknown or counted in encoded bytes. */
 function readAnnouncedTotal(response: Response, offset: number): number | null {
@@ -304,4 +298,10 @@ async function readMeta(partial: string): Promise<PartialMeta | null> {
 
 async function writeMeta(partial: string, meta: PartialMeta): Promise<void> {
   await fsp.writeFile(metaPath(partial), JSON.stringify(meta), { mode: 0o600 });
+}
+
+/** The source's Retry-After in whole seconds, capped (a pause longer than a day is not believed). */
+function retryAfterSecondsOf(value: string | null): number | undefined {
+  const ms = parseRetryAfter(value, Date.now());
+  return ms === undefined ? undefined : Math.min(RETRY_AFTER_CAP_SECONDS, Math.ceil(ms / 1000));
 }

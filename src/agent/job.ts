@@ -1,6 +1,8 @@
 import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { cooldownAfter } from '../allocations/failure-policy.js';
+import { sourceHostOf } from '../sources/source-host.js';
 import type { AgentConfig } from './agent.config.js';
 import { withBackoff, type Client, type ReleaseReport } from './client.js';
 import { download, type DownloadOutcome, type FetchLike } from './download.js';
@@ -71,23 +73,19 @@ export function createRestraints(firstDeferMs: number, now: () => number = Date.
     deferredUntil: (assetId) => live(deferred.get(assetId)?.until),
     defer(assetId) {
       const failures = (deferred.get(assetId)?.failures ?? 0) + 1;
-      deferred.set(assetId, { failures, until: now() + firstDeferMs * 2 ** Math.min(20, failures - 1) });
+      deferred.set(assetId, { failures, until: now() + cooldownAfter(failures, { cooldownMs: firstDeferMs, cooldownMaxMs: firstDeferMs * DEFER_MAX_DOUBLINGS }) });
     },
     pausedUntil: (host) => live(paused.get(host)),
     pause: (host, until) => void paused.set(host, Math.max(until, paused.get(host) ?? 0)),
   };
 }
 
-/** An agent keeps a failed asset to itself for this long at first (the control plane's default cooldown). */
+/** An agent keeps a failed asset to itself for this long at first (the control plane's default cooldown), doubling. */
 export const FIRST_DEFER_MS = 600_000;
+const DEFER_MAX_DOUBLINGS = 2 ** 20;
 
-const hostOf = (url: string) => {
-  try {
-    return new URL(url).host;
-  } catch {
-    return url;
-  }
-};
+// The host as the control plane counts and pauses it (heartbeat paused_sources name it so).
+const hostOf = (url: string) => sourceHostOf(url) ?? url;
 
 /**
  * One asset: a copy already kept is reported again as it is; otherwise download (resuming,

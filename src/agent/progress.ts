@@ -1,6 +1,6 @@
 import { createLiveBlock, formatEta as eta } from '../terminal.js';
 import type { Job } from './job.js';
-import { printable } from './printable.js';
+import { printable } from '../lib/printable.js';
 
 export interface Progress {
   log(message: string): void;

@@ -1,10 +1,11 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { Limit, Nullable } from '../http/schemas.js';
+import { UNPRINTABLE_CLASS } from '../lib/printable.js';
 import { ASSET_STATES } from './assets.table.js';
 
 // Control characters (C0, DEL, C1) and bidirectional overrides: an id is printed in logs and on
 // volunteers' terminals, where these would rewrite what is shown.
-const UNPRINTABLE = '\\u0000-\\u001f\\u007f-\\u009f\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069';
+const UNPRINTABLE = UNPRINTABLE_CLASS;
 export const AssetId = Type.String({
   minLength: 1,
   maxLength: 512,
