@@ -3,7 +3,8 @@ import { basenameOf, type CatalogResource } from './catalog.types.js';
 
 // NUL, which PostgreSQL cannot store in text, and lone surrogates, which the two databases store
 // differently: a portal's metadata may carry either.
-const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/gu;
+// (In a unicode pattern \p{Cs} matches only surrogates that are not half of a pair, as the request rule does.)
+const UNSTORABLE = /\u0000|\p{Cs}/gu;
 
 function clean(text: string): string {
   return text.replace(UNSTORABLE, '');
