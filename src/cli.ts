@@ -166,6 +166,17 @@ token
     console.log(await runTokenRevoke(loadConfigOrExit(), tokenId));
   });
 
+const node = program.command('node').description('Manage nodes and workers.');
+node
+  .command('approve')
+  .description('Let a worker be rented once its SSH host key is proven (WORKER_APPROVAL=admin).')
+  .argument('<node>', 'the node\'s name or id')
+  .action(async (ref: string) => {
+    const { loadConfigOrExit } = await loadServer();
+    const { runNodeApprove } = await import('./nodes/nodes.cli.js');
+    console.log(await runNodeApprove(loadConfigOrExit(), ref));
+  });
+
 const importCommand = program.command('import').description('Load assets from catalog sources.');
 importCommand
   .command('json <file>')

@@ -108,6 +108,10 @@ export interface Config {
   workerProbeIntervalMs: number;
   /** Consecutive failed probes after which a worker is dead (its rentals move). */
   workerProbeFailures: number;
+  /** `admin`: a new worker is rentable only once an admin approves it; `auto`: once its host key is proven. */
+  workerApproval: 'auto' | 'admin';
+  /** Where a worker registered by its agent is reached: `connection` (the address it registered from) or `declared` (the `ip` it sends). */
+  workerAddress: 'connection' | 'declared';
   /** Outbox: attempts of a side effect before giving up, and the first retry delay (doubling, at most 1 h). */
   taskMaxAttempts: number;
   taskRetryBaseMs: number;
@@ -321,6 +325,8 @@ const variables = [
   { key: 'sshTimeoutMs', names: ['SSH_TIMEOUT_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(600)(raw) * 1000), fallback: 15_000, shown: '15', doc: 'seconds to connect to a worker and run one provisioning command' },
   { key: 'workerProbeIntervalMs', names: ['WORKER_PROBE_INTERVAL_SECONDS'], parse: (raw: string) => integer(1, 86_400)(raw) * 1000, fallback: 30_000, shown: '30', doc: 'seconds between probes of every worker\'s SSH port' },
   { key: 'workerProbeFailures', names: ['WORKER_PROBE_FAILURES'], parse: integer(1, 100), fallback: 3, shown: '3', doc: 'failed probes in a row after which a worker is dead' },
+  { key: 'workerApproval', names: ['WORKER_APPROVAL'], parse: oneOf('auto', 'admin'), fallback: 'auto', shown: 'auto', doc: 'auto: a worker is rentable once it proved its SSH host key; admin: also only after an admin approved it' },
+  { key: 'workerAddress', names: ['WORKER_ADDRESS'], parse: oneOf('connection', 'declared'), fallback: 'connection', shown: 'connection', doc: 'connection: a worker is reached at the address its agent registered from; declared: at the ip it sends (workers behind NAT or a proxy)' },
   { key: 'taskMaxAttempts', names: ['TASK_MAX_ATTEMPTS'], parse: integer(1, 100), fallback: 6, shown: '6', doc: 'attempts of a provisioning or cleanup task before giving up' },
   { key: 'taskRetryBaseMs', names: ['TASK_RETRY_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 10_000, shown: '10', doc: 'seconds before the first retry of a failed task, doubling, at most 1 hour' },
 ] as const satisfies readonly Variable<keyof Config>[];

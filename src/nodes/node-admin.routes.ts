@@ -12,6 +12,7 @@ import { requeueFailedTasks } from '../tasks/outbox.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
 import { clearCooldowns } from '../allocations/retry-cooldowns.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
+import { approveNode } from './nodes.service.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
 const nodeRef = (raw: string) => parseNodeRef(raw, 'params/id');
@@ -51,6 +52,8 @@ const NodeView = Type.Object({
     }, { description: 'The node\'s latest rental: the live one, or how the last one ended.' }),
   ),
   probe_status: Type.String({ description: 'Workers: unknown, alive or dead, from the SSH probe.' }),
+  host_key_verified_at: Nullable(Type.String({ description: 'Workers: when the control plane\'s own SSH key exchange with ip:ssh_port presented the registered host key; null: not proven, not rented.' })),
+  approved: Type.Boolean({ description: 'False while the node waits for an admin\'s approval (WORKER_APPROVAL=admin).' }),
   quarantined: Type.Boolean({ description: 'Out of the rental pool until an admin clears it (cleanup kept failing, or the host key changed).' }),
   quarantine_reason: Nullable(Type.String()),
   name: Type.String(),
@@ -174,6 +177,8 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         allocated: LIVE_RENTAL_STATES.some((state) => state === leases.get(row.id)?.state),
         lease: leaseView(leases.get(row.id)),
         probe_status: row.probe_status,
+        host_key_verified_at: toIso(row.host_key_verified_at),
+        approved: row.approved_at !== null,
         quarantined: row.quarantined_at !== null,
         quarantine_reason: row.quarantine_reason,
         name: row.name,
@@ -188,6 +193,25 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         strikes: row.strikes,
         draining: row.draining === 1,
       }));
+    },
+  );
+
+  app.post(
+    '/api/nodes/:id/approve',
+    {
+      onRequest: guards.admin,
+      schema: {
+        tags: ['nodes'],
+        summary: 'Let a worker be rented once its host key is proven (WORKER_APPROVAL=admin); approving again changes nothing (admin)',
+        security: bearerSecurity,
+        params: NodeRefParam,
+        response: { 200: Type.Object({ status: Type.String(), node_id: Type.Integer(), name: Type.String(), host_key_verified_at: Nullable(Type.String()) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const { node } = await approveNode(ctx.db, { ref: nodeRef(request.params.id), actor: actorOf(principal), now: ctx.clock.now() });
+      return { status: 'success', node_id: node.id, name: node.name, host_key_verified_at: toIso(node.host_key_verified_at) };
     },
   );
 

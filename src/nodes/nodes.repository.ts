@@ -23,6 +23,8 @@ export interface NewNode {
   tokenHash: string | null;
   now: number;
   worker?: WorkerIdentity;
+  /** False: a worker that waits for an admin's approval (WORKER_APPROVAL=admin). */
+  approved?: boolean;
 }
 
 /** What a worker reports to be provisioned over SSH: its host key (pinned) and the provisioning account. */
@@ -47,12 +49,17 @@ export async function insertNode(db: Db, node: NewNode): Promise<NodeRow | undef
       created_at: node.now,
       ssh_host_key: node.worker?.hostKey ?? null,
       ssh_user: node.worker?.user ?? null,
+      approved_at: node.approved === false ? null : node.now,
     })
     .onConflict((conflict) => conflict.column('name').doNothing())
     .returningAll()
     .executeTakeFirst();
 }
 
+/**
+ * A node's new address and identity. A worker whose address or host key changes must prove its
+ * host key again before it is probed or rented (host_key_verified_at back to null).
+ */
 export async function updateNodeAddress(
   db: Db,
   id: number,
@@ -60,16 +67,44 @@ export async function updateNodeAddress(
 ): Promise<void> {
   await db
     .updateTable('nodes')
-    .set({
+    .set((eb) => ({
       hostname: address.hostname,
       ip: address.ip,
       ssh_port: address.sshPort,
       ...(address.tags ? { tags: JSON.stringify(address.tags) } : {}),
       ...(address.tokenHash ? { token_hash: address.tokenHash } : {}),
       ...(address.worker ? { ssh_host_key: address.worker.hostKey, ssh_user: address.worker.user } : {}),
-    })
+      host_key_verified_at: eb
+        .case()
+        .when(
+          eb.and([
+            eb('ip', address.ip === null ? 'is' : '=', address.ip),
+            eb('ssh_port', address.sshPort === null ? 'is' : '=', address.sshPort),
+            ...(address.worker ? [eb('ssh_host_key', '=', address.worker.hostKey)] : []),
+          ]),
+        )
+        .then(eb.ref('host_key_verified_at'))
+        .else(null)
+        .end(),
+    }))
     .where('id', '=', id)
     .execute();
+}
+
+/** Another node registered with this SSH host key, if any. */
+export async function findOtherNodeWithHostKey(db: Db, hostKey: string, exceptId: number | undefined): Promise<{ id: number } | undefined> {
+  return db
+    .selectFrom('nodes')
+    .select('id')
+    .where('ssh_host_key', '=', hostKey)
+    .$if(exceptId !== undefined, (q) => q.where('id', '<>', exceptId as number))
+    .executeTakeFirst();
+}
+
+/** Makes a node rentable under WORKER_APPROVAL=admin; false when it already was. */
+export async function markNodeApproved(db: Db, id: number, now: number): Promise<boolean> {
+  const row = await db.updateTable('nodes').set({ approved_at: now }).where('id', '=', id).where('approved_at', 'is', null).returning('id').executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function insertEnrollmentToken(

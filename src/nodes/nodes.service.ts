@@ -9,10 +9,12 @@ import {
   findEnrollmentTokenById,
   findNodeById,
   findNodeByName,
+  findOtherNodeWithHostKey,
   insertEnrollmentToken,
   insertNode,
   listEnrollmentTokens as listEnrollmentTokenRows,
   markEnrollmentTokenRevoked,
+  markNodeApproved,
   updateNodeAddress,
   type WorkerIdentity,
 } from './nodes.repository.js';
@@ -36,6 +38,8 @@ export interface Registration {
   tags?: Record<string, string>;
   /** Workers only: the SSH host key (canonical) and the provisioning account. */
   worker?: WorkerIdentity;
+  /** A new worker waits for an admin's approval before it is rented (WORKER_APPROVAL=admin). */
+  awaitsApproval?: boolean;
 }
 
 export interface RegistrationResult {
@@ -58,6 +62,13 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
   const address = { hostname: input.hostname, ip: input.ip, sshPort: input.sshPort, tags: input.tags, worker: input.worker };
   return db.transaction().execute(async (trx) => {
     const existing = await findRegisteredNode(trx, input);
+    if (input.worker && (await findOtherNodeWithHostKey(trx, input.worker.hostKey, credential.kind === 'node' ? credential.nodeId : existing?.id))) {
+      // Host keys are public: a second node with another machine's key would have that machine's rentals provisioned on it.
+      throw new AppError(
+        'HOST_KEY_TAKEN',
+        'Another node is registered with this SSH host key. Each worker registers its own key; if this machine replaced that node, an admin deletes the old one first.',
+      );
+    }
     if (credential.kind === 'node') {
       if (existing && existing.id !== credential.nodeId) {
         throw new AppError('FORBIDDEN', 'This node token belongs to another node.');
@@ -103,6 +114,7 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       tokenHash: hashToken(nodeToken),
       now,
       worker: input.worker,
+      approved: !(input.worker && input.awaitsApproval),
     });
     if (!node) throw new AppError('NODE_NAME_TAKEN', `A node named "${input.nodeId ?? input.hostname}" was registered at the same moment.`);
     const data = { name: node.name, ...address, ...(enrollmentTokenId === null ? {} : { enrollment_token_id: enrollmentTokenId }) };
@@ -127,6 +139,20 @@ export async function findOrCreateNode(db: Db, name: string, actor: string, now:
   if (!created) return (await findNodeByName(db, name)) as NodeRow;
   await appendEvents(db, now, [{ actor, kind: 'node.created', subjectType: 'node', subjectId: created.id, data: { name } }]);
   return created;
+}
+
+/**
+ * WORKER_APPROVAL=admin: lets a worker be rented (once its host key is proven too). Approving an
+ * approved node changes nothing.
+ */
+export async function approveNode(db: Db, input: { ref: number | string; actor: string; now: number }): Promise<{ node: NodeRow; approved: boolean }> {
+  return db.transaction().execute(async (trx) => {
+    const node = typeof input.ref === 'number' ? await findNodeById(trx, input.ref) : await findNodeByName(trx, input.ref);
+    if (!node) throw new AppError('NODE_NOT_FOUND', `No node ${typeof input.ref === 'number' ? `has id ${input.ref}` : `is named "${input.ref}"`}.`);
+    const approved = await markNodeApproved(trx, node.id, input.now);
+    if (approved) await appendEvents(trx, input.now, [{ actor: input.actor, kind: 'node.approved', subjectType: 'node', subjectId: node.id }]);
+    return { node: (await findNodeById(trx, node.id)) as NodeRow, approved };
+  });
 }
 
 export type EnrollmentTokenState = 'active' | 'revoked' | 'expired' | 'used_up';

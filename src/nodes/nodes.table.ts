@@ -29,6 +29,10 @@ export interface NodesTable {
   ssh_host_key: string | null;
   /** The account on the worker that Dispatcher's provisioning key may run worker commands as. */
   ssh_user: string | null;
+  /** When the control plane's own SSH key exchange with ip:ssh_port last presented the pinned host key (migration 0013). */
+  host_key_verified_at: number | null;
+  /** When the node became rentable by approval (WORKER_APPROVAL=admin), or its creation otherwise. */
+  approved_at: number | null;
   probe_status: Generated<'unknown' | 'alive' | 'dead'>;
   probed_at: number | null;
   quarantined_at: number | null;

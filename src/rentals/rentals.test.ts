@@ -147,8 +147,12 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
     expect(reregistered.body.code).toBe('HOST_KEY_CHANGED');
     expect((await server.api.post('/api/workers/register', body, server.adminToken)).status).toBe(200);
     expect((await server.api.post(`/api/nodes/${node!.id}/clear`, {}, server.adminToken)).status).toBe(200);
-    // The failed rent's cleanup runs against the newly pinned key before the worker is rented again.
+    // The failed rent's cleanup runs against the newly pinned key before the worker is rented again,
+    // and the control plane proves that key itself first.
     await runLoop(TASKS_LOOP);
+    expect((await rent(alice)).body.code).toBe('NOT_ENOUGH_WORKERS');
+    await runLoop(WORKER_CHECK_LOOP);
+    expect(await events('worker.host_key_proven')).toHaveLength(2);
     expect((await rent(alice)).status).toBe(200);
   });
 

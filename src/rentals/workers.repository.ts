@@ -19,19 +19,32 @@ export interface WorkerRow {
 const workerColumns = ['nodes.id', 'nodes.name', 'nodes.hostname', 'nodes.ip', 'nodes.ssh_port', 'nodes.ssh_user', 'nodes.ssh_host_key'] as const;
 
 /**
- * A worker that can be rented now: it reported how to reach it over SSH, answers the SSH probe,
- * is not dead, drained or quarantined, holds no live rental and has no cleanup still to do.
+ * A worker that counts for rentals and reservations: it reported how to reach it over SSH, the
+ * control plane proved its host key at that address, it is approved (WORKER_APPROVAL) and not
+ * quarantined.
+ */
+export function isRentableWorker(eb: ExpressionBuilder<Database, 'nodes'>) {
+  return eb.and([
+    eb('nodes.ssh_host_key', 'is not', null),
+    eb('nodes.host_key_verified_at', 'is not', null),
+    eb('nodes.approved_at', 'is not', null),
+    eb('nodes.quarantined_at', 'is', null),
+  ]);
+}
+
+/**
+ * A worker that can be rented now: rentable, answers the SSH probe, is not dead or drained,
+ * holds no live rental and has no cleanup still to do.
  */
 function isFreeWorker(eb: ExpressionBuilder<Database, 'nodes'>) {
   return eb.and([
-    eb('nodes.ssh_host_key', 'is not', null),
+    isRentableWorker(eb),
     eb('nodes.ssh_user', 'is not', null),
     eb('nodes.ssh_port', 'is not', null),
     eb('nodes.ip', 'is not', null),
     eb('nodes.probe_status', '=', 'alive'),
     eb('nodes.status', '<>', 'dead'),
     eb('nodes.draining', '=', 0),
-    eb('nodes.quarantined_at', 'is', null),
     eb.not(eb.exists(eb.selectFrom('rentals').select(sql`1`.as('one')).whereRef('rentals.node_id', '=', 'nodes.id').where('rentals.state', 'in', LIVE_RENTAL_STATES))),
     eb.not(
       eb.exists(

@@ -1,7 +1,8 @@
 import { appendEvents } from '../events/events.repository.js';
 import type { AppContext } from '../http/context.js';
 import { queueTasks } from '../tasks/outbox.js';
-import { probeSshBanner } from '../workers/ssh.js';
+import type { Db } from '../db/database.js';
+import { probeSshBanner, proveHostKey } from '../workers/ssh.js';
 import { deprovisionTask, endRentals, provisionTask, retryOnUniqueViolation } from './rentals.service.js';
 import { ACTIVE_RENTAL_STATES } from './rentals.table.js';
 import { findWorker, pickFreeWorkers } from './workers.repository.js';
@@ -12,30 +13,65 @@ export interface ProbePassResult {
   probed: number;
   died: string[];
   revived: string[];
+  /** Workers whose host key the control plane proved in this pass. */
+  proven: string[];
+}
+
+interface ProbedWorker {
+  id: number;
+  name: string;
+  ip: string | null;
+  ssh_port: number | null;
+  ssh_host_key: string | null;
+  host_key_verified_at: number | null;
+  probe_status: 'unknown' | 'alive' | 'dead';
+  probe_failures: number;
 }
 
 /**
- * The active health check: every worker's SSH port must answer with an SSH banner. After
- * WORKER_PROBE_FAILURES failures in a row a worker is dead; one success makes it alive again.
+ * The active health check. A worker whose host key is not proven yet gets the control plane's own
+ * SSH key exchange with its address, which must present the pinned key (a host key is public, so
+ * reporting one proves nothing); one that is proven gets a banner probe, the only kind of probe
+ * that reaches it. After WORKER_PROBE_FAILURES failures in a row a worker is dead; one success
+ * makes it alive again.
  */
 export async function probeWorkers(ctx: AppContext, now: number): Promise<ProbePassResult> {
   const workers = await ctx.db
     .selectFrom('nodes')
-    .select(['id', 'name', 'ip', 'ssh_port', 'probe_status', 'probe_failures'])
+    .select(['id', 'name', 'ip', 'ssh_port', 'ssh_host_key', 'host_key_verified_at', 'probe_status', 'probe_failures'])
     .where('ssh_host_key', 'is not', null)
     .where('ssh_port', 'is not', null)
     .where('ip', 'is not', null)
     .execute();
-  const result: ProbePassResult = { probed: workers.length, died: [], revived: [] };
+  const result: ProbePassResult = { probed: workers.length, died: [], revived: [], proven: [] };
   for (let start = 0; start < workers.length; start += PROBES_AT_ONCE) {
     const slice = workers.slice(start, start + PROBES_AT_ONCE);
-    const probes = await Promise.all(slice.map((worker) => probeSshBanner(worker.ip as string, worker.ssh_port as number, ctx.config.sshTimeoutMs)));
+    const probes = await Promise.all(slice.map((worker) => checkWorker(worker, ctx.config.sshTimeoutMs)));
     await ctx.db.transaction().execute(async (trx) => {
       for (const [index, worker] of slice.entries()) {
-        const probe = probes[index] as { ok: boolean; detail: string };
+        let probe = probes[index] as WorkerCheck;
+        if (probe.proof && probe.ok && (await findProvenElsewhere(trx, worker))) {
+          probe = { ok: false, proof: true, detail: 'another worker has already proven this host key' };
+        }
         const failures = probe.ok ? 0 : worker.probe_failures + 1;
         const status = probe.ok ? 'alive' : failures >= ctx.config.workerProbeFailures ? 'dead' : worker.probe_status;
-        await trx.updateTable('nodes').set({ probe_failures: failures, probe_status: status, probed_at: now }).where('id', '=', worker.id).execute();
+        await trx
+          .updateTable('nodes')
+          .set({ probe_failures: failures, probe_status: status, probed_at: now, ...(probe.proof && probe.ok ? { host_key_verified_at: now } : {}) })
+          .where('id', '=', worker.id)
+          .execute();
+        if (probe.proof && (probe.ok || failures === 1)) {
+          if (probe.ok) result.proven.push(worker.name);
+          await appendEvents(trx, now, [
+            {
+              actor: 'system',
+              kind: probe.ok ? 'worker.host_key_proven' : 'worker.host_key_unproven',
+              subjectType: 'node',
+              subjectId: worker.id,
+              data: { address: `${worker.ip}:${worker.ssh_port}`, ...(probe.ok ? {} : { detail: probe.detail }) },
+            },
+          ]);
+        }
         if (status === worker.probe_status) continue;
         (status === 'dead' ? result.died : result.revived).push(worker.name);
         await appendEvents(trx, now, [
@@ -45,6 +81,32 @@ export async function probeWorkers(ctx: AppContext, now: number): Promise<ProbeP
     });
   }
   return result;
+}
+
+interface WorkerCheck {
+  ok: boolean;
+  /** A key exchange proving the host key, rather than a banner probe. */
+  proof: boolean;
+  detail: string;
+}
+
+async function checkWorker(worker: ProbedWorker, timeoutMs: number): Promise<WorkerCheck> {
+  const target = { host: worker.ip as string, port: worker.ssh_port as number, hostKey: worker.ssh_host_key as string };
+  if (worker.host_key_verified_at !== null) return { ...(await probeSshBanner(target.host, target.port, timeoutMs)), proof: false };
+  const proof = await proveHostKey(target, timeoutMs);
+  return proof.ok ? { ok: true, proof: true, detail: 'host key proven' } : { ok: false, proof: true, detail: proof.detail };
+}
+
+/** One host key, one worker: the first to prove it keeps it (the partial unique index nodes_proven_host_key). */
+async function findProvenElsewhere(db: Db, worker: ProbedWorker): Promise<boolean> {
+  const other = await db
+    .selectFrom('nodes')
+    .select('id')
+    .where('ssh_host_key', '=', worker.ssh_host_key as string)
+    .where('host_key_verified_at', 'is not', null)
+    .where('id', '<>', worker.id)
+    .executeTakeFirst();
+  return other !== undefined;
 }
 
 export interface MigrationPassResult {

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
-import ssh2 from 'ssh2';
+import ssh2, { type ServerHostKeyAlgorithm } from 'ssh2';
 import type { Db } from '../db/database.js';
 import { readOrCreateSetting } from '../users/users.repository.js';
 import { formatWorkerCommand, type WorkerCommand } from './worker-commands.js';
@@ -62,6 +62,57 @@ export interface WorkerTarget {
   hostKey: string;
 }
 
+/**
+ * The host key algorithms to offer when the pinned key is `hostKey`: only its own, so a server
+ * holding several host keys (sshd has RSA, ECDSA and Ed25519 ones) presents the pinned one.
+ */
+export function hostKeyAlgorithms(hostKey: string): ServerHostKeyAlgorithm[] {
+  const type = (hostKey.split(' ')[0] ?? '') as ServerHostKeyAlgorithm;
+  return type === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [type];
+}
+
+export type HostKeyProof = { ok: true } | { ok: false; detail: string };
+
+/**
+ * The control plane's own SSH key exchange with host:port, stopped before authentication: proves
+ * that whoever answers there holds the private half of `hostKey` (the exchange is signed with it),
+ * which a public key copied from another machine cannot fake.
+ */
+export function proveHostKey(target: Pick<WorkerTarget, 'host' | 'port' | 'hostKey'>, timeoutMs: number): Promise<HostKeyProof> {
+  const pinned = Buffer.from(target.hostKey.split(' ')[1] ?? '', 'base64');
+  return new Promise((resolve) => {
+    const client = new Client();
+    let presented: Buffer | undefined;
+    let settled = false;
+    const finish = (proof: HostKeyProof) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.end();
+      resolve(proof);
+    };
+    const timer = setTimeout(() => finish({ ok: false, detail: `no SSH key exchange with ${target.host}:${target.port} within ${timeoutMs} ms` }), timeoutMs);
+    client.on('error', (error) => {
+      if (presented === undefined) return finish({ ok: false, detail: `SSH to ${target.host}:${target.port} failed: ${error.message}` });
+      if (presented.equals(pinned)) return finish({ ok: true });
+      finish({ ok: false, detail: `${target.host}:${target.port} presented another host key than the registered one` });
+    });
+    client.on('ready', () => finish({ ok: true }));
+    client.connect({
+      host: target.host,
+      port: target.port,
+      username: 'dispatcher-host-key-check',
+      readyTimeout: timeoutMs,
+      algorithms: { serverHostKey: hostKeyAlgorithms(target.hostKey) },
+      // Called once the server has signed the exchange with its host key: nothing more is needed.
+      hostVerifier: (presentedKey: Buffer) => {
+        presented = presentedKey;
+        return false;
+      },
+    });
+  });
+}
+
 export class HostKeyMismatchError extends Error {
   constructor(readonly presented: string) {
     super('the worker presented a host key that differs from the pinned one');
@@ -117,6 +168,7 @@ export function runWorkerCommand(target: WorkerTarget, key: ProvisioningKey, com
       username: target.username,
       privateKey: key.privateKey,
       readyTimeout: timeoutMs,
+      algorithms: { serverHostKey: hostKeyAlgorithms(target.hostKey) },
       hostVerifier: (presentedKey: Buffer) => {
         presented = presentedKey;
         return presentedKey.equals(pinned);

@@ -12,6 +12,7 @@ import * as oneNodeIndex from './0009-one-node-index.js';
 import * as agentSafety from './0010-agent-safety.js';
 import * as scheduleWindows from './0011-schedule-windows.js';
 import * as authHardening from './0012-auth-hardening.js';
+import * as workerIdentity from './0013-worker-identity.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -31,4 +32,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0010-agent-safety': agentSafety,
   '0011-schedule-windows': scheduleWindows,
   '0012-auth-hardening': authHardening,
+  '0013-worker-identity': workerIdentity,
 };
