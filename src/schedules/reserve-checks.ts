@@ -5,8 +5,9 @@ import { AppError } from '../errors.js';
 import { WEEK_MS, type Holding } from '../rentals/quotas.js';
 import { checkUserQuotas, lockQuotaOwner, type QuotaOwner } from '../rentals/quotas.service.js';
 import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
-import type { ScheduleRow } from './schedules.table.js';
-import { specOf, upcomingWindows, type Window, type WindowSpec } from './windows.js';
+import { isRentableWorker } from '../rentals/workers.repository.js';
+import type { ScheduleRow, ScheduleStatus } from './schedules.table.js';
+import { nextWindowsOf, specOf, upcomingWindows, type Window, type WindowSpec } from './windows.js';
 
 /** How many of a reserve schedule's next windows are checked, for capacity and for quotas. */
 export const CHECKED_WINDOWS = 50;
@@ -83,48 +84,65 @@ export interface ReservationCheck {
 
 /**
  * A reserve schedule about to be stored, inside the transaction that stores it: the owner's quotas
- * over its next windows, with their other reserve schedules' next windows searched the same way,
- * then the workers' capacity. Each schedule's windows are searched once, the owner's first.
+ * over its next windows, with their other reserve schedules' windows as each stores them, then the
+ * workers' capacity. Only this schedule's windows are searched: the others' cost a JSON parse each.
  */
 export async function checkReservation(db: Db, deps: { dialect: Dialect; config: Config }, check: ReservationCheck, now: number): Promise<void> {
   if (check.owner.admin && !check.capacity) return;
   const windows = upcomingWindows(check.spec, now, CHECKED_WINDOWS);
-  const others = await db
-    .selectFrom('schedules')
-    .selectAll()
-    .where('reserve_count', 'is not', null)
-    .where('active', '=', 1)
-    .where('status', 'in', PLANNED_STATUSES)
-    .$if(check.scheduleId !== undefined, (q) => q.where('id', '<>', check.scheduleId as number))
-    .$if(!check.capacity, (q) => q.where('owner_id', '=', check.owner.userId))
-    .execute();
-  const searched = new Map<number, Window[]>();
-  const windowsOf = (row: ScheduleRow): Window[] => {
-    let found = searched.get(row.id);
-    if (!found) searched.set(row.id, (found = upcomingWindows(specOf(row), now, CHECKED_WINDOWS)));
-    return found;
-  };
+  const others = (
+    await db
+      .selectFrom('schedules')
+      .selectAll()
+      .where('reserve_count', 'is not', null)
+      .where('active', '=', 1)
+      .where('status', 'in', PLANNED_STATUSES)
+      .$if(check.scheduleId !== undefined, (q) => q.where('id', '<>', check.scheduleId as number))
+      .$if(!check.capacity, (q) => q.where('owner_id', '=', check.owner.userId))
+      .execute()
+  ).map((row) => ({ row, checked: checkedWindowsOf(row, now) }));
   if (!check.owner.admin) {
     const reserveWindows = others
-      .filter((row) => row.owner_id === check.owner.userId)
-      .flatMap((row) => reserveHoldings(specOf(row), windowsOf(row), row.reserve_count as number, now, row.status === 'running' ? row.window_start : null));
+      .filter(({ row }) => row.owner_id === check.owner.userId)
+      .flatMap(({ row, checked }) => reserveHoldings(specOf(row), checked, row.reserve_count as number, now, row.status === 'running' ? row.window_start : null));
     const added = reserveHoldings(check.spec, windows, check.count, now, check.runningStart);
     await checkUserQuotas(db, deps.dialect, deps.config, { owner: check.owner, added, subject: 'This reserve schedule', reserveWindows }, now);
   }
-  if (check.capacity) await checkCapacity(db, windows, check.count, others.map((row) => ({ count: row.reserve_count as number, windows: windowsOf(row) })));
+  if (check.capacity) await checkCapacity(db, windows, check.count, others.map(({ row, checked }) => ({ count: row.reserve_count as number, windows: checked })));
+}
+
+/** What a reserve schedule stores in `reserve_windows`, written with next_windows whenever its window moves. */
+export function reserveWindowsOf(spec: WindowSpec, status: ScheduleStatus, windowStart: number | null, now: number): string {
+  return nextWindowsOf(spec, status, windowStart, now, CHECKED_WINDOWS);
 }
 
 /**
- * Refuses a reservation that the workers cannot cover in one of its next windows: registered
- * workers, minus what other reservations and running rentals hold during that window.
+ * A reserve schedule's next CHECKED_WINDOWS windows still to end, read from `reserve_windows`. The
+ * list starts at the schedule's current or next window and is written again as each window opens
+ * and ends, so it holds CHECKED_WINDOWS such windows, or fewer because the schedule has no more.
+ * Only when windows passed before the schedule loop moved it on (a late or stopped loop) does it
+ * end short of the horizon: that schedule is then searched, as before the list was stored.
+ */
+function checkedWindowsOf(row: ScheduleRow, now: number): Window[] {
+  if (row.reserve_windows !== null) {
+    const stored = JSON.parse(row.reserve_windows) as Window[];
+    const upcoming = stored.filter((window) => window.end > now);
+    if (stored.length < CHECKED_WINDOWS || upcoming.length === CHECKED_WINDOWS) return upcoming;
+  }
+  return upcomingWindows(specOf(row), now, CHECKED_WINDOWS);
+}
+
+/**
+ * Refuses a reservation that the workers cannot cover in one of its next windows: rentable
+ * workers (host key proven, approved, not quarantined), minus what other reservations and running
+ * rentals hold during that window.
  */
 async function checkCapacity(db: Db, windows: Window[], count: number, otherWindows: { count: number; windows: Window[] }[]): Promise<void> {
   if (windows.length === 0) return;
   const { registered } = await db
     .selectFrom('nodes')
     .select((eb) => eb.fn.countAll<number>().as('registered'))
-    .where('ssh_host_key', 'is not', null)
-    .where('quarantined_at', 'is', null)
+    .where(isRentableWorker)
     .executeTakeFirstOrThrow();
   const rentals = await db.selectFrom('rentals').select(['leased_until', 'schedule_id']).where('state', 'in', LIVE_RENTAL_STATES).execute();
   for (const window of windows) {

@@ -7,8 +7,8 @@ import { findNodeByName } from '../nodes/nodes.repository.js';
 import { checkPasswordStrength, endRentals, generatePassword, inTransaction, rentWorkers, type Renter } from '../rentals/rentals.service.js';
 import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
 import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.table.js';
-import { checkReservation, checkReserveSpan, checkScheduleCount, PLANNED_STATUSES } from './reserve-checks.js';
-import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type Window } from './windows.js';
+import { checkReservation, checkReserveSpan, checkScheduleCount, PLANNED_STATUSES, reserveWindowsOf } from './reserve-checks.js';
+import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
 
 
 /** What a client sends; times are ISO 8601 text (UTC when without an offset). */
@@ -128,7 +128,7 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
         password_hash: passwordHash,
         window_start: window?.start ?? null,
         window_end: window?.end ?? null,
-        next_windows: nextWindowsOf(specOf(timed), status, window?.start ?? null, now),
+        ...storedWindows(specOf(timed), action, status, window?.start ?? null, now),
         last_fired_at: null,
         created_at: now,
         updated_at: now,
@@ -187,7 +187,7 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
         status,
         window_start: status === 'running' ? row.window_start : (window?.start ?? null),
         window_end: status === 'running' ? (window?.end ?? row.window_end) : (window?.end ?? null),
-        next_windows: nextWindowsOf(specOf(timed), status, status === 'running' ? row.window_start : (window?.start ?? null), now),
+        ...storedWindows(specOf(timed), action, status, status === 'running' ? row.window_start : (window?.start ?? null), now),
         updated_at: now,
       })
       .where('id', '=', row.id)
@@ -316,7 +316,7 @@ async function moveTo(
         status: to.status,
         window_start: to.window?.start ?? null,
         window_end: to.window?.end ?? null,
-        next_windows: nextWindowsOf(specOf(row), to.status, to.window?.start ?? null, now),
+        ...storedWindows(specOf(row), actionOf(row), to.status, to.window?.start ?? null, now),
         last_fired_at: now,
         updated_at: now,
       })
@@ -330,6 +330,14 @@ async function moveTo(
     if (row.node_id !== null) await refreshNodeWindow(trx, row.node_id, now);
     return true;
   });
+}
+
+/** The windows a schedule stores, written together wherever its window moves: those it shows, and a reserve schedule's checked ones. */
+function storedWindows(spec: WindowSpec, action: ScheduleAction | null, status: ScheduleStatus, windowStart: number | null, now: number) {
+  return {
+    next_windows: nextWindowsOf(spec, status, windowStart, now),
+    reserve_windows: action?.kind === 'reserve' ? reserveWindowsOf(spec, status, windowStart, now) : null,
+  };
 }
 
 async function ownerOf(db: Db, row: ScheduleRow): Promise<Renter> {

@@ -25,6 +25,12 @@ export interface SchedulesTable {
   window_end: number | null;
   /** JSON [{start, end}]: the current window and the next ones (nextWindowsOf), kept as the window moves. */
   next_windows: Generated<string>;
+  /**
+   * Reserve schedules: JSON [{start, end}], the next CHECKED_WINDOWS windows from the same one,
+   * written with next_windows, read by the capacity and quota checks (migration 0014). Null for
+   * other schedules.
+   */
+  reserve_windows: string | null;
   last_fired_at: number | null;
   created_at: number;
   updated_at: number;

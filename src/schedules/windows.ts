@@ -151,9 +151,10 @@ export function specOf(row: Pick<ScheduleRow, 'start_time' | 'end_time' | 'cron_
 
 /**
  * The windows a schedule shows (the current one first), as stored with it: computed when its window
- * moves, so that listing schedules never searches cron occurrences.
+ * moves, so that listing schedules never searches cron occurrences. `count` windows at most: fewer
+ * only when the schedule has no more.
  */
-export function nextWindowsOf(spec: WindowSpec, status: ScheduleStatus, windowStart: number | null, now: number): string {
-  const windows = status === 'cancelled' || status === 'completed' ? [] : upcomingWindows(spec, windowStart ?? now, SHOWN_WINDOWS);
+export function nextWindowsOf(spec: WindowSpec, status: ScheduleStatus, windowStart: number | null, now: number, count = SHOWN_WINDOWS): string {
+  const windows = status === 'cancelled' || status === 'completed' ? [] : upcomingWindows(spec, windowStart ?? now, count);
   return JSON.stringify(windows);
 }

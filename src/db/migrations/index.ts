@@ -13,6 +13,7 @@ import * as agentSafety from './0010-agent-safety.js';
 import * as scheduleWindows from './0011-schedule-windows.js';
 import * as authHardening from './0012-auth-hardening.js';
 import * as workerIdentity from './0013-worker-identity.js';
+import * as reserveWindows from './0014-reserve-windows.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -33,4 +34,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0011-schedule-windows': scheduleWindows,
   '0012-auth-hardening': authHardening,
   '0013-worker-identity': workerIdentity,
+  '0014-reserve-windows': reserveWindows,
 };
