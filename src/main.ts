@@ -19,7 +19,7 @@ import { createJwtIssuer } from './users/jwt.js';
 import { loadProvisioningKey } from './workers/ssh.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
 import type { ImportIo, RunSummary } from './catalog/catalog-import.js';
-import { sleepFor } from './catalog/catalog-http.js';
+import { sleep } from './lib/backoff.js';
 import { importCkan, type CkanFlags } from './catalog/ckan.import.js';
 import { createImportRunner } from './catalog/import-runner.js';
 import { createImportDisplay } from './catalog/import-progress.js';
@@ -178,7 +178,7 @@ export async function importJsonFile(config: Config, file: string): Promise<numb
 const processIo: ImportIo = {
   now: () => systemClock.now(),
   elapsedMs: () => performance.now(),
-  sleep: sleepFor,
+  sleep,
   display: createImportDisplay(process.stderr, () => performance.now()),
 };
 

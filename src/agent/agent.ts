@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { pause } from '../lib/backoff.js';
 import type { AgentConfig } from './agent.config.js';
 import { ApiError, createClient, withBackoff, type Client } from './client.js';
 import type { Identity } from './identity.js';
@@ -84,7 +84,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
     if (waitMs > 0 || jobs.size >= config.concurrency) {
       await new Promise<void>((resolve) => {
         wake = resolve;
-        void sleep(jobs.size >= config.concurrency ? 3_600_000 : waitMs, undefined, { signal }).then(resolve, resolve);
+        void pause(jobs.size >= config.concurrency ? 3_600_000 : waitMs, signal).then(resolve);
       });
     }
   }
@@ -202,7 +202,7 @@ async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>): Promi
     } catch (error) {
       progress.log(`heartbeat failed: ${(error as Error).message}`);
     }
-    await sleep(interval, undefined, { signal }).catch(() => undefined);
+    await pause(interval, signal);
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Static } from '@sinclair/typebox';
 import type { AllocatedAsset, AllocationView, CompleteResponse } from '../allocations/allocations.schemas.js';
 import type { ReleaseCause } from '../allocations/failure-policy.js';
+import { backoffDelay, pause, withJitter } from '../lib/backoff.js';
 
 export type Allocated = Static<typeof AllocatedAsset>;
 export type AllocationRecord = Static<typeof AllocationView>;
@@ -100,23 +101,10 @@ export async function withBackoff<T>(work: () => Promise<T>, options: { signal: 
       return await work();
     } catch (error) {
       if (options.signal.aborted || (options.retryable && !options.retryable(error))) throw error;
-      const delay = Math.min(60_000, 1000 * 2 ** attempt) * (0.8 + Math.random() * 0.4);
+      const delay = withJitter(backoffDelay(attempt, 1000, 60_000));
       options.onRetry(error, delay);
-      await sleep(delay, options.signal);
+      await pause(delay, options.signal);
     }
   }
 }
 
-/** Waits, or stops waiting when `signal` aborts (without throwing). */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { cooldownAfter } from '../allocations/failure-policy.js';
+import { backoffDelay, pause } from '../lib/backoff.js';
 import { sourceHostOf } from '../sources/source-host.js';
 import type { AgentConfig } from './agent.config.js';
 import { withBackoff, type Client, type ReleaseReport } from './client.js';
@@ -135,7 +135,7 @@ export async function runJob(job: Job, context: JobContext): Promise<void> {
     }
     if (outcome.ok || !outcome.retryable || outcome.kind === 'source_busy' || attempt === config.retries) break;
     progress.log(`${task.id}: ${outcome.reason} (attempt ${attempt} of ${config.retries})`);
-    await sleep(Math.min(30_000, 1000 * 2 ** attempt), undefined, { signal: stop }).catch(() => undefined);
+    await pause(backoffDelay(attempt, 1000, 30_000), stop);
     if (stop.aborted) {
       if (job.controller.signal.reason === ENDED_ELSEWHERE) return dropEnded(job, context, partial);
       return giveBack(job, context, { cause: 'stopping', reason: 'agent stopping' }, STOPPING_TIMEOUT_MS);

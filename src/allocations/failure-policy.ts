@@ -1,4 +1,5 @@
 import type { Config } from '../config.js';
+import { backoffDelay } from '../lib/backoff.js';
 
 /**
  * Why a node gave an allocation back. The agent says which; a client that says nothing gets
@@ -77,7 +78,7 @@ export function judgeFailure(cause: ReleaseCause, asset: { size_bytes: number | 
 
 /** The cooldown after a pair's `failures`-th failure: the first one, doubled each time, capped. */
 export function cooldownAfter(failures: number, policy: Pick<FailurePolicy, 'cooldownMs' | 'cooldownMaxMs'>): number {
-  return Math.min(policy.cooldownMaxMs, policy.cooldownMs * 2 ** Math.min(40, Math.max(0, failures - 1)));
+  return backoffDelay(failures - 1, policy.cooldownMs, policy.cooldownMaxMs);
 }
 
 /** How long a busy source pauses its host: its Retry-After, or the default, never past the cap. */

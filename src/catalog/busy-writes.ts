@@ -1,5 +1,6 @@
 import { postgresDialect, sqliteDialect } from '../db/dialect.js';
-import { backoffDelay, formatWait } from './catalog-http.js';
+import { backoffDelay } from '../lib/backoff.js';
+import { formatWait } from './catalog-http.js';
 
 /** An import's writes run on either database: a conflict is whichever one's lock conflict this is. */
 const isLockConflict = (error: unknown) => sqliteDialect.isLockConflict(error) || postgresDialect.isLockConflict(error);

@@ -1,4 +1,4 @@
-import { setTimeout as wait } from 'node:timers/promises';
+import { backoffDelay, sleep } from '../lib/backoff.js';
 import { parseRetryAfter } from '../lib/retry-after.js';
 
 /**
@@ -51,21 +51,7 @@ function tooLarge(url: string, limit: number, what: string): string {
   return `${url} ${what}: a page may be at most ${limit} bytes (CATALOG_MAX_PAGE_BYTES); ask for smaller pages (--rows, --per-page) or raise the limit`;
 }
 
-/** The one sleep of catalog imports; with a signal it ends early, rejecting with the signal's reason. */
-export async function sleepFor(ms: number, signal?: AbortSignal): Promise<void> {
-  try {
-    await wait(ms, undefined, { signal });
-  } catch (error) {
-    throw signal?.aborted ? signal.reason : error;
-  }
-}
-
-export const sleepUnlessAborted = (signal: AbortSignal) => (ms: number) => sleepFor(ms, signal);
-
-/** The one backoff of catalog imports: `baseMs` doubled per earlier attempt, at most `maxMs`. */
-export function backoffDelay(attempt: number, baseMs: number, maxMs: number): number {
-  return Math.min(maxMs, baseMs * 2 ** attempt);
-}
+export const sleepUnlessAborted = (signal: AbortSignal) => (ms: number) => sleep(ms, signal);
 
 /** `300 ms`, `42 s`, `42 min`, `2 h 5 min`: a wait as an operator reads it. */
 export function formatWait(ms: number): string {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
+import { backoffDelay } from '../lib/backoff.js';
 import type { Dialect } from '../db/dialect.js';
 import type { TaskKind, TaskRow } from '../rentals/rentals.table.js';
 
@@ -24,7 +25,7 @@ export interface RetryPolicy {
 const MAX_DELAY_MS = 3_600_000;
 
 export function retryDelayMs(policy: RetryPolicy, attempts: number): number {
-  return Math.min(MAX_DELAY_MS, policy.baseDelayMs * 2 ** Math.max(0, attempts - 1));
+  return backoffDelay(attempts - 1, policy.baseDelayMs, MAX_DELAY_MS);
 }
 
 /** Queues tasks, due at once. `running` tasks are for a caller that runs them itself right away. */
