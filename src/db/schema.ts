@@ -2,12 +2,14 @@ import type { AllocationsTable, RetryCooldownsTable } from '../allocations/alloc
 import type { AssetsTable } from '../assets/assets.table.js';
 import type { AssetLinksTable } from '../catalog/catalog.table.js';
 import type { ImportsTable } from '../catalog/import-jobs.table.js';
-import type { EventsTable, LoopsTable } from '../events/events.table.js';
+import type { EventsTable } from '../events/events.table.js';
+import type { LoopsTable } from '../lib/loop.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
 import type { RentalsTable, TasksTable } from '../rentals/rentals.table.js';
 import type { SchedulesTable } from '../schedules/schedules.table.js';
 import type { SourceHostsTable } from '../sources/sources.table.js';
-import type { SettingsTable, UsersTable } from '../users/users.table.js';
+import type { UsersTable } from '../users/users.table.js';
+import type { SettingsTable } from './settings.js';
 
 /** Every table, as Kysely sees it. Times are epoch milliseconds on both databases. */
 export interface Database {

@@ -11,12 +11,4 @@ export interface EventsTable {
   data: string | null;
 }
 
-export interface LoopsTable {
-  name: string;
-  next_run_at: number;
-  last_started_at: number | null;
-  last_finished_at: number | null;
-  last_error: string | null;
-}
-
 export type EventRow = Selectable<EventsTable>;

@@ -18,6 +18,15 @@ export interface Loop {
   stop(): Promise<void>;
 }
 
+/** One row per loop: when its next pass is due on any instance, and how its last one went. */
+export interface LoopsTable {
+  name: string;
+  next_run_at: number;
+  last_started_at: number | null;
+  last_finished_at: number | null;
+  last_error: string | null;
+}
+
 /** Told about every pass this instance ran (the metrics), so this file needs no metrics library. */
 export interface LoopObserver {
   passFinished(loop: string, durationSeconds: number, failed: boolean): void;
@@ -46,6 +55,11 @@ export async function claimLoopPass(db: Db, name: string, now: number, intervalM
 export async function readNextRun(db: Db, name: string): Promise<number | null> {
   const row = await db.selectFrom('loops').select('next_run_at').where('name', '=', name).executeTakeFirst();
   return row?.next_run_at ?? null;
+}
+
+/** The loops whose last pass failed, on any instance. */
+export async function failingLoops(db: Db): Promise<string[]> {
+  return (await db.selectFrom('loops').select('name').where('last_error', 'is not', null).execute()).map((row) => row.name);
 }
 
 /**

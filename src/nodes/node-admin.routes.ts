@@ -2,16 +2,14 @@ import { Type } from '@sinclair/typebox';
 import { resolveNode } from '../allocations/allocations.routes.js';
 import { allocationPolicyFrom } from '../allocations/allocate.service.js';
 import { toIso } from '../clock.js';
-import { appendEvents } from '../events/events.repository.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
 import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
-import { requeueFailedTasks } from '../tasks/outbox.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
-import { clearCooldowns } from '../allocations/retry-cooldowns.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
+import { adjustNode } from './node-admin.service.js';
 import { approveNode } from './nodes.service.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
@@ -215,12 +213,11 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
     },
   );
 
-  for (const [action, summary, values] of [
-    ['drain', 'Stop giving a node new work; it keeps what it has (admin)', { draining: 1 }],
+  for (const [action, summary] of [
+    ['drain', 'Stop giving a node new work; it keeps what it has (admin)'],
     [
       'clear',
       'Forgive a node\'s strikes and cooldowns (it may get the assets it failed again at once), end a drain, lift a worker\'s quarantine (its failed cleanups are retried first) (admin)',
-      { strikes: 0, draining: 0, quarantined_at: null, quarantine_reason: null },
     ],
   ] as const) {
     app.post(
@@ -238,15 +235,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       async (request) => {
         const principal = principalOf(request);
         const node = await resolveNode(ctx, principal, nodeRef(request.params.id), { create: false });
-        const now = ctx.clock.now();
-        await ctx.db.transaction().execute(async (trx) => {
-          await trx.updateTable('nodes').set(values).where('id', '=', node.id).execute();
-          // A worker leaves quarantine with its cleanup to do again: it joins the pool once that succeeded.
-          if (action === 'clear') await requeueFailedTasks(trx, node.id, 'deprovision', now);
-          // A node whose volunteer fixed its set-up (AGENT_ALLOW_PRIVATE_NETWORKS, a disk) need not wait out its cooldowns.
-          if (action === 'clear') await clearCooldowns(trx, node.id);
-          await appendEvents(trx, now, [{ actor: actorOf(principal), kind: `node.${action === 'drain' ? 'drained' : 'cleared'}`, subjectType: 'node', subjectId: node.id }]);
-        });
+        await adjustNode(ctx.db, { nodeId: node.id, action, actor: actorOf(principal) }, ctx.clock.now());
         return { status: 'success', node_id: node.id, name: node.name };
       },
     );

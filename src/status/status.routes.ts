@@ -3,7 +3,7 @@ import { toIso } from '../clock.js';
 import { pingDatabase } from '../db/database.js';
 import type { App, AppContext } from '../http/context.js';
 import { errorResponses, Nullable } from '../http/schemas.js';
-import { readNextRun } from '../lib/loop.js';
+import { failingLoops, readNextRun } from '../lib/loop.js';
 import { PRIORITY_LOOP } from '../loops.js';
 import { readStatusFigures } from './status.service.js';
 
@@ -43,7 +43,7 @@ export function registerStatusRoutes(app: App, ctx: AppContext): void {
     const [figures, nextRun, failing] = await Promise.all([
       readStatusFigures(ctx.db),
       readNextRun(ctx.db, PRIORITY_LOOP),
-      ctx.db.selectFrom('loops').select('name').where('last_error', 'is not', null).execute(),
+      failingLoops(ctx.db),
     ]);
     return {
       ckan_datasets: figures.assets,

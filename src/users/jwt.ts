@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
-import { readOrCreateSetting } from './users.repository.js';
+import { readOrCreateSetting } from '../db/settings.js';
 import type { Role } from './users.table.js';
 
 export interface UserClaims {

@@ -43,14 +43,3 @@ export async function bumpTokenVersion(db: Db, username: string): Promise<number
     .executeTakeFirst();
   return row?.id;
 }
-
-/** Reads a setting, creating it from `create()` if absent; concurrent starters all get the first value stored. */
-export async function readOrCreateSetting(db: Db, key: string, create: () => string): Promise<string> {
-  await db
-    .insertInto('settings')
-    .values({ key, value: create() })
-    .onConflict((conflict) => conflict.column('key').doNothing())
-    .execute();
-  const row = await db.selectFrom('settings').select('value').where('key', '=', key).executeTakeFirstOrThrow();
-  return row.value;
-}

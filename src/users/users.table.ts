@@ -12,9 +12,4 @@ export interface UsersTable {
   token_version: Generated<number>;
 }
 
-export interface SettingsTable {
-  key: string;
-  value: string;
-}
-
 export type UserRow = Selectable<UsersTable>;

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import ssh2, { type ServerHostKeyAlgorithm } from 'ssh2';
 import type { Db } from '../db/database.js';
-import { readOrCreateSetting } from '../users/users.repository.js';
+import { readOrCreateSetting } from '../db/settings.js';
 import { formatWorkerCommand, type WorkerCommand } from './worker-commands.js';
 
 // ssh2 is CommonJS: Node's ESM loader sees only its default export.
