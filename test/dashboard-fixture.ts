@@ -1,7 +1,7 @@
 import type { Browser, Page } from 'playwright-core';
 import { expect } from 'vitest';
 import { launchChromium } from './browser.js';
-import { createTestDatabase, type DialectName, type TestDatabase } from './databases.js';
+import { createTestDatabase, type DialectName } from './databases.js';
 import { generatePackages, startFakePortal, type FakePortal } from './fake-portal.js';
 import { importServerConfig } from './import-io.js';
 import { addWorkers, userToken } from './leasing.js';

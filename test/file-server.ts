@@ -70,7 +70,8 @@ export async function startFileServer(options: { host?: string } = {}): Promise<
     if (kind !== 'files' && kind !== 'changing') return response.writeHead(404).end();
     const content = kind === 'changing' ? `${name}#${(changes += 1)}` : name;
     const etag = `"${crypto.createHash('sha1').update(content).digest('hex')}"`;
-    let [start, end] = [0, size];
+    let start = 0;
+    const end = size;
     const range = /^bytes=(\d+)-$/.exec(request.headers.range ?? '');
     const ifRange = request.headers['if-range'];
     if (range && (!ifRange || ifRange === etag)) {

@@ -94,7 +94,7 @@ export async function createPrivatePostgres(): Promise<PrivatePostgres> {
   } catch (error) {
     const log = cluster.log();
     await cluster.destroy();
-    throw new Error(`could not create a private PostgreSQL in ${directory}: ${(error as Error).message}\n${log}`);
+    throw new Error(`could not create a private PostgreSQL in ${directory}: ${(error as Error).message}\n${log}`, { cause: error });
   }
   return cluster;
 }

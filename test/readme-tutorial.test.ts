@@ -42,7 +42,10 @@ export function shellBlocksOf(markdown: string, heading: string): string[] {
     if (line.startsWith('```')) {
       fenced = !fenced;
       if (fenced && /^```(sh|bash|shell)$/.test(line)) block = [];
-      else if (!fenced && block) blocks.push(`${block.join('\n')}\n`), (block = undefined);
+      else if (!fenced && block) {
+        blocks.push(`${block.join('\n')}\n`);
+        block = undefined;
+      }
     } else if (fenced) block?.push(line);
     else if (/^#{1,6} /.test(line)) break;
   }

@@ -96,6 +96,7 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     problems.push(`${(error as Error).message} (--allow-private-networks)`);
   }
   const contact = value('contact') ?? apiEndpoint ?? '';
+  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
   if (/[\u0000-\u001f\u007f()]/.test(contact)) problems.push(`AGENT_CONTACT must be a URL or an e-mail address, without control characters or parentheses, got "${contact}"`);
   const bandwidth = number('bandwidthLimit', undefined, 0.001, 1_000_000, false);
   const hostKeyFile = value('hostKeyFile');

@@ -16,7 +16,7 @@ export async function readIdentity(dataDir: string): Promise<Identity | null> {
     return JSON.parse(await fs.readFile(path.join(dataDir, FILE), 'utf8')) as Identity;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new Error(`${path.join(dataDir, FILE)} is unreadable: ${(error as Error).message}`);
+    throw new Error(`${path.join(dataDir, FILE)} is unreadable: ${(error as Error).message}`, { cause: error });
   }
 }
 

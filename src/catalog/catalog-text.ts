@@ -4,6 +4,7 @@ import { basenameOf, type CatalogResource } from './catalog.types.js';
 // NUL, which PostgreSQL cannot store in text, and lone surrogates, which the two databases store
 // differently: a portal's metadata may carry either.
 // (In a unicode pattern \p{Cs} matches only surrogates that are not half of a pair, as the request rule does.)
+// eslint-disable-next-line no-control-regex -- NUL is what neither database stores
 const UNSTORABLE = /\u0000|\p{Cs}/gu;
 
 function clean(text: string): string {
@@ -27,6 +28,7 @@ export function storableResources(resources: CatalogResource[]): { resources: Ca
   };
   const fixNullable = (text: string | null) => (text === null ? null : fix(text));
   for (const resource of resources) {
+    // eslint-disable-next-line no-control-regex -- a URL with control characters is refused
     if (!isValidAssetId(resource.resourceId) || /[\u0000-\u001f\u007f]/.test(resource.url) || clean(resource.url) !== resource.url) {
       refused += 1;
       continue;

@@ -56,7 +56,7 @@ export function parseSyncSources(raw: string): ImportRequest[] {
   try {
     list = JSON.parse(raw);
   } catch (error) {
-    throw new Error(`must be a JSON list of imports like [{"source":"ckan","url":"https://…"}]: ${(error as Error).message}`);
+    throw new Error(`must be a JSON list of imports like [{"source":"ckan","url":"https://…"}]: ${(error as Error).message}`, { cause: error });
   }
   if (!validateSyncSources(list)) throw new Error(`has invalid imports: ${describeValidationErrors('', validateSyncSources.errors ?? []).detail.trim()}`);
   const problems = (list as ImportRequest[]).flatMap((request, index) => {

@@ -125,7 +125,7 @@ function openSqlite(dataDirectory: string, options: DatabaseOptions): DatabaseHa
   } catch (error) {
     database?.close();
     const code = (error as { code?: string }).code;
-    throw new Error(`Cannot open the SQLite database ${file}: ${(error as Error).message}${code ? ` (${code})` : ''}.`);
+    throw new Error(`Cannot open the SQLite database ${file}: ${(error as Error).message}${code ? ` (${code})` : ''}.`, { cause: error });
   }
   const db = new Kysely<Database>({ dialect: sqliteDialectFor(database), ...queryLog(options) });
   return { db, dialect: sqliteDialect, location: file, poolUsage: () => ({ open: 1, max: 1 }), close: () => db.destroy() };
@@ -154,6 +154,7 @@ function ensureWritableDirectory(directory: string): void {
     throw new Error(
       `The data directory ${directory} (DATA_DIRECTORY) ${denied ? `is not writable: ${denied}` : `cannot be used: ${reason.message}`}` +
         `${existing === directory ? '' : ` (at ${existing})`}. The SQLite database lives there: make it writable, or point DATA_DIRECTORY (or DATABASE_URL) elsewhere.`,
+      { cause: error },
     );
   }
 }
@@ -265,6 +266,8 @@ function prepareRecurringStatements(client: pg.PoolClient): void {
  * Dispatcher only needs its own tables: this lists those of the current schema, from pg_catalog.
  */
 class SchemaScopedPostgresDialect extends PostgresDialect {
+  // Kysely's own introspector signature: the database type is not known to it.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   override createIntrospector(db: Kysely<any>): DatabaseIntrospector {
     const getTables = async (): Promise<TableMetadata[]> => {
       const { rows } = await sql<{ name: string; schema: string; kind: string }>`

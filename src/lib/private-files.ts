@@ -13,7 +13,7 @@ export function readPrivateFile(file: string, variable: string): string {
   try {
     stat = fs.statSync(file);
   } catch (error) {
-    throw new Error(`${variable} ${file} cannot be read: ${(error as Error).message}`);
+    throw new Error(`${variable} ${file} cannot be read: ${(error as Error).message}`, { cause: error });
   }
   if ((stat.mode & SHARED_BITS) !== 0) {
     throw new Error(`${variable} ${file} may be read by other accounts (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')}): make it readable by this service alone (chmod 600 ${file}).`);
@@ -43,6 +43,7 @@ export function keepPrivate(paths: { path: string; directory: boolean }[], what:
     } catch (error) {
       throw new Error(
         `${path} may be read by other accounts (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')}) and cannot be narrowed (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): ${what} Run "chmod ${wanted.toString(8)} ${path}" as its owner.`,
+        { cause: error },
       );
     }
   }

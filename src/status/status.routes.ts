@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { toIso } from '../clock.js';
 import { pingDatabase } from '../db/database.js';
 import type { App, AppContext } from '../http/context.js';
-import { errorResponses, Nullable } from '../http/schemas.js';
+import { errorResponses } from '../http/schemas.js';
 import { failingLoops, readNextRun } from '../lib/loop.js';
 import { PRIORITY_LOOP } from '../loops.js';
 import { readStatusFigures } from './status.service.js';

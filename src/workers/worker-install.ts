@@ -122,8 +122,8 @@ async function checkSudoers(file: string): Promise<void> {
   try {
     await run('visudo', ['-c', '-q', '-f', file]);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('sudo is not installed (visudo is missing): install it first');
-    throw new Error(`visudo refused the rule: ${((error as { stderr?: string }).stderr ?? '').trim()}`);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('sudo is not installed (visudo is missing): install it first', { cause: error });
+    throw new Error(`visudo refused the rule: ${((error as { stderr?: string }).stderr ?? '').trim()}`, { cause: error });
   }
 }
 

@@ -71,6 +71,7 @@ export async function authorizeProvisioningKey(file: string, publicKey: string, 
     throw new Error(
       `cannot write ${file} (${code}), and the control plane's provisioning key is not in it yet. As root, run: ` +
         `dispatcher worker-setup --provisioning-key '${key}'`,
+      { cause: error },
     );
   }
 }
