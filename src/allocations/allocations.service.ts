@@ -2,11 +2,10 @@ import { sql } from 'kysely';
 import type { AssetState } from '../assets/assets.table.js';
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
-import { changeHolders } from '../assets/assets.repository.js';
-import { appendEvents } from '../events/events.repository.js';
+import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
 import { pauseSourceHost } from '../sources/sources.repository.js';
-import type { AllocationState } from './allocations.table.js';
+import { endAllocations, type CopyCounts } from './end-allocations.js';
 import { causeOf, judgeFailure, MISMATCH_REASONS, pauseFor, type FailurePolicy, type ReleaseCause, type Verdict } from './failure-policy.js';
 import { recordCooldowns } from './retry-cooldowns.repository.js';
 
@@ -37,18 +36,21 @@ export async function releaseAllocation(db: Db, input: ReleaseInput, options: Re
   await db.transaction().execute(async (trx) => {
     const asset = await trx.selectFrom('assets').select(['size_bytes', 'sha256', 'source_host']).where('id', '=', input.assetId).executeTakeFirst();
     const verdict = judgeFailure(cause, asset ?? { size_bytes: null, sha256: null });
-    const ended = await endActiveAllocation(trx, input.assetId, input.nodeId, verdict.strike ? 'failed' : 'released', reason, now);
-    if (!ended) throw new AppError('NOT_ALLOCATED', `Node ${input.nodeId} holds no active allocation of asset "${input.assetId}".`);
-    await trx.updateTable('assets').set((eb) => ({ holders: eb('holders', '-', 1) })).where('id', '=', input.assetId).execute();
-    await appendEvents(trx, now, [
+    const { ended } = await endAllocations(
+      trx,
+      input,
       {
+        state: verdict.strike ? 'failed' : 'released',
+        reason,
         actor: input.actor,
-        kind: verdict.strike ? 'allocation.failed' : 'allocation.released',
-        subjectType: 'allocation',
-        subjectId: ended.id,
-        data: { asset_id: input.assetId, node_id: input.nodeId, cause, reason, source_status: input.sourceStatus ?? null },
+        event: () => ({
+          kind: verdict.strike ? 'allocation.failed' : 'allocation.released',
+          data: { asset_id: input.assetId, node_id: input.nodeId, cause, reason, source_status: input.sourceStatus ?? null },
+        }),
       },
-    ]);
+      now,
+    );
+    if (ended.length === 0) throw new AppError('NOT_ALLOCATED', `Node ${input.nodeId} holds no active allocation of asset "${input.assetId}".`);
     await chargeFailure(trx, { assetId: input.assetId, nodeId: input.nodeId, reason, verdict, sourceHost: asset?.source_host ?? null, retryAfterSeconds: input.retryAfterSeconds }, options, input.actor, now);
     // What the source last did, for whoever looks at the asset (the count stays that of 404/410s).
     if (cause === 'source_unreachable' || cause === 'source_error' || cause === 'source_busy') {
@@ -177,38 +179,61 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
     if (!asset) throw new AppError('ASSET_NOT_FOUND', `No asset has id "${report.assetId}".`);
     const mismatch = findMismatch(asset, report);
     if (mismatch) {
-      const failed = await endActiveAllocation(trx, report.assetId, report.nodeId, 'failed', mismatch.reason, now, report);
-      if (!failed) return notHeld(trx, report);
-      await trx.updateTable('assets').set((eb) => ({ holders: eb('holders', '-', 1) })).where('id', '=', report.assetId).execute();
-      await appendEvents(trx, now, [
-        { actor: report.actor, kind: 'allocation.failed', subjectType: 'allocation', subjectId: failed.id, data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes } },
-      ]);
+      const { ended } = await endAllocations(
+        trx,
+        report,
+        {
+          state: 'failed',
+          reason: mismatch.reason,
+          actor: report.actor,
+          copy: report,
+          event: () => ({ kind: 'allocation.failed', data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes } }),
+        },
+        now,
+      );
+      if (ended.length === 0) return notHeld(trx, report);
       const verdict = judgeFailure(mismatch.reason, asset);
       await chargeFailure(trx, { assetId: report.assetId, nodeId: report.nodeId, reason: mismatch.reason, verdict, sourceHost: asset.source_host }, policy, report.actor, now);
       return { error: mismatch.error };
     }
-    const completed = await endActiveAllocation(trx, report.assetId, report.nodeId, 'completed', null, now, report);
-    if (!completed) return notHeld(trx, report);
-    const quorum = await settleQuorum(trx, report.assetId, asset.sha256 !== null, now);
-    const updated = await refreshCopyCounts(trx, report.assetId);
+    const { counts, settled: quorum } = await endAllocations(
+      trx,
+      report,
+      {
+        state: 'completed',
+        reason: null,
+        actor: report.actor,
+        copy: report,
+        settle: () => settleQuorum(trx, report.assetId, asset.sha256 !== null, now),
+        event: () => ({ kind: 'allocation.completed', data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri } }),
+        consequences: ({ counts, settled }) => quorumEvents(report, asset.state, settled, counts.get(report.assetId) as CopyCounts),
+      },
+      now,
+    );
+    // Nothing ended (so nothing was settled): the node held no active allocation of the asset.
+    if (!quorum) return notHeld(trx, report);
+    const updated = counts.get(report.assetId) as CopyCounts;
     const verified = !quorum.disputed && !quorum.dissenters.some((dissenter) => dissenter.nodeId === report.nodeId);
     if (verified) await addStrikes(trx, [report.nodeId], -1);
     await addStrikes(trx, quorum.dissenters.map((dissenter) => dissenter.nodeId), 1);
-    await appendEvents(trx, now, [
-      { actor: report.actor, kind: 'allocation.completed', subjectType: 'allocation', subjectId: completed.id, data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri } },
-      ...(quorum.groups.length > 1
-        ? [{ actor: 'system', kind: 'asset.checksum_mismatch', subjectType: 'asset', subjectId: report.assetId, data: { groups: quorum.groups, resolved: !quorum.disputed } }]
-        : []),
-      ...quorum.dissenters.map((dissenter) => ({ actor: 'system', kind: 'allocation.copy_bad', subjectType: 'allocation', subjectId: dissenter.id, data: { asset_id: report.assetId, node_id: dissenter.nodeId, sha256: dissenter.sha256 } })),
-      ...(updated.state === 'rescued' && asset.state !== 'rescued'
-        ? [{ actor: report.actor, kind: 'asset.rescued', subjectType: 'asset', subjectId: report.assetId, data: { copies: updated.copies } }]
-        : []),
-    ]);
     return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target, verified } };
   });
   // The failed allocation is committed first; only then is the mismatch reported to the node.
   if ('error' in outcome) throw outcome.error;
   return outcome.result;
+}
+
+/** What a completion did to its asset: a checksum dispute, its resolution's bad copies, the asset rescued. */
+function quorumEvents(report: CompletionReport, stateBefore: AssetState, quorum: QuorumVerdict, updated: CopyCounts): NewEvent[] {
+  return [
+    ...(quorum.groups.length > 1
+      ? [{ actor: 'system', kind: 'asset.checksum_mismatch', subjectType: 'asset', subjectId: report.assetId, data: { groups: quorum.groups, resolved: !quorum.disputed } }]
+      : []),
+    ...quorum.dissenters.map((dissenter) => ({ actor: 'system', kind: 'allocation.copy_bad', subjectType: 'allocation', subjectId: dissenter.id, data: { asset_id: report.assetId, node_id: dissenter.nodeId, sha256: dissenter.sha256 } })),
+    ...(updated.state === 'rescued' && stateBefore !== 'rescued'
+      ? [{ actor: report.actor, kind: 'asset.rescued', subjectType: 'asset', subjectId: report.assetId, data: { copies: updated.copies } }]
+      : []),
+  ];
 }
 
 interface QuorumVerdict {
@@ -247,23 +272,6 @@ async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, no
   return { disputed: false, groups, dissenters };
 }
 
-/** copies = verified copies, holders = copies + active claims, state from copies against the target. */
-export async function refreshCopyCounts(trx: Db, assetId: string): Promise<{ state: AssetState; copies: number; replicas_target: number }> {
-  const verified = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)`;
-  const active = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active')`;
-  return trx
-    .updateTable('assets')
-    .set({
-      copies: verified,
-      holders: sql`${verified} + ${active}`,
-      state: sql`case when ${verified} >= replicas_target then 'rescued' when state = 'rescued' then 'pending' else state end`,
-      size_bytes: sql`coalesce(size_bytes, (select max(bytes) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1))`,
-    })
-    .where('id', '=', assetId)
-    .returning(['state', 'copies', 'replicas_target'])
-    .executeTakeFirstOrThrow();
-}
-
 function findMismatch(
   asset: { sha256: string | null; size_bytes: number | null },
   report: CompletionReport,
@@ -295,31 +303,6 @@ async function notHeld(db: Db, report: CompletionReport): Promise<never> {
   throw new AppError('NOT_ALLOCATED', `Node ${report.nodeId} holds no active allocation of asset "${report.assetId}".`);
 }
 
-/** The one conditional statement that ends a lease: no row back means it was not active. */
-async function endActiveAllocation(
-  db: Db,
-  assetId: string,
-  nodeId: number,
-  state: Exclude<AllocationState, 'active'>,
-  reason: string | null,
-  now: number,
-  report?: Pick<CompletionReport, 'sha256' | 'bytes' | 'uri'>,
-): Promise<{ id: number } | undefined> {
-  return db
-    .updateTable('allocations')
-    .set({
-      state,
-      ended_at: now,
-      end_reason: reason,
-      ...(report ? { sha256: report.sha256.toLowerCase(), bytes: report.bytes, uri: report.uri, verified: 0 } : {}),
-    })
-    .where('asset_id', '=', assetId)
-    .where('node_id', '=', nodeId)
-    .where('state', '=', 'active')
-    .returning('id')
-    .executeTakeFirst();
-}
-
 const EXPIRY_BATCH = 5000;
 
 /** Expires every active allocation past its lease, in batches; each batch is one transaction. */
@@ -327,31 +310,21 @@ export async function expireDueAllocations(db: Db, policy: Pick<FailurePolicy, '
   let total = 0;
   for (;;) {
     const expired = await db.transaction().execute(async (trx) => {
-      const rows = await trx
-        .updateTable('allocations')
-        .set({ state: 'expired', ended_at: now, end_reason: 'lease expired' })
-        .where('id', 'in', (eb) =>
-          eb.selectFrom('allocations').select('id').where('state', '=', 'active').where('expires_at', '<=', now).orderBy('expires_at').limit(EXPIRY_BATCH),
-        )
-        .where('state', '=', 'active')
-        .returning(['id', 'asset_id', 'node_id', 'expires_at'])
-        .execute();
-      await changeHolders(trx, rows.map((row) => row.asset_id), -1);
+      const { ended: rows } = await endAllocations(
+        trx,
+        { pickedBy: (eb) => eb.selectFrom('allocations').select('id').where('state', '=', 'active').where('expires_at', '<=', now).orderBy('expires_at').limit(EXPIRY_BATCH) },
+        {
+          state: 'expired',
+          reason: 'lease expired',
+          actor: 'system',
+          event: (row) => ({ kind: 'allocation.expired', data: { asset_id: row.asset_id, node_id: row.node_id, expires_at: row.expires_at } }),
+        },
+        now,
+      );
       // One strike per node per pass: a node that lets work lapse is given less; and it does not
       // get the same asset straight back to let it lapse again.
       await addStrikes(trx, rows.map((row) => row.node_id), 1);
       await recordCooldowns(trx, rows.map((row) => ({ nodeId: row.node_id, assetId: row.asset_id, reason: 'lease expired' })), policy, now);
-      await appendEvents(
-        trx,
-        now,
-        rows.map((row) => ({
-          actor: 'system',
-          kind: 'allocation.expired',
-          subjectType: 'allocation',
-          subjectId: row.id,
-          data: { asset_id: row.asset_id, node_id: row.node_id, expires_at: row.expires_at },
-        })),
-      );
       return rows.length;
     });
     total += expired;

@@ -1,6 +1,6 @@
 import type { Db } from '../db/database.js';
-import { appendEvents, type NewEvent } from '../events/events.repository.js';
-import { refreshCopyCounts } from './allocations.service.js';
+import type { NewEvent } from '../events/events.repository.js';
+import { endAllocations, type CopyCounts } from './end-allocations.js';
 
 /** An asset whose source now publishes another URL or another checksum than before. */
 export interface SourceChange {
@@ -25,7 +25,8 @@ function isStale(change: SourceChange, allocation: { state: string; sha256: stri
  * or an active claim of the old URL, or a copy whose checksum differs from the one now published,
  * ends in state `superseded` (reason `source_changed`; the row, its checksum and its URI stay, and
  * the node may be given the asset again). Copies, holders and state are then recounted from what
- * still counts, so a rescued asset is pending again and holders only go down (invariant 1).
+ * still counts (endAllocations), so a rescued asset is pending again and holders only go down
+ * (invariant 1).
  * Records one `asset.source_changed` event per asset that lost a copy or a claim; returns their ids.
  */
 export async function supersedeStaleCopies(trx: Db, changes: SourceChange[], actor: string, now: number): Promise<string[]> {
@@ -42,41 +43,42 @@ export async function supersedeStaleCopies(trx: Db, changes: SourceChange[], act
       .execute();
     stale.push(...rows.filter((row) => isStale(byAsset.get(row.asset_id) as SourceChange, row)));
   }
-  if (stale.length === 0) return [];
-  for (const state of ['active', 'completed'] as const) {
-    const chosen = stale.filter((row) => row.state === state).map((row) => row.id);
-    for (let start = 0; start < chosen.length; start += LOOKUP_CHUNK) {
-      await trx
-        .updateTable('allocations')
-        // A claim ends now; a copy keeps the time it was completed (the event says when it stopped counting).
-        .set({ state: 'superseded', verified: 0, end_reason: 'source_changed', ...(state === 'active' ? { ended_at: now } : {}) })
-        .where('id', 'in', chosen.slice(start, start + LOOKUP_CHUNK))
-        .where('state', '=', state)
-        .execute();
-    }
-  }
-  const affected = [...new Set(stale.map((row) => row.asset_id))];
-  const events: NewEvent[] = [];
-  for (const assetId of affected) {
-    const counts = await refreshCopyCounts(trx, assetId);
-    const change = byAsset.get(assetId) as SourceChange;
-    const mine = stale.filter((row) => row.asset_id === assetId);
-    events.push({
+  const { counts } = await endAllocations(
+    trx,
+    { ids: stale.map((row) => row.id) },
+    {
+      state: 'superseded',
+      reason: 'source_changed',
       actor,
-      kind: 'asset.source_changed',
-      subjectType: 'asset',
-      subjectId: assetId,
-      data: {
-        reason: 'source_changed',
-        url: change.fromUrl === change.toUrl ? null : { from: change.fromUrl, to: change.toUrl },
-        sha256: change.fromSha256 === change.toSha256 ? null : { from: change.fromSha256, to: change.toSha256 },
-        superseded_copies: mine.filter((row) => row.state === 'completed').map((row) => ({ allocation_id: row.id, node_id: row.node_id })),
-        ended_claims: mine.filter((row) => row.state === 'active').map((row) => ({ allocation_id: row.id, node_id: row.node_id })),
-        copies: counts.copies,
-        state: counts.state,
-      },
-    });
-  }
-  await appendEvents(trx, now, events);
-  return affected;
+      from: ['active', 'completed'],
+      // One event per asset records its ended claims and copies.
+      consequences: ({ counts }) =>
+        affectedOf(stale, counts).map((assetId) => sourceChangedEvent(byAsset.get(assetId) as SourceChange, stale.filter((row) => row.asset_id === assetId), counts.get(assetId) as CopyCounts, actor)),
+    },
+    now,
+  );
+  return affectedOf(stale, counts);
+}
+
+/** The assets that lost a copy or a claim, in the order they were looked up. */
+function affectedOf(stale: { asset_id: string }[], counts: Map<string, CopyCounts>): string[] {
+  return [...new Set(stale.map((row) => row.asset_id))].filter((assetId) => counts.has(assetId));
+}
+
+function sourceChangedEvent(change: SourceChange, mine: { id: number; node_id: number; state: string }[], counts: CopyCounts, actor: string): NewEvent {
+  return {
+    actor,
+    kind: 'asset.source_changed',
+    subjectType: 'asset',
+    subjectId: change.assetId,
+    data: {
+      reason: 'source_changed',
+      url: change.fromUrl === change.toUrl ? null : { from: change.fromUrl, to: change.toUrl },
+      sha256: change.fromSha256 === change.toSha256 ? null : { from: change.fromSha256, to: change.toSha256 },
+      superseded_copies: mine.filter((row) => row.state === 'completed').map((row) => ({ allocation_id: row.id, node_id: row.node_id })),
+      ended_claims: mine.filter((row) => row.state === 'active').map((row) => ({ allocation_id: row.id, node_id: row.node_id })),
+      copies: counts.copies,
+      state: counts.state,
+    },
+  };
 }

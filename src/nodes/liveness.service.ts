@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { leaseFor, type LeasePolicy } from '../allocations/lease.js';
-import { changeHolders } from '../assets/assets.repository.js';
+import { endAllocations } from '../allocations/end-allocations.js';
 import type { Db } from '../db/database.js';
 import { appendEvents } from '../events/events.repository.js';
 import type { NodeStatus } from './nodes.table.js';
@@ -123,31 +123,25 @@ export async function markSilentNodes(db: Db, now: number, limits: { timeoutMs: 
  */
 export async function reclaimFromDeadNodes(db: Db, now: number, maxPerPass: number): Promise<number> {
   return db.transaction().execute(async (trx) => {
-    const rows = await trx
-      .updateTable('allocations')
-      .set({ state: 'reclaimed', ended_at: now, end_reason: 'node dead' })
-      .where('id', 'in', (eb) =>
-        eb
-          .selectFrom('allocations as a')
-          .innerJoin('nodes', 'nodes.id', 'a.node_id')
-          .innerJoin('assets', 'assets.id', 'a.asset_id')
-          .select('a.id')
-          .where('a.state', '=', 'active')
-          .where('nodes.status', '=', 'dead')
-          .orderBy('assets.priority', 'desc')
-          .orderBy('a.id')
-          .limit(maxPerPass),
-      )
-      .where('state', '=', 'active')
-      .returning(['id', 'asset_id', 'node_id'])
-      .execute();
-    await changeHolders(trx, rows.map((row) => row.asset_id), -1);
-    await appendEvents(
+    const { ended } = await endAllocations(
       trx,
+      {
+        pickedBy: (eb) =>
+          eb
+            .selectFrom('allocations as a')
+            .innerJoin('nodes', 'nodes.id', 'a.node_id')
+            .innerJoin('assets', 'assets.id', 'a.asset_id')
+            .select('a.id')
+            .where('a.state', '=', 'active')
+            .where('nodes.status', '=', 'dead')
+            .orderBy('assets.priority', 'desc')
+            .orderBy('a.id')
+            .limit(maxPerPass),
+      },
+      { state: 'reclaimed', reason: 'node dead', actor: 'system', event: (row) => ({ kind: 'allocation.reclaimed', data: { asset_id: row.asset_id, node_id: row.node_id } }) },
       now,
-      rows.map((row) => ({ actor: 'system', kind: 'allocation.reclaimed', subjectType: 'allocation', subjectId: row.id, data: { asset_id: row.asset_id, node_id: row.node_id } })),
     );
-    return rows.length;
+    return ended.length;
   });
 }
 

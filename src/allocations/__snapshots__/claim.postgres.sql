@@ -53,9 +53,9 @@ begin;
 
 select "size_bytes", "sha256", "source_host" from "assets" where "id" = $1;
 
-update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "asset_id" = $4 and "node_id" = $5 and "state" = $6 returning "id";
+update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "asset_id" = $4 and "node_id" = $5 and "state" = $6 returning "id", "asset_id", "node_id", "expires_at";
 
-update "assets" set "holders" = "holders" - $1 where "id" = $2;
+update "assets" set "holders" = "holders" + $1 where "id" in ($2);
 
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values ($1, $2, $3, $4, $5, $6);
 
@@ -73,7 +73,7 @@ begin;
 
 update "assets" set "holders" = "holders" where "id" = $1 returning "sha256", "size_bytes", "replicas_target", "copies", "state", "source_host";
 
-update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3, "sha256" = $4, "bytes" = $5, "uri" = $6, "verified" = $7 where "asset_id" = $8 and "node_id" = $9 and "state" = $10 returning "id";
+update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3, "sha256" = $4, "bytes" = $5, "uri" = $6, "verified" = $7 where "asset_id" = $8 and "node_id" = $9 and "state" = $10 returning "id", "asset_id", "node_id", "expires_at";
 
 select "id", "node_id", "sha256" from "allocations" where "asset_id" = $1 and "state" = $2;
 
@@ -81,9 +81,9 @@ update "allocations" set "verified" = $1 where "asset_id" = $2 and "state" = $3 
 
 update "assets" set "copies" = (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1), "holders" = (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1) + (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active'), "state" = case when (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1) >= replicas_target then 'rescued' when state = 'rescued' then 'pending' else state end, "size_bytes" = coalesce(size_bytes, (select max(bytes) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)) where "id" = $1 returning "state", "copies", "replicas_target";
 
-update "nodes" set "strikes" = case when strikes + $1 < 0 then 0 else strikes + $2 end where "id" in ($3);
-
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values ($1, $2, $3, $4, $5, $6), ($7, $8, $9, $10, $11, $12);
+
+update "nodes" set "strikes" = case when strikes + $1 < 0 then 0 else strikes + $2 end where "id" in ($3);
 
 commit;
 

@@ -20,9 +20,9 @@ begin immediate;
 
 select "size_bytes", "sha256", "source_host" from "assets" where "id" = ?;
 
-update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id";
+update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id", "asset_id", "node_id", "expires_at";
 
-update "assets" set "holders" = "holders" - ? where "id" = ?;
+update "assets" set "holders" = "holders" + ? where "id" in (?);
 
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values (?, ?, ?, ?, ?, ?);
 
@@ -40,7 +40,7 @@ begin immediate;
 
 update "assets" set "holders" = "holders" where "id" = ? returning "sha256", "size_bytes", "replicas_target", "copies", "state", "source_host";
 
-update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ?, "sha256" = ?, "bytes" = ?, "uri" = ?, "verified" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id";
+update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ?, "sha256" = ?, "bytes" = ?, "uri" = ?, "verified" = ? where "asset_id" = ? and "node_id" = ? and "state" = ? returning "id", "asset_id", "node_id", "expires_at";
 
 select "id", "node_id", "sha256" from "allocations" where "asset_id" = ? and "state" = ?;
 
@@ -48,9 +48,9 @@ update "allocations" set "verified" = ? where "asset_id" = ? and "state" = ? and
 
 update "assets" set "copies" = (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1), "holders" = (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1) + (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active'), "state" = case when (select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1) >= replicas_target then 'rescued' when state = 'rescued' then 'pending' else state end, "size_bytes" = coalesce(size_bytes, (select max(bytes) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)) where "id" = ? returning "state", "copies", "replicas_target";
 
-update "nodes" set "strikes" = case when strikes + ? < 0 then 0 else strikes + ? end where "id" in (?);
-
 insert into "events" ("at", "actor", "kind", "subject_type", "subject_id", "data") values (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?);
+
+update "nodes" set "strikes" = case when strikes + ? < 0 then 0 else strikes + ? end where "id" in (?);
 
 commit;
 
