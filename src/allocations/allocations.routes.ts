@@ -1,55 +1,19 @@
 import { Type } from '@sinclair/typebox';
 import { toIso } from '../clock.js';
 import { AppError } from '../errors.js';
-import { actorOf, isAdmin, principalOf, type Guards, type Principal } from '../http/auth.js';
+import { actorOf, principalOf, type Guards } from '../http/auth.js';
+import { resolveNode } from '../http/acting-node.js';
 import type { App, AppContext } from '../http/context.js';
 import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { retryingLockConflicts } from '../db/retry.js';
-import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
-import { findOrCreateNode } from '../nodes/nodes.service.js';
-import { allocationPolicyFrom, type Refusal } from './allocate.service.js';
+import { allocationPolicyFrom } from './allocate.service.js';
+import { refusalError } from './allocation-rules.js';
 import { batchWaitMs, createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
 import { completeAllocation, releaseAllocation } from './allocations.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
-
-/**
- * The node a request acts for. A node token acts only for its own node (by name or id); an admin
- * acts for any node, and with `create` a name never seen before becomes a new node (seed behaviour).
- */
-export async function resolveNode(
-  ctx: AppContext,
-  principal: Principal,
-  ref: string | number,
-  options: { create: boolean },
-): Promise<{ id: number; name: string }> {
-  if (principal.kind === 'node') {
-    if (ref !== principal.nodeName && ref !== principal.nodeId && ref !== String(principal.nodeId)) {
-      throw new AppError('FORBIDDEN', `This node token belongs to node "${principal.nodeName}", not "${ref}".`);
-    }
-    return { id: principal.nodeId, name: principal.nodeName };
-  }
-  if (!isAdmin(principal)) throw new AppError('FORBIDDEN', 'This route needs a node token or an admin token.');
-  const node = typeof ref === 'number' ? await findNodeById(ctx.db, ref) : await findNodeByName(ctx.db, ref);
-  if (node) return node;
-  if (options.create && typeof ref === 'string') return findOrCreateNode(ctx.db, ref, actorOf(principal), ctx.clock.now());
-  throw new AppError('NODE_NOT_FOUND', `No node "${ref}".`);
-}
-
-export function refusalError(refusal: Refusal, nodeName: string): AppError {
-  switch (refusal) {
-    case 'draining':
-      return new AppError('NODE_DRAINING', `Node "${nodeName}" is being drained by an admin: it keeps its work but gets nothing new.`);
-    case 'throttled':
-      return new AppError('NODE_THROTTLED', `Node "${nodeName}" failed too many allocations and gets no work until an admin clears it.`);
-    case 'outside_window':
-      return new AppError('OUTSIDE_NODE_WINDOW', `Node "${nodeName}" takes new work only inside its schedule windows (node-window), and none is open now.`);
-    case 'stale_free_space':
-      return new AppError('FREE_SPACE_REQUIRED', `Node "${nodeName}" has no recent free-space report; send free_space_gb.`);
-  }
-}
 
 export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guards): void {
   const nodeRateLimit = { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } };

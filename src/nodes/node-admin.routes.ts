@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox';
-import { resolveNode } from '../allocations/allocations.routes.js';
+import { resolveNode } from '../http/acting-node.js';
 import { allocationPolicyFrom } from '../allocations/allocate.service.js';
 import { toIso } from '../clock.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
