@@ -63,23 +63,23 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       name: TASKS_LOOP,
       // Cleanup after a release returns the worker to the pool within seconds.
       intervalMs: 5_000,
-      tick: (now) => runDueTasks(ctx, now),
+      tick: (now) => runDueTasks(ctx.db, ctx, now),
     },
     {
       name: WORKER_CHECK_LOOP,
       intervalMs: ctx.config.workerProbeIntervalMs,
-      tick: async (now) => ({ probes: await probeWorkers(ctx, now), migrations: await moveRentalsOffDeadWorkers(ctx, ctx.clock.now()) }),
+      tick: async (now) => ({ probes: await probeWorkers(ctx.db, ctx, now), migrations: await moveRentalsOffDeadWorkers(ctx.db, ctx, ctx.clock.now()) }),
     },
     {
       name: RENTAL_EXPIRY_LOOP,
       intervalMs: 30_000,
-      tick: (now) => expireRentals(ctx, now),
+      tick: (now) => expireRentals(ctx.db, ctx, now),
     },
     {
       name: SCHEDULES_LOOP,
       // Window boundaries fire within 15 s; a node window is enforced at the exact boundary by /allocate itself.
       intervalMs: 15_000,
-      tick: (now) => fireSchedules(ctx, now),
+      tick: (now) => fireSchedules(ctx.db, ctx, now),
     },
   ];
 }

@@ -5,9 +5,10 @@ import type { ImportsTable } from '../catalog/import-jobs.table.js';
 import type { EventsTable } from '../events/events.table.js';
 import type { LoopsTable } from '../lib/loop.js';
 import type { EnrollmentTokensTable, NodesTable } from '../nodes/nodes.table.js';
-import type { RentalsTable, TasksTable } from '../rentals/rentals.table.js';
+import type { RentalsTable } from '../rentals/rentals.table.js';
 import type { SchedulesTable } from '../schedules/schedules.table.js';
 import type { SourceHostsTable } from '../sources/sources.table.js';
+import type { TasksTable } from '../tasks/tasks.table.js';
 import type { UsersTable } from '../users/users.table.js';
 import type { SettingsTable } from './settings.js';
 

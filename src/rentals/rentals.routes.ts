@@ -1,13 +1,16 @@
 import { Type } from '@sinclair/typebox';
-import type { FastifyRequest } from 'fastify';
 import { toIso } from '../clock.js';
+import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
-import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
+import { actorOf, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
+import { renterOf } from '../http/renter.js';
 import { bearerSecurity, errorResponses, Hours, Nullable } from '../http/schemas.js';
-import { userRateLimit } from './user-rate-limit.js';
-import { extendRental, findOwnRental, releaseRental, rentWorkers, resetLeasing, type Renter } from './rentals.service.js';
-import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
+import { userRateLimit } from '../http/user-rate-limit.js';
+import { listRentals } from './rentals.repository.js';
+import { extendRental, findOwnRental, releaseRental, rentWorkers, resetLeasing } from './rentals.service.js';
+import { ACTIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
+import { findWorkerAddresses } from './workers.repository.js';
 
 const HOUR = 3_600_000;
 const RentalIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
@@ -51,12 +54,6 @@ const RentalView = Type.Object({
   migrations: Type.Array(Type.Object({ from_node: Type.Integer(), to_node: Type.Integer(), at: Type.String() })),
 });
 
-export function renterOf(request: FastifyRequest): Renter {
-  const principal = principalOf(request);
-  if (principal.kind !== 'user') throw new AppError('FORBIDDEN', 'Rentals need a user token from POST /auth/login.');
-  return { userId: principal.userId, username: principal.username, admin: isAdmin(principal), actor: actorOf(principal) };
-}
-
 export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards): void {
   // USER_RATE_LIMIT_PER_MINUTE, one budget per user across these routes and the schedule routes.
   const rateLimitUser = userRateLimit(app, ctx.config.userRateLimitPerMinute);
@@ -74,11 +71,13 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
     },
     async (request) => {
       const body = request.body;
-      const rented = await rentWorkers(ctx, renterOf(request), {
-        durationMs: Math.round(body.duration_hours * HOUR),
-        count: body.count ?? 1,
-        password: body.ssh_password,
-      });
+      const rented = await rentWorkers(
+        ctx.db,
+        ctx,
+        renterOf(request),
+        { durationMs: Math.round(body.duration_hours * HOUR), count: body.count ?? 1, password: body.ssh_password },
+        ctx.clock.now(),
+      );
       return rented.map(({ rental, worker, password }) => ({
         rental_id: rental.id,
         host_ip: worker.ip as string,
@@ -105,7 +104,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
       },
     },
     async (request) => {
-      await releaseRental(ctx, renterOf(request), request.params.id);
+      await releaseRental(ctx.db, ctx, renterOf(request), request.params.id, ctx.clock.now());
       return { message: 'Lease released' };
     },
   );
@@ -124,7 +123,8 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
       },
     },
     async (request) => {
-      const rental = await extendRental(ctx, renterOf(request), request.params.id, Math.round(request.body.additional_hours * HOUR));
+      const extension = { rentalId: request.params.id, additionalMs: Math.round(request.body.additional_hours * HOUR) };
+      const rental = await extendRental(ctx.db, ctx, renterOf(request), extension, ctx.clock.now());
       return { lease_id: rental.id, new_end_at: toIso(rental.leased_until) };
     },
   );
@@ -143,15 +143,8 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
     },
     async (request) => {
       const renter = renterOf(request);
-      const rows = await ctx.db
-        .selectFrom('rentals')
-        .selectAll()
-        .$if(!renter.admin, (q) => q.where('user_id', '=', renter.userId))
-        .$if(request.query.active === true, (q) => q.where('state', 'in', LIVE_RENTAL_STATES))
-        .orderBy('id', 'desc')
-        .limit(1000)
-        .execute();
-      return rentalViews(ctx, rows);
+      const rows = await listRentals(ctx.db, { userId: renter.admin ? undefined : renter.userId, live: request.query.active === true });
+      return rentalViews(ctx.db, rows);
     },
   );
 
@@ -169,7 +162,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
     },
     async (request) => {
       const rental = await findOwnRental(ctx.db, renterOf(request), request.params.id);
-      return (await rentalViews(ctx, [rental]))[0] as never;
+      return (await rentalViews(ctx.db, [rental]))[0] as never;
     },
   );
 
@@ -204,15 +197,14 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
     },
     async (request) => {
       if (request.body.confirm !== 'reset') throw new AppError('CONFIRMATION_REQUIRED', 'Send {"confirm": "reset"} to end every rental and remove every worker.');
-      const result = await resetLeasing(ctx, actorOf(principalOf(request)));
+      const result = await resetLeasing(ctx.db, ctx, actorOf(principalOf(request)), ctx.clock.now());
       return { message: 'DB reset OK', rentals_ended: result.rentalsEnded, workers_removed: result.workersRemoved };
     },
   );
 }
 
-async function rentalViews(ctx: AppContext, rentals: RentalRow[]) {
-  const nodeIds = [...new Set(rentals.map((rental) => rental.node_id))];
-  const nodes = nodeIds.length === 0 ? [] : await ctx.db.selectFrom('nodes').select(['id', 'hostname', 'ip', 'ssh_port']).where('id', 'in', nodeIds).execute();
+async function rentalViews(db: Db, rentals: RentalRow[]) {
+  const nodes = await findWorkerAddresses(db, [...new Set(rentals.map((rental) => rental.node_id))]);
   const byId = new Map(nodes.map((node) => [node.id, node]));
   return rentals.map((rental) => {
     const node = byId.get(rental.node_id);

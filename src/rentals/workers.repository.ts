@@ -96,3 +96,19 @@ export async function quarantineWorker(db: Db, nodeId: number, reason: string, n
     .executeTakeFirst();
   return row !== undefined;
 }
+
+/** Where renters reach each of these nodes. */
+export function findWorkerAddresses(db: Db, nodeIds: number[]): Promise<{ id: number; hostname: string; ip: string | null; ssh_port: number | null }[]> {
+  if (nodeIds.length === 0) return Promise.resolve([]);
+  return db.selectFrom('nodes').select(['id', 'hostname', 'ip', 'ssh_port']).where('id', 'in', nodeIds).execute();
+}
+
+/** Removes every worker registration (a node with an SSH host key) that no allocation refers to. */
+export function removeIdleWorkers(db: Db): Promise<{ id: number; name: string }[]> {
+  return db
+    .deleteFrom('nodes')
+    .where('ssh_host_key', 'is not', null)
+    .where((eb) => eb.not(eb.exists(eb.selectFrom('allocations').select('allocations.id').whereRef('allocations.node_id', '=', 'nodes.id'))))
+    .returning(['id', 'name'])
+    .execute();
+}

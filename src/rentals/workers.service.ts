@@ -1,9 +1,10 @@
 import { appendEvents } from '../events/events.repository.js';
-import type { AppContext } from '../http/context.js';
 import { queueTasks } from '../tasks/outbox.js';
 import type { Db } from '../db/database.js';
+import { retryOnUniqueViolation } from '../db/retry.js';
 import { probeSshBanner, proveHostKey } from '../workers/ssh.js';
-import { deprovisionTask, endRentals, provisionTask, retryOnUniqueViolation } from './rentals.service.js';
+import { deprovisionTask, provisionTask } from './rental-tasks.js';
+import { endRentals, type LeasingDeps } from './rentals.service.js';
 import { ACTIVE_RENTAL_STATES } from './rentals.table.js';
 import { findWorker, pickFreeWorkers } from './workers.repository.js';
 
@@ -35,8 +36,8 @@ interface ProbedWorker {
  * that reaches it. After WORKER_PROBE_FAILURES failures in a row a worker is dead; one success
  * makes it alive again.
  */
-export async function probeWorkers(ctx: AppContext, now: number): Promise<ProbePassResult> {
-  const workers = await ctx.db
+export async function probeWorkers(db: Db, deps: Pick<LeasingDeps, 'config'>, now: number): Promise<ProbePassResult> {
+  const workers = await db
     .selectFrom('nodes')
     .select(['id', 'name', 'ip', 'ssh_port', 'ssh_host_key', 'host_key_verified_at', 'probe_status', 'probe_failures'])
     .where('ssh_host_key', 'is not', null)
@@ -46,15 +47,15 @@ export async function probeWorkers(ctx: AppContext, now: number): Promise<ProbeP
   const result: ProbePassResult = { probed: workers.length, died: [], revived: [], proven: [] };
   for (let start = 0; start < workers.length; start += PROBES_AT_ONCE) {
     const slice = workers.slice(start, start + PROBES_AT_ONCE);
-    const probes = await Promise.all(slice.map((worker) => checkWorker(worker, ctx.config.sshTimeoutMs)));
-    await ctx.db.transaction().execute(async (trx) => {
+    const probes = await Promise.all(slice.map((worker) => checkWorker(worker, deps.config.sshTimeoutMs)));
+    await db.transaction().execute(async (trx) => {
       for (const [index, worker] of slice.entries()) {
         let probe = probes[index] as WorkerCheck;
         if (probe.proof && probe.ok && (await findProvenElsewhere(trx, worker))) {
           probe = { ok: false, proof: true, detail: 'another worker has already proven this host key' };
         }
         const failures = probe.ok ? 0 : worker.probe_failures + 1;
-        const status = probe.ok ? 'alive' : failures >= ctx.config.workerProbeFailures ? 'dead' : worker.probe_status;
+        const status = probe.ok ? 'alive' : failures >= deps.config.workerProbeFailures ? 'dead' : worker.probe_status;
         await trx
           .updateTable('nodes')
           .set({ probe_failures: failures, probe_status: status, probed_at: now, ...(probe.proof && probe.ok ? { host_key_verified_at: now } : {}) })
@@ -119,8 +120,8 @@ export interface MigrationPassResult {
  * same end time and the same account and password (set up there through the outbox), or fails
  * with an event when no worker is free. Either way the dead worker gets a cleanup task.
  */
-export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): Promise<MigrationPassResult> {
-  const stranded = await ctx.db
+export async function moveRentalsOffDeadWorkers(db: Db, deps: Pick<LeasingDeps, 'dialect' | 'config'>, now: number): Promise<MigrationPassResult> {
+  const stranded = await db
     .selectFrom('rentals')
     .innerJoin('nodes', 'nodes.id', 'rentals.node_id')
     .select(['rentals.id', 'rentals.node_id', 'rentals.account', 'rentals.password_hash', 'rentals.migrations', 'nodes.name'])
@@ -130,9 +131,9 @@ export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): P
     .execute();
   const result: MigrationPassResult = { moved: 0, failed: 0 };
   for (const rental of stranded) {
-    const moved = await retryOnUniqueViolation(ctx, () =>
-      ctx.db.transaction().execute(async (trx) => {
-        const [target] = await pickFreeWorkers(trx, ctx.dialect, 1, rental.node_id);
+    const moved = await retryOnUniqueViolation(deps.dialect, () =>
+      db.transaction().execute(async (trx) => {
+        const [target] = await pickFreeWorkers(trx, deps.dialect, 1, rental.node_id);
         if (!target) return false;
         const history = [...(JSON.parse(rental.migrations) as unknown[]), { from_node: rental.node_id, to_node: target.id, at: now }];
         const updated = await trx
@@ -145,7 +146,7 @@ export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): P
           .executeTakeFirst();
         if (!updated) return true;
         const from = await findWorker(trx, rental.node_id);
-        const maxAttempts = ctx.config.taskMaxAttempts;
+        const maxAttempts = deps.config.taskMaxAttempts;
         await queueTasks(
           trx,
           [provisionTask(rental, target, 'migrate', maxAttempts), ...(from ? [deprovisionTask(rental, from, maxAttempts)] : [])],
@@ -162,10 +163,10 @@ export async function moveRentalsOffDeadWorkers(ctx: AppContext, now: number): P
       continue;
     }
     const failed = await endRentals(
-      ctx.db,
+      db,
       { ids: [rental.id] },
       { reason: `worker ${rental.name} is dead and no free worker could take the rental`, actor: 'system', state: 'failed' },
-      ctx.config.taskMaxAttempts,
+      deps.config.taskMaxAttempts,
       now,
     );
     result.failed += failed.length;

@@ -61,7 +61,7 @@ describe.each(dialects)('reserve schedule quotas on %s', (dialect) => {
     ...extra,
   });
   const patch = (token: string, id: number, body: Record<string, unknown>) => server.api.request('PATCH', `/schedules/${id}`, { body, token });
-  const fire = () => fireSchedules(server.ctx, server.clock.now());
+  const fire = () => fireSchedules(server.ctx.db, server.ctx, server.clock.now());
   const planned = async (ownerId: number) =>
     Number((await server.ctx.db.selectFrom('schedules').select((eb) => eb.fn.countAll<number>().as('n')).where('owner_id', '=', ownerId).where('status', 'in', ['scheduled', 'running']).executeTakeFirstOrThrow()).n);
 

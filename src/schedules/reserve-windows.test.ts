@@ -80,15 +80,15 @@ describe.each(dialects)('reserve checks read stored windows on %s', (dialect) =>
     const beyondStored = reserve(1, '2026-01-03T03:00:00Z', '2026-01-03T03:15:00Z');
     expect((await create(bob, beyondStored)).body).toMatchObject({ code: 'RESERVATION_CONFLICT', window_start: '2026-01-03T03:00:00.000Z' });
 
-    await fireSchedules(server.ctx, server.clock.now());
+    await fireSchedules(server.ctx.db, server.ctx, server.clock.now());
     const caughtUp = await stored(id);
     expect(caughtUp).toHaveLength(CHECKED_WINDOWS);
     expect(iso(caughtUp[0]!)).toEqual({ start: '2026-01-01T05:00:00.000Z', end: '2026-01-01T05:30:00.000Z' });
     server.clock.set(at('2026-01-01T05:00:00Z'));
-    await fireSchedules(server.ctx, server.clock.now());
+    await fireSchedules(server.ctx.db, server.ctx, server.clock.now());
     expect(await stored(id)).toEqual(caughtUp);
     server.clock.set(at('2026-01-01T05:30:00Z'));
-    await fireSchedules(server.ctx, server.clock.now());
+    await fireSchedules(server.ctx.db, server.ctx, server.clock.now());
     expect(iso((await stored(id))[0]!)).toEqual({ start: '2026-01-01T06:00:00.000Z', end: '2026-01-01T06:30:00.000Z' });
     expect((await create(bob, beyondStored)).body).toMatchObject({ code: 'RESERVATION_CONFLICT' });
     // Between its windows the workers are free.

@@ -2,9 +2,11 @@ import { Type } from '@sinclair/typebox';
 import { toIso } from '../clock.js';
 import type { Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
+import { renterOf } from '../http/renter.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
-import { renterOf } from '../rentals/rentals.routes.js';
-import { userRateLimit } from '../rentals/user-rate-limit.js';
+import { userRateLimit } from '../http/user-rate-limit.js';
+import { listScheduleRentals } from '../rentals/rentals.repository.js';
+import { listSchedules } from './schedules.repository.js';
 import { actionOf, createSchedule, deleteSchedule, findOwnSchedule, updateSchedule, type ScheduleInput } from './schedules.service.js';
 import type { ScheduleRow } from './schedules.table.js';
 
@@ -77,13 +79,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
     },
     async (request) => {
       const owner = renterOf(request);
-      const rows = await ctx.db
-        .selectFrom('schedules')
-        .selectAll()
-        .$if(!owner.admin, (q) => q.where('owner_id', '=', owner.userId))
-        .orderBy('id')
-        .limit(1000)
-        .execute();
+      const rows = await listSchedules(ctx.db, { ownerId: owner.admin ? undefined : owner.userId });
       return rows.map((row) => scheduleView(row));
     },
   );
@@ -109,7 +105,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
       },
     },
     async (request) => {
-      const { row, password } = await createSchedule(ctx, renterOf(request), request.body as ScheduleInput);
+      const { row, password } = await createSchedule(ctx.db, ctx, renterOf(request), request.body as ScheduleInput, ctx.clock.now());
       return { status: 'created', id: row.id, ...(password ? { ssh_password: password } : {}), schedule: scheduleView(row) };
     },
   );
@@ -128,13 +124,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
     },
     async (request) => {
       const row = await findOwnSchedule(ctx.db, renterOf(request), request.params.id);
-      const rentals = await ctx.db
-        .selectFrom('rentals')
-        .select(['id', 'node_id', 'account', 'state', 'leased_until'])
-        .where('schedule_id', '=', row.id)
-        .orderBy('id', 'desc')
-        .limit(100)
-        .execute();
+      const rentals = await listScheduleRentals(ctx.db, row.id);
       return {
         ...scheduleView(row),
         rentals: rentals.map((rental) => ({
@@ -161,7 +151,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
         response: { 200: ScheduleView, ...errorResponses },
       },
     },
-    async (request) => scheduleView(await updateSchedule(ctx, renterOf(request), request.params.id, request.body as ScheduleInput)),
+    async (request) => scheduleView(await updateSchedule(ctx.db, ctx, renterOf(request), request.params.id, request.body as ScheduleInput, ctx.clock.now())),
   );
 
   app.delete(
@@ -177,7 +167,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
       },
     },
     async (request) => {
-      await deleteSchedule(ctx, renterOf(request), request.params.id);
+      await deleteSchedule(ctx.db, ctx, renterOf(request), request.params.id, ctx.clock.now());
       return { status: 'deleted' };
     },
   );

@@ -1,11 +1,13 @@
 import { encrypt as cryptSha512 } from 'unixcrypt';
 import type { Db } from '../db/database.js';
+import { inTransaction } from '../db/transaction.js';
 import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
-import type { AppContext } from '../http/context.js';
 import { findNodeByName } from '../nodes/nodes.repository.js';
-import { checkPasswordStrength, endRentals, generatePassword, inTransaction, rentWorkers, type Renter } from '../rentals/rentals.service.js';
-import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
+import { checkPasswordStrength, generatePassword } from '../rentals/rental-credentials.js';
+import { findLiveScheduleRentalIds } from '../rentals/rentals.repository.js';
+import { endRentals, rentWorkers, type LeasingDeps, type Renter } from '../rentals/rentals.service.js';
+import { findActiveSchedule, findDueSchedules, findSchedule } from './schedules.repository.js';
 import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.table.js';
 import { checkReservation, checkReserveSpan, checkScheduleCount, PLANNED_STATUSES, reserveWindowsOf } from './reserve-checks.js';
 import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
@@ -23,6 +25,9 @@ export interface ScheduleInput {
   timezone?: string | null;
   action?: { kind: 'reserve' | 'node-window'; count?: number; ssh_password?: string; node?: string } | null;
 }
+
+/** What schedule changes use besides the database; the schedule loop, which rents, takes LeasingDeps. */
+export type ScheduleDeps = Pick<LeasingDeps, 'dialect' | 'config'>;
 
 /** A transition counts as late when it fires this long after its boundary (the loop runs every 15 s). */
 export const LATE_AFTER_MS = 60_000;
@@ -71,8 +76,7 @@ function clientStatus(status: string | undefined): ScheduleStatus | undefined {
 }
 
 /** `POST /schedules`. Returns the row, and the generated password of a reserve action (shown once). */
-export async function createSchedule(ctx: AppContext, owner: Renter, input: ScheduleInput): Promise<{ row: ScheduleRow; password?: string }> {
-  const now = ctx.clock.now();
+export async function createSchedule(db: Db, deps: ScheduleDeps, owner: Renter, input: ScheduleInput, now: number): Promise<{ row: ScheduleRow; password?: string }> {
   if (!input.name || !input.name.trim()) throw invalid('body/name is required.');
   if (input.start_time === undefined || input.end_time === undefined) throw invalid('body/start_time and body/end_time are required.');
   const timed = timing({
@@ -90,7 +94,7 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
   let password: string | undefined;
   if (input.action?.kind === 'reserve') {
     if (input.action.count === undefined || input.action.node !== undefined) throw invalid('body/action: reserve takes count (and optionally ssh_password), not node.');
-    if (input.action.count > ctx.config.rentMaxCount) throw invalid(`body/action/count may be at most ${ctx.config.rentMaxCount} (RENT_MAX_COUNT).`);
+    if (input.action.count > deps.config.rentMaxCount) throw invalid(`body/action/count may be at most ${deps.config.rentMaxCount} (RENT_MAX_COUNT).`);
     if (input.action.ssh_password !== undefined) checkPasswordStrength(input.action.ssh_password, owner.username);
     else password = generatePassword();
     passwordHash = cryptSha512(input.action.ssh_password ?? (password as string));
@@ -100,19 +104,19 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
       throw invalid('body/action: node-window takes node, the rescue node\'s name, and nothing else.');
     }
     if (!owner.admin) throw new AppError('FORBIDDEN', 'Only admins open and close nodes with node-window schedules.');
-    const node = await findNodeByName(ctx.db, input.action.node);
+    const node = await findNodeByName(db, input.action.node);
     if (!node) throw new AppError('NODE_NOT_FOUND', `No node "${input.action.node}".`);
     nodeId = node.id;
     action = { kind: 'node-window', node: node.name };
   }
   const window = windowAt(specOf(timed), now);
   if (!window && status === 'scheduled') status = 'completed';
-  if (action?.kind === 'reserve') checkReserveSpan(ctx.config, owner, timed.start_time, timed.end_time);
+  if (action?.kind === 'reserve') checkReserveSpan(deps.config, owner, timed.start_time, timed.end_time);
 
-  const row = await inTransaction(ctx.db, async (trx) => {
-    await checkScheduleCount(trx, ctx.dialect, ctx.config, owner);
+  const row = await inTransaction(db, async (trx) => {
+    await checkScheduleCount(trx, deps.dialect, deps.config, owner);
     if (action?.kind === 'reserve' && active && status === 'scheduled') {
-      await checkReservation(trx, ctx, { owner, spec: specOf(timed), count: action.count, runningStart: null, capacity: true }, now);
+      await checkReservation(trx, deps, { owner, spec: specOf(timed), count: action.count, runningStart: null, capacity: true }, now);
     }
     const inserted = await trx
       .insertInto('schedules')
@@ -143,16 +147,15 @@ export async function createSchedule(ctx: AppContext, owner: Renter, input: Sche
 }
 
 export async function findOwnSchedule(db: Db, owner: Renter, id: number): Promise<ScheduleRow> {
-  const row = await db.selectFrom('schedules').selectAll().where('id', '=', id).executeTakeFirst();
+  const row = await findSchedule(db, id);
   if (!row || (!owner.admin && row.owner_id !== owner.userId)) throw new AppError('SCHEDULE_NOT_FOUND', `No schedule ${id} of yours.`);
   return row;
 }
 
 /** `PATCH /schedules/{id}`: timing, name, active and status; a running window that no longer holds ends first. */
-export async function updateSchedule(ctx: AppContext, owner: Renter, id: number, input: ScheduleInput): Promise<ScheduleRow> {
+export async function updateSchedule(db: Db, deps: ScheduleDeps, owner: Renter, id: number, input: ScheduleInput, now: number): Promise<ScheduleRow> {
   if (input.action !== undefined) throw invalid('body/action cannot be changed; delete the schedule and create another.');
-  const row = await findOwnSchedule(ctx.db, owner, id);
-  const now = ctx.clock.now();
+  const row = await findOwnSchedule(db, owner, id);
   const timed = timing({
     start_time: input.start_time === undefined ? row.start_time : time(input.start_time, 'start_time'),
     end_time: input.end_time === undefined ? row.end_time : time(input.end_time, 'end_time'),
@@ -170,14 +173,14 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
   const action = actionOf(row);
   // The quotas are the owner's, whoever changes the schedule (an admin changing it is exempt).
   const quotaOwner = { userId: row.owner_id, admin: owner.admin };
-  if (action?.kind === 'reserve' && (input.start_time !== undefined || input.end_time !== undefined)) checkReserveSpan(ctx.config, quotaOwner, timed.start_time, timed.end_time);
-  return inTransaction(ctx.db, async (trx) => {
-    if (isPlanned(status) && !isPlanned(row.status)) await checkScheduleCount(trx, ctx.dialect, ctx.config, quotaOwner, row.id);
+  if (action?.kind === 'reserve' && (input.start_time !== undefined || input.end_time !== undefined)) checkReserveSpan(deps.config, quotaOwner, timed.start_time, timed.end_time);
+  return inTransaction(db, async (trx) => {
+    if (isPlanned(status) && !isPlanned(row.status)) await checkScheduleCount(trx, deps.dialect, deps.config, quotaOwner, row.id);
     if (action?.kind === 'reserve' && active && isPlanned(status)) {
       const runningStart = status === 'running' ? row.window_start : null;
-      await checkReservation(trx, ctx, { owner: quotaOwner, spec: specOf(timed), count: action.count, scheduleId: row.id, runningStart, capacity: status === 'scheduled' }, now);
+      await checkReservation(trx, deps, { owner: quotaOwner, spec: specOf(timed), count: action.count, scheduleId: row.id, runningStart, capacity: status === 'scheduled' }, now);
     }
-    if (row.status === 'running' && !stillOpen) await endEffect(ctx, trx, row, requested === 'cancelled' ? 'schedule cancelled' : 'schedule changed', now);
+    if (row.status === 'running' && !stillOpen) await endEffect(trx, deps, row, requested === 'cancelled' ? 'schedule cancelled' : 'schedule changed', now);
     const updated = await trx
       .updateTable('schedules')
       .set({
@@ -201,11 +204,10 @@ export async function updateSchedule(ctx: AppContext, owner: Renter, id: number,
 }
 
 /** `DELETE /schedules/{id}`: a running window's effect ends first (recorded as cancelled). */
-export async function deleteSchedule(ctx: AppContext, owner: Renter, id: number): Promise<void> {
-  const row = await findOwnSchedule(ctx.db, owner, id);
-  const now = ctx.clock.now();
-  if (row.status === 'running') await endEffect(ctx, ctx.db, row, 'schedule deleted', now);
-  await inTransaction(ctx.db, async (trx) => {
+export async function deleteSchedule(db: Db, deps: Pick<ScheduleDeps, 'config'>, owner: Renter, id: number, now: number): Promise<void> {
+  const row = await findOwnSchedule(db, owner, id);
+  if (row.status === 'running') await endEffect(db, deps, row, 'schedule deleted', now);
+  await inTransaction(db, async (trx) => {
     await trx.deleteFrom('schedules').where('id', '=', row.id).execute();
     const events = [{ actor: owner.actor, kind: 'schedule.deleted', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } }];
     if (row.status === 'running') events.unshift({ actor: owner.actor, kind: 'schedule.cancelled', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } });
@@ -226,27 +228,15 @@ export interface FirePassResult {
  * it fires exactly once even when several instances (or a restarted one catching up) run the
  * pass at the same moment; only the winner runs the action and records the event.
  */
-export async function fireSchedules(ctx: AppContext, now: number): Promise<FirePassResult> {
-  const due = await ctx.db
-    .selectFrom('schedules')
-    .selectAll()
-    .where('active', '=', 1)
-    .where((eb) =>
-      eb.or([
-        eb.and([eb('status', '=', 'scheduled'), eb.or([eb('window_start', '<=', now), eb('window_start', 'is', null)])]),
-        eb.and([eb('status', '=', 'running'), eb('window_end', '<=', now)]),
-      ]),
-    )
-    .orderBy('window_start')
-    .limit(500)
-    .execute();
+export async function fireSchedules(db: Db, deps: LeasingDeps, now: number): Promise<FirePassResult> {
+  const due = await findDueSchedules(db, now, 500);
   const result: FirePassResult = { started: 0, ended: 0, missed: 0, completed: 0 };
   for (const first of due) {
     // A pass catches up: an ended window may be followed by one that has already begun.
     let row: ScheduleRow | undefined = first;
     for (let step = 0; row && isDue(row, now) && step < 4; step += 1) {
-      if (!(await fireOne(ctx, row, now, result))) break;
-      row = await ctx.db.selectFrom('schedules').selectAll().where('id', '=', row.id).where('active', '=', 1).executeTakeFirst();
+      if (!(await fireOne(db, deps, row, now, result))) break;
+      row = await findActiveSchedule(db, row.id);
     }
   }
   return result;
@@ -258,14 +248,14 @@ function isDue(row: ScheduleRow, now: number): boolean {
 }
 
 /** One transition of one schedule; false when another pass won it. */
-async function fireOne(ctx: AppContext, row: ScheduleRow, now: number, result: FirePassResult): Promise<boolean> {
+async function fireOne(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number, result: FirePassResult): Promise<boolean> {
   if (row.status === 'running') {
-    const ended = await endWindow(ctx, row, now);
+    const ended = await endWindow(db, deps, row, now);
     if (ended) result.ended += 1;
     return ended;
   }
   if (row.window_start === null || row.window_end === null) {
-    const completed = await moveTo(ctx.db, row, { status: 'completed', window: undefined }, now, 'schedule.completed', {});
+    const completed = await moveTo(db, row, { status: 'completed', window: undefined }, now, 'schedule.completed', {});
     if (completed) result.completed += 1;
     return completed;
   }
@@ -273,30 +263,30 @@ async function fireOne(ctx: AppContext, row: ScheduleRow, now: number, result: F
     // The whole window passed while no instance ran (a restart): recorded, its action skipped.
     const next = windowAt(specOf(row), now);
     const late = { window_start: row.window_start, window_end: row.window_end, late_ms: now - row.window_start, late: true };
-    const missed = await moveTo(ctx.db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, 'schedule.window_missed', late);
+    const missed = await moveTo(db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, 'schedule.window_missed', late);
     if (missed) result.missed += 1;
     return missed;
   }
   const lateMs = now - row.window_start;
   const window = { start: row.window_start, end: row.window_end };
-  const started = await moveTo(ctx.db, row, { status: 'running', window }, now, 'schedule.started', { window_start: window.start, window_end: window.end, late_ms: lateMs, late: lateMs > LATE_AFTER_MS });
+  const started = await moveTo(db, row, { status: 'running', window }, now, 'schedule.started', { window_start: window.start, window_end: window.end, late_ms: lateMs, late: lateMs > LATE_AFTER_MS });
   if (started) {
     result.started += 1;
-    await startEffect(ctx, row, now);
+    await startEffect(db, deps, row, now);
   }
   return started;
 }
 
-async function endWindow(ctx: AppContext, row: ScheduleRow, now: number): Promise<boolean> {
+async function endWindow(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number): Promise<boolean> {
   const next = windowAt(specOf(row), Math.max(now, row.window_end ?? now));
   const lateMs = now - (row.window_end ?? now);
-  const ended = await moveTo(ctx.db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, next ? 'schedule.ended' : 'schedule.completed', {
+  const ended = await moveTo(db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, next ? 'schedule.ended' : 'schedule.completed', {
     window_start: row.window_start,
     window_end: row.window_end,
     late_ms: lateMs,
     late: lateMs > LATE_AFTER_MS,
   });
-  if (ended) await endEffect(ctx, ctx.db, row, 'schedule window ended', now);
+  if (ended) await endEffect(db, deps, row, 'schedule window ended', now);
   return ended;
 }
 
@@ -345,28 +335,29 @@ async function ownerOf(db: Db, row: ScheduleRow): Promise<Renter> {
   return { userId: user.id, username: user.username, admin: user.role === 'admin', actor: `schedule:${row.id}` };
 }
 
-async function startEffect(ctx: AppContext, row: ScheduleRow, now: number): Promise<void> {
+/**
+ * A reserve window opens: its rentals are made for the owner. They start at the clock's time, not
+ * the pass's `now`: schedules started earlier in the same pass may have spent seconds on SSH.
+ */
+async function startEffect(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number): Promise<void> {
   const action = actionOf(row);
   if (action?.kind !== 'reserve' || row.window_end === null) return;
   try {
-    await rentWorkers(ctx, await ownerOf(ctx.db, row), {
-      durationMs: row.window_end - now,
-      count: action.count,
-      passwordHash: row.password_hash ?? undefined,
-      scheduleId: row.id,
-    });
+    const owner = await ownerOf(db, row);
+    const rent = { durationMs: row.window_end - now, count: action.count, passwordHash: row.password_hash ?? undefined, scheduleId: row.id };
+    await rentWorkers(db, deps, owner, rent, deps.clock.now());
   } catch (error) {
     if (!(error instanceof AppError)) throw error;
-    await appendEvents(ctx.db, ctx.clock.now(), [
+    await appendEvents(db, deps.clock.now(), [
       { actor: 'system', kind: 'schedule.reserve_failed', subjectType: 'schedule', subjectId: row.id, data: { code: error.code, detail: error.detail } },
     ]);
   }
 }
 
-async function endEffect(ctx: AppContext, db: Db, row: ScheduleRow, reason: string, now: number): Promise<void> {
+async function endEffect(db: Db, deps: Pick<ScheduleDeps, 'config'>, row: ScheduleRow, reason: string, now: number): Promise<void> {
   if (actionOf(row)?.kind !== 'reserve') return;
-  const live = await db.selectFrom('rentals').select('id').where('schedule_id', '=', row.id).where('state', 'in', LIVE_RENTAL_STATES).execute();
-  await endRentals(db, { ids: live.map((rental) => rental.id) }, { reason, actor: `schedule:${row.id}` }, ctx.config.taskMaxAttempts, now);
+  const live = await findLiveScheduleRentalIds(db, row.id);
+  await endRentals(db, { ids: live }, { reason, actor: `schedule:${row.id}` }, deps.config.taskMaxAttempts, now);
 }
 
 function isPlanned(status: ScheduleStatus): boolean {

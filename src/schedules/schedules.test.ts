@@ -21,7 +21,7 @@ describe.each(dialects)('schedules on %s', (dialect) => {
   const start = async () => {
     server = await startTestServer(database, options);
   };
-  const fire = (target = server) => fireSchedules(target.ctx, target.clock.now());
+  const fire = (target = server) => fireSchedules(target.ctx.db, target.ctx, target.clock.now());
   const events = async (kind: string) => server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute();
   const create = (token: string, body: Record<string, unknown>) => server.api.post('/schedules', body, token);
   const view = async (id: number, token = server.adminToken) => (await server.api.get(`/schedules/${id}`, token)).body;

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { backoffDelay } from '../lib/backoff.js';
 import type { Dialect } from '../db/dialect.js';
-import type { TaskKind, TaskRow } from '../rentals/rentals.table.js';
+import type { TaskKind, TaskRow } from './tasks.table.js';
 
 /**
  * The outbox: side effects (SSH provisioning, cleanup) are queued as rows in the same transaction
@@ -80,8 +80,8 @@ export async function claimDueTasks(db: Db, dialect: Dialect, now: number, limit
     .execute();
 }
 
-export async function markTaskDone(db: Db, id: number, now: number): Promise<void> {
-  await db.updateTable('tasks').set({ state: 'done', locked_until: null, finished_at: now, last_error: null }).where('id', '=', id).execute();
+export async function markTasksDone(db: Db, ids: number[], now: number): Promise<void> {
+  await db.updateTable('tasks').set({ state: 'done', locked_until: null, finished_at: now, last_error: null }).where('id', 'in', ids).execute();
 }
 
 /** Schedules the next attempt, or gives up at the cap (or at once for a permanent failure); true when given up. */
@@ -97,6 +97,17 @@ export async function markTaskFailed(db: Db, task: TaskRow, error: string, polic
     .where('id', '=', task.id)
     .execute();
   return giveUp;
+}
+
+/** The provisioning of these rentals will not finish: their provision tasks still to run or running fail. */
+export async function failProvisionTasks(db: Db, rentalIds: number[], error: string, now: number): Promise<void> {
+  await db
+    .updateTable('tasks')
+    .set({ state: 'failed', locked_until: null, finished_at: now, last_error: error.slice(0, 1000) })
+    .where('kind', '=', 'provision')
+    .where('rental_id', 'in', rentalIds)
+    .where('state', 'in', ['pending', 'running'])
+    .execute();
 }
 
 /** Puts a node's given-up tasks back in the queue with fresh attempts (an admin cleared the node). */

@@ -1,7 +1,7 @@
 import type {} from '@fastify/rate-limit';
 import type { FastifyRequest, onRequestAsyncHookHandler } from 'fastify';
 import { AppError } from '../errors.js';
-import type { App } from '../http/context.js';
+import type { App } from './context.js';
 
 const limiters = new WeakMap<App, onRequestAsyncHookHandler>();
 
