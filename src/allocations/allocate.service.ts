@@ -94,8 +94,7 @@ export async function allocateAssets(
  * On PostgreSQL candidates are locked with FOR UPDATE SKIP LOCKED, so concurrent transactions take
  * different rows without waiting. Skipping can leave a node short while slots are only briefly
  * locked by others; a request whose candidates ran dry gets a second pass in its own transaction
- * that waits for those rows and re-checks them (measured: without it, 50 nodes racing for 30 slots
- * got 20).
+ * that waits for those rows and re-checks them, so racing nodes together get every free slot.
  */
 export async function allocateBatch(
   db: Db,

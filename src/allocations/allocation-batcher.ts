@@ -16,11 +16,10 @@ interface Waiting {
 
 
 // One transaction at a time, shared by up to 64 requests, on both databases. SQLite has one
-// connection anyway (measured with 50 clients: 1,042 req/s batched against 877 alone). On
-// PostgreSQL a batch costs the same few statements whatever its size, so one batch in flight makes
-// the batches larger (measured over HTTP, 50 clients, 200,000 assets: 619 and 738 req/s with one
-// in flight against 607 and 615 with two, at 570–660 against 715–790 µs of server CPU a request;
-// one request per transaction over 10 connections did 184).
+// connection anyway, and a batch commits once for all its requests. On PostgreSQL a batch costs
+// the same few statements whatever its size, so one batch in flight makes the batches larger,
+// and a second in flight only adds contention. The figures behind this are in bench/RESULTS.md
+// (the dispatcher suite against its baselines).
 const MAX_BATCH = 64;
 
 /** How long a batcher waits after a batch for the nodes it answered: ALLOCATE_BATCH_WAIT_MS, else the database's default. */

@@ -168,8 +168,9 @@ export interface CompletionResult {
 export async function completeAllocation(db: Db, report: CompletionReport, policy: FailurePolicy, now: number): Promise<CompletionResult> {
   const outcome = await db.transaction().execute(async (trx) => {
     // A no-op UPDATE to read the asset: on PostgreSQL it locks the row, so completions of one asset
-    // run one after another and each counts the copies of those before it (two concurrent ones
-    // were measured to leave copies at 1 instead of 2).
+    // run one after another and each counts the copies of those before it; otherwise two at once
+    // would each count only their own (concurrency.test.ts: "concurrent completions and releases
+    // keep holders and copies exact").
     const asset = await trx
       .updateTable('assets')
       .set((eb) => ({ holders: eb.ref('holders') }))

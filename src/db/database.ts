@@ -246,9 +246,10 @@ function statementName(text: string): string | undefined {
 }
 
 /**
- * Kysely sends every query unnamed, so PostgreSQL parses and plans it on every call: planning the
- * claim's candidate query took 2 ms against 0.5 ms to run it. Naming a statement makes pg prepare
- * it once per connection and then only bind and execute it.
+ * Kysely sends every query unnamed, so PostgreSQL parses and plans it on every call, and planning
+ * the claim's candidate query costs more than running it. Naming a statement makes pg prepare it
+ * once per connection and then only bind and execute it (PREPARED_STATEMENTS turns this off
+ * behind a transaction-mode pooler).
  */
 function prepareRecurringStatements(client: pg.PoolClient): void {
   const query = client.query.bind(client) as (...args: unknown[]) => unknown;
@@ -262,7 +263,7 @@ function prepareRecurringStatements(client: pg.PoolClient): void {
 /**
  * Kysely's PostgreSQL introspection (which its migrator uses) reads every schema's tables through
  * catalog functions, and fails with "schema does not exist" when another schema is dropped during
- * the scan (seen with parallel test suites; possible on any database shared with other apps).
+ * the scan, as on any database shared with other apps or test runs.
  * Dispatcher only needs its own tables: this lists those of the current schema, from pg_catalog.
  */
 class SchemaScopedPostgresDialect extends PostgresDialect {

@@ -31,8 +31,8 @@ export async function loadProvisioningKey(db: Db, keyFile: string | undefined): 
 }
 
 /**
- * A new Ed25519 key pair in OpenSSH format. ssh2 1.17 cannot read back about one key in a hundred
- * it generates ("Malformed OpenSSH private key", measured: 4 of 300), so each is read back first.
+ * A new Ed25519 key pair in OpenSSH format. ssh2 cannot read back a small share of the keys it
+ * generates ("Malformed OpenSSH private key"), so each is read back before it is used.
  */
 export function generateKeyPair(comment: string): { private: string; public: string } {
   for (let attempt = 0; attempt < 20; attempt += 1) {

@@ -2,9 +2,8 @@ import { sql, type Kysely } from 'kysely';
 
 /**
  * Frozen: an index of what each node holds, for the claim's "not already held by this node" test.
- * Without it, a prepared claim on PostgreSQL ran on a generic plan that read every held allocation
- * through allocations_one_per_node by its second column (18 ms at 17,000 allocations, against
- * 0.4 ms with this index).
+ * Without it, a prepared claim on PostgreSQL may run on a generic plan that reads every held
+ * allocation through allocations_one_per_node by its second column.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema

@@ -4,8 +4,8 @@ import type { Dialect } from '../dialect.js';
 /**
  * Frozen: each node's active reservations kept on its row, in `nodes.reserved_bytes`, by triggers on
  * allocations, so every path that grants, completes, releases, expires or deletes an allocation keeps
- * it right. The claim read it as a sum over the node's active allocations, which grew with them:
- * 22 % of the server's time under /allocate load on SQLite, 3.7 ms of a 15 ms batch on PostgreSQL.
+ * it right. The claim read it as a sum over the node's active allocations, whose cost grew with
+ * them on every claim.
  */
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   await db.schema
