@@ -55,8 +55,8 @@ export function createAllocationBatcher(deps: {
 }): AllocationBatcher {
   const { maxBatch = MAX_BATCH, waitMs = 0 } = deps;
   const queue: Waiting[] = [];
-  // A drain is running or about to start: the one transaction in flight, and the one wait below.
-  let draining = false;
+  // The queue is being served, or about to be: the one transaction in flight, and the one wait below.
+  let serving = false;
   let gathering: { target: number; release(): void } | undefined;
 
   /** Resolves when `target` requests are queued, or after waitMs. */
@@ -80,7 +80,7 @@ export function createAllocationBatcher(deps: {
 
   const run = (requests: AllocationRequest[]) => allocateBatch(deps.db, deps.dialect, requests, deps.policy, deps.clock.now());
 
-  async function drain(): Promise<void> {
+  async function serveQueue(): Promise<void> {
     while (queue.length > 0) {
       const batch = queue.splice(0, maxBatch);
       try {
@@ -104,7 +104,7 @@ export function createAllocationBatcher(deps: {
       }
     }
     // In the same turn as the last check of the queue, so no request can be left behind in it.
-    draining = false;
+    serving = false;
   }
 
   return {
@@ -116,9 +116,9 @@ export function createAllocationBatcher(deps: {
         // Start on setImmediate: every request already read in this turn of the event loop joins
         // the batch. Starting at once would run the transaction to its end before the other
         // requests are even parsed (better-sqlite3 is synchronous), giving batches of one.
-        if (!draining) {
-          draining = true;
-          setImmediate(() => void drain());
+        if (!serving) {
+          serving = true;
+          setImmediate(() => void serveQueue());
         }
       });
     },

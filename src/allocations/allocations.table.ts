@@ -1,7 +1,8 @@
 import type { Generated, Selectable } from 'kysely';
 
 /** `superseded`: a copy or claim of what the source published before a new URL or checksum (kept, no longer counted). */
-export type AllocationState = 'active' | 'completed' | 'released' | 'expired' | 'reclaimed' | 'failed' | 'superseded';
+export const ALLOCATION_STATES = ['active', 'completed', 'released', 'expired', 'reclaimed', 'failed', 'superseded'] as const;
+export type AllocationState = (typeof ALLOCATION_STATES)[number];
 
 export interface AllocationsTable {
   id: Generated<number>;

@@ -1,7 +1,9 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type ImportKind = 'ckan' | 'datagov' | 'dcat';
-export type ImportState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export const IMPORT_KINDS = ['ckan', 'datagov', 'dcat'] as const;
+export type ImportKind = (typeof IMPORT_KINDS)[number];
+export const IMPORT_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type ImportState = (typeof IMPORT_STATES)[number];
 
 /** One catalog import run as a background job; counters add up over every attempt. */
 export interface ImportsTable {

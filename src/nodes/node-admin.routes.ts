@@ -6,7 +6,7 @@ import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
-import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
+import { HANDED_OVER_RENTAL_STATES, WORKER_HOLDING_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
 import { adjustNode } from './node-admin.service.js';
@@ -172,7 +172,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         hostname: row.hostname,
         ssh_port: row.ssh_port,
         status: statusOf(row),
-        allocated: LIVE_RENTAL_STATES.some((state) => state === leases.get(row.id)?.state),
+        allocated: WORKER_HOLDING_RENTAL_STATES.some((state) => state === leases.get(row.id)?.state),
         lease: leaseView(leases.get(row.id)),
         probe_status: row.probe_status,
         host_key_verified_at: toIso(row.host_key_verified_at),
@@ -249,7 +249,7 @@ function leaseView(rental: RentalRow | undefined) {
     user_id: rental.user_id,
     leased_from: toIso(rental.leased_from),
     leased_until: toIso(rental.leased_until),
-    active: ACTIVE_RENTAL_STATES.includes(rental.state),
+    active: HANDED_OVER_RENTAL_STATES.includes(rental.state),
     state: rental.state,
     ended_at: toIso(rental.ended_at),
     end_reason: rental.end_reason,

@@ -12,6 +12,7 @@ import {
   ALREADY_REGISTERED_MESSAGE,
   checkEnrollmentToken,
   createEnrollmentToken,
+  ENROLLMENT_TOKEN_STATES,
   enrollmentTokenExpiry,
   listEnrollmentTokens,
   REGISTERED_MESSAGE,
@@ -69,7 +70,7 @@ const EnrollmentTokenView = Type.Object({
   uses: Type.Integer({ description: 'Nodes registered with it.' }),
   max_uses: Nullable(Type.Integer()),
   revoked_at: Nullable(Type.String()),
-  state: Type.Union([Type.Literal('active'), Type.Literal('revoked'), Type.Literal('expired'), Type.Literal('used_up')]),
+  state: Type.Union(ENROLLMENT_TOKEN_STATES.map((state) => Type.Literal(state))),
 });
 
 const EnrollmentTokenQuery = Type.Object(

@@ -155,7 +155,8 @@ export async function approveNode(db: Db, input: { ref: number | string; actor: 
   });
 }
 
-export type EnrollmentTokenState = 'active' | 'revoked' | 'expired' | 'used_up';
+export const ENROLLMENT_TOKEN_STATES = ['active', 'revoked', 'expired', 'used_up'] as const;
+export type EnrollmentTokenState = (typeof ENROLLMENT_TOKEN_STATES)[number];
 
 /** Whether a token may register a node: the rule `claimEnrollmentTokenUse` applies in one statement. */
 export function enrollmentTokenState(token: Pick<EnrollmentTokenRow, 'revoked_at' | 'expires_at' | 'uses' | 'max_uses'>, now: number): EnrollmentTokenState {

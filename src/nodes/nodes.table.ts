@@ -4,6 +4,10 @@ import type { Generated, Selectable } from 'kysely';
 export const NODE_STATUSES = ['unknown', 'alive', 'suspect', 'dead', 'draining', 'offline'] as const;
 export type NodeStatus = (typeof NODE_STATUSES)[number];
 
+/** A worker's SSH probe: unknown until its first answer (or while its host key is not proven), alive, or dead after WORKER_PROBE_FAILURES failures. */
+export const PROBE_STATUSES = ['unknown', 'alive', 'dead'] as const;
+export type ProbeStatus = (typeof PROBE_STATUSES)[number];
+
 export interface NodesTable {
   id: Generated<number>;
   name: string;
@@ -33,7 +37,7 @@ export interface NodesTable {
   host_key_verified_at: number | null;
   /** When the node became rentable by approval (WORKER_APPROVAL=admin), or its creation otherwise. */
   approved_at: number | null;
-  probe_status: Generated<'unknown' | 'alive' | 'dead'>;
+  probe_status: Generated<ProbeStatus>;
   probed_at: number | null;
   quarantined_at: number | null;
   quarantine_reason: string | null;

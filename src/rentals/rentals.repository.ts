@@ -1,5 +1,5 @@
 import type { Db } from '../db/database.js';
-import { ACTIVE_RENTAL_STATES, LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
+import { HANDED_OVER_RENTAL_STATES, WORKER_HOLDING_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 
 /** A batch of rentals requested together: all become active, or all fail. */
 export interface NewBatch {
@@ -72,7 +72,7 @@ export function endActiveRentals(
   let query = db
     .updateTable('rentals')
     .set({ state: end.state, ended_at: now, end_reason: end.reason })
-    .where('state', 'in', ACTIVE_RENTAL_STATES);
+    .where('state', 'in', HANDED_OVER_RENTAL_STATES);
   if (!where.all) query = query.where('id', 'in', where.ids && where.ids.length > 0 ? where.ids : [-1]);
   return query.returningAll().execute();
 }
@@ -84,7 +84,7 @@ export function extendLease(db: Db, rental: Pick<RentalRow, 'id' | 'leased_until
     .set({ leased_until: rental.leased_until + additionalMs })
     .where('id', '=', rental.id)
     .where('leased_until', '=', rental.leased_until)
-    .where('state', 'in', LIVE_RENTAL_STATES)
+    .where('state', 'in', WORKER_HOLDING_RENTAL_STATES)
     .returningAll()
     .executeTakeFirst();
 }
@@ -98,7 +98,7 @@ export async function findDueRentalIds(db: Db, now: number, limit: number): Prom
   const rows = await db
     .selectFrom('rentals')
     .select('id')
-    .where('state', 'in', ACTIVE_RENTAL_STATES)
+    .where('state', 'in', HANDED_OVER_RENTAL_STATES)
     .where('leased_until', '<=', now)
     .limit(limit)
     .execute();
@@ -111,7 +111,7 @@ export function listRentals(db: Db, filter: { userId?: number; live: boolean }):
     .selectFrom('rentals')
     .selectAll()
     .$if(filter.userId !== undefined, (q) => q.where('user_id', '=', filter.userId as number))
-    .$if(filter.live, (q) => q.where('state', 'in', LIVE_RENTAL_STATES))
+    .$if(filter.live, (q) => q.where('state', 'in', WORKER_HOLDING_RENTAL_STATES))
     .orderBy('id', 'desc')
     .limit(1000)
     .execute();
@@ -134,7 +134,7 @@ export async function findLiveScheduleRentalIds(db: Db, scheduleId: number): Pro
     .selectFrom('rentals')
     .select('id')
     .where('schedule_id', '=', scheduleId)
-    .where('state', 'in', LIVE_RENTAL_STATES)
+    .where('state', 'in', WORKER_HOLDING_RENTAL_STATES)
     .execute();
   return rows.map((row) => row.id);
 }

@@ -9,7 +9,7 @@ import { bearerSecurity, errorResponses, Hours, Nullable } from '../http/schemas
 import { userRateLimit } from '../http/user-rate-limit.js';
 import { listRentals } from './rentals.repository.js';
 import { extendRental, findOwnRental, releaseRental, rentWorkers, resetLeasing } from './rentals.service.js';
-import { ACTIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
+import { HANDED_OVER_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 import { findWorkerAddresses } from './workers.repository.js';
 
 const HOUR = 3_600_000;
@@ -217,7 +217,7 @@ async function rentalViews(db: Db, rentals: RentalRow[]) {
       ssh_port: node?.ssh_port ?? null,
       client_user: rental.account,
       state: rental.state,
-      active: ACTIVE_RENTAL_STATES.includes(rental.state),
+      active: HANDED_OVER_RENTAL_STATES.includes(rental.state),
       leased_from: toIso(rental.leased_from),
       leased_until: toIso(rental.leased_until),
       ended_at: toIso(rental.ended_at),

@@ -15,7 +15,7 @@ import { checkUserQuotas } from './quotas.service.js';
 import { checkPasswordStrength, generateAccountName, generatePassword } from './rental-credentials.js';
 import { provisionTask, queueCleanups } from './rental-tasks.js';
 import { activateBatch, endActiveRentals, extendLease, failProvisioningBatch, findDueRentalIds, findProvisioningBatches, findRental, insertBatch } from './rentals.repository.js';
-import { LIVE_RENTAL_STATES, type RentalRow } from './rentals.table.js';
+import { WORKER_HOLDING_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 import { countFreeWorkers, pickFreeWorkers, quarantineWorker, removeIdleWorkers, targetOf, type WorkerRow } from './workers.repository.js';
 
 /**
@@ -235,7 +235,7 @@ export async function extendRental(
 ): Promise<RentalRow> {
   const { rentalId, additionalMs } = extension;
   const rental = await findOwnRental(db, renter, rentalId);
-  if (!LIVE_RENTAL_STATES.includes(rental.state) || rental.leased_until <= now) {
+  if (!WORKER_HOLDING_RENTAL_STATES.includes(rental.state) || rental.leased_until <= now) {
     throw new AppError('RENTAL_ENDED', `Rental ${rentalId} is not active (it is ${rental.state === 'active' ? 'expired' : rental.state}); it cannot be extended.`);
   }
   const longestMs = Math.max(0, rental.leased_from + deps.config.rentMaxMs - rental.leased_until);

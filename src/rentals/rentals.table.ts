@@ -1,12 +1,13 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type RentalState = 'provisioning' | 'active' | 'migrating' | 'ended' | 'failed';
+export const RENTAL_STATES = ['provisioning', 'active', 'migrating', 'ended', 'failed'] as const;
+export type RentalState = (typeof RENTAL_STATES)[number];
 
-/** States in which a rental holds its worker. */
-export const LIVE_RENTAL_STATES: RentalState[] = ['provisioning', 'active', 'migrating'];
+/** States in which a rental holds its worker: no one else may be given it. */
+export const WORKER_HOLDING_RENTAL_STATES: RentalState[] = ['provisioning', 'active', 'migrating'];
 
-/** States of a rental handed to its renter: it can be released, extended, expired or moved. */
-export const ACTIVE_RENTAL_STATES: RentalState[] = ['active', 'migrating'];
+/** States of a rental handed over to its renter: it can be released, extended, expired or moved. */
+export const HANDED_OVER_RENTAL_STATES: RentalState[] = ['active', 'migrating'];
 
 export interface RentalsTable {
   id: Generated<number>;

@@ -3,7 +3,7 @@ import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import type { Database } from '../db/schema.js';
 import type { WorkerTarget } from '../workers/ssh.js';
-import { LIVE_RENTAL_STATES } from './rentals.table.js';
+import { WORKER_HOLDING_RENTAL_STATES } from './rentals.table.js';
 
 /** A worker as provisioning needs it: where to connect and which host key to expect. */
 export interface WorkerRow {
@@ -45,7 +45,7 @@ function isFreeWorker(eb: ExpressionBuilder<Database, 'nodes'>) {
     eb('nodes.probe_status', '=', 'alive'),
     eb('nodes.status', '<>', 'dead'),
     eb('nodes.draining', '=', 0),
-    eb.not(eb.exists(eb.selectFrom('rentals').select(sql`1`.as('one')).whereRef('rentals.node_id', '=', 'nodes.id').where('rentals.state', 'in', LIVE_RENTAL_STATES))),
+    eb.not(eb.exists(eb.selectFrom('rentals').select(sql`1`.as('one')).whereRef('rentals.node_id', '=', 'nodes.id').where('rentals.state', 'in', WORKER_HOLDING_RENTAL_STATES))),
     eb.not(
       eb.exists(
         eb

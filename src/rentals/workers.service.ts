@@ -1,11 +1,12 @@
 import { appendEvents } from '../events/events.repository.js';
 import { queueTasks } from '../tasks/outbox.js';
 import type { Db } from '../db/database.js';
+import type { ProbeStatus } from '../nodes/nodes.table.js';
 import { retryOnUniqueViolation } from '../db/retry.js';
 import { probeSshBanner, proveHostKey } from '../workers/ssh.js';
 import { deprovisionTask, provisionTask } from './rental-tasks.js';
 import { endRentals, type LeasingDeps } from './rentals.service.js';
-import { ACTIVE_RENTAL_STATES } from './rentals.table.js';
+import { HANDED_OVER_RENTAL_STATES } from './rentals.table.js';
 import { findWorker, pickFreeWorkers } from './workers.repository.js';
 
 const PROBES_AT_ONCE = 32;
@@ -25,7 +26,7 @@ interface ProbedWorker {
   ssh_port: number | null;
   ssh_host_key: string | null;
   host_key_verified_at: number | null;
-  probe_status: 'unknown' | 'alive' | 'dead';
+  probe_status: ProbeStatus;
   probe_failures: number;
 }
 
@@ -125,7 +126,7 @@ export async function moveRentalsOffDeadWorkers(db: Db, deps: Pick<LeasingDeps, 
     .selectFrom('rentals')
     .innerJoin('nodes', 'nodes.id', 'rentals.node_id')
     .select(['rentals.id', 'rentals.node_id', 'rentals.account', 'rentals.password_hash', 'rentals.migrations', 'nodes.name'])
-    .where('rentals.state', 'in', ACTIVE_RENTAL_STATES)
+    .where('rentals.state', 'in', HANDED_OVER_RENTAL_STATES)
     .where((eb) => eb.or([eb('nodes.probe_status', '=', 'dead'), eb('nodes.status', '=', 'dead'), eb('nodes.quarantined_at', 'is not', null)]))
     .orderBy('rentals.id')
     .execute();
@@ -141,7 +142,7 @@ export async function moveRentalsOffDeadWorkers(db: Db, deps: Pick<LeasingDeps, 
           .set({ node_id: target.id, state: 'migrating', migrations: JSON.stringify(history) })
           .where('id', '=', rental.id)
           .where('node_id', '=', rental.node_id)
-          .where('state', 'in', ACTIVE_RENTAL_STATES)
+          .where('state', 'in', HANDED_OVER_RENTAL_STATES)
           .returning('id')
           .executeTakeFirst();
         if (!updated) return true;

@@ -4,7 +4,7 @@ import type { Dialect } from '../db/dialect.js';
 import { AppError } from '../errors.js';
 import { WEEK_MS, type Holding } from '../rentals/quotas.js';
 import { checkUserQuotas, lockQuotaOwner, type QuotaOwner } from '../rentals/quotas.service.js';
-import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
+import { WORKER_HOLDING_RENTAL_STATES } from '../rentals/rentals.table.js';
 import { isRentableWorker } from '../rentals/workers.repository.js';
 import type { ScheduleRow, ScheduleStatus } from './schedules.table.js';
 import { nextWindowsOf, specOf, upcomingWindows, type Window, type WindowSpec } from './windows.js';
@@ -144,7 +144,7 @@ async function checkCapacity(db: Db, windows: Window[], count: number, otherWind
     .select((eb) => eb.fn.countAll<number>().as('registered'))
     .where(isRentableWorker)
     .executeTakeFirstOrThrow();
-  const rentals = await db.selectFrom('rentals').select(['leased_until', 'schedule_id']).where('state', 'in', LIVE_RENTAL_STATES).execute();
+  const rentals = await db.selectFrom('rentals').select(['leased_until', 'schedule_id']).where('state', 'in', WORKER_HOLDING_RENTAL_STATES).execute();
   for (const window of windows) {
     const reserved = otherWindows.reduce((sum, other) => sum + (other.windows.some((candidate) => overlaps(candidate, window)) ? other.count : 0), 0);
     // Rentals of a running reservation are counted with that reservation.

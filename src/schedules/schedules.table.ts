@@ -1,6 +1,7 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type ScheduleStatus = 'scheduled' | 'running' | 'completed' | 'cancelled';
+export const SCHEDULE_STATUSES = ['scheduled', 'running', 'completed', 'cancelled'] as const;
+export type ScheduleStatus = (typeof SCHEDULE_STATUSES)[number];
 
 export type ScheduleAction = { kind: 'reserve'; count: number } | { kind: 'node-window'; node: string };
 

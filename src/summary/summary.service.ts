@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { LIVE_RENTAL_STATES } from '../rentals/rentals.table.js';
+import { WORKER_HOLDING_RENTAL_STATES } from '../rentals/rentals.table.js';
 import { ASSET_STATES } from '../assets/assets.table.js';
 import { NODE_STATUSES } from '../nodes/nodes.table.js';
 import { readCopyBytes } from '../status/status.service.js';
@@ -57,7 +57,7 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
       .executeTakeFirstOrThrow(),
     db.selectFrom('nodes').select(['status as key', sql<number>`count(*)`.as('count')]).groupBy('status').execute(),
     db.selectFrom('allocations').select(sql<number>`count(*)`.as('count')).where('state', '=', 'active').executeTakeFirstOrThrow(),
-    db.selectFrom('rentals').select(sql<number>`count(*)`.as('count')).where('state', 'in', LIVE_RENTAL_STATES).executeTakeFirstOrThrow(),
+    db.selectFrom('rentals').select(sql<number>`count(*)`.as('count')).where('state', 'in', WORKER_HOLDING_RENTAL_STATES).executeTakeFirstOrThrow(),
     readCopyBytes(db),
     // Integer division of two integers is whole days on both SQLite and PostgreSQL (bigint). A literal,
     // not a parameter: PostgreSQL matches the GROUP BY expression to the selected one textually.

@@ -1,7 +1,9 @@
 import type { Generated, Selectable } from 'kysely';
 
-export type TaskKind = 'provision' | 'deprovision';
-export type TaskState = 'pending' | 'running' | 'done' | 'failed';
+export const TASK_KINDS = ['provision', 'deprovision'] as const;
+export type TaskKind = (typeof TASK_KINDS)[number];
+export const TASK_STATES = ['pending', 'running', 'done', 'failed'] as const;
+export type TaskState = (typeof TASK_STATES)[number];
 
 export interface TasksTable {
   id: Generated<number>;
