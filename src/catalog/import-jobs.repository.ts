@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { claimRow, endClaim, findDueIds, releaseClaim, renewClaim, updateHeld, type DueWork } from '../db/due-work.js';
 import type { PageReport } from './catalog.service.js';
 import type { ImportKind, ImportRow, ImportState } from './import-jobs.table.js';
 
@@ -29,16 +30,12 @@ export async function listImportJobs(db: Db, filter: { state?: ImportState; befo
   return query.execute();
 }
 
+/** A queued job is due at once; a running one whose lease lapsed (its instance died) is due again, to resume. */
+const DUE_IMPORTS: DueWork<'imports'> = { table: 'imports', waiting: 'queued', claimed: 'running', leaseUntil: 'lease_expires_at', owner: 'lease_owner', orderBy: 'id' };
+
 /** Queued jobs and running ones whose lease lapsed (their instance died), oldest first. */
 export async function findDueImportJobIds(db: Db, now: number, limit: number): Promise<number[]> {
-  const rows = await db
-    .selectFrom('imports')
-    .select('id')
-    .where((eb) => eb.or([eb('state', '=', 'queued'), eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now)])]))
-    .orderBy('id')
-    .limit(limit)
-    .execute();
-  return rows.map((row) => row.id);
+  return findDueIds(db, DUE_IMPORTS, now, limit);
 }
 
 /**
@@ -46,30 +43,20 @@ export async function findDueImportJobIds(db: Db, now: number, limit: number): P
  * it. A queued job, or a running one whose lease lapsed (its instance died), can be taken.
  */
 export async function claimImportJob(db: Db, id: number, owner: string, leaseMs: number, now: number): Promise<ImportRow | undefined> {
-  return db
-    .updateTable('imports')
-    .set((eb) => ({
-      state: 'running',
-      lease_owner: owner,
-      lease_expires_at: now + leaseMs,
-      started_at: eb.fn.coalesce('started_at', eb.val(now)),
-      progress_at: now,
-      attempts: eb('attempts', '+', 1),
-    }))
-    .where('id', '=', id)
-    .where((eb) => eb.or([eb('state', '=', 'queued'), eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', now)])]))
-    .returningAll()
-    .executeTakeFirst();
-}
-
-function held(db: Db, id: number, owner: string) {
-  return db.updateTable('imports').where('id', '=', id).where('lease_owner', '=', owner).where('state', '=', 'running');
+  return claimRow(db, DUE_IMPORTS, id, {
+    now,
+    leaseMs,
+    owner,
+    set: (eb) => ({ started_at: eb.fn.coalesce('started_at', eb.val(now)), progress_at: now }),
+  });
 }
 
 /** Adds one page's counts and moves the resume point; false when the job is no longer this owner's. */
 export async function recordImportPage(db: Db, id: number, owner: string, page: PageReport, leaseMs: number, now: number): Promise<boolean> {
-  const row = await held(db, id, owner)
-    .set((eb) => ({
+  return renewClaim(db, DUE_IMPORTS, { id, owner }, {
+    now,
+    leaseMs,
+    set: (eb) => ({
       pages_done: eb('pages_done', '+', 1),
       datasets_seen: eb('datasets_seen', '+', page.datasets),
       datasets_total: page.total,
@@ -80,42 +67,32 @@ export async function recordImportPage(db: Db, id: number, owner: string, page: 
       duplicates: eb('duplicates', '+', page.duplicates),
       cursor: page.next,
       progress_at: now,
-      lease_expires_at: now + leaseMs,
-    }))
-    .returning('id')
-    .executeTakeFirst();
-  return row !== undefined;
+    }),
+  });
 }
 
 /** Every page read and the source swept; false when the job is no longer this owner's. */
 export async function recordPagesFinished(db: Db, id: number, owner: string, removed: number, now: number): Promise<boolean> {
-  const row = await held(db, id, owner).set({ removed, cursor: null, pages_finished_at: now, progress_at: now }).returning('id').executeTakeFirst();
-  return row !== undefined;
+  return updateHeld(db, DUE_IMPORTS, { id, owner }, { removed, cursor: null, pages_finished_at: now, progress_at: now });
 }
 
 export async function renewImportLease(db: Db, id: number, owner: string, leaseMs: number, now: number): Promise<boolean> {
-  const row = await held(db, id, owner).set({ lease_expires_at: now + leaseMs, progress_at: now }).returning('id').executeTakeFirst();
-  return row !== undefined;
+  return renewClaim(db, DUE_IMPORTS, { id, owner }, { now, leaseMs, set: { progress_at: now } });
 }
 
 export async function finishImportJob(db: Db, id: number, owner: string, sizes: object | null, now: number): Promise<ImportRow | undefined> {
-  return held(db, id, owner)
-    .set({ state: 'succeeded', sizes: sizes === null ? null : JSON.stringify(sizes), finished_at: now, progress_at: now, lease_owner: null, lease_expires_at: null })
-    .returningAll()
-    .executeTakeFirst();
+  const set = { sizes: sizes === null ? null : JSON.stringify(sizes), finished_at: now, progress_at: now };
+  return (await endClaim(db, DUE_IMPORTS, { id, owner }, 'succeeded', set))[0];
 }
 
 export async function failImportJob(db: Db, id: number, owner: string, error: string, now: number): Promise<ImportRow | undefined> {
-  return held(db, id, owner)
-    .set((eb) => ({ state: 'failed', last_error: error, errors: eb('errors', '+', 1), finished_at: now, lease_owner: null, lease_expires_at: null }))
-    .returningAll()
-    .executeTakeFirst();
+  const rows = await endClaim(db, DUE_IMPORTS, { id, owner }, 'failed', (eb) => ({ last_error: error, errors: eb('errors', '+', 1), finished_at: now }));
+  return rows[0];
 }
 
 /** Gives a job back (this instance is stopping): queued again, to resume from its cursor anywhere. */
 export async function releaseImportJob(db: Db, id: number, owner: string): Promise<boolean> {
-  const row = await held(db, id, owner).set({ state: 'queued', lease_owner: null, lease_expires_at: null }).returning('id').executeTakeFirst();
-  return row !== undefined;
+  return releaseClaim(db, DUE_IMPORTS, { id, owner });
 }
 
 /** Ends a queued or running job; its runner, wherever it is, stops at its next write. */

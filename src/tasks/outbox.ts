@@ -1,7 +1,7 @@
-import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
-import { backoffDelay } from '../lib/backoff.js';
 import type { Dialect } from '../db/dialect.js';
+import { claimDue, endClaim, releaseClaim, type DueWork } from '../db/due-work.js';
+import { backoffDelay } from '../lib/backoff.js';
 import type { TaskKind, TaskRow } from './tasks.table.js';
 
 /**
@@ -54,48 +54,29 @@ export async function queueTasks(db: Db, tasks: NewTask[], now: number, options:
     .execute();
 }
 
+/** Pending tasks fall due at `run_after`; a running one whose lock lapsed (its instance stopped) is due again. */
+const DUE_TASKS: DueWork<'tasks'> = { table: 'tasks', waiting: 'pending', claimed: 'running', dueAt: 'run_after', leaseUntil: 'locked_until', orderBy: 'run_after' };
+
 /**
  * Takes up to `limit` due tasks for this instance: pending ones whose time has come, and running
  * ones whose instance stopped (lock expired). One conditional UPDATE, so two instances never take
  * the same task.
  */
 export async function claimDueTasks(db: Db, dialect: Dialect, now: number, limit: number, lockMs: number): Promise<TaskRow[]> {
-  let due = db
-    .selectFrom('tasks')
-    .select('id')
-    .where((eb) =>
-      eb.or([
-        eb.and([eb('state', '=', 'pending'), eb('run_after', '<=', now)]),
-        eb.and([eb('state', '=', 'running'), eb('locked_until', '<', now)]),
-      ]),
-    )
-    .orderBy('run_after')
-    .limit(limit);
-  if (dialect.hasRowLocks) due = due.forUpdate().skipLocked();
-  return db
-    .updateTable('tasks')
-    .set({ state: 'running', attempts: sql<number>`attempts + 1`, locked_until: now + lockMs })
-    .where('id', 'in', due)
-    .returningAll()
-    .execute();
+  return claimDue(db, dialect, DUE_TASKS, { now, limit, leaseMs: lockMs });
 }
 
+/** Ends running tasks as done; a task no longer running (failed meanwhile) is left as it is. */
 export async function markTasksDone(db: Db, ids: number[], now: number): Promise<void> {
-  await db.updateTable('tasks').set({ state: 'done', locked_until: null, finished_at: now, last_error: null }).where('id', 'in', ids).execute();
+  await endClaim(db, DUE_TASKS, { id: ids }, 'done', { finished_at: now, last_error: null });
 }
 
 /** Schedules the next attempt, or gives up at the cap (or at once for a permanent failure); true when given up. */
 export async function markTaskFailed(db: Db, task: TaskRow, error: string, policy: RetryPolicy, now: number, permanent = false): Promise<boolean> {
   const giveUp = permanent || task.attempts >= Math.min(task.max_attempts, policy.maxAttempts);
-  await db
-    .updateTable('tasks')
-    .set(
-      giveUp
-        ? { state: 'failed', locked_until: null, finished_at: now, last_error: error.slice(0, 1000) }
-        : { state: 'pending', locked_until: null, run_after: now + retryDelayMs(policy, task.attempts), last_error: error.slice(0, 1000) },
-    )
-    .where('id', '=', task.id)
-    .execute();
+  const lastError = error.slice(0, 1000);
+  if (giveUp) await endClaim(db, DUE_TASKS, { id: task.id }, 'failed', { finished_at: now, last_error: lastError });
+  else await releaseClaim(db, DUE_TASKS, { id: task.id }, { dueAt: now + retryDelayMs(policy, task.attempts), set: { last_error: lastError } });
   return giveUp;
 }
 
