@@ -13,6 +13,7 @@ import { buildApp } from './http/app.js';
 import type { App, AppContext } from './http/context.js';
 import { describeValidationErrors } from './http/validation.js';
 import { createLoop, type Loop } from './lib/loop.js';
+import { PASSWORD_COST, type PasswordCost } from './lib/secrets.js';
 import { defineLoops } from './loops.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
 import { createJwtIssuer } from './users/jwt.js';
@@ -58,24 +59,33 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+export interface StartOptions {
+  clock?: Clock;
+  logger?: Logger;
+  loops?: boolean;
+  /** The test harness's cheap scrypt cost; `dispatcher serve` never passes one, so it hashes at `PASSWORD_COST`. */
+  passwordCost?: PasswordCost;
+}
+
 /**
  * Starts everything in order (database, migrations, admin, HTTP, loops) and returns a `stop` that
  * closes them in reverse, once.
  */
-export async function startServer(config: Config, options: { clock?: Clock; logger?: Logger; loops?: boolean } = {}): Promise<RunningServer> {
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
+  const passwordCost = options.passwordCost ?? PASSWORD_COST;
   const logger = options.logger ?? createLogger(config);
   const handle = await openMigratedDatabase(config, logger);
   try {
     const jwt = await createJwtIssuer(handle.db, { secret: jwtSecretOf(config), ttlMs: config.tokenTtlMs });
     if (config.adminPassword) {
-      const outcome = await ensureAdmin(handle.db, { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() });
+      const outcome = await ensureAdmin(handle.db, { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() }, passwordCost);
       logger.info({ user: config.adminUser, outcome }, 'admin account from DISPATCHER_ADMIN_PASSWORD');
     }
     if (config.provisioningKeyFile !== undefined) readPrivateFile(config.provisioningKeyFile, 'PROVISIONING_KEY_FILE');
     const provisioningKey = await loadProvisioningKey(handle.db, config.provisioningKeyFile);
     const imports = createImportRunner({ db: handle.db, config, clock, logger });
-    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports };
+    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports, passwordCost };
     const metrics = createMetrics({ db: handle.db, poolUsage: () => handle.poolUsage() });
     const app = await buildApp(ctx, { logger, metrics });
     const url = await app.listen({ host: config.host, port: config.port });

@@ -78,6 +78,8 @@ describe.each(dialects)('dispatcher CLI on %s', (dialect) => {
     const user = await database.handle.db.selectFrom('users').selectAll().where('username', '=', 'operator').executeTakeFirstOrThrow();
     expect(user.role).toBe('admin');
     expect(await verifyPassword('a strong password', user.password_hash)).toBe(true);
+    // The CLI hashes at the full cost: no variable or flag lowers it.
+    expect(user.password_hash).toMatch(/^scrypt\$32768\$8\$1\$/);
     const weak = await runCli(['user', 'add', 'weakling'], databaseEnv(database), 'short\n');
     expect(weak.code).not.toBe(0);
     expect(weak.stderr).toContain('at least 8');
@@ -91,7 +93,7 @@ describe.each(dialects)('dispatcher CLI on %s', (dialect) => {
   it('serves until SIGTERM, then exits 0', async () => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli.ts'), 'serve', '--port', '0', '--host', '127.0.0.1'], {
       cwd: root,
-      env: { PATH: process.env.PATH, ...databaseEnv(database), LOG_LEVEL: 'info' },
+      env: { PATH: process.env.PATH, ...databaseEnv(database), LOG_LEVEL: 'info', DISPATCHER_ADMIN_PASSWORD: 'an admin password' },
     });
     let output = '';
     const url = await new Promise<string>((resolve, reject) => {
@@ -104,6 +106,9 @@ describe.each(dialects)('dispatcher CLI on %s', (dialect) => {
     });
     const health = await fetch(`${url}/health`);
     expect(await health.json()).toEqual({ status: 'healthy' });
+    // `dispatcher serve` hashes the admin's password at the full cost: no variable or flag lowers it.
+    const admin = await database.handle.db.selectFrom('users').select('password_hash').where('username', '=', 'admin').executeTakeFirstOrThrow();
+    expect(admin.password_hash).toMatch(/^scrypt\$32768\$8\$1\$/);
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     child.kill('SIGTERM');
     expect(await exited).toBe(0);

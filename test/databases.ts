@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { openDatabase, type DatabaseHandle } from '../src/db/database.js';
-import { migrateToLatest } from '../src/db/migrate.js';
+import { openDatabase, SQLITE_FILE_NAME, type DatabaseHandle } from '../src/db/database.js';
+import { cloneScript } from './database-templates.js';
 
 export type DialectName = 'sqlite' | 'postgres';
 
@@ -46,13 +46,25 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** A fresh database, migrated unless asked not to: a new SQLite file, or a new PostgreSQL schema. */
+/**
+ * A fresh database, migrated unless asked not to: a new SQLite file, or a new PostgreSQL schema.
+ * A migrated one is a copy of the run's template (test/global-setup.ts), the same as migrating anew.
+ */
 export async function createTestDatabase(name: DialectName, setup: { migrate?: boolean } = {}): Promise<TestDatabase> {
+  const migrate = setup.migrate !== false;
   const dataDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-test-'));
   let schema: string | undefined;
   if (name === 'postgres') {
     schema = `${inject('schemaPrefix')}${crypto.randomBytes(6).toString('hex')}`;
-    await withAdminClient((client) => client.query(`create schema ${schema}`));
+    let script = `create schema ${schema}`;
+    if (migrate) {
+      const template = inject('postgresTemplate');
+      if ('unavailable' in template) throw new Error(`No migrated PostgreSQL template for the tests: ${template.unavailable}`);
+      script = cloneScript(template, schema);
+    }
+    await withAdminClient((client) => client.query(script));
+  } else if (migrate) {
+    fs.copyFileSync(inject('sqliteTemplate'), path.join(dataDirectory, SQLITE_FILE_NAME));
   }
   const options = { databaseUrl: name === 'postgres' ? POSTGRES_URL : undefined, dataDirectory, databaseSchema: schema };
   const handles: DatabaseHandle[] = [];
@@ -62,7 +74,6 @@ export async function createTestDatabase(name: DialectName, setup: { migrate?: b
     return handle;
   };
   const handle = open();
-  if (setup.migrate !== false) await migrateToLatest(handle);
   return {
     name,
     options,

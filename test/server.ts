@@ -1,9 +1,17 @@
 import { createFakeClock, type FakeClock } from '../src/clock.js';
 import { buildConfig, type Config } from '../src/config.js';
+import type { PasswordCost } from '../src/lib/secrets.js';
 import { startServer, type RunningServer } from '../src/main.js';
 import type { TestDatabase } from './databases.js';
 
 export const ADMIN_PASSWORD = 'admin-password-for-tests';
+
+/**
+ * scrypt at 2^4 instead of 2^15: a hash takes microseconds, not tens of milliseconds, and every
+ * server-backed test makes two (the admin's, its login). Only this harness passes it; verification
+ * reads the cost from the stored hash either way (src/lib/secrets.test.ts).
+ */
+export const TEST_PASSWORD_COST: PasswordCost = { N: 2 ** 4, r: 8, p: 1 };
 
 export interface ApiResponse<T = any> {
   status: number;
@@ -75,7 +83,7 @@ export function testConfig(database: TestDatabase, overrides: Partial<Config> = 
 /** The real server on a free port, on the given database, with a fake clock and loops not started. */
 export async function startTestServer(database: TestDatabase, overrides: Partial<Config> = {}, clock = createFakeClock()): Promise<TestServer> {
   const config = testConfig(database, overrides);
-  const server = await startServer(config, { clock, loops: false });
+  const server = await startServer(config, { clock, loops: false, passwordCost: TEST_PASSWORD_COST });
   const api = createClient(server.url);
   const login = await api.post('/auth/login', { username: config.adminUser, password: config.adminPassword ?? ADMIN_PASSWORD });
   if (login.status !== 200) throw new Error(`admin login failed: ${JSON.stringify(login.body)}`);

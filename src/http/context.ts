@@ -6,6 +6,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
+import type { PasswordCost } from '../lib/secrets.js';
 import type { JwtIssuer } from '../users/jwt.js';
 import type { ProvisioningKey } from '../workers/ssh.js';
 
@@ -20,6 +21,8 @@ export interface AppContext {
   imports: ImportRunner;
   /** The control plane's SSH key for provisioning rentals on workers. */
   provisioningKey: ProvisioningKey;
+  /** scrypt cost of new password hashes: always `PASSWORD_COST`, except in the test harness. */
+  passwordCost: PasswordCost;
 }
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

@@ -3,18 +3,31 @@ import { promisify } from 'node:util';
 
 const scrypt = promisify(crypto.scrypt) as (password: string, salt: Buffer, keylen: number, options: crypto.ScryptOptions) => Promise<Buffer>;
 
-// OWASP's scrypt minimum (N=2^17, r=8, p=1) costs ~128 MiB and ~150 ms per hash here; 2^15 with
-// r=8 keeps ~30 ms and 32 MiB per login on a 2-core control plane while staying far above bcrypt-10.
-const SCRYPT = { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
+/** scrypt's cost parameters. Every stored hash names the ones it was made with, and is checked with those. */
+export interface PasswordCost {
+  N: number;
+  r: number;
+  p: number;
+}
+
+/**
+ * The cost of every password hash the server and the CLI make; no variable or flag lowers it (only
+ * the test harness passes another, through `startServer`'s options). OWASP's scrypt minimum
+ * (N=2^17, r=8, p=1) costs ~128 MiB and ~150 ms per hash here; 2^15 with r=8 keeps ~30 ms and
+ * 32 MiB per login on a 2-core control plane while staying far above bcrypt-10.
+ */
+export const PASSWORD_COST: PasswordCost = Object.freeze({ N: 2 ** 15, r: 8, p: 1 });
+const SCRYPT_MAXMEM = 64 * 1024 * 1024;
 const KEY_LENGTH = 32;
 
 /** Hashes a password as `scrypt$N$r$p$salt$hash` (base64url), computed off the event loop. */
-export async function hashPassword(password: string): Promise<string> {
+export async function hashPassword(password: string, cost: PasswordCost = PASSWORD_COST): Promise<string> {
   const salt = crypto.randomBytes(16);
-  const hash = await scrypt(password, salt, KEY_LENGTH, SCRYPT);
-  return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64url'), hash.toString('base64url')].join('$');
+  const hash = await scrypt(password, salt, KEY_LENGTH, { ...cost, maxmem: SCRYPT_MAXMEM });
+  return ['scrypt', cost.N, cost.r, cost.p, salt.toString('base64url'), hash.toString('base64url')].join('$');
 }
 
+/** Checks a password with the cost its stored hash names, so hashes made at any cost keep verifying. */
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const [scheme, n, r, p, salt, hash] = stored.split('$');
   if (scheme !== 'scrypt' || !salt || !hash) return false;
@@ -23,13 +36,13 @@ export async function verifyPassword(password: string, stored: string): Promise<
     N: Number(n),
     r: Number(r),
     p: Number(p),
-    maxmem: SCRYPT.maxmem,
+    maxmem: SCRYPT_MAXMEM,
   });
   return crypto.timingSafeEqual(actual, expected);
 }
 
 /** A hash computed for unknown usernames, so a login takes as long whether the user exists or not. */
-export const DUMMY_PASSWORD_HASH = 'scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+export const DUMMY_PASSWORD_HASH = ['scrypt', PASSWORD_COST.N, PASSWORD_COST.r, PASSWORD_COST.p, 'A'.repeat(22), 'A'.repeat(43)].join('$');
 
 export type TokenKind = 'node' | 'enrollment';
 const prefixes: Record<TokenKind, string> = { node: 'dn_', enrollment: 'de_' };

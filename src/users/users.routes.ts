@@ -36,7 +36,7 @@ function registerAccountRoutes(app: App, ctx: AppContext, signupUrl: string, log
     async (request) => {
       if (ctx.config.signup === 'closed') throw new AppError('SIGNUP_CLOSED', 'Sign-up is closed on this server; ask an admin for an account.');
       const { username, password } = request.body;
-      await signUp(ctx.db, { username, password, actor: `user:${username}`, now: ctx.clock.now() });
+      await signUp(ctx.db, { username, password, actor: `user:${username}`, now: ctx.clock.now() }, ctx.passwordCost);
       return { message: 'Compte créé' };
     },
   );

@@ -1,7 +1,7 @@
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
-import { DUMMY_PASSWORD_HASH, hashPassword, verifyPassword } from '../lib/secrets.js';
+import { DUMMY_PASSWORD_HASH, hashPassword, PASSWORD_COST, verifyPassword, type PasswordCost } from '../lib/secrets.js';
 import type { JwtIssuer } from './jwt.js';
 import { bumpTokenVersion, findUserByUsername, insertUser, updateUserPassword } from './users.repository.js';
 import type { Role } from './users.table.js';
@@ -9,9 +9,10 @@ import type { Role } from './users.table.js';
 export async function signUp(
   db: Db,
   input: { username: string; password: string; role?: Role; actor: string; now: number },
+  passwordCost: PasswordCost = PASSWORD_COST,
 ): Promise<{ id: number; username: string; role: Role }> {
   const role = input.role ?? 'user';
-  const passwordHash = await hashPassword(input.password);
+  const passwordHash = await hashPassword(input.password, passwordCost);
   return db.transaction().execute(async (trx) => {
     const user = await insertUser(trx, { username: input.username, passwordHash, role, now: input.now });
     if (!user) throw new AppError('USERNAME_TAKEN', `The username "${input.username}" is already taken.`);
@@ -38,11 +39,12 @@ export async function logIn(db: Db, jwt: JwtIssuer, input: { username: string; p
 export async function ensureAdmin(
   db: Db,
   input: { username: string; password: string; actor: string; now: number },
+  passwordCost: PasswordCost = PASSWORD_COST,
 ): Promise<'created' | 'updated' | 'unchanged'> {
   const existing = await findUserByUsername(db, input.username);
   if (!existing) {
     try {
-      await signUp(db, { ...input, role: 'admin' });
+      await signUp(db, { ...input, role: 'admin' }, passwordCost);
       return 'created';
     } catch (error) {
       // Another instance created it at the same moment: fall through and check it.
@@ -52,7 +54,7 @@ export async function ensureAdmin(
   const user = existing ?? (await findUserByUsername(db, input.username));
   if (!user) throw new Error(`admin user ${input.username} vanished during start-up`);
   if (user.role === 'admin' && (await verifyPassword(input.password, user.password_hash))) return 'unchanged';
-  await updateUserPassword(db, user.id, await hashPassword(input.password), 'admin');
+  await updateUserPassword(db, user.id, await hashPassword(input.password, passwordCost), 'admin');
   await appendEvents(db, input.now, [
     { actor: input.actor, kind: 'user.admin_reset', subjectType: 'user', subjectId: user.id, data: { username: user.username } },
   ]);
