@@ -55,6 +55,8 @@ interface PassStyle {
 interface PassResult extends AllocationOutcome {
   /** The candidate lists ran dry before the request was filled: rows locked by others may have been skipped. */
   ranDry: boolean;
+  /** How many assets the node could take in this request (strikes halve it); a later pass takes at most the rest. */
+  allowed: number;
 }
 
 /**
@@ -170,17 +172,18 @@ export async function previewAllocation(db: Db, request: AllocationRequest, poli
 }
 
 async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<AllocationOutcome> {
-  const missing = request.maxAssets - first.granted.length;
+  const missing = first.allowed - first.granted.length;
   if (first.refusal || !first.ranDry || missing <= 0) return { granted: first.granted, refusal: first.refusal };
   const unknownTaken = first.granted.filter((asset) => asset.sizeBytes === null).length;
   try {
     const second = await db.transaction().execute((trx) =>
       claim(
         trx,
-        { ...request, maxAssets: missing },
+        request,
         { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
         now,
         { lock: 'wait', lockHosts: true, writesTogether: dialect.hasWritableCtes },
+        missing,
       ),
     );
     return { granted: [...first.granted, ...second.granted] };
@@ -191,15 +194,19 @@ async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, polic
   }
 }
 
-/** One request's claim, inside the caller's transaction. */
-async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, style: PassStyle): Promise<PassResult> {
+/**
+ * One request's claim, inside the caller's transaction. `atMost` caps what a later pass takes: the
+ * rest of what the node could take in the first one, counted after its strikes halved it.
+ */
+async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, style: PassStyle, atMost?: number): Promise<PassResult> {
   const { lock } = style;
   const [node] = await recordReports(trx, [request], now, lock);
-  if (!node) return { granted: [], ranDry: false };
+  if (!node) return { granted: [], ranDry: false, allowed: 0 };
   const refusal = refusalOf(node, policy, now);
-  if (refusal) return { granted: [], ranDry: false, refusal };
-  const allowance = allowanceOf(node, request, policy, now);
-  if (!allowance) return { granted: [], ranDry: false };
+  if (refusal) return { granted: [], ranDry: false, allowed: 0, refusal };
+  const full = allowanceOf(node, request, policy, now);
+  if (!full) return { granted: [], ranDry: false, allowed: 0 };
+  const allowance = atMost === undefined ? full : { ...full, maxAssets: Math.min(full.maxAssets, atMost), unknownCap: Math.min(full.unknownCap, atMost) };
 
   const list = ownListOf(request, allowance);
   const { known, unknown } = await selectCandidates(trx, { ...list, lock, hostCap: policy.sourceHostMaxActive, now }, request.nodeId);
@@ -212,9 +219,9 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
     const stillFree = await lockInIdOrder(trx, picked.map(({ asset }) => asset.id));
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
-  if (picked.length === 0) return { granted: [], ranDry };
+  if (picked.length === 0) return { granted: [], ranDry, allowed: allowance.maxAssets };
   const grants = await keepWithinHostCaps(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), policy.sourceHostMaxActive, style);
-  return { granted: await grant(trx, grants, now, style), ranDry };
+  return { granted: await grant(trx, grants, now, style), ranDry, allowed: allowance.maxAssets };
 }
 
 /** Several requests of distinct nodes, in node id order, served from one shared candidate list. */
@@ -222,12 +229,12 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
   const nodes = new Map((await recordReports(trx, requests, now, style.lock)).map((node) => [node.id, node]));
   const entries = judgeRequests(requests, nodes, policy, now);
   const served = entries.filter((entry): entry is ServedRequest => entry.allowance !== undefined);
-  if (served.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, refusal }));
+  if (served.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, allowed: 0, refusal }));
 
   const list = sharedListOf(served);
   const { known, unknown } = await selectCandidates(trx, { ...list, lock: style.lock, hostCap: policy.sourceHostMaxActive, now });
   const candidates = mergeInAllocationOrder(known, unknown);
-  const cut = known.length === list.limits.known || (list.limits.unknown > 0 && unknown.length === list.limits.unknown);
+  const cut = { known: known.length === list.limits.known, unknown: list.limits.unknown > 0 && unknown.length === list.limits.unknown };
   const ties = await holdersOf(trx, candidates.filter((candidate) => candidate.holders > 0 || candidate.source_errors > 0), policy.spreadTag);
   const waiting = await coolingDown(
     trx,
@@ -235,30 +242,22 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
     served.map(({ request }) => request.nodeId),
     now,
   );
-  const grants = pickTogether(served, candidates, { ties, waiting, hostRoom: hostRoomOf(candidates, policy.sourceHostMaxActive) }, policy);
-  const kept = await keepWithinHostCaps(trx, grants, policy.sourceHostMaxActive, style);
+  const picked = pickTogether(served, candidates, { ties, waiting, hostRoom: hostRoomOf(candidates, policy.sourceHostMaxActive) }, policy, cut);
+  const kept = await keepWithinHostCaps(trx, picked.grants, policy.sourceHostMaxActive, style);
   const granted = await grant(trx, kept, now, style);
+  // Requests the shared list could not serve as their own claims would have: those claims, in order.
+  const ownClaims = new Set(served.slice(picked.served).map(({ request }) => request));
 
   const results: PassResult[] = [];
   for (const { request, refusal, allowance } of entries) {
+    if (ownClaims.has(request)) {
+      results.push(await claim(trx, { ...request, freeBytes: null }, policy, now, style));
+      continue;
+    }
     const mine = granted.filter((_, index) => (kept[index] as Grant).request === request);
     const missing = allowance ? allowance.maxAssets - mine.length : 0;
-    if (missing <= 0 || !allowance) {
-      results.push({ granted: mine, ranDry: false, refusal });
-    } else if (!cut) {
-      // The list held every claimable asset in reach but rows locked by others (PostgreSQL).
-      results.push({ granted: mine, ranDry: style.lock !== 'none' });
-    } else {
-      const unknownTaken = grants.filter((entry) => entry.request === request && entry.asset.size_bytes === null).length;
-      const more = await claim(
-        trx,
-        { ...request, freeBytes: null, maxAssets: missing },
-        { ...policy, unknownSizeMaxPerRequest: Math.max(0, allowance.unknownCap - unknownTaken) },
-        now,
-        style,
-      );
-      results.push({ granted: [...mine, ...more.granted], ranDry: more.ranDry });
-    }
+    // Short of what it may take with a list that was not full: rows locked by others may have been skipped.
+    results.push({ granted: mine, ranDry: missing > 0 && !picked.fullLists.has(request), allowed: allowance?.maxAssets ?? 0, refusal });
   }
   return results;
 }

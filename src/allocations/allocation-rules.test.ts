@@ -215,7 +215,7 @@ describe('a batch', () => {
   it('serves requests one after another: each sees the grants before it', () => {
     const candidates = [candidate('a', { replicas_target: 1 }), candidate('b', { replicas_target: 2 }), candidate('c', { replicas_target: 2, holders: 1 })];
     const ties = new Map([['c', tie([9], ['east'])]]);
-    const grants = pickTogether([served(1), served(2, { tags: '{"region":"west"}' })], candidates, { ties, waiting: new Map(), hostRoom: undefined }, policy);
+    const { grants } = pickTogether([served(1), served(2, { tags: '{"region":"west"}' })], candidates, { ties, waiting: new Map(), hostRoom: undefined }, policy);
     // Node 1 (east) takes c last, behind b; node 2 finds a full and c full.
     expect(grants.map((grant) => [grant.request.nodeId, grant.asset.id])).toEqual([
       [1, 'a'],
@@ -229,7 +229,7 @@ describe('a batch', () => {
 
   it('shares the host room across the batch', () => {
     const onHost = (id: string) => candidate(id, { source_host: 'h', host_active: 1 });
-    const grants = pickTogether([served(1), served(2)], [onHost('a'), onHost('b')], { ties: new Map(), waiting: new Map(), hostRoom: hostRoomOf([onHost('a')], 2) }, policy);
+    const { grants } = pickTogether([served(1), served(2)], [onHost('a'), onHost('b')], { ties: new Map(), waiting: new Map(), hostRoom: hostRoomOf([onHost('a')], 2) }, policy);
     expect(grants.map((grant) => [grant.request.nodeId, grant.asset.id])).toEqual([[1, 'a']]);
   });
 

@@ -195,25 +195,38 @@ export function isEligible(asset: Candidate, request: AllocationRequest, tie: Ti
 
 /**
  * The grants of a batch from one shared list, request after request (node id order): each sees
- * the holders and ties the grants before it made, as if it came after them.
+ * the holders, ties and host room the grants before it made, as if it came after them, and picks
+ * from exactly the candidates its own claim would read then (ownListOf: its first eligible ones
+ * of known size within its budget, and of unknown size). When the shared list was cut (`cut`)
+ * before it held all of those for a request, that request and the ones after it are left to
+ * their own claims, in order: `served` says how many requests the grants are for. `fullLists`:
+ * the requests whose own claim would have read a full list of known sizes (no second look then).
  */
 export function pickTogether(
   served: ServedRequest[],
   candidates: Candidate[],
   seen: { ties: Map<string, Ties>; waiting: Map<string, Set<number>>; hostRoom: Map<string, number> | undefined },
   policy: Pick<AllocationPolicy, 'unknownSizeEstimateBytes'>,
-): Grant[] {
+  cut: { known: boolean; unknown: boolean } = { known: false, unknown: false },
+): { grants: Grant[]; served: number; fullLists: Set<AllocationRequest> } {
   const ties = new Map([...seen.ties].map(([id, tie]) => [id, { holders: new Set(tie.holders), sourceGone: tie.sourceGone, spreadValues: [...tie.spreadValues] }]));
   const hostRoom = seen.hostRoom && new Map(seen.hostRoom);
   const taken = new Map<string, number>();
   const grants: Grant[] = [];
-  for (const { request, allowance } of served) {
+  const fullLists = new Set<AllocationRequest>();
+  for (const [position, { request, allowance }] of served.entries()) {
     const eligible = candidates
       .filter((asset) => isEligible(asset, request, ties.get(asset.id), taken.get(asset.id) ?? 0, seen.waiting))
+      .filter((asset) => (asset.size_bytes === null || asset.size_bytes <= allowance.budget) && !(asset.source_host !== null && (hostRoom?.get(asset.source_host) ?? 1) <= 0))
       // Ordered by the holders counts as this request sees them, after the grants before it.
       .map((asset) => ({ ...asset, holders: asset.holders + (taken.get(asset.id) ?? 0) }))
       .sort(compareAllocationOrder);
-    const ordered = spreadAcrossTag(eligible, ties, allowance.spreadValue);
+    const { limits } = ownListOf(request, allowance);
+    const known = eligible.filter((asset) => asset.size_bytes !== null);
+    const unknown = eligible.filter((asset) => asset.size_bytes === null);
+    if ((cut.known && known.length < limits.known) || (cut.unknown && unknown.length < limits.unknown)) return { grants, served: position, fullLists };
+    if (known.length >= limits.known) fullLists.add(request);
+    const ordered = spreadAcrossTag(mergeInAllocationOrder(known.slice(0, limits.known), unknown.slice(0, limits.unknown)), ties, allowance.spreadValue);
     const picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap }, hostRoom);
     for (const { asset, reservedBytes: bytes } of picked) {
       taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
@@ -224,7 +237,7 @@ export function pickTogether(
       grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes) });
     }
   }
-  return grants;
+  return { grants, served: served.length, fullLists };
 }
 
 export function noTies(): Ties {
