@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
+import type { Kysely } from 'kysely';
 import { openDatabase, SQLITE_FILE_NAME, type DatabaseHandle } from '../src/db/database.js';
+import { migrations } from '../src/db/migrations/index.js';
 import { cloneScript } from './database-templates.js';
 
 export type DialectName = 'sqlite' | 'postgres';
@@ -85,6 +87,20 @@ export async function createTestDatabase(name: DialectName, setup: { migrate?: b
       fs.rmSync(dataDirectory, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A database migrated up to `migration`, not including it, with what it takes to test that
+ * migration on rows written before it: the untyped Kysely to write them, and `up()` to run it.
+ */
+export async function createDatabaseBefore(name: DialectName, migration: string): Promise<{ database: TestDatabase; db: Kysely<unknown>; up(): Promise<void> }> {
+  const database = await createTestDatabase(name, { migrate: false });
+  const db = database.handle.db as unknown as Kysely<unknown>;
+  const names = Object.keys(migrations);
+  const index = names.indexOf(migration);
+  if (index < 0) throw new Error(`No migration named ${migration}.`);
+  for (const earlier of names.slice(0, index)) await migrations[earlier]!.up(db, database.handle.dialect);
+  return { database, db, up: () => (migrations[migration] as (typeof migrations)[string]).up(db, database.handle.dialect) };
 }
 
 async function withAdminClient<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {

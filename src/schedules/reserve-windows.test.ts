@@ -1,6 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { createDatabaseBefore, createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
 import { addWorkers, userToken } from '../../test/leasing.js';
 import { startTestServer, type TestServer } from '../../test/server.js';
 import type { SshWorker } from '../../test/ssh-worker.js';
@@ -103,11 +103,9 @@ describe.each(dialects)('migration 0014-reserve-windows on %s', (dialect) => {
   });
 
   it('stores the next 50 windows of each reserve schedule from its current or next one, and none for other schedules', async () => {
-    database = await createTestDatabase(dialect, { migrate: false });
-    const db = database.handle.db as unknown as Kysely<unknown>;
-    const names = Object.keys(migrations);
-    const index = names.indexOf('0014-reserve-windows');
-    for (const name of names.slice(0, index)) await migrations[name]!.up(db, database.handle.dialect);
+    const before = await createDatabaseBefore(dialect, '0014-reserve-windows');
+    database = before.database;
+    const db = before.db;
     await sql`insert into users (username, password_hash, role, created_at) values ('old-user', 'scrypt$x', 'user', 1)`.execute(db);
     const owner = (await sql<{ id: number }>`select id from users`.execute(db)).rows[0]!.id;
     const start = at('2030-01-01T00:00:00Z');
@@ -118,7 +116,7 @@ describe.each(dialects)('migration 0014-reserve-windows on %s', (dialect) => {
     await insert('reserve', 'scheduled', 2);
     await insert('cancelled reserve', 'cancelled', 2);
     await insert('plain', 'scheduled', null);
-    await migrations['0014-reserve-windows']!.up(db, database.handle.dialect);
+    await before.up();
 
     const rows = await database.handle.db.selectFrom('schedules').select(['name', 'reserve_windows']).orderBy('id').execute();
     const windows = JSON.parse(rows[0]!.reserve_windows!) as Window[];

@@ -1,7 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../../test/databases.js';
-import { migrations } from './index.js';
+import { createDatabaseBefore, dialects, type TestDatabase } from '../../../test/databases.js';
 
 describe.each(dialects)('migration 0012-auth-hardening on %s', (dialect) => {
   let database: TestDatabase;
@@ -10,14 +9,12 @@ describe.each(dialects)('migration 0012-auth-hardening on %s', (dialect) => {
   });
 
   it('keeps existing users and enrollment tokens working: version 0, unlimited, not revoked', async () => {
-    database = await createTestDatabase(dialect, { migrate: false });
-    const db = database.handle.db as unknown as Kysely<unknown>;
-    const names = Object.keys(migrations);
-    const index = names.indexOf('0012-auth-hardening');
-    for (const name of names.slice(0, index)) await migrations[name]!.up(db, database.handle.dialect);
+    const before = await createDatabaseBefore(dialect, '0012-auth-hardening');
+    database = before.database;
+    const db = before.db;
     await sql`insert into users (username, password_hash, role, created_at) values ('old-admin', 'scrypt$x', 'admin', 1)`.execute(db);
     await sql`insert into enrollment_tokens (token_hash, note, created_at, expires_at, uses) values ('old-hash', 'old', 1, null, 4)`.execute(db);
-    await migrations['0012-auth-hardening']!.up(db, database.handle.dialect);
+    await before.up();
     const user = await database.handle.db.selectFrom('users').select(['username', 'token_version']).executeTakeFirstOrThrow();
     expect(user).toEqual({ username: 'old-admin', token_version: 0 });
     const token = await database.handle.db.selectFrom('enrollment_tokens').select(['uses', 'max_uses', 'revoked_at', 'expires_at']).executeTakeFirstOrThrow();

@@ -1,7 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../../test/databases.js';
-import { migrations } from './index.js';
+import { createDatabaseBefore, dialects, type TestDatabase } from '../../../test/databases.js';
 
 describe.each(dialects)('migration 0013-worker-identity on %s', (dialect) => {
   let database: TestDatabase;
@@ -10,17 +9,15 @@ describe.each(dialects)('migration 0013-worker-identity on %s', (dialect) => {
   });
 
   it('keeps existing nodes approved, has their host keys proven again, and lets one node prove a key', async () => {
-    database = await createTestDatabase(dialect, { migrate: false });
-    const db = database.handle.db as unknown as Kysely<unknown>;
-    const names = Object.keys(migrations);
-    const index = names.indexOf('0013-worker-identity');
-    for (const name of names.slice(0, index)) await migrations[name]!.up(db, database.handle.dialect);
+    const before = await createDatabaseBefore(dialect, '0013-worker-identity');
+    database = before.database;
+    const db = before.db;
     // Two workers registered with one host key before keys had to be unique: the migration must not fail on them.
     for (const name of ['twin-a', 'twin-b']) {
       await sql`insert into nodes (name, hostname, ip, ssh_port, status, probe_failures, tags, created_at, ssh_host_key, ssh_user)
         values (${name}, ${name}, '127.0.0.1', 22, 'alive', 0, '{}', 1000, 'ssh-ed25519 AAAAshared', 'dispatcher')`.execute(db);
     }
-    await migrations['0013-worker-identity']!.up(db, database.handle.dialect);
+    await before.up();
 
     const rows = await database.handle.db.selectFrom('nodes').select(['name', 'approved_at', 'host_key_verified_at']).orderBy('name').execute();
     expect(rows).toEqual([
