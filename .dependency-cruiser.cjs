@@ -20,7 +20,8 @@ module.exports = {
     },
     {
       name: 'agent-loads-no-server',
-      comment: 'The node agent installs without a compiler: it loads no database driver, Kysely, Fastify or server module (what it loads in all is tested by test/agent-packaging.test.ts).',
+      comment:
+        'The node agent installs without a compiler: it loads no database driver, Kysely, Fastify or server module (what it loads in all is tested by test/agent-packaging.test.ts).',
       severity: 'error',
       from: { path: '^src/agent/', pathNot: '\\.test\\.ts$' },
       to: { path: ['^src/db/', '^src/http/', 'node_modules/(better-sqlite3|pg|kysely|fastify)/'], dependencyTypesNot: ['type-only'] },

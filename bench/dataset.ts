@@ -64,7 +64,8 @@ export async function importCatalogue(db: Db, total: number, batch: number, log:
     seconds += (performance.now() - started) / 1000;
     batches += 1;
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    if (batches % 5 === 0 || to === total) log(`  imported ${to.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} (${Math.round(to / seconds).toLocaleString('en-US')} assets/s)`);
+    if (batches % 5 === 0 || to === total)
+      log(`  imported ${to.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} (${Math.round(to / seconds).toLocaleString('en-US')} assets/s)`);
   }
   return { assets: total, batches, seconds, assetsPerSecond: total / seconds, peakRssMb: peakRss / 1024 / 1024 };
 }

@@ -1,6 +1,18 @@
 import type { ImportResult } from './dataset.js';
 import type { BenchOptions, DatabaseKind } from './options.js';
-import { DETAIL_HEADERS, detailCells, errorLines, formatMachine, integer, MAIN_HEADERS, mainCells, markdownTable, otherCpu, table, type Machine } from './report.js';
+import {
+  DETAIL_HEADERS,
+  detailCells,
+  errorLines,
+  formatMachine,
+  integer,
+  MAIN_HEADERS,
+  mainCells,
+  markdownTable,
+  otherCpu,
+  table,
+  type Machine,
+} from './report.js';
 import type { MeasuredRow } from './rows.js';
 
 /** One headline figure: a ratio (or a bound) with its target, or an informational comparison. */
@@ -25,7 +37,13 @@ interface Picks {
 const dispatcher = (rows: MeasuredRow[], database: DatabaseKind, instances: number, clients: number) =>
   rows.find((row) => row.suite === 'dispatcher' && row.database === database && row.instances === instances && row.result.concurrency === clients);
 const bySuite = (rows: MeasuredRow[], suite: MeasuredRow['suite'], concurrency: number, database?: DatabaseKind, subject?: string) =>
-  rows.find((row) => row.suite === suite && row.result.concurrency === concurrency && (database === undefined || row.database === database) && (subject === undefined || row.subject === subject));
+  rows.find(
+    (row) =>
+      row.suite === suite &&
+      row.result.concurrency === concurrency &&
+      (database === undefined || row.database === database) &&
+      (subject === undefined || row.subject === subject),
+  );
 /** A queue library's best run at this concurrency, whatever its backlog: the comparison must not flatter Dispatcher. */
 const bestQueue = (rows: MeasuredRow[], suite: 'pg-boss' | 'graphile-worker', concurrency: number) =>
   rows
@@ -42,9 +60,13 @@ function describe(row: MeasuredRow): string {
 /** Numerator ÷ denominator on calls that succeeded per second; items per second shown beside it. */
 function ratio(name: string, top: MeasuredRow | undefined, bottom: MeasuredRow | undefined, target?: number): Headline {
   const targetText = target === undefined ? '-' : `≥ ${target}×`;
-  if (!top || !bottom || bottom.result.okPerSecond === 0) return { name, value: '-', target: targetText, verdict: 'not measured', detail: 'a run it needs was not part of this run' };
+  if (!top || !bottom || bottom.result.okPerSecond === 0)
+    return { name, value: '-', target: targetText, verdict: 'not measured', detail: 'a run it needs was not part of this run' };
   const value = top.result.okPerSecond / bottom.result.okPerSecond;
-  const items = bottom.result.itemsPerSecond > 0 && bottom.suite !== 'fastify' ? `; items/s ${integer(top.result.itemsPerSecond)} ÷ ${integer(bottom.result.itemsPerSecond)} = ${(top.result.itemsPerSecond / bottom.result.itemsPerSecond).toFixed(2)}×` : '';
+  const items =
+    bottom.result.itemsPerSecond > 0 && bottom.suite !== 'fastify'
+      ? `; items/s ${integer(top.result.itemsPerSecond)} ÷ ${integer(bottom.result.itemsPerSecond)} = ${(top.result.itemsPerSecond / bottom.result.itemsPerSecond).toFixed(2)}×`
+      : '';
   return {
     name,
     value: `${value.toFixed(2)}×`,
@@ -57,7 +79,8 @@ function ratio(name: string, top: MeasuredRow | undefined, bottom: MeasuredRow |
 function p99Bound(rows: MeasuredRow[], clients: number): Headline {
   const name = `/allocate p99 at ${clients} clients, every database and instance count`;
   const candidates = rows.filter((row) => row.suite === 'dispatcher' && row.result.concurrency === clients && row.result.latencyMs);
-  if (candidates.length === 0) return { name, value: '-', target: `< ${TARGETS.p99Ms} ms`, verdict: 'not measured', detail: 'no /allocate run at this client count' };
+  if (candidates.length === 0)
+    return { name, value: '-', target: `< ${TARGETS.p99Ms} ms`, verdict: 'not measured', detail: 'no /allocate run at this client count' };
   const worst = candidates.reduce((a, b) => ((a.result.latencyMs?.p99 ?? 0) >= (b.result.latencyMs?.p99 ?? 0) ? a : b));
   const p99 = worst.result.latencyMs?.p99 ?? 0;
   return {
@@ -95,7 +118,12 @@ export function computeHeadlines(rows: MeasuredRow[], picks: Picks): Headline[] 
   const pgHttp = dispatcher(rows, 'postgres', n, c);
   const sqliteHttp = dispatcher(rows, 'sqlite', 1, c);
   return [
-    ratio(`PostgreSQL /allocate, ${n} instances, ${c} clients ÷ raw one-item claim, ${raw} connections`, pgHttp, bySuite(rows, 'raw-claim', raw, 'postgres', 'one-item claim SQL'), TARGETS.overRawClaim),
+    ratio(
+      `PostgreSQL /allocate, ${n} instances, ${c} clients ÷ raw one-item claim, ${raw} connections`,
+      pgHttp,
+      bySuite(rows, 'raw-claim', raw, 'postgres', 'one-item claim SQL'),
+      TARGETS.overRawClaim,
+    ),
     ratio(`SQLite /allocate, ${c} clients ÷ Fastify hello world, ${c} clients`, sqliteHttp, bySuite(rows, 'fastify', c), TARGETS.overFastify),
     ratio(`PostgreSQL /allocate, ${n} instances, ${c} clients ÷ pg-boss, ${c} loops`, pgHttp, bestQueue(rows, 'pg-boss', c), TARGETS.overPgBoss),
     p99Bound(rows, c),
@@ -104,12 +132,23 @@ export function computeHeadlines(rows: MeasuredRow[], picks: Picks): Headline[] 
     ratio(`PostgreSQL /allocate, ${n} instances, ${c} clients ÷ Fastify hello world, ${c} clients`, pgHttp, bySuite(rows, 'fastify', c)),
     ratio(`PostgreSQL /allocate, 1 instance, ${c} clients ÷ pg-boss, ${c} loops`, dispatcher(rows, 'postgres', 1, c), bestQueue(rows, 'pg-boss', c)),
     ratio(`PostgreSQL /allocate, ${n} instances, ${c} clients ÷ graphile-worker, concurrency ${c}`, pgHttp, bestQueue(rows, 'graphile-worker', c)),
-    ratio(`allocateBatch without HTTP ÷ raw one-item claim, PostgreSQL, ${raw} connections each`, bySuite(rows, 'raw-claim', raw, 'postgres', 'allocateBatch, no HTTP'), bySuite(rows, 'raw-claim', raw, 'postgres', 'one-item claim SQL')),
+    ratio(
+      `allocateBatch without HTTP ÷ raw one-item claim, PostgreSQL, ${raw} connections each`,
+      bySuite(rows, 'raw-claim', raw, 'postgres', 'allocateBatch, no HTTP'),
+      bySuite(rows, 'raw-claim', raw, 'postgres', 'one-item claim SQL'),
+    ),
   ];
 }
 
 export function formatHeadlines(headlines: Headline[]): string {
-  return table(['headline', 'value', 'target', 'verdict'], headlines.map((h) => [h.name, h.value, h.target, h.verdict])) + '\n\n' + headlines.map((h) => `  ${h.name}: ${h.detail}`).join('\n');
+  return (
+    table(
+      ['headline', 'value', 'target', 'verdict'],
+      headlines.map((h) => [h.name, h.value, h.target, h.verdict]),
+    ) +
+    '\n\n' +
+    headlines.map((h) => `  ${h.name}: ${h.detail}`).join('\n')
+  );
 }
 
 export interface MarkdownInput {
@@ -123,7 +162,9 @@ export interface MarkdownInput {
 }
 
 function conditions({ machine, options, imports, totalSeconds, command, rows }: MarkdownInput): string[] {
-  const imported = Object.entries(imports).map(([kind, result]) => `${kind} ${integer(result.assetsPerSecond)} assets/s`).join(', ');
+  const imported = Object.entries(imports)
+    .map(([kind, result]) => `${kind} ${integer(result.assetsPerSecond)} assets/s`)
+    .join(', ');
   return [
     `- Command: \`${command}\` (whole run ${Math.round(totalSeconds / 60)} min)`,
     `- Suites: ${options.suites.join(', ')}; databases: ${options.databases.join(', ')}`,
@@ -167,7 +208,11 @@ export function formatMarkdown(input: MarkdownInput): string {
     '',
     'Ratios compare calls that did their job per second (an /allocate answered 200, a claim that got a row, a job fetched and completed); the items/s ratio is beside them in the detail.',
     '',
-    markdownTable(['headline', 'value', 'target', 'verdict', 'from'], headlines.map((h) => [h.name, h.value, h.target, h.verdict, h.detail]), 1),
+    markdownTable(
+      ['headline', 'value', 'target', 'verdict', 'from'],
+      headlines.map((h) => [h.name, h.value, h.target, h.verdict, h.detail]),
+      1,
+    ),
     '',
     '## All runs',
     '',

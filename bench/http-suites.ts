@@ -55,7 +55,12 @@ export async function benchFastify(context: SuiteContext): Promise<MeasuredRow[]
 }
 
 /** Starts `count` servers on the database one after another (each runs migrations at start-up). */
-async function startInstances(context: SuiteContext, database: BenchDatabase, count: number, adminPassword: string): Promise<{ servers: ServerProcess[]; profileDirectory?: string }> {
+async function startInstances(
+  context: SuiteContext,
+  database: BenchDatabase,
+  count: number,
+  adminPassword: string,
+): Promise<{ servers: ServerProcess[]; profileDirectory?: string }> {
   const profileDirectory = context.options.profile ? path.join(context.outDirectory, 'profiles', `${context.stamp}-${database.kind}-${count}`) : undefined;
   if (profileDirectory) fs.mkdirSync(profileDirectory, { recursive: true });
   const servers: ServerProcess[] = [];
@@ -106,8 +111,19 @@ export async function benchDispatcherHttp(context: SuiteContext, database: Bench
     }
     for (const clients of options.clients) {
       for (const server of servers) server.resetPeakRss();
-      const targets = allocateTargets(nodes.slice(0, clients), servers.map((server) => server.url), options.maxAssets);
-      const result = await runHttpLoad(targets, windowFor(options, servers.map((server) => server.pid), database.postgresDatabase));
+      const targets = allocateTargets(
+        nodes.slice(0, clients),
+        servers.map((server) => server.url),
+        options.maxAssets,
+      );
+      const result = await runHttpLoad(
+        targets,
+        windowFor(
+          options,
+          servers.map((server) => server.pid),
+          database.postgresDatabase,
+        ),
+      );
       const serverRssMb = servers.map((server) => server.peakRssMb());
       const verification = await checkThenReset(database, verifyAllocations);
       const row: MeasuredRow = {
@@ -118,7 +134,12 @@ export async function benchDispatcherHttp(context: SuiteContext, database: Bench
         connections: database.kind === 'postgres' ? '10 per instance' : '1',
         result,
         serverRssMb,
-        check: { duplicates: verification.duplicates, holdersMismatch: verification.holdersMismatch, handedOut: result.itemsTotal, stored: verification.activeAllocations },
+        check: {
+          duplicates: verification.duplicates,
+          holdersMismatch: verification.holdersMismatch,
+          handedOut: result.itemsTotal,
+          stored: verification.activeAllocations,
+        },
       };
       log(summaryLine(row));
       log(`    calls in each second: ${result.callsPerSecondOverTime.join(' ')}`);
@@ -132,7 +153,9 @@ export async function benchDispatcherHttp(context: SuiteContext, database: Bench
 /** One line per finished run, printed as the bench goes. */
 export function summaryLine(row: MeasuredRow): string {
   const { result } = row;
-  const latency = result.latencyMs ? `, p50 ${result.latencyMs.p50.toFixed(1)} / p99 ${result.latencyMs.p99.toFixed(1)} / max ${result.latencyMs.max.toFixed(1)} ms` : '';
+  const latency = result.latencyMs
+    ? `, p50 ${result.latencyMs.p50.toFixed(1)} / p99 ${result.latencyMs.p99.toFixed(1)} / max ${result.latencyMs.max.toFixed(1)} ms`
+    : '';
   const rss = row.serverRssMb ? `, server RSS ${row.serverRssMb.map((mb) => Math.round(mb)).join('+')} MB` : '';
   const duplicates = row.check.duplicates === undefined ? '' : `, duplicates ${row.check.duplicates}`;
   return (

@@ -98,9 +98,12 @@ export class MeasuredWindow {
       setTimeout(() => {
         this.stopCpu = startCpuWindow(options.serverPids, options.postgresDatabase);
       }, options.warmupSeconds * 1000),
-      setTimeout(() => {
-        this.cpu = this.stopCpu?.();
-      }, (options.warmupSeconds + options.durationSeconds) * 1000),
+      setTimeout(
+        () => {
+          this.cpu = this.stopCpu?.();
+        },
+        (options.warmupSeconds + options.durationSeconds) * 1000,
+      ),
     ];
   }
 

@@ -72,13 +72,15 @@ export const USAGE = `Usage: npm run bench -- [flags]
 
 function positiveInteger(flag: string, raw: string, allowZero = false): number {
   const value = Number(raw.replace(/_/g, ''));
-  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) throw new Error(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got "${raw}"`);
+  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1))
+    throw new Error(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got "${raw}"`);
   return value;
 }
 
 function positiveNumber(flag: string, raw: string, allowZero = false): number {
   const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new Error(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got "${raw}"`);
+  if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0))
+    throw new Error(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got "${raw}"`);
   return value;
 }
 
@@ -87,7 +89,10 @@ function integerList(flag: string, raw: string): number[] {
 }
 
 function databaseList(raw: string): DatabaseKind[] {
-  const names = raw.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
+  const names = raw
+    .split(',')
+    .map((name) => name.trim().toLowerCase())
+    .filter(Boolean);
   const kinds = names.map((name): DatabaseKind => {
     if (name === 'sqlite') return 'sqlite';
     if (name === 'postgres' || name === 'postgresql' || name === 'pg') return 'postgres';
@@ -98,7 +103,10 @@ function databaseList(raw: string): DatabaseKind[] {
 }
 
 function suiteList(raw: string): Suite[] {
-  const names = raw.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean);
+  const names = raw
+    .split(',')
+    .map((name) => name.trim().toLowerCase())
+    .filter(Boolean);
   if (names.includes('all')) return [...SUITES];
   for (const name of names) {
     if (!(SUITES as readonly string[]).includes(name)) throw new Error(`--suite takes ${SUITES.join(', ')} or all, got "${name}"`);
@@ -109,8 +117,16 @@ function suiteList(raw: string): Suite[] {
 }
 
 function backlogList(raw: string): QueueBacklog[] {
-  const names = [...new Set(raw.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean))];
-  if (names.length === 0 || names.some((name) => name !== 'deep' && name !== 'shallow')) throw new Error(`--queue-backlog takes deep and/or shallow, got "${raw}"`);
+  const names = [
+    ...new Set(
+      raw
+        .split(',')
+        .map((name) => name.trim().toLowerCase())
+        .filter(Boolean),
+    ),
+  ];
+  if (names.length === 0 || names.some((name) => name !== 'deep' && name !== 'shallow'))
+    throw new Error(`--queue-backlog takes deep and/or shallow, got "${raw}"`);
   return names as QueueBacklog[];
 }
 

@@ -88,9 +88,7 @@ export function selfTimeByOwner(profile: CpuProfile): { owner: string; selfMs: n
     const ms = byNode.get(node.id);
     if (ms) byOwner.set(ownerOf(node), (byOwner.get(ownerOf(node)) ?? 0) + ms);
   }
-  return [...byOwner.entries()]
-    .map(([owner, selfMs]) => ({ owner, selfMs, percent: (selfMs / totalMs) * 100 }))
-    .sort((a, b) => b.selfMs - a.selfMs);
+  return [...byOwner.entries()].map(([owner, selfMs]) => ({ owner, selfMs, percent: (selfMs / totalMs) * 100 })).sort((a, b) => b.selfMs - a.selfMs);
 }
 
 export function formatProfile(file: string, limit = 15): string {

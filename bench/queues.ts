@@ -62,7 +62,7 @@ const subjectFor = (call: string, options: QueueRunOptions) =>
 async function withBacklog(driver: QueueDriver, options: QueueRunOptions, work: () => Promise<LoopResult>): Promise<{ result: LoopResult; enqueued: number }> {
   let enqueued = 0;
   const enqueue = async (count: number) => {
-    for (const end = enqueued + count; enqueued < end; ) {
+    for (const end = enqueued + count; enqueued < end;) {
       const to = Math.min(end, enqueued + ENQUEUE_CHUNK);
       await driver.insert(enqueued, to);
       enqueued = to;
@@ -156,12 +156,14 @@ export async function benchGraphileWorker(database: BenchDatabase, options: Queu
   const utils = await makeWorkerUtils({ ...shared, maxPoolSize: 2 });
   const counter = new pg.Client({ connectionString: database.connectionString });
   await counter.connect();
-  const count = async (where: string) => Number((await counter.query<{ n: string }>(`select count(*) as n from ${schema}._private_jobs ${where}`)).rows[0]?.n ?? 0);
+  const count = async (where: string) =>
+    Number((await counter.query<{ n: string }>(`select count(*) as n from ${schema}._private_jobs ${where}`)).rows[0]?.n ?? 0);
   const repeats = new RepeatCounter();
   try {
     await utils.migrate();
     const driver: QueueDriver = {
-      insert: async (from, to) => void (await utils.addJobs(Array.from({ length: to - from }, (_, index) => ({ identifier: QUEUE, payload: { n: from + index } })))),
+      insert: async (from, to) =>
+        void (await utils.addJobs(Array.from({ length: to - from }, (_, index) => ({ identifier: QUEUE, payload: { n: from + index } })))),
       pending: () => count('where locked_at is null'),
       analyze: async () => void (await counter.query(`analyze ${schema}._private_jobs`)),
     };
@@ -169,10 +171,21 @@ export async function benchGraphileWorker(database: BenchDatabase, options: Queu
       // graphile-worker pulls jobs itself: completions are counted as it reports them, so
       // there is no per-call latency to report.
       const window = new MeasuredWindow(options.window);
-      const runner = await run({ ...shared, concurrency: options.loops, maxPoolSize: options.poolSize, noHandleSignals: true, crontab: '', taskList: { [QUEUE]: async () => undefined } });
+      const runner = await run({
+        ...shared,
+        concurrency: options.loops,
+        maxPoolSize: options.poolSize,
+        noHandleSignals: true,
+        crontab: '',
+        taskList: { [QUEUE]: async () => undefined },
+      });
       runner.events.on('job:complete', ({ job, error }) => {
         repeats.add(String(job.id));
-        window.record(undefined, performance.now(), error ? { ok: false, status: 'error', items: 0, errorBody: String(error) } : { ok: true, status: 'ok', items: 1 });
+        window.record(
+          undefined,
+          performance.now(),
+          error ? { ok: false, status: 'error', items: 0, errorBody: String(error) } : { ok: true, status: 'ok', items: 1 },
+        );
       });
       try {
         await window.untilEnd();

@@ -85,7 +85,8 @@ async function driveRawSqlite(database: BenchDatabase, window: WindowOptions, re
 /** The raw one-item claim: PostgreSQL with `connections` connections, SQLite with its one. */
 export async function benchRawClaim(database: BenchDatabase, connections: number, window: WindowOptions): Promise<MeasuredRow> {
   const repeats = new RepeatCounter();
-  const result = database.kind === 'postgres' ? await driveRawPostgres(database, connections, window, repeats) : await driveRawSqlite(database, window, repeats);
+  const result =
+    database.kind === 'postgres' ? await driveRawPostgres(database, connections, window, repeats) : await driveRawSqlite(database, window, repeats);
   const verification = await checkThenReset(database, verifyRawClaims);
   return {
     suite: 'raw-claim',
@@ -102,7 +103,8 @@ async function claimNodes(db: Db, count: number): Promise<{ id: number; name: st
   const nodes: { id: number; name: string }[] = [];
   for (let n = 1; n <= count; n += 1) {
     const name = `claim-node-${n}`;
-    const row = (await insertNode(db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: Date.now() })) ?? (await findNodeByName(db, name));
+    const row =
+      (await insertNode(db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: Date.now() })) ?? (await findNodeByName(db, name));
     if (!row) throw new Error(`could not create node ${name}`);
     nodes.push({ id: row.id, name });
   }
@@ -131,7 +133,13 @@ export async function benchDispatcherClaim(database: BenchDatabase, loops: numbe
     });
     result = await runLoops(
       nodes.map((node) => async (): Promise<Outcome> => {
-        const { granted, refusal } = await batcher.allocate({ nodeId: node.id, freeBytes: 1_000_000 * GIB, maxAssets, minPriority: 1, actor: `node:${node.name}` });
+        const { granted, refusal } = await batcher.allocate({
+          nodeId: node.id,
+          freeBytes: 1_000_000 * GIB,
+          maxAssets,
+          minPriority: 1,
+          actor: `node:${node.name}`,
+        });
         if (refusal) return { ok: false, status: refusal, items: 0, errorBody: refusal };
         return granted.length > 0 ? { ok: true, status: 'ok', items: granted.length } : { ok: false, status: 'empty', items: 0, errorBody: 'no asset granted' };
       }),

@@ -65,7 +65,8 @@ export const decimal = (value: number) => value.toFixed(value < 10 ? 2 : 1);
 /** Plain-text table: first column left-aligned, the others right-aligned. */
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));
-  const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[column] ?? 0) : cell.padStart(widths[column] ?? 0))).join('  ');
   return [line(headers), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -97,7 +98,22 @@ function rssCell(row: MeasuredRow): string {
 
 const optional = (value: number | undefined, format: (value: number) => string) => (value === undefined ? '-' : format(value));
 
-export const MAIN_HEADERS = ['suite', 'what', 'db', 'inst', 'conc', 'conns', 'calls/s', 'items/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'server RSS MB', 'duplicates'];
+export const MAIN_HEADERS = [
+  'suite',
+  'what',
+  'db',
+  'inst',
+  'conc',
+  'conns',
+  'calls/s',
+  'items/s',
+  'p50 ms',
+  'p99 ms',
+  'max ms',
+  'errors',
+  'server RSS MB',
+  'duplicates',
+];
 
 export function mainCells(row: MeasuredRow): string[] {
   const latency = row.result.latencyMs;
@@ -119,7 +135,23 @@ export function mainCells(row: MeasuredRow): string[] {
   ];
 }
 
-export const DETAIL_HEADERS = ['suite', 'db', 'inst', 'conc', 'server CPU %', 'load gen CPU %', 'postgres CPU %', 'other CPU %', 'calls', 'calls 1st s', 'calls last s', 'p90 ms', 'mean ms', 'holders mismatch', 'handed out = stored'];
+export const DETAIL_HEADERS = [
+  'suite',
+  'db',
+  'inst',
+  'conc',
+  'server CPU %',
+  'load gen CPU %',
+  'postgres CPU %',
+  'other CPU %',
+  'calls',
+  'calls 1st s',
+  'calls last s',
+  'p90 ms',
+  'mean ms',
+  'holders mismatch',
+  'handed out = stored',
+];
 
 export function detailCells(row: MeasuredRow): string[] {
   const { cpu, latencyMs } = row.result;
@@ -170,7 +202,9 @@ export function formatMachine(machine: Machine): string {
   const pg = machine.postgres
     ? `\nPostgreSQL ${machine.postgres.server_version} (shared_buffers ${machine.postgres.shared_buffers} × 8kB, synchronous_commit ${machine.postgres.synchronous_commit}, fsync ${machine.postgres.fsync}, max_connections ${machine.postgres.max_connections})`
     : '';
-  const libraries = Object.entries(machine.libraries).map(([name, version]) => `${name} ${version}`).join(', ');
+  const libraries = Object.entries(machine.libraries)
+    .map(([name, version]) => `${name} ${version}`)
+    .join(', ');
   return `Machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGb} GB RAM, Linux ${machine.kernel}, Node ${machine.node}\nDate: ${machine.date}  commit ${machine.commit}${pg}\nLibraries: ${libraries}`;
 }
 

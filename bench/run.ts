@@ -61,7 +61,9 @@ async function prepareCatalogue(database: BenchDatabase, options: BenchOptions):
     // Autovacuum would analyze the new table within a minute anyway; without statistics the first
     // seconds of load would measure a planner guessing, not the steady state.
     if (database.kind === 'postgres') await sql`analyze`.execute(handle.db);
-    log(`  import: ${Math.round(result.assetsPerSecond).toLocaleString('en-US')} assets/s (${result.seconds.toFixed(1)} s, bench RSS peak ${Math.round(result.peakRssMb)} MB)`);
+    log(
+      `  import: ${Math.round(result.assetsPerSecond).toLocaleString('en-US')} assets/s (${result.seconds.toFixed(1)} s, bench RSS peak ${Math.round(result.peakRssMb)} MB)`,
+    );
     return result;
   });
 }
@@ -80,7 +82,10 @@ async function benchClaims(database: BenchDatabase, options: BenchOptions, windo
 
 async function benchQueues(database: BenchDatabase, options: BenchOptions, window: WindowOptions): Promise<MeasuredRow[]> {
   const rows: MeasuredRow[] = [];
-  for (const [suite, bench] of [['pg-boss', benchPgBoss], ['graphile-worker', benchGraphileWorker]] as const) {
+  for (const [suite, bench] of [
+    ['pg-boss', benchPgBoss],
+    ['graphile-worker', benchGraphileWorker],
+  ] as const) {
     if (!options.suites.includes(suite)) continue;
     log(`\n== ${suite} ==`);
     for (const backlog of options.queueBacklogs) {
@@ -105,7 +110,12 @@ async function benchOnDatabase(kind: DatabaseKind, context: SuiteContext, import
   const database = await createBenchDatabase(kind, options.pgUrl);
   context.onCleanup(`remove ${kind} database`, () => database.destroy());
   log(`  database: ${database.location}`);
-  const window: WindowOptions = { warmupSeconds: options.warmupSeconds, durationSeconds: options.durationSeconds, serverPids: [], postgresDatabase: database.postgresDatabase };
+  const window: WindowOptions = {
+    warmupSeconds: options.warmupSeconds,
+    durationSeconds: options.durationSeconds,
+    serverPids: [],
+    postgresDatabase: database.postgresDatabase,
+  };
   const rows: MeasuredRow[] = [];
   if (wantsCatalogue) imports[kind] = await prepareCatalogue(database, options);
   if (options.suites.includes('raw-claim')) rows.push(...(await benchClaims(database, options, window)));

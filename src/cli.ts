@@ -82,7 +82,7 @@ for (const setting of agentSettings) {
 program
   .command('worker-exec')
   .description(
-    'On a worker: run one provisioning command sent by the control plane (the forced command of its key in the provisioning account\'s authorized_keys; reads SSH_ORIGINAL_COMMAND).',
+    "On a worker: run one provisioning command sent by the control plane (the forced command of its key in the provisioning account's authorized_keys; reads SSH_ORIGINAL_COMMAND).",
   )
   .action(async () => {
     process.exitCode = await workerExec(process.env.SSH_ORIGINAL_COMMAND);
@@ -91,10 +91,10 @@ program
 program
   .command('worker-setup')
   .description(
-    'On a worker, as root: install the account helper /usr/local/sbin/dispatcher-account and the sudoers rule that lets the provisioning account run it and nothing else; with --provisioning-key, also write that account\'s authorized_keys (root-owned, the key forced to `dispatcher worker-exec`).',
+    "On a worker, as root: install the account helper /usr/local/sbin/dispatcher-account and the sudoers rule that lets the provisioning account run it and nothing else; with --provisioning-key, also write that account's authorized_keys (root-owned, the key forced to `dispatcher worker-exec`).",
   )
   .option('--user <name>', 'the provisioning account the control plane logs in as', 'dispatcher')
-  .option('--provisioning-key <key>', 'the control plane\'s SSH public key (GET /api/provisioning-key)')
+  .option('--provisioning-key <key>', "the control plane's SSH public key (GET /api/provisioning-key)")
   .option('--print', 'print the files instead of writing them')
   .action(async (options: { user: string; provisioningKey?: string; print?: boolean }) => {
     const { workerSetup } = await import('./workers/worker-install.js');
@@ -159,7 +159,7 @@ token
 token
   .command('revoke')
   .description('Revoke an enrollment token at once; the nodes it registered keep their own tokens.')
-  .argument('<id>', 'the token\'s id (dispatcher token list)', id)
+  .argument('<id>', "the token's id (dispatcher token list)", id)
   .action(async (tokenId: number) => {
     const { loadConfigOrExit } = await loadServer();
     const { runTokenRevoke } = await import('./users/credentials.cli.js');
@@ -170,7 +170,7 @@ const node = program.command('node').description('Manage nodes and workers.');
 node
   .command('approve')
   .description('Let a worker be rented once its SSH host key is proven (WORKER_APPROVAL=admin).')
-  .argument('<node>', 'the node\'s name or id')
+  .argument('<node>', "the node's name or id")
   .action(async (ref: string) => {
     const { loadConfigOrExit } = await loadServer();
     const { runNodeApprove } = await import('./nodes/nodes.cli.js');
@@ -180,7 +180,7 @@ node
 const importCommand = program.command('import').description('Load assets from catalog sources.');
 importCommand
   .command('json <file>')
-  .description('Import assets from a JSON file in the seeds\' format: [{id, url, size_mb, priority, name}, …].')
+  .description("Import assets from a JSON file in the seeds' format: [{id, url, size_mb, priority, name}, …].")
   .action(async (file: string) => {
     const { importJsonFile, loadConfigOrExit } = await loadServer();
     const started = Date.now();
@@ -201,7 +201,7 @@ the summary to stdout.
 
 importCommand
   .command('ckan <url>')
-  .description('Import every resource of a CKAN portal\'s datasets (package_search, paged by start) as assets.')
+  .description("Import every resource of a CKAN portal's datasets (package_search, paged by start) as assets.")
   .option('--q <query>', 'Solr query (package_search q)')
   .option('--fq <filter>', 'Solr filter query (package_search fq)')
   .option('--org <name>', 'only this organization (adds fq organization:NAME)')
@@ -215,11 +215,11 @@ importCommand
 
 importCommand
   .command('datagov')
-  .description('Import every distribution of the new catalog.data.gov API\'s datasets (/search, paged by the after cursor) as assets.')
+  .description("Import every distribution of the new catalog.data.gov API's datasets (/search, paged by the after cursor) as assets.")
   .option('--q <query>', 'search text')
   .option('--org <slug>', 'only this organization (org_slug)')
   .option('--api-key <key>', 'api.data.gov key, sent as X-Api-Key (default: DATAGOV_API_KEY)')
-  .option('--url <url>', 'the API\'s base URL (default: DATAGOV_API_URL, https://catalog.data.gov)')
+  .option('--url <url>', "the API's base URL (default: DATAGOV_API_URL, https://catalog.data.gov)")
   .option('--per-page <n>', 'datasets per page, 1–1000 (default 1000)', rows)
   .option('--discover-sizes', discoverHelp)
   .addHelpText('after', catalogHelp)

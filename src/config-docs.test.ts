@@ -14,7 +14,10 @@ function readmeConfigurationRows(): { names: string[]; shown: string }[] {
   const rows: { names: string[]; shown: string }[] = [];
   for (const line of readme.slice(header + 2)) {
     if (!line.startsWith('|')) break;
-    const [names = '', shown = ''] = line.slice(1, -1).split(' | ').map((cell) => cell.trim());
+    const [names = '', shown = ''] = line
+      .slice(1, -1)
+      .split(' | ')
+      .map((cell) => cell.trim());
     rows.push({ names: names.split(' / ').map((name) => name.replaceAll('`', '')), shown: shown.replaceAll('`', '') });
   }
   return rows;
@@ -23,9 +26,11 @@ function readmeConfigurationRows(): { names: string[]; shown: string }[] {
 const byFirstName = (a: { names: string[] }, b: { names: string[] }) => (a.names[0] as string).localeCompare(b.names[0] as string);
 
 describe('configuration documentation', () => {
-  it('the README\'s configuration table has exactly the variables of config.ts, with the same names and defaults', () => {
+  it("the README's configuration table has exactly the variables of config.ts, with the same names and defaults", () => {
     const documented = readmeConfigurationRows().sort(byFirstName);
-    const defined = describeVariables().map(({ names, shown }) => ({ names, shown })).sort(byFirstName);
+    const defined = describeVariables()
+      .map(({ names, shown }) => ({ names, shown }))
+      .sort(byFirstName);
     expect(documented).toEqual(defined);
   });
 

@@ -22,7 +22,7 @@ describe('configuration', () => {
     expect(config.dataDirectory).toMatch(/data$/);
   });
 
-  it('understands the seeds\' variable names', () => {
+  it("understands the seeds' variable names", () => {
     expect(loadConfig({ PRIORIZER_PORT: '8002', PRIORIZER_HOST: '127.0.0.1' })).toMatchObject({ port: 8002, host: '127.0.0.1' });
     expect(loadConfig({ DISPATCHER_PORT: '8001', DISPATCHER_HOST: '::1' })).toMatchObject({ port: 8001, host: '::1' });
     expect(loadConfig({ PORT: '9000', DISPATCHER_PORT: '8001' }).port).toBe(9000);
@@ -52,7 +52,16 @@ describe('configuration', () => {
     }
     expect(caught).toBeInstanceOf(ConfigError);
     const problems = (caught as ConfigError).problems.join('\n');
-    for (const name of ['PORT', 'ALLOCATION_EXPIRY_HOURS', 'LOG_LEVEL', 'DATABASE_URL', 'JWT_SECRET', 'SIGNUP', 'DISPATCHER_ADMIN_PASSWORD', 'PRIORITY_POLICY']) {
+    for (const name of [
+      'PORT',
+      'ALLOCATION_EXPIRY_HOURS',
+      'LOG_LEVEL',
+      'DATABASE_URL',
+      'JWT_SECRET',
+      'SIGNUP',
+      'DISPATCHER_ADMIN_PASSWORD',
+      'PRIORITY_POLICY',
+    ]) {
       expect(problems).toContain(name);
     }
     expect((caught as ConfigError).problems).toHaveLength(8);

@@ -233,6 +233,8 @@ function duration(minMs: number, maxMs: number) {
   };
 }
 
+// One variable per line, as a table: the README's configuration table lists them in this order.
+// prettier-ignore
 const variables = [
   { key: 'host', names: ['DISPATCHER_HOST', 'PRIORIZER_HOST', 'HOST'], parse: text, fallback: '0.0.0.0', shown: '0.0.0.0', doc: 'address to listen on; nodes must be able to reach it' },
   { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000, shown: '8000', doc: 'HTTP port' },

@@ -17,9 +17,7 @@ describe.each(dialects)('reconciler loops on %s', (dialect) => {
   };
   const loop = (name: string, target: TestServer = server): Loop => target.loops.find((candidate) => candidate.name === name)!;
   const priorities = async () =>
-    Object.fromEntries(
-      (await database.handle.db.selectFrom('assets').select(['id', 'priority']).execute()).map((row) => [row.id, row.priority]),
-    );
+    Object.fromEntries((await database.handle.db.selectFrom('assets').select(['id', 'priority']).execute()).map((row) => [row.id, row.priority]));
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
@@ -82,12 +80,16 @@ describe.each(dialects)('reconciler loops on %s', (dialect) => {
 
   it('ages priorities: untaken pending assets rise, rescued ones sink, within 1–10', async () => {
     await start({ priorityPolicy: 'aging', priorityAgingMs: 24 * HOUR });
-    await server.api.post('/assets', [
-      ...makeAssets(1, { priority: 5 }, 'untaken'),
-      ...makeAssets(1, { priority: 10 }, 'top'),
-      ...makeAssets(1, { priority: 5, size_bytes: 10, size_mb: undefined }, 'taken'),
-      ...makeAssets(1, { priority: 1, size_bytes: 10, size_mb: undefined }, 'saved'),
-    ], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [
+        ...makeAssets(1, { priority: 5 }, 'untaken'),
+        ...makeAssets(1, { priority: 10 }, 'top'),
+        ...makeAssets(1, { priority: 5, size_bytes: 10, size_mb: undefined }, 'taken'),
+        ...makeAssets(1, { priority: 1, size_bytes: 10, size_mb: undefined }, 'saved'),
+      ],
+      server.adminToken,
+    );
     const node = await registerNode(server, 'keeper');
     await server.api.post('/allocate', { free_space_gb: 1, node_id: 'keeper', min_priority: 1, max_assets: 10 }, node.token);
     // keeper took everything; release the untaken and top ones, complete "saved"
@@ -113,7 +115,11 @@ describe.each(dialects)('reconciler loops on %s', (dialect) => {
 
   it('jitters priorities by at most one, within 1–10, like the seeds', async () => {
     await start({ priorityPolicy: 'jitter' });
-    await server.api.post('/assets', [...makeAssets(30, { priority: 1 }, 'low'), ...makeAssets(30, { priority: 10 }, 'high'), ...makeAssets(30, { priority: 5 }, 'mid')], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [...makeAssets(30, { priority: 1 }, 'low'), ...makeAssets(30, { priority: 10 }, 'high'), ...makeAssets(30, { priority: 5 }, 'mid')],
+      server.adminToken,
+    );
     await loop(PRIORITY_LOOP).runOnce();
     const after = await priorities();
     const moved = new Set<number>();

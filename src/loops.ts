@@ -45,8 +45,7 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
     {
       name: PRIORITY_LOOP,
       intervalMs: ctx.config.autoUpdateIntervalMs,
-      tick: (now) =>
-        applyPriorityPolicy(ctx.db, ctx.dialect, { policy: ctx.config.priorityPolicy, agingMs: ctx.config.priorityAgingMs }, now),
+      tick: (now) => applyPriorityPolicy(ctx.db, ctx.dialect, { policy: ctx.config.priorityPolicy, agingMs: ctx.config.priorityAgingMs }, now),
     },
     {
       name: IMPORTS_LOOP,

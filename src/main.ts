@@ -79,7 +79,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   try {
     const jwt = await createJwtIssuer(handle.db, { secret: jwtSecretOf(config), ttlMs: config.tokenTtlMs });
     if (config.adminPassword) {
-      const outcome = await ensureAdmin(handle.db, { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() }, passwordCost);
+      const outcome = await ensureAdmin(
+        handle.db,
+        { username: config.adminUser, password: config.adminPassword, actor: 'system', now: clock.now() },
+        passwordCost,
+      );
       logger.info({ user: config.adminUser, outcome }, 'admin account from DISPATCHER_ADMIN_PASSWORD');
     }
     if (config.provisioningKeyFile !== undefined) readPrivateFile(config.provisioningKeyFile, 'PROVISIONING_KEY_FILE');
@@ -172,7 +176,7 @@ export async function importJsonFile(config: Config, file: string): Promise<numb
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new Error(`${file} is not valid JSON: ${(error as Error).message}`);
+    throw new Error(`${file} is not valid JSON: ${(error as Error).message}`, { cause: error });
   }
   const list = Array.isArray(parsed) ? parsed : ((parsed as Record<string, unknown>)?.assets ?? (parsed as Record<string, unknown>)?.datasets);
   if (!Array.isArray(list)) throw new Error(`${file} must hold a JSON list of assets (or an object with an "assets" list).`);

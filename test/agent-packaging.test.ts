@@ -37,7 +37,7 @@ async function waitFor(what: string, check: () => Promise<boolean> | boolean, ru
   }
 }
 
-describe('the agent without the server\'s modules (no native SQLite driver, so no C++ toolchain)', () => {
+describe("the agent without the server's modules (no native SQLite driver, so no C++ toolchain)", () => {
   it('the hook makes importing the native driver fail', async () => {
     const run = runWithoutServerModules(['-e', "await import('better-sqlite3')", '--input-type=module']);
     expect(await run.exited).not.toBe(0);
@@ -86,10 +86,14 @@ describe('the agent without the server\'s modules (no native SQLite driver, so n
         AGENT_ALLOW_PRIVATE_NETWORKS: 'true',
       }));
       await waitFor('the agent to register', () => run.output().includes('registered as node'), run);
-      await waitFor('a heartbeat', async () => {
-        const node = await database.handle.db.selectFrom('nodes').select('last_heartbeat_at').where('name', '=', 'node-light').executeTakeFirst();
-        return (node?.last_heartbeat_at ?? null) !== null;
-      }, run);
+      await waitFor(
+        'a heartbeat',
+        async () => {
+          const node = await database.handle.db.selectFrom('nodes').select('last_heartbeat_at').where('name', '=', 'node-light').executeTakeFirst();
+          return (node?.last_heartbeat_at ?? null) !== null;
+        },
+        run,
+      );
       run.child.kill('SIGTERM');
       expect(await run.exited, run.output()).toBe(0);
       expect(run.output()).not.toContain('no-native-sqlite');

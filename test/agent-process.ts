@@ -54,7 +54,12 @@ export function createAgentLauncher(scratch: () => string, apiEndpoint: () => st
 }
 
 /** Waits for a condition the system under test must reach; fails with `what` (and `context()`) after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, context: () => string = () => '', timeoutMs = 60_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  context: () => string = () => '',
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

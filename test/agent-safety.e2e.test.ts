@@ -16,8 +16,12 @@ const MINUTE = 60_000;
 
 let scratch: string;
 let server: TestServer;
-const launcher = createAgentLauncher(() => scratch, () => server.url);
-const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000) => waitUntil(what, check, launcher.describe, timeoutMs);
+const launcher = createAgentLauncher(
+  () => scratch,
+  () => server.url,
+);
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000) =>
+  waitUntil(what, check, launcher.describe, timeoutMs);
 
 /** What a hostile or broken catalog and source can do to a volunteer's agent, and what it must not. */
 describe.each(dialects)('the agent against hostile catalogs and sources on %s', (dialect) => {
@@ -67,9 +71,20 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     await start();
     const long = 'x'.repeat(200);
     const ids = ['a:b', 'a/b', 'a b', 'ａ:b', `${long}-one`, `${long}-two`, 'dup/1', 'dup:1'];
-    await importAssets(ids.map((id, index) => ({ id, name: 'data.bin', url: `${files.url}/files/f${index}?size=${(index + 1) * 65_536}`, size_bytes: (index + 1) * 65_536, priority: 5 })));
+    await importAssets(
+      ids.map((id, index) => ({
+        id,
+        name: 'data.bin',
+        url: `${files.url}/files/f${index}?size=${(index + 1) * 65_536}`,
+        size_bytes: (index + 1) * 65_536,
+        priority: 5,
+      })),
+    );
     const agent = launcher.start('node-ids', enrollment, { AGENT_CONCURRENCY: '8' });
-    await waitFor('every id to be rescued', async () => (await database.handle.db.selectFrom('assets').select('state').where('state', '=', 'rescued').execute()).length === ids.length);
+    await waitFor(
+      'every id to be rescued',
+      async () => (await database.handle.db.selectFrom('assets').select('state').where('state', '=', 'rescued').execute()).length === ids.length,
+    );
     const paths = ids.map((id) => keptCopy(agent.dataDir, id));
     expect(new Set(paths).size).toBe(ids.length);
     ids.forEach((_, index) => {
@@ -84,7 +99,10 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     await start({ mismatchConfirmations: 2 });
     await importAssets([{ id: 'wrong-size', name: 'w.bin', url: `${files.url}/lying/w?size=${2 * MIB}`, size_bytes: MIB, priority: 9, replicas_target: 2 }]);
     const first = launcher.start('node-1', enrollment);
-    await waitFor('the first mismatch', async () => (await allocationsOf('wrong-size')).length === 1 && (await allocationsOf('wrong-size'))[0]?.state === 'failed');
+    await waitFor(
+      'the first mismatch',
+      async () => (await allocationsOf('wrong-size')).length === 1 && (await allocationsOf('wrong-size'))[0]?.state === 'failed',
+    );
     // Let it ask for work many times: it must not get the asset back.
     await waitForPolls(8);
     expect(files.requests.filter((request) => request.kind === 'lying')).toHaveLength(1);
@@ -126,7 +144,9 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
       const rows = await database.handle.db.selectFrom('allocations').select('state').where('state', '!=', 'active').execute();
       return rows.length === 2;
     });
-    const reasons = (await database.handle.db.selectFrom('allocations').select(['asset_id', 'state', 'end_reason']).orderBy('asset_id').execute()).map((row) => [row.asset_id, row.state, row.end_reason?.split(':')[0]]);
+    const reasons = (await database.handle.db.selectFrom('allocations').select(['asset_id', 'state', 'end_reason']).orderBy('asset_id').execute()).map(
+      (row) => [row.asset_id, row.state, row.end_reason?.split(':')[0]],
+    );
     // A catalogued size makes the overrun the node's strike until others see it; an unknown one is nobody's.
     expect(reasons).toEqual([
       ['endless-known', 'failed', 'oversize'],
@@ -141,9 +161,14 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
 
   it('sends nothing to a source for its Retry-After once it answered 429, on any node', async () => {
     await start({ sourceHostMaxActive: 1 });
-    await importAssets([1, 2, 3].map((index) => ({ id: `busy-${index}`, name: `b${index}.bin`, url: `${files.url}/busy/b${index}`, size_bytes: MIB, priority: 9 })));
+    await importAssets(
+      [1, 2, 3].map((index) => ({ id: `busy-${index}`, name: `b${index}.bin`, url: `${files.url}/busy/b${index}`, size_bytes: MIB, priority: 9 })),
+    );
     const agents = [launcher.start('node-p', enrollment), launcher.start('node-q', enrollment)];
-    await waitFor('the 429 to pause the host', async () => (await database.handle.db.selectFrom('source_hosts').select('paused_until').where('paused_until', '>', 0).execute()).length === 1);
+    await waitFor(
+      'the 429 to pause the host',
+      async () => (await database.handle.db.selectFrom('source_hosts').select('paused_until').where('paused_until', '>', 0).execute()).length === 1,
+    );
     await waitForPolls(8);
     expect(files.requests.filter((request) => request.kind === 'busy')).toHaveLength(1);
     const paused = await database.handle.db.selectFrom('source_hosts').select(['host', 'paused_until']).executeTakeFirstOrThrow();
@@ -152,7 +177,10 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     // Once the 30 s are over (the control plane's clock), the host is served again.
     const grantedBefore = await database.handle.db.selectFrom('allocations').select('id').execute();
     server.clock.advance(30_000);
-    await waitFor('a new grant on that host', async () => (await database.handle.db.selectFrom('allocations').select('id').execute()).length > grantedBefore.length);
+    await waitFor(
+      'a new grant on that host',
+      async () => (await database.handle.db.selectFrom('allocations').select('id').execute()).length > grantedBefore.length,
+    );
     for (const agent of agents) expect(await stop(agent)).toBe(0);
   });
 
@@ -160,7 +188,15 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     await start();
     const outside = await startFileServer({ host: '127.0.0.2' });
     try {
-      await importAssets([{ id: 'inward', name: 'i.bin', url: `${outside.url}/bounce/i?to=${encodeURIComponent(`${files.url}/files/secret?size=1024`)}`, size_bytes: 1024, priority: 9 }]);
+      await importAssets([
+        {
+          id: 'inward',
+          name: 'i.bin',
+          url: `${outside.url}/bounce/i?to=${encodeURIComponent(`${files.url}/files/secret?size=1024`)}`,
+          size_bytes: 1024,
+          priority: 9,
+        },
+      ]);
       // 127.0.0.2 stands for a public source here: allowed by name, as a campus mirror would be.
       const agent = launcher.start('node-r', enrollment, { AGENT_ALLOW_PRIVATE_NETWORKS: '127.0.0.2/32' });
       await waitFor('the refusal', async () => (await allocationsOf('inward')).some((allocation) => allocation.state === 'released'));
@@ -183,10 +219,16 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
 
   it('names nodes after their host with a suffix of their own, and explains a name clash', async () => {
     await start();
-    const [one, two] = [launcher.start('first-default', enrollment, { NODE_NAME: undefined }), launcher.start('second-default', enrollment, { NODE_NAME: undefined })];
+    const [one, two] = [
+      launcher.start('first-default', enrollment, { NODE_NAME: undefined }),
+      launcher.start('second-default', enrollment, { NODE_NAME: undefined }),
+    ];
     await waitFor('both to register', () => /registered as node/.test(one.output()) && /registered as node/.test(two.output()));
     const names = (await database.handle.db.selectFrom('nodes').select('name').execute()).map((row) => row.name).sort();
-    const host = os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 58);
+    const host = os
+      .hostname()
+      .replace(/[^A-Za-z0-9_.-]/g, '-')
+      .slice(0, 58);
     expect(names).toHaveLength(2);
     for (const name of names) expect(name).toMatch(new RegExp(`^${host.replace(/[.]/g, '\\.')}-[0-9a-f]{4}$`));
     // The name is kept: a restart registers nothing new.
@@ -212,7 +254,9 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     ]);
     const node = await registerNode(server, 'node-old');
     expect((await server.api.post('/allocate', { free_space_gb: 10, node_id: 'node-old', max_assets: 1 }, node.token)).status).toBe(200);
-    expect((await server.api.post('/complete', { asset_id: 'old:copy', node_id: 'node-old', sha256: sha256Of('old', size), bytes: size }, node.token)).status).toBe(200);
+    expect(
+      (await server.api.post('/complete', { asset_id: 'old:copy', node_id: 'node-old', sha256: sha256Of('old', size), bytes: size }, node.token)).status,
+    ).toBe(200);
     const dataDir = path.join(scratch, 'node-old');
     const legacy = path.join(dataDir, 'assets', legacyName('old:copy'));
     fs.mkdirSync(legacy, { recursive: true });
@@ -220,7 +264,11 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     fs.mkdirSync(path.join(dataDir, 'partial'), { recursive: true });
     fs.writeFileSync(path.join(dataDir, 'partial', `${legacyName('gone-elsewhere')}.part`), 'stale');
     fs.mkdirSync(path.join(dataDir, 'assets', 'empty-folder'));
-    fs.writeFileSync(path.join(dataDir, 'node-identity.json'), JSON.stringify({ api_endpoint: server.url, node_id: node.id, name: node.name, node_token: node.token }), { mode: 0o600 });
+    fs.writeFileSync(
+      path.join(dataDir, 'node-identity.json'),
+      JSON.stringify({ api_endpoint: server.url, node_id: node.id, name: node.name, node_token: node.token }),
+      { mode: 0o600 },
+    );
 
     const agent = launcher.start('node-old', 'not-needed');
     await waitFor('the other asset to be rescued', async () => (await assetRow('other')).state === 'rescued');
@@ -232,5 +280,4 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     expect(fs.readdirSync(path.join(dataDir, 'partial'))).toEqual([]);
     expect(await stop(agent)).toBe(0);
   });
-
 });

@@ -12,11 +12,15 @@ import { startTestServer, type TestServer } from './server.js';
 const MIB = 1024 * 1024;
 const MINUTE = 60_000;
 
-const launcher = createAgentLauncher(() => scratch, () => server.url);
+const launcher = createAgentLauncher(
+  () => scratch,
+  () => server.url,
+);
 let scratch: string;
 let server: TestServer;
 const agentOutputs = () => launcher.describe();
-const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000) => waitUntil(what, check, agentOutputs, timeoutMs);
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000) =>
+  waitUntil(what, check, agentOutputs, timeoutMs);
 
 describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
   let database: TestDatabase;
@@ -24,7 +28,12 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
-    server = await startTestServer(database, { nodeTimeoutMs: 5 * MINUTE, nodeDeadGraceMs: 5 * MINUTE, sourceGoneConfirmations: 2, tokenTtlMs: 7 * 24 * 60 * MINUTE });
+    server = await startTestServer(database, {
+      nodeTimeoutMs: 5 * MINUTE,
+      nodeDeadGraceMs: 5 * MINUTE,
+      sourceGoneConfirmations: 2,
+      tokenTtlMs: 7 * 24 * 60 * MINUTE,
+    });
     files = await startFileServer();
     scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-agents-'));
   });
@@ -107,7 +116,10 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     // The slow agent is the one to be killed mid-download.
     const slow = await startAgent('node-c', enrollment, { AGENT_BANDWIDTH_LIMIT_MB_S: '1', AGENT_CONCURRENCY: '2' });
     const partials = path.join(slow.dataDir, 'partial');
-    await waitFor('the slow agent to be mid-download', () => fs.existsSync(partials) && fs.readdirSync(partials).some((file) => file.endsWith('.part') && fs.statSync(path.join(partials, file)).size > 0));
+    await waitFor(
+      'the slow agent to be mid-download',
+      () => fs.existsSync(partials) && fs.readdirSync(partials).some((file) => file.endsWith('.part') && fs.statSync(path.join(partials, file)).size > 0),
+    );
     slow.child.kill('SIGKILL');
     const held = await database.handle.db
       .selectFrom('allocations')
@@ -168,15 +180,27 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     const copiesBefore = (await assetRow('big-1')).copies;
     server.clock.advance(60 * MINUTE);
     await server.loops.find((loop) => loop.name === 'mark-silent-nodes')!.runOnce();
-    const stopped = await database.handle.db.selectFrom('nodes').select(['name', 'status', 'strikes']).where('name', 'in', ['node-a', 'node-b']).orderBy('name').execute();
-    expect(stopped).toEqual([{ name: 'node-a', status: 'offline', strikes: 0 }, { name: 'node-b', status: 'offline', strikes: 0 }]);
+    const stopped = await database.handle.db
+      .selectFrom('nodes')
+      .select(['name', 'status', 'strikes'])
+      .where('name', 'in', ['node-a', 'node-b'])
+      .orderBy('name')
+      .execute();
+    expect(stopped).toEqual([
+      { name: 'node-a', status: 'offline', strikes: 0 },
+      { name: 'node-b', status: 'offline', strikes: 0 },
+    ]);
     expect((await assetRow('big-1')).copies).toBe(copiesBefore);
     // The identity file keeps the node token, readable by its owner only.
     expect(fs.statSync(path.join(a.dataDir, 'node-identity.json')).mode & 0o777).toBe(0o600);
   }, 180_000);
 
   it('reports a finished copy again when the control plane answers busy, and keeps the file', async () => {
-    await server.api.post('/assets', [{ id: 'kept', name: 'kept.bin', url: `${files.url}/files/kept?size=${MIB}`, size_bytes: MIB, priority: 5 }], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [{ id: 'kept', name: 'kept.bin', url: `${files.url}/files/kept?size=${MIB}`, size_bytes: MIB, priority: 5 }],
+      server.adminToken,
+    );
     const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
     const proxy = await startBusyOnceProxy();
     try {
@@ -194,13 +218,22 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
 
   it('stops mid-download giving the work back, restarts without registering again, resumes, and downloads a file larger than its heap', async () => {
     const size = 160 * MIB;
-    await server.api.post('/assets', [{ id: 'huge', name: 'huge.bin', url: `${files.url}/files/huge?size=${size}`, size_bytes: size, sha256: sha256Of('huge', size), priority: 5 }], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [{ id: 'huge', name: 'huge.bin', url: `${files.url}/files/huge?size=${size}`, size_bytes: size, sha256: sha256Of('huge', size), priority: 5 }],
+      server.adminToken,
+    );
     const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
     // 48 MiB of heap for a 160 MiB file; slowed down so that it can be stopped halfway.
     const first = await startAgent('node-heap', enrollment, { NODE_OPTIONS: '--max-old-space-size=48', AGENT_BANDWIDTH_LIMIT_MB_S: '20' });
     const partialOf = () =>
-      fs.existsSync(path.join(first.dataDir, 'partial')) ? fs.readdirSync(path.join(first.dataDir, 'partial')).find((file) => file.startsWith('huge-') && file.endsWith('.part')) : undefined;
-    await waitFor('the download to be under way', () => partialOf() !== undefined && fs.statSync(path.join(first.dataDir, 'partial', partialOf() as string)).size > 10 * MIB);
+      fs.existsSync(path.join(first.dataDir, 'partial'))
+        ? fs.readdirSync(path.join(first.dataDir, 'partial')).find((file) => file.startsWith('huge-') && file.endsWith('.part'))
+        : undefined;
+    await waitFor(
+      'the download to be under way',
+      () => partialOf() !== undefined && fs.statSync(path.join(first.dataDir, 'partial', partialOf() as string)).size > 10 * MIB,
+    );
     const partial = path.join(first.dataDir, 'partial', partialOf() as string);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);

@@ -187,7 +187,15 @@ export async function reservationsMismatch(db: Db): Promise<number> {
 }
 
 /** What `checkAllocations` finds when nothing was lost or duplicated. */
-export const CONSISTENT: AllocationCheck = { lostGrants: [], grantedTwice: [], lostCompletions: [], overTarget: 0, duplicatePairs: 0, holdersMismatch: 0, reservationsMismatch: 0 };
+export const CONSISTENT: AllocationCheck = {
+  lostGrants: [],
+  grantedTwice: [],
+  lostCompletions: [],
+  overTarget: 0,
+  duplicatePairs: 0,
+  holdersMismatch: 0,
+  reservationsMismatch: 0,
+};
 
 /** A short account of the answers by target and status, for failure messages. */
 export function describeAnswers(answers: Answer[]): string {

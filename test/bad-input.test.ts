@@ -63,7 +63,13 @@ const cases: BadRequest[] = [
     { url: undefined },
     { sha256: 'not-a-checksum' },
     { replicas_target: 0 },
-  ].map((override): BadRequest => ({ method: 'POST', path: '/assets', who: 'admin', body: [...makeAssets(1, {}, 'fine'), { ...makeAssets(1, {}, 'bad')[0], ...override }], status: 422 })),
+  ].map((override): BadRequest => ({
+    method: 'POST',
+    path: '/assets',
+    who: 'admin',
+    body: [...makeAssets(1, {}, 'fine'), { ...makeAssets(1, {}, 'bad')[0], ...override }],
+    status: 422,
+  })),
   ...malformed('/allocate', 'node'),
   { method: 'POST', path: '/allocate', who: 'node', body: { free_space_gb: -1, node_id: 'bad-input-node' }, status: 422 },
   { method: 'POST', path: '/allocate', who: 'node', body: { free_space_gb: '10', node_id: 'bad-input-node' }, status: 422 },
@@ -93,7 +99,18 @@ const cases: BadRequest[] = [
   { method: 'POST', path: '/update-ckan', who: 'admin', body: { updates: 'all' }, status: 422 },
   { method: 'POST', path: '/update-ckan', who: 'admin', body: { updates: [{ asset_id: 'held-1', new_priority: 0 }] }, status: 422 },
   { method: 'POST', path: '/update-ckan', who: 'admin', body: { updates: [{ asset_id: 'held-1', new_priority: 11 }] }, status: 422 },
-  { method: 'POST', path: '/update-ckan', who: 'admin', body: { updates: [{ asset_id: 'held-1', new_priority: 3 }, { asset_id: 'ghost', new_priority: 3 }] }, status: 404 },
+  {
+    method: 'POST',
+    path: '/update-ckan',
+    who: 'admin',
+    body: {
+      updates: [
+        { asset_id: 'held-1', new_priority: 3 },
+        { asset_id: 'ghost', new_priority: 3 },
+      ],
+    },
+    status: 404,
+  },
   { method: 'GET', path: '/assets?limit=0', who: 'admin', status: 422 },
   { method: 'GET', path: '/assets?limit=100000', who: 'admin', status: 422 },
   { method: 'GET', path: '/assets?limit=abc', who: 'admin', status: 422 },
@@ -122,7 +139,14 @@ describe.each(dialects)('bad input on %s', (dialect) => {
   async function snapshot(): Promise<string> {
     const db = database.handle.db;
     const tables = ['users', 'nodes', 'enrollment_tokens', 'assets', 'allocations', 'events'] as const;
-    const counts = await Promise.all(tables.map((table) => db.selectFrom(table).select(sql<number>`count(*)`.as('n')).executeTakeFirstOrThrow()));
+    const counts = await Promise.all(
+      tables.map((table) =>
+        db
+          .selectFrom(table)
+          .select(sql<number>`count(*)`.as('n'))
+          .executeTakeFirstOrThrow(),
+      ),
+    );
     const assets = await db.selectFrom('assets').select(['id', 'priority', 'holders', 'copies', 'state', 'size_bytes']).orderBy('id').execute();
     const allocations = await db.selectFrom('allocations').select(['id', 'state', 'reserved_bytes']).orderBy('id').execute();
     const nodes = await db.selectFrom('nodes').select(['id', 'name', 'free_bytes', 'token_hash', 'ssh_port']).orderBy('id').execute();
@@ -143,24 +167,29 @@ describe.each(dialects)('bad input on %s', (dialect) => {
     await database.drop();
   });
 
-  it.each(cases.map((testCase) => [`${testCase.method} ${testCase.path} as ${testCase.who}: ${testCase.raw === undefined ? JSON.stringify(testCase.body)?.slice(0, 90) : testCase.raw.slice(0, 40)}`, testCase] as const))(
-    '%s',
-    async (_name, testCase) => {
-      const before = await snapshot();
-      const response = await server.api.request(testCase.method, testCase.path, {
-        token: tokens[testCase.who],
-        ...(testCase.raw !== undefined ? { rawBody: testCase.raw } : testCase.body !== undefined ? { body: testCase.body } : {}),
-        headers: testCase.contentType ? { 'content-type': testCase.contentType } : {},
-      });
-      expect(response.status).toBe(testCase.status);
-      expect(typeof response.body.detail).toBe('string');
-      expect(response.body.detail.length).toBeGreaterThan(5);
-      expect(typeof response.body.code).toBe('string');
-      expect(JSON.stringify(response.body)).not.toMatch(/at .*\.(ts|js):\d+/);
-      expect(await snapshot()).toBe(before);
-      expect((await server.api.get('/health')).status).toBe(200);
-    },
-  );
+  it.each(
+    cases.map(
+      (testCase) =>
+        [
+          `${testCase.method} ${testCase.path} as ${testCase.who}: ${testCase.raw === undefined ? JSON.stringify(testCase.body)?.slice(0, 90) : testCase.raw.slice(0, 40)}`,
+          testCase,
+        ] as const,
+    ),
+  )('%s', async (_name, testCase) => {
+    const before = await snapshot();
+    const response = await server.api.request(testCase.method, testCase.path, {
+      token: tokens[testCase.who],
+      ...(testCase.raw !== undefined ? { rawBody: testCase.raw } : testCase.body !== undefined ? { body: testCase.body } : {}),
+      headers: testCase.contentType ? { 'content-type': testCase.contentType } : {},
+    });
+    expect(response.status).toBe(testCase.status);
+    expect(typeof response.body.detail).toBe('string');
+    expect(response.body.detail.length).toBeGreaterThan(5);
+    expect(typeof response.body.code).toBe('string');
+    expect(JSON.stringify(response.body)).not.toMatch(/at .*\.(ts|js):\d+/);
+    expect(await snapshot()).toBe(before);
+    expect((await server.api.get('/health')).status).toBe(200);
+  });
 
   it('reports every failing field in one 422', async () => {
     const response = await server.api.post('/allocate', { free_space_gb: 'ten', max_assets: -3 }, tokens.node);

@@ -41,12 +41,15 @@ describe.each(dialects)('dispatcher CLI on %s', (dialect) => {
     fs.rmSync(scratch, { recursive: true, force: true });
   });
 
-  it('imports the seeds\' ckan_data.json and refuses invalid files', async () => {
+  it("imports the seeds' ckan_data.json and refuses invalid files", async () => {
     const file = path.join(scratch, 'ckan_data.json');
-    fs.writeFileSync(file, JSON.stringify([
-      { id: 'asset-1', url: 'https://data.gov/file1.zip', size_mb: 500, priority: 8, name: 'climate_data_2024.zip' },
-      { id: 'asset-2', url: 'https://data.gov/file2.zip', size_mb: null, priority: 3, name: 'unknown size' },
-    ]));
+    fs.writeFileSync(
+      file,
+      JSON.stringify([
+        { id: 'asset-1', url: 'https://data.gov/file1.zip', size_mb: 500, priority: 8, name: 'climate_data_2024.zip' },
+        { id: 'asset-2', url: 'https://data.gov/file2.zip', size_mb: null, priority: 3, name: 'unknown size' },
+      ]),
+    );
     const run = await runCli(['import', 'json', file], databaseEnv(database));
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);

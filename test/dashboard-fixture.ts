@@ -32,7 +32,10 @@ export interface Dashboard {
  */
 export async function startDashboard(dialect: DialectName): Promise<Dashboard> {
   const database = await createTestDatabase(dialect);
-  const server = await startTestServer(database, importServerConfig({ loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, tokenTtlMs: 30 * 24 * HOUR }));
+  const server = await startTestServer(
+    database,
+    importServerConfig({ loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, tokenTtlMs: 30 * 24 * HOUR }),
+  );
   const workers: SshWorker[] = [];
   let portal: FakePortal | undefined;
   let browser: Browser | undefined;
@@ -50,7 +53,11 @@ export async function startDashboard(dialect: DialectName): Promise<Dashboard> {
     expect((await server.api.post('/api/rent', { duration_hours: 6 }, alice)).status).toBe(200);
     const iso = (ms: number) => new Date(server.clock.now() + ms).toISOString();
     await server.api.post('/schedules', { name: 'Maintenance', start_time: iso(2 * HOUR), end_time: iso(4 * HOUR) }, server.adminToken);
-    await server.api.post('/schedules', { name: 'Nightly', start_time: iso(0), end_time: iso(96 * HOUR), cron_start: '0 22 * * *', cron_stop: '0 6 * * *', timezone: 'Europe/Berlin' }, alice);
+    await server.api.post(
+      '/schedules',
+      { name: 'Nightly', start_time: iso(0), end_time: iso(96 * HOUR), cron_start: '0 22 * * *', cron_stop: '0 6 * * *', timezone: 'Europe/Berlin' },
+      alice,
+    );
     portal = await startFakePortal();
     await addImports(server, portal);
     browser = await launchChromium();
@@ -76,13 +83,16 @@ async function addAssetsAndCopies(server: TestServer): Promise<void> {
   await server.ctx.db.updateTable('assets').set({ state: 'gone' }).where('id', '=', 'lost-1').execute();
   const nodeA = await registerNode(server, 'node-a', { tags: { region: 'eu' } });
   const nodeB = await registerNode(server, 'node-b', { tags: { region: 'us' } });
-  for (const node of [nodeA, nodeB]) await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 50 * 1024 * MIB, download_rate_bps: 4 * MIB }, node.token);
+  for (const node of [nodeA, nodeB])
+    await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 50 * 1024 * MIB, download_rate_bps: 4 * MIB }, node.token);
   const complete = (node: { name: string; token: string }, assetId: string) =>
     server.api.post('/complete', { asset_id: assetId, node_id: node.name, sha256: 'a'.repeat(64), bytes: MIB }, node.token);
   await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-a', max_assets: 5 }, nodeA.token);
   for (const assetId of ['ocean-1', 'ocean-2']) expect((await complete(nodeA, assetId)).status).toBe(200);
   server.clock.advance(1000);
-  const second = (await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-b', max_assets: 2 }, nodeB.token)).body.map((asset: { id: string }) => asset.id);
+  const second = (await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-b', max_assets: 2 }, nodeB.token)).body.map(
+    (asset: { id: string }) => asset.id,
+  );
   expect(second).toEqual(['ocean-1', 'ocean-2']);
   expect((await complete(nodeB, 'ocean-1')).status).toBe(200);
   expect((await server.api.post('/release', { asset_id: 'ocean-2', node_id: 'node-b' }, nodeB.token)).status).toBe(200);
@@ -96,7 +106,9 @@ async function addImports(server: TestServer, portal: FakePortal): Promise<void>
   portal.setPackages('ui', generatePackages(5, 2));
   expect((await server.api.post('/imports', { source: 'ckan', url: `${portal.url}/ui`, rows: 2 }, server.adminToken)).status).toBe(202);
   await server.ctx.imports.idle();
-  expect((await server.api.post('/imports', { source: 'ckan', url: `${portal.url}/no-such-portal-at-this-address`, rows: 2 }, server.adminToken)).status).toBe(202);
+  expect((await server.api.post('/imports', { source: 'ckan', url: `${portal.url}/no-such-portal-at-this-address`, rows: 2 }, server.adminToken)).status).toBe(
+    202,
+  );
   await server.ctx.imports.idle();
 }
 

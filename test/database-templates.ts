@@ -51,13 +51,21 @@ export async function dumpPostgresTemplate(url: string, schema: string): Promise
   }
   let dump: string;
   try {
-    ({ stdout: dump } = await promisify(execFile)('pg_dump', ['--dbname', url, '--schema', schema, '--inserts', '--no-owner'], { maxBuffer: 64 * 1024 * 1024 }));
+    ({ stdout: dump } = await promisify(execFile)('pg_dump', ['--dbname', url, '--schema', schema, '--inserts', '--no-owner'], {
+      maxBuffer: 64 * 1024 * 1024,
+    }));
   } catch (error) {
     const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new Error(`pg_dump could not capture the migrated test schema: ${missing ? 'pg_dump is not installed (Debian: postgresql-client)' : (error as Error).message}`);
+    throw new Error(
+      `pg_dump could not capture the migrated test schema: ${missing ? 'pg_dump is not installed (Debian: postgresql-client)' : (error as Error).message}`,
+      { cause: error },
+    );
   }
   // pg_dump ≥ 15.14 wraps its script in psql's \restrict and \unrestrict, which only psql understands.
-  const script = dump.split('\n').filter((line) => !/^\\(un)?restrict /.test(line)).join('\n');
+  const script = dump
+    .split('\n')
+    .filter((line) => !/^\\(un)?restrict /.test(line))
+    .join('\n');
   return { schema, script };
 }
 

@@ -9,15 +9,21 @@ async function rowsOf(db: Db, tables: string[]): Promise<Record<string, unknown[
   const rows: Record<string, unknown[]> = {};
   for (const table of tables.sort()) {
     const all = (await sql<Record<string, unknown>>`select * from ${sql.table(table)}`.execute(db)).rows;
-    rows[table] = all.map((row) => (table === 'kysely_migration' ? { ...row, timestamp: undefined } : row)).map((row) => JSON.stringify(row)).sort();
+    rows[table] = all
+      .map((row) => (table === 'kysely_migration' ? { ...row, timestamp: undefined } : row))
+      .map((row) => JSON.stringify(row))
+      .sort();
   }
   return rows;
 }
 
 async function describeSqlite(db: Db): Promise<unknown> {
-  const objects = (await sql<{ type: string; name: string; sql: string | null }>`select type, name, tbl_name, sql from sqlite_master order by type, name`.execute(db)).rows;
+  const objects = (
+    await sql<{ type: string; name: string; sql: string | null }>`select type, name, tbl_name, sql from sqlite_master order by type, name`.execute(db)
+  ).rows;
   const pragmas: Record<string, unknown> = {};
-  for (const pragma of ['journal_mode', 'user_version', 'auto_vacuum', 'page_size', 'encoding']) pragmas[pragma] = (await sql.raw(`pragma ${pragma}`).execute(db)).rows;
+  for (const pragma of ['journal_mode', 'user_version', 'auto_vacuum', 'page_size', 'encoding'])
+    pragmas[pragma] = (await sql.raw(`pragma ${pragma}`).execute(db)).rows;
   const tables = objects.filter((object) => object.type === 'table').map((object) => object.name);
   return { objects, pragmas, rows: await rowsOf(db, tables) };
 }
@@ -41,7 +47,9 @@ async function describePostgres(db: Db, schema: string): Promise<unknown> {
     const { rows } = await sql.raw<Record<string, unknown>>(query.replaceAll('$1', `'${schema}'`)).execute(db);
     catalog[name] = JSON.parse(JSON.stringify(rows).replaceAll(schema, '<schema>'));
   }
-  const tables = (catalog.relations as { relname: string; relkind: string }[]).filter((relation) => relation.relkind === 'r').map((relation) => relation.relname);
+  const tables = (catalog.relations as { relname: string; relkind: string }[])
+    .filter((relation) => relation.relkind === 'r')
+    .map((relation) => relation.relname);
   return { catalog, rows: await rowsOf(db, tables) };
 }
 
@@ -59,7 +67,7 @@ describe.each(dialects)('test databases on %s', (dialect: DialectName) => {
     await Promise.all(databases.splice(0).map((database) => database.drop()));
   });
 
-  it('are copies of the run\'s template, identical to a database migrated anew', async () => {
+  it("are copies of the run's template, identical to a database migrated anew", async () => {
     const copy = await create();
     const fresh = await create({ migrate: false });
     expect(await migrateToLatest(fresh.handle)).not.toEqual([]);
@@ -76,7 +84,11 @@ describe.each(dialects)('test databases on %s', (dialect: DialectName) => {
     await sql`create table scratch (id int)`.execute(first.handle.db);
     const second = await create();
     expect((await sql`select username from users`.execute(second.handle.db)).rows).toEqual([]);
-    const { id } = await second.handle.db.insertInto('users').values({ username: 'bob', password_hash: 'x', role: 'user', created_at: 1 }).returning('id').executeTakeFirstOrThrow();
+    const { id } = await second.handle.db
+      .insertInto('users')
+      .values({ username: 'bob', password_hash: 'x', role: 'user', created_at: 1 })
+      .returning('id')
+      .executeTakeFirstOrThrow();
     expect(id).toBe(1);
     await expect(sql`select * from scratch`.execute(second.handle.db)).rejects.toThrow(/scratch/);
   });

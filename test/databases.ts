@@ -22,7 +22,10 @@ async function postgresReachable(): Promise<boolean> {
     await client.query('select 1');
     return true;
   } catch (error) {
-    if (postgresRequired) throw new Error(`PostgreSQL is required (DISPATCHER_TEST_POSTGRES=required) but ${POSTGRES_URL} is unreachable: ${(error as Error).message}`);
+    if (postgresRequired)
+      throw new Error(`PostgreSQL is required (DISPATCHER_TEST_POSTGRES=required) but ${POSTGRES_URL} is unreachable: ${(error as Error).message}`, {
+        cause: error,
+      });
     return false;
   } finally {
     await client.end().catch(() => undefined);
@@ -93,7 +96,10 @@ export async function createTestDatabase(name: DialectName, setup: { migrate?: b
  * A database migrated up to `migration`, not including it, with what it takes to test that
  * migration on rows written before it: the untyped Kysely to write them, and `up()` to run it.
  */
-export async function createDatabaseBefore(name: DialectName, migration: string): Promise<{ database: TestDatabase; db: Kysely<unknown>; up(): Promise<void> }> {
+export async function createDatabaseBefore(
+  name: DialectName,
+  migration: string,
+): Promise<{ database: TestDatabase; db: Kysely<unknown>; up(): Promise<void> }> {
   const database = await createTestDatabase(name, { migrate: false });
   const db = database.handle.db as unknown as Kysely<unknown>;
   const names = Object.keys(migrations);

@@ -47,7 +47,8 @@ export function readFixturePackages(file: string): object[] {
 
 /** The data.gov documents recorded in the snapshot (the ndjson's bulk-index lines left out). */
 export function readSnapshotRecords(): object[] {
-  return fs.readFileSync(path.join(FIXTURES, 'datagov_catalog_opensearch_snapshot.ndjson'), 'utf8')
+  return fs
+    .readFileSync(path.join(FIXTURES, 'datagov_catalog_opensearch_snapshot.ndjson'), 'utf8')
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line) => JSON.parse(line) as Record<string, unknown>)
@@ -112,7 +113,11 @@ export function generateDataJson(datasets: number, distributions: number, base =
   };
 }
 
-const ckanError = (type: string, message: string) => ({ help: 'http://fake/api/3/action/help_show?name=package_search', success: false, error: { __type: type, message } });
+const ckanError = (type: string, message: string) => ({
+  help: 'http://fake/api/3/action/help_show?name=package_search',
+  success: false,
+  error: { __type: type, message },
+});
 
 export async function startFakePortal(): Promise<FakePortal> {
   const packages = new Map<string, object[]>([
@@ -142,8 +147,10 @@ export async function startFakePortal(): Promise<FakePortal> {
     const fault = faults.get(portal)?.shift();
     if (fault === 'hang') return; // never answers: the client's timeout must fire
     if (fault === 'rate-limited') return json(response, 429, ckanError('Rate Limit', 'slow down'), { 'retry-after': '0' });
-    if (fault?.startsWith('retry-after:')) return json(response, 429, ckanError('Rate Limit', 'slow down'), { 'retry-after': fault.slice('retry-after:'.length) });
-    if (fault === 'over-rate-limit') return json(response, 429, { error: { code: 'OVER_RATE_LIMIT', message: 'API rate limit exceeded' } }, { 'retry-after': '0' });
+    if (fault?.startsWith('retry-after:'))
+      return json(response, 429, ckanError('Rate Limit', 'slow down'), { 'retry-after': fault.slice('retry-after:'.length) });
+    if (fault === 'over-rate-limit')
+      return json(response, 429, { error: { code: 'OVER_RATE_LIMIT', message: 'API rate limit exceeded' } }, { 'retry-after': '0' });
     if (fault === 'server-error') return json(response, 500, ckanError('Internal Server Error', 'Solr went away'));
     if (fault === 'garbage') return response.writeHead(200, { 'content-type': 'text/html' }).end('<html><body>Maintenance</body></html>');
     if (fault === 'refused') return json(response, 403, ckanError('Authorization Error', 'Access denied: private dataset'));
@@ -180,7 +187,11 @@ export async function startFakePortal(): Promise<FakePortal> {
     const start = Number(url.searchParams.get('start') ?? '0');
     const results = fault === 'empty' ? [] : matching.slice(start, start + rows);
     if (fault === 'short' && results.length > 0) results.pop();
-    json(response, 200, { help: 'http://fake/api/3/action/help_show?name=package_search', success: true, result: { count: matching.length, sort: 'name asc', results, search_facets: {} } });
+    json(response, 200, {
+      help: 'http://fake/api/3/action/help_show?name=package_search',
+      success: true,
+      result: { count: matching.length, sort: 'name asc', results, search_facets: {} },
+    });
   }
 
   function answerSearch(response: http.ServerResponse, all: object[], url: URL) {

@@ -52,7 +52,10 @@ describe.skipIf(!dialects.includes('postgres'))('three instances sharing Postgre
     cleanups.push(() => database.drop());
     const instances = await startInstances(3, { DATABASE_URL: POSTGRES_URL, DATABASE_SCHEMA: database.options.databaseSchema, DATABASE_POOL_SIZE: '4' });
     const nodes = await seedAssetsAndNodes(instances[0]!, 3000, 9);
-    load = startAllocationLoad(nodes, instances.map((instance) => instance.url));
+    load = startAllocationLoad(
+      nodes,
+      instances.map((instance) => instance.url),
+    );
 
     // The victim is an instance that has been running loop passes, while the load runs on all three.
     const victim = await waitFor(
@@ -110,63 +113,84 @@ const skipPrivate = privatePostgresUnavailable !== undefined && !postgresRequire
 if (skipPrivate) console.warn(`\n*** The PostgreSQL restart test is SKIPPED: ${privatePostgresUnavailable}. ***\n`);
 
 describe('PostgreSQL restarted under load', () => {
-  it.skipIf(skipPrivate)('answers 503 with a detail while it is down, reconnects by itself once it is back, and loses nothing', async () => {
-    // Its own cluster: the shared one at :5432 must keep serving the other test files.
-    const cluster = await createPrivatePostgres();
-    cleanups.push(() => cluster.destroy());
-    const instances = await startInstances(2, { DATABASE_URL: cluster.url, DATABASE_POOL_SIZE: '4' });
-    const nodes = await seedAssetsAndNodes(instances[0]!, 2000, 6);
-    const handle = openDatabase({ databaseUrl: cluster.url, dataDirectory: '' });
-    cleanups.push(() => handle.close().catch(() => undefined));
-    load = startAllocationLoad(nodes, instances.map((instance) => instance.url));
-    await waitFor('grants on both instances', () => instances.every((instance) => load!.grants.filter((grant) => grant.target === instance.url).length >= 50), 30_000, context);
+  it.skipIf(skipPrivate)(
+    'answers 503 with a detail while it is down, reconnects by itself once it is back, and loses nothing',
+    async () => {
+      // Its own cluster: the shared one at :5432 must keep serving the other test files.
+      const cluster = await createPrivatePostgres();
+      cleanups.push(() => cluster.destroy());
+      const instances = await startInstances(2, { DATABASE_URL: cluster.url, DATABASE_POOL_SIZE: '4' });
+      const nodes = await seedAssetsAndNodes(instances[0]!, 2000, 6);
+      const handle = openDatabase({ databaseUrl: cluster.url, dataDirectory: '' });
+      cleanups.push(() => handle.close().catch(() => undefined));
+      load = startAllocationLoad(
+        nodes,
+        instances.map((instance) => instance.url),
+      );
+      await waitFor(
+        'grants on both instances',
+        () => instances.every((instance) => load!.grants.filter((grant) => grant.target === instance.url).length >= 50),
+        30_000,
+        context,
+      );
 
-    // A crash: no checkpoint, every connection cut, recovery from the WAL at the next start.
-    const stoppedAt = Date.now();
-    const logged = instances.map((instance) => instance.output().length);
-    await cluster.stop('immediate');
-    const answeredSince = (instance: ServerProcess, status: number, since: number) =>
-      load!.answers.filter((answer) => answer.target === instance.url && answer.path === '/allocate' && answer.status === status && answer.at > since).length;
-    // Down long enough for both instances to refuse requests and to fail loop passes, and to live on.
-    await waitFor(
-      '503s and failed loop passes on both instances',
-      () =>
-        instances.every(
-          (instance, index) => alive(instance) && answeredSince(instance, 503, stoppedAt) >= 10 && instance.output().slice(logged[index]).includes('loop claim failed'),
-        ),
-      20_000,
-      context,
-    );
-    for (const instance of instances) {
-      const health = await instance.api.get('/health');
-      expect(health).toMatchObject({ status: 503, body: { status: 'unhealthy' } });
-    }
+      // A crash: no checkpoint, every connection cut, recovery from the WAL at the next start.
+      const stoppedAt = Date.now();
+      const logged = instances.map((instance) => instance.output().length);
+      await cluster.stop('immediate');
+      const answeredSince = (instance: ServerProcess, status: number, since: number) =>
+        load!.answers.filter((answer) => answer.target === instance.url && answer.path === '/allocate' && answer.status === status && answer.at > since).length;
+      // Down long enough for both instances to refuse requests and to fail loop passes, and to live on.
+      await waitFor(
+        '503s and failed loop passes on both instances',
+        () =>
+          instances.every(
+            (instance, index) =>
+              alive(instance) && answeredSince(instance, 503, stoppedAt) >= 10 && instance.output().slice(logged[index]).includes('loop claim failed'),
+          ),
+        20_000,
+        context,
+      );
+      for (const instance of instances) {
+        const health = await instance.api.get('/health');
+        expect(health).toMatchObject({ status: 503, body: { status: 'unhealthy' } });
+      }
 
-    const restartedAt = Date.now();
-    await cluster.start();
-    await waitFor('200s from both instances again', () => instances.every((instance) => alive(instance) && answeredSince(instance, 200, restartedAt) > 0), 30_000, () => `${context()}\n${cluster.log()}`);
-    await waitFor(
-      'loop passes after the restart',
-      async () => {
-        const loops = await handle.db.selectFrom('loops').select(['name', 'last_started_at']).where('name', 'in', WATCHED_LOOPS).execute();
-        return loops.length === WATCHED_LOOPS.length && loops.every((loop) => (loop.last_started_at ?? 0) > restartedAt);
-      },
-      20_000,
-      context,
-    );
-    await load.stop();
+      const restartedAt = Date.now();
+      await cluster.start();
+      await waitFor(
+        '200s from both instances again',
+        () => instances.every((instance) => alive(instance) && answeredSince(instance, 200, restartedAt) > 0),
+        30_000,
+        () => `${context()}\n${cluster.log()}`,
+      );
+      await waitFor(
+        'loop passes after the restart',
+        async () => {
+          const loops = await handle.db.selectFrom('loops').select(['name', 'last_started_at']).where('name', 'in', WATCHED_LOOPS).execute();
+          return loops.length === WATCHED_LOOPS.length && loops.every((loop) => (loop.last_started_at ?? 0) > restartedAt);
+        },
+        20_000,
+        context,
+      );
+      await load.stop();
 
-    for (const instance of instances) expect((await instance.api.get('/health')).status).toBe(200);
-    // Down, every request got a clean 503 with a detail; never a 500, a hang or a dropped connection.
-    const refused = load.answers.filter((answer) => answer.status === 503);
-    expect(refused.length).toBeGreaterThan(0);
-    expect(refused.filter((answer) => answer.at < stoppedAt)).toEqual([]);
-    for (const answer of refused) {
-      expect(answer.code).toBe('DATABASE_UNAVAILABLE');
-      expect(answer.detail).toEqual(expect.stringMatching(/database/i));
-    }
-    expect(unexpectedAnswers(load.answers).filter((answer) => answer.status !== 503), describeAnswers(load.answers)).toEqual([]);
-    expect(await checkAllocations(handle.db, load)).toEqual(CONSISTENT);
-    for (const instance of instances) expect(await stopGracefully(instance), instance.output()).toBe(0);
-  }, 90_000);
+      for (const instance of instances) expect((await instance.api.get('/health')).status).toBe(200);
+      // Down, every request got a clean 503 with a detail; never a 500, a hang or a dropped connection.
+      const refused = load.answers.filter((answer) => answer.status === 503);
+      expect(refused.length).toBeGreaterThan(0);
+      expect(refused.filter((answer) => answer.at < stoppedAt)).toEqual([]);
+      for (const answer of refused) {
+        expect(answer.code).toBe('DATABASE_UNAVAILABLE');
+        expect(answer.detail).toEqual(expect.stringMatching(/database/i));
+      }
+      expect(
+        unexpectedAnswers(load.answers).filter((answer) => answer.status !== 503),
+        describeAnswers(load.answers),
+      ).toEqual([]);
+      expect(await checkAllocations(handle.db, load)).toEqual(CONSISTENT);
+      for (const instance of instances) expect(await stopGracefully(instance), instance.output()).toBe(0);
+    },
+    90_000,
+  );
 });

@@ -17,7 +17,8 @@ import { fillUp, mountTmpfs, tmpfsUnavailable, type Tmpfs } from './tmpfs.js';
 const started: ServerProcess[] = [];
 const cleanups: (() => void | Promise<void>)[] = [];
 let load: AllocationLoad | undefined;
-const context = () => `${load ? describeAnswers(load.answers) : ''}\n${started.map((server) => `--- ${server.name}:\n${server.output().slice(-4000)}`).join('\n')}`;
+const context = () =>
+  `${load ? describeAnswers(load.answers) : ''}\n${started.map((server) => `--- ${server.name}:\n${server.output().slice(-4000)}`).join('\n')}`;
 
 afterEach(async () => {
   await load?.stop();
@@ -95,42 +96,46 @@ describe('a SQLite server on a read-only or full data directory', () => {
     return { directory, set: (readOnly) => fs.chmodSync(directory, readOnly ? 0o555 : 0o755) };
   }
 
-  it.skipIf(readOnlyUnavailable)('refuses to start on a read-only data directory, exiting non-zero with a message naming it, and leaves its database intact', async () => {
-    const data = readOnlyDirectory();
-    const env = (directory: string) => serverEnv({ DATA_DIRECTORY: directory });
+  it.skipIf(readOnlyUnavailable)(
+    'refuses to start on a read-only data directory, exiting non-zero with a message naming it, and leaves its database intact',
+    async () => {
+      const data = readOnlyDirectory();
+      const env = (directory: string) => serverEnv({ DATA_DIRECTORY: directory });
 
-    // A new deployment whose volume is read-only: no database yet.
-    data.set(true);
-    const empty = await runServerToExit(env(data.directory));
-    expect(empty.code, empty.output).not.toBe(0);
-    expect(empty.output).toContain(data.directory);
-    expect(empty.output).toMatch(/not writable/);
-    expect(empty.output).not.toMatch(/\n\s+at /); // a message, not a stack trace
+      // A new deployment whose volume is read-only: no database yet.
+      data.set(true);
+      const empty = await runServerToExit(env(data.directory));
+      expect(empty.code, empty.output).not.toBe(0);
+      expect(empty.output).toContain(data.directory);
+      expect(empty.output).toMatch(/not writable/);
+      expect(empty.output).not.toMatch(/\n\s+at /); // a message, not a stack trace
 
-    // A data directory to be created inside a read-only one.
-    const nested = path.join(data.directory, 'dispatcher');
-    const inside = await runServerToExit(env(nested));
-    expect(inside.code, inside.output).not.toBe(0);
-    expect(inside.output).toContain(nested);
+      // A data directory to be created inside a read-only one.
+      const nested = path.join(data.directory, 'dispatcher');
+      const inside = await runServerToExit(env(nested));
+      expect(inside.code, inside.output).not.toBe(0);
+      expect(inside.output).toContain(nested);
 
-    // An existing database on a volume that has become read-only (remounted, or a read-only mount).
-    data.set(false);
-    const migrated = await runCli(['migrate'], { DATA_DIRECTORY: data.directory, LOG_LEVEL: 'warn' });
-    expect(migrated.code, migrated.stderr).toBe(0);
-    const before = fs.readFileSync(path.join(data.directory, SQLITE_FILE_NAME));
-    data.set(true);
-    const existing = await runServerToExit(env(data.directory));
-    expect(existing.code, existing.output).not.toBe(0);
-    expect(existing.output).toContain(data.directory);
-    expect(existing.output).toMatch(/not writable/);
-    expect(fs.readFileSync(path.join(data.directory, SQLITE_FILE_NAME)).equals(before)).toBe(true);
+      // An existing database on a volume that has become read-only (remounted, or a read-only mount).
+      data.set(false);
+      const migrated = await runCli(['migrate'], { DATA_DIRECTORY: data.directory, LOG_LEVEL: 'warn' });
+      expect(migrated.code, migrated.stderr).toBe(0);
+      const before = fs.readFileSync(path.join(data.directory, SQLITE_FILE_NAME));
+      data.set(true);
+      const existing = await runServerToExit(env(data.directory));
+      expect(existing.code, existing.output).not.toBe(0);
+      expect(existing.output).toContain(data.directory);
+      expect(existing.output).toMatch(/not writable/);
+      expect(fs.readFileSync(path.join(data.directory, SQLITE_FILE_NAME)).equals(before)).toBe(true);
 
-    data.set(false);
-    const server = await startServer('writable-again', data.directory);
-    expect((await server.api.get('/health')).status).toBe(200);
-    expect(await stopGracefully(server)).toBe(0);
-    expect(await integrityOf(openData(data.directory))).toEqual(['ok']);
-  }, 60_000);
+      data.set(false);
+      const server = await startServer('writable-again', data.directory);
+      expect((await server.api.get('/health')).status).toBe(200);
+      expect(await stopGracefully(server)).toBe(0);
+      expect(await integrityOf(openData(data.directory))).toEqual(['ok']);
+    },
+    60_000,
+  );
 
   /*
    * A data directory that becomes read-only under a running server is not tested: Linux refuses to
@@ -138,34 +143,41 @@ describe('a SQLite server on a read-only or full data directory', () => {
    * database and its WAL open), and permission changes do not reach descriptors already open. What an
    * operator sees after such a change is the next start: the read-only test above.
    */
-  it.skipIf(tmpfsUnavailable !== undefined)('answers 503 with a clear detail while its disk is full, then works again once space is freed, the database intact', async () => {
-    const tmpfs = mountTmpfs(16 * 1024 * 1024);
-    cleanups.push(() => tmpfs.unmount());
-    const server = await startServer('full', tmpfs.directory);
-    const nodes = await seedAssetsAndNodes(server, 1000, 4);
-    load = startAllocationLoad(nodes, [server.url], { maxAssets: 1 });
-    await waitFor('grants under load', () => load!.grants.length >= 100, 30_000, context);
+  it.skipIf(tmpfsUnavailable !== undefined)(
+    'answers 503 with a clear detail while its disk is full, then works again once space is freed, the database intact',
+    async () => {
+      const tmpfs = mountTmpfs(16 * 1024 * 1024);
+      cleanups.push(() => tmpfs.unmount());
+      const server = await startServer('full', tmpfs.directory);
+      const nodes = await seedAssetsAndNodes(server, 1000, 4);
+      load = startAllocationLoad(nodes, [server.url], { maxAssets: 1 });
+      await waitFor('grants under load', () => load!.grants.length >= 100, 30_000, context);
 
-    const filledAt = Date.now();
-    const filler = fillUp(tmpfs.directory);
-    const refusedSince = (since: number) => load!.answers.filter((answer) => answer.status === 503 && answer.at > since).length;
-    await waitFor('503s while the disk is full', () => server.child.exitCode === null && refusedSince(filledAt) >= 20, 20_000, context);
+      const filledAt = Date.now();
+      const filler = fillUp(tmpfs.directory);
+      const refusedSince = (since: number) => load!.answers.filter((answer) => answer.status === 503 && answer.at > since).length;
+      await waitFor('503s while the disk is full', () => server.child.exitCode === null && refusedSince(filledAt) >= 20, 20_000, context);
 
-    const freedAt = Date.now();
-    fs.rmSync(filler);
-    await waitFor('grants again once space is freed', () => server.child.exitCode === null && load!.grantsSince(freedAt) >= 20, 20_000, context);
-    await load.stop();
+      const freedAt = Date.now();
+      fs.rmSync(filler);
+      await waitFor('grants again once space is freed', () => server.child.exitCode === null && load!.grantsSince(freedAt) >= 20, 20_000, context);
+      await load.stop();
 
-    const refused = load.answers.filter((answer) => answer.status === 503);
-    expect(refused.filter((answer) => answer.at < filledAt)).toEqual([]);
-    for (const answer of refused) {
-      expect(answer.code).toBe('DATABASE_UNAVAILABLE');
-      expect(answer.detail).toEqual(expect.stringMatching(/disk .*full/i));
-    }
-    expect(unexpectedAnswers(load.answers).filter((answer) => answer.status !== 503), describeAnswers(load.answers)).toEqual([]);
-    expect(await stopGracefully(server), server.output()).toBe(0);
-    const handle = openData(tmpfs.directory);
-    expect(await integrityOf(handle)).toEqual(['ok']);
-    expect(await checkAllocations(handle.db, load)).toEqual(CONSISTENT);
-  }, 60_000);
+      const refused = load.answers.filter((answer) => answer.status === 503);
+      expect(refused.filter((answer) => answer.at < filledAt)).toEqual([]);
+      for (const answer of refused) {
+        expect(answer.code).toBe('DATABASE_UNAVAILABLE');
+        expect(answer.detail).toEqual(expect.stringMatching(/disk .*full/i));
+      }
+      expect(
+        unexpectedAnswers(load.answers).filter((answer) => answer.status !== 503),
+        describeAnswers(load.answers),
+      ).toEqual([]);
+      expect(await stopGracefully(server), server.output()).toBe(0);
+      const handle = openData(tmpfs.directory);
+      expect(await integrityOf(handle)).toEqual(['ok']);
+      expect(await checkAllocations(handle.db, load)).toEqual(CONSISTENT);
+    },
+    60_000,
+  );
 });

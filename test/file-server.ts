@@ -35,7 +35,7 @@ function block(name: string, index: number): Buffer {
 
 /** The bytes [start, end) of a generated file, as a stream of buffers. */
 export function* contentOf(name: string, start: number, end: number): Generator<Buffer> {
-  for (let offset = start; offset < end; ) {
+  for (let offset = start; offset < end;) {
     const index = Math.floor(offset / BLOCK);
     const from = offset - index * BLOCK;
     const to = Math.min(BLOCK, end - index * BLOCK);

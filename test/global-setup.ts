@@ -44,7 +44,10 @@ export default async function setup(project: TestProject) {
   const postgres = await connectToPostgres();
   await postgres?.end();
   try {
-    project.provide('postgresTemplate', postgres ? await dumpPostgresTemplate(POSTGRES_URL, `${prefix}template`) : { unavailable: `${POSTGRES_URL} was unreachable` });
+    project.provide(
+      'postgresTemplate',
+      postgres ? await dumpPostgresTemplate(POSTGRES_URL, `${prefix}template`) : { unavailable: `${POSTGRES_URL} was unreachable` },
+    );
   } catch (error) {
     project.provide('postgresTemplate', { unavailable: (error as Error).message });
   }

@@ -120,7 +120,9 @@ function sampleOf(schema: Schema, name: string): unknown {
 function fieldsOf(schema: Schema, pointer: Pointer = [], path: Schema[] = []): { pointer: Pointer; schema: Schema; path: Schema[] }[] {
   const objectBranch = schema.type === 'object' ? schema : (schema.anyOf ?? []).find((branch: Schema) => branch.type === 'object');
   if (objectBranch?.properties) {
-    return Object.entries(objectBranch.properties as Record<string, Schema>).flatMap(([key, child]) => fieldsOf(child, [...pointer, key], [...path, objectBranch]));
+    return Object.entries(objectBranch.properties as Record<string, Schema>).flatMap(([key, child]) =>
+      fieldsOf(child, [...pointer, key], [...path, objectBranch]),
+    );
   }
   if (objectBranch && typeof objectBranch.additionalProperties === 'object') {
     return fieldsOf(objectBranch.additionalProperties, [...pointer, 'region'], [...path, objectBranch]);
@@ -213,7 +215,9 @@ describe.each(dialects)('hostile values on %s', (dialect) => {
     tokens.node = (await registerNode(server, NODE)).token;
     await server.api.post('/assets', makeAssets(2, { size_bytes: 10, size_mb: undefined }, 'held'), server.adminToken);
     await server.api.post('/allocate', { free_space_gb: 1, node_id: NODE }, tokens.node);
-    ids.schedule = (await server.api.post('/schedules', { name: 'hostile', start_time: NAMED.start_time, end_time: NAMED.end_time }, server.adminToken)).body.id;
+    ids.schedule = (
+      await server.api.post('/schedules', { name: 'hostile', start_time: NAMED.start_time, end_time: NAMED.end_time }, server.adminToken)
+    ).body.id;
     operations = operationsOf((await server.api.get('/openapi.json')).body);
   });
   afterAll(async () => {
@@ -232,7 +236,11 @@ describe.each(dialects)('hostile values on %s', (dialect) => {
         const empty = await send(operation.method, urlOf(operation), 'admin', '', type);
         const label = `${operation.key} with an empty ${type} body`;
         if (operation.bodyRequired) {
-          expect({ label, status: empty.status, detail: empty.body.detail }).toEqual({ label, status: 422, detail: expect.stringMatching(/^body must be (object|array)$/) });
+          expect({ label, status: empty.status, detail: empty.body.detail }).toEqual({
+            label,
+            status: 422,
+            detail: expect.stringMatching(/^body must be (object|array)$/),
+          });
         } else {
           expect({ label, status: empty.status }).toEqual({ label, status: bare.status });
           expect(empty.status, label).not.toBe(400);
@@ -282,7 +290,11 @@ describe.each(dialects)('hostile values on %s', (dialect) => {
             const url = parameter.in === 'path' ? urlOf(operation, { [parameter.name]: text }) : urlOf(operation, {}, `${parameter.name}=${text}`);
             const answer = await send(operation.method, url, who, payload(baseline));
             const value = decoded(text);
-            check(`${who} ${operation.key} ${parameter.in}/${parameter.name}: ${hostile.name}`, answer, value !== undefined && documentRefuses(parameter.schema, value, parameter.in));
+            check(
+              `${who} ${operation.key} ${parameter.in}/${parameter.name}: ${hostile.name}`,
+              answer,
+              value !== undefined && documentRefuses(parameter.schema, value, parameter.in),
+            );
           }
         }
       }
@@ -296,7 +308,9 @@ describe.runIf(dialects.length > 1)('hostile values on every database', () => {
   it('get the same status on SQLite and on PostgreSQL', () => {
     const [sqlite, postgres] = [statuses.sqlite, statuses.postgres];
     expect(sqlite?.size).toBeGreaterThan(500);
-    const differences = [...(sqlite ?? new Map<string, number>())].filter(([label, status]) => postgres?.get(label) !== status).map(([label, status]) => `${label}: sqlite ${status}, postgres ${postgres?.get(label)}`);
+    const differences = [...(sqlite ?? new Map<string, number>())]
+      .filter(([label, status]) => postgres?.get(label) !== status)
+      .map(([label, status]) => `${label}: sqlite ${status}, postgres ${postgres?.get(label)}`);
     expect(differences).toEqual([]);
     expect(postgres?.size).toBe(sqlite?.size);
   });

@@ -25,7 +25,12 @@ describe('dispatcher import next to a server on the same SQLite file', () => {
     const nodes = await seedAssetsAndNodes(server, 3000, 8);
     const load: AllocationLoad = startAllocationLoad(nodes, [server.url], { maxAssets: 1 });
     cleanups.push(() => load.stop());
-    await waitFor('the load to be granted work', () => load.grants.length >= 100, 30_000, () => describeAnswers(load.answers));
+    await waitFor(
+      'the load to be granted work',
+      () => load.grants.length >= 100,
+      30_000,
+      () => describeAnswers(load.answers),
+    );
 
     const importStarted = Date.now();
     const run = await runCli(['import', 'ckan', `${portal.url}/busy`, '--rows', '100'], {

@@ -9,7 +9,9 @@ import { startFakePortal, type FakePortal } from './fake-portal.js';
  * Import io that never waits: backoff and pacing sleeps are recorded, not slept. `lines` holds the
  * progress and notice lines; `timeline` the same lines and `sleep <ms>` in the order they happened.
  */
-export function createTestIo(now = Date.parse('2026-01-01T00:00:00Z')): ImportIo & { lines: string[]; sleeps: number[]; timeline: string[]; setNow(ms: number): void } {
+export function createTestIo(
+  now = Date.parse('2026-01-01T00:00:00Z'),
+): ImportIo & { lines: string[]; sleeps: number[]; timeline: string[]; setNow(ms: number): void } {
   const lines: string[] = [];
   const sleeps: number[] = [];
   const timeline: string[] = [];

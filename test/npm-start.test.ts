@@ -24,7 +24,7 @@ function descendantsOf(pid: number): number[] {
     parents.set(Number(ppid), [...(parents.get(Number(ppid)) ?? []), Number(entry)]);
   }
   const found: number[] = [];
-  for (let queue = [pid]; queue.length > 0; ) {
+  for (let queue = [pid]; queue.length > 0;) {
     const children = parents.get(queue.shift() as number) ?? [];
     found.push(...children);
     queue.push(...children);

@@ -56,10 +56,12 @@ describe.each(dialects)('the OpenAPI document on %s', (dialect) => {
   it('requires no parameter that has a default, and no body that requires nothing', () => {
     for (const [key, operation] of operationsOf(document)) {
       for (const parameter of operation.parameters ?? []) {
-        if (parameter.schema?.default !== undefined) expect({ route: key, parameter: parameter.name, required: parameter.required }).toEqual({ route: key, parameter: parameter.name, required: false });
+        if (parameter.schema?.default !== undefined)
+          expect({ route: key, parameter: parameter.name, required: parameter.required }).toEqual({ route: key, parameter: parameter.name, required: false });
       }
       const body = operation.requestBody?.content?.['application/json']?.schema;
-      if (body?.type === 'object' && !(body.required?.length > 0)) expect({ route: key, bodyRequired: operation.requestBody.required }).toEqual({ route: key, bodyRequired: false });
+      if (body?.type === 'object' && !(body.required?.length > 0))
+        expect({ route: key, bodyRequired: operation.requestBody.required }).toEqual({ route: key, bodyRequired: false });
     }
   });
 
@@ -67,7 +69,11 @@ describe.each(dialects)('the OpenAPI document on %s', (dialect) => {
     for (const [key, operation] of operationsOf(document)) {
       const request = [operation.parameters ?? [], operation.requestBody ?? {}];
       for (const integer of integersIn(request)) {
-        expect({ route: key, maximum: integer.maximum <= MAX_REQUEST_INTEGER, minimum: integer.minimum >= -MAX_REQUEST_INTEGER }).toEqual({ route: key, maximum: true, minimum: true });
+        expect({ route: key, maximum: integer.maximum <= MAX_REQUEST_INTEGER, minimum: integer.minimum >= -MAX_REQUEST_INTEGER }).toEqual({
+          route: key,
+          maximum: true,
+          minimum: true,
+        });
       }
     }
   });
@@ -77,7 +83,11 @@ describe.each(dialects)('the OpenAPI document on %s', (dialect) => {
     await server.api.post('/assets', makeAssets(1, {}, 'typo'), server.adminToken);
     const response = await server.api.post('/allocate', { free_space_gb: 10, node_id: 'typo-node', max_asset: 5 }, node.token);
     expect(response.status).toBe(422);
-    expect(response.body).toMatchObject({ code: 'VALIDATION_ERROR', detail: 'body/max_asset is not allowed', fields: [{ field: 'body/max_asset', message: 'is not allowed' }] });
+    expect(response.body).toMatchObject({
+      code: 'VALIDATION_ERROR',
+      detail: 'body/max_asset is not allowed',
+      fields: [{ field: 'body/max_asset', message: 'is not allowed' }],
+    });
     expect((await server.api.get('/allocations?node=typo-node', server.adminToken)).body.items).toEqual([]);
   });
 

@@ -28,7 +28,18 @@ export interface Run {
 }
 
 /** The mount points the namespace covers with a fresh tmpfs, after /etc. */
-export const PRIVATE_DIRECTORIES = ['/etc/sudoers.d', '/usr/local/sbin', '/home', '/tmp', '/var/tmp', '/dev/shm', '/var/lib', '/var/log', '/var/mail', '/var/spool'];
+export const PRIVATE_DIRECTORIES = [
+  '/etc/sudoers.d',
+  '/usr/local/sbin',
+  '/home',
+  '/tmp',
+  '/var/tmp',
+  '/dev/shm',
+  '/var/lib',
+  '/var/log',
+  '/var/mail',
+  '/var/spool',
+];
 
 const MARKER = '/etc/dispatcher-test-namespace';
 
@@ -60,17 +71,24 @@ export function namespaceUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'private namespaces need Linux';
   if (process.getuid?.() !== 0) return 'a private mount namespace needs root';
   for (const program of ['unshare', 'nsenter', 'sudo', 'setpriv', 'useradd']) {
-    if (spawnSync('sh', ['-c', `command -v ${program}`]).status !== 0) return `${program} is not installed${program === 'sudo' ? ' (apt-get install -y sudo)' : ''}`;
+    if (spawnSync('sh', ['-c', `command -v ${program}`]).status !== 0)
+      return `${program} is not installed${program === 'sudo' ? ' (apt-get install -y sudo)' : ''}`;
   }
   // A container may refuse new namespaces or mounts even to root; this mount dies with its namespace.
-  const probe = spawnSync('unshare', ['--mount', '--propagation', 'private', '--pid', '--fork', '--mount-proc', 'mount', '-t', 'tmpfs', 'dispatcher-probe', '/run'], { encoding: 'utf8' });
+  const probe = spawnSync(
+    'unshare',
+    ['--mount', '--propagation', 'private', '--pid', '--fork', '--mount-proc', 'mount', '-t', 'tmpfs', 'dispatcher-probe', '/run'],
+    { encoding: 'utf8' },
+  );
   if (probe.status !== 0) return `unshare cannot make a private mount namespace here: ${(probe.stderr || String(probe.error)).trim()}`;
   return undefined;
 }
 
 export async function startPrivateNamespace(): Promise<PrivateNamespace> {
   const hostNamespace = fs.readlinkSync('/proc/self/ns/mnt');
-  const holder = spawn('unshare', ['--mount', '--propagation', 'private', '--pid', '--kill-child', '--mount-proc', 'sh', '-c', SETUP, 'setup', process.cwd()], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const holder = spawn('unshare', ['--mount', '--propagation', 'private', '--pid', '--kill-child', '--mount-proc', 'sh', '-c', SETUP, 'setup', process.cwd()], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   holder.stdout.on('data', (chunk) => (output += chunk));
   holder.stderr.on('data', (chunk) => (output += chunk));
@@ -102,7 +120,12 @@ export async function startPrivateNamespace(): Promise<PrivateNamespace> {
   const environment = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C' };
   return {
     run(argv, options = {}) {
-      const result = spawnSync('nsenter', command(argv, options.user), { env: { ...environment, ...options.env }, input: options.input ?? '', encoding: 'utf8', timeout: 120_000 });
+      const result = spawnSync('nsenter', command(argv, options.user), {
+        env: { ...environment, ...options.env },
+        input: options.input ?? '',
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
       return { code: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? String(result.error ?? '') };
     },
     start(argv, options = {}) {

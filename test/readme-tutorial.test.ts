@@ -26,7 +26,8 @@ function installed(command: string): boolean {
 const tools = ['bash', 'curl', 'jq'];
 const missing = tools.filter((tool) => !installed(tool));
 if (missing.length > 0) {
-  if (process.env.DISPATCHER_TEST_TUTORIAL === 'required') throw new Error(`The README tutorial's test needs ${missing.join(', ')} (DISPATCHER_TEST_TUTORIAL=required).`);
+  if (process.env.DISPATCHER_TEST_TUTORIAL === 'required')
+    throw new Error(`The README tutorial's test needs ${missing.join(', ')} (DISPATCHER_TEST_TUTORIAL=required).`);
   console.warn(`\n*** ${missing.join(', ')} missing: the README tutorial's test is SKIPPED (apt-get install ${missing.join(' ')}). ***\n`);
 }
 
@@ -54,7 +55,10 @@ export function shellBlocksOf(markdown: string, heading: string): string[] {
 
 /** The curl commands of a script: each invocation, line continuations joined, comments left out. */
 function curlCommands(script: string): string[] {
-  const lines = script.replace(/\\\n/g, ' ').split('\n').filter((line) => !line.trimStart().startsWith('#'));
+  const lines = script
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .filter((line) => !line.trimStart().startsWith('#'));
   return lines.flatMap((line) => line.match(/\bcurl\b/g) ?? []);
 }
 
@@ -94,7 +98,7 @@ describe.skipIf(missing.length > 0).each(dialects)('the README tutorial "A first
     fs.rmSync(directory, { recursive: true, force: true });
   });
 
-  it('uses the quick start\'s address and admin password', () => {
+  it("uses the quick start's address and admin password", () => {
     const [quickStart] = shellBlocksOf(README, '## Quick start');
     expect(quickStart).toContain(`DISPATCHER_ADMIN_PASSWORD='${README_PASSWORD}'`);
     expect(README).toMatch(new RegExp(`serves on\\s+\`http://${README_ADDRESS}\``));
@@ -106,7 +110,11 @@ describe.skipIf(missing.length > 0).each(dialects)('the README tutorial "A first
     const tutorial = (blocks[0] as string).replaceAll(README_ADDRESS, server.url.replace(/^http:\/\//, '')).replaceAll(README_PASSWORD, ADMIN_PASSWORD);
     expect(tutorial).not.toContain(README_ADDRESS);
 
-    const { stdout, stderr } = await runTutorial('bash', ['-c', PRELUDE + tutorial], { cwd: directory, timeout: 30_000, env: { PATH: process.env.PATH, HOME: directory } });
+    const { stdout, stderr } = await runTutorial('bash', ['-c', PRELUDE + tutorial], {
+      cwd: directory,
+      timeout: 30_000,
+      env: { PATH: process.env.PATH, HOME: directory },
+    });
     const statuses = stderr.split('\n').filter((line) => line.startsWith('HTTP '));
     expect(statuses, stderr).toHaveLength(curlCommands(tutorial).length);
     for (const status of statuses) expect(status, stderr).toMatch(/^HTTP 2\d\d /);

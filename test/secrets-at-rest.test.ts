@@ -58,10 +58,14 @@ describe('secrets at rest on SQLite', () => {
     try {
       const secretFile = path.join(scratch, 'jwt-secret');
       fs.writeFileSync(secretFile, `${'s'.repeat(40)}\n`, { mode: 0o644 });
-      await expect(startServer(testConfig(database, { jwtSecretFile: secretFile }), { clock, loops: false })).rejects.toThrow(/JWT_SECRET_FILE .* may be read by other accounts \(mode 0644\).*chmod 600/);
+      await expect(startServer(testConfig(database, { jwtSecretFile: secretFile }), { clock, loops: false })).rejects.toThrow(
+        /JWT_SECRET_FILE .* may be read by other accounts \(mode 0644\).*chmod 600/,
+      );
       const keyFile = path.join(scratch, 'provisioning');
       fs.writeFileSync(keyFile, generateKeyPair('test').private, { mode: 0o640 });
-      await expect(startServer(testConfig(database, { provisioningKeyFile: keyFile }), { clock, loops: false })).rejects.toThrow(/PROVISIONING_KEY_FILE .* \(mode 0640\)/);
+      await expect(startServer(testConfig(database, { provisioningKeyFile: keyFile }), { clock, loops: false })).rejects.toThrow(
+        /PROVISIONING_KEY_FILE .* \(mode 0640\)/,
+      );
       // Readable by the service alone: used, and tokens are signed with it.
       fs.chmodSync(secretFile, 0o600);
       server = await startTestServer(database, { jwtSecretFile: secretFile });

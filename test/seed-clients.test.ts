@@ -5,7 +5,7 @@ import { makeAssets, startTestServer, type TestServer } from './server.js';
 const HOST_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7sKpMNtWhPbeW4dzj5hcWpGgYgWO1FXw/2xmZ6Gs';
 
 /** What the earlier systems' own clients do, and get back, unchanged (seeds 002 and 003). */
-describe.each(dialects)('the seeds\' clients on %s', (dialect) => {
+describe.each(dialects)("the seeds' clients on %s", (dialect) => {
   let database: TestDatabase;
   let server: TestServer;
 
@@ -36,7 +36,9 @@ describe.each(dialects)('the seeds\' clients on %s', (dialect) => {
     expect(again.body).toEqual({ message: 'Worker déjà enregistré', node_id: first.body.node_id, name: 'worker1' });
     // The first token still works; nothing was issued or changed.
     expect((await server.api.post(`/api/nodes/${first.body.node_id}/heartbeat`, { free_bytes: 1 }, first.body.node_token)).status).toBe(200);
-    expect(await database.handle.db.selectFrom('nodes').select(['hostname', 'ip', 'ssh_port']).execute()).toEqual([{ hostname: 'worker1', ip: '10.0.0.5', ssh_port: 22221 }]);
+    expect(await database.handle.db.selectFrom('nodes').select(['hostname', 'ip', 'ssh_port']).execute()).toEqual([
+      { hostname: 'worker1', ip: '10.0.0.5', ssh_port: 22221 },
+    ]);
     // Another address under the same name is still refused: nobody takes a node over this way.
     const elsewhere = await server.api.post('/api/workers/register', { ...body, ip: '10.0.0.6' }, enrollment);
     expect(elsewhere.status).toBe(409);
@@ -45,9 +47,14 @@ describe.each(dialects)('the seeds\' clients on %s', (dialect) => {
 
   it('shows a worker that sends no heartbeats as its SSH probe finds it', async () => {
     const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
-    const worker = await server.api.post('/api/workers/register', { hostname: 'quiet-worker', ip: '127.0.0.1', ssh_port: 2222, ssh_host_key: HOST_KEY }, enrollment);
+    const worker = await server.api.post(
+      '/api/workers/register',
+      { hostname: 'quiet-worker', ip: '127.0.0.1', ssh_port: 2222, ssh_host_key: HOST_KEY },
+      enrollment,
+    );
     expect(worker.status).toBe(200);
-    const statusOf = async () => (await server.api.get('/api/nodes', server.adminToken)).body.find((node: { name: string }) => node.name === 'quiet-worker').status;
+    const statusOf = async () =>
+      (await server.api.get('/api/nodes', server.adminToken)).body.find((node: { name: string }) => node.name === 'quiet-worker').status;
     expect(await statusOf()).toBe('unknown');
     await database.handle.db.updateTable('nodes').set({ probe_status: 'alive' }).where('name', '=', 'quiet-worker').execute();
     expect(await statusOf()).toBe('alive');

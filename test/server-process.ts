@@ -42,7 +42,9 @@ export function serverEnv(extra: Record<string, string | undefined>): Record<str
 export function spawnServer(name: string, env: Record<string, string | undefined>, timeoutMs = 30_000): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', `${root}/src/cli.ts`, 'serve'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -94,7 +96,12 @@ export async function stopGracefully(server: ServerProcess): Promise<number | nu
 }
 
 /** Waits for a condition the system under test must reach; fails with `what` (and `context`) after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, context: () => string = () => ''): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+  context: () => string = () => '',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
@@ -129,7 +136,11 @@ export async function seedAssetsAndNodes(server: ServerProcess, assets: number, 
   const token = await adminToken(server.api);
   const created = await server.api.post('/assets', makeAssets(assets, { replicas_target: 2 }), token);
   if (created.status !== 200) throw new Error(`asset import: ${created.status} ${JSON.stringify(created.body)}`);
-  return registerNodes(server.api, token, Array.from({ length: nodes }, (_, index) => `node-${index + 1}`));
+  return registerNodes(
+    server.api,
+    token,
+    Array.from({ length: nodes }, (_, index) => `node-${index + 1}`),
+  );
 }
 
 /** This instance's count of passes of each loop it ran itself, from its /metrics. */

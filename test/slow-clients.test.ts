@@ -33,7 +33,7 @@ describe('slow clients and the docs page', () => {
     expect((await server.api.get('/health')).status).toBe(200);
   });
 
-  it('serves /docs with the dashboard\'s protections: a content security policy, no framing, no sniffing', async () => {
+  it("serves /docs with the dashboard's protections: a content security policy, no framing, no sniffing", async () => {
     const page = await fetch(`${server.url}/docs/static/index.html`);
     expect(page.status).toBe(200);
     expect(page.headers.get('x-frame-options')).toBe('DENY');

@@ -71,7 +71,7 @@ export function fillUp(directory: string): string {
   const chunk = Buffer.alloc(64 * 1024);
   const fd = fs.openSync(file, 'w');
   try {
-    for (let size = chunk.length; size >= 512; ) {
+    for (let size = chunk.length; size >= 512;) {
       try {
         fs.writeSync(fd, chunk, 0, size);
       } catch (error) {

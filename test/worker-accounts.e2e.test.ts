@@ -19,7 +19,17 @@ if (unavailable) {
   console.warn(`\n*** ${unavailable}: the worker account tests in a private namespace are SKIPPED. ***\n`);
 }
 
-const HOST_FILES = ['/etc/passwd', '/etc/shadow', '/etc/group', '/etc/gshadow', '/etc/subuid', '/etc/subgid', ACCOUNT_HELPER_PATH, SUDOERS_FILE, path.join(ACCOUNT_STATE_DIRECTORY, 'next-uid')];
+const HOST_FILES = [
+  '/etc/passwd',
+  '/etc/shadow',
+  '/etc/group',
+  '/etc/gshadow',
+  '/etc/subuid',
+  '/etc/subgid',
+  ACCOUNT_HELPER_PATH,
+  SUDOERS_FILE,
+  path.join(ACCOUNT_STATE_DIRECTORY, 'next-uid'),
+];
 const hash = encrypt('a-password-for-tests');
 const otherHash = encrypt('another-password');
 const controlPlaneKey = generateKeyPair('dispatcher-provisioning').public;
@@ -36,8 +46,10 @@ describe.skipIf(unavailable !== undefined)('rental accounts on a worker, in a pr
   let ns: PrivateNamespace;
   let removedUid: number | undefined;
   const asProvisioner = (args: string[]) => ns.run(args, { user: 'dispatcher' });
-  const entry = (args: string[], user?: string) => ns.run([process.execPath, '--import', 'tsx', path.join(root, 'test/worker-entry.ts'), ...args], user ? { user } : {});
-  const workerExec = (line: string) => asProvisioner(['env', `SSH_ORIGINAL_COMMAND=${line}`, process.execPath, '--import', 'tsx', path.join(root, 'src/cli.ts'), 'worker-exec']);
+  const entry = (args: string[], user?: string) =>
+    ns.run([process.execPath, '--import', 'tsx', path.join(root, 'test/worker-entry.ts'), ...args], user ? { user } : {});
+  const workerExec = (line: string) =>
+    asProvisioner(['env', `SSH_ORIGINAL_COMMAND=${line}`, process.execPath, '--import', 'tsx', path.join(root, 'src/cli.ts'), 'worker-exec']);
   const accountFiles = () => ['/etc/passwd', '/etc/shadow', '/etc/group', '/etc/gshadow'].map((file) => ns.read(file)).join('\n');
   const uidOf = (account: string) => {
     const entry = ns.run(['getent', 'passwd', account]);
@@ -73,12 +85,14 @@ describe.skipIf(unavailable !== undefined)('rental accounts on a worker, in a pr
     expect(accountFiles()).toBe(before);
   });
 
-  it('writes the provisioning key root-owned: the agent\'s account finds it there and cannot change it, nor use sudo', () => {
+  it("writes the provisioning key root-owned: the agent's account finds it there and cannot change it, nor use sudo", () => {
     const key = controlPlaneKey.split(' ').slice(0, 2).join(' ');
     expect(ns.read(AUTHORIZED_KEYS)).toBe(`restrict,command="${FORCED}" ${key} dispatcher-provisioning\n`);
     expect(ns.run(['stat', '-c', '%U %a', AUTHORIZED_KEYS, path.dirname(AUTHORIZED_KEYS)]).stdout).toBe('root 644\nroot 755\n');
     // At registration the agent (its own account, its own path to the program) finds the key authorized.
-    expect(entry(['authorize', AUTHORIZED_KEYS, controlPlaneKey, 'node /home/dispatcher-agent/cli.js worker-exec'], 'dispatcher-agent')).toMatchObject({ code: 0 });
+    expect(entry(['authorize', AUTHORIZED_KEYS, controlPlaneKey, 'node /home/dispatcher-agent/cli.js worker-exec'], 'dispatcher-agent')).toMatchObject({
+      code: 0,
+    });
     const otherKey = generateKeyPair('other').public;
     const refused = entry(['authorize', AUTHORIZED_KEYS, otherKey, FORCED], 'dispatcher-agent');
     expect(refused.code).toBe(1);
@@ -90,23 +104,25 @@ describe.skipIf(unavailable !== undefined)('rental accounts on a worker, in a pr
     expect(uidOf('rent_ab12cd34')).toBeUndefined();
   });
 
-  it.each([
-    ['provision', 'root', hash],
-    ['provision', 'rent_ab12cd34', '-o'],
-    ['provision', 'rent_ab12cd34', 'plain-text-password'],
-    ['provision', 'rent_ab12cd34', hash, 'extra'],
-    ['provision', 'rent_ab12cd34\nroot', hash],
-    ['provision', 'rent_ab12cd34 -o', hash],
-    ['provision', 'rent_ab12cd34', `${hash}\nroot::0:0::/:/bin/sh`],
-    ['deprovision', 'root'],
-    ['deprovision', 'dispatcher'],
-    ['deprovision', 'rent_ab12cd34', '-o'],
-    ['-o', '-u', '0', 'x'],
-    ['root'],
-    ['rent_ab12cd34', '-o'],
-    ['--help'],
-    [],
-  ].map((args) => [args]))('the helper, through sudo, refuses %j and changes nothing', (args) => {
+  it.each(
+    [
+      ['provision', 'root', hash],
+      ['provision', 'rent_ab12cd34', '-o'],
+      ['provision', 'rent_ab12cd34', 'plain-text-password'],
+      ['provision', 'rent_ab12cd34', hash, 'extra'],
+      ['provision', 'rent_ab12cd34\nroot', hash],
+      ['provision', 'rent_ab12cd34 -o', hash],
+      ['provision', 'rent_ab12cd34', `${hash}\nroot::0:0::/:/bin/sh`],
+      ['deprovision', 'root'],
+      ['deprovision', 'dispatcher'],
+      ['deprovision', 'rent_ab12cd34', '-o'],
+      ['-o', '-u', '0', 'x'],
+      ['root'],
+      ['rent_ab12cd34', '-o'],
+      ['--help'],
+      [],
+    ].map((args) => [args]),
+  )('the helper, through sudo, refuses %j and changes nothing', (args) => {
     const before = accountFiles();
     const refused = asProvisioner(['sudo', '-n', ACCOUNT_HELPER_PATH, ...args]);
     expect(refused.stderr).toMatch(/dispatcher-account: refused/);
@@ -129,7 +145,11 @@ describe.skipIf(unavailable !== undefined)('rental accounts on a worker, in a pr
     expect(ns.run(['getent', 'shadow', 'rent_ab12cd34']).stdout.split(':')[1]).toBe(otherHash);
 
     const renter = (script: string) => ns.run(['sh', '-c', `umask 077; ${script}`], { user: 'rent_ab12cd34' });
-    expect(renter('echo secret > /tmp/leftover && mkdir -p /tmp/nest/deeper && echo x > /tmp/nest/deeper/file && echo y > /var/tmp/leftover && echo z > /dev/shm/leftover')).toMatchObject({ code: 0 });
+    expect(
+      renter(
+        'echo secret > /tmp/leftover && mkdir -p /tmp/nest/deeper && echo x > /tmp/nest/deeper/file && echo y > /var/tmp/leftover && echo z > /dev/shm/leftover',
+      ),
+    ).toMatchObject({ code: 0 });
     expect(ns.run(['sh', '-c', 'echo kept > /tmp/not-the-renters'], { user: 'dispatcher' })).toMatchObject({ code: 0 });
     const running = ns.start(['sleep', '600'], { user: 'rent_ab12cd34' });
     const exited = new Promise((resolve) => running.on('exit', resolve));
@@ -140,7 +160,8 @@ describe.skipIf(unavailable !== undefined)('rental accounts on a worker, in a pr
     await exited;
     expect(ns.run(['pgrep', '-u', String(uid)]).code).toBe(1);
     expect(ns.run(['find', '/tmp', '/var/tmp', '/dev/shm', '-user', String(uid)]).stdout).toBe('');
-    for (const file of ['/tmp/leftover', '/tmp/nest', '/var/tmp/leftover', '/dev/shm/leftover', '/home/rent_ab12cd34']) expect(ns.run(['test', '-e', file]).code, file).toBe(1);
+    for (const file of ['/tmp/leftover', '/tmp/nest', '/var/tmp/leftover', '/dev/shm/leftover', '/home/rent_ab12cd34'])
+      expect(ns.run(['test', '-e', file]).code, file).toBe(1);
     expect(ns.read('/tmp/not-the-renters')).toBe('kept\n');
     expect(uidOf('rent_ab12cd34')).toBeUndefined();
     expect(ns.run(['getent', 'group', 'rent_ab12cd34']).code).toBe(2);
@@ -158,7 +179,7 @@ describe.skipIf(unavailable !== undefined)('rental accounts on a worker, in a pr
     expect(uidOf('rent_ab12cd34')).toBe(next + 2);
   });
 
-  it('left the machine\'s own account files and directories as they were', () => {
+  it("left the machine's own account files and directories as they were", () => {
     ns.stop();
     expect(snapshotHost()).toEqual(host);
   });

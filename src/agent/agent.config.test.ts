@@ -5,8 +5,19 @@ import { agentSettings, loadAgentConfig } from './agent.config.js';
 
 describe('agent configuration', () => {
   it('reads the environment, with flags winning', () => {
-    const config = loadAgentConfig({ concurrency: '5' }, { API_ENDPOINT: 'http://cp:8000', AGENT_CONCURRENCY: '2', NODE_TAGS: 'region=eu,site=lab', MY_HOST_PORT: '2222', AGENT_BANDWIDTH_LIMIT_MB_S: '1.5' });
-    expect(config).toMatchObject({ apiEndpoint: 'http://cp:8000', concurrency: 5, tags: { region: 'eu', site: 'lab' }, sshPort: 2222, bandwidthLimit: 1.5 * 1024 * 1024, pollSeconds: 30, retries: 3 });
+    const config = loadAgentConfig(
+      { concurrency: '5' },
+      { API_ENDPOINT: 'http://cp:8000', AGENT_CONCURRENCY: '2', NODE_TAGS: 'region=eu,site=lab', MY_HOST_PORT: '2222', AGENT_BANDWIDTH_LIMIT_MB_S: '1.5' },
+    );
+    expect(config).toMatchObject({
+      apiEndpoint: 'http://cp:8000',
+      concurrency: 5,
+      tags: { region: 'eu', site: 'lab' },
+      sshPort: 2222,
+      bandwidthLimit: 1.5 * 1024 * 1024,
+      pollSeconds: 30,
+      retries: 3,
+    });
   });
 
   it('lists every problem at once', () => {
@@ -22,7 +33,9 @@ describe('agent configuration', () => {
 
   it('reads the private-network allowance and the contact, with clear problems', () => {
     expect(loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000' })).toMatchObject({ allowPrivate: false, contact: 'http://cp:8000', nodeName: undefined });
-    expect(loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000', AGENT_ALLOW_PRIVATE_NETWORKS: 'true', AGENT_CONTACT: 'mailto:rescue@example.org' })).toMatchObject({
+    expect(
+      loadAgentConfig({}, { API_ENDPOINT: 'http://cp:8000', AGENT_ALLOW_PRIVATE_NETWORKS: 'true', AGENT_CONTACT: 'mailto:rescue@example.org' }),
+    ).toMatchObject({
       allowPrivate: true,
       contact: 'mailto:rescue@example.org',
     });

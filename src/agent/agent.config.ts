@@ -37,8 +37,8 @@ export interface WorkerSetup {
 export const agentSettings = [
   { flag: 'apiEndpoint', env: 'API_ENDPOINT', help: 'control plane URL, e.g. https://dispatcher.example.org' },
   { flag: 'enrollmentToken', env: 'NODE_ENROLLMENT_TOKEN', help: 'enrollment token, for the first registration' },
-  { flag: 'nodeToken', env: 'NODE_TOKEN', help: 'this node\'s token, if it was registered elsewhere' },
-  { flag: 'dataDir', env: 'DATA_DIR', help: 'where copies and the node\'s identity are kept (default ./rescue-data)' },
+  { flag: 'nodeToken', env: 'NODE_TOKEN', help: "this node's token, if it was registered elsewhere" },
+  { flag: 'dataDir', env: 'DATA_DIR', help: "where copies and the node's identity are kept (default ./rescue-data)" },
   { flag: 'nodeName', env: 'NODE_NAME', help: 'name to register under (default: the host name and a random suffix, kept in DATA_DIR)' },
   { flag: 'sshPort', env: 'MY_HOST_PORT', help: 'SSH port this machine advertises' },
   { flag: 'tags', env: 'NODE_TAGS', help: 'tags such as region=eu,site=lab (copies are spread across SPREAD_TAG)' },
@@ -48,11 +48,23 @@ export const agentSettings = [
   { flag: 'heartbeatSeconds', env: 'AGENT_HEARTBEAT_SECONDS', help: 'heartbeat interval (default: what the control plane asks for)' },
   { flag: 'pollSeconds', env: 'AGENT_POLL_SECONDS', help: 'wait before asking again when there is no work (default 30)' },
   { flag: 'retries', env: 'AGENT_RETRIES', help: 'attempts per download before giving it back (default 3)' },
-  { flag: 'allowPrivateNetworks', env: 'AGENT_ALLOW_PRIVATE_NETWORKS', help: 'also download from loopback and private addresses: true, or a list such as 10.1.0.0/16,192.168.5.7 (default false)' },
+  {
+    flag: 'allowPrivateNetworks',
+    env: 'AGENT_ALLOW_PRIVATE_NETWORKS',
+    help: 'also download from loopback and private addresses: true, or a list such as 10.1.0.0/16,192.168.5.7 (default false)',
+  },
   { flag: 'contact', env: 'AGENT_CONTACT', help: 'a URL or mailto: address for source operators, sent in the User-Agent (default: API_ENDPOINT)' },
-  { flag: 'hostKeyFile', env: 'WORKER_HOST_KEY_FILE', help: 'worker: this machine\'s SSH host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub (makes it rentable; needs MY_HOST_PORT)' },
+  {
+    flag: 'hostKeyFile',
+    env: 'WORKER_HOST_KEY_FILE',
+    help: "worker: this machine's SSH host public key, e.g. /etc/ssh/ssh_host_ed25519_key.pub (makes it rentable; needs MY_HOST_PORT)",
+  },
   { flag: 'workerUser', env: 'WORKER_SSH_USER', help: 'worker: the provisioning account the agent runs as (default dispatcher)' },
-  { flag: 'authorizedKeys', env: 'WORKER_AUTHORIZED_KEYS', help: 'worker: the provisioning account\'s authorized_keys file, written by dispatcher worker-setup (default ~/.ssh/authorized_keys)' },
+  {
+    flag: 'authorizedKeys',
+    env: 'WORKER_AUTHORIZED_KEYS',
+    help: "worker: the provisioning account's authorized_keys file, written by dispatcher worker-setup (default ~/.ssh/authorized_keys)",
+  },
 ] as const;
 
 export type AgentFlags = Partial<Record<(typeof agentSettings)[number]['flag'], string>>;
@@ -79,7 +91,7 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     return parsed;
   };
   const apiEndpoint = value('apiEndpoint');
-  if (!apiEndpoint) problems.push('API_ENDPOINT (--api-endpoint) is required: the control plane\'s URL');
+  if (!apiEndpoint) problems.push("API_ENDPOINT (--api-endpoint) is required: the control plane's URL");
   else if (!/^https?:\/\/\S+$/.test(apiEndpoint)) problems.push(`API_ENDPOINT must be an http(s) URL, got "${apiEndpoint}"`);
   const tags: Record<string, string> = {};
   for (const pair of (value('tags') ?? '').split(',').filter(Boolean)) {
@@ -88,7 +100,8 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     else tags[key.trim()] = tagValue.trim();
   }
   const nodeName = value('nodeName');
-  if (nodeName !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(nodeName)) problems.push(`NODE_NAME must be 1–64 of letters, digits, _ . : -, got "${nodeName}"`);
+  if (nodeName !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(nodeName))
+    problems.push(`NODE_NAME must be 1–64 of letters, digits, _ . : -, got "${nodeName}"`);
   let allowPrivate: boolean | string[] = false;
   try {
     allowPrivate = parseAllowPrivate(value('allowPrivateNetworks'));
@@ -97,12 +110,14 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
   }
   const contact = value('contact') ?? apiEndpoint ?? '';
   // eslint-disable-next-line no-control-regex -- control characters are what this refuses
-  if (/[\u0000-\u001f\u007f()]/.test(contact)) problems.push(`AGENT_CONTACT must be a URL or an e-mail address, without control characters or parentheses, got "${contact}"`);
+  if (/[\u0000-\u001f\u007f()]/.test(contact))
+    problems.push(`AGENT_CONTACT must be a URL or an e-mail address, without control characters or parentheses, got "${contact}"`);
   const bandwidth = number('bandwidthLimit', undefined, 0.001, 1_000_000, false);
   const hostKeyFile = value('hostKeyFile');
   const workerUser = value('workerUser') ?? 'dispatcher';
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(workerUser)) problems.push(`WORKER_SSH_USER must be a user name (a-z, 0-9, _ -), got "${workerUser}"`);
-  if (hostKeyFile && value('sshPort') === undefined) problems.push('WORKER_HOST_KEY_FILE needs MY_HOST_PORT: the SSH port the control plane reaches this worker on');
+  if (hostKeyFile && value('sshPort') === undefined)
+    problems.push('WORKER_HOST_KEY_FILE needs MY_HOST_PORT: the SSH port the control plane reaches this worker on');
   const config: AgentConfig = {
     apiEndpoint: apiEndpoint ?? '',
     enrollmentToken: value('enrollmentToken'),

@@ -74,7 +74,11 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
     if (jobs.size < config.concurrency) {
       try {
         const free = await freeBytes(config.dataDir);
-        const granted = await client.allocate({ node_id: identity.name, free_space_gb: Math.max(0, free - config.reserveBytes) / GIB, max_assets: config.concurrency - jobs.size });
+        const granted = await client.allocate({
+          node_id: identity.name,
+          free_space_gb: Math.max(0, free - config.reserveBytes) / GIB,
+          max_assets: config.concurrency - jobs.size,
+        });
         for (const asset of granted) start(taskOf(asset, asset.reserved_bytes));
         if (granted.length > 0) waitMs = 0;
       } catch (error) {
@@ -103,7 +107,14 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
 }
 
 function taskOf(asset: { id: string; name: string; url: string; size_bytes: number | null; sha256: string | null }, reservedBytes: number): Task {
-  return { id: asset.id, name: asset.name, url: asset.url, sizeBytes: asset.size_bytes, sha256: asset.sha256, reservedBytes: asset.size_bytes ?? reservedBytes };
+  return {
+    id: asset.id,
+    name: asset.name,
+    url: asset.url,
+    sizeBytes: asset.size_bytes,
+    sha256: asset.sha256,
+    reservedBytes: asset.size_bytes ?? reservedBytes,
+  };
 }
 
 /**
@@ -111,7 +122,14 @@ function taskOf(asset: { id: string; name: string; url: string; size_bytes: numb
  * plane says this node completed), partial downloads of allocations this node no longer holds and
  * empty folders are removed, and the unfinished allocations are returned to be resumed.
  */
-async function prepareDataDirectory(dataDir: string, client: Client, store: Store, identity: Identity, progress: Progress, signal: AbortSignal): Promise<Task[]> {
+async function prepareDataDirectory(
+  dataDir: string,
+  client: Client,
+  store: Store,
+  identity: Identity,
+  progress: Progress,
+  signal: AbortSignal,
+): Promise<Task[]> {
   const retry = retryOptions(progress, signal);
   if (await store.needsLegacyAdoption()) {
     const completed = await withBackoff(() => listAll(client, identity.name, 'completed'), retry);
@@ -146,7 +164,10 @@ const STOPPED_KEEP_MS = 7 * 24 * 3_600_000;
 async function rememberStopped(dataDir: string, assetIds: string[]): Promise<void> {
   const at = Date.now();
   const earlier = await readStopped(dataDir);
-  const entries = { ...Object.fromEntries(Object.entries(earlier).filter(([, when]) => at - when < STOPPED_KEEP_MS)), ...Object.fromEntries(assetIds.map((id) => [id, at])) };
+  const entries = {
+    ...Object.fromEntries(Object.entries(earlier).filter(([, when]) => at - when < STOPPED_KEEP_MS)),
+    ...Object.fromEntries(assetIds.map((id) => [id, at])),
+  };
   await fs.writeFile(path.join(dataDir, STOPPED_FILE), JSON.stringify(entries), { mode: 0o600 });
 }
 

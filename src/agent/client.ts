@@ -67,8 +67,10 @@ export function createClient(baseUrl: string, token: () => string) {
     register: (enrollmentToken: string, body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body, enrollmentToken),
     refresh: (body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body),
     provisioningKey: () => call<{ public_key: string }>('GET', '/api/provisioning-key'),
-    heartbeat: (nodeId: number, body: { free_bytes: number; bytes_in_flight: number; download_rate_bps?: number; allocations: { asset_id: string; bytes_done: number }[] }) =>
-      call<HeartbeatAnswer>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
+    heartbeat: (
+      nodeId: number,
+      body: { free_bytes: number; bytes_in_flight: number; download_rate_bps?: number; allocations: { asset_id: string; bytes_done: number }[] },
+    ) => call<HeartbeatAnswer>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
     allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
     complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number }) => call<Completion>('POST', '/complete', body),
     /** `timeoutMs`: shorter while stopping, so an unreachable control plane cannot hold the stop up. */
@@ -79,7 +81,11 @@ export function createClient(baseUrl: string, token: () => string) {
         'GET',
         `/allocations?node=${encodeURIComponent(nodeName)}&state=${state}&limit=1000${cursor === undefined ? '' : `&cursor=${cursor}`}`,
       ),
-    asset: (id: string) => call<{ id: string; url: string; name: string; size_bytes: number | null; sha256: string | null; priority: number }>('GET', `/assets/${encodeURIComponent(id)}`),
+    asset: (id: string) =>
+      call<{ id: string; url: string; name: string; size_bytes: number | null; sha256: string | null; priority: number }>(
+        'GET',
+        `/assets/${encodeURIComponent(id)}`,
+      ),
   };
 }
 
@@ -95,7 +101,10 @@ export interface RegistrationBody {
 }
 
 /** Retries `work` with capped exponential backoff (1 s, 2 s, 4 s … 60 s) until it succeeds or `signal` aborts. */
-export async function withBackoff<T>(work: () => Promise<T>, options: { signal: AbortSignal; onRetry(error: unknown, delayMs: number): void; retryable?(error: unknown): boolean }): Promise<T> {
+export async function withBackoff<T>(
+  work: () => Promise<T>,
+  options: { signal: AbortSignal; onRetry(error: unknown, delayMs: number): void; retryable?(error: unknown): boolean },
+): Promise<T> {
   for (let attempt = 0; ; attempt += 1) {
     try {
       return await work();
@@ -107,4 +116,3 @@ export async function withBackoff<T>(work: () => Promise<T>, options: { signal: 
     }
   }
 }
-

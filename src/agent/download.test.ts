@@ -41,7 +41,11 @@ afterEach(async () => {
 
 const sha256 = (content: Buffer) => crypto.createHash('sha256').update(content).digest('hex');
 const partialOf = () => path.join(dataDir, 'asset.part');
-const exists = (file: string) => fsp.access(file).then(() => true, () => false);
+const exists = (file: string) =>
+  fsp.access(file).then(
+    () => true,
+    () => false,
+  );
 
 /** Remembers the largest size the partial ever had, looked at whenever the download calls back. */
 function watchPartial(free: () => number = () => TIB) {
@@ -114,7 +118,9 @@ describe('download from a hostile source', () => {
   it('downloads into the partial and leaves it there, sending the given headers', async () => {
     const content = crypto.randomBytes(3 * MIB + 17);
     handle = serveFile(content);
-    const outcome = await download(requestFor(`${origin}/sst.nc`, { expectedBytes: content.length, expectedSha256: sha256(content), headers: { 'user-agent': 'dispatcher-agent/test' } }));
+    const outcome = await download(
+      requestFor(`${origin}/sst.nc`, { expectedBytes: content.length, expectedSha256: sha256(content), headers: { 'user-agent': 'dispatcher-agent/test' } }),
+    );
     expect(outcome).toEqual({ ok: true, sha256: sha256(content), bytes: content.length, partial: partialOf() });
     expect((await fsp.readFile(partialOf())).equals(content)).toBe(true);
     expect(seen[0]?.headers['user-agent']).toBe('dispatcher-agent/test');
@@ -124,7 +130,9 @@ describe('download from a hostile source', () => {
   it('stops an endless body at the expected size: nothing past it is ever written', async () => {
     handle = (_request, response) => sendEndless(response);
     const watch = watchPartial();
-    const outcome = await download(requestFor(`${origin}/endless`, { expectedBytes: MIB, maxBytes: MIB, onProgress: watch.onProgress, freeBytes: watch.freeBytes }));
+    const outcome = await download(
+      requestFor(`${origin}/endless`, { expectedBytes: MIB, maxBytes: MIB, onProgress: watch.onProgress, freeBytes: watch.freeBytes }),
+    );
     expect(outcome).toMatchObject({ ok: false, kind: 'oversize', retryable: false });
     expect(watch.progressCalls()).toBeGreaterThan(0);
     expect(watch.largest()).toBeGreaterThan(0);
@@ -164,7 +172,15 @@ describe('download from a hostile source', () => {
     const reserveBytes = 100 * MIB;
     // A disk with 2 MiB above the reserve, filled by this download alone.
     const watch = watchPartial(() => reserveBytes + 2 * MIB - watch.look());
-    const outcome = await download(requestFor(`${origin}/sst.nc`, { expectedBytes: content.length, maxBytes: content.length, reserveBytes, freeBytes: watch.freeBytes, onProgress: watch.onProgress }));
+    const outcome = await download(
+      requestFor(`${origin}/sst.nc`, {
+        expectedBytes: content.length,
+        maxBytes: content.length,
+        reserveBytes,
+        freeBytes: watch.freeBytes,
+        onProgress: watch.onProgress,
+      }),
+    );
     expect(outcome).toMatchObject({ ok: false, kind: 'disk_full', retryable: false });
     expect(watch.largest()).toBeLessThanOrEqual(2 * MIB);
     expect(await exists(partialOf())).toBe(false);
@@ -189,7 +205,15 @@ describe('download from a hostile source', () => {
     handle = serveFile(content);
     let calls = 0;
     const watch = watchPartial(() => (++calls <= 2 ? TIB : 0));
-    const outcome = await download(requestFor(`${origin}/sst.nc`, { expectedBytes: content.length, maxBytes: content.length, reserveBytes: MIB, freeBytes: watch.freeBytes, onProgress: watch.onProgress }));
+    const outcome = await download(
+      requestFor(`${origin}/sst.nc`, {
+        expectedBytes: content.length,
+        maxBytes: content.length,
+        reserveBytes: MIB,
+        freeBytes: watch.freeBytes,
+        onProgress: watch.onProgress,
+      }),
+    );
     expect(outcome).toMatchObject({ ok: false, kind: 'disk_full' });
     expect(calls).toBe(3);
     expect(watch.largest()).toBeLessThanOrEqual(8 * MIB);

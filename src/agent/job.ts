@@ -73,7 +73,10 @@ export function createRestraints(firstDeferMs: number, now: () => number = Date.
     deferredUntil: (assetId) => live(deferred.get(assetId)?.until),
     defer(assetId) {
       const failures = (deferred.get(assetId)?.failures ?? 0) + 1;
-      deferred.set(assetId, { failures, until: now() + cooldownAfter(failures, { cooldownMs: firstDeferMs, cooldownMaxMs: firstDeferMs * DEFER_MAX_DOUBLINGS }) });
+      deferred.set(assetId, {
+        failures,
+        until: now() + cooldownAfter(failures, { cooldownMs: firstDeferMs, cooldownMaxMs: firstDeferMs * DEFER_MAX_DOUBLINGS }),
+      });
     },
     pausedUntil: (host) => live(paused.get(host)),
     pause: (host, until) => void paused.set(host, Math.max(until, paused.get(host) ?? 0)),
@@ -99,7 +102,8 @@ export async function runJob(job: Job, context: JobContext): Promise<void> {
   setMaxListeners(8 * config.retries + 16, stop);
   const host = hostOf(task.url);
   const deferred = restraints.deferredUntil(task.id);
-  if (deferred !== undefined) return giveBack(job, context, { cause: 'other', reason: `this node failed it recently; not before ${new Date(deferred).toISOString()}` });
+  if (deferred !== undefined)
+    return giveBack(job, context, { cause: 'other', reason: `this node failed it recently; not before ${new Date(deferred).toISOString()}` });
   const paused = restraints.pausedUntil(host);
   if (paused !== undefined) {
     const seconds = Math.ceil((paused - Date.now()) / 1000);
@@ -142,7 +146,8 @@ export async function runJob(job: Job, context: JobContext): Promise<void> {
     }
     // Another node may have been told to wait meanwhile (heartbeat): a retry must not knock.
     const pausedNow = restraints.pausedUntil(host);
-    if (pausedNow !== undefined) return giveBack(job, context, { cause: 'source_busy', reason: `${host} asked to wait`, retry_after_seconds: Math.ceil((pausedNow - Date.now()) / 1000) });
+    if (pausedNow !== undefined)
+      return giveBack(job, context, { cause: 'source_busy', reason: `${host} asked to wait`, retry_after_seconds: Math.ceil((pausedNow - Date.now()) / 1000) });
   }
   if (!outcome) return;
   if (outcome.ok) return keepAndReport(job, context, outcome);
@@ -160,7 +165,8 @@ export async function runJob(job: Job, context: JobContext): Promise<void> {
 async function reportKeptCopy(job: Job, context: JobContext): Promise<boolean> {
   const kept = context.store.copyOf(job.task.id);
   if (!kept) return false;
-  const fits = (job.task.sha256 === null || job.task.sha256.toLowerCase() === kept.sha256) && (job.task.sizeBytes === null || job.task.sizeBytes === kept.bytes);
+  const fits =
+    (job.task.sha256 === null || job.task.sha256.toLowerCase() === kept.sha256) && (job.task.sizeBytes === null || job.task.sizeBytes === kept.bytes);
   const intact = fits && (await context.store.verify(job.task.id));
   if (!intact) return false;
   context.progress.log(`${job.task.id}: a verified copy is already kept here`);
@@ -171,7 +177,13 @@ async function reportKeptCopy(job: Job, context: JobContext): Promise<boolean> {
 async function keepAndReport(job: Job, context: JobContext, outcome: Extract<DownloadOutcome, { ok: true }>): Promise<void> {
   const { task } = job;
   try {
-    await context.store.commit({ assetId: task.id, fileName: fileNameFor(task.name, task.url), partial: outcome.partial, sha256: outcome.sha256, bytes: outcome.bytes });
+    await context.store.commit({
+      assetId: task.id,
+      fileName: fileNameFor(task.name, task.url),
+      partial: outcome.partial,
+      sha256: outcome.sha256,
+      bytes: outcome.bytes,
+    });
   } catch (error) {
     context.restraints.defer(task.id);
     return giveBack(job, context, { cause: 'other', reason: `could not keep the copy: ${(error as Error).message}` });
@@ -185,7 +197,10 @@ async function report(job: Job, context: JobContext, copy: { sha256: string; byt
   try {
     // A control plane that is busy or restarting (5xx, 429, no answer) is asked again: the copy is good.
     const result = await withBackoff(() => context.client.complete(body), retryOptions(context.progress, context.signal));
-    context.progress.finished(job, `done, sha256 ${copy.sha256.slice(0, 12)}…, ${result.verified ? 'verified' : 'awaiting quorum'} (${result.copies}/${result.replicas_target} copies)`);
+    context.progress.finished(
+      job,
+      `done, sha256 ${copy.sha256.slice(0, 12)}…, ${result.verified ? 'verified' : 'awaiting quorum'} (${result.copies}/${result.replicas_target} copies)`,
+    );
   } catch (error) {
     if (context.signal.aborted) {
       context.progress.finished(job, 'stopped before the copy was reported; it is kept and reported when the asset is given again');
@@ -199,7 +214,9 @@ async function report(job: Job, context: JobContext, copy: { sha256: string; byt
 
 async function giveBack(job: Job, context: JobContext, why: Omit<ReleaseReport, 'asset_id' | 'node_id'>, timeoutMs?: number): Promise<void> {
   const body = { asset_id: job.task.id, node_id: context.identity.name, ...why, reason: why.reason.slice(0, 500) };
-  await context.client.release(body, timeoutMs).catch((error: unknown) => context.progress.log(`could not give back ${job.task.id}: ${(error as Error).message}`));
+  await context.client
+    .release(body, timeoutMs)
+    .catch((error: unknown) => context.progress.log(`could not give back ${job.task.id}: ${(error as Error).message}`));
   context.progress.finished(job, `given back (${why.cause}): ${why.reason}`);
 }
 

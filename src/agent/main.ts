@@ -30,7 +30,7 @@ export async function agent(flags: AgentFlags): Promise<void> {
     await runAgent(config, progress, controller.signal);
   } catch (error) {
     // A refusal says what to set; anything else is a fault worth its stack.
-    process.stderr.write(`${error instanceof RegistrationRefused ? error.message : (error as Error).stack ?? String(error)}\n`);
+    process.stderr.write(`${error instanceof RegistrationRefused ? error.message : ((error as Error).stack ?? String(error))}\n`);
     process.exit(1);
   }
   progress.log('stopped');

@@ -9,7 +9,11 @@ function fakeStream(isTTY: boolean) {
   return { stream: { isTTY, write: (text: string) => writes.push(text) } as unknown as NodeJS.WriteStream, writes };
 }
 
-const job = (id: string, size: number | null): Job => ({ task: { id, name: id, url: `http://x/${id}`, sizeBytes: size, sha256: null, reservedBytes: size ?? 0 }, bytesDone: 0, controller: new AbortController() });
+const job = (id: string, size: number | null): Job => ({
+  task: { id, name: id, url: `http://x/${id}`, sizeBytes: size, sha256: null, reservedBytes: size ?? 0 },
+  bytesDone: 0,
+  controller: new AbortController(),
+});
 
 describe('agent progress', () => {
   afterEach(() => {

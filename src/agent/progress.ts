@@ -67,12 +67,15 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
       line(`${job.task.id}: ${outcome}`);
     },
     watch(jobs) {
-      const timer = setInterval(() => {
-        const current = jobs();
-        if (current.length === 0) return;
-        if (!tty) return line(summary(current.map((job) => (measure(job), job))));
-        block.draw([...current.map(describe), summary(current)]);
-      }, tty ? 1000 : summaryEvery);
+      const timer = setInterval(
+        () => {
+          const current = jobs();
+          if (current.length === 0) return;
+          if (!tty) return line(summary(current.map((job) => (measure(job), job))));
+          block.draw([...current.map(describe), summary(current)]);
+        },
+        tty ? 1000 : summaryEvery,
+      );
       timer.unref();
       return () => {
         clearInterval(timer);

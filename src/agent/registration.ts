@@ -11,7 +11,8 @@ export function retryOptions(progress: Progress, signal: AbortSignal) {
   return {
     signal,
     retryable: (error: unknown) => !(error instanceof ApiError) || error.status >= 500 || error.status === 429,
-    onRetry: (error: unknown, delay: number) => progress.log(`control plane not reachable (${(error as Error).message}); retrying in ${Math.round(delay / 1000)} s`),
+    onRetry: (error: unknown, delay: number) =>
+      progress.log(`control plane not reachable (${(error as Error).message}); retrying in ${Math.round(delay / 1000)} s`),
   };
 }
 
@@ -38,7 +39,9 @@ export async function obtainIdentity(config: AgentConfig, progress: Progress, si
   if (!token && !config.enrollmentToken) throw new RegistrationRefused('No credential: set NODE_ENROLLMENT_TOKEN (first start) or NODE_TOKEN.');
   let registration;
   try {
-    registration = token ? await withBackoff(() => client.refresh(body), retry) : await withBackoff(() => client.register(config.enrollmentToken as string, body), retry);
+    registration = token
+      ? await withBackoff(() => client.refresh(body), retry)
+      : await withBackoff(() => client.register(config.enrollmentToken as string, body), retry);
   } catch (error) {
     if (signal.aborted) return null;
     throw explainRefusal(error, name, config.nodeName !== undefined);
@@ -67,12 +70,18 @@ function explainRefusal(error: unknown, name: string, named: boolean): Error {
       `The name "${name}" is already registered by another node. ${named ? 'Choose another NODE_NAME (or --node-name),' : 'Set NODE_NAME (or --node-name) to a name of your own,'} or give that node's token as NODE_TOKEN if this machine is that node.`,
     );
   }
-  if (error.status === 401) return new RegistrationRefused(`The control plane refused the credential: ${error.message}. Ask the campaign's admin for a new enrollment token (NODE_ENROLLMENT_TOKEN).`);
+  if (error.status === 401)
+    return new RegistrationRefused(
+      `The control plane refused the credential: ${error.message}. Ask the campaign's admin for a new enrollment token (NODE_ENROLLMENT_TOKEN).`,
+    );
   return error;
 }
 
 function hostnameOf(): string {
-  const cleaned = os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  const cleaned = os
+    .hostname()
+    .replace(/[^A-Za-z0-9_.-]/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '');
   return cleaned.slice(0, 253) || 'node';
 }
 

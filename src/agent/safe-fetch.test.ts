@@ -24,13 +24,19 @@ interface TestServer {
 const openServers: http.Server[] = [];
 
 afterEach(async () => {
-  await Promise.all(openServers.splice(0).map((server) => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(resolve));
-  }));
+  await Promise.all(
+    openServers.splice(0).map((server) => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(resolve));
+    }),
+  );
 });
 
-async function startServer(host: string, handle: (request: http.IncomingMessage, response: http.ServerResponse) => void = answerOk, port = 0): Promise<TestServer> {
+async function startServer(
+  host: string,
+  handle: (request: http.IncomingMessage, response: http.ServerResponse) => void = answerOk,
+  port = 0,
+): Promise<TestServer> {
   const state: TestServer = { origin: '', requests: [], connections: 0 };
   const server = http.createServer((request, response) => {
     state.requests.push(request);
@@ -67,9 +73,19 @@ describe('safe fetch, default policy', () => {
   const safeFetch = createSafeFetch({ allowPrivate: false, userAgent });
 
   it.each([
-    'http://127.0.0.1:8080/', 'http://[::1]/', 'http://[::ffff:127.0.0.1]/', 'http://0x7f.1/', 'http://2130706433/',
-    'http://0/', 'http://127.1/', 'http://10.0.0.1/', 'http://192.168.1.1/', 'http://169.254.169.254/latest/meta-data/',
-    'http://[fd00::1]/', 'http://100.64.0.1/', 'https://172.16.0.1/',
+    'http://127.0.0.1:8080/',
+    'http://[::1]/',
+    'http://[::ffff:127.0.0.1]/',
+    'http://0x7f.1/',
+    'http://2130706433/',
+    'http://0/',
+    'http://127.1/',
+    'http://10.0.0.1/',
+    'http://192.168.1.1/',
+    'http://169.254.169.254/latest/meta-data/',
+    'http://[fd00::1]/',
+    'http://100.64.0.1/',
+    'https://172.16.0.1/',
   ])('refuses %s before any connection attempt', async (url) => {
     const attempts = countConnectAttempts();
     try {
@@ -116,12 +132,18 @@ describe('safe fetch, DNS rebinding', () => {
 
     const first = await safeFetch(`http://rebind.test:${port}/`, {});
     expect(await first.text()).toBe('first');
-    await expect(safeFetch(`http://rebind.test:${port}/`, {})).rejects.toMatchObject({ code: 'REFUSED_DESTINATION', message: expect.stringContaining('rebind.test (127.0.0.1)') });
+    await expect(safeFetch(`http://rebind.test:${port}/`, {})).rejects.toMatchObject({
+      code: 'REFUSED_DESTINATION',
+      message: expect.stringContaining('rebind.test (127.0.0.1)'),
+    });
     expect(forbidden.connections).toBe(0);
   });
 
   it('refuses a name when any of its addresses is private', async () => {
-    const resolve = async (): Promise<dns.LookupAddress[]> => [{ address: '127.0.0.2', family: 4 }, { address: '10.0.0.7', family: 4 }];
+    const resolve = async (): Promise<dns.LookupAddress[]> => [
+      { address: '127.0.0.2', family: 4 },
+      { address: '10.0.0.7', family: 4 },
+    ];
     const safeFetch = createSafeFetch({ allowPrivate: ['127.0.0.2'], userAgent }, resolve);
     await expect(safeFetch('http://mixed.test:8080/', {})).rejects.toMatchObject({ code: 'REFUSED_DESTINATION', message: expect.stringContaining('10.0.0.7') });
   });
@@ -211,30 +233,94 @@ describe('address policy', () => {
   const isPublic = createAddressPolicy(false);
 
   it.each([
-    '8.8.8.8', '1.1.1.1', '100.63.255.255', '100.128.0.0', '172.15.255.255', '172.32.0.0', '192.169.0.1', '11.0.0.1',
-    '2606:4700::1', '2001:4860:4860::8888', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:808:808::1',
+    '8.8.8.8',
+    '1.1.1.1',
+    '100.63.255.255',
+    '100.128.0.0',
+    '172.15.255.255',
+    '172.32.0.0',
+    '192.169.0.1',
+    '11.0.0.1',
+    '2606:4700::1',
+    '2001:4860:4860::8888',
+    '::ffff:8.8.8.8',
+    '64:ff9b::808:808',
+    '2002:808:808::1',
   ])('allows the public address %s', (address) => {
     expect(isPublic(address)).toBe(true);
   });
 
   it.each([
-    '0.0.0.0', '0.1.2.3', '127.0.0.1', '127.255.255.254', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.0.1',
-    '169.254.169.254', '100.64.0.1', '100.127.255.255', '192.0.0.8', '192.0.2.1', '198.18.0.1', '198.51.100.1', '203.0.113.1',
-    '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255',
-    '::', '::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', '::127.0.0.1', '64:ff9b::7f00:1', '64:ff9b::10.0.0.1',
-    '64:ff9b:1::1', '2002:7f00:1::1', '2002:c0a8:101::1', 'fc00::1', 'fd00::1', 'fe80::1', 'fe80::1%eth0', 'fec0::1',
-    'ff02::1', 'ff0e::1', '2001:db8::1', '100::1', 'not-an-address',
+    '0.0.0.0',
+    '0.1.2.3',
+    '127.0.0.1',
+    '127.255.255.254',
+    '10.1.2.3',
+    '172.16.0.1',
+    '172.31.255.255',
+    '192.168.0.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '100.127.255.255',
+    '192.0.0.8',
+    '192.0.2.1',
+    '198.18.0.1',
+    '198.51.100.1',
+    '203.0.113.1',
+    '224.0.0.1',
+    '239.255.255.250',
+    '240.0.0.1',
+    '255.255.255.255',
+    '::',
+    '::1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::ffff:10.0.0.1',
+    '::127.0.0.1',
+    '64:ff9b::7f00:1',
+    '64:ff9b::10.0.0.1',
+    '64:ff9b:1::1',
+    '2002:7f00:1::1',
+    '2002:c0a8:101::1',
+    'fc00::1',
+    'fd00::1',
+    'fe80::1',
+    'fe80::1%eth0',
+    'fec0::1',
+    'ff02::1',
+    'ff0e::1',
+    '2001:db8::1',
+    '100::1',
+    'not-an-address',
   ])('refuses the non-public address %s', (address) => {
     expect(isPublic(address)).toBe(false);
   });
 
   it('allows listed networks in addition to public ones, and nothing else private', () => {
     const isAllowed = createAddressPolicy(['127.0.0.2/32', '10.10.0.0/16', 'fd12:3456::/32', '192.168.5.5']);
-    const verdicts = ['127.0.0.2', '::ffff:127.0.0.2', '10.10.200.1', 'fd12:3456::9', '192.168.5.5', '8.8.8.8', '127.0.0.1', '10.11.0.1', '192.168.5.6', 'fd00::1']
-      .map((address) => [address, isAllowed(address)]);
+    const verdicts = [
+      '127.0.0.2',
+      '::ffff:127.0.0.2',
+      '10.10.200.1',
+      'fd12:3456::9',
+      '192.168.5.5',
+      '8.8.8.8',
+      '127.0.0.1',
+      '10.11.0.1',
+      '192.168.5.6',
+      'fd00::1',
+    ].map((address) => [address, isAllowed(address)]);
     expect(Object.fromEntries(verdicts)).toEqual({
-      '127.0.0.2': true, '::ffff:127.0.0.2': true, '10.10.200.1': true, 'fd12:3456::9': true, '192.168.5.5': true, '8.8.8.8': true,
-      '127.0.0.1': false, '10.11.0.1': false, '192.168.5.6': false, 'fd00::1': false,
+      '127.0.0.2': true,
+      '::ffff:127.0.0.2': true,
+      '10.10.200.1': true,
+      'fd12:3456::9': true,
+      '192.168.5.5': true,
+      '8.8.8.8': true,
+      '127.0.0.1': false,
+      '10.11.0.1': false,
+      '192.168.5.6': false,
+      'fd00::1': false,
     });
   });
 
@@ -246,8 +332,15 @@ describe('address policy', () => {
 
 describe('parseAllowPrivate', () => {
   it.each([
-    [undefined, false], ['', false], ['  ', false], ['false', false], ['FALSE', false], ['true', true], [' True ', true],
-    ['127.0.0.2/32', ['127.0.0.2/32']], ['10.0.0.0/8, 192.168.1.10 ,fd00::/8,', ['10.0.0.0/8', '192.168.1.10', 'fd00::/8']],
+    [undefined, false],
+    ['', false],
+    ['  ', false],
+    ['false', false],
+    ['FALSE', false],
+    ['true', true],
+    [' True ', true],
+    ['127.0.0.2/32', ['127.0.0.2/32']],
+    ['10.0.0.0/8, 192.168.1.10 ,fd00::/8,', ['10.0.0.0/8', '192.168.1.10', 'fd00::/8']],
     ['::1/128', ['::1/128']],
   ] as const)('reads %j as %j', (raw, expected) => {
     expect(parseAllowPrivate(raw)).toEqual(expected);
@@ -256,7 +349,9 @@ describe('parseAllowPrivate', () => {
   it.each(['yes', '10.0.0.0/33', 'fd00::/129', '10.0.0.0/', '/8', '10.0.0/8', 'mirror.example.edu', '10.0.0.0/8/1', '0x7f.1', '10.0.0.0/-1'])(
     'rejects the malformed entry %j, naming it',
     (raw) => {
-      expect(() => parseAllowPrivate(`127.0.0.2,${raw}`)).toThrow(new RegExp(`AGENT_ALLOW_PRIVATE_NETWORKS.*${JSON.stringify(raw).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
+      expect(() => parseAllowPrivate(`127.0.0.2,${raw}`)).toThrow(
+        new RegExp(`AGENT_ALLOW_PRIVATE_NETWORKS.*${JSON.stringify(raw).replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`),
+      );
     },
   );
 });

@@ -30,13 +30,30 @@ const NEVER_SENT_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorizat
 
 /** Address space that is not globally reachable (IANA special-purpose registries), refused unless allowed. */
 const RESERVED_RANGES: ReadonlyArray<readonly [string, number, 'ipv4' | 'ipv6']> = [
-  ['0.0.0.0', 8, 'ipv4'], ['10.0.0.0', 8, 'ipv4'], ['100.64.0.0', 10, 'ipv4'], ['127.0.0.0', 8, 'ipv4'],
-  ['169.254.0.0', 16, 'ipv4'], ['172.16.0.0', 12, 'ipv4'], ['192.0.0.0', 24, 'ipv4'], ['192.0.2.0', 24, 'ipv4'],
-  ['192.88.99.0', 24, 'ipv4'], ['192.168.0.0', 16, 'ipv4'], ['198.18.0.0', 15, 'ipv4'], ['198.51.100.0', 24, 'ipv4'],
-  ['203.0.113.0', 24, 'ipv4'], ['224.0.0.0', 4, 'ipv4'], ['240.0.0.0', 4, 'ipv4'],
+  ['0.0.0.0', 8, 'ipv4'],
+  ['10.0.0.0', 8, 'ipv4'],
+  ['100.64.0.0', 10, 'ipv4'],
+  ['127.0.0.0', 8, 'ipv4'],
+  ['169.254.0.0', 16, 'ipv4'],
+  ['172.16.0.0', 12, 'ipv4'],
+  ['192.0.0.0', 24, 'ipv4'],
+  ['192.0.2.0', 24, 'ipv4'],
+  ['192.88.99.0', 24, 'ipv4'],
+  ['192.168.0.0', 16, 'ipv4'],
+  ['198.18.0.0', 15, 'ipv4'],
+  ['198.51.100.0', 24, 'ipv4'],
+  ['203.0.113.0', 24, 'ipv4'],
+  ['224.0.0.0', 4, 'ipv4'],
+  ['240.0.0.0', 4, 'ipv4'],
   // ::/96 holds the unspecified address, loopback and the deprecated IPv4-compatible form.
-  ['::', 96, 'ipv6'], ['64:ff9b:1::', 48, 'ipv6'], ['100::', 64, 'ipv6'], ['2001:db8::', 32, 'ipv6'],
-  ['fc00::', 7, 'ipv6'], ['fe80::', 10, 'ipv6'], ['fec0::', 10, 'ipv6'], ['ff00::', 8, 'ipv6'],
+  ['::', 96, 'ipv6'],
+  ['64:ff9b:1::', 48, 'ipv6'],
+  ['100::', 64, 'ipv6'],
+  ['2001:db8::', 32, 'ipv6'],
+  ['fc00::', 7, 'ipv6'],
+  ['fe80::', 10, 'ipv6'],
+  ['fec0::', 10, 'ipv6'],
+  ['ff00::', 8, 'ipv6'],
 ];
 const reserved = buildBlockList(RESERVED_RANGES.map(([network, prefix]) => `${network}/${prefix}`));
 
@@ -84,10 +101,15 @@ export function parseAllowPrivate(raw: string | undefined): boolean | string[] {
   const value = (raw ?? '').trim();
   if (value === '' || value.toLowerCase() === 'false') return false;
   if (value.toLowerCase() === 'true') return true;
-  const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  const entries = value
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
   const malformed = entries.filter((entry) => !isAddressOrCidr(entry));
   if (malformed.length > 0) {
-    throw new Error(`AGENT_ALLOW_PRIVATE_NETWORKS: expected true, false or a comma list of IP addresses/CIDRs, got ${malformed.map((entry) => JSON.stringify(entry)).join(', ')}`);
+    throw new Error(
+      `AGENT_ALLOW_PRIVATE_NETWORKS: expected true, false or a comma list of IP addresses/CIDRs, got ${malformed.map((entry) => JSON.stringify(entry)).join(', ')}`,
+    );
   }
   return entries;
 }

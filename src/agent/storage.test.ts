@@ -139,7 +139,16 @@ describe('storage', () => {
 
     const reopened = await openStore(dataDir);
     expect(reopened.copies()).toEqual([ice]);
-    expect(await manifestLines()).toEqual([JSON.stringify({ op: 'copy', asset_id: 'ice', path: path.relative(dataDir, ice.path), bytes: 7, sha256: sha256('sea ice'), completed_at: ice.completedAt })]);
+    expect(await manifestLines()).toEqual([
+      JSON.stringify({
+        op: 'copy',
+        asset_id: 'ice',
+        path: path.relative(dataDir, ice.path),
+        bytes: 7,
+        sha256: sha256('sea ice'),
+        completed_at: ice.completedAt,
+      }),
+    ]);
   });
 
   it('cleans up partials of assets not kept, and empty folders', async () => {
@@ -180,7 +189,13 @@ describe('storage', () => {
       const store = await openStore(dataDir);
       expect(await store.needsLegacyAdoption()).toBe(true);
       const progress: [number, number][] = [];
-      const copy = (assetId: string, name: string, content: string, url = 'http://example.org/file') => ({ assetId, name, url, sha256: sha256(content), bytes: content.length });
+      const copy = (assetId: string, name: string, content: string, url = 'http://example.org/file') => ({
+        assetId,
+        name,
+        url,
+        sha256: sha256(content),
+        bytes: content.length,
+      });
       const result = await store.adoptLegacy(
         [
           copy('noaa:sst-2024', 'sst.nc', 'first sst'),

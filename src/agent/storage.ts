@@ -97,7 +97,9 @@ export async function openStore(dataDir: string, options: { onWarning?(message: 
       const found = await measureFile(target);
       if (found.sha256 !== input.sha256.toLowerCase() || found.bytes !== input.bytes) {
         await removeFiles(target, input.partial, `${input.partial}.json`);
-        throw new Error(`refused ${input.assetId}: the file holds ${found.bytes} bytes with sha256 ${found.sha256}, expected ${input.bytes} bytes with sha256 ${input.sha256}`);
+        throw new Error(
+          `refused ${input.assetId}: the file holds ${found.bytes} bytes with sha256 ${found.sha256}, expected ${input.bytes} bytes with sha256 ${input.sha256}`,
+        );
       }
       await syncDirectory(directory);
       const record: CopyRecord = { assetId: input.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString() };
@@ -146,7 +148,10 @@ export function fileNameFor(name: string, url: string): string {
 
 /** The old agent's mapping of ids and names to paths (lossy: distinct ids could share a name). */
 export function legacyName(raw: string): string {
-  const cleaned = raw.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, '_').slice(0, 200);
+  const cleaned = raw
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .replace(/^\.+/, '_')
+    .slice(0, 200);
   return cleaned || '_';
 }
 
@@ -161,7 +166,10 @@ function fileNameOf(raw: string): string {
 }
 
 function sanitize(raw: string, length: number): string {
-  return raw.replace(/[^A-Za-z0-9._-]/gu, '_').replace(/^\./, '_').slice(0, length);
+  return raw
+    .replace(/[^A-Za-z0-9._-]/gu, '_')
+    .replace(/^\./, '_')
+    .slice(0, length);
 }
 
 function rawFileName(name: string, url: string): string {
@@ -194,7 +202,8 @@ async function readManifest(layout: Layout, warn: (message: string) => void): Pr
     }
     valid += 1;
     const absolute = path.resolve(layout.root, entry.path);
-    if (entry.op === 'copy') copies.set(entry.asset_id, { assetId: entry.asset_id, path: absolute, bytes: entry.bytes, sha256: entry.sha256, completedAt: entry.completed_at });
+    if (entry.op === 'copy')
+      copies.set(entry.asset_id, { assetId: entry.asset_id, path: absolute, bytes: entry.bytes, sha256: entry.sha256, completedAt: entry.completed_at });
     else if (copies.get(entry.asset_id)?.path === absolute) copies.delete(entry.asset_id);
   }
   for (const record of copies.values()) {
@@ -223,7 +232,14 @@ function parseLine(layout: Layout, line: string): ManifestLine | null {
 }
 
 function toLine(layout: Layout, record: CopyRecord): ManifestLine {
-  return { op: 'copy', asset_id: record.assetId, path: relativePath(layout, record.path), bytes: record.bytes, sha256: record.sha256, completed_at: record.completedAt };
+  return {
+    op: 'copy',
+    asset_id: record.assetId,
+    path: relativePath(layout, record.path),
+    bytes: record.bytes,
+    sha256: record.sha256,
+    completed_at: record.completedAt,
+  };
 }
 
 const relativePath = (layout: Layout, absolute: string) => path.relative(layout.root, absolute).split(path.sep).join('/');
@@ -306,7 +322,11 @@ async function adoptMatching(layout: Layout, completed: LegacyCopy[], now: () =>
   for (const [index, copy] of completed.entries()) {
     const legacy = path.join(layout.assets, legacyName(copy.assetId), legacyName(rawFileName(copy.name, copy.url)));
     // Several ids can share one legacy file: it is hashed once and judged against each.
-    if (!measured.has(legacy)) measured.set(legacy, measureFile(legacy).catch(() => null));
+    if (!measured.has(legacy))
+      measured.set(
+        legacy,
+        measureFile(legacy).catch(() => null),
+      );
     const found = await measured.get(legacy);
     if (found && found.bytes === copy.bytes && found.sha256 === copy.sha256.toLowerCase()) {
       const target = await linkWithoutOverwrite(legacy, path.join(layout.assets, keyFor(copy.assetId)), fileNameFor(copy.name, copy.url));

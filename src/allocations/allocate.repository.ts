@@ -2,7 +2,16 @@ import { sql, type ExpressionBuilder } from 'kysely';
 import type { Db } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import type { AllocationState } from './allocations.table.js';
-import { compareAllocationOrder, noTies, tagValue, type AllocationRequest, type Candidate, type CandidateList, type NodeState, type Ties } from './allocation-rules.js';
+import {
+  compareAllocationOrder,
+  noTies,
+  tagValue,
+  type AllocationRequest,
+  type Candidate,
+  type CandidateList,
+  type NodeState,
+  type Ties,
+} from './allocation-rules.js';
 
 // The reads and locks of a claim: the node's report, the candidates, who holds them (grants.repository.ts writes the grants).
 
@@ -23,7 +32,10 @@ export async function recordReports(trx: Db, requests: AllocationRequest[], now:
       if (reports.length === 0) return { free_bytes: eb.ref('free_bytes') };
       if (single) return { free_bytes: first.freeBytes, free_reported_at: now };
       return {
-        free_bytes: sql<number>`case id ${sql.join(reports.map((request) => sql`when ${request.nodeId} then ${request.freeBytes}`), sql` `)} else free_bytes end`,
+        free_bytes: sql<number>`case id ${sql.join(
+          reports.map((request) => sql`when ${request.nodeId} then ${request.freeBytes}`),
+          sql` `,
+        )} else free_bytes end`,
         free_reported_at: sql<number>`case when id in (${sql.join(reports.map((request) => request.nodeId))}) then ${now} else free_reported_at end`,
       };
     })
@@ -74,10 +86,25 @@ export async function selectCandidates(
 function candidateList(db: Db, { range, lock, budget, limits, hostCap, now }: CandidateQuery, size: 'known' | 'unknown', forNode: number | undefined) {
   let query = db
     .selectFrom('assets')
-    .select(['id', 'name', 'url', 'size_bytes', 'priority', 'holders', 'first_seen_at', 'sha256', 'replicas_target', 'source_errors', 'retry_failures', 'source_host'])
+    .select([
+      'id',
+      'name',
+      'url',
+      'size_bytes',
+      'priority',
+      'holders',
+      'first_seen_at',
+      'sha256',
+      'replicas_target',
+      'source_errors',
+      'retry_failures',
+      'source_host',
+    ])
     .select(
       hostCap > 0
-        ? sql<number>`(select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host)`.as('host_active')
+        ? sql<number>`(select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host)`.as(
+            'host_active',
+          )
         : sql<number>`0`.as('host_active'),
     )
     // Written exactly as the partial indexes' predicates, so the planner can use them.
@@ -129,7 +156,8 @@ function candidateList(db: Db, { range, lock, budget, limits, hostCap, now }: Ca
         ]),
       );
   }
-  query = size === 'known' ? query.where(sql<boolean>`size_bytes is not null`).where('size_bytes', '<=', budget) : query.where(sql<boolean>`size_bytes is null`);
+  query =
+    size === 'known' ? query.where(sql<boolean>`size_bytes is not null`).where('size_bytes', '<=', budget) : query.where(sql<boolean>`size_bytes is null`);
   if (lock === 'skip-locked') query = query.forUpdate('assets').skipLocked();
   return query;
 }
@@ -207,7 +235,29 @@ export async function lockInIdOrder(trx: Db, ids: string[]): Promise<Set<string>
 export async function insertProvisionalNode(trx: Db, name: string, now: number): Promise<number> {
   const row = await trx
     .insertInto('nodes')
-    .values({ name, hostname: name, ip: null, ssh_port: null, status: 'unknown', free_bytes: null, free_reported_at: null, last_heartbeat_at: null, probe_failures: 0, bandwidth_bps: null, tags: '{}', token_hash: null, created_at: now, bytes_in_flight: null, ssh_host_key: null, ssh_user: null, probed_at: null, quarantined_at: null, quarantine_reason: null, window_from: null, window_until: null })
+    .values({
+      name,
+      hostname: name,
+      ip: null,
+      ssh_port: null,
+      status: 'unknown',
+      free_bytes: null,
+      free_reported_at: null,
+      last_heartbeat_at: null,
+      probe_failures: 0,
+      bandwidth_bps: null,
+      tags: '{}',
+      token_hash: null,
+      created_at: now,
+      bytes_in_flight: null,
+      ssh_host_key: null,
+      ssh_user: null,
+      probed_at: null,
+      quarantined_at: null,
+      quarantine_reason: null,
+      window_from: null,
+      window_until: null,
+    })
     .returning('id')
     .executeTakeFirstOrThrow();
   return row.id;

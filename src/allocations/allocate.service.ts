@@ -69,13 +69,7 @@ interface PassResult extends AllocationOutcome {
  * requests of one node cannot both spend it. Invariant 3:
  * candidates in priority desc, holders asc, first_seen asc, id order.
  */
-export async function allocateAssets(
-  db: Db,
-  dialect: Dialect,
-  request: AllocationRequest,
-  policy: AllocationPolicy,
-  now: number,
-): Promise<AllocationOutcome> {
+export async function allocateAssets(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number): Promise<AllocationOutcome> {
   const [outcome] = await allocateBatch(db, dialect, [request], policy, now);
   return outcome as AllocationOutcome;
 }
@@ -113,17 +107,29 @@ export async function allocateBatch(
   const order = [...firsts.values()].sort((a, b) => (requests[a] as AllocationRequest).nodeId - (requests[b] as AllocationRequest).nodeId);
   const batch = order.map((index) => requests[index] as AllocationRequest);
   const style: PassStyle = { lock: dialect.hasRowLocks ? 'skip-locked' : 'none', lockHosts: dialect.hasRowLocks, writesTogether: dialect.hasWritableCtes };
-  const passes = await db.transaction().execute((trx) => (batch.length === 1 ? Promise.all([claim(trx, batch[0] as AllocationRequest, policy, now, style)]) : claimTogether(trx, batch, policy, now, style)));
+  const passes = await db
+    .transaction()
+    .execute((trx) =>
+      batch.length === 1 ? Promise.all([claim(trx, batch[0] as AllocationRequest, policy, now, style)]) : claimTogether(trx, batch, policy, now, style),
+    );
   const outcomes: AllocationOutcome[] = new Array(requests.length);
   await Promise.all(
     order.map(async (index, position) => {
       const pass = passes[position] as PassResult;
-      outcomes[index] = dialect.hasRowLocks ? await topUp(db, dialect, requests[index] as AllocationRequest, policy, now, pass) : { granted: pass.granted, refusal: pass.refusal };
+      outcomes[index] = dialect.hasRowLocks
+        ? await topUp(db, dialect, requests[index] as AllocationRequest, policy, now, pass)
+        : { granted: pass.granted, refusal: pass.refusal };
     }),
   );
   if (repeats.length > 0) {
     try {
-      const later = await allocateBatch(db, dialect, repeats.map((index) => requests[index] as AllocationRequest), policy, now);
+      const later = await allocateBatch(
+        db,
+        dialect,
+        repeats.map((index) => requests[index] as AllocationRequest),
+        policy,
+        now,
+      );
       repeats.forEach((index, position) => (outcomes[index] = later[position] as AllocationOutcome));
     } catch (error) {
       // The first requests' grants are committed: they must reach their nodes, not be run again.
@@ -143,7 +149,9 @@ export class PartialBatchError extends Error {
     readonly outcomes: (AllocationOutcome | undefined)[],
     override readonly cause: unknown,
   ) {
-    super(`allocation batch failed after serving ${outcomes.filter(Boolean).length} of ${outcomes.length} requests: ${(cause as Error)?.message ?? String(cause)}`);
+    super(
+      `allocation batch failed after serving ${outcomes.filter(Boolean).length} of ${outcomes.length} requests: ${(cause as Error)?.message ?? String(cause)}`,
+    );
   }
 }
 
@@ -157,7 +165,13 @@ class DryRun extends Error {
  * What allocateAssets would grant now, computed by the same code in a transaction rolled back.
  * With `provisionalName`, for a node not registered yet: it exists only inside that transaction.
  */
-export async function previewAllocation(db: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, provisionalName?: string): Promise<AllocationOutcome> {
+export async function previewAllocation(
+  db: Db,
+  request: AllocationRequest,
+  policy: AllocationPolicy,
+  now: number,
+  provisionalName?: string,
+): Promise<AllocationOutcome> {
   try {
     await db.transaction().execute(async (trx) => {
       const nodeId = provisionalName === undefined ? request.nodeId : await insertProvisionalNode(trx, provisionalName, now);
@@ -171,21 +185,30 @@ export async function previewAllocation(db: Db, request: AllocationRequest, poli
   throw new Error('unreachable: the dry run always rolls back');
 }
 
-async function topUp(db: Db, dialect: Dialect, request: AllocationRequest, policy: AllocationPolicy, now: number, first: PassResult): Promise<AllocationOutcome> {
+async function topUp(
+  db: Db,
+  dialect: Dialect,
+  request: AllocationRequest,
+  policy: AllocationPolicy,
+  now: number,
+  first: PassResult,
+): Promise<AllocationOutcome> {
   const missing = first.allowed - first.granted.length;
   if (first.refusal || !first.ranDry || missing <= 0) return { granted: first.granted, refusal: first.refusal };
   const unknownTaken = first.granted.filter((asset) => asset.sizeBytes === null).length;
   try {
-    const second = await db.transaction().execute((trx) =>
-      claim(
-        trx,
-        request,
-        { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
-        now,
-        { lock: 'wait', lockHosts: true, writesTogether: dialect.hasWritableCtes },
-        missing,
-      ),
-    );
+    const second = await db
+      .transaction()
+      .execute((trx) =>
+        claim(
+          trx,
+          request,
+          { ...policy, unknownSizeMaxPerRequest: Math.max(0, policy.unknownSizeMaxPerRequest - unknownTaken) },
+          now,
+          { lock: 'wait', lockHosts: true, writesTogether: dialect.hasWritableCtes },
+          missing,
+        ),
+      );
     return { granted: [...first.granted, ...second.granted] };
   } catch {
     // A deadlock between two waiting passes, or the database gone: the first pass's grants are
@@ -211,16 +234,37 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   const list = ownListOf(request, allowance);
   const { known, unknown } = await selectCandidates(trx, { ...list, lock, hostCap: policy.sourceHostMaxActive, now }, request.nodeId);
   const merged = mergeInAllocationOrder(known, unknown);
-  const ties = allowance.spreadValue === undefined ? new Map<string, Ties>() : await holdersOf(trx, merged.filter((candidate) => candidate.holders > 0), policy.spreadTag);
+  const ties =
+    allowance.spreadValue === undefined
+      ? new Map<string, Ties>()
+      : await holdersOf(
+          trx,
+          merged.filter((candidate) => candidate.holders > 0),
+          policy.spreadTag,
+        );
   const ordered = spreadAcrossTag(merged, ties, allowance.spreadValue);
-  let picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap }, hostRoomOf(merged, policy.sourceHostMaxActive));
+  let picked = pickWithinBudget(
+    ordered,
+    allowance.budget,
+    allowance.maxAssets,
+    { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap },
+    hostRoomOf(merged, policy.sourceHostMaxActive),
+  );
   const ranDry = picked.length < allowance.maxAssets && known.length < list.limits.known;
   if (lock === 'wait' && picked.length > 0) {
-    const stillFree = await lockInIdOrder(trx, picked.map(({ asset }) => asset.id));
+    const stillFree = await lockInIdOrder(
+      trx,
+      picked.map(({ asset }) => asset.id),
+    );
     picked = picked.filter(({ asset }) => stillFree.has(asset.id));
   }
   if (picked.length === 0) return { granted: [], ranDry, allowed: allowance.maxAssets };
-  const grants = await keepWithinHostCaps(trx, picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })), policy.sourceHostMaxActive, style);
+  const grants = await keepWithinHostCaps(
+    trx,
+    picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })),
+    policy.sourceHostMaxActive,
+    style,
+  );
   return { granted: await grant(trx, grants, now, style), ranDry, allowed: allowance.maxAssets };
 }
 
@@ -235,7 +279,11 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
   const { known, unknown } = await selectCandidates(trx, { ...list, lock: style.lock, hostCap: policy.sourceHostMaxActive, now });
   const candidates = mergeInAllocationOrder(known, unknown);
   const cut = { known: known.length === list.limits.known, unknown: list.limits.unknown > 0 && unknown.length === list.limits.unknown };
-  const ties = await holdersOf(trx, candidates.filter((candidate) => candidate.holders > 0 || candidate.source_errors > 0), policy.spreadTag);
+  const ties = await holdersOf(
+    trx,
+    candidates.filter((candidate) => candidate.holders > 0 || candidate.source_errors > 0),
+    policy.spreadTag,
+  );
   const waiting = await coolingDown(
     trx,
     candidates.filter((candidate) => candidate.retry_failures > 0).map((candidate) => candidate.id),

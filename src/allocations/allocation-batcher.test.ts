@@ -33,8 +33,16 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
     const assets = Array.from({ length: 20 }, (_, index) => ({ id: `a${index}`, url: `http://x/a${index}`, name: `a${index}`, priority: 5, size_mb: 1 }));
     await importAssets(database.handle.db, assets, { replicasFor: () => 1, actor: 'test', source: 'test' }, clock.now());
     const nodes: number[] = [];
-    for (const name of ['n1', 'n2', 'n3']) nodes.push((await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: clock.now() }))!.id);
-    const batcher = createAllocationBatcher({ db: handle.db, dialect: handle.dialect, clock, policy: allocationPolicyFrom(buildConfig()), waitMs, onBatchFailed });
+    for (const name of ['n1', 'n2', 'n3'])
+      nodes.push((await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: clock.now() }))!.id);
+    const batcher = createAllocationBatcher({
+      db: handle.db,
+      dialect: handle.dialect,
+      clock,
+      policy: allocationPolicyFrom(buildConfig()),
+      waitMs,
+      onBatchFailed,
+    });
     const allocate = (nodeId: number, freeBytes = 100 * GIB) => batcher.allocate({ nodeId, freeBytes, maxAssets: 1, minPriority: 1, actor: 'test' });
     return { nodes, allocate };
   }
@@ -76,11 +84,19 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
   async function failReportsOf(freeBytes: number) {
     const db = database.handle.db;
     if (dialect === 'sqlite') {
-      await sql.raw(`create trigger fail_report before update of free_bytes on nodes when new.free_bytes = ${freeBytes}
-        begin select raise(abort, 'injected failure'); end`).execute(db);
+      await sql
+        .raw(
+          `create trigger fail_report before update of free_bytes on nodes when new.free_bytes = ${freeBytes}
+        begin select raise(abort, 'injected failure'); end`,
+        )
+        .execute(db);
     } else {
-      await sql.raw(`create function fail_report() returns trigger language plpgsql as $$
-        begin if new.free_bytes = ${freeBytes} then raise exception 'injected failure'; end if; return new; end $$`).execute(db);
+      await sql
+        .raw(
+          `create function fail_report() returns trigger language plpgsql as $$
+        begin if new.free_bytes = ${freeBytes} then raise exception 'injected failure'; end if; return new; end $$`,
+        )
+        .execute(db);
       await sql.raw('create trigger fail_report before update on nodes for each row execute function fail_report()').execute(db);
     }
   }
@@ -97,7 +113,12 @@ describe.each(dialects)('allocation batcher on %s', { timeout: 15_000 }, (dialec
     expect(failures).toEqual([[3, expect.stringContaining('injected failure')]]);
     const answered = [first, second].map((result) => (result.status === 'fulfilled' ? result.value.granted.map((asset) => asset.id) : result.reason));
     // Nothing granted but not answered: every active allocation is one its node was told about.
-    const active = await database.handle.db.selectFrom('allocations').select(['asset_id', 'node_id']).where('state', '=', 'active').orderBy('node_id').execute();
+    const active = await database.handle.db
+      .selectFrom('allocations')
+      .select(['asset_id', 'node_id'])
+      .where('state', '=', 'active')
+      .orderBy('node_id')
+      .execute();
     expect(active.map((row) => [row.node_id, row.asset_id])).toEqual([
       [n1, ...(answered[0] as string[])],
       [n2, ...(answered[1] as string[])],

@@ -14,7 +14,6 @@ interface Waiting {
   reject(error: unknown): void;
 }
 
-
 // One transaction at a time, shared by up to 64 requests, on both databases. SQLite has one
 // connection anyway, and a batch commits once for all its requests. On PostgreSQL a batch costs
 // the same few statements whatever its size, so one batch in flight makes the batches larger,

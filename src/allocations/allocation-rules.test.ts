@@ -51,7 +51,14 @@ const node = (fields: Partial<NodeState> = {}): NodeState => ({
   ...fields,
 });
 
-const request = (fields: Partial<AllocationRequest> = {}): AllocationRequest => ({ nodeId: 1, freeBytes: null, maxAssets: 4, minPriority: 1, actor: 't', ...fields });
+const request = (fields: Partial<AllocationRequest> = {}): AllocationRequest => ({
+  nodeId: 1,
+  freeBytes: null,
+  maxAssets: 4,
+  minPriority: 1,
+  actor: 't',
+  ...fields,
+});
 
 const candidate = (id: string, fields: Partial<Candidate> = {}): Candidate => ({
   id,
@@ -71,7 +78,11 @@ const candidate = (id: string, fields: Partial<Candidate> = {}): Candidate => ({
 });
 
 const ids = (list: { id: string }[] | { asset: { id: string } }[]) => list.map((entry) => ('asset' in entry ? entry.asset.id : entry.id));
-const tie = (holders: number[], spreadValues: (string | undefined)[] = [], sourceGone: number[] = []): Ties => ({ holders: new Set(holders), sourceGone: new Set(sourceGone), spreadValues });
+const tie = (holders: number[], spreadValues: (string | undefined)[] = [], sourceGone: number[] = []): Ties => ({
+  holders: new Set(holders),
+  sourceGone: new Set(sourceGone),
+  spreadValues,
+});
 
 describe('refusals', () => {
   it.each<[string, Partial<NodeState>, Refusal | undefined]>([
@@ -104,7 +115,9 @@ describe('allowance', () => {
     ['no spread value that is not a string', { tags: '{"region":3}' }, 1, { budget: 1000, maxAssets: 1, unknownCap: 1, spreadValue: undefined }],
   ])('%s', (_, fields, maxAssets, expected) => {
     const allowance = allowanceOf(node(fields), request({ maxAssets }), policy, NOW);
-    expect(allowance && { budget: allowance.budget, maxAssets: allowance.maxAssets, unknownCap: allowance.unknownCap, spreadValue: allowance.spreadValue }).toEqual(expected);
+    expect(
+      allowance && { budget: allowance.budget, maxAssets: allowance.maxAssets, unknownCap: allowance.unknownCap, spreadValue: allowance.spreadValue },
+    ).toEqual(expected);
   });
 
   it.each<[string, Partial<NodeState>, number, number]>([
@@ -136,14 +149,22 @@ describe('picking within the budget', () => {
     ['in order while each fits', [candidate('a'), candidate('b'), candidate('c')], 250, 5, ['a', 'b']],
     ['skipping what does not fit for what does', [candidate('a', { size_bytes: 300 }), candidate('b')], 250, 5, ['b']],
     ['up to the count', [candidate('a'), candidate('b')], 1000, 1, ['a']],
-    ['unknown sizes at the estimate, up to their cap', [candidate('u1', { size_bytes: null }), candidate('u2', { size_bytes: null }), candidate('a')], 1000, 5, ['u1', 'a']],
+    [
+      'unknown sizes at the estimate, up to their cap',
+      [candidate('u1', { size_bytes: null }), candidate('u2', { size_bytes: null }), candidate('a')],
+      1000,
+      5,
+      ['u1', 'a'],
+    ],
     ['an estimate that does not fit', [candidate('u1', { size_bytes: null })], 40, 5, []],
   ])('%s', (_, candidates, budget, maxAssets, expected) => {
     expect(ids(pickWithinBudget(candidates, budget, maxAssets, unknown, undefined))).toEqual(expected);
   });
 
   it('reserves the estimate for an unknown size', () => {
-    expect(pickWithinBudget([candidate('u', { size_bytes: null })], 100, 1, unknown, undefined)).toEqual([{ asset: candidate('u', { size_bytes: null }), reservedBytes: 50 }]);
+    expect(pickWithinBudget([candidate('u', { size_bytes: null })], 100, 1, unknown, undefined)).toEqual([
+      { asset: candidate('u', { size_bytes: null }), reservedBytes: 50 },
+    ]);
   });
 
   it('takes no more from a host than its room, and spends the room', () => {
@@ -197,7 +218,12 @@ describe('a batch', () => {
 
   it('judges each request by its node: unknown, refused, without room, served', () => {
     const nodes = new Map([2, 3, 4].map((id) => [id, node({ id, draining: id === 3 ? 1 : 0, reserved_bytes: id === 4 ? 1000 : 0 })]));
-    const judged = judgeRequests([1, 2, 3, 4].map((nodeId) => request({ nodeId })), nodes, policy, NOW);
+    const judged = judgeRequests(
+      [1, 2, 3, 4].map((nodeId) => request({ nodeId })),
+      nodes,
+      policy,
+      NOW,
+    );
     expect(judged.map(({ request: { nodeId }, refusal, allowance }) => [nodeId, refusal, allowance?.budget])).toEqual([
       [1, undefined, undefined],
       [2, undefined, 1000],
@@ -208,14 +234,23 @@ describe('a batch', () => {
 
   it('sizes one list for all, and a single request its own', () => {
     const [a, b] = [served(1, {}, 4), served(2, { free_bytes: 3000 }, 2)];
-    expect(sharedListOf([a, { ...b, request: { ...b.request, minPriority: 3, maxPriority: 8 } }])).toEqual({ range: { minPriority: 1, maxPriority: 10 }, budget: 3000, limits: { known: 16, unknown: 4 } });
+    expect(sharedListOf([a, { ...b, request: { ...b.request, minPriority: 3, maxPriority: 8 } }])).toEqual({
+      range: { minPriority: 1, maxPriority: 10 },
+      budget: 3000,
+      limits: { known: 16, unknown: 4 },
+    });
     expect(ownListOf(a.request, a.allowance)).toEqual({ range: { minPriority: 1, maxPriority: 10 }, budget: 1000, limits: { known: 12, unknown: 2 } });
   });
 
   it('serves requests one after another: each sees the grants before it', () => {
     const candidates = [candidate('a', { replicas_target: 1 }), candidate('b', { replicas_target: 2 }), candidate('c', { replicas_target: 2, holders: 1 })];
     const ties = new Map([['c', tie([9], ['east'])]]);
-    const { grants } = pickTogether([served(1), served(2, { tags: '{"region":"west"}' })], candidates, { ties, waiting: new Map(), hostRoom: undefined }, policy);
+    const { grants } = pickTogether(
+      [served(1), served(2, { tags: '{"region":"west"}' })],
+      candidates,
+      { ties, waiting: new Map(), hostRoom: undefined },
+      policy,
+    );
     // Node 1 (east) takes c last, behind b; node 2 finds a full and c full.
     expect(grants.map((grant) => [grant.request.nodeId, grant.asset.id])).toEqual([
       [1, 'a'],
@@ -229,15 +264,37 @@ describe('a batch', () => {
 
   it('shares the host room across the batch', () => {
     const onHost = (id: string) => candidate(id, { source_host: 'h', host_active: 1 });
-    const { grants } = pickTogether([served(1), served(2)], [onHost('a'), onHost('b')], { ties: new Map(), waiting: new Map(), hostRoom: hostRoomOf([onHost('a')], 2) }, policy);
+    const { grants } = pickTogether(
+      [served(1), served(2)],
+      [onHost('a'), onHost('b')],
+      { ties: new Map(), waiting: new Map(), hostRoom: hostRoomOf([onHost('a')], 2) },
+      policy,
+    );
     expect(grants.map((grant) => [grant.request.nodeId, grant.asset.id])).toEqual([[1, 'a']]);
   });
 
   it('keeps grants in order while their hosts stay below the cap', () => {
-    const grant = (id: string, host: string | null): Grant => ({ request: request(), asset: candidate(id, { source_host: host }), reservedBytes: 1, expiresAt: 1 });
-    const active = new Map([['full', 2], ['some', 1]]);
-    expect(ids(withinHostCaps([grant('a', 'full'), grant('b', 'some'), grant('c', 'some'), grant('d', null), grant('e', 'new')], active, 2))).toEqual(['b', 'd', 'e']);
-    expect(active).toEqual(new Map([['full', 2], ['some', 1]]));
+    const grant = (id: string, host: string | null): Grant => ({
+      request: request(),
+      asset: candidate(id, { source_host: host }),
+      reservedBytes: 1,
+      expiresAt: 1,
+    });
+    const active = new Map([
+      ['full', 2],
+      ['some', 1],
+    ]);
+    expect(ids(withinHostCaps([grant('a', 'full'), grant('b', 'some'), grant('c', 'some'), grant('d', null), grant('e', 'new')], active, 2))).toEqual([
+      'b',
+      'd',
+      'e',
+    ]);
+    expect(active).toEqual(
+      new Map([
+        ['full', 2],
+        ['some', 1],
+      ]),
+    );
   });
 
   it('starts a tie empty', () => {

@@ -77,7 +77,10 @@ export interface Candidate {
 }
 
 /** What a claim reads of the requesting node (from the UPDATE that records its report). */
-export type NodeState = Pick<NodeRow, 'id' | 'free_bytes' | 'free_reported_at' | 'reserved_bytes' | 'bandwidth_bps' | 'strikes' | 'draining' | 'tags' | 'window_from' | 'window_until'>;
+export type NodeState = Pick<
+  NodeRow,
+  'id' | 'free_bytes' | 'free_reported_at' | 'reserved_bytes' | 'bandwidth_bps' | 'strikes' | 'draining' | 'tags' | 'window_from' | 'window_until'
+>;
 
 export interface Ties {
   /** Nodes with an active claim or a copy. */
@@ -145,7 +148,10 @@ export function sharedListOf(served: ServedRequest[]): CandidateList {
     budget: Math.max(...served.map(({ allowance }) => allowance.budget)),
     limits: {
       known: Math.min(served.reduce((sum, { allowance }) => sum + allowance.maxAssets, 0) + 10, 1000),
-      unknown: Math.min(served.reduce((sum, { allowance }) => sum + allowance.unknownCap, 0), 1000),
+      unknown: Math.min(
+        served.reduce((sum, { allowance }) => sum + allowance.unknownCap, 0),
+        1000,
+      ),
     },
   };
 }
@@ -209,7 +215,9 @@ export function pickTogether(
   policy: Pick<AllocationPolicy, 'unknownSizeEstimateBytes'>,
   cut: { known: boolean; unknown: boolean } = { known: false, unknown: false },
 ): { grants: Grant[]; served: number; fullLists: Set<AllocationRequest> } {
-  const ties = new Map([...seen.ties].map(([id, tie]) => [id, { holders: new Set(tie.holders), sourceGone: tie.sourceGone, spreadValues: [...tie.spreadValues] }]));
+  const ties = new Map(
+    [...seen.ties].map(([id, tie]) => [id, { holders: new Set(tie.holders), sourceGone: tie.sourceGone, spreadValues: [...tie.spreadValues] }]),
+  );
   const hostRoom = seen.hostRoom && new Map(seen.hostRoom);
   const taken = new Map<string, number>();
   const grants: Grant[] = [];
@@ -217,7 +225,10 @@ export function pickTogether(
   for (const [position, { request, allowance }] of served.entries()) {
     const eligible = candidates
       .filter((asset) => isEligible(asset, request, ties.get(asset.id), taken.get(asset.id) ?? 0, seen.waiting))
-      .filter((asset) => (asset.size_bytes === null || asset.size_bytes <= allowance.budget) && !(asset.source_host !== null && (hostRoom?.get(asset.source_host) ?? 1) <= 0))
+      .filter(
+        (asset) =>
+          (asset.size_bytes === null || asset.size_bytes <= allowance.budget) && !(asset.source_host !== null && (hostRoom?.get(asset.source_host) ?? 1) <= 0),
+      )
       // Ordered by the holders counts as this request sees them, after the grants before it.
       .map((asset) => ({ ...asset, holders: asset.holders + (taken.get(asset.id) ?? 0) }))
       .sort(compareAllocationOrder);
@@ -227,7 +238,13 @@ export function pickTogether(
     if ((cut.known && known.length < limits.known) || (cut.unknown && unknown.length < limits.unknown)) return { grants, served: position, fullLists };
     if (known.length >= limits.known) fullLists.add(request);
     const ordered = spreadAcrossTag(mergeInAllocationOrder(known.slice(0, limits.known), unknown.slice(0, limits.unknown)), ties, allowance.spreadValue);
-    const picked = pickWithinBudget(ordered, allowance.budget, allowance.maxAssets, { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap }, hostRoom);
+    const picked = pickWithinBudget(
+      ordered,
+      allowance.budget,
+      allowance.maxAssets,
+      { estimate: policy.unknownSizeEstimateBytes, maxUnknown: allowance.unknownCap },
+      hostRoom,
+    );
     for (const { asset, reservedBytes: bytes } of picked) {
       taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
       const tie = ties.get(asset.id) ?? noTies();

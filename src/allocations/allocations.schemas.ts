@@ -9,7 +9,11 @@ export const NodeRef = Type.Union([Type.String({ minLength: 1, maxLength: 64, pa
 export const AllocateBody = Type.Object(
   {
     free_space_gb: Type.Optional(
-      Type.Number({ minimum: 0, maximum: 1_000_000_000, description: 'Free space the node has now, in GiB. Optional for a node whose heartbeat reported it within FREE_SPACE_TTL_SECONDS.' }),
+      Type.Number({
+        minimum: 0,
+        maximum: 1_000_000_000,
+        description: 'Free space the node has now, in GiB. Optional for a node whose heartbeat reported it within FREE_SPACE_TTL_SECONDS.',
+      }),
     ),
     node_id: NodeRef,
     max_assets: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
@@ -28,7 +32,9 @@ export const AllocatedAsset = Type.Object({
   sha256: Nullable(Type.String()),
   allocation_id: Type.Integer(),
   expires_at: Type.String(),
-  reserved_bytes: Type.Integer({ description: 'Space set aside on the node: the size, or UNKNOWN_SIZE_ESTIMATE_MB when the size is unknown. The agent never writes more than this.' }),
+  reserved_bytes: Type.Integer({
+    description: 'Space set aside on the node: the size, or UNKNOWN_SIZE_ESTIMATE_MB when the size is unknown. The agent never writes more than this.',
+  }),
 });
 
 export const ReleaseBody = Type.Object(
@@ -37,7 +43,11 @@ export const ReleaseBody = Type.Object(
     node_id: NodeRef,
     reason: Type.Optional(Type.String({ maxLength: 500, description: 'Why the node gives it up (kept in events).' })),
     source_status: Type.Optional(
-      Type.Integer({ minimum: 100, maximum: 599, description: 'HTTP status the source answered, when that is why. 404/410 from SOURCE_GONE_CONFIRMATIONS nodes mark the asset gone.' }),
+      Type.Integer({
+        minimum: 100,
+        maximum: 599,
+        description: 'HTTP status the source answered, when that is why. 404/410 from SOURCE_GONE_CONFIRMATIONS nodes mark the asset gone.',
+      }),
     ),
     cause: Type.Optional(
       Type.Union(
@@ -48,7 +58,7 @@ export const ReleaseBody = Type.Object(
         },
       ),
     ),
-    retry_after_seconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000, description: 'The source\'s Retry-After, with cause source_busy.' })),
+    retry_after_seconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 31_536_000, description: "The source's Retry-After, with cause source_busy." })),
   },
   { additionalProperties: false },
 );

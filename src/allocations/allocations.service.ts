@@ -51,7 +51,13 @@ export async function releaseAllocation(db: Db, input: ReleaseInput, options: Re
       now,
     );
     if (ended.length === 0) throw new AppError('NOT_ALLOCATED', `Node ${input.nodeId} holds no active allocation of asset "${input.assetId}".`);
-    await chargeFailure(trx, { assetId: input.assetId, nodeId: input.nodeId, reason, verdict, sourceHost: asset?.source_host ?? null, retryAfterSeconds: input.retryAfterSeconds }, options, input.actor, now);
+    await chargeFailure(
+      trx,
+      { assetId: input.assetId, nodeId: input.nodeId, reason, verdict, sourceHost: asset?.source_host ?? null, retryAfterSeconds: input.retryAfterSeconds },
+      options,
+      input.actor,
+      now,
+    );
     // What the source last did, for whoever looks at the asset (the count stays that of 404/410s).
     if (cause === 'source_unreachable' || cause === 'source_error' || cause === 'source_busy') {
       await trx.updateTable('assets').set({ source_error: reason, source_error_at: now }).where('id', '=', input.assetId).execute();
@@ -78,7 +84,13 @@ async function chargeFailure(trx: Db, failure: ChargedFailure, policy: FailurePo
     const until = now + pauseFor(failure.retryAfterSeconds, policy);
     await pauseSourceHost(trx, failure.sourceHost, until, failure.reason ?? 'source busy', now);
     await appendEvents(trx, now, [
-      { actor, kind: 'source.paused', subjectType: 'source_host', subjectId: failure.sourceHost, data: { until, asset_id: failure.assetId, node_id: failure.nodeId, reason: failure.reason } },
+      {
+        actor,
+        kind: 'source.paused',
+        subjectType: 'source_host',
+        subjectId: failure.sourceHost,
+        data: { until, asset_id: failure.assetId, node_id: failure.nodeId, reason: failure.reason },
+      },
     ]);
   }
   if (verdict.mismatch) await recordMismatch(trx, failure.assetId, policy.mismatchConfirmations, now);
@@ -101,12 +113,24 @@ async function recordMismatch(trx: Db, assetId: string, confirmations: number, n
     .where((eb) => eb.or(MISMATCH_REASONS.map((prefix) => eb('allocations.end_reason', 'like', `${prefix}%`))))
     .execute();
   if (rows.length < confirmations) return;
-  const suspect = await trx.updateTable('assets').set({ state: 'suspect' }).where('id', '=', assetId).where('state', '=', 'pending').returning(['size_bytes', 'sha256']).executeTakeFirst();
+  const suspect = await trx
+    .updateTable('assets')
+    .set({ state: 'suspect' })
+    .where('id', '=', assetId)
+    .where('state', '=', 'pending')
+    .returning(['size_bytes', 'sha256'])
+    .executeTakeFirst();
   if (!suspect) return;
   const nodes = rows.map((row) => row.node_id);
   await addStrikes(trx, nodes, -1);
   await appendEvents(trx, now, [
-    { actor: 'system', kind: 'asset.suspect', subjectType: 'asset', subjectId: assetId, data: { nodes, size_bytes: suspect.size_bytes, sha256: suspect.sha256 } },
+    {
+      actor: 'system',
+      kind: 'asset.suspect',
+      subjectType: 'asset',
+      subjectId: assetId,
+      data: { nodes, size_bytes: suspect.size_bytes, sha256: suspect.sha256 },
+    },
   ]);
 }
 
@@ -129,9 +153,7 @@ async function recordSourceGone(trx: Db, assetId: string, reason: string, confir
       source_errors: Number(nodes),
       source_error: reason,
       source_error_at: now,
-      ...(confirmed
-        ? { state: eb.case().when('copies', '>', 0).then(sql.lit<AssetState>('unreachable')).else(sql.lit<AssetState>('gone')).end() }
-        : {}),
+      ...(confirmed ? { state: eb.case().when('copies', '>', 0).then(sql.lit<AssetState>('unreachable')).else(sql.lit<AssetState>('gone')).end() } : {}),
     }))
     .where('id', '=', assetId)
     .where('state', '=', 'pending')
@@ -188,13 +210,22 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
           reason: mismatch.reason,
           actor: report.actor,
           copy: report,
-          event: () => ({ kind: 'allocation.failed', data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes } }),
+          event: () => ({
+            kind: 'allocation.failed',
+            data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes },
+          }),
         },
         now,
       );
       if (ended.length === 0) return notHeld(trx, report);
       const verdict = judgeFailure(mismatch.reason, asset);
-      await chargeFailure(trx, { assetId: report.assetId, nodeId: report.nodeId, reason: mismatch.reason, verdict, sourceHost: asset.source_host }, policy, report.actor, now);
+      await chargeFailure(
+        trx,
+        { assetId: report.assetId, nodeId: report.nodeId, reason: mismatch.reason, verdict, sourceHost: asset.source_host },
+        policy,
+        report.actor,
+        now,
+      );
       return { error: mismatch.error };
     }
     const { counts, settled: quorum } = await endAllocations(
@@ -206,7 +237,10 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
         actor: report.actor,
         copy: report,
         settle: () => settleQuorum(trx, report.assetId, asset.sha256 !== null, now),
-        event: () => ({ kind: 'allocation.completed', data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri } }),
+        event: () => ({
+          kind: 'allocation.completed',
+          data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri },
+        }),
         consequences: ({ counts, settled }) => quorumEvents(report, asset.state, settled, counts.get(report.assetId) as CopyCounts),
       },
       now,
@@ -216,7 +250,11 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
     const updated = counts.get(report.assetId) as CopyCounts;
     const verified = !quorum.disputed && !quorum.dissenters.some((dissenter) => dissenter.nodeId === report.nodeId);
     if (verified) await addStrikes(trx, [report.nodeId], -1);
-    await addStrikes(trx, quorum.dissenters.map((dissenter) => dissenter.nodeId), 1);
+    await addStrikes(
+      trx,
+      quorum.dissenters.map((dissenter) => dissenter.nodeId),
+      1,
+    );
     return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target, verified } };
   });
   // The failed allocation is committed first; only then is the mismatch reported to the node.
@@ -228,9 +266,23 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
 function quorumEvents(report: CompletionReport, stateBefore: AssetState, quorum: QuorumVerdict, updated: CopyCounts): NewEvent[] {
   return [
     ...(quorum.groups.length > 1
-      ? [{ actor: 'system', kind: 'asset.checksum_mismatch', subjectType: 'asset', subjectId: report.assetId, data: { groups: quorum.groups, resolved: !quorum.disputed } }]
+      ? [
+          {
+            actor: 'system',
+            kind: 'asset.checksum_mismatch',
+            subjectType: 'asset',
+            subjectId: report.assetId,
+            data: { groups: quorum.groups, resolved: !quorum.disputed },
+          },
+        ]
       : []),
-    ...quorum.dissenters.map((dissenter) => ({ actor: 'system', kind: 'allocation.copy_bad', subjectType: 'allocation', subjectId: dissenter.id, data: { asset_id: report.assetId, node_id: dissenter.nodeId, sha256: dissenter.sha256 } })),
+    ...quorum.dissenters.map((dissenter) => ({
+      actor: 'system',
+      kind: 'allocation.copy_bad',
+      subjectType: 'allocation',
+      subjectId: dissenter.id,
+      data: { asset_id: report.assetId, node_id: dissenter.nodeId, sha256: dissenter.sha256 },
+    })),
     ...(updated.state === 'rescued' && stateBefore !== 'rescued'
       ? [{ actor: report.actor, kind: 'asset.rescued', subjectType: 'asset', subjectId: report.assetId, data: { copies: updated.copies } }]
       : []),
@@ -259,13 +311,25 @@ async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, no
     await trx.updateTable('allocations').set({ verified: 0 }).where('asset_id', '=', assetId).where('state', '=', 'completed').execute();
     return { disputed: true, groups, dissenters: [] };
   }
-  const dissenters = copies.filter((copy) => copy.sha256 !== winner.sha256).map((copy) => ({ id: copy.id, nodeId: copy.node_id, sha256: copy.sha256 as string }));
-  await trx.updateTable('allocations').set({ verified: 1 }).where('asset_id', '=', assetId).where('state', '=', 'completed').where('sha256', '=', winner.sha256).execute();
+  const dissenters = copies
+    .filter((copy) => copy.sha256 !== winner.sha256)
+    .map((copy) => ({ id: copy.id, nodeId: copy.node_id, sha256: copy.sha256 as string }));
+  await trx
+    .updateTable('allocations')
+    .set({ verified: 1 })
+    .where('asset_id', '=', assetId)
+    .where('state', '=', 'completed')
+    .where('sha256', '=', winner.sha256)
+    .execute();
   if (dissenters.length > 0) {
     await trx
       .updateTable('allocations')
       .set({ state: 'failed', verified: 0, end_reason: 'checksum_dissent', ended_at: now })
-      .where('id', 'in', dissenters.map((dissenter) => dissenter.id))
+      .where(
+        'id',
+        'in',
+        dissenters.map((dissenter) => dissenter.id),
+      )
       .execute();
     // The agreed checksum becomes the expected one: later copies are checked against it directly.
     await trx.updateTable('assets').set({ sha256: winner.sha256 }).where('id', '=', assetId).where('sha256', 'is', null).execute();
@@ -313,7 +377,10 @@ export async function expireDueAllocations(db: Db, policy: Pick<FailurePolicy, '
     const expired = await db.transaction().execute(async (trx) => {
       const { ended: rows } = await endAllocations(
         trx,
-        { pickedBy: (eb) => eb.selectFrom('allocations').select('id').where('state', '=', 'active').where('expires_at', '<=', now).orderBy('expires_at').limit(EXPIRY_BATCH) },
+        {
+          pickedBy: (eb) =>
+            eb.selectFrom('allocations').select('id').where('state', '=', 'active').where('expires_at', '<=', now).orderBy('expires_at').limit(EXPIRY_BATCH),
+        },
         {
           state: 'expired',
           reason: 'lease expired',
@@ -324,8 +391,17 @@ export async function expireDueAllocations(db: Db, policy: Pick<FailurePolicy, '
       );
       // One strike per node per pass: a node that lets work lapse is given less; and it does not
       // get the same asset straight back to let it lapse again.
-      await addStrikes(trx, rows.map((row) => row.node_id), 1);
-      await recordCooldowns(trx, rows.map((row) => ({ nodeId: row.node_id, assetId: row.asset_id, reason: 'lease expired' })), policy, now);
+      await addStrikes(
+        trx,
+        rows.map((row) => row.node_id),
+        1,
+      );
+      await recordCooldowns(
+        trx,
+        rows.map((row) => ({ nodeId: row.node_id, assetId: row.asset_id, reason: 'lease expired' })),
+        policy,
+        now,
+      );
       return rows.length;
     });
     total += expired;

@@ -96,7 +96,8 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     const node = await registerNode(server, 'keeper');
     const other = await registerNode(server, 'other');
     const db = database.handle.db;
-    const reservedOf = async (name: string) => Number((await db.selectFrom('nodes').select('reserved_bytes').where('name', '=', name).executeTakeFirstOrThrow()).reserved_bytes);
+    const reservedOf = async (name: string) =>
+      Number((await db.selectFrom('nodes').select('reserved_bytes').where('name', '=', name).executeTakeFirstOrThrow()).reserved_bytes);
     const granted = (await server.api.post('/allocate', { free_space_gb: 10, node_id: 'keeper', max_assets: 3 }, node.token)).body as { id: string }[];
     await server.api.post('/allocate', { free_space_gb: 10, node_id: 'other', max_assets: 2 }, other.token);
     expect([await reservedOf('keeper'), await reservedOf('other')]).toEqual([300 * MIB, 200 * MIB]);
@@ -105,9 +106,16 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     expect((await server.api.post('/release', { asset_id: released, node_id: 'keeper' }, node.token)).status).toBe(200);
     expect([await reservedOf('keeper'), await reservedOf('other')]).toEqual([100 * MIB, 200 * MIB]);
     // Whatever writes allocations, the triggers follow: an update back to active, then a delete.
-    await db.updateTable('allocations').set({ state: 'active' }).where('asset_id', '=', released as string).execute();
+    await db
+      .updateTable('allocations')
+      .set({ state: 'active' })
+      .where('asset_id', '=', released as string)
+      .execute();
     expect(await reservedOf('keeper')).toBe(200 * MIB);
-    await db.deleteFrom('allocations').where('asset_id', '=', kept as string).execute();
+    await db
+      .deleteFrom('allocations')
+      .where('asset_id', '=', kept as string)
+      .execute();
     expect(await reservedOf('keeper')).toBe(100 * MIB);
     expect(await reservationsMismatch(db)).toBe(0);
   });
@@ -182,7 +190,11 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     const first = await server.api.post('/complete', { asset_id: 'asset-1', node_id: 'copy-a', sha256: sha, bytes: 1234 }, a.token);
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ status: 'success', asset_state: 'pending', copies: 1, replicas_target: 2 });
-    const second = await server.api.post('/complete', { asset_id: 'asset-1', node_id: 'copy-b', sha256: sha, bytes: 1234, uri: 'magnet:?xt=urn:btih:abc' }, b.token);
+    const second = await server.api.post(
+      '/complete',
+      { asset_id: 'asset-1', node_id: 'copy-b', sha256: sha, bytes: 1234, uri: 'magnet:?xt=urn:btih:abc' },
+      b.token,
+    );
     expect(second.body).toMatchObject({ asset_state: 'rescued', copies: 2 });
     const twice = await server.api.post('/complete', { asset_id: 'asset-1', node_id: 'copy-b', sha256: sha, bytes: 1234 }, b.token);
     expect(twice.status).toBe(409);

@@ -83,7 +83,12 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
     const nodes = await Promise.all(Array.from({ length: 10 }, (_, index) => registerNode(servers[0]!, `worker-${index}`)));
     await servers[0]!.api.post('/assets', makeAssets(5, { replicas_target: 4, size_mb: 1 }), servers[0]!.adminToken);
     await Promise.all(nodes.map((node) => servers[0]!.api.post('/allocate', { free_space_gb: 100, node_id: node.name }, node.token)));
-    const active = await database.handle.db.selectFrom('allocations').innerJoin('nodes', 'nodes.id', 'allocations.node_id').select(['asset_id', 'nodes.name']).where('state', '=', 'active').execute();
+    const active = await database.handle.db
+      .selectFrom('allocations')
+      .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+      .select(['asset_id', 'nodes.name'])
+      .where('state', '=', 'active')
+      .execute();
     expect(active).toHaveLength(20);
     await Promise.all(
       active.map((allocation, index) => {
@@ -120,7 +125,10 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
       .where('id', 'in', (eb) => eb.selectFrom('allocations').select('id').orderBy('id').limit(50))
       .execute();
     const now = servers[0]!.clock.now();
-    const [answers, ...expired] = await Promise.all([Promise.all(nodes.map(allocate)), ...[1, 2, 3].map(() => expireDueAllocations(db, failurePolicyFrom(buildConfig()), now))]);
+    const [answers, ...expired] = await Promise.all([
+      Promise.all(nodes.map(allocate)),
+      ...[1, 2, 3].map(() => expireDueAllocations(db, failurePolicyFrom(buildConfig()), now)),
+    ]);
     expect(answers.map((response) => response.status)).toEqual(Array(20).fill(200));
     expect(expired.reduce((sum, count) => sum + count, 0)).toBe(50);
     expect(await reservationsMismatch(db)).toBe(0);
@@ -130,7 +138,11 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
     // The 50 leases that did not run out, plus what the second round granted (fewer for a node
     // whose strike, from expiry, came before its claim).
     const regranted = answers.reduce((sum, response) => sum + (response.body as unknown[]).length, 0);
-    const active = await db.selectFrom('allocations').select(sql<number>`count(*)`.as('count')).where('state', '=', 'active').executeTakeFirstOrThrow();
+    const active = await db
+      .selectFrom('allocations')
+      .select(sql<number>`count(*)`.as('count'))
+      .where('state', '=', 'active')
+      .executeTakeFirstOrThrow();
     expect(Number(active.count)).toBe(50 + regranted);
   });
 });

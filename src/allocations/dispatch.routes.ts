@@ -28,7 +28,12 @@ const DispatchResponse = Type.Object({
   received_data: Type.Object({ node_id: Type.Union([Type.String(), Type.Integer()]), capacity_gb: Type.Number(), priority_level: Type.String() }),
   mock_data: Type.Object({
     assigned_tasks: Type.Array(
-      Type.Object({ task_id: Type.String({ description: 'The asset id (use it as asset_id in /complete).' }), dataset_url: Type.String(), size_mb: Type.Union([Type.Number(), Type.Null()]), priority: Type.Integer() }),
+      Type.Object({
+        task_id: Type.String({ description: 'The asset id (use it as asset_id in /complete).' }),
+        dataset_url: Type.String(),
+        size_mb: Type.Union([Type.Number(), Type.Null()]),
+        priority: Type.Integer(),
+      }),
     ),
     estimated_duration: Type.String(),
     node_status: Type.String(),
@@ -38,7 +43,10 @@ const DispatchResponse = Type.Object({
 /** Seed 002's task distribution: `/mock_dispatch` is a dry run on real data, `/dispatch` reserves. */
 export function registerDispatchRoutes(app: App, ctx: AppContext, guards: Guards): void {
   const policy = allocationPolicyFrom(ctx.config);
-  for (const [url, dryRun] of [['/mock_dispatch', true], ['/dispatch', false]] as const) {
+  for (const [url, dryRun] of [
+    ['/mock_dispatch', true],
+    ['/dispatch', false],
+  ] as const) {
     app.post(
       url,
       {
@@ -59,7 +67,14 @@ export function registerDispatchRoutes(app: App, ctx: AppContext, guards: Guards
         const provisional = dryRun && isAdmin(principal) && typeof body.node_id === 'string' && !(await findNodeByName(ctx.db, body.node_id));
         const node = provisional ? { id: 0, name: body.node_id as string } : await resolveNode(ctx, principal, body.node_id, { create: !dryRun });
         const [minPriority, maxPriority] = priorityRanges[body.priority_level];
-        const allocation = { nodeId: node.id, freeBytes: Math.floor(body.capacity_gb * GIB), maxAssets: body.max_tasks ?? 10, minPriority, maxPriority, actor: actorOf(principal) };
+        const allocation = {
+          nodeId: node.id,
+          freeBytes: Math.floor(body.capacity_gb * GIB),
+          maxAssets: body.max_tasks ?? 10,
+          minPriority,
+          maxPriority,
+          actor: actorOf(principal),
+        };
         const now = ctx.clock.now();
         const outcome: AllocationOutcome = dryRun
           ? await previewAllocation(ctx.db, allocation, policy, now, provisional ? node.name : undefined)
@@ -73,7 +88,12 @@ export function registerDispatchRoutes(app: App, ctx: AppContext, guards: Guards
           message: 'Payload received and processed',
           received_data: { node_id: body.node_id, capacity_gb: body.capacity_gb, priority_level: body.priority_level },
           mock_data: {
-            assigned_tasks: outcome.granted.map((asset) => ({ task_id: asset.id, dataset_url: asset.url, size_mb: bytesToMb(asset.sizeBytes), priority: asset.priority })),
+            assigned_tasks: outcome.granted.map((asset) => ({
+              task_id: asset.id,
+              dataset_url: asset.url,
+              size_mb: bytesToMb(asset.sizeBytes),
+              priority: asset.priority,
+            })),
             estimated_duration: describeDuration(bytes / (row.bandwidth_bps ?? ctx.config.defaultNodeRateBytesPerSecond)),
             node_status: row.draining ? 'draining' : row.status === 'alive' || row.status === 'unknown' ? 'active' : row.status,
           },
@@ -85,7 +105,12 @@ export function registerDispatchRoutes(app: App, ctx: AppContext, guards: Guards
 
 /** "2 hours", "45 minutes", "30 seconds": the seed's wording, rounded to the nearest unit. */
 export function describeDuration(seconds: number): string {
-  const units: [number, string][] = [[86_400, 'day'], [3_600, 'hour'], [60, 'minute'], [1, 'second']];
+  const units: [number, string][] = [
+    [86_400, 'day'],
+    [3_600, 'hour'],
+    [60, 'minute'],
+    [1, 'second'],
+  ];
   for (const [size, name] of units) {
     if (seconds >= size) {
       const count = Math.round(seconds / size);

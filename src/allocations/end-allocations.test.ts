@@ -29,7 +29,11 @@ function holdersLowered(file: string, text: string): string[] {
   const insideChangeHolders = (node: ts.Node): boolean =>
     ts.isFunctionDeclaration(node) ? node.name?.text === 'changeHolders' : node.parent !== undefined && insideChangeHolders(node.parent);
   const isOperationOnHolders = (node: ts.Node): node is ts.CallExpression =>
-    ts.isCallExpression(node) && ts.isIdentifier(node.expression) && node.arguments.length === 3 && ts.isStringLiteral(node.arguments[0] as ts.Expression) && (node.arguments[0] as ts.StringLiteral).text === 'holders';
+    ts.isCallExpression(node) &&
+    ts.isIdentifier(node.expression) &&
+    node.arguments.length === 3 &&
+    ts.isStringLiteral(node.arguments[0] as ts.Expression) &&
+    (node.arguments[0] as ts.StringLiteral).text === 'holders';
   const isIncrement = (node: ts.CallExpression): boolean =>
     ts.isStringLiteral(node.arguments[1] as ts.Expression) &&
     (node.arguments[1] as ts.StringLiteral).text === '+' &&
@@ -42,7 +46,13 @@ function holdersLowered(file: string, text: string): string[] {
       if (!isOperationOnHolders(node.initializer) && node.initializer.getText() !== "eb.ref('holders')") flag(node);
     }
     // Raw SQL: holders = <anything but holders + …>.
-    if (ts.isNoSubstitutionTemplateLiteral(node) || ts.isTemplateHead(node) || ts.isTemplateMiddle(node) || ts.isTemplateTail(node) || ts.isStringLiteral(node)) {
+    if (
+      ts.isNoSubstitutionTemplateLiteral(node) ||
+      ts.isTemplateHead(node) ||
+      ts.isTemplateMiddle(node) ||
+      ts.isTemplateTail(node) ||
+      ts.isStringLiteral(node)
+    ) {
       if (/\bholders\s*=(?!=)/i.test(node.text) && !/\bholders\s*=\s*holders\s*\+/i.test(node.text)) flag(node);
     }
     // changeHolders(db, ids, direction): only the literal 1 here.
@@ -87,7 +97,13 @@ describe('holders go down in end-allocations.ts only', () => {
       'changeHolders(trx, ids, direction)',
     ];
     for (const line of lowering) expect(holdersLowered('x.ts', line), line).toHaveLength(1);
-    const raising = ["set((eb) => ({ holders: eb('holders', '+', 1) }))", 'sql`update assets set holders = holders + c.grants`', "set((eb) => ({ holders: eb.ref('holders') }))", 'changeHolders(trx, ids, 1)', 'values({ holders: 0 })'];
+    const raising = [
+      "set((eb) => ({ holders: eb('holders', '+', 1) }))",
+      'sql`update assets set holders = holders + c.grants`',
+      "set((eb) => ({ holders: eb.ref('holders') }))",
+      'changeHolders(trx, ids, 1)',
+      'values({ holders: 0 })',
+    ];
     for (const line of raising) expect(holdersLowered('x.ts', line), line).toEqual([]);
   });
 });
@@ -113,18 +129,38 @@ describe.each(dialects)('every allocation ends once, with its event, on %s', (di
   let now = 1_000_000;
   const nodeIds: Record<string, number> = {};
   const allocate = (name: string) =>
-    allocateAssets(db, database.handle.dialect, { nodeId: nodeIds[name] as number, freeBytes: 100 * 1024 * MIB, maxAssets: 20, minPriority: 1, actor: name }, { ...allocationPolicyFrom(config), sourceHostMaxActive: 0 }, (now += 1000));
+    allocateAssets(
+      db,
+      database.handle.dialect,
+      { nodeId: nodeIds[name] as number, freeBytes: 100 * 1024 * MIB, maxAssets: 20, minPriority: 1, actor: name },
+      { ...allocationPolicyFrom(config), sourceHostMaxActive: 0 },
+      (now += 1000),
+    );
   const release = (asset: string, node: string, extra: { cause?: 'size_mismatch' | 'stopping'; sourceStatus?: number } = {}) =>
-    releaseAllocation(db, { assetId: asset, nodeId: nodeIds[node] as number, reason: null, actor: node, ...extra }, { goneConfirmations: 2, ...failure }, (now += 1000));
+    releaseAllocation(
+      db,
+      { assetId: asset, nodeId: nodeIds[node] as number, reason: null, actor: node, ...extra },
+      { goneConfirmations: 2, ...failure },
+      (now += 1000),
+    );
   const complete = (asset: string, node: string, sha: string) =>
-    completeAllocation(db, { assetId: asset, nodeId: nodeIds[node] as number, sha256: sha.repeat(64), bytes: MIB, uri: null, actor: node }, failure, (now += 1000));
+    completeAllocation(
+      db,
+      { assetId: asset, nodeId: nodeIds[node] as number, sha256: sha.repeat(64), bytes: MIB, uri: null, actor: node },
+      failure,
+      (now += 1000),
+    );
 
   /** Lease ends recorded per allocation: its own end event, or a line in its asset's source_changed event. */
   const endsRecorded = async () => {
     const ends = new Map<number, number>();
     for (const event of await db.selectFrom('events').select(['kind', 'subject_id', 'data']).execute()) {
       const data = event.data ? (JSON.parse(event.data) as { ended_claims?: { allocation_id: number }[] }) : {};
-      const ids = END_KINDS.includes(event.kind) ? [Number(event.subject_id)] : event.kind === 'asset.source_changed' ? (data.ended_claims ?? []).map((claim) => claim.allocation_id) : [];
+      const ids = END_KINDS.includes(event.kind)
+        ? [Number(event.subject_id)]
+        : event.kind === 'asset.source_changed'
+          ? (data.ended_claims ?? []).map((claim) => claim.allocation_id)
+          : [];
       for (const id of ids) ends.set(id, (ends.get(id) ?? 0) + 1);
     }
     return ends;
@@ -133,7 +169,8 @@ describe.each(dialects)('every allocation ends once, with its event, on %s', (di
   const expectInvariants = async () => {
     const allocations = await db.selectFrom('allocations').select(['id', 'asset_id', 'state', 'verified']).execute();
     const ends = await endsRecorded();
-    for (const allocation of allocations) expect([allocation.id, allocation.state, ends.get(allocation.id) ?? 0]).toEqual([allocation.id, allocation.state, allocation.state === 'active' ? 0 : 1]);
+    for (const allocation of allocations)
+      expect([allocation.id, allocation.state, ends.get(allocation.id) ?? 0]).toEqual([allocation.id, allocation.state, allocation.state === 'active' ? 0 : 1]);
     for (const asset of await db.selectFrom('assets').select(['id', 'holders', 'copies']).execute()) {
       const mine = allocations.filter((allocation) => allocation.asset_id === asset.id);
       const copies = mine.filter((allocation) => allocation.state === 'completed' && allocation.verified === 1).length;
@@ -145,11 +182,19 @@ describe.each(dialects)('every allocation ends once, with its event, on %s', (di
   it('through release, fail, complete, expire, reclaim and supersede, and never twice', async () => {
     await importAssets(
       db,
-      ['a', 'b', 'c', 'd', 'e', 'f'].map((id, index) => ({ id, url: `http://h${index % 2}.example.org/${id}`, name: id, priority: 9 - index, size_mb: 1, replicas_target: 4 })),
+      ['a', 'b', 'c', 'd', 'e', 'f'].map((id, index) => ({
+        id,
+        url: `http://h${index % 2}.example.org/${id}`,
+        name: id,
+        priority: 9 - index,
+        size_mb: 1,
+        replicas_target: 4,
+      })),
       { replicasFor: () => 4, actor: 'test', source: 'test' },
       now,
     );
-    for (const name of ['n1', 'n2', 'n3', 'n4']) nodeIds[name] = (await insertNode(db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now }))!.id;
+    for (const name of ['n1', 'n2', 'n3', 'n4'])
+      nodeIds[name] = (await insertNode(db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now }))!.id;
     for (const name of ['n1', 'n2', 'n3', 'n4']) expect((await allocate(name)).granted).toHaveLength(6);
     await expectInvariants();
 
@@ -164,7 +209,11 @@ describe.each(dialects)('every allocation ends once, with its event, on %s', (di
     await complete('d', 'n1', 'd');
     await expectInvariants();
 
-    await db.updateTable('nodes').set({ status: 'dead' }).where('id', '=', nodeIds.n4 as number).execute();
+    await db
+      .updateTable('nodes')
+      .set({ status: 'dead' })
+      .where('id', '=', nodeIds.n4 as number)
+      .execute();
     expect(await reclaimFromDeadNodes(db, (now += 1000), 2)).toBe(2);
     expect(await reclaimFromDeadNodes(db, (now += 1000), 100)).toBe(4);
     expect(await reclaimFromDeadNodes(db, (now += 1000), 100)).toBe(0);
@@ -172,7 +221,12 @@ describe.each(dialects)('every allocation ends once, with its event, on %s', (di
 
     const moved = await db.transaction().execute(async (trx) => {
       await trx.updateTable('assets').set({ url: 'http://h1.example.org/d-moved' }).where('id', '=', 'd').execute();
-      return supersedeStaleCopies(trx, [{ assetId: 'd', fromUrl: 'http://h1.example.org/d', toUrl: 'http://h1.example.org/d-moved', fromSha256: null, toSha256: null }], 'test', (now += 1000));
+      return supersedeStaleCopies(
+        trx,
+        [{ assetId: 'd', fromUrl: 'http://h1.example.org/d', toUrl: 'http://h1.example.org/d-moved', fromSha256: null, toSha256: null }],
+        'test',
+        (now += 1000),
+      );
     });
     expect(moved).toEqual(['d']);
     expect(await db.selectFrom('allocations').select('state').where('asset_id', '=', 'd').where('state', '=', 'superseded').execute()).toHaveLength(3);

@@ -70,7 +70,12 @@ const IDS_PER_STATEMENT = 1000;
  * the recount exact. Every end is recorded: by `event` for each row, or in the assets' events
  * (`consequences`) that list them. This module is the only one that lowers holders.
  */
-export async function endAllocations<Settled = undefined>(trx: Db, which: AllocationSelection, end: AllocationEnd<Settled>, now: number): Promise<EndOutcome<Settled>> {
+export async function endAllocations<Settled = undefined>(
+  trx: Db,
+  which: AllocationSelection,
+  end: AllocationEnd<Settled>,
+  now: number,
+): Promise<EndOutcome<Settled>> {
   const from = end.from ?? ['active'];
   const ended = await markEnded(trx, which, end, from, now);
   const counts = new Map<string, CopyCounts>();
@@ -79,7 +84,11 @@ export async function endAllocations<Settled = undefined>(trx: Db, which: Alloca
   if (end.state === 'completed' || from.includes('completed')) {
     for (const assetId of new Set(ended.map((row) => row.asset_id))) counts.set(assetId, await refreshCopyCounts(trx, assetId));
   } else {
-    await changeHolders(trx, ended.map((row) => row.asset_id), -1);
+    await changeHolders(
+      trx,
+      ended.map((row) => row.asset_id),
+      -1,
+    );
   }
   const event = end.event;
   await appendEvents(trx, now, [
@@ -89,7 +98,13 @@ export async function endAllocations<Settled = undefined>(trx: Db, which: Alloca
   return { ended, counts, settled };
 }
 
-async function markEnded<Settled>(trx: Db, which: AllocationSelection, end: AllocationEnd<Settled>, from: readonly AllocationState[], now: number): Promise<EndedAllocation[]> {
+async function markEnded<Settled>(
+  trx: Db,
+  which: AllocationSelection,
+  end: AllocationEnd<Settled>,
+  from: readonly AllocationState[],
+  now: number,
+): Promise<EndedAllocation[]> {
   const endsCopies = from.includes('completed');
   const lists = 'ids' in which ? chunksOf(which.ids, IDS_PER_STATEMENT) : [[]];
   const ended: EndedAllocation[] = [];

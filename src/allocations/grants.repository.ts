@@ -47,7 +47,11 @@ async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<
     .returning(['id', 'asset_id', 'node_id'])
     .execute();
   // An asset granted to several nodes of a batch gains several holders.
-  await changeHolders(trx, grants.map(({ asset }) => asset.id), 1);
+  await changeHolders(
+    trx,
+    grants.map(({ asset }) => asset.id),
+    1,
+  );
   const allocationIdOf = allocationIds(inserted);
   await appendEvents(
     trx,

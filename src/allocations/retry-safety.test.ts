@@ -17,7 +17,13 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
   const servers: TestServer[] = [];
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, { retryCooldownMs: 10 * MINUTE, retryCooldownMaxMs: 60 * MINUTE, loginRateLimitPerMinute: 1000, tokenTtlMs: 30 * 24 * 60 * MINUTE, ...overrides });
+    server = await startTestServer(database, {
+      retryCooldownMs: 10 * MINUTE,
+      retryCooldownMaxMs: 60 * MINUTE,
+      loginRateLimitPerMinute: 1000,
+      tokenTtlMs: 30 * 24 * 60 * MINUTE,
+      ...overrides,
+    });
     servers.push(server);
   };
   beforeEach(async () => {
@@ -29,12 +35,14 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
   });
 
   const importAssets = async (assets: Record<string, unknown>[]) => expect((await server.api.post('/assets', assets, server.adminToken)).status).toBe(200);
-  const allocate = (node: Node, body: Record<string, unknown> = {}, on = server) => on.api.post('/allocate', { free_space_gb: 100, node_id: node.name, ...body }, node.token);
+  const allocate = (node: Node, body: Record<string, unknown> = {}, on = server) =>
+    on.api.post('/allocate', { free_space_gb: 100, node_id: node.name, ...body }, node.token);
   const granted = async (node: Node, body: Record<string, unknown> = {}) => {
     const response = await allocate(node, body);
     return response.status === 200 ? (response.body as { id: string }[]).map((asset) => asset.id).sort() : [];
   };
-  const release = (node: Node, assetId: string, body: Record<string, unknown>) => server.api.post('/release', { asset_id: assetId, node_id: node.name, ...body }, node.token);
+  const release = (node: Node, assetId: string, body: Record<string, unknown>) =>
+    server.api.post('/release', { asset_id: assetId, node_id: node.name, ...body }, node.token);
   const nodeRow = (name: string) => database.handle.db.selectFrom('nodes').selectAll().where('name', '=', name).executeTakeFirstOrThrow();
   const assetRow = (id: string) => database.handle.db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
   const runLoop = (name: string) => server.loops.find((loop) => loop.name === name)!.runOnce();
@@ -138,7 +146,9 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
     expect(await granted(a, { max_assets: 1 })).toEqual(['two']);
     server.clock.advance(25 * 60 * MINUTE);
     await runLoop(EXPIRY_LOOP);
-    expect(await database.handle.db.selectFrom('allocations').select('state').where('asset_id', '=', 'two').executeTakeFirstOrThrow()).toEqual({ state: 'expired' });
+    expect(await database.handle.db.selectFrom('allocations').select('state').where('asset_id', '=', 'two').executeTakeFirstOrThrow()).toEqual({
+      state: 'expired',
+    });
     // 'one''s cooldown ran out long ago; 'two' just lapsed.
     expect(await granted(a)).toEqual(['one']);
   });
@@ -157,7 +167,11 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
     expect(await nodeRow('node-a')).toMatchObject({ strikes: 0 });
     expect(await granted(c)).toEqual(['calm']);
     expect(await granted(a)).toEqual([]);
-    const beat = await server.api.post(`/api/nodes/${b.id}/heartbeat`, { free_bytes: 100 * GIB, allocations: [{ asset_id: 'busy-1', bytes_done: 0 }] }, b.token);
+    const beat = await server.api.post(
+      `/api/nodes/${b.id}/heartbeat`,
+      { free_bytes: 100 * GIB, allocations: [{ asset_id: 'busy-1', bytes_done: 0 }] },
+      b.token,
+    );
     expect(beat.body.paused_sources).toEqual([{ host: 'busy.example.org', until: new Date(server.clock.now() + 30_000).toISOString(), retry_in_seconds: 30 }]);
     server.clock.advance(29_999);
     expect(await granted(c)).toEqual([]);
@@ -170,14 +184,30 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
     await start({ sourceHostMaxActive: 3 });
     if (dialect === 'postgres') servers.push(await startTestServer(database, { sourceHostMaxActive: 3, loginRateLimitPerMinute: 1000 }, server.clock));
     await importAssets([
-      ...Array.from({ length: 20 }, (_, index) => ({ id: `big-${index}`, url: `https://big.example.org/${index}`, name: `big ${index}`, size_bytes: MIB, priority: 9, replicas_target: 2 })),
-      ...Array.from({ length: 20 }, (_, index) => ({ id: `small-${index}`, url: `https://small.example.org/${index}`, name: `small ${index}`, size_bytes: MIB, priority: 1 })),
+      ...Array.from({ length: 20 }, (_, index) => ({
+        id: `big-${index}`,
+        url: `https://big.example.org/${index}`,
+        name: `big ${index}`,
+        size_bytes: MIB,
+        priority: 9,
+        replicas_target: 2,
+      })),
+      ...Array.from({ length: 20 }, (_, index) => ({
+        id: `small-${index}`,
+        url: `https://small.example.org/${index}`,
+        name: `small ${index}`,
+        size_bytes: MIB,
+        priority: 1,
+      })),
     ]);
     const nodes: Node[] = [];
     for (let index = 0; index < 12; index += 1) nodes.push(await registerNode(server, `node-${index}`));
     const hostCounts = async () => {
       const rows = await database.handle.db.selectFrom('allocations').select('source_host').where('state', '=', 'active').execute();
-      return rows.reduce<Record<string, number>>((counts, row) => ({ ...counts, [row.source_host as string]: (counts[row.source_host as string] ?? 0) + 1 }), {});
+      return rows.reduce<Record<string, number>>(
+        (counts, row) => ({ ...counts, [row.source_host as string]: (counts[row.source_host as string] ?? 0) + 1 }),
+        {},
+      );
     };
     const answers = await Promise.all(nodes.map((node, index) => allocate(node, { max_assets: 2 }, servers[index % servers.length])));
     expect(answers.every((answer) => answer.status === 200 || answer.body.code === 'NO_ASSETS_AVAILABLE')).toBe(true);
@@ -225,7 +255,11 @@ describe.each(dialects)('retries and politeness on %s', (dialect) => {
     expect(await granted(a)).toEqual(['lapsed']);
     server.clock.advance(25 * 60 * MINUTE);
     await runLoop(EXPIRY_LOOP);
-    const beat = await server.api.post(`/api/nodes/${a.id}/heartbeat`, { free_bytes: 100 * GIB, allocations: [{ asset_id: 'lapsed', bytes_done: 10 }] }, a.token);
+    const beat = await server.api.post(
+      `/api/nodes/${a.id}/heartbeat`,
+      { free_bytes: 100 * GIB, allocations: [{ asset_id: 'lapsed', bytes_done: 10 }] },
+      a.token,
+    );
     expect(beat.body.ended).toEqual(['lapsed']);
   });
 

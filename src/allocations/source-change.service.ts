@@ -53,7 +53,14 @@ export async function supersedeStaleCopies(trx: Db, changes: SourceChange[], act
       from: ['active', 'completed'],
       // One event per asset records its ended claims and copies.
       consequences: ({ counts }) =>
-        affectedOf(stale, counts).map((assetId) => sourceChangedEvent(byAsset.get(assetId) as SourceChange, stale.filter((row) => row.asset_id === assetId), counts.get(assetId) as CopyCounts, actor)),
+        affectedOf(stale, counts).map((assetId) =>
+          sourceChangedEvent(
+            byAsset.get(assetId) as SourceChange,
+            stale.filter((row) => row.asset_id === assetId),
+            counts.get(assetId) as CopyCounts,
+            actor,
+          ),
+        ),
     },
     now,
   );

@@ -28,7 +28,8 @@ describe.each(dialects)('GET /assets/{id}: the whole trail and the agreed checks
     );
     const nodes = [await registerNode(server, 'node-a'), await registerNode(server, 'node-b'), await registerNode(server, 'node-c')];
     for (const node of nodes) await server.api.post('/allocate', { free_space_gb: 1, node_id: node.name, max_assets: 1 }, node.token);
-    const complete = (index: number) => server.api.post('/complete', { asset_id: 'unsummed-1', node_id: nodes[index]!.name, sha256: AGREED, bytes: MIB }, nodes[index]!.token);
+    const complete = (index: number) =>
+      server.api.post('/complete', { asset_id: 'unsummed-1', node_id: nodes[index]!.name, sha256: AGREED, bytes: MIB }, nodes[index]!.token);
 
     expect((await complete(0)).status).toBe(200);
     // One copy counts, but one node's word is no quorum: the asset still has no checksum.
@@ -41,10 +42,15 @@ describe.each(dialects)('GET /assets/{id}: the whole trail and the agreed checks
     expect(await asset('catalogued-1')).toMatchObject({ sha256: 'c'.repeat(64), sha256_agreed: false });
   });
 
-  it('lists the events of the asset and of its allocations, newest first, and no other asset\'s', async () => {
-    await server.api.post('/assets', [...makeAssets(1, { priority: 9, size_mb: 1, replicas_target: 2 }, 'traced'), ...makeAssets(1, { size_mb: 1 }, 'other')], server.adminToken);
+  it("lists the events of the asset and of its allocations, newest first, and no other asset's", async () => {
+    await server.api.post(
+      '/assets',
+      [...makeAssets(1, { priority: 9, size_mb: 1, replicas_target: 2 }, 'traced'), ...makeAssets(1, { size_mb: 1 }, 'other')],
+      server.adminToken,
+    );
     const [a, b] = [await registerNode(server, 'node-a'), await registerNode(server, 'node-b')];
-    const allocate = (node: { name: string; token: string }) => server.api.post('/allocate', { free_space_gb: 1, node_id: node.name, max_assets: 2 }, node.token);
+    const allocate = (node: { name: string; token: string }) =>
+      server.api.post('/allocate', { free_space_gb: 1, node_id: node.name, max_assets: 2 }, node.token);
     expect((await allocate(a)).body.map((granted: { id: string }) => granted.id)).toEqual(['traced-1', 'other-1']);
     expect((await server.api.post('/release', { asset_id: 'traced-1', node_id: 'node-a' }, a.token)).status).toBe(200);
     server.clock.advance(1000);
@@ -53,12 +59,20 @@ describe.each(dialects)('GET /assets/{id}: the whole trail and the agreed checks
     await server.api.post('/update-ckan', { updates: [{ asset_id: 'traced-1', new_priority: 3 }] }, server.adminToken);
 
     const { history, allocations } = await asset('traced-1');
-    expect(history.map((event: { kind: string }) => event.kind)).toEqual(['asset.priority_changed', 'allocation.completed', 'allocation.granted', 'allocation.released', 'allocation.granted']);
+    expect(history.map((event: { kind: string }) => event.kind)).toEqual([
+      'asset.priority_changed',
+      'allocation.completed',
+      'allocation.granted',
+      'allocation.released',
+      'allocation.granted',
+    ]);
     const ids = history.map((event: { id: number }) => event.id);
     expect(ids).toEqual([...ids].sort((x: number, y: number) => y - x));
     // Allocation events name their allocation, every one of this asset.
     const ofAllocations = history.filter((event: { subject_type: string }) => event.subject_type === 'allocation');
-    expect(new Set(ofAllocations.map((event: { subject_id: string }) => Number(event.subject_id)))).toEqual(new Set(allocations.map((allocation: { id: number }) => allocation.id)));
+    expect(new Set(ofAllocations.map((event: { subject_id: string }) => Number(event.subject_id)))).toEqual(
+      new Set(allocations.map((allocation: { id: number }) => allocation.id)),
+    );
     expect(ofAllocations.every((event: { data: { asset_id: string } }) => event.data.asset_id === 'traced-1')).toBe(true);
   });
 });

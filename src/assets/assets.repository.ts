@@ -98,9 +98,7 @@ export async function listAssets(db: Db, filter: AssetFilter): Promise<AssetRow[
   if (filter.after !== undefined) query = query.where('id', '>', filter.after);
   if (filter.text) {
     const pattern = `%${filter.text.toLowerCase().replace(/[\\%_]/g, (match) => `\\${match}`)}%`;
-    query = query.where((eb) =>
-      eb.or(['id', 'name', 'url', 'dataset'].map((column) => sql<boolean>`lower(${sql.ref(column)}) like ${pattern} escape '\\'`)),
-    );
+    query = query.where((eb) => eb.or(['id', 'name', 'url', 'dataset'].map((column) => sql<boolean>`lower(${sql.ref(column)}) like ${pattern} escape '\\'`)));
   }
   return query.execute();
 }

@@ -18,8 +18,10 @@ const AssetDetail = Type.Composite([
   Type.Object({
     allocations: Type.Array(AllocationView, { description: 'The latest 100 allocations, newest first.' }),
     copies_detail: Type.Array(AllocationView, { description: 'Completed allocations: the copies kept by nodes.' }),
-    history: Type.Array(EventView, { description: 'The latest 100 events of this asset\'s trail, newest first: about the asset and about its allocations.' }),
-    sha256_agreed: Type.Boolean({ description: 'Whether sha256 is the checksum verified copies agreed on (a quorum of at least two), the asset having none of its own.' }),
+    history: Type.Array(EventView, { description: "The latest 100 events of this asset's trail, newest first: about the asset and about its allocations." }),
+    sha256_agreed: Type.Boolean({
+      description: 'Whether sha256 is the checksum verified copies agreed on (a quorum of at least two), the asset having none of its own.',
+    }),
   }),
 ]);
 
@@ -30,7 +32,7 @@ export function registerAssetRoutes(app: App, ctx: AppContext, guards: Guards): 
       onRequest: guards.admin,
       schema: {
         tags: ['assets'],
-        summary: 'Add or update assets by id (the seeds\' asset format) (admin)',
+        summary: "Add or update assets by id (the seeds' asset format) (admin)",
         security: bearerSecurity,
         body: AssetList,
         response: { 200: Type.Object({ status: Type.String(), imported: Type.Integer() }), ...errorResponses },

@@ -10,7 +10,7 @@ export const AssetId = Type.String({
   minLength: 1,
   maxLength: 512,
   pattern: `^[^\\s${UNPRINTABLE}]([^${UNPRINTABLE}]*[^\\s${UNPRINTABLE}])?$`,
-  description: 'The source\'s resource id or any stable id: no leading or trailing space, no control characters or bidirectional overrides.',
+  description: "The source's resource id or any stable id: no leading or trailing space, no control characters or bidirectional overrides.",
 });
 const assetIdPattern = new RegExp(AssetId.pattern as string, 'u');
 /** The AssetId rule, for ids that do not come through a request body (catalog imports). */
@@ -30,9 +30,13 @@ export const AssetInput = Type.Object(
     url: Url,
     name: Type.String({ minLength: 1, maxLength: 1024 }),
     priority: Priority,
-    size_mb: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: MAX_ASSET_BYTES / 1024 / 1024, description: 'Size in MiB; null or absent when unknown.' }))),
+    size_mb: Type.Optional(
+      Nullable(Type.Number({ minimum: 0, maximum: MAX_ASSET_BYTES / 1024 / 1024, description: 'Size in MiB; null or absent when unknown.' })),
+    ),
     size_bytes: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: MAX_ASSET_BYTES, description: 'Exact size; wins over size_mb.' }))),
-    replicas_target: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Copies wanted on distinct nodes (default DEFAULT_REPLICAS_TARGET).' })),
+    replicas_target: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 100, description: 'Copies wanted on distinct nodes (default DEFAULT_REPLICAS_TARGET).' }),
+    ),
     dataset: Type.Optional(Nullable(Type.String({ maxLength: 1024 }))),
     organization: Type.Optional(Nullable(Type.String({ maxLength: 1024 }))),
     format: Type.Optional(Nullable(Type.String({ maxLength: 128 }))),
@@ -53,7 +57,10 @@ export const AssetView = Type.Object({
   size_bytes: Nullable(Type.Integer()),
   priority: Type.Integer(),
   replicas_target: Type.Integer(),
-  state: Type.String({ description: 'pending, rescued, gone (source vanished, no copy), unreachable (source vanished, copies exist) or suspect (nodes found the catalogued size or checksum wrong; not handed out until resolved)' }),
+  state: Type.String({
+    description:
+      'pending, rescued, gone (source vanished, no copy), unreachable (source vanished, copies exist) or suspect (nodes found the catalogued size or checksum wrong; not handed out until resolved)',
+  }),
   source_errors: Type.Integer({ description: 'Distinct nodes that found the source answering 404/410.' }),
   source_error: Nullable(Type.String()),
   copies: Type.Integer({ description: 'Verified copies.' }),

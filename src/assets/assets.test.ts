@@ -27,19 +27,35 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
     );
     expect(again.body).toEqual({ status: 'success', imported: 1 });
     const asset = await server.api.get('/assets/asset-1', server.adminToken);
-    expect(asset.body).toMatchObject({ name: 'renamed', url: 'https://mirror.example.org/1.csv', priority: 9, copies: 1, replicas_target: 2, state: 'pending', organization: 'noaa-gov' });
+    expect(asset.body).toMatchObject({
+      name: 'renamed',
+      url: 'https://mirror.example.org/1.csv',
+      priority: 9,
+      copies: 1,
+      replicas_target: 2,
+      state: 'pending',
+      organization: 'noaa-gov',
+    });
     // replicas_target is never lowered below what is already held (invariant 1).
-    await server.api.post('/assets', [{ id: 'asset-2', url: 'https://x.org/2', name: 'two', priority: 5, size_bytes: 10, replicas_target: 1 }], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [{ id: 'asset-2', url: 'https://x.org/2', name: 'two', priority: 5, size_bytes: 10, replicas_target: 1 }],
+      server.adminToken,
+    );
     const second = await server.api.get('/assets/asset-2', server.adminToken);
     expect(second.body).toMatchObject({ replicas_target: 1, active_allocations: 1 });
   });
 
   it('lists assets with filters and a cursor', async () => {
-    await server.api.post('/assets', [
-      ...makeAssets(3, { priority: 2, organization: 'nasa' }, 'low'),
-      ...makeAssets(3, { priority: 9, organization: 'noaa' }, 'high'),
-      { id: 'special', url: 'https://x.org/sea-ice.nc', name: 'Sea ice extent 100%', priority: 5 },
-    ], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [
+        ...makeAssets(3, { priority: 2, organization: 'nasa' }, 'low'),
+        ...makeAssets(3, { priority: 9, organization: 'noaa' }, 'high'),
+        { id: 'special', url: 'https://x.org/sea-ice.nc', name: 'Sea ice extent 100%', priority: 5 },
+      ],
+      server.adminToken,
+    );
     const all = await server.api.get('/assets?limit=4', server.adminToken);
     expect(all.body.items.map((asset: { id: string }) => asset.id)).toEqual(['high-1', 'high-2', 'high-3', 'low-1']);
     const next = await server.api.get(`/assets?limit=4&cursor=${all.body.next_cursor}`, server.adminToken);
@@ -73,7 +89,13 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
     await server.api.post('/assets', makeAssets(3, { priority: 5 }), server.adminToken);
     const response = await server.api.post(
       '/update-ckan',
-      { updates: [{ asset_id: 'asset-1', new_priority: 9 }, { asset_id: 'asset-2', new_priority: 5 }, { asset_id: 'asset-3', new_priority: 1 }] },
+      {
+        updates: [
+          { asset_id: 'asset-1', new_priority: 9 },
+          { asset_id: 'asset-2', new_priority: 5 },
+          { asset_id: 'asset-3', new_priority: 1 },
+        ],
+      },
       server.adminToken,
     );
     expect(response.status).toBe(200);
@@ -82,12 +104,30 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
 
   it('applies nothing of a batch with an unknown id or an out-of-range priority', async () => {
     await server.api.post('/assets', makeAssets(2, { priority: 5 }), server.adminToken);
-    const unknown = await server.api.post('/update-ckan', { updates: [{ asset_id: 'asset-1', new_priority: 9 }, { asset_id: 'ghost', new_priority: 2 }] }, server.adminToken);
+    const unknown = await server.api.post(
+      '/update-ckan',
+      {
+        updates: [
+          { asset_id: 'asset-1', new_priority: 9 },
+          { asset_id: 'ghost', new_priority: 2 },
+        ],
+      },
+      server.adminToken,
+    );
     expect(unknown.status).toBe(404);
     expect(unknown.body).toMatchObject({ code: 'ASSET_NOT_FOUND', unknown_ids: ['ghost'] });
     expect(unknown.body.detail).toContain('"ghost"');
     for (const priority of [0, 11, 5.5, '7']) {
-      const response = await server.api.post('/update-ckan', { updates: [{ asset_id: 'asset-1', new_priority: 9 }, { asset_id: 'asset-2', new_priority: priority }] }, server.adminToken);
+      const response = await server.api.post(
+        '/update-ckan',
+        {
+          updates: [
+            { asset_id: 'asset-1', new_priority: 9 },
+            { asset_id: 'asset-2', new_priority: priority },
+          ],
+        },
+        server.adminToken,
+      );
       expect(response.status, String(priority)).toBe(422);
       expect(response.body.detail).toContain('new_priority');
     }
@@ -130,7 +170,23 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
   it('serves the OpenAPI document and the docs UI', async () => {
     const document = await server.api.get('/openapi.json');
     expect(document.status).toBe(200);
-    for (const path of ['/allocate', '/release', '/complete', '/update-ckan', '/status', '/health', '/api/health', '/auth/signup', '/auth/login', '/api/workers/register', '/api/enrollment-tokens', '/assets', '/assets/{id}', '/allocations', '/events']) {
+    for (const path of [
+      '/allocate',
+      '/release',
+      '/complete',
+      '/update-ckan',
+      '/status',
+      '/health',
+      '/api/health',
+      '/auth/signup',
+      '/auth/login',
+      '/api/workers/register',
+      '/api/enrollment-tokens',
+      '/assets',
+      '/assets/{id}',
+      '/allocations',
+      '/events',
+    ]) {
       expect(document.body.paths, path).toHaveProperty([path]);
     }
     expect(document.body.paths['/allocate'].post.requestBody.content['application/json'].schema.required).toEqual(['node_id']);
@@ -141,9 +197,28 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
 
   it('takes replicas_target from REPLICAS_BY_PRIORITY when an asset does not say', async () => {
     await server.stop();
-    server = await startTestServer(database, { replicasByPriority: [[8, 3], [1, 2]] });
-    await server.api.post('/assets', [...makeAssets(1, { priority: 9 }, 'high'), ...makeAssets(1, { priority: 8 }, 'edge'), ...makeAssets(1, { priority: 7 }, 'low'), ...makeAssets(1, { priority: 2, replicas_target: 5 }, 'own')], server.adminToken);
-    const targets = Object.fromEntries((await server.api.get('/assets', server.adminToken)).body.items.map((asset: { id: string; replicas_target: number }) => [asset.id, asset.replicas_target]));
+    server = await startTestServer(database, {
+      replicasByPriority: [
+        [8, 3],
+        [1, 2],
+      ],
+    });
+    await server.api.post(
+      '/assets',
+      [
+        ...makeAssets(1, { priority: 9 }, 'high'),
+        ...makeAssets(1, { priority: 8 }, 'edge'),
+        ...makeAssets(1, { priority: 7 }, 'low'),
+        ...makeAssets(1, { priority: 2, replicas_target: 5 }, 'own'),
+      ],
+      server.adminToken,
+    );
+    const targets = Object.fromEntries(
+      (await server.api.get('/assets', server.adminToken)).body.items.map((asset: { id: string; replicas_target: number }) => [
+        asset.id,
+        asset.replicas_target,
+      ]),
+    );
     expect(targets).toEqual({ 'high-1': 3, 'edge-1': 3, 'low-1': 2, 'own-1': 5 });
   });
 });

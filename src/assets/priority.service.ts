@@ -19,24 +19,45 @@ export async function updatePriorities(db: Db, updates: PriorityUpdate[], actor:
   return db.transaction().execute(async (trx) => {
     const current = new Map<string, number>();
     for (let start = 0; start < ids.length; start += 1000) {
-      const rows = await trx.selectFrom('assets').select(['id', 'priority']).where('id', 'in', ids.slice(start, start + 1000)).execute();
+      const rows = await trx
+        .selectFrom('assets')
+        .select(['id', 'priority'])
+        .where('id', 'in', ids.slice(start, start + 1000))
+        .execute();
       for (const row of rows) current.set(row.id, row.priority);
     }
     const unknown = ids.filter((id) => !current.has(id));
     if (unknown.length > 0) {
-      const shown = unknown.slice(0, 10).map((id) => `"${id}"`).join(', ');
-      throw new AppError('ASSET_NOT_FOUND', `Unknown asset ids: ${shown}${unknown.length > 10 ? ` and ${unknown.length - 10} more` : ''}. Nothing was updated.`, {
-        unknown_ids: unknown.slice(0, 100),
-      });
+      const shown = unknown
+        .slice(0, 10)
+        .map((id) => `"${id}"`)
+        .join(', ');
+      throw new AppError(
+        'ASSET_NOT_FOUND',
+        `Unknown asset ids: ${shown}${unknown.length > 10 ? ` and ${unknown.length - 10} more` : ''}. Nothing was updated.`,
+        {
+          unknown_ids: unknown.slice(0, 100),
+        },
+      );
     }
     const changed = ids.filter((id) => current.get(id) !== latest.get(id));
     for (const id of changed) {
-      await trx.updateTable('assets').set({ priority: latest.get(id) as number, priority_changed_at: now }).where('id', '=', id).execute();
+      await trx
+        .updateTable('assets')
+        .set({ priority: latest.get(id) as number, priority_changed_at: now })
+        .where('id', '=', id)
+        .execute();
     }
     await appendEvents(
       trx,
       now,
-      changed.map((id) => ({ actor, kind: 'asset.priority_changed', subjectType: 'asset', subjectId: id, data: { from: current.get(id), to: latest.get(id) } })),
+      changed.map((id) => ({
+        actor,
+        kind: 'asset.priority_changed',
+        subjectType: 'asset',
+        subjectId: id,
+        data: { from: current.get(id), to: latest.get(id) },
+      })),
     );
     return changed.length;
   });
@@ -53,12 +74,7 @@ export interface PolicyResult {
  * `agingMs` since its last change, a rescued one sinks by one; `jitter`: the seeds' random ±1;
  * `none`: nothing. Always within 1–10. Bulk changes are summarised in one event per pass.
  */
-export async function applyPriorityPolicy(
-  db: Db,
-  dialect: Dialect,
-  options: { policy: PriorityPolicy; agingMs: number },
-  now: number,
-): Promise<PolicyResult> {
+export async function applyPriorityPolicy(db: Db, dialect: Dialect, options: { policy: PriorityPolicy; agingMs: number }, now: number): Promise<PolicyResult> {
   const result: PolicyResult = { raised: 0, lowered: 0, jittered: 0 };
   if (options.policy === 'none') return result;
   await db.transaction().execute(async (trx) => {

@@ -8,7 +8,16 @@ import type { CatalogPage, CatalogResource } from './catalog.types.js';
 const NOW = Date.parse('2026-01-01T00:00:00Z');
 
 const resource = (id: string, url: string): CatalogResource => ({
-  resourceId: id, url, name: id, format: null, sizeBytes: 1000, sha256: null, dataset: 'dataset', organization: null, keywords: [], priority: 5,
+  resourceId: id,
+  url,
+  name: id,
+  format: null,
+  sizeBytes: 1000,
+  sha256: null,
+  dataset: 'dataset',
+  organization: null,
+  keywords: [],
+  priority: 5,
 });
 
 // Two pages; the first publishes one URL twice, so a rolled-back attempt must not leave its owner behind.
@@ -32,7 +41,9 @@ describe.each(dialects)('catalog writes that meet a lock conflict on %s', (diale
 
   // What each database throws when a transaction loses a lock: SQLite's busy timeout ran out, or a PostgreSQL deadlock.
   const conflict = () =>
-    dialect === 'sqlite' ? Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' }) : Object.assign(new Error('deadlock detected'), { code: '40P01' });
+    dialect === 'sqlite'
+      ? Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })
+      : Object.assign(new Error('deadlock detected'), { code: '40P01' });
 
   function options(overrides: Partial<ImportOptions> = {}) {
     const sleeps: number[] = [];
@@ -66,9 +77,15 @@ describe.each(dialects)('catalog writes that meet a lock conflict on %s', (diale
     const summary = await importCatalog(database.handle.db, pages(), run.options, NOW);
     expect(summary).toMatchObject({ pages: 2, resources: 3, new: 2, duplicates: 1 });
     expect(run.sleeps).toEqual([1000]);
-    expect(run.lines).toEqual([expect.stringMatching(/^database busy writing page 1 \((database is locked|deadlock detected)\), waiting 1 s, then retry 1 of 2$/)]);
+    expect(run.lines).toEqual([
+      expect.stringMatching(/^database busy writing page 1 \((database is locked|deadlock detected)\), waiting 1 s, then retry 1 of 2$/),
+    ]);
     const links = await database.handle.db.selectFrom('asset_links').select(['resource_id', 'asset_id']).orderBy('resource_id').execute();
-    expect(links).toEqual([{ resource_id: 'res-a', asset_id: 'res-a' }, { resource_id: 'res-b', asset_id: 'res-a' }, { resource_id: 'res-c', asset_id: 'res-c' }]);
+    expect(links).toEqual([
+      { resource_id: 'res-a', asset_id: 'res-a' },
+      { resource_id: 'res-b', asset_id: 'res-a' },
+      { resource_id: 'res-c', asset_id: 'res-c' },
+    ]);
   });
 
   it('writes the end of the run again too: one catalog.imported event', async () => {

@@ -22,7 +22,9 @@ export async function retryingBusyWrites<T>(
     } catch (error) {
       if (attempt >= options.lockRetries || !isLockConflict(error)) throw error;
       const delayMs = backoffDelay(attempt, 1000, 60_000);
-      options.report(`database busy writing ${what} (${(error as Error).message}), waiting ${formatWait(delayMs)}, then retry ${attempt + 1} of ${options.lockRetries}`);
+      options.report(
+        `database busy writing ${what} (${(error as Error).message}), waiting ${formatWait(delayMs)}, then retry ${attempt + 1} of ${options.lockRetries}`,
+      );
       await options.sleep(delayMs);
     }
   }

@@ -14,15 +14,17 @@ describe('catalog configuration', () => {
       catalogSyncIntervalMs: undefined,
       catalogSyncSources: undefined,
     });
-    expect(loadConfig({
-      CATALOG_REQUESTS_PER_SECOND: '0.5',
-      CATALOG_TIMEOUT_SECONDS: '2.5',
-      CATALOG_MAX_RETRIES: '0',
-      CATALOG_REMOVED_PRIORITY_BOOST: '0',
-      CATALOG_HEAD_CONCURRENCY: '64',
-      DATAGOV_API_URL: 'http://127.0.0.1:8099/',
-      DATAGOV_API_KEY: 'abc',
-    })).toMatchObject({
+    expect(
+      loadConfig({
+        CATALOG_REQUESTS_PER_SECOND: '0.5',
+        CATALOG_TIMEOUT_SECONDS: '2.5',
+        CATALOG_MAX_RETRIES: '0',
+        CATALOG_REMOVED_PRIORITY_BOOST: '0',
+        CATALOG_HEAD_CONCURRENCY: '64',
+        DATAGOV_API_URL: 'http://127.0.0.1:8099/',
+        DATAGOV_API_KEY: 'abc',
+      }),
+    ).toMatchObject({
       catalogRequestsPerSecond: 0.5,
       catalogTimeoutMs: 2500,
       catalogMaxRetries: 0,
@@ -34,7 +36,10 @@ describe('catalog configuration', () => {
   });
 
   it('reads the re-sync interval as a duration and the sources as a JSON list of imports', () => {
-    const sources = [{ source: 'ckan', url: 'https://demo.ckan.org', org: 'cryos' }, { source: 'datagov', q: 'climate', per_page: 500 }];
+    const sources = [
+      { source: 'ckan', url: 'https://demo.ckan.org', org: 'cryos' },
+      { source: 'datagov', q: 'climate', per_page: 500 },
+    ];
     expect(loadConfig({ CATALOG_SYNC_INTERVAL: '6h', CATALOG_SYNC_SOURCES: JSON.stringify(sources) })).toMatchObject({
       catalogSyncIntervalMs: 6 * 3_600_000,
       catalogSyncSources: sources,
@@ -56,10 +61,12 @@ describe('catalog configuration', () => {
     expect(problems({ CATALOG_SYNC_INTERVAL: '10s' })).toMatch(/CATALOG_SYNC_INTERVAL must be between 1 minutes and 366 days/);
     expect(problems({ CATALOG_SYNC_SOURCES: '[{source:ckan}]' })).toMatch(/CATALOG_SYNC_SOURCES must be a JSON list of imports/);
     expect(problems({ CATALOG_SYNC_SOURCES: '[]' })).toMatch(/CATALOG_SYNC_SOURCES has invalid imports: must NOT have fewer than 1 items/);
-    expect(problems({ CATALOG_SYNC_SOURCES: '[{"source":"ckan","url":"ftp://x.org"},{"source":"dcat","url":"https://x.gov/data.json","orgg":"a"}]' }))
-      .toMatch(/CATALOG_SYNC_SOURCES has invalid imports: \/0\/url must match pattern .*; \/1\/orgg is not allowed/);
-    expect(problems({ CATALOG_SYNC_SOURCES: '[{"source":"ckan","url":"https://x.org"},{"source":"ckan"}]' }))
-      .toMatch(/CATALOG_SYNC_SOURCES has invalid imports: \/1: a ckan import needs a url/);
+    expect(problems({ CATALOG_SYNC_SOURCES: '[{"source":"ckan","url":"ftp://x.org"},{"source":"dcat","url":"https://x.gov/data.json","orgg":"a"}]' })).toMatch(
+      /CATALOG_SYNC_SOURCES has invalid imports: \/0\/url must match pattern .*; \/1\/orgg is not allowed/,
+    );
+    expect(problems({ CATALOG_SYNC_SOURCES: '[{"source":"ckan","url":"https://x.org"},{"source":"ckan"}]' })).toMatch(
+      /CATALOG_SYNC_SOURCES has invalid imports: \/1: a ckan import needs a url/,
+    );
   });
 
   it('lists every invalid catalog variable', () => {

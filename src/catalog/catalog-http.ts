@@ -147,8 +147,10 @@ export function createJsonFetcher(policy: FetchPolicy): JsonFetcher {
 
   /** Waits out a retry's delay, with a line every minute of a long one: silence for an hour looks like a hang. */
   async function waitBeforeRetry(host: string, problem: string, delayMs: number, retryAfterMs: number | undefined, retry: number): Promise<void> {
-    policy.report(`${host}: ${problem}, waiting ${formatWait(delayMs)}${describeRetryAfter(retryAfterMs, delayMs)}, then retry ${retry} of ${policy.maxRetries}`);
-    for (let left = delayMs; ; ) {
+    policy.report(
+      `${host}: ${problem}, waiting ${formatWait(delayMs)}${describeRetryAfter(retryAfterMs, delayMs)}, then retry ${retry} of ${policy.maxRetries}`,
+    );
+    for (let left = delayMs; ;) {
       const step = Math.min(left, 60_000);
       await policy.sleep(step);
       left -= step;

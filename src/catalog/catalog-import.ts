@@ -35,11 +35,13 @@ export function describeSummary(summary: RunSummary): string {
   const sizes = summary.sizes
     ? ` Sizes: ${summary.sizes.checked} checked, ${summary.sizes.discovered} found, ${summary.sizes.gone} answered 404/410, ${summary.sizes.unknown} still unknown.`
     : '';
-  return `Imported ${summary.resources} resources from ${summary.datasets} datasets (${summary.pages} pages) of ${summary.source} in ${summary.seconds.toFixed(1)} s: `
-    + `${summary.new} new, ${summary.updated} updated, ${summary.unchanged} unchanged, ${summary.duplicates} duplicate URLs linked, ${summary.removed} removed from source`
-    + `${summary.superseded > 0 ? `, ${summary.superseded} with copies superseded by a new URL or checksum` : ''}`
-    + `${summary.stripped > 0 ? `, ${summary.stripped} values with NUL characters removed` : ''}`
-    + `${summary.refused > 0 ? `, ${summary.refused} resources with control characters in their id or URL left out` : ''}.${sizes}`;
+  return (
+    `Imported ${summary.resources} resources from ${summary.datasets} datasets (${summary.pages} pages) of ${summary.source} in ${summary.seconds.toFixed(1)} s: ` +
+    `${summary.new} new, ${summary.updated} updated, ${summary.unchanged} unchanged, ${summary.duplicates} duplicate URLs linked, ${summary.removed} removed from source` +
+    `${summary.superseded > 0 ? `, ${summary.superseded} with copies superseded by a new URL or checksum` : ''}` +
+    `${summary.stripped > 0 ? `, ${summary.stripped} values with NUL characters removed` : ''}` +
+    `${summary.refused > 0 ? `, ${summary.refused} resources with control characters in their id or URL left out` : ''}.${sizes}`
+  );
 }
 
 /** One source ready to read: the CLI and the import jobs build it from the same flags. */

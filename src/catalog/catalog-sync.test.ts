@@ -36,7 +36,10 @@ describe.each(dialects)('periodic catalog re-sync on %s', (dialect) => {
         // Long enough that a hanging portal keeps its import running for the whole test.
         catalogTimeoutMs: 600_000,
         catalogSyncIntervalMs: 6 * HOUR,
-        catalogSyncSources: [{ source: 'ckan', url: ckanUrl, rows: 5 }, { source: 'dcat', url: `${ckanUrl}/data.json` }],
+        catalogSyncSources: [
+          { source: 'ckan', url: ckanUrl, rows: 5 },
+          { source: 'dcat', url: `${ckanUrl}/data.json` },
+        ],
       }),
     );
     const loop = server.loops.find((candidate) => candidate.name === CATALOG_SYNC_LOOP)!;

@@ -94,8 +94,15 @@ export interface PageReport {
 
 /** What a re-sync may change on an existing asset; priority and replicas_target stay the rescue's. */
 function differs(row: AssetRow, resource: CatalogResource): boolean {
-  return row.name !== resource.name || row.url !== resource.url || row.size_bytes !== resource.sizeBytes || row.format !== resource.format
-    || row.sha256 !== resource.sha256 || row.dataset !== resource.dataset || row.organization !== resource.organization;
+  return (
+    row.name !== resource.name ||
+    row.url !== resource.url ||
+    row.size_bytes !== resource.sizeBytes ||
+    row.format !== resource.format ||
+    row.sha256 !== resource.sha256 ||
+    row.dataset !== resource.dataset ||
+    row.organization !== resource.organization
+  );
 }
 
 /** The updated assets whose URL or published checksum is new: their earlier copies may no longer count. */
@@ -134,7 +141,17 @@ function toAssetInput(resource: CatalogResource, existing: AssetRow | undefined,
 async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, string>, options: ImportOptions, now: number): Promise<PageReport> {
   const { resources, stripped, refused } = storableResources(page.resources);
   const report: PageReport = {
-    datasets: page.datasets, total: page.total, resources: page.resources.length, duplicates: 0, new: 0, updated: 0, unchanged: 0, superseded: 0, stripped, refused, next: page.next,
+    datasets: page.datasets,
+    total: page.total,
+    resources: page.resources.length,
+    duplicates: 0,
+    new: 0,
+    updated: 0,
+    unchanged: 0,
+    superseded: 0,
+    stripped,
+    refused,
+    next: page.next,
   };
   const pageOwners = new Map<string, string>();
   const ownerOf = (url: string) => pageOwners.get(url) ?? urlToAsset.get(url);
@@ -168,7 +185,11 @@ async function importPage(db: Db, page: CatalogPage, urlToAsset: Map<string, str
       else report.unchanged += 1;
       return !row || differs(row, resource);
     });
-    await upsertAssets(trx, changed.map((resource) => toAssetInput(resource, existing.get(resource.resourceId), options)), now);
+    await upsertAssets(
+      trx,
+      changed.map((resource) => toAssetInput(resource, existing.get(resource.resourceId), options)),
+      now,
+    );
     report.superseded = (await supersedeStaleCopies(trx, sourceChanges(changed, existing), options.actor, now)).length;
     await markAssetsSeen(trx, [...new Set(links.map((link) => link.assetId))], now);
     await upsertAssetLinks(trx, links, now);
@@ -187,7 +208,19 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
   const elapsedMs = options.elapsedMs ?? (() => 0);
   const startedMs = elapsedMs();
   const summary: ImportSummary = {
-    source: options.source, pages: 0, datasets: 0, resources: 0, duplicates: 0, new: 0, updated: 0, unchanged: 0, removed: 0, superseded: 0, stripped: 0, refused: 0, seconds: 0,
+    source: options.source,
+    pages: 0,
+    datasets: 0,
+    resources: 0,
+    duplicates: 0,
+    new: 0,
+    updated: 0,
+    unchanged: 0,
+    removed: 0,
+    superseded: 0,
+    stripped: 0,
+    refused: 0,
+    seconds: 0,
   };
   const urlToAsset = new Map<string, string>();
   for await (const page of pages) {
@@ -203,7 +236,9 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
     summary.stripped += report.stripped;
     summary.refused += report.refused;
     if (report.stripped + report.refused > 0) {
-      options.report(`page ${summary.pages}: ${report.stripped} value(s) had NUL characters or lone surrogates removed, ${report.refused} resource(s) with control characters in their id or URL left out`);
+      options.report(
+        `page ${summary.pages}: ${report.stripped} value(s) had NUL characters or lone surrogates removed, ${report.refused} resource(s) with control characters in their id or URL left out`,
+      );
     }
     const seconds = (elapsedMs() - startedMs) / 1000;
     options.onProgress?.({
@@ -215,25 +250,34 @@ export async function importCatalog(db: Db, pages: AsyncIterable<CatalogPage>, o
       seconds,
     });
   }
-  await retryingBusyWrites(options, 'the end of the run', () => db.transaction().execute(async (trx) => {
-    const removed = options.sweep === null
-      ? []
-      : await flagUnseenAssets(trx, { source: options.source, ...options.sweep, runStartedAt: options.runStartedAt ?? now, boost: options.removedPriorityBoost }, now);
-    summary.removed = removed.length;
-    summary.seconds = (elapsedMs() - startedMs) / 1000;
-    const { source, seconds: _seconds, ...counts } = summary;
-    const events: NewEvent[] = [{ actor: options.actor, kind: 'catalog.imported', subjectType: 'import', subjectId: source, data: { ...counts, ...options.eventData } }];
-    if (removed.length > 0) {
-      events.push({
-        actor: options.actor,
-        kind: 'catalog.removed_from_source',
-        subjectType: 'import',
-        subjectId: source,
-        data: { count: removed.length, priority_boost: options.removedPriorityBoost, asset_ids: removed.slice(0, 100) },
-      });
-    }
-    await appendEvents(trx, now, events);
-    await options.afterRun?.(trx, summary);
-  }));
+  await retryingBusyWrites(options, 'the end of the run', () =>
+    db.transaction().execute(async (trx) => {
+      const removed =
+        options.sweep === null
+          ? []
+          : await flagUnseenAssets(
+              trx,
+              { source: options.source, ...options.sweep, runStartedAt: options.runStartedAt ?? now, boost: options.removedPriorityBoost },
+              now,
+            );
+      summary.removed = removed.length;
+      summary.seconds = (elapsedMs() - startedMs) / 1000;
+      const { source, seconds: _seconds, ...counts } = summary;
+      const events: NewEvent[] = [
+        { actor: options.actor, kind: 'catalog.imported', subjectType: 'import', subjectId: source, data: { ...counts, ...options.eventData } },
+      ];
+      if (removed.length > 0) {
+        events.push({
+          actor: options.actor,
+          kind: 'catalog.removed_from_source',
+          subjectType: 'import',
+          subjectId: source,
+          data: { count: removed.length, priority_boost: options.removedPriorityBoost, asset_ids: removed.slice(0, 100) },
+        });
+      }
+      await appendEvents(trx, now, events);
+      await options.afterRun?.(trx, summary);
+    }),
+  );
   return summary;
 }

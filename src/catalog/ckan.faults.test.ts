@@ -18,7 +18,8 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
   });
 
   const count = async () => (await testbed.database.handle.db.selectFrom('assets').select('id').execute()).length;
-  const run = (io = createTestIo(), flags: { rows?: number } = { rows: 2 }) => importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, flags);
+  const run = (io = createTestIo(), flags: { rows?: number } = { rows: 2 }) =>
+    importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/${name}`, flags);
   const requestsTo = () => testbed.portal.requests.filter((request) => request.startsWith(`/${name}/`)).length;
 
   it('waits out a 429 with Retry-After: 0 and a 500, then goes on, saying why before each retry', async () => {
@@ -97,8 +98,9 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
   });
 
   it('explains the bare-string answer of a URL that is not a CKAN action API', async () => {
-    await expect(importCkan(testbed.database.handle.db, catalogConfig(), createTestIo(), `${testbed.portal.url}/nothing-here`, {}))
-      .rejects.toThrow(/HTTP 400 "Bad request: Action name not known: package_search": is this a CKAN portal/);
+    await expect(importCkan(testbed.database.handle.db, catalogConfig(), createTestIo(), `${testbed.portal.url}/nothing-here`, {})).rejects.toThrow(
+      /HTTP 400 "Bad request: Action name not known: package_search": is this a CKAN portal/,
+    );
   });
 
   it('retries an empty page before the count is reached, then fails with a clear message when it stays empty', async () => {
@@ -117,7 +119,9 @@ describe.each(dialects)('CKAN import faults on %s', (dialect) => {
     testbed.portal.fault(name, 'short');
     const io = createTestIo();
     expect(await run(io, { rows: 3 })).toMatchObject({ datasets: 5, resources: 10, new: 10 });
-    const starts = testbed.portal.requests.filter((request) => request.startsWith(`/${name}/`)).map((request) => new URL(request, 'http://x').searchParams.get('start'));
+    const starts = testbed.portal.requests
+      .filter((request) => request.startsWith(`/${name}/`))
+      .map((request) => new URL(request, 'http://x').searchParams.get('start'));
     expect(starts).toEqual(['0', '2', '4']);
     expect(await count()).toBe(10);
   });
@@ -171,7 +175,9 @@ describe('a portal page past CATALOG_MAX_PAGE_BYTES', () => {
     const database = await createTestDatabase('sqlite');
     try {
       const config = catalogConfig({ catalogMaxPageBytes: 64 * 1024 });
-      await expect(importCkan(database.handle.db, config, createTestIo(), `${base}/endless`, {})).rejects.toThrow(/sent more than that: a page may be at most 65536 bytes \(CATALOG_MAX_PAGE_BYTES\)/);
+      await expect(importCkan(database.handle.db, config, createTestIo(), `${base}/endless`, {})).rejects.toThrow(
+        /sent more than that: a page may be at most 65536 bytes \(CATALOG_MAX_PAGE_BYTES\)/,
+      );
       await expect(importCkan(database.handle.db, config, createTestIo(), `${base}/announced`, {})).rejects.toThrow(/announces 10485760 bytes/);
       // Stopped near the limit, not at the end of the portal's patience.
       expect(streamed).toBeLessThan(64 * 1024 * 1024);

@@ -9,7 +9,6 @@ const DAY = 86_400_000;
 describe.each(dialects)('CKAN import on %s', (dialect) => {
   const testbed = useCatalogTestbed(dialect);
 
-
   const assets = () => testbed.database.handle.db.selectFrom('assets').selectAll().orderBy('id').execute();
   const run = (name: string, flags = {}, io = createTestIo(), config = catalogConfig()) =>
     importCkan(testbed.database.handle.db, config, io, `${testbed.portal.url}/${name}`, flags);
@@ -29,7 +28,11 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
   });
 
   it('imports a portal whose metadata carries NUL characters and lone surrogates, the same on both databases, counting what it removed', async () => {
-    const [first, second] = generatePackages(2, 2) as { name: string; organization: { name: string }; resources: { id: string; name: string; url: string; format: string }[] }[];
+    const [first, second] = generatePackages(2, 2) as {
+      name: string;
+      organization: { name: string };
+      resources: { id: string; name: string; url: string; format: string }[];
+    }[];
     first!.resources[0]!.name = 'sea\u0000surface \ud800temperature';
     first!.organization.name = 'noaa\u0000';
     first!.resources[1]!.id = 'res-\u0007-bell';
@@ -99,8 +102,14 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     const summary = await run('capped', {}, io);
     expect(summary).toMatchObject({ pages: 3, datasets: 250, resources: 500, new: 500 });
     const searches = testbed.portal.requests.filter((request) => request.startsWith('/capped/')).map((request) => new URL(request, 'http://x').searchParams);
-    expect(searches.map((params) => [params.get('start'), params.get('rows')])).toEqual([['0', '1000'], ['100', '100'], ['200', '100']]);
-    expect(io.lines.filter((line) => /at most/.test(line))).toEqual([`${testbed.portal.url}/capped returns at most 100 datasets per page; continuing with --rows 100`]);
+    expect(searches.map((params) => [params.get('start'), params.get('rows')])).toEqual([
+      ['0', '1000'],
+      ['100', '100'],
+      ['200', '100'],
+    ]);
+    expect(io.lines.filter((line) => /at most/.test(line))).toEqual([
+      `${testbed.portal.url}/capped returns at most 100 datasets per page; continuing with --rows 100`,
+    ]);
     expect(io.lines.at(-1)).toMatch(/^page 3: 250 of 250 datasets, 500 resources/);
     expect(await assets()).toHaveLength(500);
   });
@@ -127,7 +136,9 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     await run('shrinking', {}, createTestIo(later + 3 * DAY));
     const back = await testbed.database.handle.db.selectFrom('assets').selectAll().where('id', '=', 'res-1-1').executeTakeFirstOrThrow();
     expect(back.removed_from_source_at).toBeNull();
-    expect(await testbed.database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([{ id: 'res-0-1' }]);
+    expect(await testbed.database.handle.db.selectFrom('assets').select('id').where('removed_from_source_at', 'is not', null).execute()).toEqual([
+      { id: 'res-0-1' },
+    ]);
   });
 
   it('makes one asset of one URL published by two resources, linked to both datasets', async () => {
@@ -138,7 +149,10 @@ describe.each(dialects)('CKAN import on %s', (dialect) => {
     expect(summary).toMatchObject({ resources: 4, new: 3, duplicates: 1 });
     expect((await assets()).map((row) => row.id)).toEqual(['res-0-0', 'res-0-1', 'res-1-1']);
     const links = await testbed.database.handle.db.selectFrom('asset_links').selectAll().where('asset_id', '=', 'res-0-0').orderBy('resource_id').execute();
-    expect(links.map((link) => [link.resource_id, link.dataset])).toEqual([['res-0-0', 'dataset-000000'], ['res-1-0', 'dataset-000001']]);
+    expect(links.map((link) => [link.resource_id, link.dataset])).toEqual([
+      ['res-0-0', 'dataset-000000'],
+      ['res-1-0', 'dataset-000001'],
+    ]);
     // Re-importing keeps the first id and does not flag the shared asset as removed.
     expect(await run('twice', {}, createTestIo(Date.parse('2026-01-02T00:00:00Z')))).toMatchObject({ new: 0, duplicates: 1, removed: 0 });
   });

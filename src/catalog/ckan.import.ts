@@ -13,7 +13,10 @@ export interface CkanFlags {
 
 /** The portal's base URL without the action path or a trailing slash: what assets record as source. */
 export function normalizePortalUrl(raw: string): string {
-  const url = raw.trim().replace(/\/api\/3(\/action(\/package_search)?)?\/?$/, '').replace(/\/+$/, '');
+  const url = raw
+    .trim()
+    .replace(/\/api\/3(\/action(\/package_search)?)?\/?$/, '')
+    .replace(/\/+$/, '');
   if (!/^https?:\/\/[^\s/]+\S*$/.test(url)) throw new Error(`the portal must be an http(s) URL, got "${raw}"`);
   return url;
 }

@@ -53,18 +53,20 @@ export function mapCkanPackage(pkg: CkanPackage): CatalogResource[] {
   return (pkg.resources ?? []).flatMap((resource) => {
     if (!isHttpUrl(resource.url) || !resource.id) return [];
     const url = resource.url.trim();
-    return [{
-      resourceId: resource.id,
-      url,
-      name: resource.name?.trim() || basenameOf(url),
-      format: resource.format?.trim() || null,
-      sizeBytes: toSizeBytes(resource.size),
-      sha256: toSha256(resource.hash),
-      dataset: pkg.name ?? null,
-      organization: pkg.organization?.name ?? null,
-      keywords,
-      priority: priorityFromViews(resource.tracking_summary?.recent ?? packageViews),
-    }];
+    return [
+      {
+        resourceId: resource.id,
+        url,
+        name: resource.name?.trim() || basenameOf(url),
+        format: resource.format?.trim() || null,
+        sizeBytes: toSizeBytes(resource.size),
+        sha256: toSha256(resource.hash),
+        dataset: pkg.name ?? null,
+        organization: pkg.organization?.name ?? null,
+        keywords,
+        priority: priorityFromViews(resource.tracking_summary?.recent ?? packageViews),
+      },
+    ];
   });
 }
 
@@ -132,8 +134,8 @@ export async function* readCkanPages(fetcher: JsonFetcher, query: CkanQuery, res
     }
     if (page.results.length === 0 && start < page.count) {
       throw new CatalogError(
-        `empty page from ${url} before all ${page.count} datasets were read, after ${query.emptyPageRetries + 1} attempts; `
-        + 'the portal may be overloaded: try again later',
+        `empty page from ${url} before all ${page.count} datasets were read, after ${query.emptyPageRetries + 1} attempts; ` +
+          'the portal may be overloaded: try again later',
       );
     }
     if (!capped && page.results.length > 0 && page.results.length < Math.min(rows, page.count - start)) {

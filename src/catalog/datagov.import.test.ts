@@ -8,9 +8,9 @@ import { deriveDistributionId } from './datagov.source.js';
 describe.each(dialects)('data.gov (new API) import on %s', (dialect) => {
   const testbed = useCatalogTestbed(dialect);
 
-
   const assets = () => testbed.database.handle.db.selectFrom('assets').selectAll().orderBy('url').execute();
-  const run = (name: string, flags = {}, io = createTestIo()) => importDatagov(testbed.database.handle.db, catalogConfig(), io, { url: `${testbed.portal.url}/${name}`, ...flags });
+  const run = (name: string, flags = {}, io = createTestIo()) =>
+    importDatagov(testbed.database.handle.db, catalogConfig(), io, { url: `${testbed.portal.url}/${name}`, ...flags });
 
   it('maps the recorded snapshot documents: downloadURL, title, mediaType, derived stable ids', async () => {
     const summary = await run('datagov-snapshot', { apiKey: 'key-123' });
@@ -19,7 +19,14 @@ describe.each(dialects)('data.gov (new API) import on %s', (dialect) => {
     expect(rows.map((row) => [row.url, row.name, row.format, row.dataset, row.organization, row.size_bytes])).toEqual([
       ['https://example.gov/data/dataset-1.csv', 'Fixture Dataset 1 CSV', 'text/csv', 'fixture-dataset-1', 'fixture-org', null],
       ['https://example.gov/data/dataset-2.json', 'Fixture Dataset 2 JSON', 'application/json', 'fixture-dataset-2', 'fixture-org', null],
-      ['https://example.gov/data/dataset-2.xlsx', 'Fixture Dataset 2 Excel', expect.stringContaining('spreadsheetml'), 'fixture-dataset-2', 'fixture-org', null],
+      [
+        'https://example.gov/data/dataset-2.xlsx',
+        'Fixture Dataset 2 Excel',
+        expect.stringContaining('spreadsheetml'),
+        'fixture-dataset-2',
+        'fixture-org',
+        null,
+      ],
     ]);
     expect(rows[0]?.id).toBe(deriveDistributionId('test-identifier-9', 'https://example.gov/data/dataset-1.csv'));
     expect(testbed.portal.headers.at(-1)?.['x-api-key']).toBe('key-123');
@@ -37,14 +44,22 @@ describe.each(dialects)('data.gov (new API) import on %s', (dialect) => {
     const rows = await assets();
     expect(rows.find((row) => row.url.endsWith('ds-13/0.csv'))).toMatchObject({ size_bytes: 1000, organization: 'agency-1', priority: 6 });
     expect(rows.find((row) => row.url.endsWith('ds-3/1.html'))).toMatchObject({ size_bytes: null, name: 'Distribution 1' });
-    expect(await run('cursor', { perPage: 10 }, createTestIo(Date.parse('2026-01-02T00:00:00Z')))).toMatchObject({ new: 0, updated: 0, unchanged: 50, removed: 0 });
+    expect(await run('cursor', { perPage: 10 }, createTestIo(Date.parse('2026-01-02T00:00:00Z')))).toMatchObject({
+      new: 0,
+      updated: 0,
+      unchanged: 50,
+      removed: 0,
+    });
   });
 
-  it('narrows by org_slug and flags only that organization\'s vanished distributions', async () => {
+  it("narrows by org_slug and flags only that organization's vanished distributions", async () => {
     const records = generateRecords(6, 1) as { organization: { slug: string } }[];
     testbed.portal.setRecords('orgs', records);
     await run('orgs');
-    testbed.portal.setRecords('orgs', records.filter((_, index) => index !== 1 && index !== 2));
+    testbed.portal.setRecords(
+      'orgs',
+      records.filter((_, index) => index !== 1 && index !== 2),
+    );
     const second = await run('orgs', { org: 'agency-1' }, createTestIo(Date.parse('2026-01-02T00:00:00Z')));
     expect(second).toMatchObject({ datasets: 1, removed: 1 });
     expect(new URL(testbed.portal.requests.at(-1) as string, 'http://x').searchParams.get('org_slug')).toBe('agency-1');

@@ -18,7 +18,8 @@ export interface DatagovFlags {
 export function planDatagovImport(config: Config, flags: DatagovFlags): ImportPlan {
   const baseUrl = normalizePortalUrl(flags.url ?? config.datagovApiUrl);
   const perPage = flags.perPage ?? DATAGOV_MAX_PER_PAGE;
-  if (!Number.isInteger(perPage) || perPage < 1 || perPage > DATAGOV_MAX_PER_PAGE) throw new Error(`--per-page must be an integer from 1 to ${DATAGOV_MAX_PER_PAGE}`);
+  if (!Number.isInteger(perPage) || perPage < 1 || perPage > DATAGOV_MAX_PER_PAGE)
+    throw new Error(`--per-page must be an integer from 1 to ${DATAGOV_MAX_PER_PAGE}`);
   const query = { baseUrl, q: flags.q, org: flags.org, perPage, apiKey: flags.apiKey ?? config.datagovApiKey };
   // As for CKAN: a text query covers an unknown part of the catalog, so nothing is flagged removed.
   const sweep = flags.q ? null : flags.org ? { organization: flags.org } : {};

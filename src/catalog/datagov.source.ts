@@ -56,18 +56,20 @@ export function mapDcatDistributions(
     const distribution = entry as DcatDistribution;
     const url = [distribution.downloadURL, distribution.accessURL].find(isHttpUrl)?.trim();
     if (!url) return [];
-    return [{
-      resourceId: deriveDistributionId(dataset.identifier, url),
-      url,
-      name: distribution.title?.trim() || basenameOf(url),
-      format: distribution.format?.trim() || distribution.mediaType?.trim() || null,
-      sizeBytes: toSizeBytes(distribution.byteSize),
-      sha256: null,
-      dataset: dataset.name,
-      organization: dataset.organization,
-      keywords: dataset.keywords,
-      priority: dataset.priority,
-    }];
+    return [
+      {
+        resourceId: deriveDistributionId(dataset.identifier, url),
+        url,
+        name: distribution.title?.trim() || basenameOf(url),
+        format: distribution.format?.trim() || distribution.mediaType?.trim() || null,
+        sizeBytes: toSizeBytes(distribution.byteSize),
+        sha256: null,
+        dataset: dataset.name,
+        organization: dataset.organization,
+        keywords: dataset.keywords,
+        priority: dataset.priority,
+      },
+    ];
   });
 }
 

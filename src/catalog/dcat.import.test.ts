@@ -28,7 +28,15 @@ describe.each(dialects)('DCAT data.json import on %s', (dialect) => {
     fs.writeFileSync(file, JSON.stringify(catalog));
     expect(await run(file)).toMatchObject({ pages: 1, datasets: 4, resources: 9, new: 8, duplicates: 1 });
     const rows = await testbed.database.handle.db.selectFrom('assets').selectAll().orderBy('url').execute();
-    expect(rows[0]).toMatchObject({ url: 'https://files.example.gov/dcat/0/0.zip', size_bytes: 4096, format: 'ZIP', organization: 'Agency 0', dataset: 'https://agency.example.gov/id/0', source: file, name: '0.zip' });
+    expect(rows[0]).toMatchObject({
+      url: 'https://files.example.gov/dcat/0/0.zip',
+      size_bytes: 4096,
+      format: 'ZIP',
+      organization: 'Agency 0',
+      dataset: 'https://agency.example.gov/id/0',
+      source: file,
+      name: '0.zip',
+    });
     expect(rows[1]?.size_bytes).toBeNull();
     expect(await run(file, createTestIo(Date.parse('2026-01-02T00:00:00Z')))).toMatchObject({ new: 0, updated: 0, unchanged: 8, removed: 0 });
     catalog.dataset[2]?.distribution.pop();

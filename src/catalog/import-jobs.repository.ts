@@ -31,7 +31,14 @@ export async function listImportJobs(db: Db, filter: { state?: ImportState; befo
 }
 
 /** A queued job is due at once; a running one whose lease lapsed (its instance died) is due again, to resume. */
-const DUE_IMPORTS: DueWork<'imports'> = { table: 'imports', waiting: 'queued', claimed: 'running', leaseUntil: 'lease_expires_at', owner: 'lease_owner', orderBy: 'id' };
+const DUE_IMPORTS: DueWork<'imports'> = {
+  table: 'imports',
+  waiting: 'queued',
+  claimed: 'running',
+  leaseUntil: 'lease_expires_at',
+  owner: 'lease_owner',
+  orderBy: 'id',
+};
 
 /** Queued jobs and running ones whose lease lapsed (their instance died), oldest first. */
 export async function findDueImportJobIds(db: Db, now: number, limit: number): Promise<number[]> {
@@ -53,22 +60,27 @@ export async function claimImportJob(db: Db, id: number, owner: string, leaseMs:
 
 /** Adds one page's counts and moves the resume point; false when the job is no longer this owner's. */
 export async function recordImportPage(db: Db, id: number, owner: string, page: PageReport, leaseMs: number, now: number): Promise<boolean> {
-  return renewClaim(db, DUE_IMPORTS, { id, owner }, {
-    now,
-    leaseMs,
-    set: (eb) => ({
-      pages_done: eb('pages_done', '+', 1),
-      datasets_seen: eb('datasets_seen', '+', page.datasets),
-      datasets_total: page.total,
-      resources_seen: eb('resources_seen', '+', page.resources),
-      assets_created: eb('assets_created', '+', page.new),
-      assets_updated: eb('assets_updated', '+', page.updated),
-      assets_unchanged: eb('assets_unchanged', '+', page.unchanged),
-      duplicates: eb('duplicates', '+', page.duplicates),
-      cursor: page.next,
-      progress_at: now,
-    }),
-  });
+  return renewClaim(
+    db,
+    DUE_IMPORTS,
+    { id, owner },
+    {
+      now,
+      leaseMs,
+      set: (eb) => ({
+        pages_done: eb('pages_done', '+', 1),
+        datasets_seen: eb('datasets_seen', '+', page.datasets),
+        datasets_total: page.total,
+        resources_seen: eb('resources_seen', '+', page.resources),
+        assets_created: eb('assets_created', '+', page.new),
+        assets_updated: eb('assets_updated', '+', page.updated),
+        assets_unchanged: eb('assets_unchanged', '+', page.unchanged),
+        duplicates: eb('duplicates', '+', page.duplicates),
+        cursor: page.next,
+        progress_at: now,
+      }),
+    },
+  );
 }
 
 /** Every page read and the source swept; false when the job is no longer this owner's. */

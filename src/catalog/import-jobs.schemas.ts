@@ -42,7 +42,9 @@ export function checkImportRequest(request: ImportRequest): void {
   const allowed = new Set<string>(['source', 'url', 'discover_sizes', ...optionsOf[request.source]]);
   const foreign = Object.keys(request).filter((key) => !allowed.has(key) && request[key as keyof ImportRequest] !== undefined);
   if (foreign.length > 0) {
-    throw new Error(`${foreign.join(', ')} ${foreign.length === 1 ? 'is not an option' : 'are not options'} of ${request.source} imports (they take ${[...allowed].join(', ')})`);
+    throw new Error(
+      `${foreign.join(', ')} ${foreign.length === 1 ? 'is not an option' : 'are not options'} of ${request.source} imports (they take ${[...allowed].join(', ')})`,
+    );
   }
   if (request.source !== 'datagov' && request.url === undefined) throw new Error(`a ${request.source} import needs a url`);
 }

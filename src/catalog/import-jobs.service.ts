@@ -34,9 +34,13 @@ export function validateImportRequest(config: Config, request: ImportRequest): I
 async function refuseSecondRun(db: Db, source: string): Promise<never> {
   const active = await findActiveImportJob(db, source);
   const which = active ? `import ${active.id} is ${active.state}` : 'another import is queued or running';
-  throw new AppError('IMPORT_ALREADY_RUNNING', `${which} for ${source}; one import per source runs at a time. Wait for it, or cancel it (POST /imports/${active?.id ?? '{id}'}/cancel).`, {
-    import_id: active?.id ?? null,
-  });
+  throw new AppError(
+    'IMPORT_ALREADY_RUNNING',
+    `${which} for ${source}; one import per source runs at a time. Wait for it, or cancel it (POST /imports/${active?.id ?? '{id}'}/cancel).`,
+    {
+      import_id: active?.id ?? null,
+    },
+  );
 }
 
 /**
@@ -52,7 +56,9 @@ export async function createImportJob(db: Db, dialect: Dialect, config: Config, 
       const { api_key: apiKey, ...kept } = request;
       const params = apiKey === undefined ? kept : { ...kept, api_key_given: true };
       const row = await insertImportJob(trx, { kind: request.source, source: plan.source, params: JSON.stringify(params), createdBy: actor }, now);
-      await appendEvents(trx, now, [{ actor, kind: 'import.queued', subjectType: 'import', subjectId: row.id, data: { source: request.source, url: plan.source } }]);
+      await appendEvents(trx, now, [
+        { actor, kind: 'import.queued', subjectType: 'import', subjectId: row.id, data: { source: request.source, url: plan.source } },
+      ]);
       return row;
     });
   } catch (error) {
@@ -85,7 +91,8 @@ export async function resumeImport(db: Db, dialect: Dialect, id: number, actor: 
   try {
     row = await db.transaction().execute(async (trx) => {
       const queued = await requeueImportJob(trx, id);
-      if (queued) await appendEvents(trx, now, [{ actor, kind: 'import.resumed', subjectType: 'import', subjectId: id, data: { pages_done: queued.pages_done } }]);
+      if (queued)
+        await appendEvents(trx, now, [{ actor, kind: 'import.resumed', subjectType: 'import', subjectId: id, data: { pages_done: queued.pages_done } }]);
       return queued;
     });
   } catch (error) {

@@ -55,8 +55,11 @@ describe.each(dialects)('import jobs over HTTP on %s', (dialect) => {
     expect(await count('assets')).toBe(50);
     const imported = await server.api.get(`/events?kind=catalog.imported`, server.adminToken);
     expect(imported.body.items[0].data).toMatchObject({ import_id: started.body.id, new: 50 });
-    expect((await server.api.get(`/events?subject_type=import&subject_id=${started.body.id}`, server.adminToken)).body.items.map((event: { kind: string }) => event.kind))
-      .toEqual(['import.succeeded', 'import.queued']);
+    expect(
+      (await server.api.get(`/events?subject_type=import&subject_id=${started.body.id}`, server.adminToken)).body.items.map(
+        (event: { kind: string }) => event.kind,
+      ),
+    ).toEqual(['import.succeeded', 'import.queued']);
 
     // Once finished, the source can be imported again: a re-sync that changes nothing.
     server.clock.advance(HOUR);
@@ -69,7 +72,9 @@ describe.each(dialects)('import jobs over HTTP on %s', (dialect) => {
     expect(list.body.items.map((item: { id: number }) => item.id)).toEqual([again.body.id, started.body.id]);
     const page = await server.api.get(`/imports?limit=1&state=succeeded`, server.adminToken);
     expect(page.body).toMatchObject({ items: [{ id: again.body.id }], next_cursor: again.body.id });
-    expect((await server.api.get(`/imports?cursor=${again.body.id}`, server.adminToken)).body.items.map((item: { id: number }) => item.id)).toEqual([started.body.id]);
+    expect((await server.api.get(`/imports?cursor=${again.body.id}`, server.adminToken)).body.items.map((item: { id: number }) => item.id)).toEqual([
+      started.body.id,
+    ]);
   });
 
   it('imports data.gov with its key kept out of the job, and DCAT from a URL', async () => {
@@ -163,7 +168,10 @@ describe.each(dialects)('import jobs over HTTP on %s', (dialect) => {
       const first = await slow.api.post('/imports', { source: 'ckan', url: portalUrl() }, slow.adminToken);
       expect(first.body.state).toBe('running');
       // The same portal however written, through either instance.
-      for (const [api, token] of [[slow.api, slow.adminToken], [server.api, server.adminToken]] as const) {
+      for (const [api, token] of [
+        [slow.api, slow.adminToken],
+        [server.api, server.adminToken],
+      ] as const) {
         const second = await api.post('/imports', { source: 'ckan', url: `${portalUrl()}/`, q: 'other' }, token);
         expect(second.status).toBe(409);
         expect(second.body).toMatchObject({ code: 'IMPORT_ALREADY_RUNNING', import_id: first.body.id });

@@ -52,7 +52,11 @@ describe('dispatcher import progress', () => {
     display.pages(page(2, 20, 30, 2));
     expect(writes).toHaveLength(1); // too soon: held back
     display.sizes(1, 4, 0.5); // a new phase: the pages bar is finished first, and stays
-    expect(writes.slice(1)).toEqual([ERASE, expect.stringContaining(' 66% 20/30 datasets · page 2'), 'sizes [######------------------]  25% 1/4 files · 2 files/s · ETA 2s\n']);
+    expect(writes.slice(1)).toEqual([
+      ERASE,
+      expect.stringContaining(' 66% 20/30 datasets · page 2'),
+      'sizes [######------------------]  25% 1/4 files · 2 files/s · ETA 2s\n',
+    ]);
     clock.advance(10);
     display.sizes(2, 4, 0.6);
     display.sizes(4, 4, 0.7);

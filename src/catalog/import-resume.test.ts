@@ -99,7 +99,14 @@ describe.each(dialects)('import jobs resume on %s', (dialect) => {
     expect(await reconcile()).toBe(true);
     await survivor.ctx.imports.idle();
     expect(offsets()).toEqual(['0', '2', '4', '4', '6', '8']);
-    expect(await job(survivor, started.body.id)).toMatchObject({ state: 'succeeded', attempts: 2, pages_done: 5, resources_seen: 10, assets_created: 10, errors: 0 });
+    expect(await job(survivor, started.body.id)).toMatchObject({
+      state: 'succeeded',
+      attempts: 2,
+      pages_done: 5,
+      resources_seen: 10,
+      assets_created: 10,
+      errors: 0,
+    });
 
     // The dead instance's late writes change nothing: it no longer holds the job.
     await doomed.stop();
@@ -125,7 +132,14 @@ describe.each(dialects)('import jobs resume on %s', (dialect) => {
   it('starts queued imports from the reconciler', async () => {
     const server = await start();
     // Queued without being started, as when the instance that took the request was full.
-    const queued = await createImportJob(testbed.database.handle.db, server.ctx.dialect, server.config, { source: 'ckan', url: portalUrl() }, 'user:admin', server.clock.now());
+    const queued = await createImportJob(
+      testbed.database.handle.db,
+      server.ctx.dialect,
+      server.config,
+      { source: 'ckan', url: portalUrl() },
+      'user:admin',
+      server.clock.now(),
+    );
     expect(await job(server, queued.id)).toMatchObject({ state: 'queued', attempts: 0, started_at: null });
     expect(await server.ctx.imports.runDue(server.clock.now())).toEqual([queued.id]);
     await server.ctx.imports.idle();

@@ -66,7 +66,12 @@ export function createImportRunner(deps: { db: Db; config: Config; clock: Clock;
   async function readPages(job: ImportRow, request: ImportRequest, signal: AbortSignal): Promise<void> {
     const plan = planImport(config, request);
     // Progress is the job's row; what the CLI would print as a notice (retries, page caps) is logged.
-    const display = { pages: () => undefined, sizes: () => undefined, finish: () => undefined, notice: (line: string) => logger.info({ import: job.id, source: job.source }, line) };
+    const display = {
+      pages: () => undefined,
+      sizes: () => undefined,
+      finish: () => undefined,
+      notice: (line: string) => logger.info({ import: job.id, source: job.source }, line),
+    };
     const io: ImportIo = { now: () => clock.now(), elapsedMs: () => performance.now(), sleep: sleepUnlessAborted(signal), display };
     const fetcher = createJsonFetcher({ ...fetchPolicyFrom(config, io), signal });
     // A cursor of null after some pages means every page was read: only the sweep is left.

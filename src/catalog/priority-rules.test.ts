@@ -45,13 +45,15 @@ describe('CATALOG_PRIORITY_RULES', () => {
   });
 
   it('replaces the portal priority by the first matching priority rule, then adds every matching boost, within 1–10', () => {
-    const rules = parsePriorityRules(JSON.stringify([
-      { organization: 'NOAA-gov', priority: 9 },
-      { format: 'pdf', priority: 2 },
-      { keyword: 'climate', boost: 2 },
-      { format: 'csv', boost: -1 },
-      { keyword: 'ocean', boost: -9 },
-    ]));
+    const rules = parsePriorityRules(
+      JSON.stringify([
+        { organization: 'NOAA-gov', priority: 9 },
+        { format: 'pdf', priority: 2 },
+        { keyword: 'climate', boost: 2 },
+        { format: 'csv', boost: -1 },
+        { keyword: 'ocean', boost: -9 },
+      ]),
+    );
     const subject = (organization: string | null, keywords: string[], format: string | null) => ({ organization, keywords, format });
     expect(applyPriorityRules(6, subject('other', [], 'ZIP'), rules)).toBe(6); // no rule: the portal's views
     expect(applyPriorityRules(6, subject('noaa-gov', [], 'ZIP'), rules)).toBe(9);

@@ -23,7 +23,8 @@ function parseRule(value: unknown, index: number): PriorityRule {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`${at} must be an object such as {"format":"csv","priority":7}`);
   const entries = Object.entries(value);
   const unknown = entries.map(([key]) => key).filter((key) => !(MATCHERS as readonly string[]).includes(key) && !(EFFECTS as readonly string[]).includes(key));
-  if (unknown.length > 0) throw new Error(`${at} has ${unknown.map((key) => `"${key}"`).join(', ')}: a rule takes one of organization, keyword, format and one of priority, boost`);
+  if (unknown.length > 0)
+    throw new Error(`${at} has ${unknown.map((key) => `"${key}"`).join(', ')}: a rule takes one of organization, keyword, format and one of priority, boost`);
   const matchers = entries.filter(([key]) => (MATCHERS as readonly string[]).includes(key));
   const effects = entries.filter(([key]) => (EFFECTS as readonly string[]).includes(key));
   if (matchers.length !== 1) throw new Error(`${at} must match on exactly one of organization, keyword, format`);
@@ -32,7 +33,8 @@ function parseRule(value: unknown, index: number): PriorityRule {
   const [effect, amount] = effects[0] as [string, unknown];
   if (typeof pattern !== 'string' || pattern.trim() === '') throw new Error(`${at}: ${matcher} must be a non-empty string`);
   const [min, max] = effect === 'priority' ? [1, 10] : [-9, 9];
-  if (!Number.isInteger(amount) || (amount as number) < min || (amount as number) > max) throw new Error(`${at}: ${effect} must be an integer from ${min} to ${max}`);
+  if (!Number.isInteger(amount) || (amount as number) < min || (amount as number) > max)
+    throw new Error(`${at}: ${effect} must be an integer from ${min} to ${max}`);
   return { [matcher]: pattern.trim(), [effect]: amount } as PriorityRule;
 }
 

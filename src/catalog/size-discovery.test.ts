@@ -7,22 +7,23 @@ import { probeSize } from './size-discovery.js';
 describe.each(dialects)('size discovery on %s', (dialect) => {
   const testbed = useCatalogTestbed(dialect);
 
-
   const resource = (id: string, path: string, size: number | null = null) => ({ id, url: `${testbed.portal.url}/host/${path}`, name: id, size });
 
   it('finds unknown sizes by HEAD, redirect or ranged GET; marks 404/410 without dropping; keeps them on re-import', async () => {
-    testbed.portal.setPackages('sizes', [{
-      name: 'files',
-      organization: { name: 'lab' },
-      resources: [
-        resource('head', 'files/a.nc?size=1234'),
-        resource('redirected', 'redirect/b.nc?size=2048'),
-        resource('no-head', 'no-head/c.nc?size=777'),
-        resource('gone', 'gone/d.nc'),
-        resource('no-length', 'no-length/e.nc'),
-        resource('known', 'files/f.nc?size=5', 99),
-      ],
-    }]);
+    testbed.portal.setPackages('sizes', [
+      {
+        name: 'files',
+        organization: { name: 'lab' },
+        resources: [
+          resource('head', 'files/a.nc?size=1234'),
+          resource('redirected', 'redirect/b.nc?size=2048'),
+          resource('no-head', 'no-head/c.nc?size=777'),
+          resource('gone', 'gone/d.nc'),
+          resource('no-length', 'no-length/e.nc'),
+          resource('known', 'files/f.nc?size=5', 99),
+        ],
+      },
+    ]);
     const io = createTestIo();
     const summary = await importCkan(testbed.database.handle.db, catalogConfig(), io, `${testbed.portal.url}/sizes`, { discoverSizes: true });
     expect(summary.sizes).toEqual({ checked: 5, discovered: 3, gone: 1, unknown: 1 });
@@ -36,7 +37,13 @@ describe.each(dialects)('size discovery on %s', (dialect) => {
       { id: 'no-length', size_bytes: null, source_error: null, state: 'pending' },
       { id: 'redirected', size_bytes: 2048, source_error: null, state: 'pending' },
     ]);
-    const again = await importCkan(testbed.database.handle.db, catalogConfig(), createTestIo(Date.parse('2026-01-02T00:00:00Z')), `${testbed.portal.url}/sizes`, {});
+    const again = await importCkan(
+      testbed.database.handle.db,
+      catalogConfig(),
+      createTestIo(Date.parse('2026-01-02T00:00:00Z')),
+      `${testbed.portal.url}/sizes`,
+      {},
+    );
     expect(again).toMatchObject({ unchanged: 6, updated: 0 });
     const head = await testbed.database.handle.db.selectFrom('assets').select('size_bytes').where('id', '=', 'head').executeTakeFirstOrThrow();
     expect(head.size_bytes).toBe(1234);

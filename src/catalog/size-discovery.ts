@@ -2,10 +2,7 @@ import type { Db } from '../db/database.js';
 import { findAssetsOfUnknownSize, recordDiscoveredSize, recordSourceError } from './catalog.repository.js';
 
 /** What a source said about a file's size. */
-export type SizeProbe =
-  | { kind: 'size'; bytes: number }
-  | { kind: 'gone'; status: number }
-  | { kind: 'unknown'; reason: string };
+export type SizeProbe = { kind: 'size'; bytes: number } | { kind: 'gone'; status: number } | { kind: 'unknown'; reason: string };
 
 export interface DiscoveryOptions {
   concurrency: number;

@@ -8,7 +8,13 @@ import { importCkan } from './ckan.import.js';
 const HOUR = 3_600_000;
 const NEW_SHA = 'f'.repeat(64);
 
-interface Resource { id: string; url: string; name: string; size: number; hash: string }
+interface Resource {
+  id: string;
+  url: string;
+  name: string;
+  size: number;
+  hash: string;
+}
 
 describe.each(dialects)('a re-sync with a new URL or checksum on %s', (dialect) => {
   const testbed = useCatalogTestbed(dialect);
@@ -23,8 +29,10 @@ describe.each(dialects)('a re-sync with a new URL or checksum on %s', (dialect) 
 
   const db = () => testbed.database.handle.db;
   const sync = () => importCkan(db(), catalogConfig({ defaultReplicasTarget: 2 }), createTestIo(server.clock.now()), `${testbed.portal.url}/changing`, {});
-  const asset = (id: string) => db().selectFrom('assets').select(['url', 'sha256', 'state', 'copies', 'holders', 'replicas_target']).where('id', '=', id).executeTakeFirstOrThrow();
-  const allocationsOf = (id: string) => db().selectFrom('allocations').select(['node_id', 'state', 'verified', 'end_reason', 'sha256']).where('asset_id', '=', id).orderBy('node_id').execute();
+  const asset = (id: string) =>
+    db().selectFrom('assets').select(['url', 'sha256', 'state', 'copies', 'holders', 'replicas_target']).where('id', '=', id).executeTakeFirstOrThrow();
+  const allocationsOf = (id: string) =>
+    db().selectFrom('allocations').select(['node_id', 'state', 'verified', 'end_reason', 'sha256']).where('asset_id', '=', id).orderBy('node_id').execute();
   const complete = (node: { name: string; token: string }, resource: Resource, sha256 = resource.hash) =>
     server.api.post('/complete', { asset_id: resource.id, node_id: node.name, sha256, bytes: resource.size }, node.token);
 
@@ -68,7 +76,10 @@ describe.each(dialects)('a re-sync with a new URL or checksum on %s', (dialect) 
       { node_id: nodes[1]!.id, state: 'superseded', verified: 0, end_reason: 'source_changed', sha256: null },
     ]);
     expect((await allocationsOf(rehashed.id)).map((row) => row.state)).toEqual(['superseded', 'superseded']);
-    expect((await allocationsOf(renamed.id)).map((row) => [row.state, row.verified])).toEqual([['completed', 1], ['completed', 1]]);
+    expect((await allocationsOf(renamed.id)).map((row) => [row.state, row.verified])).toEqual([
+      ['completed', 1],
+      ['completed', 1],
+    ]);
 
     const events = await server.api.get('/events?kind=asset.source_changed', server.adminToken);
     const byAsset = Object.fromEntries(events.body.items.map((event: { subject_id: string; data: unknown }) => [event.subject_id, event.data]));
@@ -86,7 +97,10 @@ describe.each(dialects)('a re-sync with a new URL or checksum on %s', (dialect) 
 
     // The same nodes may copy the new version: the old checksum is refused, the new one counts.
     const again = await server.api.post('/allocate', { free_space_gb: 1, node_id: 'n1', max_assets: 10 }, nodes[0]!.token);
-    expect(again.body.map((granted: { id: string; url: string }) => [granted.id, granted.url]).sort()).toEqual([[moved.id, moved.url], [rehashed.id, rehashed.url]]);
+    expect(again.body.map((granted: { id: string; url: string }) => [granted.id, granted.url]).sort()).toEqual([
+      [moved.id, moved.url],
+      [rehashed.id, rehashed.url],
+    ]);
     expect((await complete(nodes[0]!, rehashed, oldSha)).body).toMatchObject({ code: 'CHECKSUM_MISMATCH' });
     // The mismatch puts the pair on RETRY_COOLDOWN_SECONDS before n1 is given the asset again.
     server.clock.advance(server.ctx.config.retryCooldownMs);

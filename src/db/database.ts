@@ -65,8 +65,7 @@ export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 // int8 (counts, epoch milliseconds) and numeric (sums) arrive as strings by default; every value we
 // store fits a double exactly (epoch ms and byte counts are far below 2^53).
 const pgTypes = {
-  getTypeParser: (oid: number, format?: 'text' | 'binary') =>
-    oid === 20 || oid === 1700 ? Number : pg.types.getTypeParser(oid, format as 'text'),
+  getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 || oid === 1700 ? Number : pg.types.getTypeParser(oid, format as 'text')),
 };
 
 export function openDatabase(options: DatabaseOptions): DatabaseHandle {
@@ -291,7 +290,10 @@ export async function pingDatabase(db: Db, timeoutMs = 2_000): Promise<boolean> 
   const timeout = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(false), timeoutMs);
   });
-  const ping = sql`select 1`.execute(db).then(() => true, () => false);
+  const ping = sql`select 1`.execute(db).then(
+    () => true,
+    () => false,
+  );
   try {
     return await Promise.race([ping, timeout]);
   } finally {

@@ -60,8 +60,7 @@ export const sqliteDialect: Dialect = {
   // SQLITE_BUSY and its extended codes (SQLITE_BUSY_SNAPSHOT: a read transaction's first write after another commit).
   isLockConflict: (error) => (error as { code?: string })?.code?.startsWith('SQLITE_BUSY') === true,
   isConnectionError: (error) => sqliteStorageProblems.some(([code]) => (error as { code?: string })?.code?.startsWith(code) === true),
-  describeUnavailable: (error) =>
-    sqliteStorageProblems.find(([code]) => (error as { code?: string })?.code?.startsWith(code) === true)?.[1] ?? UNAVAILABLE,
+  describeUnavailable: (error) => sqliteStorageProblems.find(([code]) => (error as { code?: string })?.code?.startsWith(code) === true)?.[1] ?? UNAVAILABLE,
 };
 
 export const postgresDialect: Dialect = {
@@ -81,9 +80,13 @@ export const postgresDialect: Dialect = {
   isConnectionError: (error) => {
     const code = (error as { code?: string })?.code ?? '';
     // Class 08: connection exceptions; 57P01–57P03: the server is shutting down or starting.
-    return code.startsWith('08') || code.startsWith('57P') || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code)
+    return (
+      code.startsWith('08') ||
+      code.startsWith('57P') ||
+      ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(code) ||
       // pg's own errors carry no code: a connection cut mid-query, or a client whose connection broke.
-      || /Connection terminated|connection timeout|is not queryable/i.test((error as Error)?.message ?? '');
+      /Connection terminated|connection timeout|is not queryable/i.test((error as Error)?.message ?? '')
+    );
   },
   describeUnavailable: () => UNAVAILABLE,
 };

@@ -33,23 +33,30 @@ describe.skipIf(!dialects.includes('postgres'))('retrying lock conflicts on post
     await Promise.all([increment([1, 2], 'first'), increment([2, 1], 'second')]);
     expect(attempts.first + attempts.second).toBe(3);
     const rows = await sql<{ id: number; value: number }>`select id, value from counters order by id`.execute(db);
-    expect(rows.rows).toEqual([{ id: 1, value: 2 }, { id: 2, value: 2 }]);
+    expect(rows.rows).toEqual([
+      { id: 1, value: 2 },
+      { id: 2, value: 2 },
+    ]);
   });
 
   it('gives up after three conflicts in a row and passes other errors through at once', async () => {
     database = await createTestDatabase('postgres');
     let calls = 0;
     const deadlock = Object.assign(new Error('deadlock detected'), { code: '40P01' });
-    await expect(retryingLockConflicts(database.handle.dialect, async () => {
-      calls += 1;
-      throw deadlock;
-    })).rejects.toBe(deadlock);
+    await expect(
+      retryingLockConflicts(database.handle.dialect, async () => {
+        calls += 1;
+        throw deadlock;
+      }),
+    ).rejects.toBe(deadlock);
     expect(calls).toBe(3);
     calls = 0;
-    await expect(retryingLockConflicts(database.handle.dialect, async () => {
-      calls += 1;
-      throw new Error('not a lock conflict');
-    })).rejects.toThrow('not a lock conflict');
+    await expect(
+      retryingLockConflicts(database.handle.dialect, async () => {
+        calls += 1;
+        throw new Error('not a lock conflict');
+      }),
+    ).rejects.toThrow('not a lock conflict');
     expect(calls).toBe(1);
   });
 });

@@ -75,7 +75,14 @@ export async function listAssetHistory(db: Db, assetId: string, limit: number): 
         eb.and([eb('subject_type', '=', 'asset'), eb('subject_id', '=', assetId)]),
         eb.and([
           eb('subject_type', '=', 'allocation'),
-          eb('subject_id', 'in', eb.selectFrom('allocations').select(sql<string>`cast(id as text)`.as('id')).where('asset_id', '=', assetId)),
+          eb(
+            'subject_id',
+            'in',
+            eb
+              .selectFrom('allocations')
+              .select(sql<string>`cast(id as text)`.as('id'))
+              .where('asset_id', '=', assetId),
+          ),
         ]),
       ]),
     )

@@ -6,9 +6,7 @@ import { findTokenHolder } from '../users/users.repository.js';
 import type { Role } from '../users/users.table.js';
 import type { AppContext } from './context.js';
 
-export type Principal =
-  | { kind: 'user'; userId: number; username: string; role: Role }
-  | { kind: 'node'; nodeId: number; nodeName: string };
+export type Principal = { kind: 'user'; userId: number; username: string; role: Role } | { kind: 'node'; nodeId: number; nodeName: string };
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -67,10 +65,11 @@ export async function authenticate(ctx: AppContext, token: string, caches?: Cred
   let user = caches?.users.get(claims.userId, now);
   if (!user) {
     user = await findTokenHolder(ctx.db, claims.userId);
-    if (!user) throw new AppError('UNAUTHENTICATED', 'The token\'s user no longer exists.');
+    if (!user) throw new AppError('UNAUTHENTICATED', "The token's user no longer exists.");
     caches?.users.set(claims.userId, user, now);
   }
-  if (user.tokenVersion !== claims.tokenVersion) throw new AppError('UNAUTHENTICATED', 'The token was revoked (a password change or a revocation); log in again.');
+  if (user.tokenVersion !== claims.tokenVersion)
+    throw new AppError('UNAUTHENTICATED', 'The token was revoked (a password change or a revocation); log in again.');
   return { kind: 'user', userId: user.id, username: user.username, role: user.role };
 }
 

@@ -27,7 +27,11 @@ describe('the request rules', () => {
 
   it('do not require a property that has a default, and parse http(s) patterns as URLs', () => {
     const route = routeWith({
-      querystring: { type: 'object', required: ['limit', 'state'], properties: { limit: { type: 'integer', default: 100 }, state: { type: 'string', pattern: '^https?://\\S+$' } } },
+      querystring: {
+        type: 'object',
+        required: ['limit', 'state'],
+        properties: { limit: { type: 'integer', default: 100 }, state: { type: 'string', pattern: '^https?://\\S+$' } },
+      },
     });
     applyRequestRules(route);
     const query = (route.schema as { querystring: any }).querystring;

@@ -64,7 +64,9 @@ export function compileBodyValidator(schema: object): ValidateFunction {
 
 /** For the OpenAPI document: a body that requires no property is optional (@fastify/swagger marks every body required). */
 export function markOptionalBodies<T>(document: T): T {
-  const paths = (document as { paths?: Record<string, Record<string, { requestBody?: { required?: boolean; content?: Record<string, { schema?: Schema }> } }>> }).paths;
+  const paths = (
+    document as { paths?: Record<string, Record<string, { requestBody?: { required?: boolean; content?: Record<string, { schema?: Schema }> } }>> }
+  ).paths;
   for (const operations of Object.values(paths ?? {})) {
     for (const operation of Object.values(operations)) {
       const body = operation.requestBody;

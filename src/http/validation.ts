@@ -48,8 +48,7 @@ const NUL = '\u0000';
 const LONE_SURROGATE = /\p{Cs}/u;
 
 /** A field name fit for a message: NUL and lone surrogates written as escapes. */
-const printable = (name: string) =>
-  name.replaceAll(NUL, '\\u0000').replace(/\p{Cs}/gu, (surrogate) => `\\u${surrogate.charCodeAt(0).toString(16)}`);
+const printable = (name: string) => name.replaceAll(NUL, '\\u0000').replace(/\p{Cs}/gu, (surrogate) => `\\u${surrogate.charCodeAt(0).toString(16)}`);
 
 /**
  * Every string and property name the databases cannot store alike, as ajv-style errors: NUL

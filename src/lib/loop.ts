@@ -89,11 +89,7 @@ export function createLoop(definition: LoopDefinition, deps: { db: Db; clock: Cl
       logger.error({ loop: definition.name, err: caught }, 'loop pass failed');
     }
     observer?.passFinished(definition.name, (performance.now() - startedAt) / 1000, error !== null);
-    await db
-      .updateTable('loops')
-      .set({ last_finished_at: clock.now(), last_error: error })
-      .where('name', '=', definition.name)
-      .execute();
+    await db.updateTable('loops').set({ last_finished_at: clock.now(), last_error: error }).where('name', '=', definition.name).execute();
     return true;
   }
 

@@ -16,7 +16,9 @@ export function readPrivateFile(file: string, variable: string): string {
     throw new Error(`${variable} ${file} cannot be read: ${(error as Error).message}`, { cause: error });
   }
   if ((stat.mode & SHARED_BITS) !== 0) {
-    throw new Error(`${variable} ${file} may be read by other accounts (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')}): make it readable by this service alone (chmod 600 ${file}).`);
+    throw new Error(
+      `${variable} ${file} may be read by other accounts (mode ${(stat.mode & 0o777).toString(8).padStart(4, '0')}): make it readable by this service alone (chmod 600 ${file}).`,
+    );
   }
   return fs.readFileSync(file, 'utf8');
 }
@@ -36,7 +38,8 @@ export function keepPrivate(paths: { path: string; directory: boolean }[], what:
     }
     if ((stat.mode & SHARED_BITS) === 0) continue;
     // A sticky directory (/tmp) is everyone's by design: narrowing it would break the machine.
-    if (directory && (stat.mode & 0o1000) !== 0) throw new Error(`${path} is a shared directory (sticky bit, like /tmp): ${what} Give it a directory of its own.`);
+    if (directory && (stat.mode & 0o1000) !== 0)
+      throw new Error(`${path} is a shared directory (sticky bit, like /tmp): ${what} Give it a directory of its own.`);
     const wanted = directory ? 0o700 : 0o600;
     try {
       fs.chmodSync(path, (stat.mode & 0o700) | (wanted & 0o700));

@@ -12,7 +12,7 @@ describe('password hashes', () => {
     expect(DUMMY_PASSWORD_HASH.split('$').slice(0, 4)).toEqual(['scrypt', '32768', '8', '1']);
   });
 
-  it('made at the test harness\'s cheap cost verify, and refuse a wrong password', async () => {
+  it("made at the test harness's cheap cost verify, and refuse a wrong password", async () => {
     const cheap = await hashPassword('correct horse battery', TEST_PASSWORD_COST);
     expect(cheap).toMatch(/^scrypt\$16\$8\$1\$/);
     expect(await verifyPassword('correct horse battery', cheap)).toBe(true);

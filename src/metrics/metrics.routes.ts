@@ -55,4 +55,3 @@ async function authorizeScrape(ctx: AppContext, request: FastifyRequest): Promis
   const principal = await underFailureBudget(authFailureBudgetOf(ctx), request.ip, ctx.clock.now(), () => authenticate(ctx, token));
   if (!isAdmin(principal)) throw new AppError('FORBIDDEN', 'GET /metrics needs METRICS_TOKEN or an admin token.');
 }
-

@@ -80,7 +80,15 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
     });
 
     expect(byLabel(samples, 'dispatcher_assets', 'state')).toEqual({ pending: 4, rescued: 0, gone: 0, unreachable: 0, suspect: 0 });
-    expect(byLabel(samples, 'dispatcher_allocations', 'state')).toEqual({ active: 1, completed: 0, released: 0, expired: 0, reclaimed: 0, failed: 0, superseded: 0 });
+    expect(byLabel(samples, 'dispatcher_allocations', 'state')).toEqual({
+      active: 1,
+      completed: 0,
+      released: 0,
+      expired: 0,
+      reclaimed: 0,
+      failed: 0,
+      superseded: 0,
+    });
     expect(byLabel(samples, 'dispatcher_nodes', 'status')).toEqual({ unknown: 0, alive: 1, suspect: 0, dead: 0, draining: 0, offline: 0 });
     expect(byLabel(samples, 'dispatcher_assets_by_source', 'source')).toEqual({ [portal]: 3, '(none)': 1 });
 

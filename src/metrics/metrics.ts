@@ -23,7 +23,15 @@ export interface MetricSources {
 // `dispatcher_assets{state="gone"} > 0` needs the series.
 const listed = (values: readonly string[]): Record<string, true> => Object.fromEntries(values.map((value) => [value, true]));
 const assetStates = listed(ASSET_STATES);
-const allocationStates: Record<AllocationState, true> = { active: true, completed: true, released: true, expired: true, reclaimed: true, failed: true, superseded: true };
+const allocationStates: Record<AllocationState, true> = {
+  active: true,
+  completed: true,
+  released: true,
+  expired: true,
+  reclaimed: true,
+  failed: true,
+  superseded: true,
+};
 const nodeStatuses = listed(NODE_STATUSES);
 
 /** Sources beyond this many (by asset count) are summed under "(other)", to bound the series. */
@@ -93,8 +101,12 @@ function registerCountGauges(registers: Registry[], db: Db): void {
     async () => capGroups(await countAssetsBySource(db)),
   );
   // The two measures of /status: bytes_rescued and bytes_rescued_distinct.
-  queriedGauge(registers, 'dispatcher_rescued_copy_bytes', 'Bytes of every verified copy: an asset with three copies counts three times.', () => readCopyBytes(db));
-  queriedGauge(registers, 'dispatcher_rescued_distinct_bytes', 'Bytes of the assets with at least one verified copy, each counted once (its size).', () => readDistinctBytes(db));
+  queriedGauge(registers, 'dispatcher_rescued_copy_bytes', 'Bytes of every verified copy: an asset with three copies counts three times.', () =>
+    readCopyBytes(db),
+  );
+  queriedGauge(registers, 'dispatcher_rescued_distinct_bytes', 'Bytes of the assets with at least one verified copy, each counted once (its size).', () =>
+    readDistinctBytes(db),
+  );
 }
 
 /** A gauge without labels, read from the database at every scrape. */
@@ -110,14 +122,7 @@ function queriedGauge(registers: Registry[], name: string, help: string, read: (
 }
 
 /** A gauge with one label, refilled from a GROUP BY at every scrape; `known` keys read 0 when absent. */
-function countedGauge(
-  registers: Registry[],
-  name: string,
-  help: string,
-  label: string,
-  known: Record<string, true>,
-  count: () => Promise<GroupCount[]>,
-): void {
+function countedGauge(registers: Registry[], name: string, help: string, label: string, known: Record<string, true>, count: () => Promise<GroupCount[]>): void {
   new Gauge({
     name,
     help,

@@ -100,10 +100,17 @@ describe.each(dialects)('enrollment tokens on %s', (dialect) => {
     server.clock.advance(1000);
     const again = await server.api.request('DELETE', `/api/enrollment-tokens/${id}`, { token: server.adminToken });
     expect(again.body.revoked_at).toBe(revoked.body.revoked_at);
-    const events = await database.handle.db.selectFrom('events').select('actor').where('kind', '=', 'enrollment_token.revoked').where('subject_id', '=', String(id)).execute();
+    const events = await database.handle.db
+      .selectFrom('events')
+      .select('actor')
+      .where('kind', '=', 'enrollment_token.revoked')
+      .where('subject_id', '=', String(id))
+      .execute();
     expect(events).toEqual([{ actor: 'user:admin' }]);
     // The node it registered keeps its own token.
-    expect((await server.api.get('/api/nodes', (await server.api.post('/api/workers/register', { hostname: 'x' }, server.adminToken)).body.node_token)).status).toBe(200);
+    expect(
+      (await server.api.get('/api/nodes', (await server.api.post('/api/workers/register', { hostname: 'x' }, server.adminToken)).body.node_token)).status,
+    ).toBe(200);
     const missing = await server.api.request('DELETE', '/api/enrollment-tokens/999999', { token: server.adminToken });
     expect(missing.status).toBe(404);
     expect(missing.body.code).toBe('ENROLLMENT_TOKEN_NOT_FOUND');
@@ -139,7 +146,14 @@ describe.each(dialects)('enrollment tokens on %s', (dialect) => {
       { expiresAt: now + HOUR, maxUses: 3, uses: 1, revokedAt: now },
     ];
     for (const [index, shape] of shapes.entries()) {
-      const row = await insertEnrollmentToken(database.handle.db, { tokenHash: `rule-${index}-${dialect}`, note: null, createdBy: null, now: now - HOUR, expiresAt: shape.expiresAt, maxUses: shape.maxUses });
+      const row = await insertEnrollmentToken(database.handle.db, {
+        tokenHash: `rule-${index}-${dialect}`,
+        note: null,
+        createdBy: null,
+        now: now - HOUR,
+        expiresAt: shape.expiresAt,
+        maxUses: shape.maxUses,
+      });
       const stored = await database.handle.db
         .updateTable('enrollment_tokens')
         .set({ uses: shape.uses, revoked_at: shape.revokedAt })
@@ -158,7 +172,9 @@ describe.each(dialects)('enrollment tokens on %s', (dialect) => {
     expect(created.maxUses).toBe(4);
     expect(created.expiresAt).toBeGreaterThanOrEqual(before + server.config.enrollmentTokenTtlMs);
     expect(created.expiresAt).toBeLessThanOrEqual(Date.now() + server.config.enrollmentTokenTtlMs);
-    const id = (await database.handle.db.selectFrom('enrollment_tokens').select('id').where('token_hash', '=', hashToken(created.token)).executeTakeFirstOrThrow()).id;
+    const id = (
+      await database.handle.db.selectFrom('enrollment_tokens').select('id').where('token_hash', '=', hashToken(created.token)).executeTakeFirstOrThrow()
+    ).id;
     const table = await runTokenList(server.config);
     expect(table.split('\n')[0]).toMatch(/^id\s+state\s+uses\s+created\s+expires\s+note$/);
     expect(table).toMatch(new RegExp(`^${id}\\s+active\\s+0/4\\s+\\S+\\s+\\S+\\s+from the cli$`, 'm'));

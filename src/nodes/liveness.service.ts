@@ -41,11 +41,20 @@ export async function recordHeartbeat(db: Db, nodeId: number, report: HeartbeatR
         : before.bandwidth_bps;
     await trx
       .updateTable('nodes')
-      .set({ status: 'alive', last_heartbeat_at: now, free_bytes: report.freeBytes, free_reported_at: now, bytes_in_flight: report.bytesInFlight, bandwidth_bps: rate })
+      .set({
+        status: 'alive',
+        last_heartbeat_at: now,
+        free_bytes: report.freeBytes,
+        free_reported_at: now,
+        bytes_in_flight: report.bytesInFlight,
+        bandwidth_bps: rate,
+      })
       .where('id', '=', nodeId)
       .execute();
     if (before.status !== 'alive') {
-      await appendEvents(trx, now, [{ actor: `node:${before.name}`, kind: 'node.alive', subjectType: 'node', subjectId: nodeId, data: { was: before.status } }]);
+      await appendEvents(trx, now, [
+        { actor: `node:${before.name}`, kind: 'node.alive', subjectType: 'node', subjectId: nodeId, data: { was: before.status } },
+      ]);
     }
     const renewed: HeartbeatResult['renewed'] = [];
     const ended: string[] = [];
@@ -67,9 +76,21 @@ export async function recordHeartbeat(db: Db, nodeId: number, report: HeartbeatR
       .selectFrom('source_hosts')
       .select(['host', 'paused_until'])
       .where('paused_until', '>', now)
-      .where('host', 'in', (eb) => eb.selectFrom('allocations').select(sql<string>`source_host`.as('host')).where('node_id', '=', nodeId).where('state', '=', 'active'))
+      .where('host', 'in', (eb) =>
+        eb
+          .selectFrom('allocations')
+          .select(sql<string>`source_host`.as('host'))
+          .where('node_id', '=', nodeId)
+          .where('state', '=', 'active'),
+      )
       .execute();
-    return { status: 'alive', draining: before.draining === 1, renewed, ended, pausedSources: paused.map((row) => ({ host: row.host, until: Number(row.paused_until) })) };
+    return {
+      status: 'alive',
+      draining: before.draining === 1,
+      renewed,
+      ended,
+      pausedSources: paused.map((row) => ({ host: row.host, until: Number(row.paused_until) })),
+    };
   });
 }
 
@@ -109,8 +130,20 @@ export async function markSilentNodes(db: Db, now: number, limits: { timeoutMs: 
       .returning(['id', 'last_heartbeat_at'])
       .execute();
     await appendEvents(trx, now, [
-      ...suspect.map((node) => ({ actor: 'system', kind: 'node.suspect', subjectType: 'node', subjectId: node.id, data: { last_heartbeat_at: node.last_heartbeat_at } })),
-      ...dead.map((node) => ({ actor: 'system', kind: 'node.dead', subjectType: 'node', subjectId: node.id, data: { last_heartbeat_at: node.last_heartbeat_at } })),
+      ...suspect.map((node) => ({
+        actor: 'system',
+        kind: 'node.suspect',
+        subjectType: 'node',
+        subjectId: node.id,
+        data: { last_heartbeat_at: node.last_heartbeat_at },
+      })),
+      ...dead.map((node) => ({
+        actor: 'system',
+        kind: 'node.dead',
+        subjectType: 'node',
+        subjectId: node.id,
+        data: { last_heartbeat_at: node.last_heartbeat_at },
+      })),
     ]);
     return { suspect: suspect.length, dead: dead.length };
   });
@@ -138,7 +171,12 @@ export async function reclaimFromDeadNodes(db: Db, now: number, maxPerPass: numb
             .orderBy('a.id')
             .limit(maxPerPass),
       },
-      { state: 'reclaimed', reason: 'node dead', actor: 'system', event: (row) => ({ kind: 'allocation.reclaimed', data: { asset_id: row.asset_id, node_id: row.node_id } }) },
+      {
+        state: 'reclaimed',
+        reason: 'node dead',
+        actor: 'system',
+        event: (row) => ({ kind: 'allocation.reclaimed', data: { asset_id: row.asset_id, node_id: row.node_id } }),
+      },
       now,
     );
     return ended.length;

@@ -63,9 +63,13 @@ describe.each(dialects)('rescue nodes on %s', (dialect) => {
     expect(events.body.items.map((event: { kind: string }) => event.kind)).toEqual(expect.arrayContaining(['node.suspect', 'node.dead', 'node.alive']));
   });
 
-  it('reclaims a dead node\'s work with a brake, most important first, and keeps its verified copies', async () => {
+  it("reclaims a dead node's work with a brake, most important first, and keeps its verified copies", async () => {
     await start({ reclaimMaxPerMinute: 2 });
-    await server.api.post('/assets', [1, 2, 3, 4, 5, 6].map((priority) => ({ ...makeAssets(1, { priority, size_bytes: 10, size_mb: undefined }, `p${priority}`)[0] })), server.adminToken);
+    await server.api.post(
+      '/assets',
+      [1, 2, 3, 4, 5, 6].map((priority) => ({ ...makeAssets(1, { priority, size_bytes: 10, size_mb: undefined }, `p${priority}`)[0] })),
+      server.adminToken,
+    );
     const node = await registerNode(server, 'doomed');
     await heartbeat(node);
     expect(await allocate(node)).toMatchObject({ status: 200 });
@@ -75,7 +79,9 @@ describe.each(dialects)('rescue nodes on %s', (dialect) => {
     await runLoop(LIVENESS_LOOP);
     await runLoop(RECLAIM_LOOP);
     const reclaimed = async () =>
-      (await server.api.get('/allocations?state=reclaimed', server.adminToken)).body.items.map((allocation: { asset_id: string }) => allocation.asset_id).sort();
+      (await server.api.get('/allocations?state=reclaimed', server.adminToken)).body.items
+        .map((allocation: { asset_id: string }) => allocation.asset_id)
+        .sort();
     expect(await reclaimed()).toEqual(['p4-1', 'p5-1']);
     server.clock.advance(MINUTE);
     await runLoop(RECLAIM_LOOP);
@@ -89,7 +95,7 @@ describe.each(dialects)('rescue nodes on %s', (dialect) => {
     expect(asset.body).toMatchObject({ state: 'rescued', copies: 1 });
   });
 
-  it('renews a lease on progress, sized from the node\'s rate, and lets a stalled one expire', async () => {
+  it("renews a lease on progress, sized from the node's rate, and lets a stalled one expire", async () => {
     await start({ allocationExpiryMs: 24 * 60 * MINUTE, leaseMinMs: 10 * MINUTE });
     await server.api.post('/assets', makeAssets(1, { size_bytes: 600 * MIB, size_mb: undefined }), server.adminToken);
     const node = await registerNode(server, 'steady');
@@ -192,13 +198,21 @@ describe.each(dialects)('rescue nodes on %s', (dialect) => {
     expect((await server.api.get('/assets/asset-1', server.adminToken)).body).toMatchObject({ state: 'pending', source_errors: 1 });
     await allocate(b);
     await server.api.post('/release', { asset_id: 'asset-1', node_id: 'b-node', source_status: 410 }, b.token);
-    expect((await server.api.get('/assets/asset-1', server.adminToken)).body).toMatchObject({ state: 'gone', source_errors: 2, source_error: 'source_gone: 410' });
+    expect((await server.api.get('/assets/asset-1', server.adminToken)).body).toMatchObject({
+      state: 'gone',
+      source_errors: 2,
+      source_error: 'source_gone: 410',
+    });
     expect((await allocate(c)).status).toBe(404);
   });
 
-  it('dispatches in seed 002\'s shape: /mock_dispatch reserves nothing, /dispatch does', async () => {
+  it("dispatches in seed 002's shape: /mock_dispatch reserves nothing, /dispatch does", async () => {
     await start();
-    await server.api.post('/assets', [...makeAssets(2, { priority: 9, size_mb: 500 }, 'high'), ...makeAssets(2, { priority: 2, size_mb: 500 }, 'low')], server.adminToken);
+    await server.api.post(
+      '/assets',
+      [...makeAssets(2, { priority: 9, size_mb: 500 }, 'high'), ...makeAssets(2, { priority: 2, size_mb: 500 }, 'low')],
+      server.adminToken,
+    );
     const node = await registerNode(server, 'node-123');
     await heartbeat(node, { download_rate_bps: MIB });
     const body = { node_id: 'node-123', capacity_gb: 100, priority_level: 'high' };

@@ -18,14 +18,20 @@ const MAX_BYTES = 2 ** 53 - 1;
 
 const HeartbeatBody = Type.Object(
   {
-    free_bytes: Type.Integer({ minimum: 0, maximum: MAX_BYTES, description: 'Free bytes of the filesystem holding the node\'s data.' }),
+    free_bytes: Type.Integer({ minimum: 0, maximum: MAX_BYTES, description: "Free bytes of the filesystem holding the node's data." }),
     bytes_in_flight: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_BYTES })),
     download_rate_bps: Type.Optional(Type.Number({ minimum: 0, maximum: 1e12, description: 'Measured download rate, bytes per second.' })),
     allocations: Type.Optional(
-      Type.Array(Type.Object({ asset_id: Type.String({ minLength: 1, maxLength: 512 }), bytes_done: Type.Integer({ minimum: 0, maximum: MAX_BYTES }) }, { additionalProperties: false }), {
-        maxItems: 1000,
-        description: 'Progress per allocation; progress renews the allocation\'s lease.',
-      }),
+      Type.Array(
+        Type.Object(
+          { asset_id: Type.String({ minLength: 1, maxLength: 512 }), bytes_done: Type.Integer({ minimum: 0, maximum: MAX_BYTES }) },
+          { additionalProperties: false },
+        ),
+        {
+          maxItems: 1000,
+          description: "Progress per allocation; progress renews the allocation's lease.",
+        },
+      ),
     ),
   },
   { additionalProperties: false },
@@ -35,23 +41,33 @@ const NodeView = Type.Object({
   node_id: Type.Integer(),
   hostname: Type.String(),
   ssh_port: Nullable(Type.Integer()),
-  status: Type.String({ description: 'unknown (never sent a heartbeat), alive, suspect, dead, or offline (its agent stopped cleanly); a worker that sends no heartbeats shows its SSH probe: unknown, alive or dead' }),
+  status: Type.String({
+    description:
+      'unknown (never sent a heartbeat), alive, suspect, dead, or offline (its agent stopped cleanly); a worker that sends no heartbeats shows its SSH probe: unknown, alive or dead',
+  }),
   allocated: Type.Boolean({ description: 'Rented out (worker leasing).' }),
   lease: Nullable(
-    Type.Object({
-      rental_id: Type.Integer(),
-      user_id: Type.Integer(),
-      leased_from: Type.String(),
-      leased_until: Type.String(),
-      active: Type.Boolean(),
-      state: Type.String({ description: 'provisioning, active, migrating, ended or failed' }),
-      ended_at: Nullable(Type.String()),
-      end_reason: Nullable(Type.String()),
-    }, { description: 'The node\'s latest rental: the live one, or how the last one ended.' }),
+    Type.Object(
+      {
+        rental_id: Type.Integer(),
+        user_id: Type.Integer(),
+        leased_from: Type.String(),
+        leased_until: Type.String(),
+        active: Type.Boolean(),
+        state: Type.String({ description: 'provisioning, active, migrating, ended or failed' }),
+        ended_at: Nullable(Type.String()),
+        end_reason: Nullable(Type.String()),
+      },
+      { description: "The node's latest rental: the live one, or how the last one ended." },
+    ),
   ),
   probe_status: Type.String({ description: 'Workers: unknown, alive or dead, from the SSH probe.' }),
-  host_key_verified_at: Nullable(Type.String({ description: 'Workers: when the control plane\'s own SSH key exchange with ip:ssh_port presented the registered host key; null: not proven, not rented.' })),
-  approved: Type.Boolean({ description: 'False while the node waits for an admin\'s approval (WORKER_APPROVAL=admin).' }),
+  host_key_verified_at: Nullable(
+    Type.String({
+      description: "Workers: when the control plane's own SSH key exchange with ip:ssh_port presented the registered host key; null: not proven, not rented.",
+    }),
+  ),
+  approved: Type.Boolean({ description: "False while the node waits for an admin's approval (WORKER_APPROVAL=admin)." }),
   quarantined: Type.Boolean({ description: 'Out of the rental pool until an admin clears it (cleanup kept failing, or the host key changed).' }),
   quarantine_reason: Nullable(Type.String()),
   name: Type.String(),
@@ -78,7 +94,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       config: { rateLimit: { max: ctx.config.nodeRateLimitPerMinute, timeWindow: 60_000 } },
       schema: {
         tags: ['nodes'],
-        summary: 'A node\'s sign of life: free space, rate, progress (renews leases)',
+        summary: "A node's sign of life: free space, rate, progress (renews leases)",
         security: bearerSecurity,
         params: NodeRefParam,
         body: HeartbeatBody,
@@ -88,11 +104,12 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
             node_status: Type.String(),
             draining: Type.Boolean(),
             renewed: Type.Array(Type.Object({ asset_id: Type.String(), expires_at: Type.String() })),
-            ended: Type.Array(Type.String(), { description: 'Reported allocations that are no longer active here (expired, reclaimed, superseded): stop them and drop their partial data.' }),
-            paused_sources: Type.Array(
-              Type.Object({ host: Type.String(), until: Type.String(), retry_in_seconds: Type.Integer() }),
-              { description: 'Source hosts of this node\'s allocations that asked the fleet to wait (429/503): send them nothing before retry_in_seconds.' },
-            ),
+            ended: Type.Array(Type.String(), {
+              description: 'Reported allocations that are no longer active here (expired, reclaimed, superseded): stop them and drop their partial data.',
+            }),
+            paused_sources: Type.Array(Type.Object({ host: Type.String(), until: Type.String(), retry_in_seconds: Type.Integer() }), {
+              description: "Source hosts of this node's allocations that asked the fleet to wait (429/503): send them nothing before retry_in_seconds.",
+            }),
             next_heartbeat_seconds: Type.Integer(),
           }),
           ...errorResponses,
@@ -121,7 +138,11 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         draining: result.draining,
         renewed: result.renewed.map((entry) => ({ asset_id: entry.assetId, expires_at: toIso(entry.expiresAt) })),
         ended: result.ended,
-        paused_sources: result.pausedSources.map((paused) => ({ host: paused.host, until: toIso(paused.until) as string, retry_in_seconds: Math.ceil((paused.until - now) / 1000) })),
+        paused_sources: result.pausedSources.map((paused) => ({
+          host: paused.host,
+          until: toIso(paused.until) as string,
+          retry_in_seconds: Math.ceil((paused.until - now) / 1000),
+        })),
         next_heartbeat_seconds: heartbeatEvery,
       };
     },
@@ -155,7 +176,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       onRequest: guards.any,
       schema: {
         tags: ['nodes'],
-        summary: 'Nodes in the seed\'s shape plus rescue figures (admins: all; a user: their rentals\' workers; a node: itself)',
+        summary: "Nodes in the seed's shape plus rescue figures (admins: all; a user: their rentals' workers; a node: itself)",
         security: bearerSecurity,
         response: { 200: Type.Array(NodeView), ...errorResponses },
       },
@@ -203,7 +224,10 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         summary: 'Let a worker be rented once its host key is proven (WORKER_APPROVAL=admin); approving again changes nothing (admin)',
         security: bearerSecurity,
         params: NodeRefParam,
-        response: { 200: Type.Object({ status: Type.String(), node_id: Type.Integer(), name: Type.String(), host_key_verified_at: Nullable(Type.String()) }), ...errorResponses },
+        response: {
+          200: Type.Object({ status: Type.String(), node_id: Type.Integer(), name: Type.String(), host_key_verified_at: Nullable(Type.String()) }),
+          ...errorResponses,
+        },
       },
     },
     async (request) => {
@@ -217,7 +241,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
     ['drain', 'Stop giving a node new work; it keeps what it has (admin)'],
     [
       'clear',
-      'Forgive a node\'s strikes and cooldowns (it may get the assets it failed again at once), end a drain, lift a worker\'s quarantine (its failed cleanups are retried first) (admin)',
+      "Forgive a node's strikes and cooldowns (it may get the assets it failed again at once), end a drain, lift a worker's quarantine (its failed cleanups are retried first) (admin)",
     ],
   ] as const) {
     app.post(

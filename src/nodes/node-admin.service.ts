@@ -19,6 +19,8 @@ export async function adjustNode(db: Db, input: { nodeId: number; action: NodeAd
       // A node whose volunteer fixed its set-up (AGENT_ALLOW_PRIVATE_NETWORKS, a disk) need not wait out its cooldowns.
       await clearCooldowns(trx, input.nodeId);
     }
-    await appendEvents(trx, now, [{ actor: input.actor, kind: `node.${input.action === 'drain' ? 'drained' : 'cleared'}`, subjectType: 'node', subjectId: input.nodeId }]);
+    await appendEvents(trx, now, [
+      { actor: input.actor, kind: `node.${input.action === 'drain' ? 'drained' : 'cleared'}`, subjectType: 'node', subjectId: input.nodeId },
+    ]);
   });
 }

@@ -181,7 +181,10 @@ export async function listNodes(db: Db, onlyIds?: number[]) {
 
 /** Each node's latest rental (the live one, or how the last one ended), optionally only a user's. */
 export async function latestRentals(db: Db, onlyUserId?: number) {
-  const latest = db.selectFrom('rentals').select((eb) => eb.fn.max('id').as('id')).groupBy('node_id');
+  const latest = db
+    .selectFrom('rentals')
+    .select((eb) => eb.fn.max('id').as('id'))
+    .groupBy('node_id');
   return db
     .selectFrom('rentals')
     .selectAll()

@@ -29,10 +29,12 @@ export const NodeName = Type.String({
 
 const RegisterBody = Type.Object(
   {
-    hostname: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$', description: 'The node\'s host name.' }),
+    hostname: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$', description: "The node's host name." }),
     ip: Type.Optional(Type.String({ anyOf: [{ format: 'ipv4' }, { format: 'ipv6' }], description: 'Defaults to the address the request came from.' })),
     ssh_port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
-    node_id: Type.Optional(Type.Union([NodeName, Type.Integer({ minimum: 1 })], { description: 'Name to register under (default: hostname), or an existing node\'s integer id.' })),
+    node_id: Type.Optional(
+      Type.Union([NodeName, Type.Integer({ minimum: 1 })], { description: "Name to register under (default: hostname), or an existing node's integer id." }),
+    ),
     tags: Type.Optional(Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,31}$' }), Type.String({ maxLength: 128 }), { maxProperties: 16 })),
     ssh_host_key: Type.Optional(
       Type.String({ minLength: 16, maxLength: 8192, description: 'Workers: the SSH host public key ("ssh-ed25519 AAAA…"), pinned on first registration.' }),
@@ -49,7 +51,10 @@ const RegisterResponse = Type.Object({
   node_id: Type.Integer(),
   name: Type.String(),
   node_token: Type.Optional(
-    Type.String({ description: 'Keep it: it is shown here only. Send it as "Authorization: Bearer <node_token>". Absent when an enrollment token registers the same machine (hostname, ip, ssh_port) again: nothing is issued then.' }),
+    Type.String({
+      description:
+        'Keep it: it is shown here only. Send it as "Authorization: Bearer <node_token>". Absent when an enrollment token registers the same machine (hostname, ip, ssh_port) again: nothing is issued then.',
+    }),
   ),
 });
 
@@ -233,7 +238,8 @@ function workerIdentity(body: { ssh_host_key?: string; ssh_user?: string; ssh_po
     return undefined;
   }
   const hostKey = canonicalHostKey(body.ssh_host_key);
-  if (!hostKey) throw new AppError('VALIDATION_ERROR', 'body/ssh_host_key is not an OpenSSH public key (expected e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub).');
+  if (!hostKey)
+    throw new AppError('VALIDATION_ERROR', 'body/ssh_host_key is not an OpenSSH public key (expected e.g. the contents of /etc/ssh/ssh_host_ed25519_key.pub).');
   if (body.ssh_port === undefined) throw new AppError('VALIDATION_ERROR', 'body/ssh_port is required with ssh_host_key: workers are reached over SSH.');
   return { hostKey, user: body.ssh_user ?? 'dispatcher' };
 }
@@ -253,6 +259,6 @@ async function resolveRegistrationCredential(ctx: AppContext, token: string, cac
   }
   const principal = await authenticate(ctx, token, caches);
   if (principal.kind === 'node') return { kind: 'node', nodeId: principal.nodeId, token, actor: actorOf(principal) };
-  if (principal.role !== 'admin') throw new AppError('FORBIDDEN', 'Registering a node needs an enrollment token, the node\'s own token, or an admin token.');
+  if (principal.role !== 'admin') throw new AppError('FORBIDDEN', "Registering a node needs an enrollment token, the node's own token, or an admin token.");
   return { kind: 'admin', actor: actorOf(principal) };
 }

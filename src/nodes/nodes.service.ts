@@ -124,7 +124,12 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
 }
 
 function isSameMachine(node: NodeRow, input: Registration): boolean {
-  return node.hostname === input.hostname && node.ip === input.ip && node.ssh_port === input.sshPort && (input.worker === undefined || input.worker.hostKey === node.ssh_host_key);
+  return (
+    node.hostname === input.hostname &&
+    node.ip === input.ip &&
+    node.ssh_port === input.sshPort &&
+    (input.worker === undefined || input.worker.hostKey === node.ssh_host_key)
+  );
 }
 
 function findRegisteredNode(db: Db, input: Registration): Promise<NodeRow | undefined> {
@@ -202,7 +207,14 @@ export async function createEnrollmentToken(
 ): Promise<{ id: number; token: string; expiresAt: number | null; maxUses: number | null }> {
   const token = generateToken('enrollment');
   const maxUses = input.maxUses ?? null;
-  const row = await insertEnrollmentToken(db, { tokenHash: hashToken(token), note: input.note, createdBy: input.createdBy, now: input.now, expiresAt: input.expiresAt, maxUses });
+  const row = await insertEnrollmentToken(db, {
+    tokenHash: hashToken(token),
+    note: input.note,
+    createdBy: input.createdBy,
+    now: input.now,
+    expiresAt: input.expiresAt,
+    maxUses,
+  });
   await appendEvents(db, input.now, [
     {
       actor: input.actor,
@@ -226,7 +238,9 @@ export async function revokeEnrollmentToken(db: Db, input: { id: number; actor: 
     const row = revoked ?? (await findEnrollmentTokenById(trx, input.id));
     if (!row) throw new AppError('ENROLLMENT_TOKEN_NOT_FOUND', `No enrollment token has id ${input.id}.`);
     if (revoked) {
-      await appendEvents(trx, input.now, [{ actor: input.actor, kind: 'enrollment_token.revoked', subjectType: 'enrollment_token', subjectId: row.id, data: { note: row.note } }]);
+      await appendEvents(trx, input.now, [
+        { actor: input.actor, kind: 'enrollment_token.revoked', subjectType: 'enrollment_token', subjectId: row.id, data: { note: row.note } },
+      ]);
     }
     return toEnrollmentToken(row, input.now);
   });

@@ -60,8 +60,18 @@ describe('quota rules', () => {
   it.each([
     { name: 'within both limits', existing: [held(0, 10, 9)], added: [held(0, 2)], violation: undefined },
     { name: 'an 11th worker', existing: [held(0, 10, 10)], added: [held(0, 2)], violation: { quota: 'USER_MAX_WORKERS', held: 11, existing: 10, added: 1 } },
-    { name: 'a reserve window later on', existing: [held(0, 100, 2), held(50, 51, 8)], added: [held(0, 60)], violation: { quota: 'USER_MAX_WORKERS', held: 11, existing: 10, added: 1 } },
-    { name: 'past the weekly worker-hours', existing: [held(0, 100, 3)], added: [held(100, 140)], violation: { quota: 'USER_MAX_WORKER_HOURS_PER_WEEK', workerMs: 340 * HOUR, existingMs: 300 * HOUR } },
+    {
+      name: 'a reserve window later on',
+      existing: [held(0, 100, 2), held(50, 51, 8)],
+      added: [held(0, 60)],
+      violation: { quota: 'USER_MAX_WORKERS', held: 11, existing: 10, added: 1 },
+    },
+    {
+      name: 'past the weekly worker-hours',
+      existing: [held(0, 100, 3)],
+      added: [held(100, 140)],
+      violation: { quota: 'USER_MAX_WORKER_HOURS_PER_WEEK', workerMs: 340 * HOUR, existingMs: 300 * HOUR },
+    },
     { name: 'at the weekly worker-hours', existing: [held(0, 100, 3)], added: [held(100, 136)], violation: undefined },
   ])('violation: $name', ({ existing, added, violation }) => {
     const found = findQuotaViolation(limits, existing, added);
@@ -84,7 +94,8 @@ describe('quota rules', () => {
     );
     const week = findQuotaViolation(limits, [held(0, 100, 3)], [held(100, 140)])!;
     expect(quotaError(week, limits, 'Extending rental 3 by 40 hours', now)).toMatchObject({
-      detail: 'Extending rental 3 by 40 hours would make 340 worker-hours in the 7 days from 2026-01-01T00:00:00.000Z (USER_MAX_WORKER_HOURS_PER_WEEK 336); your rentals and reserve windows already take 300 of them. Ask for fewer workers or hours.',
+      detail:
+        'Extending rental 3 by 40 hours would make 340 worker-hours in the 7 days from 2026-01-01T00:00:00.000Z (USER_MAX_WORKER_HOURS_PER_WEEK 336); your rentals and reserve windows already take 300 of them. Ask for fewer workers or hours.',
       extra: { quota: 'USER_MAX_WORKER_HOURS_PER_WEEK', limit: 336, worker_hours: 340 },
     });
   });

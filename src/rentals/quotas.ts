@@ -149,12 +149,18 @@ export function quotaError(violation: QuotaViolation, limits: QuotaLimits, subje
   if (violation.quota === 'USER_MAX_WORKERS') {
     const { held, at, existing, added } = violation;
     const limit = `USER_MAX_WORKERS ${limits.maxWorkers}`;
-    const detail = at <= now
-      ? `You hold ${plural(existing, 'worker')} (${limit}); ${lowerFirst(subject)} would make ${held}: release ${held - limits.maxWorkers} first or ask for fewer.`
-      : `At ${iso(at)} you will hold ${plural(existing, 'worker')} with your rentals and reserve schedules (${limit}); ${lowerFirst(subject)} would add ${added} then, making ${held}.`;
+    const detail =
+      at <= now
+        ? `You hold ${plural(existing, 'worker')} (${limit}); ${lowerFirst(subject)} would make ${held}: release ${held - limits.maxWorkers} first or ask for fewer.`
+        : `At ${iso(at)} you will hold ${plural(existing, 'worker')} with your rentals and reserve schedules (${limit}); ${lowerFirst(subject)} would add ${added} then, making ${held}.`;
     return new AppError('QUOTA_EXCEEDED', detail, { quota: violation.quota, limit: limits.maxWorkers, held: existing, at: iso(at) });
   }
   const { workerMs, existingMs, start } = violation;
   const detail = `${subject} would make ${hours(workerMs)} worker-hours in the 7 days from ${iso(start)} (USER_MAX_WORKER_HOURS_PER_WEEK ${limits.maxWorkerHoursPerWeek}); your rentals and reserve windows already take ${hours(existingMs)} of them. Ask for fewer workers or hours.`;
-  return new AppError('QUOTA_EXCEEDED', detail, { quota: violation.quota, limit: limits.maxWorkerHoursPerWeek, worker_hours: hours(workerMs), span_start: iso(start) });
+  return new AppError('QUOTA_EXCEEDED', detail, {
+    quota: violation.quota,
+    limit: limits.maxWorkerHoursPerWeek,
+    worker_hours: hours(workerMs),
+    span_start: iso(start),
+  });
 }

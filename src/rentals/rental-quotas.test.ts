@@ -69,7 +69,7 @@ describe.each(dialects)('rental quotas and rate limits on %s', (dialect) => {
     expect((await rent(alice, { duration_hours: 2 })).status).toBe(200);
   });
 
-  it('checks one user\'s rentals asked for at the same moment one after the other', async () => {
+  it("checks one user's rentals asked for at the same moment one after the other", async () => {
     await start({ userMaxWorkers: 1 });
     await addWorkers(3);
     const alice = await userToken('alice');

@@ -33,12 +33,7 @@ export function provisionTask(
 }
 
 /** Queues the removal of each rental's account from the worker it was on. */
-export async function queueCleanups(
-  db: Db,
-  rentals: Pick<RentalRow, 'id' | 'account' | 'node_id'>[],
-  maxAttempts: number,
-  now: number,
-): Promise<void> {
+export async function queueCleanups(db: Db, rentals: Pick<RentalRow, 'id' | 'account' | 'node_id'>[], maxAttempts: number, now: number): Promise<void> {
   const tasks: NewTask[] = [];
   for (const rental of rentals) {
     const worker = await findWorker(db, rental.node_id);

@@ -36,13 +36,7 @@ export function insertBatch(db: Db, batch: NewBatch, accounts: { nodeId: number;
 
 /** The batch's rentals still provisioning become active. */
 export function activateBatch(db: Db, batch: string): Promise<RentalRow[]> {
-  return db
-    .updateTable('rentals')
-    .set({ state: 'active' })
-    .where('batch', '=', batch)
-    .where('state', '=', 'provisioning')
-    .returningAll()
-    .execute();
+  return db.updateTable('rentals').set({ state: 'active' }).where('batch', '=', batch).where('state', '=', 'provisioning').returningAll().execute();
 }
 
 /** The batch's rentals still provisioning fail; a rental that became active meanwhile is left alone. */
@@ -69,10 +63,7 @@ export function endActiveRentals(
   end: { state: 'ended' | 'failed'; reason: string },
   now: number,
 ): Promise<RentalRow[]> {
-  let query = db
-    .updateTable('rentals')
-    .set({ state: end.state, ended_at: now, end_reason: end.reason })
-    .where('state', 'in', HANDED_OVER_RENTAL_STATES);
+  let query = db.updateTable('rentals').set({ state: end.state, ended_at: now, end_reason: end.reason }).where('state', 'in', HANDED_OVER_RENTAL_STATES);
   if (!where.all) query = query.where('id', 'in', where.ids && where.ids.length > 0 ? where.ids : [-1]);
   return query.returningAll().execute();
 }
@@ -130,11 +121,6 @@ export function listScheduleRentals(db: Db, scheduleId: number) {
 
 /** The rentals of a reserve schedule that hold a worker now. */
 export async function findLiveScheduleRentalIds(db: Db, scheduleId: number): Promise<number[]> {
-  const rows = await db
-    .selectFrom('rentals')
-    .select('id')
-    .where('schedule_id', '=', scheduleId)
-    .where('state', 'in', WORKER_HOLDING_RENTAL_STATES)
-    .execute();
+  const rows = await db.selectFrom('rentals').select('id').where('schedule_id', '=', scheduleId).where('state', 'in', WORKER_HOLDING_RENTAL_STATES).execute();
   return rows.map((row) => row.id);
 }

@@ -115,10 +115,13 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
       onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['rentals'],
-        summary: 'Move a rental\'s end later (its renter or an admin), up to RENT_MAX_HOURS in all',
+        summary: "Move a rental's end later (its renter or an admin), up to RENT_MAX_HOURS in all",
         security: bearerSecurity,
         params: RentalIdParam,
-        body: Type.Object({ additional_hours: Hours(8_760, 'How much longer; the rental lasts at most RENT_MAX_HOURS in all.') }, { additionalProperties: false }),
+        body: Type.Object(
+          { additional_hours: Hours(8_760, 'How much longer; the rental lasts at most RENT_MAX_HOURS in all.') },
+          { additionalProperties: false },
+        ),
         response: { 200: Type.Object({ lease_id: Type.Integer(), new_end_at: Type.String() }), ...errorResponses },
       },
     },
@@ -137,7 +140,10 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
         tags: ['rentals'],
         summary: 'Rentals, newest first (users: their own; admins: all)',
         security: bearerSecurity,
-        querystring: Type.Object({ active: Type.Optional(Type.Boolean({ description: 'Only rentals that hold a worker now.' })) }, { additionalProperties: false }),
+        querystring: Type.Object(
+          { active: Type.Optional(Type.Boolean({ description: 'Only rentals that hold a worker now.' })) },
+          { additionalProperties: false },
+        ),
         response: { 200: Type.Array(RentalView), ...errorResponses },
       },
     },
@@ -172,7 +178,7 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
       onRequest: [guards.any, rateLimitUser],
       schema: {
         tags: ['rentals'],
-        summary: 'The control plane\'s SSH public key, for a worker\'s provisioning account',
+        summary: "The control plane's SSH public key, for a worker's provisioning account",
         security: bearerSecurity,
         response: { 200: Type.Object({ public_key: Type.String() }), ...errorResponses },
       },
@@ -188,15 +194,13 @@ export function registerRentalRoutes(app: App, ctx: AppContext, guards: Guards):
         tags: ['rentals'],
         summary: 'End every rental (workers are cleaned up) and remove every worker registration (admin)',
         security: bearerSecurity,
-        body: Type.Object(
-          { confirm: Type.String({ description: 'Must be "reset": a guard against a stray request.' }) },
-          { additionalProperties: false },
-        ),
+        body: Type.Object({ confirm: Type.String({ description: 'Must be "reset": a guard against a stray request.' }) }, { additionalProperties: false }),
         response: { 200: Type.Object({ message: Type.String(), rentals_ended: Type.Integer(), workers_removed: Type.Integer() }), ...errorResponses },
       },
     },
     async (request) => {
-      if (request.body.confirm !== 'reset') throw new AppError('CONFIRMATION_REQUIRED', 'Send {"confirm": "reset"} to end every rental and remove every worker.');
+      if (request.body.confirm !== 'reset')
+        throw new AppError('CONFIRMATION_REQUIRED', 'Send {"confirm": "reset"} to end every rental and remove every worker.');
       const result = await resetLeasing(ctx.db, ctx, actorOf(principalOf(request)), ctx.clock.now());
       return { message: 'DB reset OK', rentals_ended: result.rentalsEnded, workers_removed: result.workersRemoved };
     },

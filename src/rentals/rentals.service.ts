@@ -14,7 +14,16 @@ import { reservedWorkers } from '../schedules/reservations.js';
 import { checkUserQuotas } from './quotas.service.js';
 import { checkPasswordStrength, generateAccountName, generatePassword } from './rental-credentials.js';
 import { provisionTask, queueCleanups } from './rental-tasks.js';
-import { activateBatch, endActiveRentals, extendLease, failProvisioningBatch, findDueRentalIds, findProvisioningBatches, findRental, insertBatch } from './rentals.repository.js';
+import {
+  activateBatch,
+  endActiveRentals,
+  extendLease,
+  failProvisioningBatch,
+  findDueRentalIds,
+  findProvisioningBatches,
+  findRental,
+  insertBatch,
+} from './rentals.repository.js';
 import { WORKER_HOLDING_RENTAL_STATES, type RentalRow } from './rentals.table.js';
 import { countFreeWorkers, pickFreeWorkers, quarantineWorker, removeIdleWorkers, targetOf, type WorkerRow } from './workers.repository.js';
 
@@ -86,8 +95,16 @@ export async function rentWorkers(db: Db, deps: LeasingDeps, renter: Renter, inp
     const activated = await db.transaction().execute(async (trx) => {
       const rows = await activateBatch(trx, batch);
       if (rows.length !== reserved.length) return undefined;
-      await markTasksDone(trx, reserved.map((entry) => entry.taskId), finishedAt);
-      await appendEvents(trx, finishedAt, rows.map((rental) => ({ actor: renter.actor, kind: 'rental.started', subjectType: 'rental', subjectId: rental.id })));
+      await markTasksDone(
+        trx,
+        reserved.map((entry) => entry.taskId),
+        finishedAt,
+      );
+      await appendEvents(
+        trx,
+        finishedAt,
+        rows.map((rental) => ({ actor: renter.actor, kind: 'rental.started', subjectType: 'rental', subjectId: rental.id })),
+      );
       return rows;
     });
     if (activated) {
@@ -117,10 +134,17 @@ async function reserveBatch(db: Db, deps: LeasingDeps, renter: Renter, input: Re
   return retryOnUniqueViolation(deps.dialect, () =>
     db.transaction().execute(async (trx) => {
       // A reserve schedule's window is checked again as it opens: its rentals are what the user holds.
-      const subject = input.scheduleId === undefined
-        ? `Renting ${input.count} worker${input.count === 1 ? '' : 's'} for ${hoursOf(input.durationMs)} hours`
-        : `Schedule ${input.scheduleId}'s window of ${input.count} worker${input.count === 1 ? '' : 's'}`;
-      await checkUserQuotas(trx, deps.dialect, deps.config, { owner: renter, added: [{ from: now, until: now + input.durationMs, workers: input.count }], subject }, now);
+      const subject =
+        input.scheduleId === undefined
+          ? `Renting ${input.count} worker${input.count === 1 ? '' : 's'} for ${hoursOf(input.durationMs)} hours`
+          : `Schedule ${input.scheduleId}'s window of ${input.count} worker${input.count === 1 ? '' : 's'}`;
+      await checkUserQuotas(
+        trx,
+        deps.dialect,
+        deps.config,
+        { owner: renter, added: [{ from: now, until: now + input.durationMs, workers: input.count }], subject },
+        now,
+      );
       const reserved = input.scheduleId === undefined ? await reservedWorkers(trx, now, now + input.durationMs) : 0;
       const picked = await pickFreeWorkers(trx, deps.dialect, input.count + reserved);
       const workers = picked.slice(0, input.count);
@@ -141,7 +165,12 @@ async function reserveBatch(db: Db, deps: LeasingDeps, renter: Renter, input: Re
       );
       const byNode = new Map(workers.map((worker) => [worker.id, worker]));
       const pairs = rentals.map((rental) => ({ rental, worker: byNode.get(rental.node_id) as WorkerRow }));
-      const tasks = await queueTasks(trx, pairs.map(({ rental, worker }) => provisionTask(rental, worker, 'rent', 1)), now, { runningUntil: lockUntil });
+      const tasks = await queueTasks(
+        trx,
+        pairs.map(({ rental, worker }) => provisionTask(rental, worker, 'rent', 1)),
+        now,
+        { runningUntil: lockUntil },
+      );
       await appendEvents(
         trx,
         now,
@@ -166,7 +195,9 @@ export async function quarantineForHostKey(db: Db, nodeId: number, error: Error,
   if (!(error instanceof HostKeyMismatchError)) return false;
   await inTransaction(db, async (trx) => {
     if (await quarantineWorker(trx, nodeId, 'host key changed', now)) {
-      await appendEvents(trx, now, [{ actor: 'system', kind: 'worker.host_key_changed', subjectType: 'node', subjectId: nodeId, data: { presented: error.presented } }]);
+      await appendEvents(trx, now, [
+        { actor: 'system', kind: 'worker.host_key_changed', subjectType: 'node', subjectId: nodeId, data: { presented: error.presented } },
+      ]);
     }
   });
   return true;
@@ -177,9 +208,18 @@ export async function failBatch(db: Db, batch: string, reason: string, maxAttemp
   return inTransaction(db, async (trx) => {
     const failed = await failProvisioningBatch(trx, batch, reason, now);
     if (failed.length === 0) return 0;
-    await failProvisionTasks(trx, failed.map((rental) => rental.id), reason, now);
+    await failProvisionTasks(
+      trx,
+      failed.map((rental) => rental.id),
+      reason,
+      now,
+    );
     await queueCleanups(trx, failed, maxAttempts, now);
-    await appendEvents(trx, now, failed.map((rental) => ({ actor: 'system', kind: 'rental.failed', subjectType: 'rental', subjectId: rental.id, data: { reason } })));
+    await appendEvents(
+      trx,
+      now,
+      failed.map((rental) => ({ actor: 'system', kind: 'rental.failed', subjectType: 'rental', subjectId: rental.id, data: { reason } })),
+    );
     return failed.length;
   });
 }
@@ -236,7 +276,10 @@ export async function extendRental(
   const { rentalId, additionalMs } = extension;
   const rental = await findOwnRental(db, renter, rentalId);
   if (!WORKER_HOLDING_RENTAL_STATES.includes(rental.state) || rental.leased_until <= now) {
-    throw new AppError('RENTAL_ENDED', `Rental ${rentalId} is not active (it is ${rental.state === 'active' ? 'expired' : rental.state}); it cannot be extended.`);
+    throw new AppError(
+      'RENTAL_ENDED',
+      `Rental ${rentalId} is not active (it is ${rental.state === 'active' ? 'expired' : rental.state}); it cannot be extended.`,
+    );
   }
   const longestMs = Math.max(0, rental.leased_from + deps.config.rentMaxMs - rental.leased_until);
   if (additionalMs > longestMs) {
@@ -262,7 +305,13 @@ export async function extendRental(
     const updated = await extendLease(trx, rental, additionalMs);
     if (!updated) throw new AppError('RENTAL_ENDED', `Rental ${rentalId} changed at the same moment (ended or extended); read it again and retry.`);
     await appendEvents(trx, now, [
-      { actor: renter.actor, kind: 'rental.extended', subjectType: 'rental', subjectId: rental.id, data: { from: rental.leased_until, to: updated.leased_until } },
+      {
+        actor: renter.actor,
+        kind: 'rental.extended',
+        subjectType: 'rental',
+        subjectId: rental.id,
+        data: { from: rental.leased_until, to: updated.leased_until },
+      },
     ]);
     return updated;
   });
@@ -280,14 +329,27 @@ export async function expireRentals(db: Db, deps: Pick<LeasingDeps, 'config'>, n
  * `POST /api/reset` (admin): ends every rental (cleanup queued with each worker's address as it
  * is now) and removes the workers' registrations; they register again through their agents.
  */
-export async function resetLeasing(db: Db, deps: Pick<LeasingDeps, 'config'>, actor: string, now: number): Promise<{ rentalsEnded: number; workersRemoved: number }> {
+export async function resetLeasing(
+  db: Db,
+  deps: Pick<LeasingDeps, 'config'>,
+  actor: string,
+  now: number,
+): Promise<{ rentalsEnded: number; workersRemoved: number }> {
   const maxAttempts = deps.config.taskMaxAttempts;
   const ended = await endRentals(db, { all: true }, { reason: 'reset', actor }, maxAttempts, now);
   const removed = await db.transaction().execute(async (trx) => {
     // Provisioning in flight is failed too (its request answers with an error).
     for (const batch of await findProvisioningBatches(trx)) await failBatch(trx, batch, 'reset', maxAttempts, now);
     const workers = await removeIdleWorkers(trx);
-    await appendEvents(trx, now, [{ actor, kind: 'leasing.reset', subjectType: 'system', subjectId: 'leasing', data: { rentals_ended: ended.length, workers_removed: workers.map((worker) => worker.name) } }]);
+    await appendEvents(trx, now, [
+      {
+        actor,
+        kind: 'leasing.reset',
+        subjectType: 'system',
+        subjectId: 'leasing',
+        data: { rentals_ended: ended.length, workers_removed: workers.map((worker) => worker.name) },
+      },
+    ]);
     return workers.length;
   });
   return { rentalsEnded: ended.length, workersRemoved: removed };

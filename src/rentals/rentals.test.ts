@@ -35,7 +35,7 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
   const userToken = (username: string) => signUpAndLogIn(server, username);
   const rent = (token: string, body: Record<string, unknown> = { duration_hours: 2 }) => server.api.post('/api/rent', body, token);
   const rentalCount = async () => (await server.api.get('/api/rentals', server.adminToken)).body.length;
-  const events = async (kind: string) => (await server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute());
+  const events = async (kind: string) => await server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute();
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
@@ -66,7 +66,13 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
     // The renter sees the worker with its lease; another user sees nothing of it.
     const aliceNodes = (await server.api.get('/api/nodes', alice)).body;
     expect(aliceNodes).toHaveLength(1);
-    expect(aliceNodes[0]).toMatchObject({ node_id: first!.id, hostname: first!.name, ssh_port: first!.worker.port, status: expect.any(String), allocated: true });
+    expect(aliceNodes[0]).toMatchObject({
+      node_id: first!.id,
+      hostname: first!.name,
+      ssh_port: first!.worker.port,
+      status: expect.any(String),
+      allocated: true,
+    });
     expect(aliceNodes[0].lease).toMatchObject({ rental_id: rental.rental_id, active: true, leased_until: rental.leased_until });
     expect((await server.api.get('/api/nodes', bob)).body).toEqual([]);
 
@@ -221,7 +227,13 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
 
     await runLoop(TASKS_LOOP);
     const moved = (await server.api.get(`/api/rentals/${rental.rental_id}`, alice)).body;
-    expect(moved).toMatchObject({ state: 'active', host_ip: '127.0.0.1', ssh_port: b!.worker.port, client_user: rental.client_user, leased_until: rental.leased_until });
+    expect(moved).toMatchObject({
+      state: 'active',
+      host_ip: '127.0.0.1',
+      ssh_port: b!.worker.port,
+      client_user: rental.client_user,
+      leased_until: rental.leased_until,
+    });
     expect(await sshLogin(b!.worker.port, rental.client_user, rental.client_pass)).toBe(rental.client_user);
 
     // The second worker dies too, and the first is still down: nowhere to go.
@@ -300,9 +312,7 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
       ['{"duration_hours": ', 400, /JSON/],
     ];
     for (const [body, status, detail] of cases) {
-      const response = typeof body === 'string'
-        ? await server.api.request('POST', '/api/rent', { rawBody: body, token: alice })
-        : await rent(alice, body);
+      const response = typeof body === 'string' ? await server.api.request('POST', '/api/rent', { rawBody: body, token: alice }) : await rent(alice, body);
       expect(response.status, JSON.stringify(body)).toBe(status);
       expect(response.body.detail, JSON.stringify(body)).toMatch(detail);
     }

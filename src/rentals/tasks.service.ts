@@ -65,7 +65,12 @@ async function runMigrationProvisioning(db: Db, deps: LeasingDeps, task: TaskRow
   // Ended, or moved on again, meanwhile: nothing to set up here.
   if (!rental || rental.state !== 'migrating' || rental.node_id !== task.node_id) return;
   const target = await currentTarget(db, task, payload.target);
-  await runWorkerCommand(target, deps.provisioningKey, { verb: 'provision', account: payload.account, passwordHash: payload.passwordHash }, deps.config.sshTimeoutMs);
+  await runWorkerCommand(
+    target,
+    deps.provisioningKey,
+    { verb: 'provision', account: payload.account, passwordHash: payload.passwordHash },
+    deps.config.sshTimeoutMs,
+  );
   const now = deps.clock.now();
   await inTransaction(db, async (trx) => {
     const moved = await trx
@@ -76,7 +81,10 @@ async function runMigrationProvisioning(db: Db, deps: LeasingDeps, task: TaskRow
       .where('node_id', '=', task.node_id as number)
       .returning('id')
       .executeTakeFirst();
-    if (moved) await appendEvents(trx, now, [{ actor: 'system', kind: 'rental.migrated', subjectType: 'rental', subjectId: rental.id, data: { node_id: task.node_id } }]);
+    if (moved)
+      await appendEvents(trx, now, [
+        { actor: 'system', kind: 'rental.migrated', subjectType: 'rental', subjectId: rental.id, data: { node_id: task.node_id } },
+      ]);
   });
 }
 
@@ -85,7 +93,13 @@ async function runCleanup(db: Db, deps: LeasingDeps, task: TaskRow): Promise<voi
   const target = await currentTarget(db, task, payload.target);
   await runWorkerCommand(target, deps.provisioningKey, { verb: 'deprovision', account: payload.account }, deps.config.sshTimeoutMs);
   await appendEvents(db, deps.clock.now(), [
-    { actor: 'system', kind: 'worker.cleaned', subjectType: 'node', subjectId: task.node_id ?? 0, data: { rental_id: task.rental_id, account: payload.account } },
+    {
+      actor: 'system',
+      kind: 'worker.cleaned',
+      subjectType: 'node',
+      subjectId: task.node_id ?? 0,
+      data: { rental_id: task.rental_id, account: payload.account },
+    },
   ]);
 }
 
@@ -115,7 +129,13 @@ async function giveUp(db: Db, deps: LeasingDeps, task: TaskRow, error: Error, no
   await inTransaction(db, async (trx) => {
     if (await quarantineWorker(trx, task.node_id as number, `cleanup failed ${task.attempts} times: ${error.message}`, now)) {
       await appendEvents(trx, now, [
-        { actor: 'system', kind: 'worker.quarantined', subjectType: 'node', subjectId: task.node_id as number, data: { rental_id: task.rental_id, error: error.message } },
+        {
+          actor: 'system',
+          kind: 'worker.quarantined',
+          subjectType: 'node',
+          subjectId: task.node_id as number,
+          data: { rental_id: task.rental_id, error: error.message },
+        },
       ]);
     }
   });

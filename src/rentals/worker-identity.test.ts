@@ -58,7 +58,9 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
     expect(copied.body.code).toBe('HOST_KEY_TAKEN');
     expect(copied.body.detail).toMatch(/Another node is registered with this SSH host key/);
     // An admin is held to it too: one machine, one worker.
-    expect((await register(server.adminToken, { hostname: 'mallory', ssh_port: victim!.worker.port, ssh_host_key: victim!.worker.hostKey })).body.code).toBe('HOST_KEY_TAKEN');
+    expect((await register(server.adminToken, { hostname: 'mallory', ssh_port: victim!.worker.port, ssh_host_key: victim!.worker.hostKey })).body.code).toBe(
+      'HOST_KEY_TAKEN',
+    );
     expect((await server.api.get('/api/nodes', server.adminToken)).body).toHaveLength(before);
   });
 
@@ -116,7 +118,9 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
 
     await start({ workerAddress: 'declared' });
     const other = await machine();
-    expect((await register(await enrollment(), { hostname: 'behind-nat', ip: '127.0.0.2', ssh_port: other.port, ssh_host_key: other.hostKey })).status).toBe(200);
+    expect((await register(await enrollment(), { hostname: 'behind-nat', ip: '127.0.0.2', ssh_port: other.port, ssh_host_key: other.hostKey })).status).toBe(
+      200,
+    );
   });
 
   it('lets an admin register a worker at any address', async () => {
@@ -196,7 +200,9 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
     // `dispatcher node approve` does the same from the command line, by name or id.
     const later = await machine();
     const waiting = await register(await enrollment(), { hostname: 'later', ssh_port: later.port, ssh_host_key: later.hostKey });
-    expect(await runNodeApprove(server.config, String(waiting.body.node_id))).toMatch(/^Approved: node later \(id \d+\); it is rented once the control plane has proven its SSH host key\.$/);
+    expect(await runNodeApprove(server.config, String(waiting.body.node_id))).toMatch(
+      /^Approved: node later \(id \d+\); it is rented once the control plane has proven its SSH host key\.$/,
+    );
     expect(await runNodeApprove(server.config, 'later')).toMatch(/^Already approved: node later/);
     await expect(runNodeApprove(server.config, 'nobody')).rejects.toMatchObject({ code: 'NODE_NOT_FOUND' });
     expect(await nodeView(waiting.body.node_id)).toMatchObject({ approved: true });

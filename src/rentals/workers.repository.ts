@@ -45,7 +45,15 @@ function isFreeWorker(eb: ExpressionBuilder<Database, 'nodes'>) {
     eb('nodes.probe_status', '=', 'alive'),
     eb('nodes.status', '<>', 'dead'),
     eb('nodes.draining', '=', 0),
-    eb.not(eb.exists(eb.selectFrom('rentals').select(sql`1`.as('one')).whereRef('rentals.node_id', '=', 'nodes.id').where('rentals.state', 'in', WORKER_HOLDING_RENTAL_STATES))),
+    eb.not(
+      eb.exists(
+        eb
+          .selectFrom('rentals')
+          .select(sql`1`.as('one'))
+          .whereRef('rentals.node_id', '=', 'nodes.id')
+          .where('rentals.state', 'in', WORKER_HOLDING_RENTAL_STATES),
+      ),
+    ),
     eb.not(
       eb.exists(
         eb
@@ -73,7 +81,11 @@ export async function pickFreeWorkers(db: Db, dialect: Dialect, count: number, e
 }
 
 export async function countFreeWorkers(db: Db): Promise<number> {
-  const row = await db.selectFrom('nodes').select((eb) => eb.fn.countAll<number>().as('free')).where(isFreeWorker).executeTakeFirstOrThrow();
+  const row = await db
+    .selectFrom('nodes')
+    .select((eb) => eb.fn.countAll<number>().as('free'))
+    .where(isFreeWorker)
+    .executeTakeFirstOrThrow();
   return Number(row.free);
 }
 

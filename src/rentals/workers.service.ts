@@ -77,7 +77,13 @@ export async function probeWorkers(db: Db, deps: Pick<LeasingDeps, 'config'>, no
         if (status === worker.probe_status) continue;
         (status === 'dead' ? result.died : result.revived).push(worker.name);
         await appendEvents(trx, now, [
-          { actor: 'system', kind: status === 'dead' ? 'worker.dead' : 'worker.alive', subjectType: 'node', subjectId: worker.id, data: { probe: probe.detail, failures } },
+          {
+            actor: 'system',
+            kind: status === 'dead' ? 'worker.dead' : 'worker.alive',
+            subjectType: 'node',
+            subjectId: worker.id,
+            data: { probe: probe.detail, failures },
+          },
         ]);
       }
     });
@@ -148,11 +154,7 @@ export async function moveRentalsOffDeadWorkers(db: Db, deps: Pick<LeasingDeps, 
         if (!updated) return true;
         const from = await findWorker(trx, rental.node_id);
         const maxAttempts = deps.config.taskMaxAttempts;
-        await queueTasks(
-          trx,
-          [provisionTask(rental, target, 'migrate', maxAttempts), ...(from ? [deprovisionTask(rental, from, maxAttempts)] : [])],
-          now,
-        );
+        await queueTasks(trx, [provisionTask(rental, target, 'migrate', maxAttempts), ...(from ? [deprovisionTask(rental, from, maxAttempts)] : [])], now);
         await appendEvents(trx, now, [
           { actor: 'system', kind: 'rental.migrating', subjectType: 'rental', subjectId: rental.id, data: { from_node: rental.name, to_node: target.name } },
         ]);

@@ -14,8 +14,13 @@ const at = (iso: string) => Date.parse(iso);
 const hourly = { cron_start: '0 * * * *', cron_stop: '0 * * * *' };
 
 describe('reserve holdings', () => {
-  const spec = (cronStart: string, cronStop: string, endTime = at('2026-03-01T00:00:00Z')): WindowSpec => ({ startTime: at('2026-01-01T01:00:00Z'), endTime, recurrence: { cronStart, cronStop, timezone: 'UTC' } });
-  const workerHours = (holdings: { from: number; until: number; workers: number }[]) => holdings.reduce((sum, holding) => sum + ((holding.until - holding.from) * holding.workers) / HOUR, 0);
+  const spec = (cronStart: string, cronStop: string, endTime = at('2026-03-01T00:00:00Z')): WindowSpec => ({
+    startTime: at('2026-01-01T01:00:00Z'),
+    endTime,
+    recurrence: { cronStart, cronStop, timezone: 'UTC' },
+  });
+  const workerHours = (holdings: { from: number; until: number; workers: number }[]) =>
+    holdings.reduce((sum, holding) => sum + ((holding.until - holding.from) * holding.workers) / HOUR, 0);
   const now = at('2026-01-01T00:00:00Z');
 
   it.each([
@@ -63,7 +68,16 @@ describe.each(dialects)('reserve schedule quotas on %s', (dialect) => {
   const patch = (token: string, id: number, body: Record<string, unknown>) => server.api.request('PATCH', `/schedules/${id}`, { body, token });
   const fire = () => fireSchedules(server.ctx.db, server.ctx, server.clock.now());
   const planned = async (ownerId: number) =>
-    Number((await server.ctx.db.selectFrom('schedules').select((eb) => eb.fn.countAll<number>().as('n')).where('owner_id', '=', ownerId).where('status', 'in', ['scheduled', 'running']).executeTakeFirstOrThrow()).n);
+    Number(
+      (
+        await server.ctx.db
+          .selectFrom('schedules')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('owner_id', '=', ownerId)
+          .where('status', 'in', ['scheduled', 'running'])
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
@@ -86,19 +100,31 @@ describe.each(dialects)('reserve schedule quotas on %s', (dialect) => {
       code: 'QUOTA_EXCEEDED',
       quota: 'RESERVE_MAX_SPAN_DAYS',
       limit: 90,
-      detail: 'A reserve schedule may span at most 90 days from start_time to end_time (RESERVE_MAX_SPAN_DAYS 90); this one spans 1826 days. Move end_time earlier.',
+      detail:
+        'A reserve schedule may span at most 90 days from start_time to end_time (RESERVE_MAX_SPAN_DAYS 90); this one spans 1826 days. Move end_time earlier.',
     });
     // Within the span, the windows of the first week hold 10 workers all the time: 1,680 worker-hours.
     const tenAllWeek = await create(mallory, reserve(10, '2026-01-01T01:00:00Z', '2026-03-01T00:00:00Z', hourly));
-    expect(tenAllWeek.body).toMatchObject({ code: 'QUOTA_EXCEEDED', quota: 'USER_MAX_WORKER_HOURS_PER_WEEK', worker_hours: 1680, span_start: '2026-01-01T01:00:00.000Z' });
+    expect(tenAllWeek.body).toMatchObject({
+      code: 'QUOTA_EXCEEDED',
+      quota: 'USER_MAX_WORKER_HOURS_PER_WEEK',
+      worker_hours: 1680,
+      span_start: '2026-01-01T01:00:00.000Z',
+    });
     expect(tenAllWeek.body.detail).toBe(
       'This reserve schedule would make 1680 worker-hours in the 7 days from 2026-01-01T01:00:00.000Z (USER_MAX_WORKER_HOURS_PER_WEEK 336); your rentals and reserve windows already take 0 of them. Ask for fewer workers or hours.',
     );
-    expect((await create(mallory, reserve(3, '2026-01-01T01:00:00Z', '2026-03-01T00:00:00Z', hourly))).body).toMatchObject({ code: 'QUOTA_EXCEEDED', worker_hours: 504 });
+    expect((await create(mallory, reserve(3, '2026-01-01T01:00:00Z', '2026-03-01T00:00:00Z', hourly))).body).toMatchObject({
+      code: 'QUOTA_EXCEEDED',
+      worker_hours: 504,
+    });
     expect((await server.api.get('/schedules', mallory)).body).toEqual([]);
     // Two workers all week is the whole quota, and nothing more fits beside it.
     expect((await create(mallory, reserve(2, '2026-01-01T01:00:00Z', '2026-03-01T00:00:00Z', hourly))).status).toBe(200);
-    expect((await create(mallory, reserve(1, '2026-01-05T00:00:00Z', '2026-01-05T01:00:00Z'))).body).toMatchObject({ code: 'QUOTA_EXCEEDED', quota: 'USER_MAX_WORKER_HOURS_PER_WEEK' });
+    expect((await create(mallory, reserve(1, '2026-01-05T00:00:00Z', '2026-01-05T01:00:00Z'))).body).toMatchObject({
+      code: 'QUOTA_EXCEEDED',
+      quota: 'USER_MAX_WORKER_HOURS_PER_WEEK',
+    });
     // Changing the schedule's end is checked too.
     const id = (await server.api.get('/schedules', mallory)).body[0].id;
     expect((await patch(mallory, id, { end_time: '2027-01-01T00:00:00Z' })).body).toMatchObject({ code: 'QUOTA_EXCEEDED', quota: 'RESERVE_MAX_SPAN_DAYS' });
@@ -138,7 +164,7 @@ describe.each(dialects)('reserve schedule quotas on %s', (dialect) => {
     for (let index = 0; index < 101; index += 1) expect((await create(server.adminToken, plain(index))).status).toBe(200);
   }, 60_000);
 
-  it('checks a reserve schedule against the owner\'s rentals and other schedules, and each window again as it opens', async () => {
+  it("checks a reserve schedule against the owner's rentals and other schedules, and each window again as it opens", async () => {
     await start({ userMaxWorkers: 3, userMaxWorkerHoursPerWeek: 10 });
     await addWorkers(server, workers, 3);
     const alice = await userToken(server, 'alice');

@@ -104,11 +104,19 @@ export async function checkReservation(db: Db, deps: { dialect: Dialect; config:
   if (!check.owner.admin) {
     const reserveWindows = others
       .filter(({ row }) => row.owner_id === check.owner.userId)
-      .flatMap(({ row, checked }) => reserveHoldings(specOf(row), checked, row.reserve_count as number, now, row.status === 'running' ? row.window_start : null));
+      .flatMap(({ row, checked }) =>
+        reserveHoldings(specOf(row), checked, row.reserve_count as number, now, row.status === 'running' ? row.window_start : null),
+      );
     const added = reserveHoldings(check.spec, windows, check.count, now, check.runningStart);
     await checkUserQuotas(db, deps.dialect, deps.config, { owner: check.owner, added, subject: 'This reserve schedule', reserveWindows }, now);
   }
-  if (check.capacity) await checkCapacity(db, windows, check.count, others.map(({ row, checked }) => ({ count: row.reserve_count as number, windows: checked })));
+  if (check.capacity)
+    await checkCapacity(
+      db,
+      windows,
+      check.count,
+      others.map(({ row, checked }) => ({ count: row.reserve_count as number, windows: checked })),
+    );
 }
 
 /** What a reserve schedule stores in `reserve_windows`, written with next_windows whenever its window moves. */

@@ -4,7 +4,6 @@ import { createDatabaseBefore, createTestDatabase, dialects, type TestDatabase }
 import { addWorkers, userToken } from '../../test/leasing.js';
 import { startTestServer, type TestServer } from '../../test/server.js';
 import type { SshWorker } from '../../test/ssh-worker.js';
-import { migrations } from '../db/migrations/index.js';
 import { CHECKED_WINDOWS } from './reserve-checks.js';
 import { fireSchedules } from './schedules.service.js';
 import type { Window } from './windows.js';
@@ -19,9 +18,23 @@ describe.each(dialects)('reserve checks read stored windows on %s', (dialect) =>
   let workers: SshWorker[] = [];
 
   const create = (token: string, body: Record<string, unknown>) => server.api.post('/schedules', body, token);
-  const reserve = (count: number, start_time: string, end_time: string, extra: Record<string, unknown> = {}) => ({ name: `reserve ${count}`, start_time, end_time, action: { kind: 'reserve', count }, ...extra });
-  const stored = async (id: number) => JSON.parse((await server.ctx.db.selectFrom('schedules').select('reserve_windows').where('id', '=', id).executeTakeFirstOrThrow()).reserve_windows!) as Window[];
-  const overwrite = (id: number, windows: Window[]) => server.ctx.db.updateTable('schedules').set({ reserve_windows: JSON.stringify(windows) }).where('id', '=', id).execute();
+  const reserve = (count: number, start_time: string, end_time: string, extra: Record<string, unknown> = {}) => ({
+    name: `reserve ${count}`,
+    start_time,
+    end_time,
+    action: { kind: 'reserve', count },
+    ...extra,
+  });
+  const stored = async (id: number) =>
+    JSON.parse(
+      (await server.ctx.db.selectFrom('schedules').select('reserve_windows').where('id', '=', id).executeTakeFirstOrThrow()).reserve_windows!,
+    ) as Window[];
+  const overwrite = (id: number, windows: Window[]) =>
+    server.ctx.db
+      .updateTable('schedules')
+      .set({ reserve_windows: JSON.stringify(windows) })
+      .where('id', '=', id)
+      .execute();
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
@@ -59,7 +72,10 @@ describe.each(dialects)('reserve checks read stored windows on %s', (dialect) =>
     // Any change writes the windows again, from the schedule's times.
     expect((await server.api.request('PATCH', `/schedules/${june.body.id}`, { body: { name: 'june' }, token: alice })).status).toBe(200);
     expect((await stored(june.body.id)).map(iso)).toEqual([{ start: '2026-06-01T01:00:00.000Z', end: '2026-06-01T02:00:00.000Z' }]);
-    expect((await create(bob, reserve(1, '2026-06-01T01:00:00Z', '2026-06-01T02:00:00Z'))).body).toMatchObject({ code: 'RESERVATION_CONFLICT', window_start: '2026-06-01T01:00:00.000Z' });
+    expect((await create(bob, reserve(1, '2026-06-01T01:00:00Z', '2026-06-01T02:00:00Z'))).body).toMatchObject({
+      code: 'RESERVATION_CONFLICT',
+      window_start: '2026-06-01T01:00:00.000Z',
+    });
     expect((await create(bob, reserve(1, '2026-01-05T10:30:00Z', '2026-01-05T12:00:00Z'))).status).toBe(200);
   });
 
@@ -67,7 +83,10 @@ describe.each(dialects)('reserve checks read stored windows on %s', (dialect) =>
     const alice = await userToken(server, 'alice');
     const bob = await userToken(server, 'bob');
     // Half an hour every hour from 01:00, all 2 workers.
-    const hourly = await create(server.adminToken, reserve(2, '2026-01-01T01:00:00Z', '2026-01-10T00:00:00Z', { cron_start: '0 * * * *', cron_stop: '30 * * * *' }));
+    const hourly = await create(
+      server.adminToken,
+      reserve(2, '2026-01-01T01:00:00Z', '2026-01-10T00:00:00Z', { cron_start: '0 * * * *', cron_stop: '30 * * * *' }),
+    );
     expect(hourly.status).toBe(200);
     const id = hourly.body.id;
     const first = await stored(id);
@@ -110,9 +129,12 @@ describe.each(dialects)('migration 0014-reserve-windows on %s', (dialect) => {
     const owner = (await sql<{ id: number }>`select id from users`.execute(db)).rows[0]!.id;
     const start = at('2030-01-01T00:00:00Z');
     const end = at('2030-03-01T00:00:00Z');
-    const insert = (name: string, status: string, reserveCount: number | null) => sql`
+    const insert = (name: string, status: string, reserveCount: number | null) =>
+      sql`
       insert into schedules (owner_id, name, start_time, end_time, status, cron_start, cron_stop, timezone, reserve_count, window_start, window_end, created_at, updated_at)
-      values (${owner}, ${name}, ${start}, ${end}, ${status}, '0 * * * *', '30 * * * *', 'UTC', ${reserveCount}, ${start}, ${start + HOUR / 2}, 1, 1)`.execute(db);
+      values (${owner}, ${name}, ${start}, ${end}, ${status}, '0 * * * *', '30 * * * *', 'UTC', ${reserveCount}, ${start}, ${start + HOUR / 2}, 1, 1)`.execute(
+        db,
+      );
     await insert('reserve', 'scheduled', 2);
     await insert('cancelled reserve', 'cancelled', 2);
     await insert('plain', 'scheduled', null);

@@ -20,10 +20,14 @@ const Cron = (description: string) => Nullable(Type.String({ maxLength: 200, des
 const Action = Nullable(
   Type.Object(
     {
-      kind: Type.Union([Type.Literal('reserve'), Type.Literal('node-window')], { description: 'reserve: rent workers for the owner in each window; node-window: a rescue node works only inside the windows (admin).' }),
+      kind: Type.Union([Type.Literal('reserve'), Type.Literal('node-window')], {
+        description: 'reserve: rent workers for the owner in each window; node-window: a rescue node works only inside the windows (admin).',
+      }),
       count: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'reserve: workers per window (at most RENT_MAX_COUNT).' })),
-      ssh_password: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'reserve: the rentals\' password; default: generated and shown once in the answer.' })),
-      node: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'node-window: the rescue node\'s name.' })),
+      ssh_password: Type.Optional(
+        Type.String({ minLength: 1, maxLength: 128, description: "reserve: the rentals' password; default: generated and shown once in the answer." }),
+      ),
+      node: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: "node-window: the rescue node's name." })),
     },
     { additionalProperties: false },
   ),
@@ -59,7 +63,9 @@ const ScheduleView = Type.Object({
   next_windows: Type.Array(WindowView, { description: 'The current window (if running) and the next ones, up to 5.' }),
   last_fired_at: Nullable(Type.String()),
   rentals: Type.Optional(
-    Type.Array(Type.Object({ rental_id: Type.Integer(), node_id: Type.Integer(), client_user: Type.String(), state: Type.String(), leased_until: Type.String() })),
+    Type.Array(
+      Type.Object({ rental_id: Type.Integer(), node_id: Type.Integer(), client_user: Type.String(), state: Type.String(), leased_until: Type.String() }),
+    ),
   ),
 });
 
@@ -72,7 +78,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
       onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
-        summary: 'Schedules (users: their own; admins: all), in seed 004\'s shape plus recurrence, action and windows',
+        summary: "Schedules (users: their own; admins: all), in seed 004's shape plus recurrence, action and windows",
         security: bearerSecurity,
         response: { 200: Type.Array(ScheduleView), ...errorResponses },
       },
@@ -144,7 +150,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
       onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
-        summary: 'Change a schedule\'s name, times, recurrence, active flag or status (cancelled / scheduled)',
+        summary: "Change a schedule's name, times, recurrence, active flag or status (cancelled / scheduled)",
         security: bearerSecurity,
         params: ScheduleIdParam,
         body: PatchBody,
@@ -160,7 +166,7 @@ export function registerScheduleRoutes(app: App, ctx: AppContext, guards: Guards
       onRequest: [guards.user, rateLimitUser],
       schema: {
         tags: ['schedules'],
-        summary: 'Delete a schedule; a running window\'s effect ends first',
+        summary: "Delete a schedule; a running window's effect ends first",
         security: bearerSecurity,
         params: ScheduleIdParam,
         response: { 200: Type.Object({ status: Type.String() }), ...errorResponses },

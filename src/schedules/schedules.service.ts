@@ -12,7 +12,6 @@ import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.ta
 import { checkReservation, checkReserveSpan, checkScheduleCount, PLANNED_STATUSES, reserveWindowsOf } from './reserve-checks.js';
 import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
 
-
 /** What a client sends; times are ISO 8601 text (UTC when without an offset). */
 export interface ScheduleInput {
   name?: string;
@@ -32,8 +31,6 @@ export type ScheduleDeps = Pick<LeasingDeps, 'dialect' | 'config'>;
 /** A transition counts as late when it fires this long after its boundary (the loop runs every 15 s). */
 export const LATE_AFTER_MS = 60_000;
 
-
-
 export function actionOf(row: Pick<ScheduleRow, 'action'>): ScheduleAction | null {
   return row.action ? (JSON.parse(row.action) as ScheduleAction) : null;
 }
@@ -44,14 +41,16 @@ function invalid(detail: string): AppError {
 
 function time(value: string, field: string): number {
   const parsed = parseIsoTime(value);
-  if (parsed === undefined) throw invalid(`body/${field} must be an ISO 8601 date-time such as "2026-04-20T10:00:00Z" (without an offset it is UTC), got "${value}"`);
+  if (parsed === undefined)
+    throw invalid(`body/${field} must be an ISO 8601 date-time such as "2026-04-20T10:00:00Z" (without an offset it is UTC), got "${value}"`);
   return parsed;
 }
 
 /** Checks the timing fields together and returns them as stored. */
 function timing(merged: { start_time: number; end_time: number; cron_start: string | null; cron_stop: string | null; timezone: string | null }, now: number) {
   if (merged.end_time <= merged.start_time) throw invalid('body/end_time must be after start_time.');
-  if ((merged.cron_start === null) !== (merged.cron_stop === null)) throw invalid('body/cron_start and body/cron_stop go together: a window opens at each cron_start and closes at the next cron_stop.');
+  if ((merged.cron_start === null) !== (merged.cron_stop === null))
+    throw invalid('body/cron_start and body/cron_stop go together: a window opens at each cron_start and closes at the next cron_stop.');
   const timezone = merged.timezone ?? 'UTC';
   try {
     checkTimezone(timezone);
@@ -76,16 +75,25 @@ function clientStatus(status: string | undefined): ScheduleStatus | undefined {
 }
 
 /** `POST /schedules`. Returns the row, and the generated password of a reserve action (shown once). */
-export async function createSchedule(db: Db, deps: ScheduleDeps, owner: Renter, input: ScheduleInput, now: number): Promise<{ row: ScheduleRow; password?: string }> {
+export async function createSchedule(
+  db: Db,
+  deps: ScheduleDeps,
+  owner: Renter,
+  input: ScheduleInput,
+  now: number,
+): Promise<{ row: ScheduleRow; password?: string }> {
   if (!input.name || !input.name.trim()) throw invalid('body/name is required.');
   if (input.start_time === undefined || input.end_time === undefined) throw invalid('body/start_time and body/end_time are required.');
-  const timed = timing({
-    start_time: time(input.start_time, 'start_time'),
-    end_time: time(input.end_time, 'end_time'),
-    cron_start: input.cron_start ?? null,
-    cron_stop: input.cron_stop ?? null,
-    timezone: input.timezone ?? null,
-  }, now);
+  const timed = timing(
+    {
+      start_time: time(input.start_time, 'start_time'),
+      end_time: time(input.end_time, 'end_time'),
+      cron_start: input.cron_start ?? null,
+      cron_stop: input.cron_stop ?? null,
+      timezone: input.timezone ?? null,
+    },
+    now,
+  );
   let status = clientStatus(input.status) ?? 'scheduled';
   const active = input.active ?? true;
   let action: ScheduleAction | null = null;
@@ -93,7 +101,8 @@ export async function createSchedule(db: Db, deps: ScheduleDeps, owner: Renter, 
   let passwordHash: string | null = null;
   let password: string | undefined;
   if (input.action?.kind === 'reserve') {
-    if (input.action.count === undefined || input.action.node !== undefined) throw invalid('body/action: reserve takes count (and optionally ssh_password), not node.');
+    if (input.action.count === undefined || input.action.node !== undefined)
+      throw invalid('body/action: reserve takes count (and optionally ssh_password), not node.');
     if (input.action.count > deps.config.rentMaxCount) throw invalid(`body/action/count may be at most ${deps.config.rentMaxCount} (RENT_MAX_COUNT).`);
     if (input.action.ssh_password !== undefined) checkPasswordStrength(input.action.ssh_password, owner.username);
     else password = generatePassword();
@@ -101,7 +110,7 @@ export async function createSchedule(db: Db, deps: ScheduleDeps, owner: Renter, 
     action = { kind: 'reserve', count: input.action.count };
   } else if (input.action?.kind === 'node-window') {
     if (input.action.node === undefined || input.action.count !== undefined || input.action.ssh_password !== undefined) {
-      throw invalid('body/action: node-window takes node, the rescue node\'s name, and nothing else.');
+      throw invalid("body/action: node-window takes node, the rescue node's name, and nothing else.");
     }
     if (!owner.admin) throw new AppError('FORBIDDEN', 'Only admins open and close nodes with node-window schedules.');
     const node = await findNodeByName(db, input.action.node);
@@ -139,7 +148,9 @@ export async function createSchedule(db: Db, deps: ScheduleDeps, owner: Renter, 
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    await appendEvents(trx, now, [{ actor: owner.actor, kind: 'schedule.created', subjectType: 'schedule', subjectId: inserted.id, data: { name: inserted.name, action } }]);
+    await appendEvents(trx, now, [
+      { actor: owner.actor, kind: 'schedule.created', subjectType: 'schedule', subjectId: inserted.id, data: { name: inserted.name, action } },
+    ]);
     if (nodeId !== null) await refreshNodeWindow(trx, nodeId, now);
     return inserted;
   });
@@ -156,29 +167,39 @@ export async function findOwnSchedule(db: Db, owner: Renter, id: number): Promis
 export async function updateSchedule(db: Db, deps: ScheduleDeps, owner: Renter, id: number, input: ScheduleInput, now: number): Promise<ScheduleRow> {
   if (input.action !== undefined) throw invalid('body/action cannot be changed; delete the schedule and create another.');
   const row = await findOwnSchedule(db, owner, id);
-  const timed = timing({
-    start_time: input.start_time === undefined ? row.start_time : time(input.start_time, 'start_time'),
-    end_time: input.end_time === undefined ? row.end_time : time(input.end_time, 'end_time'),
-    cron_start: input.cron_start === undefined ? row.cron_start : input.cron_start,
-    cron_stop: input.cron_stop === undefined ? row.cron_stop : input.cron_stop,
-    timezone: input.timezone === undefined ? row.timezone : input.timezone,
-  }, now);
+  const timed = timing(
+    {
+      start_time: input.start_time === undefined ? row.start_time : time(input.start_time, 'start_time'),
+      end_time: input.end_time === undefined ? row.end_time : time(input.end_time, 'end_time'),
+      cron_start: input.cron_start === undefined ? row.cron_start : input.cron_start,
+      cron_stop: input.cron_stop === undefined ? row.cron_stop : input.cron_stop,
+      timezone: input.timezone === undefined ? row.timezone : input.timezone,
+    },
+    now,
+  );
   const requested = clientStatus(input.status);
   const active = input.active ?? row.active === 1;
   const window = windowAt(specOf(timed), now);
-  const stillOpen = row.status === 'running' && active && requested !== 'cancelled' && window !== undefined && window.start <= now && window.start === row.window_start;
+  const stillOpen =
+    row.status === 'running' && active && requested !== 'cancelled' && window !== undefined && window.start <= now && window.start === row.window_start;
   // A cancelled schedule stays cancelled until it is explicitly planned again ("status": "scheduled").
   const cancelled = requested === 'cancelled' || (row.status === 'cancelled' && requested !== 'scheduled');
   const status: ScheduleStatus = cancelled ? 'cancelled' : stillOpen ? 'running' : window ? 'scheduled' : 'completed';
   const action = actionOf(row);
   // The quotas are the owner's, whoever changes the schedule (an admin changing it is exempt).
   const quotaOwner = { userId: row.owner_id, admin: owner.admin };
-  if (action?.kind === 'reserve' && (input.start_time !== undefined || input.end_time !== undefined)) checkReserveSpan(deps.config, quotaOwner, timed.start_time, timed.end_time);
+  if (action?.kind === 'reserve' && (input.start_time !== undefined || input.end_time !== undefined))
+    checkReserveSpan(deps.config, quotaOwner, timed.start_time, timed.end_time);
   return inTransaction(db, async (trx) => {
     if (isPlanned(status) && !isPlanned(row.status)) await checkScheduleCount(trx, deps.dialect, deps.config, quotaOwner, row.id);
     if (action?.kind === 'reserve' && active && isPlanned(status)) {
       const runningStart = status === 'running' ? row.window_start : null;
-      await checkReservation(trx, deps, { owner: quotaOwner, spec: specOf(timed), count: action.count, scheduleId: row.id, runningStart, capacity: status === 'scheduled' }, now);
+      await checkReservation(
+        trx,
+        deps,
+        { owner: quotaOwner, spec: specOf(timed), count: action.count, scheduleId: row.id, runningStart, capacity: status === 'scheduled' },
+        now,
+      );
     }
     if (row.status === 'running' && !stillOpen) await endEffect(trx, deps, row, requested === 'cancelled' ? 'schedule cancelled' : 'schedule changed', now);
     const updated = await trx
@@ -210,7 +231,14 @@ export async function deleteSchedule(db: Db, deps: Pick<ScheduleDeps, 'config'>,
   await inTransaction(db, async (trx) => {
     await trx.deleteFrom('schedules').where('id', '=', row.id).execute();
     const events = [{ actor: owner.actor, kind: 'schedule.deleted', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } }];
-    if (row.status === 'running') events.unshift({ actor: owner.actor, kind: 'schedule.cancelled', subjectType: 'schedule', subjectId: row.id, data: { name: row.name, status: row.status } });
+    if (row.status === 'running')
+      events.unshift({
+        actor: owner.actor,
+        kind: 'schedule.cancelled',
+        subjectType: 'schedule',
+        subjectId: row.id,
+        data: { name: row.name, status: row.status },
+      });
     await appendEvents(trx, now, events);
     if (row.node_id !== null) await refreshNodeWindow(trx, row.node_id, now);
   });
@@ -269,7 +297,12 @@ async function fireOne(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number,
   }
   const lateMs = now - row.window_start;
   const window = { start: row.window_start, end: row.window_end };
-  const started = await moveTo(db, row, { status: 'running', window }, now, 'schedule.started', { window_start: window.start, window_end: window.end, late_ms: lateMs, late: lateMs > LATE_AFTER_MS });
+  const started = await moveTo(db, row, { status: 'running', window }, now, 'schedule.started', {
+    window_start: window.start,
+    window_end: window.end,
+    late_ms: lateMs,
+    late: lateMs > LATE_AFTER_MS,
+  });
   if (started) {
     result.started += 1;
     await startEffect(db, deps, row, now);
@@ -381,6 +414,11 @@ export async function refreshNodeWindow(db: Db, nodeId: number, now: number): Pr
     .map((row) => ({ start: row.window_start as number, end: row.window_end as number }))
     .sort((a, b) => a.start - b.start);
   const first = windows[0];
-  const value = rows.length === 0 ? { window_from: null, window_until: null } : first ? { window_from: first.start, window_until: first.end } : { window_from: 0, window_until: 0 };
+  const value =
+    rows.length === 0
+      ? { window_from: null, window_until: null }
+      : first
+        ? { window_from: first.start, window_until: first.end }
+        : { window_from: 0, window_until: 0 };
   await db.updateTable('nodes').set(value).where('id', '=', nodeId).execute();
 }

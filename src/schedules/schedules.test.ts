@@ -41,32 +41,67 @@ describe.each(dialects)('schedules on %s', (dialect) => {
   it('refuses a cron pair that never recurs, and lists schedules from their stored windows without searching them again', async () => {
     await start();
     const mallory = await userToken(server, 'mallory');
-    const never = await create(mallory, { name: 'never', start_time: '2026-01-01T00:00:00Z', end_time: '2031-01-01T00:00:00Z', cron_start: '0 0 * * *', cron_stop: '0 0 31 2 *' });
+    const never = await create(mallory, {
+      name: 'never',
+      start_time: '2026-01-01T00:00:00Z',
+      end_time: '2031-01-01T00:00:00Z',
+      cron_start: '0 0 * * *',
+      cron_stop: '0 0 31 2 *',
+    });
     expect(never.status).toBe(422);
     expect(never.body.detail).toMatch(/cron_stop "0 0 31 2 \*" has no occurrence in the two years after/);
-    const rare = await create(mallory, { name: 'rare', start_time: '2026-01-01T00:00:00Z', end_time: '2031-01-01T00:00:00Z', cron_start: '0 0 30 2 *', cron_stop: '0 1 * * *' });
+    const rare = await create(mallory, {
+      name: 'rare',
+      start_time: '2026-01-01T00:00:00Z',
+      end_time: '2031-01-01T00:00:00Z',
+      cron_start: '0 0 30 2 *',
+      cron_stop: '0 1 * * *',
+    });
     expect(rare.status).toBe(422);
-    const nightly = await create(mallory, { name: 'nightly', start_time: '2026-01-01T00:00:00Z', end_time: '2031-01-01T00:00:00Z', cron_start: '0 22 * * *', cron_stop: '0 6 * * *' });
+    const nightly = await create(mallory, {
+      name: 'nightly',
+      start_time: '2026-01-01T00:00:00Z',
+      end_time: '2031-01-01T00:00:00Z',
+      cron_start: '0 22 * * *',
+      cron_stop: '0 6 * * *',
+    });
     expect(nightly.status).toBe(200);
     const stored = await server.ctx.db.selectFrom('schedules').select('next_windows').where('id', '=', nightly.body.id).executeTakeFirstOrThrow();
     expect(JSON.parse(stored.next_windows)).toHaveLength(5);
     // What the list shows is what was stored: it computes nothing per schedule.
     const marker = [{ start: at('2030-01-01T00:00:00Z'), end: at('2030-01-01T01:00:00Z') }];
-    await server.ctx.db.updateTable('schedules').set({ next_windows: JSON.stringify(marker) }).where('id', '=', nightly.body.id).execute();
+    await server.ctx.db
+      .updateTable('schedules')
+      .set({ next_windows: JSON.stringify(marker) })
+      .where('id', '=', nightly.body.id)
+      .execute();
     const [listed] = (await server.api.get('/schedules', mallory)).body;
     expect(listed.next_windows).toEqual([{ start: '2030-01-01T00:00:00.000Z', end: '2030-01-01T01:00:00.000Z' }]);
   });
 
-  it('keeps seed 004\'s contract: create, list, delete, 404 for an unknown id', async () => {
+  it("keeps seed 004's contract: create, list, delete, 404 for an unknown id", async () => {
     await start();
     const alice = await userToken(server, 'alice');
-    const created = await create(alice, { name: 'Backup Database', start_time: '2026-04-20T10:00:00', end_time: '2026-04-20T11:00:00', status: 'scheduled', active: true });
+    const created = await create(alice, {
+      name: 'Backup Database',
+      start_time: '2026-04-20T10:00:00',
+      end_time: '2026-04-20T11:00:00',
+      status: 'scheduled',
+      active: true,
+    });
     expect(created.status).toBe(200);
     expect(created.body).toMatchObject({ status: 'created', id: expect.any(Number) });
     const list = (await server.api.get('/schedules', alice)).body;
     expect(list).toHaveLength(1);
     // Times without an offset are UTC.
-    expect(list[0]).toMatchObject({ id: created.body.id, name: 'Backup Database', start_time: '2026-04-20T10:00:00.000Z', end_time: '2026-04-20T11:00:00.000Z', status: 'scheduled', active: true });
+    expect(list[0]).toMatchObject({
+      id: created.body.id,
+      name: 'Backup Database',
+      start_time: '2026-04-20T10:00:00.000Z',
+      end_time: '2026-04-20T11:00:00.000Z',
+      status: 'scheduled',
+      active: true,
+    });
     expect(list[0].next_windows).toEqual([{ start: '2026-04-20T10:00:00.000Z', end: '2026-04-20T11:00:00.000Z' }]);
     const withOffset = await create(alice, { name: 'Paris', start_time: '2026-04-20T10:00:00+02:00', end_time: '2026-04-20T11:00:00+02:00' });
     expect((await view(withOffset.body.id, alice)).start_time).toBe('2026-04-20T08:00:00.000Z');
@@ -135,7 +170,15 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     expect(JSON.parse((await events('schedule.started'))[0]!.data!)).toMatchObject({ late: false, late_ms: 0 });
 
     // Suspended while running: the window's effect ends; active again, it waits for its next window.
-    const daily = (await create(alice, { name: 'daily', start_time: '2026-01-02T00:00:00Z', end_time: '2026-01-10T00:00:00Z', cron_start: '0 8 * * *', cron_stop: '0 9 * * *' })).body.id;
+    const daily = (
+      await create(alice, {
+        name: 'daily',
+        start_time: '2026-01-02T00:00:00Z',
+        end_time: '2026-01-10T00:00:00Z',
+        cron_start: '0 8 * * *',
+        cron_stop: '0 9 * * *',
+      })
+    ).body.id;
     server.clock.set(at('2026-01-02T08:00:00Z'));
     await fire();
     expect((await view(daily)).status).toBe('running');
@@ -205,7 +248,14 @@ describe.each(dialects)('schedules on %s', (dialect) => {
       { start: '2026-03-29T20:00:00.000Z', end: '2026-03-30T04:00:00.000Z' },
     ]);
     // 02:30 does not exist on 29 March in Berlin: that window opens when the clocks jump (03:00 CEST, 01:00Z).
-    const gap = await create(alice, { name: 'gap', start_time: '2026-03-28T12:00:00Z', end_time: '2026-03-31T00:00:00Z', cron_start: '30 2 * * *', cron_stop: '30 4 * * *', timezone: 'Europe/Berlin' });
+    const gap = await create(alice, {
+      name: 'gap',
+      start_time: '2026-03-28T12:00:00Z',
+      end_time: '2026-03-31T00:00:00Z',
+      cron_start: '30 2 * * *',
+      cron_stop: '30 4 * * *',
+      timezone: 'Europe/Berlin',
+    });
     expect(gap.body.schedule.next_windows[0]).toEqual({ start: '2026-03-29T01:00:00.000Z', end: '2026-03-29T02:30:00.000Z' });
     const id = night.body.id;
     server.clock.set(at('2026-03-28T21:00:00Z'));
@@ -217,7 +267,6 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     server.clock.set(at('2026-03-29T04:00:00Z'));
     await fire();
     expect(await view(id, alice)).toMatchObject({ status: 'scheduled', window: { start: '2026-03-29T20:00:00.000Z', end: '2026-03-30T04:00:00.000Z' } });
-
   });
 
   it('reserves workers: conflicts are refused at creation, rentals are made at the start for the owner and ended at the end', async () => {
@@ -225,12 +274,22 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     await addWorkers(server, workers, 2);
     const alice = await userToken(server, 'alice');
     const bob = await userToken(server, 'bob');
-    const reserve = await create(alice, { name: 'training', start_time: '2026-01-01T01:00:00Z', end_time: '2026-01-01T03:00:00Z', action: { kind: 'reserve', count: 2 } });
+    const reserve = await create(alice, {
+      name: 'training',
+      start_time: '2026-01-01T01:00:00Z',
+      end_time: '2026-01-01T03:00:00Z',
+      action: { kind: 'reserve', count: 2 },
+    });
     expect(reserve.status).toBe(200);
     expect(reserve.body.ssh_password).toHaveLength(20);
     const id = reserve.body.id;
 
-    const conflict = await create(bob, { name: 'mine', start_time: '2026-01-01T02:00:00Z', end_time: '2026-01-01T04:00:00Z', action: { kind: 'reserve', count: 1 } });
+    const conflict = await create(bob, {
+      name: 'mine',
+      start_time: '2026-01-01T02:00:00Z',
+      end_time: '2026-01-01T04:00:00Z',
+      action: { kind: 'reserve', count: 1 },
+    });
     expect(conflict.status).toBe(409);
     expect(conflict.body).toMatchObject({ code: 'RESERVATION_CONFLICT', short: 1, window_start: '2026-01-01T02:00:00.000Z' });
     expect(conflict.body.detail).toMatch(/only 0 are available \(2 registered, 2 reserved by other schedules, 0 rented\): 1 short/);
@@ -249,7 +308,11 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     const running = await view(id, alice);
     expect(running.status).toBe('running');
     expect(running.rentals).toHaveLength(2);
-    expect(running.rentals.every((rental: { state: string; leased_until: string }) => rental.state === 'active' && rental.leased_until === '2026-01-01T03:00:00.000Z')).toBe(true);
+    expect(
+      running.rentals.every(
+        (rental: { state: string; leased_until: string }) => rental.state === 'active' && rental.leased_until === '2026-01-01T03:00:00.000Z',
+      ),
+    ).toBe(true);
     const rentals = (await server.api.get('/api/rentals?active=true', alice)).body;
     expect(rentals).toHaveLength(2);
     for (const rental of rentals) expect(await sshLogin(rental.ssh_port, rental.client_user, reserve.body.ssh_password)).toBe(rental.client_user);
@@ -265,7 +328,12 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     await start();
     const node = await registerNode(server, 'nightly');
     await server.api.post('/assets', makeAssets(3), server.adminToken);
-    const window = await create(server.adminToken, { name: 'lent at night', start_time: '2026-01-01T01:00:00Z', end_time: '2026-01-01T02:00:00Z', action: { kind: 'node-window', node: 'nightly' } });
+    const window = await create(server.adminToken, {
+      name: 'lent at night',
+      start_time: '2026-01-01T01:00:00Z',
+      end_time: '2026-01-01T02:00:00Z',
+      action: { kind: 'node-window', node: 'nightly' },
+    });
     expect(window.status).toBe(200);
     const allocate = () => server.api.post('/allocate', { free_space_gb: 100, node_id: 'nightly', max_assets: 1 }, node.token);
 

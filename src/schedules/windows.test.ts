@@ -34,7 +34,11 @@ describe('upcoming windows', () => {
   });
 
   it('end with the schedule, and a plain schedule has its one window', () => {
-    const hourly: WindowSpec = { startTime: at('2026-01-01T00:00:00Z'), endTime: at('2026-01-01T03:30:00Z'), recurrence: { cronStart: '0 * * * *', cronStop: '0 * * * *', timezone: 'UTC' } };
+    const hourly: WindowSpec = {
+      startTime: at('2026-01-01T00:00:00Z'),
+      endTime: at('2026-01-01T03:30:00Z'),
+      recurrence: { cronStart: '0 * * * *', cronStop: '0 * * * *', timezone: 'UTC' },
+    };
     expect(upcomingWindows(hourly, at('2026-01-01T00:10:00Z'), 50).map((window) => new Date(window.end).toISOString())).toEqual([
       '2026-01-01T01:00:00.000Z',
       '2026-01-01T02:00:00.000Z',

@@ -32,7 +32,9 @@ export interface Window {
 export function parseCron(expression: string, timezone: string, field: string): Cron {
   const fields = expression.trim().split(/\s+/);
   if (fields.length !== 5) {
-    throw new WindowError(`${field} must be a standard 5-field cron expression (minute hour day-of-month month day-of-week), got ${fields.length} field${fields.length === 1 ? '' : 's'}: "${expression}"`);
+    throw new WindowError(
+      `${field} must be a standard 5-field cron expression (minute hour day-of-month month day-of-week), got ${fields.length} field${fields.length === 1 ? '' : 's'}: "${expression}"`,
+    );
   }
   let cron: Cron;
   try {
@@ -137,7 +139,8 @@ export function parseIsoTime(text: string): number | undefined {
   if (Number.isNaN(value)) return undefined;
   // Date.parse rolls 2026-02-30 over to March; a real calendar date round-trips.
   const check = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
-  if (check.getUTCMonth() !== Number(month) - 1 || check.getUTCDate() !== Number(day) || Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
+  if (check.getUTCMonth() !== Number(month) - 1 || check.getUTCDate() !== Number(day) || Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59)
+    return undefined;
   return value;
 }
 

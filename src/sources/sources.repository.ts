@@ -18,7 +18,13 @@ export async function pauseSourceHost(db: Db, host: string, until: number, reaso
 
 /** Hosts paused now, with when each pause ends. */
 export async function pausedSourceHosts(db: Db, now: number): Promise<{ host: string; pausedUntil: number; reason: string | null }[]> {
-  const rows = await db.selectFrom('source_hosts').select(['host', 'paused_until', 'pause_reason']).where('paused_until', '>', now).orderBy('host').limit(1000).execute();
+  const rows = await db
+    .selectFrom('source_hosts')
+    .select(['host', 'paused_until', 'pause_reason'])
+    .where('paused_until', '>', now)
+    .orderBy('host')
+    .limit(1000)
+    .execute();
   return rows.map((row) => ({ host: row.host, pausedUntil: Number(row.paused_until), reason: row.pause_reason }));
 }
 

@@ -24,8 +24,10 @@ const Status = Type.Object({
 
 export function registerStatusRoutes(app: App, ctx: AppContext): void {
   // Seed 002 documents the greeting as the JSON string "Hello rescuer 👋".
-  app.get('/', { schema: { tags: ['status'], summary: 'Greeting', response: { 200: Type.String({ description: 'The JSON string "Hello rescuer 👋".' }) } } }, async (_request, reply) =>
-    reply.type('application/json; charset=utf-8').send(JSON.stringify('Hello rescuer 👋')),
+  app.get(
+    '/',
+    { schema: { tags: ['status'], summary: 'Greeting', response: { 200: Type.String({ description: 'The JSON string "Hello rescuer 👋".' }) } } },
+    async (_request, reply) => reply.type('application/json; charset=utf-8').send(JSON.stringify('Hello rescuer 👋')),
   );
 
   for (const url of ['/health', '/api/health']) {
@@ -40,11 +42,7 @@ export function registerStatusRoutes(app: App, ctx: AppContext): void {
   }
 
   app.get('/status', { schema: { tags: ['status'], summary: 'System figures', response: { 200: Status, ...errorResponses } } }, async () => {
-    const [figures, nextRun, failing] = await Promise.all([
-      readStatusFigures(ctx.db),
-      readNextRun(ctx.db, PRIORITY_LOOP),
-      failingLoops(ctx.db),
-    ]);
+    const [figures, nextRun, failing] = await Promise.all([readStatusFigures(ctx.db), readNextRun(ctx.db, PRIORITY_LOOP), failingLoops(ctx.db)]);
     return {
       ckan_datasets: figures.assets,
       active_allocations: figures.activeAllocations,

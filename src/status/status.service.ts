@@ -55,8 +55,16 @@ export async function readStatusFigures(db: Db): Promise<StatusFigures> {
       .select(['state', sql<number>`count(*)`.as('count'), sql<number>`coalesce(sum(priority), 0)`.as('priority')])
       .groupBy('state')
       .execute(),
-    db.selectFrom('allocations').select(sql<number>`count(*)`.as('count')).where('state', '=', 'active').executeTakeFirstOrThrow(),
-    db.selectFrom('nodes').select(['status', sql<number>`count(*)`.as('count')]).groupBy('status').execute(),
+    db
+      .selectFrom('allocations')
+      .select(sql<number>`count(*)`.as('count'))
+      .where('state', '=', 'active')
+      .executeTakeFirstOrThrow(),
+    db
+      .selectFrom('nodes')
+      .select(['status', sql<number>`count(*)`.as('count')])
+      .groupBy('status')
+      .execute(),
     readRescuedBytes(db),
   ]);
   return {

@@ -17,7 +17,9 @@ const ProgressView = Type.Object({
 });
 
 const progressList = (of: string) =>
-  Type.Array(ProgressView, { description: `The ${PROGRESS_TOP_GROUPS} ${of} with the most assets, most first, then "${OTHER_GROUPS}" summing the rest when there are more.` });
+  Type.Array(ProgressView, {
+    description: `The ${PROGRESS_TOP_GROUPS} ${of} with the most assets, most first, then "${OTHER_GROUPS}" summing the rest when there are more.`,
+  });
 
 function toProgressView(progress: Progress) {
   return {
@@ -63,7 +65,8 @@ export function registerSummaryRoutes(app: App, ctx: AppContext, guards: Guards)
       onRequest: guards.any,
       schema: {
         tags: ['status'],
-        summary: 'The dashboard\'s overview: assets by state and priority, copies, risk, nodes, rentals, bytes rescued per day, progress per organization and dataset',
+        summary:
+          "The dashboard's overview: assets by state and priority, copies, risk, nodes, rentals, bytes rescued per day, progress per organization and dataset",
         security: bearerSecurity,
         response: { 200: SummaryView, ...errorResponses },
       },

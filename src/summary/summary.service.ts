@@ -41,8 +41,16 @@ function countsOf(keys: readonly string[], rows: { key: string | number; count: 
 export async function readSummary(db: Db, now: number): Promise<Summary> {
   const firstDay = Math.floor(now / DAY) - (RESCUE_HISTORY_DAYS - 1);
   const [byState, byPriority, copies, nodes, active, rentals, copyBytes, byDay] = await Promise.all([
-    db.selectFrom('assets').select(['state as key', sql<number>`count(*)`.as('count')]).groupBy('state').execute(),
-    db.selectFrom('assets').select(['priority as key', sql<number>`count(*)`.as('count')]).groupBy('priority').execute(),
+    db
+      .selectFrom('assets')
+      .select(['state as key', sql<number>`count(*)`.as('count')])
+      .groupBy('state')
+      .execute(),
+    db
+      .selectFrom('assets')
+      .select(['priority as key', sql<number>`count(*)`.as('count')])
+      .groupBy('priority')
+      .execute(),
     db
       .selectFrom('assets')
       .select([
@@ -55,9 +63,21 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
         ...progressColumns,
       ])
       .executeTakeFirstOrThrow(),
-    db.selectFrom('nodes').select(['status as key', sql<number>`count(*)`.as('count')]).groupBy('status').execute(),
-    db.selectFrom('allocations').select(sql<number>`count(*)`.as('count')).where('state', '=', 'active').executeTakeFirstOrThrow(),
-    db.selectFrom('rentals').select(sql<number>`count(*)`.as('count')).where('state', 'in', WORKER_HOLDING_RENTAL_STATES).executeTakeFirstOrThrow(),
+    db
+      .selectFrom('nodes')
+      .select(['status as key', sql<number>`count(*)`.as('count')])
+      .groupBy('status')
+      .execute(),
+    db
+      .selectFrom('allocations')
+      .select(sql<number>`count(*)`.as('count'))
+      .where('state', '=', 'active')
+      .executeTakeFirstOrThrow(),
+    db
+      .selectFrom('rentals')
+      .select(sql<number>`count(*)`.as('count'))
+      .where('state', 'in', WORKER_HOLDING_RENTAL_STATES)
+      .executeTakeFirstOrThrow(),
     readCopyBytes(db),
     // Integer division of two integers is whole days on both SQLite and PostgreSQL (bigint). A literal,
     // not a parameter: PostgreSQL matches the GROUP BY expression to the selected one textually.

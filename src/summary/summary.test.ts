@@ -41,7 +41,9 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
     for (const node of [a, b, idle]) await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * 1024 * MIB }, node.token);
 
     // Day 1: node-a takes one asset of each kind and completes two; node-b completes a second copy the next day.
-    expect((await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-a', max_assets: 2 }, a.token)).body.map((x: { id: string }) => x.id)).toEqual(['twice-1', 'twice-2']);
+    expect((await server.api.post('/allocate', { free_space_gb: 1, node_id: 'node-a', max_assets: 2 }, a.token)).body.map((x: { id: string }) => x.id)).toEqual(
+      ['twice-1', 'twice-2'],
+    );
     await complete(a, 'twice-1');
     await complete(a, 'twice-2');
     server.clock.advance(DAY);
@@ -114,7 +116,11 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
     const groups = PROGRESS_TOP_GROUPS + 2;
     // Organization org-k has k + 1 assets; each organization's first asset is in dataset ds-k, the rest in none.
     const assets = Array.from({ length: groups }, (_, k) =>
-      makeAssets(k + 1, { organization: `org-${String(k).padStart(2, '0')}`, size_mb: 1, sha256: 'a'.repeat(64), priority: k === groups - 1 ? 9 : 5 }, `o${k}`).map((asset, index) => ({
+      makeAssets(
+        k + 1,
+        { organization: `org-${String(k).padStart(2, '0')}`, size_mb: 1, sha256: 'a'.repeat(64), priority: k === groups - 1 ? 9 : 5 },
+        `o${k}`,
+      ).map((asset, index) => ({
         ...asset,
         dataset: index === 0 ? `ds-${k}` : null,
       })),
@@ -126,15 +132,32 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
     expect((await complete(node, 'o21-1')).status).toBe(200);
 
     const summary = (await server.api.get('/api/summary', server.adminToken)).body;
-    const byOrganization = summary.by_organization as { name: string; assets: number; at_target: number; at_risk: number; without_copy: number; bytes_rescued_distinct: number }[];
+    const byOrganization = summary.by_organization as {
+      name: string;
+      assets: number;
+      at_target: number;
+      at_risk: number;
+      without_copy: number;
+      bytes_rescued_distinct: number;
+    }[];
     expect(byOrganization).toHaveLength(PROGRESS_TOP_GROUPS + 1);
     expect(byOrganization[0]).toEqual({ name: 'org-21', assets: 22, at_target: 1, at_risk: 21, without_copy: 21, bytes_rescued_distinct: MIB });
-    expect(byOrganization.slice(0, PROGRESS_TOP_GROUPS).map((group) => group.assets)).toEqual(Array.from({ length: PROGRESS_TOP_GROUPS }, (_, index) => groups - index));
+    expect(byOrganization.slice(0, PROGRESS_TOP_GROUPS).map((group) => group.assets)).toEqual(
+      Array.from({ length: PROGRESS_TOP_GROUPS }, (_, index) => groups - index),
+    );
     // Left out: org-01 (2), org-00 (1) and the three assets without an organization.
     expect(byOrganization.at(-1)).toEqual({ name: '(other)', assets: 2 + 1 + 3, at_target: 0, at_risk: 6, without_copy: 6, bytes_rescued_distinct: 0 });
     for (const key of ['assets', 'at_target', 'at_risk', 'without_copy', 'bytes_rescued_distinct'] as const) {
       const total = byOrganization.reduce((sum, group) => sum + group[key], 0);
-      expect(total, key).toBe({ assets: summary.assets_total, at_target: 1, at_risk: summary.assets_total - 1, without_copy: summary.at_risk.without_copy, bytes_rescued_distinct: summary.bytes_rescued_distinct }[key]);
+      expect(total, key).toBe(
+        {
+          assets: summary.assets_total,
+          at_target: 1,
+          at_risk: summary.assets_total - 1,
+          without_copy: summary.at_risk.without_copy,
+          bytes_rescued_distinct: summary.bytes_rescued_distinct,
+        }[key],
+      );
     }
     // Datasets: the assets without one form the largest group, "(none)"; then ds-* of one asset each.
     expect(summary.by_dataset[0]).toMatchObject({ name: '(none)', assets: summary.assets_total - groups });
@@ -145,7 +168,13 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
   it('needs a token and answers zeros on an empty database', async () => {
     expect((await server.api.get('/api/summary')).status).toBe(401);
     const empty = await server.api.get('/api/summary', server.adminToken);
-    expect(empty.body).toMatchObject({ assets_total: 0, bytes_rescued: 0, bytes_rescued_distinct: 0, copies: { verified: 0, wanted: 0 }, assets_by_state: { pending: 0, rescued: 0, gone: 0, unreachable: 0 } });
+    expect(empty.body).toMatchObject({
+      assets_total: 0,
+      bytes_rescued: 0,
+      bytes_rescued_distinct: 0,
+      copies: { verified: 0, wanted: 0 },
+      assets_by_state: { pending: 0, rescued: 0, gone: 0, unreachable: 0 },
+    });
     expect([empty.body.by_organization, empty.body.by_dataset]).toEqual([[], []]);
     expect(Object.keys(empty.body.assets_by_priority)).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']);
   });

@@ -55,7 +55,14 @@ export async function queueTasks(db: Db, tasks: NewTask[], now: number, options:
 }
 
 /** Pending tasks fall due at `run_after`; a running one whose lock lapsed (its instance stopped) is due again. */
-const DUE_TASKS: DueWork<'tasks'> = { table: 'tasks', waiting: 'pending', claimed: 'running', dueAt: 'run_after', leaseUntil: 'locked_until', orderBy: 'run_after' };
+const DUE_TASKS: DueWork<'tasks'> = {
+  table: 'tasks',
+  waiting: 'pending',
+  claimed: 'running',
+  dueAt: 'run_after',
+  leaseUntil: 'locked_until',
+  orderBy: 'run_after',
+};
 
 /**
  * Takes up to `limit` due tasks for this instance: pending ones whose time has come, and running

@@ -11,7 +11,7 @@ import { ADMIN_PASSWORD, type TestServer } from '../../test/server.js';
 const SCREENSHOTS = path.resolve(import.meta.dirname, '../../test-artifacts/screenshots');
 const WIDTHS = [1400, 390];
 
-describe.skipIf(!browserAvailable).each(dialects)('the dashboard\'s pages at every width, in Chromium on %s', (dialect) => {
+describe.skipIf(!browserAvailable).each(dialects)("the dashboard's pages at every width, in Chromium on %s", (dialect) => {
   let dashboard: Dashboard;
   let server: TestServer;
 
@@ -108,13 +108,15 @@ async function expectNoOverflow(page: Page, name: string, width: number): Promis
     const viewport = document.documentElement.clientWidth;
     const found: string[] = [];
     if (document.documentElement.scrollWidth > viewport) found.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} > ${viewport}`);
-    const describe = (element: Element) => `${element.tagName.toLowerCase()}${element.id ? `#${element.id}` : ''}${element.className && typeof element.className === 'string' ? `.${element.className.split(' ').join('.')}` : ''} "${(element.textContent ?? '').trim().slice(0, 40)}"`;
+    const describe = (element: Element) =>
+      `${element.tagName.toLowerCase()}${element.id ? `#${element.id}` : ''}${element.className && typeof element.className === 'string' ? `.${element.className.split(' ').join('.')}` : ''} "${(element.textContent ?? '').trim().slice(0, 40)}"`;
     const inside = (rect: DOMRect) => rect.left >= -0.5 && rect.right <= viewport + 0.5;
     for (const element of document.body.querySelectorAll('*')) {
       const rect = element.getBoundingClientRect();
       if (rect.width === 0 || rect.height === 0 || inside(rect)) continue;
       // Hidden on purpose: the skip link until focused, text for screen readers only.
-      if (element.closest('.skip, .visually-hidden, thead') && getComputedStyle(element.closest('.skip, .visually-hidden, thead')!).position === 'absolute') continue;
+      if (element.closest('.skip, .visually-hidden, thead') && getComputedStyle(element.closest('.skip, .visually-hidden, thead')!).position === 'absolute')
+        continue;
       let scroller = element.parentElement;
       while (scroller && !['auto', 'scroll'].includes(getComputedStyle(scroller).overflowX)) scroller = scroller.parentElement;
       const hint = scroller?.parentElement?.querySelector(':scope > .scroll-hint');

@@ -33,7 +33,7 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
     expect((await fetch(`${server.url}/ui/nothing.js`)).status).toBe(404);
   });
 
-  it('logs an admin in and shows the overview with the API\'s numbers', async () => {
+  it("logs an admin in and shows the overview with the API's numbers", async () => {
     const page = await logIn('admin', ADMIN_PASSWORD);
     const summary = (await server.api.get('/api/summary', server.adminToken)).body;
     expect(summary).toMatchObject({ assets_total: ASSETS_TOTAL, active_allocations: 3, active_rentals: 1, nodes_by_status: { alive: 2, dead: 1 } });
@@ -56,7 +56,12 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
 
   it('shows distinct bytes (each asset with a copy once) beside the bytes in copies, and copies wanted without gone assets', async () => {
     const page = await logIn('admin', ADMIN_PASSWORD);
-    const assets = (await server.api.get('/assets?limit=1000', server.adminToken)).body.items as { size_bytes: number; copies: number; state: string; replicas_target: number }[];
+    const assets = (await server.api.get('/assets?limit=1000', server.adminToken)).body.items as {
+      size_bytes: number;
+      copies: number;
+      state: string;
+      replicas_target: number;
+    }[];
     const distinct = assets.filter((asset) => asset.copies > 0).reduce((sum, asset) => sum + asset.size_bytes, 0);
     const copies = (await server.api.get('/allocations?state=completed&limit=1000', server.adminToken)).body.items as { bytes: number; verified: boolean }[];
     const inCopies = copies.filter((copy) => copy.verified).reduce((sum, copy) => sum + copy.bytes, 0);
@@ -188,7 +193,11 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
     const refused = await page.evaluate(async () => {
       const headers = { authorization: `Bearer ${sessionStorage.getItem('dispatcher.token')}`, 'content-type': 'application/json' };
       const call = async (url: string, body: unknown) => (await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) })).status;
-      return [await call('/api/nodes/node-a/clear', {}), await call('/update-ckan', { updates: [{ asset_id: 'climate-1', new_priority: 1 }] }), (await fetch('/events', { headers })).status];
+      return [
+        await call('/api/nodes/node-a/clear', {}),
+        await call('/update-ckan', { updates: [{ asset_id: 'climate-1', new_priority: 1 }] }),
+        (await fetch('/events', { headers })).status,
+      ];
     });
     expect(refused).toEqual([403, 403, 403]);
     expect((await server.api.get('/assets/climate-1', server.adminToken)).body.priority).toBe(5);
@@ -217,4 +226,3 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
     expect(dashboard.pageErrors).toEqual([]);
   });
 });
-

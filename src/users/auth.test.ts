@@ -118,7 +118,12 @@ describe.each(dialects)('accounts and credentials on %s', (dialect) => {
     expect(enrollment.status).toBe(200);
     const first = await server.api.post('/api/workers/register', { hostname: 'worker1', ip: '192.0.2.10', ssh_port: 22221 }, enrollment.body.token);
     expect(first.status).toBe(200);
-    expect(first.body).toMatchObject({ message: 'Worker enregistré avec succès', name: 'worker1', node_id: expect.any(Number), node_token: expect.stringMatching(/^dn_/) });
+    expect(first.body).toMatchObject({
+      message: 'Worker enregistré avec succès',
+      name: 'worker1',
+      node_id: expect.any(Number),
+      node_token: expect.stringMatching(/^dn_/),
+    });
     const again = await server.api.post('/api/workers/register', { hostname: 'worker1', ip: '192.0.2.11', ssh_port: 22222 }, first.body.node_token);
     expect(again.body).toEqual({ message: 'Worker déjà enregistré', node_id: first.body.node_id, name: 'worker1', node_token: first.body.node_token });
     const node = await database.handle.db.selectFrom('nodes').selectAll().where('name', '=', 'worker1').executeTakeFirstOrThrow();

@@ -1,13 +1,7 @@
 import { systemClock, toIso } from '../clock.js';
 import type { Config } from '../config.js';
 import { withDatabase } from '../main.js';
-import {
-  createEnrollmentToken,
-  enrollmentTokenExpiry,
-  listEnrollmentTokens,
-  revokeEnrollmentToken,
-  type EnrollmentToken,
-} from '../nodes/nodes.service.js';
+import { createEnrollmentToken, enrollmentTokenExpiry, listEnrollmentTokens, revokeEnrollmentToken, type EnrollmentToken } from '../nodes/nodes.service.js';
 import { revokeUserTokens } from './users.service.js';
 
 // The `dispatcher user revoke-tokens` and `dispatcher token …` commands: each opens the database
@@ -36,7 +30,7 @@ export async function runTokenList(config: Config): Promise<string> {
   const tokens = await withDatabase(config, async ({ db }) => {
     const now = systemClock.now();
     const all: EnrollmentToken[] = [];
-    for (let before: number | undefined; ; ) {
+    for (let before: number | undefined; ;) {
       const page = await listEnrollmentTokens(db, { before, limit: 1000 }, now);
       all.push(...page);
       if (page.length < 1000) return all;
@@ -64,5 +58,12 @@ export function describeEnrollmentTokens(tokens: EnrollmentToken[]): string {
   ]);
   const table = [['id', 'state', 'uses', 'created', 'expires', 'note'], ...rows];
   const widths = table[0]!.map((_, column) => Math.max(...table.map((row) => row[column]!.length)));
-  return table.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()).join('\n');
+  return table
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

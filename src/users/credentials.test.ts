@@ -32,14 +32,22 @@ describe.each(dialects)('user tokens and failed authentications on %s', (dialect
     (await database.handle.db.selectFrom('users').select('id').where('username', '=', username).executeTakeFirstOrThrow()).id;
   /** Sends a request from `address`, as a client behind another IP would. */
   const from = (address: string, method: 'GET' | 'POST', url: string, authorization?: string, payload?: unknown) =>
-    server.app.inject({ method, url, remoteAddress: address, headers: authorization === undefined ? {} : { authorization }, ...(payload === undefined ? {} : { payload: payload as object }) });
+    server.app.inject({
+      method,
+      url,
+      remoteAddress: address,
+      headers: authorization === undefined ? {} : { authorization },
+      ...(payload === undefined ? {} : { payload: payload as object }),
+    });
 
   it('refuses a token without exp, iat, sub or token version, signed with the right key', async () => {
     await start();
     const seconds = Math.floor(server.clock.now() / 1000);
     const adminId = String(await userId('admin'));
     const sign = async (omit: 'exp' | 'iat' | 'sub' | 'ver' | 'none', sub = adminId) => {
-      const jwt = new SignJWT({ username: 'admin', role: 'admin', ...(omit === 'ver' ? {} : { ver: 0 }) }).setProtectedHeader({ alg: 'HS256' }).setIssuer('dispatcher');
+      const jwt = new SignJWT({ username: 'admin', role: 'admin', ...(omit === 'ver' ? {} : { ver: 0 }) })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setIssuer('dispatcher');
       if (omit !== 'sub') jwt.setSubject(sub);
       if (omit !== 'iat') jwt.setIssuedAt(seconds);
       if (omit !== 'exp') jwt.setExpirationTime(seconds + 3600);
@@ -65,7 +73,7 @@ describe.each(dialects)('user tokens and failed authentications on %s', (dialect
     expect(response.body).toMatchObject({ code: 'UNAUTHENTICATED', detail: expect.stringMatching(/no longer exists/) });
   });
 
-  it('takes the role from the database: a demoted admin\'s token no longer acts as admin', async () => {
+  it("takes the role from the database: a demoted admin's token no longer acts as admin", async () => {
     await start();
     await addUser(server.config, { username: 'carol', password: 'password1', admin: true });
     const token = await logIn('carol', 'password1');
@@ -97,7 +105,7 @@ describe.each(dialects)('user tokens and failed authentications on %s', (dialect
     expect(events).toEqual([{ kind: 'user.tokens_revoked', actor: 'cli' }]);
   });
 
-  it('revokes an admin\'s tokens when `dispatcher user add --admin` resets the password, not when it changes nothing', async () => {
+  it("revokes an admin's tokens when `dispatcher user add --admin` resets the password, not when it changes nothing", async () => {
     await start();
     expect(await addUser(server.config, { username: 'admin', password: ADMIN_PASSWORD, admin: true })).toBe('unchanged');
     server.clock.advance(PAST_USER_CACHE_MS);

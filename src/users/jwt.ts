@@ -61,7 +61,8 @@ export async function createJwtIssuer(db: Db, options: { secret: string | undefi
       } catch (error) {
         if (error instanceof AppError) throw error;
         if (error instanceof joseErrors.JWTExpired) throw new AppError('TOKEN_EXPIRED', 'The token has expired; log in again.');
-        if (error instanceof joseErrors.JWTClaimValidationFailed) throw new AppError('UNAUTHENTICATED', `The token is not valid: ${error.message}; log in again.`);
+        if (error instanceof joseErrors.JWTClaimValidationFailed)
+          throw new AppError('UNAUTHENTICATED', `The token is not valid: ${error.message}; log in again.`);
         throw new AppError('UNAUTHENTICATED', 'The token is not valid.');
       }
     },

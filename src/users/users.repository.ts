@@ -6,10 +6,7 @@ export async function findUserByUsername(db: Db, username: string): Promise<User
 }
 
 /** Inserts a user; returns undefined when the username is already taken. */
-export async function insertUser(
-  db: Db,
-  user: { username: string; passwordHash: string; role: Role; now: number },
-): Promise<UserRow | undefined> {
+export async function insertUser(db: Db, user: { username: string; passwordHash: string; role: Role; now: number }): Promise<UserRow | undefined> {
   return db
     .insertInto('users')
     .values({ username: user.username, password_hash: user.passwordHash, role: user.role, created_at: user.now })

@@ -17,7 +17,11 @@ const LoginBody = Type.Object({ username: Type.String({ maxLength: 64 }), passwo
 
 export function registerUserRoutes(app: App, ctx: AppContext): void {
   // The original Orion code served these under /api as well: its clients keep working.
-  for (const [signupUrl, loginUrl] of [['/auth/signup', '/auth/login'], ['/api/signup', '/api/login']] as const) registerAccountRoutes(app, ctx, signupUrl, loginUrl);
+  for (const [signupUrl, loginUrl] of [
+    ['/auth/signup', '/auth/login'],
+    ['/api/signup', '/api/login'],
+  ] as const)
+    registerAccountRoutes(app, ctx, signupUrl, loginUrl);
 }
 
 function registerAccountRoutes(app: App, ctx: AppContext, signupUrl: string, loginUrl: string): void {

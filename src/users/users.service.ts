@@ -69,6 +69,8 @@ export async function revokeUserTokens(db: Db, input: { username: string; actor:
   await db.transaction().execute(async (trx) => {
     const id = await bumpTokenVersion(trx, input.username);
     if (id === undefined) throw new AppError('USER_NOT_FOUND', `No user is named "${input.username}".`);
-    await appendEvents(trx, input.now, [{ actor: input.actor, kind: 'user.tokens_revoked', subjectType: 'user', subjectId: id, data: { username: input.username } }]);
+    await appendEvents(trx, input.now, [
+      { actor: input.actor, kind: 'user.tokens_revoked', subjectType: 'user', subjectId: id, data: { username: input.username } },
+    ]);
   });
 }

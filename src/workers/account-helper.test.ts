@@ -25,7 +25,7 @@ function check(args: string[]): { code: number | null; stderr: string } {
   return { code: result.status, stderr: result.stderr };
 }
 
-describe('the account helper\'s argument checks', () => {
+describe("the account helper's argument checks", () => {
   it('accepts exactly the two commands with a rental account and a SHA-512 crypt hash', () => {
     expect(check(['provision', 'rent_ab12cd34', hash])).toEqual({ code: 0, stderr: '' });
     expect(check(['provision', 'rent_ab12cd34', encrypt('x', '$6$rounds=5000$abcdefgh')])).toMatchObject({ code: 0 });
@@ -66,13 +66,17 @@ describe('the account helper\'s argument checks', () => {
     expect(result.code).toBe(2);
   });
 
-  it('decides exactly as the control plane\'s patterns do, on random near misses', () => {
+  it("decides exactly as the control plane's patterns do, on random near misses", () => {
     const alphabet = ['a', 'z', '0', '9', '_', '.', '/', '$', 'A', 'Z', '-', ' ', '\n', '\t', '=', 'é', '\u0131', '*', '['];
     const mutate = (value: string) => {
       const at = crypto.randomInt(value.length + 1);
       const char = alphabet[crypto.randomInt(alphabet.length)] as string;
       const kind = crypto.randomInt(3);
-      return kind === 0 ? value.slice(0, at) + char + value.slice(at) : kind === 1 ? value.slice(0, at) + value.slice(at + 1) : value.slice(0, at) + char + value.slice(at + 1);
+      return kind === 0
+        ? value.slice(0, at) + char + value.slice(at)
+        : kind === 1
+          ? value.slice(0, at) + value.slice(at + 1)
+          : value.slice(0, at) + char + value.slice(at + 1);
     };
     const disagreements: string[] = [];
     const outcomes = new Set<number>();
@@ -90,7 +94,8 @@ describe('the account helper\'s argument checks', () => {
   it('embeds only patterns that grep -E reads the same way', () => {
     expect(accountHelperScript()).toContain(`ACCOUNT_PATTERN='${ACCOUNT_PATTERN.source}'`);
     expect(accountHelperScript()).toContain(`HASH_PATTERN='${PASSWORD_HASH_PATTERN.source}'`);
-    for (const pattern of [/^\d{8}$/, /^a$/i, /^(?:a)$/, /^it's$/, /rent_/, /^a\$/]) expect(() => toExtendedRegex(pattern), String(pattern)).toThrow(/cannot be checked/);
+    for (const pattern of [/^\d{8}$/, /^a$/i, /^(?:a)$/, /^it's$/, /rent_/, /^a\$/])
+      expect(() => toExtendedRegex(pattern), String(pattern)).toThrow(/cannot be checked/);
   });
 
   it('is valid POSIX sh, and refuses to act for an account other than root', () => {
@@ -123,7 +128,11 @@ describe('systemAccounts', () => {
     const directory = await fs.mkdtemp(path.join(os.tmpdir(), 'fake-helper-'));
     const fake = path.join(directory, 'helper');
     const log = path.join(directory, 'calls');
-    await fs.writeFile(fake, `#!/bin/sh\nprintf '%s|' "$@" >> ${log}\necho >> ${log}\n[ "$2" != rent_refused1 ] || { echo 'dispatcher-account: refused: nope' >&2; exit 2; }\n`, { mode: 0o755 });
+    await fs.writeFile(
+      fake,
+      `#!/bin/sh\nprintf '%s|' "$@" >> ${log}\necho >> ${log}\n[ "$2" != rent_refused1 ] || { echo 'dispatcher-account: refused: nope' >&2; exit 2; }\n`,
+      { mode: 0o755 },
+    );
     const accounts = systemAccounts({ sudo: false, helper: fake });
     await accounts.provision('rent_ab12cd34', hash);
     await accounts.deprovision('rent_ab12cd34');
@@ -131,6 +140,8 @@ describe('systemAccounts', () => {
     const refused = accounts.deprovision('rent_refused1');
     await expect(refused).rejects.toBeInstanceOf(WorkerCommandError);
     await expect(refused).rejects.toThrow(`${fake} deprovision failed: dispatcher-account: refused: nope`);
-    await expect(systemAccounts({ sudo: false, helper: path.join(directory, 'absent') }).deprovision('rent_ab12cd34')).rejects.toThrow(/is it installed\? run `dispatcher worker-setup` as root/);
+    await expect(systemAccounts({ sudo: false, helper: path.join(directory, 'absent') }).deprovision('rent_ab12cd34')).rejects.toThrow(
+      /is it installed\? run `dispatcher worker-setup` as root/,
+    );
   });
 });

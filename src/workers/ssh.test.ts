@@ -25,7 +25,7 @@ describe('proving a host key', () => {
   const ecdsa = utils.generateKeyPairSync('ecdsa', { bits: 256 });
   const ed25519 = utils.generateKeyPairSync('ed25519');
 
-  it('proves each key of a server that holds several, asking for that key\'s algorithm only', async () => {
+  it("proves each key of a server that holds several, asking for that key's algorithm only", async () => {
     const server = await serverWithKeys([ed25519, ecdsa, rsa]);
     closers.push(server.close);
     for (const key of [ed25519, ecdsa, rsa]) {

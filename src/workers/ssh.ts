@@ -26,7 +26,8 @@ export async function loadProvisioningKey(db: Db, keyFile: string | undefined): 
   const parsed = utils.parseKey(privateKey);
   if (parsed instanceof Error) throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} cannot be read: ${parsed.message}`);
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  if (!key?.isPrivateKey()) throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} is not a private key (it may need a passphrase, which is not supported).`);
+  if (!key?.isPrivateKey())
+    throw new Error(`The provisioning key${keyFile ? ` in ${keyFile}` : ''} is not a private key (it may need a passphrase, which is not supported).`);
   return { privateKey, publicKey: `${key.type} ${key.getPublicSSH().toString('base64')} dispatcher-provisioning` };
 }
 

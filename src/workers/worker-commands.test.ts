@@ -79,7 +79,9 @@ describe('worker setup by the agent', () => {
     const lines = (await fs.readFile(file, 'utf8')).trim().split('\n');
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/owner@laptop$/);
-    expect(lines[1]).toBe(`restrict,command="/usr/bin/node /opt/dispatcher/dist/cli.js worker-exec" ${second.split(' ').slice(0, 2).join(' ')} dispatcher-provisioning`);
+    expect(lines[1]).toBe(
+      `restrict,command="/usr/bin/node /opt/dispatcher/dist/cli.js worker-exec" ${second.split(' ').slice(0, 2).join(' ')} dispatcher-provisioning`,
+    );
     expect((await fs.stat(file)).mode & 0o777).toBe(0o600);
     await expect(authorizeProvisioningKey(file, 'ssh-ed25519 "; rm -rf /', command)).rejects.toThrow(/malformed/);
     expect(() => workerExecCommand('/usr/bin/node', '/opt/my "quoted" dir/cli.js')).toThrow(/unusual characters/);

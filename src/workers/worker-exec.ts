@@ -10,7 +10,7 @@ export async function workerExec(
   write: (text: string) => void = (text) => process.stderr.write(text),
 ): Promise<number> {
   if (!line) {
-    write('worker-exec: no command (SSH_ORIGINAL_COMMAND is empty); this key only runs Dispatcher\'s provisioning commands\n');
+    write("worker-exec: no command (SSH_ORIGINAL_COMMAND is empty); this key only runs Dispatcher's provisioning commands\n");
     return 2;
   }
   try {

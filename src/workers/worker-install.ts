@@ -38,7 +38,10 @@ export function sudoersRule(provisioningUser: string): string {
  * authorized_keys (root-owned, so neither that account nor the agent's can change what the key may
  * run). With `print`, shows the files instead. Returns the exit code.
  */
-export async function workerSetup(options: Partial<WorkerSetupOptions> = {}, write: (text: string) => void = (text) => process.stdout.write(text)): Promise<number> {
+export async function workerSetup(
+  options: Partial<WorkerSetupOptions> = {},
+  write: (text: string) => void = (text) => process.stdout.write(text),
+): Promise<number> {
   const user = options.provisioningUser ?? 'dispatcher';
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user) || user === 'root' || ACCOUNT_PATTERN.test(user)) {
     write(`worker-setup: "${user.slice(0, 40)}" cannot be the provisioning account (a user name, not root, not a rental account)\n`);
@@ -49,8 +52,15 @@ export async function workerSetup(options: Partial<WorkerSetupOptions> = {}, wri
     { path: SUDOERS_FILE, mode: 0o440, content: sudoersRule(user) },
   ];
   try {
-    const settings: WorkerSetupOptions = { provisioningKey: undefined, print: false, ...options, provisioningUser: user, workerExecCommand: options.workerExecCommand ?? workerExecCommand() };
-    if (settings.provisioningKey !== undefined) files.push(await authorizedKeysFile(user, provisioningKeyLine(settings.provisioningKey, settings.workerExecCommand)));
+    const settings: WorkerSetupOptions = {
+      provisioningKey: undefined,
+      print: false,
+      ...options,
+      provisioningUser: user,
+      workerExecCommand: options.workerExecCommand ?? workerExecCommand(),
+    };
+    if (settings.provisioningKey !== undefined)
+      files.push(await authorizedKeysFile(user, provisioningKeyLine(settings.provisioningKey, settings.workerExecCommand)));
     if (settings.print) {
       for (const file of files) write(`# ${file.path} (owner root, mode ${file.mode.toString(8).padStart(4, '0')})\n${file.content}\n`);
       return 0;
@@ -84,9 +94,13 @@ async function authorizedKeysFile(user: string, line: string): Promise<SetupFile
 async function warnAboutExposure(settings: WorkerSetupOptions, authorizedKeys: string | undefined, write: (text: string) => void): Promise<void> {
   const user = settings.provisioningUser;
   const exposed = await changeableByNonRoot(settings.workerExecCommand.split(' ').slice(0, 2));
-  if (exposed) write(`warning: ${exposed} can be changed by an account other than root; whoever can change it runs code as ${user} (which sudo still lets run only ${ACCOUNT_HELPER_PATH})\n`);
+  if (exposed)
+    write(
+      `warning: ${exposed} can be changed by an account other than root; whoever can change it runs code as ${user} (which sudo still lets run only ${ACCOUNT_HELPER_PATH})\n`,
+    );
   const hidden = authorizedKeys && (await hiddenFromOthers(authorizedKeys));
-  if (hidden) write(`warning: ${hidden} is closed to other accounts, so the agent's account cannot check the key there: chmod o+x (directories) or o+r (the file)\n`);
+  if (hidden)
+    write(`warning: ${hidden} is closed to other accounts, so the agent's account cannot check the key there: chmod o+x (directories) or o+r (the file)\n`);
   if (!authorizedKeys) write(`${user}'s authorized_keys was left as it is: add --provisioning-key '<the control plane's public key>' to write it\n`);
 }
 

@@ -9,7 +9,10 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   await db.schema.alterTable('nodes').addColumn('ssh_user', 'text').execute();
   // The active SSH probe: 'unknown' until the first probe, then 'alive' or 'dead' (after
   // WORKER_PROBE_FAILURES failures in a row; `probe_failures` counts them).
-  await db.schema.alterTable('nodes').addColumn('probe_status', 'text', (c) => c.notNull().defaultTo('unknown')).execute();
+  await db.schema
+    .alterTable('nodes')
+    .addColumn('probe_status', 'text', (c) => c.notNull().defaultTo('unknown'))
+    .execute();
   await db.schema.alterTable('nodes').addColumn('probed_at', 'bigint').execute();
   // Set when the worker's cleanup kept failing or its host key changed: out of the pool until an admin clears it.
   await db.schema.alterTable('nodes').addColumn('quarantined_at', 'bigint').execute();

@@ -15,8 +15,14 @@ const BACKFILL_BATCH = 5000;
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable('assets').addColumn('source_host', 'text').execute();
-  await db.schema.alterTable('assets').addColumn('retry_failures', 'integer', (c) => c.notNull().defaultTo(0)).execute();
-  await db.schema.alterTable('assets').addColumn('mismatches_since', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+  await db.schema
+    .alterTable('assets')
+    .addColumn('retry_failures', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute();
+  await db.schema
+    .alterTable('assets')
+    .addColumn('mismatches_since', 'bigint', (c) => c.notNull().defaultTo(0))
+    .execute();
   await db.schema.alterTable('allocations').addColumn('source_host', 'text').execute();
   await db.schema
     .createIndex('allocations_active_by_host')

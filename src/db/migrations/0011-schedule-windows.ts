@@ -7,7 +7,10 @@ import type { ScheduleRow } from '../../schedules/schedules.table.js';
  * moves, so that listing schedules never searches cron occurrences on the event loop.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
-  await db.schema.alterTable('schedules').addColumn('next_windows', 'text', (c) => c.notNull().defaultTo('[]')).execute();
+  await db.schema
+    .alterTable('schedules')
+    .addColumn('next_windows', 'text', (c) => c.notNull().defaultTo('[]'))
+    .execute();
   const now = Date.now();
   const { rows } = await sql<ScheduleRow>`select * from schedules where status in ('scheduled', 'running')`.execute(db);
   for (const row of rows) {

@@ -8,7 +8,10 @@ import type { Kysely } from 'kysely';
  *   issued before keep their expiry, which may be none: list them and revoke what is not wanted.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
-  await db.schema.alterTable('users').addColumn('token_version', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+  await db.schema
+    .alterTable('users')
+    .addColumn('token_version', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute();
   await db.schema.alterTable('enrollment_tokens').addColumn('max_uses', 'integer').execute();
   await db.schema.alterTable('enrollment_tokens').addColumn('revoked_at', 'bigint').execute();
 }

@@ -12,7 +12,15 @@ import * as rentalsPage from './page-rentals.js';
 /** How often the page on screen asks the API again. */
 const POLL_MS = 5000;
 
-const pages = { overview: overviewPage, nodes: nodesPage, assets: assetsPage, asset: assetPage, rentals: rentalsPage, imports: importsPage, events: eventsPage };
+const pages = {
+  overview: overviewPage,
+  nodes: nodesPage,
+  assets: assetsPage,
+  asset: assetPage,
+  rentals: rentalsPage,
+  imports: importsPage,
+  events: eventsPage,
+};
 
 const pageRoot = document.getElementById('page');
 let current = null;

@@ -17,7 +17,11 @@ export function barChart(title, entries) {
     return s(
       'g',
       {},
-      s('rect', { x, y, width: slot * 0.7, height: Math.max(barHeight, entry.value > 0 ? 1 : 0), class: 'bar' }, s('title', {}, `${entry.label}: ${entry.value}`)),
+      s(
+        'rect',
+        { x, y, width: slot * 0.7, height: Math.max(barHeight, entry.value > 0 ? 1 : 0), class: 'bar' },
+        s('title', {}, `${entry.label}: ${entry.value}`),
+      ),
       s('text', { x: x + slot * 0.35, y: y - 3, 'text-anchor': 'middle', class: 'value' }, entry.value),
       s('text', { x: x + slot * 0.35, y: height - 5, 'text-anchor': 'middle', class: 'label' }, entry.label),
     );
@@ -25,7 +29,11 @@ export function barChart(title, entries) {
   return h(
     'figure',
     { class: 'chart' },
-    s('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `${title}: ${entries.map((entry) => `${entry.label} ${entry.value}`).join(', ')}` }, bars),
+    s(
+      'svg',
+      { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `${title}: ${entries.map((entry) => `${entry.label} ${entry.value}`).join(', ')}` },
+      bars,
+    ),
     h('figcaption', {}, title),
   );
 }
@@ -49,7 +57,11 @@ export function rescuedChart(title, days, before) {
     { class: 'chart' },
     s(
       'svg',
-      { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `${title}: ${formatBytes(first?.total ?? 0)} on ${first?.day} to ${formatBytes(last?.total ?? 0)} on ${last?.day}` },
+      {
+        viewBox: `0 0 ${width} ${height}`,
+        role: 'img',
+        'aria-label': `${title}: ${formatBytes(first?.total ?? 0)} on ${first?.day} to ${formatBytes(last?.total ?? 0)} on ${last?.day}`,
+      },
       s('path', { d: area, class: 'area' }),
       s('path', { d: line, class: 'line' }),
       s('text', { x: pad, y: 12, class: 'value' }, formatBytes(last?.total ?? 0)),
@@ -88,7 +100,11 @@ export function timeline(title, rows, now) {
     { class: 'chart wide' },
     s(
       'svg',
-      { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `${title}, ${day(from)} to ${day(to)} UTC: ${rows.map((row) => `${row.label} ${day(row.start)} to ${day(row.end)}`).join('; ')}` },
+      {
+        viewBox: `0 0 ${width} ${height}`,
+        role: 'img',
+        'aria-label': `${title}, ${day(from)} to ${day(to)} UTC: ${rows.map((row) => `${row.label} ${day(row.start)} to ${day(row.end)}`).join('; ')}`,
+      },
       bars,
       s('line', { x1: left, x2: width - 8, y1: axisY, y2: axisY, class: 'axis' }),
       now >= from && now <= to ? s('line', { x1: x(now), x2: x(now), y1: 0, y2: axisY, class: 'now' }) : null,

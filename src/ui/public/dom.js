@@ -109,8 +109,26 @@ export function table(caption, headers, rows, empty = 'Nothing to show.', { stac
       'table',
       { role: 'table' },
       h('caption', {}, caption),
-      h('thead', { role: 'rowgroup' }, h('tr', { role: 'row' }, headers.map((header) => h('th', { scope: 'col', role: 'columnheader' }, header)))),
-      h('tbody', { role: 'rowgroup' }, rows.map((cells) => h('tr', { role: 'row' }, cells.map((cell, index) => h('td', { role: 'cell', 'data-label': headers[index] ?? '' }, h('span', { class: 'cell' }, cell)))))),
+      h(
+        'thead',
+        { role: 'rowgroup' },
+        h(
+          'tr',
+          { role: 'row' },
+          headers.map((header) => h('th', { scope: 'col', role: 'columnheader' }, header)),
+        ),
+      ),
+      h(
+        'tbody',
+        { role: 'rowgroup' },
+        rows.map((cells) =>
+          h(
+            'tr',
+            { role: 'row' },
+            cells.map((cell, index) => h('td', { role: 'cell', 'data-label': headers[index] ?? '' }, h('span', { class: 'cell' }, cell))),
+          ),
+        ),
+      ),
     ),
   );
   const hint = h('p', { class: 'scroll-hint', 'aria-hidden': 'true' }, 'Scroll sideways for more columns →');

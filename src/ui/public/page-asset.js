@@ -13,18 +13,29 @@ function facts(asset) {
     ['Copies / wanted', `${asset.copies} / ${asset.replicas_target}`],
     ['Active allocations', String(asset.active_allocations)],
     ['Size', formatBytes(asset.size_bytes)],
-    ['SHA-256', asset.sha256 ? h('span', {}, h('code', {}, asset.sha256), asset.sha256_agreed ? h('small', {}, ' agreed by its verified copies') : '') : 'unknown'],
+    [
+      'SHA-256',
+      asset.sha256 ? h('span', {}, h('code', {}, asset.sha256), asset.sha256_agreed ? h('small', {}, ' agreed by its verified copies') : '') : 'unknown',
+    ],
     ['Dataset', asset.dataset ?? '—'],
     ['Organization', asset.organization ?? '—'],
     ['Source', asset.source ?? '—'],
     ['Removed from source', formatTime(asset.removed_from_source)],
     ['Source errors', asset.source_error ? `${asset.source_errors}: ${asset.source_error}` : String(asset.source_errors)],
   ];
-  return h('dl', { class: 'facts' }, rows.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)]));
+  return h(
+    'dl',
+    { class: 'facts' },
+    rows.map(([label, value]) => [h('dt', {}, label), h('dd', {}, value)]),
+  );
 }
 
 function priorityForm(asset, refresh) {
-  const select = h('select', { id: 'new-priority', name: 'new_priority' }, Array.from({ length: 10 }, (_, index) => h('option', { value: String(index + 1), selected: asset.priority === index + 1 }, String(index + 1))));
+  const select = h(
+    'select',
+    { id: 'new-priority', name: 'new_priority' },
+    Array.from({ length: 10 }, (_, index) => h('option', { value: String(index + 1), selected: asset.priority === index + 1 }, String(index + 1))),
+  );
   const form = h(
     'form',
     { class: 'filters card', 'aria-label': 'Change priority' },
@@ -55,13 +66,28 @@ export function mount(root, { arg, user }) {
       table(
         'Copies',
         ['Node', 'Verified', 'Bytes', 'SHA-256', 'Completed', 'Where'],
-        asset.copies_detail.map((copy) => [copy.node_name, copy.verified ? 'yes' : 'no', formatBytes(copy.bytes), h('code', {}, copy.sha256 ?? '—'), timeOf(copy.ended_at), copy.uri ?? '—']),
+        asset.copies_detail.map((copy) => [
+          copy.node_name,
+          copy.verified ? 'yes' : 'no',
+          formatBytes(copy.bytes),
+          h('code', {}, copy.sha256 ?? '—'),
+          timeOf(copy.ended_at),
+          copy.uri ?? '—',
+        ]),
         'no copy yet.',
       ),
       table(
         'Allocations',
         ['#', 'Node', 'State', 'Created', 'Expires', 'Ended', 'Reason'],
-        asset.allocations.map((allocation) => [String(allocation.id), allocation.node_name, badge(allocation.state), timeOf(allocation.created_at), formatTime(allocation.expires_at), timeOf(allocation.ended_at), allocation.end_reason ?? '—']),
+        asset.allocations.map((allocation) => [
+          String(allocation.id),
+          allocation.node_name,
+          badge(allocation.state),
+          timeOf(allocation.created_at),
+          formatTime(allocation.expires_at),
+          timeOf(allocation.ended_at),
+          allocation.end_reason ?? '—',
+        ]),
         'none.',
       ),
       table(

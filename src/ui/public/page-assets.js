@@ -20,7 +20,13 @@ function prioritySelect(id, value, anyLabel) {
 
 /** Search and filters live in the URL (#/assets?state=…), so a filtered list can be linked to. */
 export function mount(root, { params }) {
-  const filters = { q: params.get('q') ?? '', state: params.get('state') ?? '', min_priority: params.get('min_priority') ?? '', max_priority: params.get('max_priority') ?? '', organization: params.get('organization') ?? '' };
+  const filters = {
+    q: params.get('q') ?? '',
+    state: params.get('state') ?? '',
+    min_priority: params.get('min_priority') ?? '',
+    max_priority: params.get('max_priority') ?? '',
+    organization: params.get('organization') ?? '',
+  };
   const cursors = [''];
   const results = h('div', { 'aria-live': 'polite', 'aria-busy': 'false' });
 
@@ -28,7 +34,16 @@ export function mount(root, { params }) {
     'form',
     { class: 'filters', role: 'search', 'aria-label': 'Filter assets' },
     field('asset-q', 'Search', h('input', { id: 'asset-q', name: 'q', type: 'search', value: filters.q, placeholder: 'id, name, URL, dataset' })),
-    field('asset-state', 'State', h('select', { id: 'asset-state', name: 'state' }, h('option', { value: '' }, 'any'), STATES.map((state) => h('option', { value: state, selected: filters.state === state }, state)))),
+    field(
+      'asset-state',
+      'State',
+      h(
+        'select',
+        { id: 'asset-state', name: 'state' },
+        h('option', { value: '' }, 'any'),
+        STATES.map((state) => h('option', { value: state, selected: filters.state === state }, state)),
+      ),
+    ),
     field('asset-min-priority', 'Priority from', prioritySelect('asset-min-priority', filters.min_priority, 'any')),
     field('asset-max-priority', 'Priority to', prioritySelect('asset-max-priority', filters.max_priority, 'any')),
     field('asset-organization', 'Organization', h('input', { id: 'asset-organization', name: 'organization', value: filters.organization })),

@@ -35,13 +35,22 @@ function render(nodes, user, refresh) {
     headers,
     nodes.map((node) => [
       h('span', { 'data-node': node.name }, node.name, node.hostname !== node.name ? h('small', {}, ` ${node.hostname}`) : ''),
-      h('span', {}, badge(node.status), node.draining ? badge('draining') : '', node.quarantined ? badge('quarantined') : '', node.allocated ? badge('rented') : ''),
+      h(
+        'span',
+        {},
+        badge(node.status),
+        node.draining ? badge('draining') : '',
+        node.quarantined ? badge('quarantined') : '',
+        node.allocated ? badge('rented') : '',
+      ),
       formatBytes(node.free_bytes),
       timeOf(node.last_heartbeat, { seconds: false }),
       node.download_rate_bps === null ? '—' : `${formatBytes(node.download_rate_bps)}/s`,
       formatNumber(node.active_allocations),
       formatNumber(node.strikes),
-      Object.entries(node.tags).map(([key, value]) => `${key}=${value}`).join(', ') || '—',
+      Object.entries(node.tags)
+        .map(([key, value]) => `${key}=${value}`)
+        .join(', ') || '—',
       ...(user.admin ? [actions(node, user, refresh)] : []),
     ]),
     'no node is visible to you.',

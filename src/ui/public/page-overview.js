@@ -20,7 +20,9 @@ function progressTable(caption, kind, groups) {
     caption,
     [kind, 'Assets', 'At target', 'At risk', 'No copy yet', 'Rescued'],
     groups.map((group) => [
-      kind === 'Organization' && !UNLINKED_GROUPS.includes(group.name) ? h('a', { href: `#/assets${query({ organization: group.name })}` }, group.name) : group.name,
+      kind === 'Organization' && !UNLINKED_GROUPS.includes(group.name)
+        ? h('a', { href: `#/assets${query({ organization: group.name })}` }, group.name)
+        : group.name,
       formatNumber(group.assets),
       formatNumber(group.at_target),
       formatNumber(group.at_risk),
@@ -66,7 +68,12 @@ function render(summary, user) {
         figure('removed_from_source', 'Removed from source', formatNumber(summary.at_risk.removed_from_source)),
         figure('gone', 'Gone (no copy)', formatNumber(summary.at_risk.gone), when(summary.at_risk.gone, '#/assets?state=gone')),
         // Nodes found the catalogued size or checksum wrong: not handed out until a re-import fixes it.
-        figure('suspect', 'Catalog suspect', formatNumber(summary.assets_by_state.suspect ?? 0), when(summary.assets_by_state.suspect ?? 0, '#/assets?state=suspect')),
+        figure(
+          'suspect',
+          'Catalog suspect',
+          formatNumber(summary.assets_by_state.suspect ?? 0),
+          when(summary.assets_by_state.suspect ?? 0, '#/assets?state=suspect'),
+        ),
       ),
     ),
     h(

@@ -30,10 +30,16 @@ function endButton(rental, refresh) {
 function windowsOf(rentals, schedules) {
   const rows = [];
   for (const rental of rentals.filter((each) => LIVE.includes(each.state))) {
-    rows.push({ label: `rental ${rental.rental_id} · ${rental.hostname ?? rental.node_id}`, start: Date.parse(rental.leased_from), end: Date.parse(rental.leased_until), kind: 'rental' });
+    rows.push({
+      label: `rental ${rental.rental_id} · ${rental.hostname ?? rental.node_id}`,
+      start: Date.parse(rental.leased_from),
+      end: Date.parse(rental.leased_until),
+      kind: 'rental',
+    });
   }
   for (const schedule of schedules.filter((each) => each.active && each.status !== 'cancelled')) {
-    for (const window of schedule.next_windows) rows.push({ label: schedule.name, start: Date.parse(window.start), end: Date.parse(window.end), kind: 'schedule' });
+    for (const window of schedule.next_windows)
+      rows.push({ label: schedule.name, start: Date.parse(window.start), end: Date.parse(window.end), kind: 'schedule' });
   }
   return rows.slice(0, 40);
 }
