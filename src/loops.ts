@@ -7,7 +7,7 @@ import type { LoopDefinition } from './lib/loop.js';
 import { expireRentals } from './rentals/rentals.service.js';
 import { runDueTasks } from './rentals/tasks.service.js';
 import { moveRentalsOffDeadWorkers, probeWorkers } from './rentals/workers.service.js';
-import { fireSchedules } from './schedules/schedules.service.js';
+import { fireSchedules } from './schedules/schedule-firing.service.js';
 import { markSilentNodes, reclaimFromDeadNodes } from './nodes/liveness.service.js';
 
 export const EXPIRY_LOOP = 'expire-allocations';

@@ -12,7 +12,8 @@ import { refusalError } from './allocation-rules.js';
 import { batchWaitMs, createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
-import { completeAllocation, releaseAllocation } from './allocations.service.js';
+import { releaseAllocation } from './allocations.service.js';
+import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
 
 export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guards): void {

@@ -2,10 +2,10 @@ import { sql } from 'kysely';
 import type { AssetState } from '../assets/assets.table.js';
 import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
-import { appendEvents, type NewEvent } from '../events/events.repository.js';
+import { appendEvents } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
 import { pauseSourceHost } from '../sources/sources.repository.js';
-import { endAllocations, type CopyCounts } from './end-allocations.js';
+import { endAllocations } from './end-allocations.js';
 import { causeOf, judgeFailure, MISMATCH_REASONS, pauseFor, type FailurePolicy, type ReleaseCause, type Verdict } from './failure-policy.js';
 import { recordCooldowns } from './retry-cooldowns.repository.js';
 
@@ -66,7 +66,7 @@ export async function releaseAllocation(db: Db, input: ReleaseInput, options: Re
   });
 }
 
-interface ChargedFailure {
+export interface ChargedFailure {
   assetId: string;
   nodeId: number;
   reason: string | null;
@@ -76,7 +76,7 @@ interface ChargedFailure {
 }
 
 /** The consequences of a failed allocation that judgeFailure decided, in the caller's transaction. */
-async function chargeFailure(trx: Db, failure: ChargedFailure, policy: FailurePolicy, actor: string, now: number): Promise<void> {
+export async function chargeFailure(trx: Db, failure: ChargedFailure, policy: FailurePolicy, actor: string, now: number): Promise<void> {
   const { verdict } = failure;
   if (verdict.strike) await addStrikes(trx, [failure.nodeId], 1);
   if (verdict.cooldown) await recordCooldowns(trx, [failure], policy, now);
@@ -162,210 +162,6 @@ async function recordSourceGone(trx: Db, assetId: string, reason: string, confir
   if (confirmed && asset) {
     await appendEvents(trx, now, [{ actor, kind: `asset.${asset.state}`, subjectType: 'asset', subjectId: assetId, data: { reason, nodes: Number(nodes) } }]);
   }
-}
-
-export interface CompletionReport {
-  assetId: string;
-  nodeId: number;
-  sha256: string;
-  bytes: number;
-  uri: string | null;
-  actor: string;
-}
-
-export interface CompletionResult {
-  assetState: string;
-  copies: number;
-  replicasTarget: number;
-  /** Whether this copy counts (false while its checksum is disputed). */
-  verified: boolean;
-}
-
-/**
- * Records a node's finished copy. Against an expected checksum or size, a mismatch fails the
- * allocation at once. Without one, copies are compared among themselves (quorum): a copy counts
- * only when every reported copy agrees, or when a majority of at least two agrees, in which case
- * the dissenters are marked bad. Until then the disputed copies do not count, so more are made.
- */
-export async function completeAllocation(db: Db, report: CompletionReport, policy: FailurePolicy, now: number): Promise<CompletionResult> {
-  const outcome = await db.transaction().execute(async (trx) => {
-    // A no-op UPDATE to read the asset: on PostgreSQL it locks the row, so completions of one asset
-    // run one after another and each counts the copies of those before it; otherwise two at once
-    // would each count only their own (concurrency.test.ts: "concurrent completions and releases
-    // keep holders and copies exact").
-    const asset = await trx
-      .updateTable('assets')
-      .set((eb) => ({ holders: eb.ref('holders') }))
-      .where('id', '=', report.assetId)
-      .returning(['sha256', 'size_bytes', 'replicas_target', 'copies', 'state', 'source_host'])
-      .executeTakeFirst();
-    if (!asset) throw new AppError('ASSET_NOT_FOUND', `No asset has id "${report.assetId}".`);
-    const mismatch = findMismatch(asset, report);
-    if (mismatch) {
-      const { ended } = await endAllocations(
-        trx,
-        report,
-        {
-          state: 'failed',
-          reason: mismatch.reason,
-          actor: report.actor,
-          copy: report,
-          event: () => ({
-            kind: 'allocation.failed',
-            data: { asset_id: report.assetId, node_id: report.nodeId, reason: mismatch.reason, sha256: report.sha256, bytes: report.bytes },
-          }),
-        },
-        now,
-      );
-      if (ended.length === 0) return notHeld(trx, report);
-      const verdict = judgeFailure(mismatch.reason, asset);
-      await chargeFailure(
-        trx,
-        { assetId: report.assetId, nodeId: report.nodeId, reason: mismatch.reason, verdict, sourceHost: asset.source_host },
-        policy,
-        report.actor,
-        now,
-      );
-      return { error: mismatch.error };
-    }
-    const { counts, settled: quorum } = await endAllocations(
-      trx,
-      report,
-      {
-        state: 'completed',
-        reason: null,
-        actor: report.actor,
-        copy: report,
-        settle: () => settleQuorum(trx, report.assetId, asset.sha256 !== null, now),
-        event: () => ({
-          kind: 'allocation.completed',
-          data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri },
-        }),
-        consequences: ({ counts, settled }) => quorumEvents(report, asset.state, settled, counts.get(report.assetId) as CopyCounts),
-      },
-      now,
-    );
-    // Nothing ended (so nothing was settled): the node held no active allocation of the asset.
-    if (!quorum) return notHeld(trx, report);
-    const updated = counts.get(report.assetId) as CopyCounts;
-    const verified = !quorum.disputed && !quorum.dissenters.some((dissenter) => dissenter.nodeId === report.nodeId);
-    if (verified) await addStrikes(trx, [report.nodeId], -1);
-    await addStrikes(
-      trx,
-      quorum.dissenters.map((dissenter) => dissenter.nodeId),
-      1,
-    );
-    return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target, verified } };
-  });
-  // The failed allocation is committed first; only then is the mismatch reported to the node.
-  if ('error' in outcome) throw outcome.error;
-  return outcome.result;
-}
-
-/** What a completion did to its asset: a checksum dispute, its resolution's bad copies, the asset rescued. */
-function quorumEvents(report: CompletionReport, stateBefore: AssetState, quorum: QuorumVerdict, updated: CopyCounts): NewEvent[] {
-  return [
-    ...(quorum.groups.length > 1
-      ? [
-          {
-            actor: 'system',
-            kind: 'asset.checksum_mismatch',
-            subjectType: 'asset',
-            subjectId: report.assetId,
-            data: { groups: quorum.groups, resolved: !quorum.disputed },
-          },
-        ]
-      : []),
-    ...quorum.dissenters.map((dissenter) => ({
-      actor: 'system',
-      kind: 'allocation.copy_bad',
-      subjectType: 'allocation',
-      subjectId: dissenter.id,
-      data: { asset_id: report.assetId, node_id: dissenter.nodeId, sha256: dissenter.sha256 },
-    })),
-    ...(updated.state === 'rescued' && stateBefore !== 'rescued'
-      ? [{ actor: report.actor, kind: 'asset.rescued', subjectType: 'asset', subjectId: report.assetId, data: { copies: updated.copies } }]
-      : []),
-  ];
-}
-
-interface QuorumVerdict {
-  /** Copies disagree and no majority of at least two settles it yet. */
-  disputed: boolean;
-  groups: { sha256: string; copies: number }[];
-  dissenters: { id: number; nodeId: number; sha256: string }[];
-}
-
-async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, now: number): Promise<QuorumVerdict> {
-  const copies = await trx
-    .selectFrom('allocations')
-    .select(['id', 'node_id', 'sha256'])
-    .where('asset_id', '=', assetId)
-    .where('state', '=', 'completed')
-    .execute();
-  const counts = new Map<string, number>();
-  for (const copy of copies) counts.set(copy.sha256 as string, (counts.get(copy.sha256 as string) ?? 0) + 1);
-  const groups = [...counts].map(([sha256, count]) => ({ sha256, copies: count })).sort((a, b) => b.copies - a.copies);
-  const winner = expectedKnown || groups.length === 1 ? groups[0] : groups.find((group) => group.copies >= 2 && group.copies * 2 > copies.length);
-  if (!winner) {
-    await trx.updateTable('allocations').set({ verified: 0 }).where('asset_id', '=', assetId).where('state', '=', 'completed').execute();
-    return { disputed: true, groups, dissenters: [] };
-  }
-  const dissenters = copies
-    .filter((copy) => copy.sha256 !== winner.sha256)
-    .map((copy) => ({ id: copy.id, nodeId: copy.node_id, sha256: copy.sha256 as string }));
-  await trx
-    .updateTable('allocations')
-    .set({ verified: 1 })
-    .where('asset_id', '=', assetId)
-    .where('state', '=', 'completed')
-    .where('sha256', '=', winner.sha256)
-    .execute();
-  if (dissenters.length > 0) {
-    await trx
-      .updateTable('allocations')
-      .set({ state: 'failed', verified: 0, end_reason: 'checksum_dissent', ended_at: now })
-      .where(
-        'id',
-        'in',
-        dissenters.map((dissenter) => dissenter.id),
-      )
-      .execute();
-    // The agreed checksum becomes the expected one: later copies are checked against it directly.
-    await trx.updateTable('assets').set({ sha256: winner.sha256 }).where('id', '=', assetId).where('sha256', 'is', null).execute();
-  }
-  return { disputed: false, groups, dissenters };
-}
-
-function findMismatch(
-  asset: { sha256: string | null; size_bytes: number | null },
-  report: CompletionReport,
-): { reason: 'checksum_mismatch' | 'size_mismatch'; error: AppError } | undefined {
-  if (asset.sha256 !== null && asset.sha256.toLowerCase() !== report.sha256.toLowerCase()) {
-    return {
-      reason: 'checksum_mismatch',
-      error: new AppError('CHECKSUM_MISMATCH', `The reported sha256 ${report.sha256} differs from the expected ${asset.sha256}; the copy was not counted.`),
-    };
-  }
-  if (asset.size_bytes !== null && asset.size_bytes !== report.bytes) {
-    return {
-      reason: 'size_mismatch',
-      error: new AppError('SIZE_MISMATCH', `The reported size ${report.bytes} bytes differs from the expected ${asset.size_bytes}; the copy was not counted.`),
-    };
-  }
-  return undefined;
-}
-
-async function notHeld(db: Db, report: CompletionReport): Promise<never> {
-  const done = await db
-    .selectFrom('allocations')
-    .select('id')
-    .where('asset_id', '=', report.assetId)
-    .where('node_id', '=', report.nodeId)
-    .where('state', '=', 'completed')
-    .executeTakeFirst();
-  if (done) throw new AppError('ALREADY_COMPLETED', `Node ${report.nodeId} already completed asset "${report.assetId}".`);
-  throw new AppError('NOT_ALLOCATED', `Node ${report.nodeId} holds no active allocation of asset "${report.assetId}".`);
 }
 
 const EXPIRY_BATCH = 5000;

@@ -6,7 +6,8 @@ import { openDatabase, type DatabaseHandle } from '../db/database.js';
 import { insertNode } from '../nodes/nodes.repository.js';
 import { buildConfig } from '../config.js';
 import { allocateAssets, allocateBatch, allocationPolicyFrom } from './allocate.service.js';
-import { completeAllocation, expireDueAllocations, releaseAllocation } from './allocations.service.js';
+import { expireDueAllocations, releaseAllocation } from './allocations.service.js';
+import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
 
 const GIB = 1024 ** 3;

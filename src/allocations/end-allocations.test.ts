@@ -9,7 +9,8 @@ import type { Db } from '../db/database.js';
 import { reclaimFromDeadNodes } from '../nodes/liveness.service.js';
 import { insertNode } from '../nodes/nodes.repository.js';
 import { allocateAssets, allocationPolicyFrom } from './allocate.service.js';
-import { completeAllocation, expireDueAllocations, releaseAllocation } from './allocations.service.js';
+import { expireDueAllocations, releaseAllocation } from './allocations.service.js';
+import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
 import { supersedeStaleCopies } from './source-change.service.js';
 

@@ -13,7 +13,8 @@ import {
   type AllocationPolicy,
   type AllocationRequest,
 } from './allocate.service.js';
-import { completeAllocation, releaseAllocation } from './allocations.service.js';
+import { releaseAllocation } from './allocations.service.js';
+import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
 
 const MIB = 1024 ** 2;

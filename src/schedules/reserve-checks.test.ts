@@ -6,7 +6,7 @@ import type { SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { WEEK_MS } from '../rentals/quotas.js';
 import { CHECKED_WINDOWS, reserveHoldings } from './reserve-checks.js';
-import { fireSchedules } from './schedules.service.js';
+import { fireSchedules } from './schedule-firing.service.js';
 import { upcomingWindows, type WindowSpec } from './windows.js';
 
 const HOUR = 3_600_000;

@@ -5,7 +5,7 @@ import { addWorkers, userToken } from '../../test/leasing.js';
 import { startTestServer, type TestServer } from '../../test/server.js';
 import type { SshWorker } from '../../test/ssh-worker.js';
 import { CHECKED_WINDOWS } from './reserve-checks.js';
-import { fireSchedules } from './schedules.service.js';
+import { fireSchedules } from './schedule-firing.service.js';
 import type { Window } from './windows.js';
 
 const HOUR = 3_600_000;

@@ -6,11 +6,11 @@ import { appendEvents } from '../events/events.repository.js';
 import { findNodeByName } from '../nodes/nodes.repository.js';
 import { checkPasswordStrength, generatePassword } from '../rentals/rental-credentials.js';
 import { findLiveScheduleRentalIds } from '../rentals/rentals.repository.js';
-import { endRentals, rentWorkers, type LeasingDeps, type Renter } from '../rentals/rentals.service.js';
-import { findActiveSchedule, findDueSchedules, findSchedule } from './schedules.repository.js';
+import { endRentals, type LeasingDeps, type Renter } from '../rentals/rentals.service.js';
+import { findSchedule } from './schedules.repository.js';
 import type { ScheduleAction, ScheduleRow, ScheduleStatus } from './schedules.table.js';
 import { checkReservation, checkReserveSpan, checkScheduleCount, PLANNED_STATUSES, reserveWindowsOf } from './reserve-checks.js';
-import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type Window, type WindowSpec } from './windows.js';
+import { checkRecurs, checkTimezone, nextWindowsOf, parseCron, parseIsoTime, specOf, WindowError, windowAt, type WindowSpec } from './windows.js';
 
 /** What a client sends; times are ISO 8601 text (UTC when without an offset). */
 export interface ScheduleInput {
@@ -244,150 +244,15 @@ export async function deleteSchedule(db: Db, deps: Pick<ScheduleDeps, 'config'>,
   });
 }
 
-export interface FirePassResult {
-  started: number;
-  ended: number;
-  missed: number;
-  completed: number;
-}
-
-/**
- * The schedule loop. Every transition is one conditional UPDATE on (id, status, window_start), so
- * it fires exactly once even when several instances (or a restarted one catching up) run the
- * pass at the same moment; only the winner runs the action and records the event.
- */
-export async function fireSchedules(db: Db, deps: LeasingDeps, now: number): Promise<FirePassResult> {
-  const due = await findDueSchedules(db, now, 500);
-  const result: FirePassResult = { started: 0, ended: 0, missed: 0, completed: 0 };
-  for (const first of due) {
-    // A pass catches up: an ended window may be followed by one that has already begun.
-    let row: ScheduleRow | undefined = first;
-    for (let step = 0; row && isDue(row, now) && step < 4; step += 1) {
-      if (!(await fireOne(db, deps, row, now, result))) break;
-      row = await findActiveSchedule(db, row.id);
-    }
-  }
-  return result;
-}
-
-function isDue(row: ScheduleRow, now: number): boolean {
-  if (row.status === 'running') return row.window_end !== null && row.window_end <= now;
-  return row.status === 'scheduled' && (row.window_start === null || row.window_start <= now);
-}
-
-/** One transition of one schedule; false when another pass won it. */
-async function fireOne(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number, result: FirePassResult): Promise<boolean> {
-  if (row.status === 'running') {
-    const ended = await endWindow(db, deps, row, now);
-    if (ended) result.ended += 1;
-    return ended;
-  }
-  if (row.window_start === null || row.window_end === null) {
-    const completed = await moveTo(db, row, { status: 'completed', window: undefined }, now, 'schedule.completed', {});
-    if (completed) result.completed += 1;
-    return completed;
-  }
-  if (row.window_end <= now) {
-    // The whole window passed while no instance ran (a restart): recorded, its action skipped.
-    const next = windowAt(specOf(row), now);
-    const late = { window_start: row.window_start, window_end: row.window_end, late_ms: now - row.window_start, late: true };
-    const missed = await moveTo(db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, 'schedule.window_missed', late);
-    if (missed) result.missed += 1;
-    return missed;
-  }
-  const lateMs = now - row.window_start;
-  const window = { start: row.window_start, end: row.window_end };
-  const started = await moveTo(db, row, { status: 'running', window }, now, 'schedule.started', {
-    window_start: window.start,
-    window_end: window.end,
-    late_ms: lateMs,
-    late: lateMs > LATE_AFTER_MS,
-  });
-  if (started) {
-    result.started += 1;
-    await startEffect(db, deps, row, now);
-  }
-  return started;
-}
-
-async function endWindow(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number): Promise<boolean> {
-  const next = windowAt(specOf(row), Math.max(now, row.window_end ?? now));
-  const lateMs = now - (row.window_end ?? now);
-  const ended = await moveTo(db, row, { status: next ? 'scheduled' : 'completed', window: next }, now, next ? 'schedule.ended' : 'schedule.completed', {
-    window_start: row.window_start,
-    window_end: row.window_end,
-    late_ms: lateMs,
-    late: lateMs > LATE_AFTER_MS,
-  });
-  if (ended) await endEffect(db, deps, row, 'schedule window ended', now);
-  return ended;
-}
-
-/** One transition, won by exactly one caller; its event is written with it. */
-async function moveTo(
-  db: Db,
-  row: ScheduleRow,
-  to: { status: ScheduleStatus; window: Window | undefined },
-  now: number,
-  kind: string,
-  data: Record<string, unknown>,
-): Promise<boolean> {
-  return inTransaction(db, async (trx) => {
-    const moved = await trx
-      .updateTable('schedules')
-      .set({
-        status: to.status,
-        window_start: to.window?.start ?? null,
-        window_end: to.window?.end ?? null,
-        ...storedWindows(specOf(row), actionOf(row), to.status, to.window?.start ?? null, now),
-        last_fired_at: now,
-        updated_at: now,
-      })
-      .where('id', '=', row.id)
-      .where('status', '=', row.status)
-      .where((eb) => (row.window_start === null ? eb('window_start', 'is', null) : eb('window_start', '=', row.window_start)))
-      .returning('id')
-      .executeTakeFirst();
-    if (!moved) return false;
-    await appendEvents(trx, now, [{ actor: 'system', kind, subjectType: 'schedule', subjectId: row.id, data }]);
-    if (row.node_id !== null) await refreshNodeWindow(trx, row.node_id, now);
-    return true;
-  });
-}
-
 /** The windows a schedule stores, written together wherever its window moves: those it shows, and a reserve schedule's checked ones. */
-function storedWindows(spec: WindowSpec, action: ScheduleAction | null, status: ScheduleStatus, windowStart: number | null, now: number) {
+export function storedWindows(spec: WindowSpec, action: ScheduleAction | null, status: ScheduleStatus, windowStart: number | null, now: number) {
   return {
     next_windows: nextWindowsOf(spec, status, windowStart, now),
     reserve_windows: action?.kind === 'reserve' ? reserveWindowsOf(spec, status, windowStart, now) : null,
   };
 }
 
-async function ownerOf(db: Db, row: ScheduleRow): Promise<Renter> {
-  const user = await db.selectFrom('users').select(['id', 'username', 'role']).where('id', '=', row.owner_id).executeTakeFirstOrThrow();
-  return { userId: user.id, username: user.username, admin: user.role === 'admin', actor: `schedule:${row.id}` };
-}
-
-/**
- * A reserve window opens: its rentals are made for the owner. They start at the clock's time, not
- * the pass's `now`: schedules started earlier in the same pass may have spent seconds on SSH.
- */
-async function startEffect(db: Db, deps: LeasingDeps, row: ScheduleRow, now: number): Promise<void> {
-  const action = actionOf(row);
-  if (action?.kind !== 'reserve' || row.window_end === null) return;
-  try {
-    const owner = await ownerOf(db, row);
-    const rent = { durationMs: row.window_end - now, count: action.count, passwordHash: row.password_hash ?? undefined, scheduleId: row.id };
-    await rentWorkers(db, deps, owner, rent, deps.clock.now());
-  } catch (error) {
-    if (!(error instanceof AppError)) throw error;
-    await appendEvents(db, deps.clock.now(), [
-      { actor: 'system', kind: 'schedule.reserve_failed', subjectType: 'schedule', subjectId: row.id, data: { code: error.code, detail: error.detail } },
-    ]);
-  }
-}
-
-async function endEffect(db: Db, deps: Pick<ScheduleDeps, 'config'>, row: ScheduleRow, reason: string, now: number): Promise<void> {
+export async function endEffect(db: Db, deps: Pick<ScheduleDeps, 'config'>, row: ScheduleRow, reason: string, now: number): Promise<void> {
   if (actionOf(row)?.kind !== 'reserve') return;
   const live = await findLiveScheduleRentalIds(db, row.id);
   await endRentals(db, { ids: live }, { reason, actor: `schedule:${row.id}` }, deps.config.taskMaxAttempts, now);

@@ -5,7 +5,7 @@ import { makeAssets, registerNode, startTestServer, type TestServer } from '../.
 import { sshLogin, type SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { TASKS_LOOP } from '../loops.js';
-import { fireSchedules } from './schedules.service.js';
+import { fireSchedules } from './schedule-firing.service.js';
 
 const HOUR = 3_600_000;
 const MINUTE = 60_000;
