@@ -11,6 +11,8 @@ export default tseslint.config(
     rules: {
       // A leading underscore marks what is deliberately left unused (a rest sibling dropped, a callback's first argument).
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none', ignoreRestSiblings: true }],
+      // A file past this holds more than one idea: split it where the ideas part.
+      'max-lines': ['error', { max: 400 }],
     },
   },
   {
