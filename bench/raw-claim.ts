@@ -2,7 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import SqliteDatabase from 'better-sqlite3';
 import pg from 'pg';
 import { batchWaitMs, createAllocationBatcher } from '../src/allocations/allocation-batcher.js';
-import { allocationPolicyFrom } from '../src/allocations/allocate.service.js';
+import { allocationPolicyFrom } from '../src/allocations/grants.service.js';
 import { systemClock } from '../src/clock.js';
 import { buildConfig } from '../src/config.js';
 import type { Db } from '../src/db/database.js';

@@ -6,7 +6,7 @@ import { createFakeClock } from '../clock.js';
 import { buildConfig } from '../config.js';
 import { openDatabase, type DatabaseHandle } from '../db/database.js';
 import { insertNode } from '../nodes/nodes.repository.js';
-import { allocationPolicyFrom } from './allocate.service.js';
+import { allocationPolicyFrom } from './grants.service.js';
 import { createAllocationBatcher } from './allocation-batcher.js';
 
 const GIB = 1024 ** 3;

@@ -2,7 +2,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
-import { allocateBatch, PartialBatchError, type AllocationOutcome, type AllocationPolicy, type AllocationRequest } from './allocate.service.js';
+import { allocateBatch, PartialBatchError, type AllocationOutcome, type AllocationPolicy, type AllocationRequest } from './grants.service.js';
 
 export interface AllocationBatcher {
   allocate(request: AllocationRequest): Promise<AllocationOutcome>;

@@ -5,7 +5,7 @@ import {
   hostRoomOf,
   isEligible,
   judgeRequests,
-  noTies,
+  noHolders,
   ownListOf,
   pickTogether,
   pickWithinBudget,
@@ -20,7 +20,7 @@ import {
   type NodeState,
   type Refusal,
   type ServedRequest,
-  type Ties,
+  type AssetHolders,
 } from './allocation-rules.js';
 
 const HOUR = 3_600_000;
@@ -78,7 +78,7 @@ const candidate = (id: string, fields: Partial<Candidate> = {}): Candidate => ({
 });
 
 const ids = (list: { id: string }[] | { asset: { id: string } }[]) => list.map((entry) => ('asset' in entry ? entry.asset.id : entry.id));
-const tie = (holders: number[], spreadValues: (string | undefined)[] = [], sourceGone: number[] = []): Ties => ({
+const held = (holders: number[], spreadValues: (string | undefined)[] = [], sourceGone: number[] = []): AssetHolders => ({
   holders: new Set(holders),
   sourceGone: new Set(sourceGone),
   spreadValues,
@@ -179,34 +179,34 @@ describe('picking within the budget', () => {
 
 describe('spreading across the tag', () => {
   const [crowded, alone, unheld] = [candidate('crowded', { holders: 1 }), candidate('alone', { holders: 1 }), candidate('unheld')];
-  const ties = new Map([
-    ['crowded', tie([7], ['east'])],
-    ['alone', tie([8], ['west'])],
+  const heldBy = new Map([
+    ['crowded', held([7], ['east'])],
+    ['alone', held([8], ['west'])],
   ]);
   it.each<[string, string | undefined, string[]]>([
     ['puts assets held in the same region last', 'east', ['alone', 'unheld', 'crowded']],
     ['keeps the order in another region', 'north', ['crowded', 'alone', 'unheld']],
     ['keeps the order without a value', undefined, ['crowded', 'alone', 'unheld']],
   ])('%s', (_, value, expected) => {
-    expect(ids(spreadAcrossTag([crowded, alone, unheld], ties, value))).toEqual(expected);
+    expect(ids(spreadAcrossTag([crowded, alone, unheld], heldBy, value))).toEqual(expected);
   });
 });
 
 describe('eligibility in a shared list', () => {
   const none = new Map<string, Set<number>>();
-  it.each<[string, Partial<Candidate>, Partial<AllocationRequest>, Ties | undefined, number, Map<string, Set<number>>, boolean]>([
+  it.each<[string, Partial<Candidate>, Partial<AllocationRequest>, AssetHolders | undefined, number, Map<string, Set<number>>, boolean]>([
     ['an asset in range with room', {}, {}, undefined, 0, none, true],
     ['below the minimum priority', { priority: 2 }, { minPriority: 3 }, undefined, 0, none, false],
     ['above the maximum priority', { priority: 9 }, { maxPriority: 8 }, undefined, 0, none, false],
     ['full with the batch before it', { holders: 1 }, {}, undefined, 1, none, false],
-    ['held by the node', {}, {}, tie([1]), 0, none, false],
-    ['held by another node', {}, {}, tie([2]), 0, none, true],
-    ['found gone by the node', { source_errors: 1 }, {}, tie([], [], [1]), 0, none, false],
-    ['found gone by the node, without source errors counted', {}, {}, tie([], [], [1]), 0, none, true],
+    ['held by the node', {}, {}, held([1]), 0, none, false],
+    ['held by another node', {}, {}, held([2]), 0, none, true],
+    ['found gone by the node', { source_errors: 1 }, {}, held([], [], [1]), 0, none, false],
+    ['found gone by the node, without source errors counted', {}, {}, held([], [], [1]), 0, none, true],
     ['cooling down for the node', {}, {}, undefined, 0, new Map([['a', new Set([1])]]), false],
     ['cooling down for another node', {}, {}, undefined, 0, new Map([['a', new Set([2])]]), true],
-  ])('%s', (_, asset, fields, ties, taken, waiting, eligible) => {
-    expect(isEligible(candidate('a', asset), request(fields), ties, taken, waiting)).toBe(eligible);
+  ])('%s', (_, asset, fields, heldBy, taken, waiting, eligible) => {
+    expect(isEligible(candidate('a', asset), request(fields), heldBy, taken, waiting)).toBe(eligible);
   });
 });
 
@@ -244,11 +244,11 @@ describe('a batch', () => {
 
   it('serves requests one after another: each sees the grants before it', () => {
     const candidates = [candidate('a', { replicas_target: 1 }), candidate('b', { replicas_target: 2 }), candidate('c', { replicas_target: 2, holders: 1 })];
-    const ties = new Map([['c', tie([9], ['east'])]]);
+    const heldBy = new Map([['c', held([9], ['east'])]]);
     const { grants } = pickTogether(
       [served(1), served(2, { tags: '{"region":"west"}' })],
       candidates,
-      { ties, waiting: new Map(), hostRoom: undefined },
+      { heldBy, waiting: new Map(), hostRoom: undefined },
       policy,
     );
     // Node 1 (east) takes c last, behind b; node 2 finds a full and c full.
@@ -258,8 +258,8 @@ describe('a batch', () => {
       [1, 'c'],
       [2, 'b'],
     ]);
-    // The ties it was given are left as they were.
-    expect(ties.get('c')).toEqual(tie([9], ['east']));
+    // The holders it was given are left as they were.
+    expect(heldBy.get('c')).toEqual(held([9], ['east']));
   });
 
   it('shares the host room across the batch', () => {
@@ -267,7 +267,7 @@ describe('a batch', () => {
     const { grants } = pickTogether(
       [served(1), served(2)],
       [onHost('a'), onHost('b')],
-      { ties: new Map(), waiting: new Map(), hostRoom: hostRoomOf([onHost('a')], 2) },
+      { heldBy: new Map(), waiting: new Map(), hostRoom: hostRoomOf([onHost('a')], 2) },
       policy,
     );
     expect(grants.map((grant) => [grant.request.nodeId, grant.asset.id])).toEqual([[1, 'a']]);
@@ -297,7 +297,7 @@ describe('a batch', () => {
     );
   });
 
-  it('starts a tie empty', () => {
-    expect(noTies()).toEqual(tie([]));
+  it('starts a held empty', () => {
+    expect(noHolders()).toEqual(held([]));
   });
 });

@@ -82,7 +82,8 @@ export type NodeState = Pick<
   'id' | 'free_bytes' | 'free_reported_at' | 'reserved_bytes' | 'bandwidth_bps' | 'strikes' | 'draining' | 'tags' | 'window_from' | 'window_until'
 >;
 
-export interface Ties {
+/** Who already has a candidate asset: the nodes holding it, those that found its source gone, and their spread tag values. */
+export interface AssetHolders {
   /** Nodes with an active claim or a copy. */
   holders: Set<number>;
   /** Nodes that found the source gone. */
@@ -187,21 +188,27 @@ export function judgeRequests(requests: AllocationRequest[], nodes: Map<number, 
  * below the target counting the batch's earlier grants (`taken`), not held by its node, not found
  * gone by it, not cooling down for it. The single claim's SQL applies the same rules.
  */
-export function isEligible(asset: Candidate, request: AllocationRequest, tie: Ties | undefined, taken: number, waiting: Map<string, Set<number>>): boolean {
+export function isEligible(
+  asset: Candidate,
+  request: AllocationRequest,
+  held: AssetHolders | undefined,
+  taken: number,
+  waiting: Map<string, Set<number>>,
+): boolean {
   const { minPriority, maxPriority } = priorityRange(request);
   return (
     asset.priority >= minPriority &&
     asset.priority <= maxPriority &&
     asset.holders + taken < asset.replicas_target &&
-    !tie?.holders.has(request.nodeId) &&
-    !(asset.source_errors > 0 && tie?.sourceGone.has(request.nodeId)) &&
+    !held?.holders.has(request.nodeId) &&
+    !(asset.source_errors > 0 && held?.sourceGone.has(request.nodeId)) &&
     !waiting.get(asset.id)?.has(request.nodeId)
   );
 }
 
 /**
  * The grants of a batch from one shared list, request after request (node id order): each sees
- * the holders, ties and host room the grants before it made, as if it came after them, and picks
+ * the holders and host room the grants before it made, as if it came after them, and picks
  * from exactly the candidates its own claim would read then (ownListOf: its first eligible ones
  * of known size within its budget, and of unknown size). When the shared list was cut (`cut`)
  * before it held all of those for a request, that request and the ones after it are left to
@@ -211,12 +218,12 @@ export function isEligible(asset: Candidate, request: AllocationRequest, tie: Ti
 export function pickTogether(
   served: ServedRequest[],
   candidates: Candidate[],
-  seen: { ties: Map<string, Ties>; waiting: Map<string, Set<number>>; hostRoom: Map<string, number> | undefined },
+  seen: { heldBy: Map<string, AssetHolders>; waiting: Map<string, Set<number>>; hostRoom: Map<string, number> | undefined },
   policy: Pick<AllocationPolicy, 'unknownSizeEstimateBytes'>,
   cut: { known: boolean; unknown: boolean } = { known: false, unknown: false },
 ): { grants: Grant[]; served: number; fullLists: Set<AllocationRequest> } {
-  const ties = new Map(
-    [...seen.ties].map(([id, tie]) => [id, { holders: new Set(tie.holders), sourceGone: tie.sourceGone, spreadValues: [...tie.spreadValues] }]),
+  const heldBy = new Map(
+    [...seen.heldBy].map(([id, held]) => [id, { holders: new Set(held.holders), sourceGone: held.sourceGone, spreadValues: [...held.spreadValues] }]),
   );
   const hostRoom = seen.hostRoom && new Map(seen.hostRoom);
   const taken = new Map<string, number>();
@@ -224,7 +231,7 @@ export function pickTogether(
   const fullLists = new Set<AllocationRequest>();
   for (const [position, { request, allowance }] of served.entries()) {
     const eligible = candidates
-      .filter((asset) => isEligible(asset, request, ties.get(asset.id), taken.get(asset.id) ?? 0, seen.waiting))
+      .filter((asset) => isEligible(asset, request, heldBy.get(asset.id), taken.get(asset.id) ?? 0, seen.waiting))
       .filter(
         (asset) =>
           (asset.size_bytes === null || asset.size_bytes <= allowance.budget) && !(asset.source_host !== null && (hostRoom?.get(asset.source_host) ?? 1) <= 0),
@@ -237,7 +244,7 @@ export function pickTogether(
     const unknown = eligible.filter((asset) => asset.size_bytes === null);
     if ((cut.known && known.length < limits.known) || (cut.unknown && unknown.length < limits.unknown)) return { grants, served: position, fullLists };
     if (known.length >= limits.known) fullLists.add(request);
-    const ordered = spreadAcrossTag(mergeInAllocationOrder(known.slice(0, limits.known), unknown.slice(0, limits.unknown)), ties, allowance.spreadValue);
+    const ordered = spreadAcrossTag(mergeInAllocationOrder(known.slice(0, limits.known), unknown.slice(0, limits.unknown)), heldBy, allowance.spreadValue);
     const picked = pickWithinBudget(
       ordered,
       allowance.budget,
@@ -247,17 +254,17 @@ export function pickTogether(
     );
     for (const { asset, reservedBytes: bytes } of picked) {
       taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
-      const tie = ties.get(asset.id) ?? noTies();
-      tie.holders.add(request.nodeId);
-      tie.spreadValues.push(allowance.spreadValue);
-      ties.set(asset.id, tie);
+      const held = heldBy.get(asset.id) ?? noHolders();
+      held.holders.add(request.nodeId);
+      held.spreadValues.push(allowance.spreadValue);
+      heldBy.set(asset.id, held);
       grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes) });
     }
   }
   return { grants, served: served.length, fullLists };
 }
 
-export function noTies(): Ties {
+export function noHolders(): AssetHolders {
   return { holders: new Set<number>(), sourceGone: new Set<number>(), spreadValues: [] };
 }
 
@@ -287,9 +294,9 @@ export function tagValue(tags: string, key: string): string | undefined {
  * same region) after the others, keeping allocation order within each group: copies spread where
  * possible, and still go to this node when nothing else is left.
  */
-export function spreadAcrossTag(candidates: Candidate[], ties: Map<string, Ties>, value: string | undefined): Candidate[] {
+export function spreadAcrossTag(candidates: Candidate[], heldBy: Map<string, AssetHolders>, value: string | undefined): Candidate[] {
   if (value === undefined) return candidates;
-  const crowded = (candidate: Candidate) => candidate.holders > 0 && ties.get(candidate.id)?.spreadValues.includes(value) === true;
+  const crowded = (candidate: Candidate) => candidate.holders > 0 && heldBy.get(candidate.id)?.spreadValues.includes(value) === true;
   return [...candidates.filter((candidate) => !crowded(candidate)), ...candidates.filter(crowded)];
 }
 

@@ -7,7 +7,7 @@ import type { App, AppContext } from '../http/context.js';
 import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { retryingLockConflicts } from '../db/retry.js';
-import { allocationPolicyFrom } from './allocate.service.js';
+import { allocationPolicyFrom } from './grants.service.js';
 import { refusalError } from './allocation-rules.js';
 import { batchWaitMs, createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';

@@ -5,7 +5,7 @@ import type { AssetInput } from '../assets/assets.schemas.js';
 import { openDatabase, type DatabaseHandle } from '../db/database.js';
 import { insertNode } from '../nodes/nodes.repository.js';
 import { buildConfig } from '../config.js';
-import { allocateAssets, allocateBatch, allocationPolicyFrom } from './allocate.service.js';
+import { allocateAssets, allocateBatch, allocationPolicyFrom } from './grants.service.js';
 import { expireDueAllocations, releaseAllocation } from './allocations.service.js';
 import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';

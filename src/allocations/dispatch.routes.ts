@@ -4,7 +4,7 @@ import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
-import { allocateAssets, allocationPolicyFrom, previewAllocation, type AllocationOutcome } from './allocate.service.js';
+import { allocateAssets, allocationPolicyFrom, previewAllocation, type AllocationOutcome } from './grants.service.js';
 import { NodeRef } from './allocations.schemas.js';
 import { resolveNode } from '../http/acting-node.js';
 import { refusalError } from './allocation-rules.js';

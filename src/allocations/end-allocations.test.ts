@@ -8,7 +8,7 @@ import { buildConfig } from '../config.js';
 import type { Db } from '../db/database.js';
 import { reclaimFromDeadNodes } from '../nodes/liveness.service.js';
 import { insertNode } from '../nodes/nodes.repository.js';
-import { allocateAssets, allocationPolicyFrom } from './allocate.service.js';
+import { allocateAssets, allocationPolicyFrom } from './grants.service.js';
 import { expireDueAllocations, releaseAllocation } from './allocations.service.js';
 import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';

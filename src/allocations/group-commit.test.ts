@@ -12,7 +12,7 @@ import {
   type AllocationOutcome,
   type AllocationPolicy,
   type AllocationRequest,
-} from './allocate.service.js';
+} from './grants.service.js';
 import { releaseAllocation } from './allocations.service.js';
 import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
@@ -69,7 +69,7 @@ function scenarioOf(seed: number): Scenario {
     unknownSizeMaxPerRequest: random.int(0, 3),
     sourceHostMaxActive: random.chance(0.3) ? 0 : random.int(2, 10),
   };
-  // Two imports share a first_seen_at, so the id breaks ties.
+  // Two imports share a first_seen_at, so the id breaks the tie.
   const imports = [NOW - 100_000, NOW - 90_000, NOW - 90_000].map((at) => ({ at, assets: [] as AssetInput[] }));
   const count = random.int(15, 50);
   for (let index = 0; index < count; index += 1) {

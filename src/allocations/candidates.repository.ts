@@ -4,13 +4,13 @@ import type { Database } from '../db/schema.js';
 import type { AllocationState } from './allocations.table.js';
 import {
   compareAllocationOrder,
-  noTies,
+  noHolders,
   tagValue,
   type AllocationRequest,
   type Candidate,
   type CandidateList,
   type NodeState,
-  type Ties,
+  type AssetHolders,
 } from './allocation-rules.js';
 
 // The reads and locks of a claim: the node's report, the candidates, who holds them (grants.repository.ts writes the grants).
@@ -183,9 +183,9 @@ function blockedHosts(db: Db, hostCap: number, now: number) {
 }
 
 /** For candidates that some node holds or found gone: which nodes, and their spread tag values. */
-export async function holdersOf(trx: Db, candidates: Candidate[], spreadTag: string): Promise<Map<string, Ties>> {
-  const ties = new Map<string, Ties>();
-  if (candidates.length === 0) return ties;
+export async function holdersOf(trx: Db, candidates: Candidate[], spreadTag: string): Promise<Map<string, AssetHolders>> {
+  const heldBy = new Map<string, AssetHolders>();
+  if (candidates.length === 0) return heldBy;
   const rows = await trx
     .selectFrom('allocations')
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
@@ -203,15 +203,15 @@ export async function holdersOf(trx: Db, candidates: Candidate[], spreadTag: str
     )
     .execute();
   for (const row of rows) {
-    const tie = ties.get(row.asset_id) ?? noTies();
+    const held = heldBy.get(row.asset_id) ?? noHolders();
     if (row.state === 'active' || row.state === 'completed') {
-      tie.holders.add(row.node_id);
-      tie.spreadValues.push(tagValue(row.tags, spreadTag));
+      held.holders.add(row.node_id);
+      held.spreadValues.push(tagValue(row.tags, spreadTag));
     }
-    if (row.end_reason?.startsWith('source_gone:')) tie.sourceGone.add(row.node_id);
-    ties.set(row.asset_id, tie);
+    if (row.end_reason?.startsWith('source_gone:')) held.sourceGone.add(row.node_id);
+    heldBy.set(row.asset_id, held);
   }
-  return ties;
+  return heldBy;
 }
 
 /**

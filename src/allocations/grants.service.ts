@@ -1,7 +1,7 @@
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import { activeByHost, lockSourceHosts } from '../sources/sources.repository.js';
-import { holdersOf, insertProvisionalNode, lockInIdOrder, recordReports, selectCandidates, type LockMode } from './allocate.repository.js';
+import { holdersOf, insertProvisionalNode, lockInIdOrder, recordReports, selectCandidates, type LockMode } from './candidates.repository.js';
 import {
   allowanceOf,
   hostRoomOf,
@@ -19,7 +19,7 @@ import {
   type Grant,
   type Refusal,
   type ServedRequest,
-  type Ties,
+  type AssetHolders,
 } from './allocation-rules.js';
 import { writeGrants } from './grants.repository.js';
 import { coolingDown } from './retry-cooldowns.repository.js';
@@ -234,15 +234,15 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   const list = ownListOf(request, allowance);
   const { known, unknown } = await selectCandidates(trx, { ...list, lock, hostCap: policy.sourceHostMaxActive, now }, request.nodeId);
   const merged = mergeInAllocationOrder(known, unknown);
-  const ties =
+  const heldBy =
     allowance.spreadValue === undefined
-      ? new Map<string, Ties>()
+      ? new Map<string, AssetHolders>()
       : await holdersOf(
           trx,
           merged.filter((candidate) => candidate.holders > 0),
           policy.spreadTag,
         );
-  const ordered = spreadAcrossTag(merged, ties, allowance.spreadValue);
+  const ordered = spreadAcrossTag(merged, heldBy, allowance.spreadValue);
   let picked = pickWithinBudget(
     ordered,
     allowance.budget,
@@ -279,7 +279,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
   const { known, unknown } = await selectCandidates(trx, { ...list, lock: style.lock, hostCap: policy.sourceHostMaxActive, now });
   const candidates = mergeInAllocationOrder(known, unknown);
   const cut = { known: known.length === list.limits.known, unknown: list.limits.unknown > 0 && unknown.length === list.limits.unknown };
-  const ties = await holdersOf(
+  const heldBy = await holdersOf(
     trx,
     candidates.filter((candidate) => candidate.holders > 0 || candidate.source_errors > 0),
     policy.spreadTag,
@@ -290,7 +290,7 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
     served.map(({ request }) => request.nodeId),
     now,
   );
-  const picked = pickTogether(served, candidates, { ties, waiting, hostRoom: hostRoomOf(candidates, policy.sourceHostMaxActive) }, policy, cut);
+  const picked = pickTogether(served, candidates, { heldBy, waiting, hostRoom: hostRoomOf(candidates, policy.sourceHostMaxActive) }, policy, cut);
   const kept = await keepWithinHostCaps(trx, picked.grants, policy.sourceHostMaxActive, style);
   const granted = await grant(trx, kept, now, style);
   // Requests the shared list could not serve as their own claims would have: those claims, in order.
