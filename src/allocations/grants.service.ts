@@ -155,12 +155,6 @@ export class PartialBatchError extends Error {
   }
 }
 
-class DryRun extends Error {
-  constructor(readonly outcome: AllocationOutcome) {
-    super('dry run');
-  }
-}
-
 /**
  * What allocateAssets would grant now, computed by the same code in a transaction rolled back.
  * With `provisionalName`, for a node not registered yet: it exists only inside that transaction.
@@ -172,17 +166,14 @@ export async function previewAllocation(
   now: number,
   provisionalName?: string,
 ): Promise<AllocationOutcome> {
+  const trx = await db.startTransaction().execute();
   try {
-    await db.transaction().execute(async (trx) => {
-      const nodeId = provisionalName === undefined ? request.nodeId : await insertProvisionalNode(trx, provisionalName, now);
-      const { granted, refusal } = await claim(trx, { ...request, nodeId }, policy, now, { lock: 'none', lockHosts: false, writesTogether: false });
-      throw new DryRun({ granted, refusal });
-    });
-  } catch (error) {
-    if (error instanceof DryRun) return error.outcome;
-    throw error;
+    const nodeId = provisionalName === undefined ? request.nodeId : await insertProvisionalNode(trx, provisionalName, now);
+    const { granted, refusal } = await claim(trx, { ...request, nodeId }, policy, now, { lock: 'none', lockHosts: false, writesTogether: false });
+    return { granted, refusal };
+  } finally {
+    await trx.rollback().execute();
   }
-  throw new Error('unreachable: the dry run always rolls back');
 }
 
 async function topUp(
@@ -210,9 +201,10 @@ async function topUp(
         ),
       );
     return { granted: [...first.granted, ...second.granted] };
-  } catch {
+  } catch (error) {
     // A deadlock between two waiting passes, or the database gone: the first pass's grants are
-    // committed, so they are the answer; the node asks again for the rest.
+    // committed, so they are the answer; the node asks again for the rest. Anything else is a bug.
+    if (!dialect.isLockConflict(error) && !dialect.isConnectionError(error)) throw error;
     return { granted: first.granted };
   }
 }
