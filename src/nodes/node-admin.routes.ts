@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { resolveNode } from '../http/acting-node.js';
-import { allocationPolicyFrom } from '../allocations/allocate.service.js';
+import { allocationPolicyFrom } from '../allocations/grants.service.js';
 import { toIso } from '../clock.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
