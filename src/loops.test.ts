@@ -1,6 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../test/databases.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../test/server.js';
+import { describe, expect, it } from 'vitest';
+import { dialects } from '../test/databases.js';
+import { makeAssets, registerNode, startTestServer, useTestServer, type TestServer } from '../test/server.js';
 import type { Config } from './config.js';
 import type { Loop } from './lib/loop.js';
 import { EXPIRY_LOOP, PRIORITY_LOOP } from './loops.js';
@@ -8,24 +8,16 @@ import { EXPIRY_LOOP, PRIORITY_LOOP } from './loops.js';
 const HOUR = 3_600_000;
 
 describe.each(dialects)('reconciler loops on %s', (dialect) => {
-  let database: TestDatabase;
+  // Admin tokens must outlive the days this suite moves the clock through.
+  const suite = useTestServer(dialect, { allocationExpiryMs: 24 * HOUR, autoUpdateIntervalMs: 2 * 60_000, tokenTtlMs: 365 * 24 * HOUR });
   let server: TestServer;
 
   const start = async (overrides: Partial<Config> = {}) => {
-    // Admin tokens must outlive the days this suite moves the clock through.
-    server = await startTestServer(database, { allocationExpiryMs: 24 * HOUR, autoUpdateIntervalMs: 2 * 60_000, tokenTtlMs: 365 * 24 * HOUR, ...overrides });
+    server = await suite.start(overrides);
   };
   const loop = (name: string, target: TestServer = server): Loop => target.loops.find((candidate) => candidate.name === name)!;
   const priorities = async () =>
-    Object.fromEntries((await database.handle.db.selectFrom('assets').select(['id', 'priority']).execute()).map((row) => [row.id, row.priority]));
-
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-  });
-  afterEach(async () => {
-    await server.stop();
-    await database.drop();
-  });
+    Object.fromEntries((await suite.database.handle.db.selectFrom('assets').select(['id', 'priority']).execute()).map((row) => [row.id, row.priority]));
 
   it('expires allocations after ALLOCATION_EXPIRY_HOURS and returns them to the pool', async () => {
     await start();
@@ -58,7 +50,7 @@ describe.each(dialects)('reconciler loops on %s', (dialect) => {
 
   it('runs each pass once per interval, even with two instances', async () => {
     await start();
-    const second = await startTestServer(database, {}, server.clock);
+    const second = await startTestServer(suite.database, {}, server.clock);
     try {
       const results = await Promise.all([loop(PRIORITY_LOOP).runOnce(), loop(PRIORITY_LOOP, second).runOnce()]);
       expect(results.filter(Boolean)).toHaveLength(1);
@@ -144,12 +136,12 @@ describe.each(dialects)('reconciler loops on %s', (dialect) => {
 
   it('records a failing pass and shows the system as degraded', async () => {
     await start();
-    await database.handle.db.updateTable('loops').set({ last_error: null }).execute();
+    await suite.database.handle.db.updateTable('loops').set({ last_error: null }).execute();
     const failing = server.loops.find((candidate) => candidate.name === EXPIRY_LOOP)!;
     // Break the pass for real: the allocations table is gone.
-    await database.handle.db.schema.alterTable('allocations').renameTo('allocations_away').execute();
+    await suite.database.handle.db.schema.alterTable('allocations').renameTo('allocations_away').execute();
     expect(await failing.runOnce()).toBe(true);
-    await database.handle.db.schema.alterTable('allocations_away').renameTo('allocations').execute();
+    await suite.database.handle.db.schema.alterTable('allocations_away').renameTo('allocations').execute();
     const status = await server.api.get('/status');
     expect(status.body.system_health).toBe('degraded');
   });

@@ -2,7 +2,8 @@ import { createFakeClock, type FakeClock } from '../src/clock.js';
 import { buildConfig, type Config } from '../src/config.js';
 import type { PasswordCost } from '../src/lib/secrets.js';
 import { startServer, type RunningServer } from '../src/main.js';
-import type { TestDatabase } from './databases.js';
+import { afterEach, beforeEach } from 'vitest';
+import { createTestDatabase, type DialectName, type TestDatabase } from './databases.js';
 
 export const ADMIN_PASSWORD = 'admin-password-for-tests';
 
@@ -88,6 +89,50 @@ export async function startTestServer(database: TestDatabase, overrides: Partial
   const login = await api.post('/auth/login', { username: config.adminUser, password: config.adminPassword ?? ADMIN_PASSWORD });
   if (login.status !== 200) throw new Error(`admin login failed: ${JSON.stringify(login.body)}`);
   return { ...server, clock, api, config, adminToken: login.body.token };
+}
+
+export interface TestServerSuite {
+  /** This test's database (a fresh one for each test). */
+  readonly database: TestDatabase;
+  /** The server `start()` started for this test. */
+  readonly server: TestServer;
+  /** Starts this test's server on its database, with the suite's settings and then `overrides`. */
+  start(overrides?: Partial<Config>, clock?: FakeClock): Promise<TestServer>;
+}
+
+/**
+ * What a suite of server tests shares, in one line: before each test a fresh database on
+ * `dialect`, after it the server stopped and the database dropped. Hooks a suite adds afterwards
+ * run before these after each test (vitest runs after-hooks last registered first), so what a
+ * test started beside the server (SSH workers, agents) stops first.
+ */
+export function useTestServer(dialect: DialectName, settings: Partial<Config> = {}): TestServerSuite {
+  let database: TestDatabase | undefined;
+  let server: TestServer | undefined;
+  beforeEach(async () => {
+    database = await createTestDatabase(dialect);
+  });
+  afterEach(async () => {
+    await server?.stop();
+    server = undefined;
+    await database?.drop();
+    database = undefined;
+  });
+  return {
+    get database() {
+      if (!database) throw new Error('the database exists only while a test runs');
+      return database;
+    },
+    get server() {
+      if (!server) throw new Error('start() the server first');
+      return server;
+    },
+    async start(overrides = {}, clock) {
+      if (!database) throw new Error('start() runs inside a test');
+      server = await startTestServer(database, { ...settings, ...overrides }, clock);
+      return server;
+    },
+  };
 }
 
 /** Registers a node through the API and returns its id, name and token. */

@@ -1,21 +1,16 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { reservationsMismatch } from '../../test/allocation-load.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { makeAssets, registerNode, useTestServer, type TestServer } from '../../test/server.js';
 
 const MIB = 1024 * 1024;
 
 describe.each(dialects)('rescue allocation API on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, { unknownSizeEstimateBytes: 1024 * MIB, unknownSizeMaxPerRequest: 1 });
   let server: TestServer;
 
   beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    server = await startTestServer(database, { unknownSizeEstimateBytes: 1024 * MIB, unknownSizeMaxPerRequest: 1 });
-  });
-  afterEach(async () => {
-    await server.stop();
-    await database.drop();
+    server = await suite.start();
   });
 
   const importAssets = async (assets: Record<string, unknown>[]) => {
@@ -95,7 +90,7 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     await importAssets(makeAssets(6, { size_mb: 100 }));
     const node = await registerNode(server, 'keeper');
     const other = await registerNode(server, 'other');
-    const db = database.handle.db;
+    const db = suite.database.handle.db;
     const reservedOf = async (name: string) =>
       Number((await db.selectFrom('nodes').select('reserved_bytes').where('name', '=', name).executeTakeFirstOrThrow()).reserved_bytes);
     const granted = (await server.api.post('/allocate', { free_space_gb: 10, node_id: 'keeper', max_assets: 3 }, node.token)).body as { id: string }[];
@@ -128,7 +123,7 @@ describe.each(dialects)('rescue allocation API on %s', (dialect) => {
     expect(response.body.map((asset: { id: string }) => asset.id)).toEqual(ids);
     const allocations = await server.api.get('/allocations?node=quoting', server.adminToken);
     expect(allocations.body.items.map((allocation: { asset_id: string }) => allocation.asset_id).sort()).toEqual([...ids].sort());
-    const events = await database.handle.db.selectFrom('events').select('data').where('kind', '=', 'allocation.granted').execute();
+    const events = await suite.database.handle.db.selectFrom('events').select('data').where('kind', '=', 'allocation.granted').execute();
     expect(events.map((event) => JSON.parse(event.data as string).asset_id).sort()).toEqual([...ids].sort());
   });
 

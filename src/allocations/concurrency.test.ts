@@ -1,32 +1,32 @@
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { dialects } from '../../test/databases.js';
 import { reservationsMismatch } from '../../test/allocation-load.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { makeAssets, registerNode, startTestServer, useTestServer, type TestServer } from '../../test/server.js';
 import { buildConfig } from '../config.js';
 import { expireDueAllocations } from './allocations.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
 
 describe.each(dialects)('concurrent allocation on %s', (dialect) => {
-  let database: TestDatabase;
-  let servers: TestServer[];
+  // 50 nodes register from one address here; the per-address limit is not what is tested.
+  const overrides = { loginRateLimitPerMinute: 1000 };
+  const suite = useTestServer(dialect, overrides);
+  let servers: TestServer[] = [];
 
   beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    // 50 nodes register from one address here; the per-address limit is not what is tested.
-    const overrides = { loginRateLimitPerMinute: 1000 };
-    const first = await startTestServer(database, overrides);
+    const first = await suite.start();
+    servers = [first];
     // PostgreSQL is where several instances share one database; SQLite serves one process.
-    servers = dialect === 'postgres' ? [first, await startTestServer(database, overrides, first.clock)] : [first];
+    if (dialect === 'postgres') servers.push(await startTestServer(suite.database, overrides, first.clock));
   });
   afterEach(async () => {
-    for (const server of servers ?? []) await server.stop();
-    await database.drop();
+    // The first server is the suite's: it stops after this.
+    for (const server of servers.splice(1)) await server.stop();
   });
 
   /** Allocation counts straight from the database, for invariant checks. */
   async function countAllocations() {
-    const db = database.handle.db;
+    const db = suite.database.handle.db;
     const perAsset = await db
       .selectFrom('assets')
       .leftJoin('allocations', (join) => join.onRef('allocations.asset_id', '=', 'assets.id').on('allocations.state', 'in', ['active', 'completed']))
@@ -83,7 +83,7 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
     const nodes = await Promise.all(Array.from({ length: 10 }, (_, index) => registerNode(servers[0]!, `worker-${index}`)));
     await servers[0]!.api.post('/assets', makeAssets(5, { replicas_target: 4, size_mb: 1 }), servers[0]!.adminToken);
     await Promise.all(nodes.map((node) => servers[0]!.api.post('/allocate', { free_space_gb: 100, node_id: node.name }, node.token)));
-    const active = await database.handle.db
+    const active = await suite.database.handle.db
       .selectFrom('allocations')
       .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
       .select(['asset_id', 'nodes.name'])
@@ -99,20 +99,20 @@ describe.each(dialects)('concurrent allocation on %s', (dialect) => {
           : server.api.post('/release', { asset_id: allocation.asset_id, node_id: node.name }, node.token);
       }),
     );
-    const assets = await database.handle.db.selectFrom('assets').select(['id', 'copies', 'holders']).execute();
-    const completed = await database.handle.db.selectFrom('allocations').select(['asset_id']).where('state', '=', 'completed').execute();
+    const assets = await suite.database.handle.db.selectFrom('assets').select(['id', 'copies', 'holders']).execute();
+    const completed = await suite.database.handle.db.selectFrom('allocations').select(['asset_id']).where('state', '=', 'completed').execute();
     for (const asset of assets) {
       const copies = completed.filter((row) => row.asset_id === asset.id).length;
       expect(asset.copies).toBe(copies);
       expect(asset.holders).toBe(copies);
     }
     // Every allocation ended: no node keeps a reservation (nodes.reserved_bytes, kept by triggers).
-    const reserved = await database.handle.db.selectFrom('nodes').select('reserved_bytes').where('name', 'like', 'worker-%').execute();
+    const reserved = await suite.database.handle.db.selectFrom('nodes').select('reserved_bytes').where('name', 'like', 'worker-%').execute();
     expect(reserved.map((node) => Number(node.reserved_bytes))).toEqual(Array(10).fill(0));
   });
 
   it('expiry running while the same nodes claim keeps reservations and holders exact', async () => {
-    const db = database.handle.db;
+    const db = suite.database.handle.db;
     const nodes = await Promise.all(Array.from({ length: 20 }, (_, index) => registerNode(servers[0]!, `lapsing-${index}`)));
     await servers[0]!.api.post('/assets', makeAssets(200, { replicas_target: 2, size_mb: 1 }), servers[0]!.adminToken);
     const allocate = (node: (typeof nodes)[number], index: number) =>

@@ -1,21 +1,16 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
+import { makeAssets, registerNode, useTestServer, type TestServer } from '../../test/server.js';
 
 const MIB = 1024 * 1024;
 const AGREED = 'b'.repeat(64);
 
 describe.each(dialects)('GET /assets/{id}: the whole trail and the agreed checksum on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect);
   let server: TestServer;
 
   beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    server = await startTestServer(database);
-  });
-  afterEach(async () => {
-    await server?.stop();
-    await database.drop();
+    server = await suite.start();
   });
 
   const asset = async (id: string) => (await server.api.get(`/assets/${id}`, server.adminToken)).body;

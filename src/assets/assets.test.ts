@@ -1,18 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
+import { makeAssets, registerNode, useTestServer, type TestServer } from '../../test/server.js';
 
 describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect);
   let server: TestServer;
 
   beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    server = await startTestServer(database);
-  });
-  afterEach(async () => {
-    await server.stop();
-    await database.drop();
+    server = await suite.start();
   });
 
   it('upserts by id and keeps the copies already made', async () => {
@@ -131,7 +126,7 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
       expect(response.status, String(priority)).toBe(422);
       expect(response.body.detail).toContain('new_priority');
     }
-    const rows = await database.handle.db.selectFrom('assets').select('priority').execute();
+    const rows = await suite.database.handle.db.selectFrom('assets').select('priority').execute();
     expect(rows.map((row) => row.priority)).toEqual([5, 5]);
   });
 
@@ -197,7 +192,7 @@ describe.each(dialects)('assets, priorities and status on %s', (dialect) => {
 
   it('takes replicas_target from REPLICAS_BY_PRIORITY when an asset does not say', async () => {
     await server.stop();
-    server = await startTestServer(database, {
+    server = await suite.start({
       replicasByPriority: [
         [8, 3],
         [1, 2],

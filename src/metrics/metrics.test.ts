@@ -1,8 +1,8 @@
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { describe, expect, it } from 'vitest';
+import { createTestDatabase, dialects } from '../../test/databases.js';
 import { checkWithPromtool, promtoolAvailable, readFamilies, readSamples, sampleValue, type Sample } from '../../test/prometheus.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { makeAssets, registerNode, startTestServer, useTestServer, type TestServer } from '../../test/server.js';
 import type { Config } from '../config.js';
 import { createLoop } from '../lib/loop.js';
 import { EXPIRY_LOOP } from '../loops.js';
@@ -11,11 +11,11 @@ const GIB = 1024 ** 3;
 const METRICS_TOKEN = 'metrics-token-for-tests-0123456789abcdef';
 
 describe.each(dialects)('GET /metrics on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect);
   let server: TestServer;
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, overrides);
+    server = await suite.start(overrides);
   };
   const scrape = async (token?: string) => {
     const response = await server.api.get<string>('/metrics', token);
@@ -38,14 +38,6 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
     expect(await server.loops.find((loop) => loop.name === EXPIRY_LOOP)!.runOnce()).toBe(true);
     return { node, portal };
   };
-
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-  });
-  afterEach(async () => {
-    await server?.stop();
-    await database.drop();
-  });
 
   it.skipIf(!promtoolAvailable)('is valid Prometheus text format: promtool parses it and finds nothing wrong with our families', async () => {
     await start();

@@ -1,6 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
+import { makeAssets, registerNode, useTestServer, type TestServer } from '../../test/server.js';
 import type { Config } from '../config.js';
 import { LIVENESS_LOOP, RECLAIM_LOOP } from '../loops.js';
 
@@ -9,17 +9,16 @@ const GIB = 1024 * MIB;
 const MINUTE = 60_000;
 
 describe.each(dialects)('rescue nodes on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, {
+    nodeTimeoutMs: 5 * MINUTE,
+    nodeDeadGraceMs: 10 * MINUTE,
+    tokenTtlMs: 30 * 24 * 60 * MINUTE,
+    loginRateLimitPerMinute: 1000,
+  });
   let server: TestServer;
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, {
-      nodeTimeoutMs: 5 * MINUTE,
-      nodeDeadGraceMs: 10 * MINUTE,
-      tokenTtlMs: 30 * 24 * 60 * MINUTE,
-      loginRateLimitPerMinute: 1000,
-      ...overrides,
-    });
+    server = await suite.start(overrides);
   };
   const runLoop = (name: string) => server.loops.find((loop) => loop.name === name)!.runOnce();
   const heartbeat = (node: { id: number; token: string }, body: Record<string, unknown> = {}) =>
@@ -28,14 +27,6 @@ describe.each(dialects)('rescue nodes on %s', (dialect) => {
   const allocate = (node: { name: string; token: string }, body: Record<string, unknown> = {}) =>
     server.api.post('/allocate', { free_space_gb: 100, node_id: node.name, ...body }, node.token);
   const ids = (response: { body: { id: string }[] }) => response.body.map((asset) => asset.id);
-
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-  });
-  afterEach(async () => {
-    await server?.stop();
-    await database.drop();
-  });
 
   it('goes alive, suspect and dead with heartbeats and silence; nodes that never beat are left alone', async () => {
     await start();

@@ -1,7 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { addWorkers as addTestWorkers, userToken as signUpAndLogIn } from '../../test/leasing.js';
-import { startTestServer, type TestServer } from '../../test/server.js';
+import { useTestServer, type TestServer } from '../../test/server.js';
 import type { SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { TASKS_LOOP } from '../loops.js';
@@ -9,12 +9,12 @@ import { TASKS_LOOP } from '../loops.js';
 const HOUR = 3_600_000;
 
 describe.each(dialects)('rental quotas and rate limits on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, { loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, sshTimeoutMs: 5_000 });
   let server: TestServer;
-  let workers: SshWorker[] = [];
+  const workers: SshWorker[] = [];
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, { loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, sshTimeoutMs: 5_000, ...overrides });
+    server = await suite.start(overrides);
   };
   const addWorkers = (count: number) => addTestWorkers(server, workers, count);
   const userToken = (username: string) => signUpAndLogIn(server, username);
@@ -27,14 +27,8 @@ describe.each(dialects)('rental quotas and rate limits on %s', (dialect) => {
   };
   const liveRentals = async (token: string) => (await server.api.get('/api/rentals?active=true', token)).body as { rental_id: number }[];
 
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    workers = [];
-  });
   afterEach(async () => {
-    for (const worker of workers) await worker.stop();
-    await server?.stop();
-    await database.drop();
+    for (const worker of workers.splice(0)) await worker.stop();
   });
 
   it('refuses repeated /api/rent past USER_MAX_WORKERS with what is held, renting nothing; an admin is exempt', async () => {

@@ -1,8 +1,8 @@
 import { SignJWT } from 'jose';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { addWorkers as addTestWorkers, userToken as signUpAndLogIn } from '../../test/leasing.js';
-import { startTestServer, type TestServer } from '../../test/server.js';
+import { useTestServer, type TestServer } from '../../test/server.js';
 import { sshLogin, type SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { RENTAL_EXPIRY_LOOP, TASKS_LOOP, WORKER_CHECK_LOOP } from '../loops.js';
@@ -11,20 +11,19 @@ const HOUR = 3_600_000;
 const PROBE_EVERY = 30_000;
 
 describe.each(dialects)('worker leasing on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, {
+    loginRateLimitPerMinute: 10_000,
+    workerProbeIntervalMs: PROBE_EVERY,
+    workerProbeFailures: 3,
+    taskRetryBaseMs: 10_000,
+    taskMaxAttempts: 3,
+    sshTimeoutMs: 5_000,
+  });
   let server: TestServer;
-  let workers: SshWorker[] = [];
+  const workers: SshWorker[] = [];
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, {
-      loginRateLimitPerMinute: 10_000,
-      workerProbeIntervalMs: PROBE_EVERY,
-      workerProbeFailures: 3,
-      taskRetryBaseMs: 10_000,
-      taskMaxAttempts: 3,
-      sshTimeoutMs: 5_000,
-      ...overrides,
-    });
+    server = await suite.start(overrides);
   };
   const runLoop = async (name: string) => {
     // Each pass is due one interval after the last: move the clock past it, then run it.
@@ -37,14 +36,8 @@ describe.each(dialects)('worker leasing on %s', (dialect) => {
   const rentalCount = async () => (await server.api.get('/api/rentals', server.adminToken)).body.length;
   const events = async (kind: string) => await server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute();
 
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    workers = [];
-  });
   afterEach(async () => {
-    for (const worker of workers) await worker.stop();
-    await server?.stop();
-    await database.drop();
+    for (const worker of workers.splice(0)) await worker.stop();
   });
 
   it('rents a worker whose credentials log in over SSH, then stop working once released; the worker is rented again only after its cleanup', async () => {

@@ -1,7 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { addWorkers as addTestWorkers, userToken as signUpAndLogIn } from '../../test/leasing.js';
-import { startTestServer, type TestServer } from '../../test/server.js';
+import { useTestServer, type TestServer } from '../../test/server.js';
 import { startSshWorker, type SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { WORKER_CHECK_LOOP } from '../loops.js';
@@ -16,12 +16,12 @@ const PROBE_EVERY = 30_000;
  * proves nothing, so the control plane proves it itself before a worker is rented or probed.
  */
 describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, { workerProbeIntervalMs: PROBE_EVERY, workerProbeFailures: 2, sshTimeoutMs: 5_000 });
   let server: TestServer;
-  let machines: SshWorker[] = [];
+  const machines: SshWorker[] = [];
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, { workerProbeIntervalMs: PROBE_EVERY, workerProbeFailures: 2, sshTimeoutMs: 5_000, ...overrides });
+    server = await suite.start(overrides);
   };
   const checkWorkers = async () => {
     server.clock.advance(PROBE_EVERY);
@@ -38,14 +38,8 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
   const events = (kind: string) => server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute();
   const rent = (token: string) => server.api.post('/api/rent', { duration_hours: 1 }, token);
 
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    machines = [];
-  });
   afterEach(async () => {
-    for (const started of machines) await started.stop();
-    await server?.stop();
-    await database.drop();
+    for (const started of machines.splice(0)) await started.stop();
   });
 
   it('refuses a second worker with a host key another node registered: 409 HOST_KEY_TAKEN, nothing created', async () => {

@@ -1,7 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { addWorkers, userToken } from '../../test/leasing.js';
-import { startTestServer, type TestServer } from '../../test/server.js';
+import { useTestServer, type TestServer } from '../../test/server.js';
 import type { SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { WEEK_MS } from '../rentals/quotas.js';
@@ -50,12 +50,12 @@ describe('reserve holdings', () => {
 });
 
 describe.each(dialects)('reserve schedule quotas on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, { loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, tokenTtlMs: 30 * 24 * HOUR });
   let server: TestServer;
-  let workers: SshWorker[] = [];
+  const workers: SshWorker[] = [];
 
   const start = async (overrides: Partial<Config> = {}) => {
-    server = await startTestServer(database, { loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, tokenTtlMs: 30 * 24 * HOUR, ...overrides });
+    server = await suite.start(overrides);
   };
   const create = (token: string, body: Record<string, unknown>) => server.api.post('/schedules', body, token);
   const reserve = (count: number, start_time: string, end_time: string, extra: Record<string, unknown> = {}) => ({
@@ -79,14 +79,8 @@ describe.each(dialects)('reserve schedule quotas on %s', (dialect) => {
       ).n,
     );
 
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    workers = [];
-  });
   afterEach(async () => {
-    for (const worker of workers) await worker.stop();
-    await server?.stop();
-    await database.drop();
+    for (const worker of workers.splice(0)) await worker.stop();
   });
 
   it('refuses back-to-back hourly reserve windows until 2031: the span first, then the weekly worker-hours; an admin is exempt', async () => {

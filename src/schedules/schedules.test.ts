@@ -1,7 +1,7 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { addWorkers, userToken } from '../../test/leasing.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { makeAssets, registerNode, startTestServer, useTestServer, type TestServer } from '../../test/server.js';
 import { sshLogin, type SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { TASKS_LOOP } from '../loops.js';
@@ -12,30 +12,23 @@ const MINUTE = 60_000;
 const at = (iso: string) => Date.parse(iso);
 
 describe.each(dialects)('schedules on %s', (dialect) => {
-  let database: TestDatabase;
+  const options: Partial<Config> = { loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, tokenTtlMs: 30 * 24 * HOUR };
+  const suite = useTestServer(dialect, options);
   let server: TestServer;
   let others: TestServer[] = [];
-  let workers: SshWorker[] = [];
+  const workers: SshWorker[] = [];
 
-  const options: Partial<Config> = { loginRateLimitPerMinute: 10_000, workerProbeIntervalMs: 30_000, tokenTtlMs: 30 * 24 * HOUR };
   const start = async () => {
-    server = await startTestServer(database, options);
+    server = await suite.start();
   };
   const fire = (target = server) => fireSchedules(target.ctx.db, target.ctx, target.clock.now());
   const events = async (kind: string) => server.ctx.db.selectFrom('events').selectAll().where('kind', '=', kind).execute();
   const create = (token: string, body: Record<string, unknown>) => server.api.post('/schedules', body, token);
   const view = async (id: number, token = server.adminToken) => (await server.api.get(`/schedules/${id}`, token)).body;
 
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    others = [];
-    workers = [];
-  });
   afterEach(async () => {
-    for (const worker of workers) await worker.stop();
-    for (const other of others) await other.stop();
-    await server?.stop();
-    await database.drop();
+    for (const worker of workers.splice(0)) await worker.stop();
+    for (const other of others.splice(0)) await other.stop();
   });
 
   it('refuses a cron pair that never recurs, and lists schedules from their stored windows without searching them again', async () => {
@@ -197,7 +190,7 @@ describe.each(dialects)('schedules on %s', (dialect) => {
   it('fires each transition exactly once with two instances, and catches up after a restart, recorded as late', async () => {
     await start();
     // Several instances share a database only on PostgreSQL; on SQLite, two passes race in one instance.
-    const second = dialect === 'postgres' ? await startTestServer(database, options, server.clock) : server;
+    const second = dialect === 'postgres' ? await startTestServer(suite.database, options, server.clock) : server;
     if (second !== server) others.push(second);
     const alice = await userToken(server, 'alice');
     const ids = [];
@@ -220,7 +213,7 @@ describe.each(dialects)('schedules on %s', (dialect) => {
     if (second !== server) await second.stop();
     others = [];
     server.clock.set(at('2026-01-01T04:30:00Z'));
-    server = await startTestServer(database, options, server.clock);
+    server = await suite.start({}, server.clock);
     await fire();
     expect((await view(late)).status).toBe('running');
     expect(JSON.parse((await events('schedule.started')).at(-1)!.data!)).toMatchObject({ late: true, late_ms: 90 * MINUTE });

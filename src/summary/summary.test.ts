@@ -1,8 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects } from '../../test/databases.js';
 import { userToken } from '../../test/leasing.js';
 import { readSamples, sampleValue } from '../../test/prometheus.js';
-import { makeAssets, registerNode, startTestServer, type TestServer } from '../../test/server.js';
+import { makeAssets, registerNode, useTestServer, type TestServer } from '../../test/server.js';
 import { LIVENESS_LOOP } from '../loops.js';
 import { PROGRESS_TOP_GROUPS } from './progress.service.js';
 
@@ -10,16 +10,11 @@ const MIB = 1024 * 1024;
 const DAY = 86_400_000;
 
 describe.each(dialects)('GET /api/summary on %s', (dialect) => {
-  let database: TestDatabase;
+  const suite = useTestServer(dialect, { loginRateLimitPerMinute: 10_000 });
   let server: TestServer;
 
   beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    server = await startTestServer(database, { loginRateLimitPerMinute: 10_000 });
-  });
-  afterEach(async () => {
-    await server?.stop();
-    await database.drop();
+    server = await suite.start();
   });
 
   const complete = (node: { name: string; token: string }, assetId: string) =>
