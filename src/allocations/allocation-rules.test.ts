@@ -237,7 +237,7 @@ describe('a batch', () => {
     expect(sharedListOf([a, { ...b, request: { ...b.request, minPriority: 3, maxPriority: 8 } }])).toEqual({
       range: { minPriority: 1, maxPriority: 10 },
       budget: 3000,
-      limits: { known: 16, unknown: 4 },
+      limits: { known: 28, unknown: 6 },
     });
     expect(ownListOf(a.request, a.allowance)).toEqual({ range: { minPriority: 1, maxPriority: 10 }, budget: 1000, limits: { known: 12, unknown: 2 } });
   });

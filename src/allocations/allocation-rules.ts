@@ -139,8 +139,15 @@ export function ownListOf(request: AllocationRequest, allowance: Allowance): Can
   return { range: priorityRange(request), budget: allowance.budget, limits: { known: Math.min(allowance.maxAssets * 3, 1000), unknown: allowance.unknownCap } };
 }
 
-/** One list for all: the first of each request's own list, cut where together they would surely be full. */
+/**
+ * One list for all, long enough that each request finds in it the whole list its own claim would
+ * read (ownListOf) after the requests before it took theirs: what they take, plus the longest own
+ * list, plus a margin for candidates some requests may not take. A request that still finds too
+ * few gets its own claim (pickTogether).
+ */
 export function sharedListOf(served: ServedRequest[]): CandidateList {
+  const own = served.map(({ request, allowance }) => ownListOf(request, allowance).limits);
+  const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
   return {
     range: {
       minPriority: Math.min(...served.map(({ request }) => request.minPriority)),
@@ -148,11 +155,8 @@ export function sharedListOf(served: ServedRequest[]): CandidateList {
     },
     budget: Math.max(...served.map(({ allowance }) => allowance.budget)),
     limits: {
-      known: Math.min(served.reduce((sum, { allowance }) => sum + allowance.maxAssets, 0) + 10, 1000),
-      unknown: Math.min(
-        served.reduce((sum, { allowance }) => sum + allowance.unknownCap, 0),
-        1000,
-      ),
+      known: Math.min(sum(served.map(({ allowance }) => allowance.maxAssets)) + Math.max(...own.map((limits) => limits.known)) + 10, 1000),
+      unknown: Math.min(sum(served.map(({ allowance }) => allowance.unknownCap)) + Math.max(...own.map((limits) => limits.unknown)), 1000),
     },
   };
 }

@@ -109,7 +109,10 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
     const now = 10_000;
     const hosts = ['a.example', 'b.example', 'c.example'];
     await addAssets(database, [asset('c1', 9, 1, 2), asset('g1', 9, 1, 2)], now - 3_000);
-    const later = Array.from({ length: 12 }, (_, index) => asset(`k${String(index).padStart(2, '0')}`, 9, 1, 2, hosts[index % 3]));
+    // k00–k11 on three capped hosts, k12–k29 on a host each: the list is cut before it reaches what k does not hold.
+    const later = Array.from({ length: 30 }, (_, index) =>
+      asset(`k${String(index).padStart(2, '0')}`, 9, 1, 2, index < 12 ? hosts[index % 3] : `k${index}.example`),
+    );
     await addAssets(database, [...later, asset('u1', 9, null, 2), asset('p1', 5, 1, 1)], now - 2_000);
     const a = await addNode(database, 'a', { region: 'ap' }, now);
     const k = await addNode(database, 'k', { region: 'eu' }, now);
@@ -119,7 +122,7 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
     await allocateAssets(db, setupDialect, { nodeId: n, freeBytes: 10 * GIB, maxAssets: 2, minPriority: 9, actor: 'test' }, policy, now - 1_000);
     await releaseAllocation(db, { assetId: 'c1', nodeId: n, reason: 'boom', cause: 'source_error', actor: 'test' }, releasing, now - 1_000);
     await releaseAllocation(db, { assetId: 'g1', nodeId: n, reason: null, sourceStatus: 404, actor: 'test' }, releasing, now - 1_000);
-    await allocateAssets(db, setupDialect, { nodeId: k, freeBytes: 10 * GIB, maxAssets: 15, minPriority: 9, actor: 'test' }, policy, now - 1_000);
+    await allocateAssets(db, setupDialect, { nodeId: k, freeBytes: 10 * GIB, maxAssets: 40, minPriority: 9, actor: 'test' }, policy, now - 1_000);
     await db.updateTable('nodes').set({ draining: 1 }).where('id', '=', d).execute();
 
     const requests = [a, k, n, d].map((nodeId) => ({ nodeId, freeBytes: nodeId === d ? null : 10 * GIB, maxAssets: 1, minPriority: 1, actor: 't' }));
