@@ -44,6 +44,28 @@ describe('proving a host key', () => {
     expect(noRsa.ok).toBe(false);
   });
 
+  it("fails for a server that presents another machine's public host key without its private half", async () => {
+    // The attacker copied the victim's public key (ssh-keyscan prints it) and signs with its own
+    // key: its server presents the copied key, and its own private key signs the exchange.
+    const victim = utils.generateKeyPairSync('ed25519');
+    const copied = (utils.parseKey(victim.public) as ssh2.ParsedKey).getPublicSSH();
+    const server = new Server({ hostKeys: [utils.generateKeyPairSync('ed25519').private] }, (connection) => {
+      // ssh2 keeps a connection's host keys on its protocol object; the attacker's differs only in what it presents.
+      const keys = (connection as any)._protocol._hostKeys as Record<string, ssh2.ParsedKey>;
+      keys['ssh-ed25519'] = Object.create(keys['ssh-ed25519'] as object, { getPublicSSH: { value: () => copied } });
+      connection.on('error', () => undefined);
+      connection.on('authentication', (context) => context.reject());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const port = (server.address() as AddressInfo).port;
+    const proof = await proveHostKey({ host: '127.0.0.1', port, hostKey: canonicalHostKey(victim.public) as string }, 5_000);
+    expect(proof).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/presented the registered host key but did not prove it holds its private half: .*signature/i),
+    });
+  });
+
   it('fails, saying why, when nothing answers', async () => {
     const server = await serverWithKeys([ed25519]);
     await server.close();

@@ -76,11 +76,14 @@ export type HostKeyProof = { ok: true } | { ok: false; detail: string };
 
 /**
  * The control plane's own SSH key exchange with host:port, stopped before authentication: proves
- * that whoever answers there holds the private half of `hostKey` (the exchange is signed with it),
- * which a public key copied from another machine cannot fake.
+ * that whoever answers there holds the private half of `hostKey`. Presenting the public key is not
+ * enough (anyone can copy it): the server must sign the exchange with it. ssh2 asks `hostVerifier`
+ * about the presented key before it checks that signature, so a matching key lets the exchange go
+ * on, and only its completion (the `handshake` event, after the signature was verified) proves it.
  */
 export function proveHostKey(target: Pick<WorkerTarget, 'host' | 'port' | 'hostKey'>, timeoutMs: number): Promise<HostKeyProof> {
   const pinned = Buffer.from(target.hostKey.split(' ')[1] ?? '', 'base64');
+  const where = `${target.host}:${target.port}`;
   return new Promise((resolve) => {
     const client = new Client();
     let presented: Buffer | undefined;
@@ -92,23 +95,22 @@ export function proveHostKey(target: Pick<WorkerTarget, 'host' | 'port' | 'hostK
       client.end();
       resolve(proof);
     };
-    const timer = setTimeout(() => finish({ ok: false, detail: `no SSH key exchange with ${target.host}:${target.port} within ${timeoutMs} ms` }), timeoutMs);
+    const timer = setTimeout(() => finish({ ok: false, detail: `no SSH key exchange with ${where} within ${timeoutMs} ms` }), timeoutMs);
+    client.on('handshake', () => finish(presented?.equals(pinned) ? { ok: true } : { ok: false, detail: `${where} did not present the registered host key` }));
     client.on('error', (error) => {
-      if (presented === undefined) return finish({ ok: false, detail: `SSH to ${target.host}:${target.port} failed: ${error.message}` });
-      if (presented.equals(pinned)) return finish({ ok: true });
-      finish({ ok: false, detail: `${target.host}:${target.port} presented another host key than the registered one` });
+      if (presented === undefined) return finish({ ok: false, detail: `SSH to ${where} failed: ${error.message}` });
+      if (!presented.equals(pinned)) return finish({ ok: false, detail: `${where} presented another host key than the registered one` });
+      finish({ ok: false, detail: `${where} presented the registered host key but did not prove it holds its private half: ${error.message}` });
     });
-    client.on('ready', () => finish({ ok: true }));
     client.connect({
       host: target.host,
       port: target.port,
       username: 'dispatcher-host-key-check',
       readyTimeout: timeoutMs,
       algorithms: { serverHostKey: hostKeyAlgorithms(target.hostKey) },
-      // Called once the server has signed the exchange with its host key: nothing more is needed.
       hostVerifier: (presentedKey: Buffer) => {
         presented = presentedKey;
-        return false;
+        return presentedKey.equals(pinned);
       },
     });
   });
