@@ -64,39 +64,51 @@ export async function updateNodeAddress(
   db: Db,
   id: number,
   address: { hostname: string; ip: string | null; sshPort: number | null; tags?: Record<string, string>; tokenHash?: string; worker?: WorkerIdentity },
+  options: { resetApproval?: boolean } = {},
 ): Promise<void> {
   await db
     .updateTable('nodes')
-    .set((eb) => ({
-      hostname: address.hostname,
-      ip: address.ip,
-      ssh_port: address.sshPort,
-      ...(address.tags ? { tags: JSON.stringify(address.tags) } : {}),
-      ...(address.tokenHash ? { token_hash: address.tokenHash } : {}),
-      ...(address.worker ? { ssh_host_key: address.worker.hostKey, ssh_user: address.worker.user } : {}),
-      host_key_verified_at: eb
-        .case()
-        .when(
-          eb.and([
-            eb('ip', address.ip === null ? 'is' : '=', address.ip),
-            eb('ssh_port', address.sshPort === null ? 'is' : '=', address.sshPort),
-            ...(address.worker ? [eb('ssh_host_key', '=', address.worker.hostKey)] : []),
-          ]),
-        )
-        .then(eb.ref('host_key_verified_at'))
-        .else(null)
-        .end(),
-    }))
+    .set((eb) => {
+      const unchanged = eb.and([
+        eb('ip', address.ip === null ? 'is' : '=', address.ip),
+        eb('ssh_port', address.sshPort === null ? 'is' : '=', address.sshPort),
+        ...(address.worker ? [eb('ssh_host_key', '=', address.worker.hostKey)] : []),
+      ]);
+      return {
+        hostname: address.hostname,
+        ip: address.ip,
+        ssh_port: address.sshPort,
+        ...(address.tags ? { tags: JSON.stringify(address.tags) } : {}),
+        ...(address.tokenHash ? { token_hash: address.tokenHash } : {}),
+        ...(address.worker ? { ssh_host_key: address.worker.hostKey, ssh_user: address.worker.user } : {}),
+        host_key_verified_at: eb.case().when(unchanged).then(eb.ref('host_key_verified_at')).else(null).end(),
+        // WORKER_APPROVAL=admin: an admin approved this machine at this address, not another.
+        ...(options.resetApproval ? { approved_at: eb.case().when(unchanged).then(eb.ref('approved_at')).else(null).end() } : {}),
+      };
+    })
     .where('id', '=', id)
     .execute();
 }
 
-/** Another node registered with this SSH host key, if any. */
-export async function findOtherNodeWithHostKey(db: Db, hostKey: string, exceptId: number | undefined): Promise<{ id: number } | undefined> {
+/**
+ * Another worker that proved this host key, or proved its key at this address: one machine has
+ * several host keys (sshd keeps RSA, ECDSA and Ed25519 ones), so one address is one worker too.
+ */
+export async function findOtherProvenWorker(
+  db: Db,
+  worker: { hostKey: string; ip: string | null; sshPort: number | null },
+  exceptId: number | undefined,
+): Promise<{ id: number; ssh_host_key: string | null } | undefined> {
   return db
     .selectFrom('nodes')
-    .select('id')
-    .where('ssh_host_key', '=', hostKey)
+    .select(['id', 'ssh_host_key'])
+    .where('host_key_verified_at', 'is not', null)
+    .where((eb) =>
+      eb.or([
+        eb('ssh_host_key', '=', worker.hostKey),
+        ...(worker.ip !== null && worker.sshPort !== null ? [eb.and([eb('ip', '=', worker.ip), eb('ssh_port', '=', worker.sshPort)])] : []),
+      ]),
+    )
     .$if(exceptId !== undefined, (q) => q.where('id', '<>', exceptId as number))
     .executeTakeFirst();
 }

@@ -188,9 +188,19 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
       const body = request.body;
       const worker = workerIdentity(body);
       const credential = request.credential as RegistrationCredential;
-      const ip = registeredAddress(body.ip, request.ip, worker !== undefined && credential.kind !== 'admin' && ctx.config.workerAddress === 'connection');
-      const awaitsApproval = ctx.config.workerApproval === 'admin' && credential.kind !== 'admin';
-      const registration = { hostname: body.hostname, ip, sshPort: body.ssh_port ?? null, nodeId: body.node_id, tags: body.tags, worker, awaitsApproval };
+      const connectionIp = plainAddress(request.ip);
+      const ip = body.ip === undefined ? connectionIp : plainAddress(body.ip);
+      const trusted = credential.kind === 'admin';
+      const registration = {
+        hostname: body.hostname,
+        ip,
+        sshPort: body.ssh_port ?? null,
+        nodeId: body.node_id,
+        tags: body.tags,
+        worker,
+        awaitsApproval: ctx.config.workerApproval === 'admin' && !trusted,
+        ownAddressOnly: ctx.config.workerAddress === 'connection' && !trusted ? { connectionIp } : undefined,
+      };
       const now = ctx.clock.now();
       const result = await registerNode(ctx.db, registration, credential, now).catch(async (error: unknown) => {
         if (error instanceof AppError && error.code === 'HOST_KEY_CHANGED') {
@@ -213,23 +223,6 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
 /** `::ffff:192.0.2.1`, as a dual-stack socket reports an IPv4 client, is 192.0.2.1. */
 function plainAddress(ip: string): string {
   return ip.toLowerCase().startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
-}
-
-/**
- * The address a node is registered at. A worker registered by its agent is reached at the address
- * it registered from (WORKER_ADDRESS=connection): the control plane's SSH checks and probes then
- * only ever reach the machine that asked, never a host of its choosing.
- */
-function registeredAddress(declared: string | undefined, connection: string, ownAddressOnly: boolean): string {
-  const from = plainAddress(connection);
-  if (declared === undefined) return from;
-  if (ownAddressOnly && plainAddress(declared) !== from) {
-    throw new AppError(
-      'WORKER_ADDRESS_NOT_OWN',
-      `A worker registers from the address it is reached on: this request came from ${from}, not ${declared}. Leave out ip, register from that address, or ask an admin to register the worker (or to set WORKER_ADDRESS=declared for workers behind NAT).`,
-    );
-  }
-  return plainAddress(declared);
 }
 
 function workerIdentity(body: { ssh_host_key?: string; ssh_user?: string; ssh_port?: number }): WorkerIdentity | undefined {

@@ -9,7 +9,7 @@ import {
   findEnrollmentTokenById,
   findNodeById,
   findNodeByName,
-  findOtherNodeWithHostKey,
+  findOtherProvenWorker,
   insertEnrollmentToken,
   insertNode,
   listEnrollmentTokens as listEnrollmentTokenRows,
@@ -40,6 +40,11 @@ export interface Registration {
   worker?: WorkerIdentity;
   /** A new worker waits for an admin's approval before it is rented (WORKER_APPROVAL=admin). */
   awaitsApproval?: boolean;
+  /**
+   * WORKER_ADDRESS=connection, for a registrant that is not an admin: a worker is reached at the
+   * address the request came from (`connectionIp`), never at another `ip` it names.
+   */
+  ownAddressOnly?: { connectionIp: string };
 }
 
 export interface RegistrationResult {
@@ -62,13 +67,8 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
   const address = { hostname: input.hostname, ip: input.ip, sshPort: input.sshPort, tags: input.tags, worker: input.worker };
   return db.transaction().execute(async (trx) => {
     const existing = await findRegisteredNode(trx, input);
-    if (input.worker && (await findOtherNodeWithHostKey(trx, input.worker.hostKey, credential.kind === 'node' ? credential.nodeId : existing?.id))) {
-      // Host keys are public: a second node with another machine's key would have that machine's rentals provisioned on it.
-      throw new AppError(
-        'HOST_KEY_TAKEN',
-        'Another node is registered with this SSH host key. Each worker registers its own key; if this machine replaced that node, an admin deletes the old one first.',
-      );
-    }
+    const target = credential.kind === 'node' ? (existing ?? (await findNodeById(trx, credential.nodeId))) : existing;
+    await checkWorkerIdentity(trx, input, target);
     if (credential.kind === 'node') {
       if (existing && existing.id !== credential.nodeId) {
         throw new AppError('FORBIDDEN', 'This node token belongs to another node.');
@@ -82,7 +82,7 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
           { node_id: own.id, presented: input.worker.hostKey },
         );
       }
-      await updateNodeAddress(trx, credential.nodeId, address);
+      await updateNodeAddress(trx, credential.nodeId, address, { resetApproval: input.awaitsApproval });
       await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.reregistered', subjectType: 'node', subjectId: credential.nodeId, data: address }]);
       const node = await findNodeById(trx, credential.nodeId);
       return { created: false, node: node as NodeRow, nodeToken: credential.token };
@@ -114,13 +114,45 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       tokenHash: hashToken(nodeToken),
       now,
       worker: input.worker,
-      approved: !(input.worker && input.awaitsApproval),
+      // Every node: one registered without a host key may become a worker by registering again.
+      approved: !input.awaitsApproval,
     });
     if (!node) throw new AppError('NODE_NAME_TAKEN', `A node named "${input.nodeId ?? input.hostname}" was registered at the same moment.`);
     const data = { name: node.name, ...address, ...(enrollmentTokenId === null ? {} : { enrollment_token_id: enrollmentTokenId }) };
     await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.created', subjectType: 'node', subjectId: node.id, data }]);
     return { created: true, node, nodeToken };
   });
+}
+
+/**
+ * What a worker (a node with an SSH host key, or one becoming one) may claim: to be reached at the
+ * address it registers from (WORKER_ADDRESS=connection), and a host key and address no other
+ * worker has proven. Host keys are public, so a second node with another machine's key or address
+ * would have that machine's rentals provisioned on it; an unproven claim blocks nobody, since only
+ * the machine holding the key can prove it.
+ */
+async function checkWorkerIdentity(db: Db, input: Registration, target: NodeRow | undefined): Promise<void> {
+  const hostKey = input.worker?.hostKey ?? target?.ssh_host_key ?? null;
+  if (hostKey === null) return;
+  if (input.ownAddressOnly && input.ip !== input.ownAddressOnly.connectionIp) {
+    throw new AppError(
+      'WORKER_ADDRESS_NOT_OWN',
+      `A worker registers from the address it is reached on: this request came from ${input.ownAddressOnly.connectionIp}, not ${input.ip}. Leave out ip, register from that address, or ask an admin to register the worker (or to set WORKER_ADDRESS=declared for workers behind NAT).`,
+    );
+  }
+  const other = await findOtherProvenWorker(db, { hostKey, ip: input.ip, sshPort: input.sshPort }, target?.id);
+  if (other?.ssh_host_key === hostKey) {
+    throw new AppError(
+      'HOST_KEY_TAKEN',
+      'Another worker has proven this SSH host key. Each worker registers its own key; if this machine replaced that node, an admin deletes the old one first.',
+    );
+  }
+  if (other) {
+    throw new AppError(
+      'WORKER_ADDRESS_TAKEN',
+      `Another worker has proven its host key at ${input.ip}:${input.sshPort}: one machine is one worker, whichever of its host keys it reports. If this machine replaced that node, an admin deletes the old one first.`,
+    );
+  }
 }
 
 function isSameMachine(node: NodeRow, input: Registration): boolean {

@@ -2,11 +2,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
 import { addWorkers as addTestWorkers, userToken as signUpAndLogIn } from '../../test/leasing.js';
 import { useTestServer, type TestServer } from '../../test/server.js';
+import type { AddressInfo } from 'node:net';
+import ssh2 from 'ssh2';
 import { startSshWorker, type SshWorker } from '../../test/ssh-worker.js';
 import type { Config } from '../config.js';
 import { WORKER_CHECK_LOOP } from '../loops.js';
 import { runNodeApprove } from '../nodes/nodes.cli.js';
 
+const { Server, utils } = ssh2;
 const PROBE_EVERY = 30_000;
 
 /**
@@ -50,7 +53,7 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
     const copied = await register(await enrollment(), { hostname: 'mallory', ssh_port: victim!.worker.port, ssh_host_key: victim!.worker.hostKey });
     expect(copied.status).toBe(409);
     expect(copied.body.code).toBe('HOST_KEY_TAKEN');
-    expect(copied.body.detail).toMatch(/Another node is registered with this SSH host key/);
+    expect(copied.body.detail).toMatch(/Another worker has proven this SSH host key/);
     // An admin is held to it too: one machine, one worker.
     expect((await register(server.adminToken, { hostname: 'mallory', ssh_port: victim!.worker.port, ssh_host_key: victim!.worker.hostKey })).body.code).toBe(
       'HOST_KEY_TAKEN',
@@ -146,6 +149,53 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
     expect((await nodeView(scanner!.id)).host_key_verified_at).not.toBeNull();
   });
 
+  it('refuses a node token moving its worker to another address even without a host key in the body', async () => {
+    await start();
+    const [worker] = await addTestWorkers(server, machines, 1);
+    const moved = await register(worker!.token, { hostname: worker!.name, node_id: worker!.name, ip: '127.0.0.2', ssh_port: 2222 });
+    expect(moved.status).toBe(403);
+    expect(moved.body.code).toBe('WORKER_ADDRESS_NOT_OWN');
+    expect(await nodeView(worker!.id)).toMatchObject({ ip: '127.0.0.1', ssh_port: worker!.worker.port });
+  });
+
+  it("refuses a second worker at a proven worker's address, whichever of that machine's host keys it reports", async () => {
+    await start();
+    // One machine, two host keys (as sshd has RSA, ECDSA and Ed25519 ones).
+    const keys = [utils.generateKeyPairSync('ed25519'), utils.generateKeyPairSync('ecdsa', { bits: 256 })];
+    const sshd = new Server({ hostKeys: keys.map((key) => key.private) }, (connection) => {
+      connection.on('error', () => undefined);
+      connection.on('authentication', (context) => context.reject());
+    });
+    await new Promise<void>((resolve) => sshd.listen(0, '127.0.0.1', resolve));
+    const port = (sshd.address() as AddressInfo).port;
+    try {
+      const token = await enrollment();
+      const victim = await register(token, { hostname: 'victim', ssh_port: port, ssh_host_key: keys[0]!.public });
+      await checkWorkers();
+      expect((await nodeView(victim.body.node_id)).host_key_verified_at).not.toBeNull();
+      const other = await register(token, { hostname: 'mallory', ssh_port: port, ssh_host_key: keys[1]!.public });
+      expect(other.status).toBe(409);
+      expect(other.body.code).toBe('WORKER_ADDRESS_TAKEN');
+      expect(other.body.detail).toMatch(new RegExp(`at 127\\.0\\.0\\.1:${port}: one machine is one worker`));
+    } finally {
+      await new Promise<void>((resolve) => sshd.close(() => resolve()));
+    }
+  });
+
+  it('lets no one squat a host key: an unproven registration of it blocks the machine that holds it from nobody', async () => {
+    await start();
+    const victim = await machine();
+    const squatter = await machine();
+    const token = await enrollment();
+    // Mallory reports the victim's public key at her own machine, before the victim registers.
+    expect((await register(token, { hostname: 'mallory', ssh_port: squatter.port, ssh_host_key: victim.hostKey })).status).toBe(200);
+    const real = await register(token, { hostname: 'victim', ssh_port: victim.port, ssh_host_key: victim.hostKey });
+    expect(real.status).toBe(200);
+    await checkWorkers();
+    const proven = await server.ctx.db.selectFrom('nodes').select('name').where('host_key_verified_at', 'is not', null).execute();
+    expect(proven).toEqual([{ name: 'victim' }]);
+  });
+
   it('keeps the same machine proven when its agent registers again with the same address and key', async () => {
     await start();
     const [worker] = await addTestWorkers(server, machines, 1);
@@ -200,5 +250,23 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
     expect(await runNodeApprove(server.config, 'later')).toMatch(/^Already approved: node later/);
     await expect(runNodeApprove(server.config, 'nobody')).rejects.toMatchObject({ code: 'NODE_NOT_FOUND' });
     expect(await nodeView(waiting.body.node_id)).toMatchObject({ approved: true });
+  });
+
+  it('WORKER_APPROVAL=admin: approval is of one machine at one address, and a plain node does not become an approved worker', async () => {
+    await start({ workerApproval: 'admin' });
+    const token = await enrollment();
+    // A node registered without a host key waits too: it may report one later.
+    const plain = await register(token, { hostname: 'plain' });
+    const later = await machine();
+    expect((await register(plain.body.node_token, { hostname: 'plain', node_id: 'plain', ssh_port: later.port, ssh_host_key: later.hostKey })).status).toBe(
+      200,
+    );
+    await checkWorkers();
+    expect(await nodeView(plain.body.node_id)).toMatchObject({ approved: false });
+    // An approved worker that moves to another port waits for an admin again.
+    expect((await server.api.post('/api/nodes/plain/approve', {}, server.adminToken)).status).toBe(200);
+    const moved = await register(plain.body.node_token, { hostname: 'plain', node_id: 'plain', ssh_port: later.port + 1, ssh_host_key: later.hostKey });
+    expect(moved.status).toBe(200);
+    expect(await nodeView(plain.body.node_id)).toMatchObject({ approved: false, host_key_verified_at: null });
   });
 });

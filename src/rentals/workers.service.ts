@@ -1,6 +1,7 @@
 import { appendEvents } from '../events/events.repository.js';
 import { queueTasks } from '../tasks/outbox.js';
 import type { Db } from '../db/database.js';
+import { findOtherProvenWorker } from '../nodes/nodes.repository.js';
 import type { ProbeStatus } from '../nodes/nodes.table.js';
 import { retryOnUniqueViolation } from '../db/retry.js';
 import { probeSshBanner, proveHostKey } from '../workers/ssh.js';
@@ -57,11 +58,17 @@ export async function probeWorkers(db: Db, deps: Pick<LeasingDeps, 'config'>, no
         }
         const failures = probe.ok ? 0 : worker.probe_failures + 1;
         const status = probe.ok ? 'alive' : failures >= deps.config.workerProbeFailures ? 'dead' : worker.probe_status;
-        await trx
+        // Only if the worker is still where it was checked: one that registered again meanwhile is checked again.
+        const updated = await trx
           .updateTable('nodes')
           .set({ probe_failures: failures, probe_status: status, probed_at: now, ...(probe.proof && probe.ok ? { host_key_verified_at: now } : {}) })
           .where('id', '=', worker.id)
-          .execute();
+          .where('ip', '=', worker.ip as string)
+          .where('ssh_port', '=', worker.ssh_port as number)
+          .where('ssh_host_key', '=', worker.ssh_host_key as string)
+          .returning('id')
+          .executeTakeFirst();
+        if (!updated) continue;
         if (probe.proof && (probe.ok || failures === 1)) {
           if (probe.ok) result.proven.push(worker.name);
           await appendEvents(trx, now, [
@@ -105,16 +112,9 @@ async function checkWorker(worker: ProbedWorker, timeoutMs: number): Promise<Wor
   return proof.ok ? { ok: true, proof: true, detail: 'host key proven' } : { ok: false, proof: true, detail: proof.detail };
 }
 
-/** One host key, one worker: the first to prove it keeps it (the partial unique index nodes_proven_host_key). */
+/** One host key and one address, one worker: the first to prove them keeps them (the partial unique indexes of migration 0013). */
 async function findProvenElsewhere(db: Db, worker: ProbedWorker): Promise<boolean> {
-  const other = await db
-    .selectFrom('nodes')
-    .select('id')
-    .where('ssh_host_key', '=', worker.ssh_host_key as string)
-    .where('host_key_verified_at', 'is not', null)
-    .where('id', '<>', worker.id)
-    .executeTakeFirst();
-  return other !== undefined;
+  return (await findOtherProvenWorker(db, { hostKey: worker.ssh_host_key as string, ip: worker.ip, sshPort: worker.ssh_port }, worker.id)) !== undefined;
 }
 
 export interface MigrationPassResult {

@@ -7,7 +7,8 @@ import { sql, type Kysely } from 'kysely';
  *   the key changes. Existing workers are proven again by the next worker check.
  * - `nodes.approved_at`: when the node may be rented (WORKER_APPROVAL=admin: an admin's approval);
  *   every existing node counts as approved when it was created.
- * - A host key may be proven by one worker only.
+ * - A host key, and an address (ip, ssh_port), may be proven by one worker only: one machine
+ *   holds several host keys.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema.alterTable('nodes').addColumn('host_key_verified_at', 'bigint').execute();
@@ -17,6 +18,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .createIndex('nodes_proven_host_key')
     .on('nodes')
     .column('ssh_host_key')
+    .unique()
+    .where(sql.ref('host_key_verified_at'), 'is not', null)
+    .execute();
+  await db.schema
+    .createIndex('nodes_proven_address')
+    .on('nodes')
+    .columns(['ip', 'ssh_port'])
     .unique()
     .where(sql.ref('host_key_verified_at'), 'is not', null)
     .execute();
