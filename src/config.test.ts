@@ -34,6 +34,14 @@ describe('configuration', () => {
     expect(loadConfig({ DATABASE_URL: 'postgres://u@db/x' }).databaseUrl).toBe('postgres://u@db/x');
   });
 
+  it('trusts no proxy, every hop, or only the proxies listed (TRUST_PROXY)', () => {
+    expect(loadConfig({}).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: 'true' }).trustProxy).toBe(true);
+    expect(loadConfig({ TRUST_PROXY: '0' }).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: ' 127.0.0.1, 10.0.0.0/8 ,::1 ' }).trustProxy).toBe('127.0.0.1,10.0.0.0/8,::1');
+    expect(() => loadConfig({ TRUST_PROXY: '127.0.0.1,proxy.example,10.0.0.0/33' })).toThrow(/TRUST_PROXY.*not an address: proxy\.example, 10\.0\.0\.0\/33/s);
+  });
+
   it('lists every invalid variable at once', () => {
     let caught: unknown;
     try {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseSyncSources, type ImportRequest } from './catalog/import-jobs.schemas.js';
 import { parsePriorityRules, type PriorityRule } from './catalog/priority-rules.js';
@@ -9,8 +10,11 @@ import { parsePriorityRules, type PriorityRule } from './catalog/priority-rules.
 export interface Config {
   host: string;
   port: number;
-  /** Trust X-Forwarded-For from a reverse proxy in front (Caddy): client addresses for rate limits. */
-  trustProxy: boolean;
+  /**
+   * Whose X-Forwarded-For to believe for client addresses (rate limits, a worker's own address):
+   * nobody (false), every hop (true), or only the listed proxy addresses and CIDRs.
+   */
+  trustProxy: boolean | string;
   /** `postgres://…` for PostgreSQL; undefined means embedded SQLite under `dataDirectory`. */
   databaseUrl: string | undefined;
   /** PostgreSQL schema for Dispatcher's tables (default: the server's search_path, normally `public`). */
@@ -175,6 +179,22 @@ function boolean(raw: string): boolean {
   throw new Error(`must be true or false, got "${raw}"`);
 }
 
+function trustedProxies(raw: string): boolean | string {
+  const value = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  const entries = value.split(',').map((entry) => entry.trim());
+  const valid = (entry: string) => {
+    const [address, prefix, ...rest] = entry.split('/');
+    const family = isIP(address ?? '');
+    if (family === 0 || rest.length > 0) return false;
+    return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+  };
+  const wrong = entries.filter((entry) => !valid(entry));
+  if (wrong.length > 0) throw new Error(`must be true, false, or proxy addresses and CIDRs separated by commas; not an address: ${wrong.join(', ')}`);
+  return entries.join(',');
+}
+
 function databaseUrl(raw: string): string | undefined {
   if (raw.trim() === '') return undefined;
   if (!/^postgres(ql)?:\/\//.test(raw)) throw new Error('must be a postgres:// or postgresql:// URL (leave it unset for embedded SQLite)');
@@ -238,7 +258,7 @@ function duration(minMs: number, maxMs: number) {
 const variables = [
   { key: 'host', names: ['DISPATCHER_HOST', 'PRIORIZER_HOST', 'HOST'], parse: text, fallback: '0.0.0.0', shown: '0.0.0.0', doc: 'address to listen on; nodes must be able to reach it' },
   { key: 'port', names: ['PORT', 'DISPATCHER_PORT', 'PRIORIZER_PORT'], parse: integer(0, 65535), fallback: 8000, shown: '8000', doc: 'HTTP port' },
-  { key: 'trustProxy', names: ['TRUST_PROXY'], parse: boolean, fallback: false, shown: 'false', doc: 'trust X-Forwarded-For from a reverse proxy in front (client addresses for rate limits)' },
+  { key: 'trustProxy', names: ['TRUST_PROXY'], parse: trustedProxies, fallback: false, shown: 'false', doc: 'whose X-Forwarded-For gives client addresses: false, true (every hop), or the proxies\' addresses/CIDRs, e.g. 127.0.0.1' },
   { key: 'databaseUrl', names: ['DATABASE_URL'], parse: databaseUrl, fallback: undefined, shown: 'unset', doc: 'postgres://user:pass@host:5432/db for PostgreSQL; unset: embedded SQLite under DATA_DIRECTORY' },
   { key: 'databaseSchema', names: ['DATABASE_SCHEMA'], parse: identifier, fallback: undefined, shown: 'unset', doc: 'PostgreSQL schema for Dispatcher\'s tables (unset: the server\'s search_path)' },
   { key: 'databasePoolSize', names: ['DATABASE_POOL_SIZE'], parse: integer(1, 1000), fallback: 10, shown: '10', doc: 'PostgreSQL connections per instance' },

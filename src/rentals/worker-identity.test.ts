@@ -120,6 +120,26 @@ describe.each(dialects)('workers prove who they are, on %s', (dialect) => {
     );
   });
 
+  it('takes the address a worker registers from behind a proxy only from the proxies TRUST_PROXY lists', async () => {
+    // The proxy appends the address it saw (nginx's $proxy_add_x_forwarded_for) to what the client sent.
+    const from = async (trustProxy: boolean | string) => {
+      await start({ trustProxy });
+      const response = await server.app.inject({
+        method: 'POST',
+        url: '/api/workers/register',
+        remoteAddress: '127.0.0.1',
+        headers: { authorization: `Bearer ${await enrollment()}`, 'x-forwarded-for': '203.0.113.66, 198.51.100.7' },
+        payload: { hostname: 'behind-proxy', ip: '192.0.2.1', ssh_port: 22, ssh_host_key: (await machine()).hostKey },
+      });
+      await server.stop();
+      return (response.json() as { detail: string }).detail;
+    };
+    expect(await from('127.0.0.1')).toMatch(/this request came from 198\.51\.100\.7, not 192\.0\.2\.1/);
+    // Trusting every hop believes whatever the client put first.
+    expect(await from(true)).toMatch(/this request came from 203\.0\.113\.66/);
+    expect(await from('10.0.0.1')).toMatch(/this request came from 127\.0\.0\.1/);
+  });
+
   it('lets an admin register a worker at any address', async () => {
     await start();
     const honest = await machine();
