@@ -136,6 +136,18 @@ export interface Config {
   /** Outbox: attempts of a side effect before giving up, and the first retry delay (doubling, at most 1 h). */
   taskMaxAttempts: number;
   taskRetryBaseMs: number;
+  /** Who may restore a copy with GET /assets/{id}/content. */
+  restoreAccess: 'users' | 'admins' | 'public';
+  /** Redirect a restore to the asset's source while it still answers, sparing the volunteers. */
+  restorePreferSource: boolean;
+  /** The control plane's own requests to sources (the restore's source check) may reach private addresses. */
+  sourceAllowPrivate: boolean;
+  /** This instance's base URL as the other instances reach it; undefined: loopback on its port. */
+  instanceUrl: string | undefined;
+  /** How long a holder has to start sending a transfer, and at most between two of its chunks. */
+  transferStartMs: number;
+  /** The largest chunk of a transfer an agent may send in one request. */
+  transferChunkMaxBytes: number;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -257,6 +269,12 @@ const variables = [
   { key: 'workerAddress', names: ['WORKER_ADDRESS'], parse: oneOf('connection', 'declared'), fallback: 'connection', shown: 'connection', doc: 'connection: a worker is reached at the address its agent registered from; declared: at the ip it sends (workers behind NAT or a proxy)' },
   { key: 'taskMaxAttempts', names: ['TASK_MAX_ATTEMPTS'], parse: integer(1, 100), fallback: 6, shown: '6', doc: 'attempts of a provisioning or cleanup task before giving up' },
   { key: 'taskRetryBaseMs', names: ['TASK_RETRY_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 10_000, shown: '10', doc: 'seconds before the first retry of a failed task, doubling, at most 1 hour' },
+  { key: 'restoreAccess', names: ['RESTORE_ACCESS'], parse: oneOf('users', 'admins', 'public'), fallback: 'users', shown: 'users', doc: 'who may restore a copy (GET /assets/{id}/content, dispatcher fetch): users (any logged-in user), admins, or public (no token)' },
+  { key: 'restorePreferSource', names: ['RESTORE_PREFER_SOURCE'], parse: boolean, fallback: true, shown: 'true', doc: 'answer a restore with a redirect to the asset\'s source while the source still answers, sparing volunteers' },
+  { key: 'sourceAllowPrivate', names: ['SOURCE_ALLOW_PRIVATE_NETWORKS'], parse: boolean, fallback: false, shown: 'false', doc: 'let the control plane\'s own requests to sources (the restore\'s source check) reach loopback and private addresses' },
+  { key: 'instanceUrl', names: ['INSTANCE_URL'], parse: httpUrl, fallback: undefined, shown: 'unset', doc: 'this instance\'s URL as other instances reach it, for relaying transfers between instances (unset: loopback on PORT, right when they share one machine)' },
+  { key: 'transferStartMs', names: ['TRANSFER_START_SECONDS'], parse: (raw: string) => integer(1, 3_600)(raw) * 1000, fallback: 30_000, shown: '30', doc: 'seconds a holder has to start sending a transfer (a restore) before it moves to another holder' },
+  { key: 'transferChunkMaxBytes', names: ['TRANSFER_CHUNK_MAX_BYTES'], parse: integer(65_536, 1024 * MIB), fallback: 64 * MIB, shown: '67108864', doc: 'the largest chunk of a transfer an agent sends in one request (agents size chunks to take a few seconds)' },
 ] as const satisfies readonly Variable<keyof Config>[];
 
 export class ConfigError extends Error {

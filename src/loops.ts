@@ -9,6 +9,7 @@ import { runDueTasks } from './rentals/tasks.service.js';
 import { moveRentalsOffDeadWorkers, probeWorkers } from './rentals/workers.service.js';
 import { fireSchedules } from './schedules/schedule-firing.service.js';
 import { markSilentNodes, reclaimFromDeadNodes } from './nodes/liveness.service.js';
+import { expireOrphanedTransfers } from './transfers/transfer-expiry.js';
 
 export const EXPIRY_LOOP = 'expire-allocations';
 export const PRIORITY_LOOP = 'update-priorities';
@@ -20,6 +21,7 @@ export const TASKS_LOOP = 'run-tasks';
 export const WORKER_CHECK_LOOP = 'check-workers';
 export const RENTAL_EXPIRY_LOOP = 'expire-rentals';
 export const SCHEDULES_LOOP = 'fire-schedules';
+export const TRANSFER_EXPIRY_LOOP = 'expire-transfers';
 
 /** Every background loop of `dispatcher serve`, with its interval. Each pass runs on one instance. */
 export function defineLoops(ctx: AppContext): LoopDefinition[] {
@@ -79,6 +81,12 @@ export function defineLoops(ctx: AppContext): LoopDefinition[] {
       // Window boundaries fire within 15 s; a node window is enforced at the exact boundary by /allocate itself.
       intervalMs: 15_000,
       tick: (now) => fireSchedules(ctx.db, ctx, now),
+    },
+    {
+      name: TRANSFER_EXPIRY_LOOP,
+      // Only transfers whose relay stopped with its instance: a running relay ends its own on time.
+      intervalMs: 60_000,
+      tick: (now) => expireOrphanedTransfers(ctx.db, now),
     },
   ];
 }

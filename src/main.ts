@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { readPrivateFile } from './lib/private-files.js';
 import { compileBodyValidator } from './http/request-rules.js';
 import { pino, type Logger } from 'pino';
@@ -16,6 +17,7 @@ import { createLoop, type Loop } from './lib/loop.js';
 import { PASSWORD_COST, type PasswordCost } from './lib/secrets.js';
 import { defineLoops } from './loops.js';
 import { createMetrics, type Metrics } from './metrics/metrics.js';
+import { instanceUrlOf, TransferHub } from './transfers/transfer-hub.js';
 import { createJwtIssuer } from './users/jwt.js';
 import { loadProvisioningKey } from './workers/ssh.js';
 import { ensureAdmin, signUp } from './users/users.service.js';
@@ -89,16 +91,19 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (config.provisioningKeyFile !== undefined) readPrivateFile(config.provisioningKeyFile, 'PROVISIONING_KEY_FILE');
     const provisioningKey = await loadProvisioningKey(handle.db, config.provisioningKeyFile);
     const imports = createImportRunner({ db: handle.db, config, clock, logger });
-    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports, passwordCost };
+    const transfers = new TransferHub(handle.db);
+    const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports, passwordCost, transfers };
     const metrics = createMetrics({ db: handle.db, poolUsage: () => handle.poolUsage() });
     const app = await buildApp(ctx, { logger, metrics });
     const url = await app.listen({ host: config.host, port: config.port });
+    transfers.selfUrl = config.instanceUrl ?? instanceUrlOf(config.host, (app.server.address() as AddressInfo).port);
     const loops = defineLoops(ctx).map((definition) => createLoop(definition, { db: handle.db, clock, logger, observer: metrics.loopObserver }));
     if (options.loops !== false) for (const loop of loops) loop.start();
     let stopping: Promise<void> | undefined;
     const stop = () =>
       (stopping ??= (async () => {
         for (const loop of [...loops].reverse()) await loop.stop();
+        transfers.close();
         await app.close();
         await imports.stop();
         await handle.close();

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { AssetId, Priority, Sha256 } from '../assets/assets.schemas.js';
+import { ALLOCATION_STATES } from './allocations.table.js';
 import { RELEASE_CAUSES } from './failure-policy.js';
 import { Limit, Nullable } from '../http/schemas.js';
 
@@ -83,15 +84,7 @@ export const CompleteResponse = Type.Object({
   verified: Type.Boolean({ description: 'Whether this copy counts; false while copies disagree on the checksum.' }),
 });
 
-const AllocationState = Type.Union([
-  Type.Literal('active'),
-  Type.Literal('completed'),
-  Type.Literal('released'),
-  Type.Literal('expired'),
-  Type.Literal('reclaimed'),
-  Type.Literal('failed'),
-  Type.Literal('superseded'),
-]);
+const AllocationState = Type.Union(ALLOCATION_STATES.map((state) => Type.Literal(state)));
 
 export const AllocationQuery = Type.Object(
   {

@@ -1,7 +1,11 @@
 import type { Generated, Selectable } from 'kysely';
 
-/** `superseded`: a copy or claim of what the source published before a new URL or checksum (kept, no longer counted). */
-export const ALLOCATION_STATES = ['active', 'completed', 'released', 'expired', 'reclaimed', 'failed', 'superseded'] as const;
+/**
+ * `superseded`: a copy or claim of what the source published before a new URL or checksum (kept, no
+ * longer counted). `lost`: a copy its holder reported missing or corrupt, or that served bytes other
+ * than the copy's (no longer counted; repair makes another).
+ */
+export const ALLOCATION_STATES = ['active', 'completed', 'released', 'expired', 'reclaimed', 'failed', 'superseded', 'lost'] as const;
 export type AllocationState = (typeof ALLOCATION_STATES)[number];
 
 export interface AllocationsTable {
@@ -25,6 +29,8 @@ export interface AllocationsTable {
   progress_at: number | null;
   /** The asset's source host when granted: what the per-host cap counts. */
   source_host: string | null;
+  /** When the holder last showed the copy is there and intact (a check at start, a scrub, a served transfer). */
+  proved_at: number | null;
 }
 
 /** A node-asset pair that failed: not granted to that node again before `retry_at`. */

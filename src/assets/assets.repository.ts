@@ -82,6 +82,7 @@ export interface AssetFilter {
   minPriority?: number;
   maxPriority?: number;
   organization?: string;
+  dataset?: string;
   text?: string;
   /** Ids after this one (the cursor of the previous page). */
   after?: string;
@@ -95,6 +96,7 @@ export async function listAssets(db: Db, filter: AssetFilter): Promise<AssetRow[
   if (filter.minPriority !== undefined) query = query.where('priority', '>=', filter.minPriority);
   if (filter.maxPriority !== undefined) query = query.where('priority', '<=', filter.maxPriority);
   if (filter.organization) query = query.where('organization', '=', filter.organization);
+  if (filter.dataset) query = query.where('dataset', '=', filter.dataset);
   if (filter.after !== undefined) query = query.where('id', '>', filter.after);
   if (filter.text) {
     const pattern = `%${filter.text.toLowerCase().replace(/[\\%_]/g, (match) => `\\${match}`)}%`;

@@ -68,6 +68,7 @@ export function registerAssetRoutes(app: App, ctx: AppContext, guards: Guards): 
         minPriority: query.min_priority,
         maxPriority: query.max_priority,
         organization: query.organization,
+        dataset: query.dataset,
         text: query.q,
         after: query.cursor === undefined ? undefined : decodeAssetCursor(query.cursor),
         limit: query.limit,

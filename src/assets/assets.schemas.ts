@@ -82,6 +82,7 @@ export const AssetQuery = Type.Object(
     min_priority: Type.Optional(Priority),
     max_priority: Type.Optional(Priority),
     organization: Type.Optional(Type.String({ maxLength: 1024 })),
+    dataset: Type.Optional(Type.String({ maxLength: 1024, description: 'Only assets of this dataset (exact name).' })),
     q: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'Text searched in id, name, url and dataset.' })),
     cursor: Type.Optional(Type.String({ maxLength: 1400, pattern: '^[A-Za-z0-9_-]+$', description: 'next_cursor of the previous page.' })),
     limit: Limit(100, 1000),

@@ -9,6 +9,7 @@ import type { RentalsTable } from '../rentals/rentals.table.js';
 import type { SchedulesTable } from '../schedules/schedules.table.js';
 import type { SourceHostsTable } from '../sources/sources.table.js';
 import type { TasksTable } from '../tasks/tasks.table.js';
+import type { TransfersTable } from '../transfers/transfers.table.js';
 import type { UsersTable } from '../users/users.table.js';
 import type { SettingsTable } from './settings.js';
 
@@ -29,4 +30,5 @@ export interface Database {
   imports: ImportsTable;
   retry_cooldowns: RetryCooldownsTable;
   source_hosts: SourceHostsTable;
+  transfers: TransfersTable;
 }

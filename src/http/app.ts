@@ -16,6 +16,8 @@ import { registerRentalRoutes } from '../rentals/rentals.routes.js';
 import { registerScheduleRoutes } from '../schedules/schedules.routes.js';
 import { registerStatusRoutes } from '../status/status.routes.js';
 import { registerSummaryRoutes } from '../summary/summary.routes.js';
+import { registerRestoreRoutes } from '../transfers/restore.routes.js';
+import { registerTransferRoutes } from '../transfers/transfers.routes.js';
 import { registerUiRoutes } from '../ui/ui.routes.js';
 import { registerUserRoutes } from '../users/users.routes.js';
 import { createGuards } from './auth.js';
@@ -93,6 +95,8 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   registerNodeRoutes(app, ctx, guards);
   registerNodeAdminRoutes(app, ctx, guards);
   registerAssetRoutes(app, ctx, guards);
+  registerRestoreRoutes(app, ctx, guards);
+  registerTransferRoutes(app, ctx, guards);
   registerAllocationRoutes(app, ctx, guards);
   registerDispatchRoutes(app, ctx, guards);
   registerEventRoutes(app, ctx, guards);

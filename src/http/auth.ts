@@ -209,6 +209,7 @@ export function createGuards(ctx: AppContext) {
     any: guard(() => true, ''),
     user: guard((p) => p.kind === 'user', 'This route needs a user token from POST /auth/login.'),
     admin: guard(isAdmin, 'This route is for admins only.'),
+    node: guard((p) => p.kind === 'node', 'This route needs a node token.'),
     nodeOrAdmin: guard((p) => p.kind === 'node' || isAdmin(p), 'This route needs a node token or an admin token.'),
   };
 }

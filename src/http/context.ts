@@ -8,6 +8,7 @@ import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
 import type { PasswordCost } from '../lib/secrets.js';
 import type { JwtIssuer } from '../users/jwt.js';
+import type { TransferHub } from '../transfers/transfer-hub.js';
 import type { ProvisioningKey } from '../workers/ssh.js';
 
 /** What every route file receives: the app's dependencies, passed explicitly. */
@@ -23,6 +24,8 @@ export interface AppContext {
   provisioningKey: ProvisioningKey;
   /** scrypt cost of new password hashes: always `PASSWORD_COST`, except in the test harness. */
   passwordCost: PasswordCost;
+  /** Transfers in flight on this instance: restores waiting for bytes, nodes long-polling for work to send. */
+  transfers: TransferHub;
 }
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, TypeBoxTypeProvider>;

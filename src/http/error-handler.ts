@@ -35,7 +35,10 @@ export function answerFrameworkError(error: FastifyError, request: FastifyReques
 export function installErrorHandler(app: App, dialect: Dialect): void {
   app.setErrorHandler((error: FastifyError | AppError, request, reply) => {
     if (error instanceof AppError) {
-      return reply.status(error.status).send({ ...error.extra, detail: error.detail, code: error.code });
+      const { retry_after_seconds: retryAfter, ...extra } = error.extra;
+      if (typeof retryAfter === 'number') reply.header('retry-after', String(retryAfter));
+      if (error.code === 'RANGE_NOT_SATISFIABLE' && typeof extra.size === 'number') reply.header('content-range', `bytes */${extra.size}`);
+      return reply.status(error.status).send({ ...extra, detail: error.detail, code: error.code });
     }
     if (error.validation) {
       const { detail, fields } = describeValidationErrors(error.validationContext ?? 'body', error.validation);

@@ -80,6 +80,7 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
       reclaimed: 0,
       failed: 0,
       superseded: 0,
+      lost: 0,
     });
     expect(byLabel(samples, 'dispatcher_nodes', 'status')).toEqual({ unknown: 0, alive: 1, suspect: 0, dead: 0, draining: 0, offline: 0 });
     expect(byLabel(samples, 'dispatcher_assets_by_source', 'source')).toEqual({ [portal]: 3, '(none)': 1 });

@@ -31,6 +31,7 @@ const allocationStates: Record<AllocationState, true> = {
   reclaimed: true,
   failed: true,
   superseded: true,
+  lost: true,
 };
 const nodeStatuses = listed(NODE_STATUSES);
 

@@ -11,6 +11,8 @@ import { latestRentals, listNodes } from './nodes.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
 import { adjustNode } from './node-admin.service.js';
 import { approveNode } from './nodes.service.js';
+import { openTransfersOf } from '../transfers/transfers.repository.js';
+import { toTransferItem, TransferItem } from '../transfers/transfers.schemas.js';
 
 const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
 const nodeRef = (raw: string) => parseNodeRef(raw, 'params/id');
@@ -111,6 +113,9 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
               description: "Source hosts of this node's allocations that asked the fleet to wait (429/503): send them nothing before retry_in_seconds.",
             }),
             next_heartbeat_seconds: Type.Integer(),
+            transfers: Type.Array(TransferItem, {
+              description: 'Transfers this node is asked to send (also answered by its long-poll, GET /api/nodes/{id}/transfers).',
+            }),
           }),
           ...errorResponses,
         },
@@ -144,6 +149,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
           retry_in_seconds: Math.ceil((paused.until - now) / 1000),
         })),
         next_heartbeat_seconds: heartbeatEvery,
+        transfers: (await openTransfersOf(ctx.db, node.id)).map((row) => toTransferItem(row, ctx.config.transferChunkMaxBytes)),
       };
     },
   );

@@ -14,6 +14,7 @@ import * as scheduleWindows from './0011-schedule-windows.js';
 import * as authHardening from './0012-auth-hardening.js';
 import * as workerIdentity from './0013-worker-identity.js';
 import * as reserveWindows from './0014-reserve-windows.js';
+import * as transfers from './0015-transfers.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -35,4 +36,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0012-auth-hardening': authHardening,
   '0013-worker-identity': workerIdentity,
   '0014-reserve-windows': reserveWindows,
+  '0015-transfers': transfers,
 };

@@ -1,0 +1,96 @@
+import { PassThrough } from 'node:stream';
+import { Type } from '@sinclair/typebox';
+import { AssetId } from '../assets/assets.schemas.js';
+import type { Guards } from '../http/auth.js';
+import type { App, AppContext } from '../http/context.js';
+import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import { createSafeFetch } from '../agent/safe-fetch.js';
+import { planRestore } from './restore.service.js';
+import { Relay, type RelayDeps } from './relay.js';
+
+/**
+ * GET /assets/{id}/content: the exact bytes of a counted copy, relayed from whichever holder is
+ * online (or a redirect to the source while it answers). Headers go out with the first byte, so
+ * a restore no holder starts is still a clean 503.
+ */
+export function registerRestoreRoutes(app: App, ctx: AppContext, guards: Guards): void {
+  const access = ctx.config.restoreAccess;
+  const guard = access === 'public' ? undefined : access === 'admins' ? guards.admin : guards.any;
+  const deps: RelayDeps = {
+    db: ctx.db,
+    hub: ctx.transfers,
+    now: () => ctx.clock.now(),
+    startMs: ctx.config.transferStartMs,
+    idleMs: ctx.config.requestTimeoutMs + ctx.config.transferStartMs,
+    onlineWithinMs: ctx.config.nodeTimeoutMs,
+    holderWaitMs: ctx.config.transferStartMs,
+  };
+  const sourceFetch = createSafeFetch({ allowPrivate: ctx.config.sourceAllowPrivate, userAgent: 'dispatcher (restore source check)' });
+
+  app.get(
+    '/assets/:id/content',
+    {
+      ...(guard ? { onRequest: guard } : {}),
+      schema: {
+        tags: ['assets'],
+        summary: 'Restore: the bytes of a verified copy, relayed from a volunteer that holds one (RESTORE_ACCESS)',
+        description:
+          'Answers 200 (or 206 for one Range) with Content-Length and ETag "<sha256>"; a whole copy is checked against its sha256 before its last byte, and the connection is cut on a mismatch. 302 to the source while it answers (RESTORE_PREFER_SOURCE; prefer_source=false asks for a copy). 404 NO_COPY without a verified copy; 503 NO_HOLDER_ONLINE (Retry-After) when no holder is online.',
+        ...(guard ? { security: bearerSecurity } : {}),
+        params: Type.Object({ id: AssetId }),
+        querystring: Type.Object(
+          { prefer_source: Type.Optional(Type.Boolean({ description: 'false: relay a copy even while the source answers.' })) },
+          { additionalProperties: false },
+        ),
+        response: { ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const plan = await planRestore(
+        ctx.db,
+        { sourceFetch, onlineWithinMs: deps.onlineWithinMs },
+        {
+          assetId: request.params.id,
+          range: request.headers.range,
+          ifRange: firstOf(request.headers['if-range']),
+          preferSource: request.query.prefer_source ?? ctx.config.restorePreferSource,
+        },
+        ctx.clock.now(),
+      );
+      if (plan.kind === 'redirect') return reply.redirect(plan.url, 302);
+      const { relayPlan, partial, name } = plan;
+      const body = new PassThrough();
+      const gone = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      });
+      let opened = () => {};
+      const firstByte = new Promise<void>((resolve) => (opened = resolve));
+      const running = new Relay(deps, relayPlan, { opened, stream: body }, gone.signal).run();
+      await Promise.race([firstByte, running]);
+      running.catch((error: unknown) => body.destroy(error as Error));
+      const length = relayPlan.end - relayPlan.start;
+      void reply
+        .status(partial ? 206 : 200)
+        .headers({
+          'content-type': 'application/octet-stream',
+          'content-length': String(length),
+          etag: `"${relayPlan.sha256}"`,
+          'accept-ranges': 'bytes',
+          'content-disposition': contentDisposition(name),
+          ...(partial ? { 'content-range': `bytes ${relayPlan.start}-${relayPlan.end - 1}/${relayPlan.size}` } : {}),
+        })
+        // The stream is the body; the route's response schema describes its errors only.
+        .send(body as never);
+      return reply;
+    },
+  );
+}
+
+const firstOf = (header: string | string[] | undefined) => (Array.isArray(header) ? header[0] : header);
+
+/** `attachment` with the name as plain ASCII and, when it is not, as RFC 5987 UTF-8. */
+function contentDisposition(name: string): string {
+  const plain = name.replace(/[^\x20-\x7e]|["\\]/g, '_') || 'download';
+  return `attachment; filename="${plain}"; filename*=UTF-8''${encodeURIComponent(name)}`;
+}
