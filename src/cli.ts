@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { describeVariables } from './config.js';
 import { agentSettings, type AgentFlags } from './agent/agent.config.js';
 import type { RunSummary } from './catalog/catalog-import.js';
+import type { FetchFlags } from './fetch/fetch.config.js';
 import { readPassword } from './lib/prompt.js';
 import { workerExec } from './workers/worker-exec.js';
 
@@ -78,6 +79,35 @@ for (const setting of agentSettings) {
   const flag = setting.flag.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
   agentCommand.option(`--${flag} <value>`, `${setting.help} [${setting.env}]`);
 }
+
+const fetchHelp = `
+With ASSET_ID…, each asset goes to --out: a file for one id (unless it names a directory), a directory
+for several (default: the current one), named after the asset ("-2" and so on when a name is taken).
+Bytes go to <file>.part first; an interrupted run resumes where it stopped, and the file gets its
+name only once its sha256 matches. With --dataset, --organization (both may be given) or --all, the
+assets go into a BagIt bag at --bag DIR: data/<organization>/<dataset>/<file>, manifest-sha256.txt,
+bag-info.txt and dispatcher-assets.tsv (each file's asset id, source URL and rescue date); running it
+again keeps the files already there and verified. Assets without a verified copy are skipped.
+Exit status: 0 when everything asked for (every asset with a copy, for a bag) is there and verified,
+1 otherwise, 130 when interrupted. Progress goes to stderr, one line per asset to stdout.
+`;
+
+program
+  .command('fetch')
+  .description('Get rescued files back through the control plane, checked against their sha256: assets by id, or a BagIt bag.')
+  .argument('[asset-ids...]', 'the assets to restore')
+  .option('--out <path>', 'where the files go (default: the current directory)')
+  .option('--bag <dir>', 'export a BagIt bag into this directory (with --dataset, --organization or --all)')
+  .option('--dataset <name>', 'the assets of this dataset (exact name)')
+  .option('--organization <org>', 'the assets of this organization (exact name)')
+  .option('--all', 'every asset')
+  .option('--api-endpoint <url>', 'control plane URL, e.g. https://dispatcher.example.org [API_ENDPOINT]')
+  .option('--token <token>', 'a user token from POST /auth/login; none if the server has RESTORE_ACCESS=public [DISPATCHER_TOKEN]')
+  .addHelpText('after', fetchHelp)
+  .action(async (assetIds: string[], flags: FetchFlags) => {
+    const { fetchCommand } = await import('./fetch/main.js');
+    await fetchCommand(assetIds, flags);
+  });
 
 program
   .command('worker-exec')
