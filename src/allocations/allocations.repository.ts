@@ -17,7 +17,7 @@ export async function listAllocations(db: Db, filter: AllocationFilter): Promise
     .selectFrom('allocations')
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
     .selectAll('allocations')
-    .select('nodes.name as node_name')
+    .select(['nodes.name as node_name', 'nodes.status as node_status', 'nodes.last_heartbeat_at as node_last_heartbeat_at'])
     .orderBy('allocations.id', 'desc')
     .limit(filter.limit);
   if (filter.nodeId !== undefined) query = query.where('allocations.node_id', '=', filter.nodeId);
@@ -40,5 +40,8 @@ export async function listAllocations(db: Db, filter: AllocationFilter): Promise
     sha256: row.sha256,
     uri: row.uri,
     verified: row.verified === 1,
+    proved_at: toIso(row.proved_at),
+    holder_status: row.node_status,
+    holder_last_seen: toIso(row.node_last_heartbeat_at),
   }));
 }

@@ -112,5 +112,8 @@ export const AllocationView = Type.Object({
   sha256: Nullable(Type.String()),
   uri: Nullable(Type.String()),
   verified: Type.Boolean(),
+  proved_at: Nullable(Type.String({ description: 'When the holder last showed this copy present and intact (a check at start, a scrub, a served transfer).' })),
+  holder_status: Type.String({ description: "The holding node's status: alive, suspect, dead, offline…" }),
+  holder_last_seen: Nullable(Type.String({ description: "The holding node's last heartbeat." })),
 });
 export type AllocationView = Static<typeof AllocationView>;

@@ -12,12 +12,19 @@ import { findAsset, listAssets } from './assets.repository.js';
 import { AssetId, AssetList, AssetQuery, AssetView, UpdateCkanBody } from './assets.schemas.js';
 import { agreedChecksum, importAssets, replicaDefaultFrom, toAssetView } from './assets.service.js';
 import { updatePriorities } from './priority.service.js';
+import { holderOnline } from '../transfers/relay.js';
 
 const AssetDetail = Type.Composite([
   AssetView,
   Type.Object({
     allocations: Type.Array(AllocationView, { description: 'The latest 100 allocations, newest first.' }),
-    copies_detail: Type.Array(AllocationView, { description: 'Completed allocations: the copies kept by nodes.' }),
+    copies_detail: Type.Array(
+      Type.Composite([
+        AllocationView,
+        Type.Object({ holder_online: Type.Boolean({ description: 'Whether the holder is online now, so a restore can read this copy.' }) }),
+      ]),
+      { description: 'Completed allocations: the copies kept by nodes, and whether each can be read now.' },
+    ),
     history: Type.Array(EventView, { description: "The latest 100 events of this asset's trail, newest first: about the asset and about its allocations." }),
     sha256_agreed: Type.Boolean({
       description: 'Whether sha256 is the checksum verified copies agreed on (a quorum of at least two), the asset having none of its own.',
@@ -99,7 +106,12 @@ export function registerAssetRoutes(app: App, ctx: AppContext, guards: Guards): 
         listAssetHistory(ctx.db, row.id, 100),
       ]);
       const agreed = row.sha256 === null ? agreedChecksum(copies) : null;
-      return { ...toAssetView(row), sha256: row.sha256 ?? agreed, sha256_agreed: agreed !== null, allocations, copies_detail: copies, history };
+      const now = ctx.clock.now();
+      const copiesDetail = copies.map((copy) => ({
+        ...copy,
+        holder_online: holderOnline(copy.holder_status, copy.holder_last_seen, now, ctx.config.nodeTimeoutMs),
+      }));
+      return { ...toAssetView(row), sha256: row.sha256 ?? agreed, sha256_agreed: agreed !== null, allocations, copies_detail: copiesDetail, history };
     },
   );
 

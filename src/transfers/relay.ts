@@ -61,7 +61,13 @@ export function agreedHolders(holders: Holder[], catalogued: string | null): { s
 }
 
 export function isOnline(holder: Holder, now: number, withinMs: number): boolean {
-  return (holder.status === 'alive' || holder.status === 'draining') && holder.lastHeartbeatAt !== null && holder.lastHeartbeatAt >= now - withinMs;
+  return holderOnline(holder.status, holder.lastHeartbeatAt, now, withinMs);
+}
+
+/** A holder is online while it is alive (or draining) and was heard from within `withinMs`. */
+export function holderOnline(status: string, lastSeen: number | string | null, now: number, withinMs: number): boolean {
+  const seen = typeof lastSeen === 'string' ? Date.parse(lastSeen) : lastSeen;
+  return (status === 'alive' || status === 'draining') && seen !== null && seen >= now - withinMs;
 }
 
 /** 503 NO_HOLDER_ONLINE, with how many copies exist and when their holders were last heard from. */

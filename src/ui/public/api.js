@@ -50,6 +50,20 @@ export async function request(method, path, body) {
 }
 
 export const get = (path) => request('GET', path);
+
+/**
+ * The bytes at `path` with the user's token, as a Blob; a redirect (the restore's source) is not
+ * followed but returned as `{ redirected: true }`, for the caller to open the source itself.
+ */
+export async function download(path) {
+  const headers = {};
+  const value = token();
+  if (value) headers.authorization = `Bearer ${value}`;
+  const response = await fetch(path, { headers, redirect: 'manual' });
+  if (response.type === 'opaqueredirect') return { redirected: true };
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+  return { blob: await response.blob() };
+}
 export const post = (path, body = {}) => request('POST', path, body);
 
 export async function logIn(username, password) {

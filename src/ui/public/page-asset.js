@@ -1,4 +1,4 @@
-import { get, post } from './api.js';
+import { download, get, post } from './api.js';
 import { announce, badge, formatBytes, formatEventData, formatTime, h, replaceIfChanged, table, timeOf } from './dom.js';
 
 export const title = 'Asset';
@@ -55,6 +55,35 @@ function priorityForm(asset, refresh) {
   return form;
 }
 
+/**
+ * Download: the restore through the API (a volunteer's copy, checked against its sha256 on the
+ * way), or the source itself when the control plane answers with a redirect to it.
+ */
+function downloadButton(asset) {
+  const button = h('button', { type: 'button', id: 'download' }, 'Download');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    announce(`Downloading ${asset.name}…`);
+    try {
+      const answer = await download(`/assets/${encodeURIComponent(asset.id)}/content`);
+      if (answer.redirected) {
+        window.open(asset.url, '_blank', 'noopener,noreferrer');
+        announce('The source still serves this file: opened it.');
+        return;
+      }
+      const link = h('a', { href: URL.createObjectURL(answer.blob), download: asset.name });
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+      announce(`Downloaded ${asset.name}.`);
+    } catch (error) {
+      announce(`Could not download: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h('div', { class: 'filters card', 'aria-label': 'Get the data back' }, button);
+}
+
 export function mount(root, { arg, user }) {
   const details = h('div');
   const actions = h('div');
@@ -65,14 +94,15 @@ export function mount(root, { arg, user }) {
       facts(asset),
       table(
         'Copies',
-        ['Node', 'Verified', 'Bytes', 'SHA-256', 'Completed', 'Where'],
+        ['Node', 'Holder', 'Verified', 'Bytes', 'SHA-256', 'Completed', 'Last proved'],
         asset.copies_detail.map((copy) => [
           copy.node_name,
+          h('span', { 'data-holder': copy.holder_online ? 'online' : 'offline' }, badge(copy.holder_online ? 'online' : copy.holder_status)),
           copy.verified ? 'yes' : 'no',
           formatBytes(copy.bytes),
           h('code', {}, copy.sha256 ?? '—'),
           timeOf(copy.ended_at),
-          copy.uri ?? '—',
+          timeOf(copy.proved_at),
         ]),
         'no copy yet.',
       ),
@@ -103,7 +133,10 @@ export function mount(root, { arg, user }) {
         'no event yet.',
       ),
     ]);
-    if (user.admin && !actions.firstChild) actions.append(priorityForm(asset, refresh));
+    if (!actions.firstChild) {
+      if (asset.copies > 0) actions.append(downloadButton(asset));
+      if (user.admin) actions.append(priorityForm(asset, refresh));
+    }
   };
   return { refresh };
 }
