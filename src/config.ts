@@ -229,7 +229,7 @@ const variables = [
     doc: 'MiB/s assumed for a node that has not reported its rate',
   },
   { key: 'maxStrikes', names: ['MAX_STRIKES'], parse: integer(1, 100), fallback: 6, shown: '6', doc: 'failed, expired or mismatched allocations that stop a node getting work until an admin clears it' },
-  { key: 'sourceGoneConfirmations', names: ['SOURCE_GONE_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'distinct nodes that must find a source answering 404/410 before the asset is gone' },
+  { key: 'sourceGoneConfirmations', names: ['SOURCE_GONE_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'distinct nodes that must find a source answering 404/410 before an asset without copies is gone, or failing in any way before one with copies is repaired from them' },
   { key: 'mismatchConfirmations', names: ['MISMATCH_CONFIRMATIONS'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'distinct nodes whose size or checksum mismatches make an asset suspect (not handed out)' },
   { key: 'retryCooldownMs', names: ['RETRY_COOLDOWN_SECONDS'], parse: (raw: string) => integer(1, 604_800)(raw) * 1000, fallback: 600_000, shown: '600', doc: 'seconds a node that failed an asset waits before getting it again, doubling per failure' },
   { key: 'retryCooldownMaxMs', names: ['RETRY_COOLDOWN_MAX_HOURS'], parse: hoursToMs(positiveNumber(8_760)), fallback: 168 * HOUR, shown: '168', doc: '… up to this many hours' },

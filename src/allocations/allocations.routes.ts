@@ -57,6 +57,7 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       return granted.map((asset) => ({
         id: asset.id,
         url: asset.url,
+        restore_url: asset.restoreUrl,
         size_mb: bytesToMb(asset.sizeBytes),
         priority: asset.priority,
         name: asset.name,

@@ -26,6 +26,12 @@ export const AllocateBody = Type.Object(
 export const AllocatedAsset = Type.Object({
   id: Type.String(),
   url: Type.String(),
+  restore_url: Nullable(
+    Type.String({
+      description:
+        "Set when the source is gone: fetch the bytes from the control plane's restore of the copies left (relative to it, with the node token) instead of url.",
+    }),
+  ),
   size_mb: Nullable(Type.Number({ description: 'null when the size is unknown (an estimate was reserved).' })),
   priority: Type.Integer(),
   name: Type.String(),

@@ -4,6 +4,7 @@ import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { appendEvents } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
+import { PEERS_HOST } from '../sources/source-host.js';
 import { pauseSourceHost } from '../sources/sources.repository.js';
 import { endAllocations } from './end-allocations.js';
 import { causeOf, judgeFailure, MISMATCH_REASONS, pauseFor, type FailurePolicy, type ReleaseCause, type Verdict } from './failure-policy.js';
@@ -62,7 +63,9 @@ export async function releaseAllocation(db: Db, input: ReleaseInput, options: Re
     if (cause === 'source_unreachable' || cause === 'source_error' || cause === 'source_busy') {
       await trx.updateTable('assets').set({ source_error: reason, source_error_at: now }).where('id', '=', input.assetId).execute();
     }
-    if (cause === 'source_gone') await recordSourceGone(trx, input.assetId, reason as string, options.goneConfirmations, input.actor, now);
+    if ((SOURCE_FAILURES as readonly string[]).includes(cause)) {
+      await recordSourceFailure(trx, input.assetId, cause, reason as string, options.goneConfirmations, input.actor, now);
+    }
   });
 }
 
@@ -134,33 +137,56 @@ async function recordMismatch(trx: Db, assetId: string, confirmations: number, n
   ]);
 }
 
+const SOURCE_FAILURES = ['source_gone', 'source_unreachable', 'source_error'] as const;
+
 /**
- * Counts the distinct nodes that found the source answering 404/410; once enough agree, the asset
- * is `gone` (no copy anywhere) or `unreachable` (copies exist, no more can be made) and is no
- * longer handed out. One node alone cannot take an asset out of the rescue.
+ * Counts the distinct nodes that found the source failing. Once enough found it answering 404/410,
+ * the asset is `gone` when no copy exists; with copies left, enough nodes finding it failing in any
+ * way (404/410, no answer, 5xx) keep it in the rescue: its source host becomes PEERS_HOST, so new
+ * copies are made from the copies left through the control plane (repair from peers), under the
+ * per-host cap. One node alone cannot take an asset's source away.
  */
-async function recordSourceGone(trx: Db, assetId: string, reason: string, confirmations: number, actor: string, now: number): Promise<void> {
-  const { nodes } = await trx
-    .selectFrom('allocations')
-    .select(sql<number>`count(distinct node_id)`.as('nodes'))
-    .where('asset_id', '=', assetId)
-    .where('end_reason', 'like', 'source_gone:%')
-    .executeTakeFirstOrThrow();
-  const confirmed = Number(nodes) >= confirmations;
+async function recordSourceFailure(
+  trx: Db,
+  assetId: string,
+  cause: ReleaseCause,
+  reason: string,
+  confirmations: number,
+  actor: string,
+  now: number,
+): Promise<void> {
+  const distinctNodes = async (causes: readonly string[]) => {
+    const { nodes } = await trx
+      .selectFrom('allocations')
+      .select(sql<number>`count(distinct node_id)`.as('nodes'))
+      .where('asset_id', '=', assetId)
+      .where((eb) => eb.or(causes.map((prefix) => eb('end_reason', 'like', `${prefix}:%`))))
+      .executeTakeFirstOrThrow();
+    return Number(nodes);
+  };
+  const gone = await distinctNodes(['source_gone']);
+  const failing = await distinctNodes(SOURCE_FAILURES);
+  const confirmedGone = cause === 'source_gone' && gone >= confirmations;
+  const repair = failing >= confirmations;
+  if (cause !== 'source_gone' && !repair) return;
   const asset = await trx
     .updateTable('assets')
     .set((eb) => ({
-      source_errors: Number(nodes),
-      source_error: reason,
-      source_error_at: now,
-      ...(confirmed ? { state: eb.case().when('copies', '>', 0).then(sql.lit<AssetState>('unreachable')).else(sql.lit<AssetState>('gone')).end() } : {}),
+      ...(cause === 'source_gone' ? { source_errors: gone, source_error: reason, source_error_at: now } : {}),
+      ...(confirmedGone ? { state: eb.case().when('copies', '>', 0).then(eb.ref('state')).else(sql.lit<AssetState>('gone')).end() } : {}),
+      ...(repair ? { source_host: eb.case().when('copies', '>', 0).then(sql.lit(PEERS_HOST)).else(eb.ref('source_host')).end() } : {}),
     }))
     .where('id', '=', assetId)
     .where('state', '=', 'pending')
-    .returning(['state'])
+    .where((eb) => eb.or([eb('source_host', 'is', null), eb('source_host', '!=', PEERS_HOST)]))
+    .returning(['state', 'copies', 'source_host'])
     .executeTakeFirst();
-  if (confirmed && asset) {
-    await appendEvents(trx, now, [{ actor, kind: `asset.${asset.state}`, subjectType: 'asset', subjectId: assetId, data: { reason, nodes: Number(nodes) } }]);
+  if (!asset) return;
+  if (asset.state === 'gone' && confirmedGone) {
+    await appendEvents(trx, now, [{ actor, kind: 'asset.gone', subjectType: 'asset', subjectId: assetId, data: { reason, nodes: gone } }]);
+  } else if (asset.source_host === PEERS_HOST) {
+    const data = { reason, nodes: failing, repair: 'from_copies', copies: asset.copies };
+    await appendEvents(trx, now, [{ actor, kind: 'asset.source_gone', subjectType: 'asset', subjectId: assetId, data }]);
   }
 }
 

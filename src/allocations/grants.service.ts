@@ -1,4 +1,5 @@
 import type { Db } from '../db/database.js';
+import { PEERS_HOST, peersUrlOf } from '../sources/source-host.js';
 import type { Dialect } from '../db/dialect.js';
 import { activeByHost, lockSourceHosts } from '../sources/sources.repository.js';
 import { holdersOf, insertProvisionalNode, lockInIdOrder, recordReports, selectCandidates, type LockMode } from './candidates.repository.js';
@@ -36,6 +37,8 @@ export interface GrantedAsset {
   id: string;
   name: string;
   url: string;
+  /** Set when the source is gone: the control plane's restore of the copies left, to be fetched with the node's token. */
+  restoreUrl: string | null;
   sizeBytes: number | null;
   priority: number;
   sha256: string | null;
@@ -311,6 +314,7 @@ async function grant(trx: Db, grants: Grant[], now: number, style: PassStyle): P
     id: entry.asset.id,
     name: entry.asset.name,
     url: entry.asset.url,
+    restoreUrl: entry.asset.source_host === PEERS_HOST ? peersUrlOf(entry.asset.id) : null,
     sizeBytes: entry.asset.size_bytes,
     priority: entry.asset.priority,
     sha256: entry.asset.sha256,

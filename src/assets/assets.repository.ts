@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/database.js';
+import { PEERS_HOST } from '../sources/source-host.js';
 import { sourceHostOf } from '../sources/source-host.js';
 import type { AssetRow } from './assets.table.js';
 
@@ -62,7 +63,8 @@ export async function upsertAssets(db: Db, assets: AssetInput[], now: number): P
           replicas_target: target,
           state: sql`case when assets.state = 'suspect' and not ${catalogChanged} then 'suspect' when assets.copies >= ${target} then 'rescued' else 'pending' end`,
           mismatches_since: sql`case when ${catalogChanged} then excluded.last_seen_at else assets.mismatches_since end`,
-          source_host: eb.ref('excluded.source_host'),
+          // An asset repaired from its copies (PEERS_HOST) stays so until the catalog names another URL.
+          source_host: sql`case when assets.source_host = ${PEERS_HOST} and assets.url = excluded.url then assets.source_host else excluded.source_host end`,
           source: eb.ref('excluded.source'),
           dataset: eb.ref('excluded.dataset'),
           organization: eb.ref('excluded.organization'),

@@ -1,8 +1,8 @@
 import type { Generated, Selectable } from 'kysely';
 
 /**
- * `gone`: the source vanished and no copy exists; `unreachable`: it vanished, copies exist, no more
- * can be made; `suspect`: nodes found the catalogued size or checksum wrong, so it is not handed out
+ * `gone`: the source vanished and no copy exists; `unreachable`: no longer given (an asset whose
+ * source vanished with copies left stays pending or rescued, and is repaired from its copies); `suspect`: nodes found the catalogued size or checksum wrong, so it is not handed out
  * until an admin or a re-import with other values resolves it.
  */
 export const ASSET_STATES = ['pending', 'rescued', 'gone', 'unreachable', 'suspect'] as const;

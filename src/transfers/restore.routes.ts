@@ -5,7 +5,8 @@ import type { Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import { createSafeFetch } from '../agent/safe-fetch.js';
-import { planRestore } from './restore.service.js';
+import { AppError } from '../errors.js';
+import { holdsActiveAllocation, planRestore } from './restore.service.js';
 import { Relay, type RelayDeps } from './relay.js';
 
 /**
@@ -15,7 +16,8 @@ import { Relay, type RelayDeps } from './relay.js';
  */
 export function registerRestoreRoutes(app: App, ctx: AppContext, guards: Guards): void {
   const access = ctx.config.restoreAccess;
-  const guard = access === 'public' ? undefined : access === 'admins' ? guards.admin : guards.any;
+  // Nodes restore only what they were given to repair from copies, whatever RESTORE_ACCESS says.
+  const guard = access === 'public' ? undefined : access === 'admins' ? guards.nodeOrAdmin : guards.any;
   const deps: RelayDeps = {
     db: ctx.db,
     hub: ctx.transfers,
@@ -46,6 +48,10 @@ export function registerRestoreRoutes(app: App, ctx: AppContext, guards: Guards)
       },
     },
     async (request, reply) => {
+      const principal = request.principal;
+      if (principal?.kind === 'node' && !(await holdsActiveAllocation(ctx.db, principal.nodeId, request.params.id))) {
+        throw new AppError('FORBIDDEN', `Node "${principal.nodeName}" holds no active allocation of "${request.params.id}" to repair.`);
+      }
       const plan = await planRestore(
         ctx.db,
         { sourceFetch, onlineWithinMs: deps.onlineWithinMs },

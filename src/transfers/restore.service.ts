@@ -58,6 +58,18 @@ export async function planRestore(db: Db, deps: RestoreDeps, input: RestoreInput
   };
 }
 
+/** Whether a node holds an active allocation of an asset: what lets it restore the asset to repair it. */
+export async function holdsActiveAllocation(db: Db, nodeId: number, assetId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('allocations')
+    .select('id')
+    .where('node_id', '=', nodeId)
+    .where('asset_id', '=', assetId)
+    .where('state', '=', 'active')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 /**
  * Whether the source still serves the copy: it answers a one-byte range with 206 (or 200) and
  * names the counted size. Any doubt (no answer in time, another size, a refused address) relays.

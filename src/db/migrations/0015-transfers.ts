@@ -4,7 +4,8 @@ import type { Dialect } from '../dialect.js';
 /**
  * Frozen: transfers, the lease of a node on sending a byte range of one of its copies to the
  * control plane (a restore, later repairs and audits), and `allocations.proved_at`, when the holder
- * last showed that a copy is still there and intact.
+ * last showed that a copy is still there and intact. Assets `unreachable` (source gone, copies
+ * left) become repairable from their copies.
  */
 export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   await dialect
@@ -35,4 +36,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
     .where(sql<boolean>`state = 'sending'`)
     .execute();
   await db.schema.alterTable('allocations').addColumn('proved_at', 'bigint').execute();
+  // Assets whose source vanished with copies left were `unreachable`; they are now repaired from
+  // those copies, marked by their source host '(peers)'.
+  await sql`update assets set source_host = '(peers)', state = case when copies >= replicas_target then 'rescued' else 'pending' end where state = 'unreachable'`.execute(db);
 }
