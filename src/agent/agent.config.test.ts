@@ -26,6 +26,18 @@ describe('agent configuration', () => {
     );
   });
 
+  it('scrubs at 8 MiB/s every 24 hours unless told otherwise; 0 turns the scrub off', () => {
+    const endpoint = { API_ENDPOINT: 'http://cp:8000' };
+    expect(loadAgentConfig({}, endpoint)).toMatchObject({ scrubBytesPerSecond: 8 * 1024 * 1024, scrubIntervalMs: 24 * 3_600_000 });
+    expect(loadAgentConfig({ scrubRate: '0' }, { ...endpoint, AGENT_SCRUB_INTERVAL_HOURS: '0.5' })).toMatchObject({
+      scrubBytesPerSecond: 0,
+      scrubIntervalMs: 1_800_000,
+    });
+    expect(() => loadAgentConfig({}, { ...endpoint, AGENT_SCRUB_MB_S: '-1', AGENT_SCRUB_INTERVAL_HOURS: '0' })).toThrow(
+      /AGENT_SCRUB_MB_S[\s\S]*AGENT_SCRUB_INTERVAL_HOURS/,
+    );
+  });
+
   it('is documented: the README names every variable', () => {
     const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
     for (const setting of agentSettings) expect(readme, setting.env).toContain(`\`${setting.env}\``);

@@ -19,6 +19,10 @@ export interface AgentConfig {
   heartbeatSeconds: number | undefined;
   pollSeconds: number;
   retries: number;
+  /** Bytes per second the background re-hash of kept copies reads at most; 0: no scrub. */
+  scrubBytesPerSecond: number;
+  /** From the end of one full scrub pass to the start of the next. */
+  scrubIntervalMs: number;
   /** AGENT_ALLOW_PRIVATE_NETWORKS: fetch from loopback/private addresses too (true), or from these networks. */
   allowPrivate: boolean | string[];
   /** Sent in the User-Agent of every download, so a source's operators can reach the campaign. */
@@ -48,6 +52,8 @@ export const agentSettings = [
   { flag: 'heartbeatSeconds', env: 'AGENT_HEARTBEAT_SECONDS', help: 'heartbeat interval (default: what the control plane asks for)' },
   { flag: 'pollSeconds', env: 'AGENT_POLL_SECONDS', help: 'wait before asking again when there is no work (default 30)' },
   { flag: 'retries', env: 'AGENT_RETRIES', help: 'attempts per download before giving it back (default 3)' },
+  { flag: 'scrubRate', env: 'AGENT_SCRUB_MB_S', help: 'background re-hash of kept copies, MiB/s; 0 turns it off (default 8)' },
+  { flag: 'scrubIntervalHours', env: 'AGENT_SCRUB_INTERVAL_HOURS', help: 'wait between full re-hash passes, hours (default 24)' },
   {
     flag: 'allowPrivateNetworks',
     env: 'AGENT_ALLOW_PRIVATE_NETWORKS',
@@ -132,6 +138,8 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     heartbeatSeconds: number('heartbeatSeconds', undefined, 1, 3600),
     pollSeconds: number('pollSeconds', 30, 0.1, 86_400, false) as number,
     retries: number('retries', 3, 1, 100) as number,
+    scrubBytesPerSecond: Math.round((number('scrubRate', 8, 0, 1_000_000, false) as number) * MIB),
+    scrubIntervalMs: Math.round((number('scrubIntervalHours', 24, 0.01, 87_600, false) as number) * 3_600_000),
     allowPrivate,
     contact,
     worker: hostKeyFile

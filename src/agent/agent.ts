@@ -3,14 +3,16 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pause } from '../lib/backoff.js';
 import type { AgentConfig } from './agent.config.js';
-import { ApiError, createClient, withBackoff, type Client } from './client.js';
+import { ApiError, createClient, listAllocations, withBackoff, type Client, type TransferItem } from './client.js';
 import type { Identity } from './identity.js';
 import { createRestraints, ENDED_ELSEWHERE, FIRST_DEFER_MS, runJob, STOPPING_TIMEOUT_MS, type Job, type JobContext, type Task } from './job.js';
 import type { Progress } from './progress.js';
 import { createRateLimiter } from './rate-limiter.js';
 import { obtainIdentity, retryOptions } from './registration.js';
 import { createSafeFetch } from './safe-fetch.js';
+import { checkCopies } from './scrub.js';
 import { openStore, type Store } from './storage.js';
+import { startTransfers } from './transfers.js';
 
 export type { Job, Task } from './job.js';
 
@@ -20,9 +22,11 @@ const { version } = createRequire(import.meta.url)('../../package.json') as { ve
 /**
  * The node agent: registers (retrying until the control plane answers), takes over a data
  * directory of the old layout, resumes its own unfinished allocations, then heartbeats and takes
- * work while it has room, downloading several assets at once. On `signal` it takes nothing new,
- * gives back what is unfinished, tells the control plane it is going offline, and returns, also
- * when the control plane cannot be reached.
+ * work while it has room, downloading several assets at once. Beside that it serves transfers of
+ * its copies, checks its copies at start against what the control plane counts, and re-hashes them
+ * slowly. On `signal` it takes nothing new, gives back what is unfinished, waits for its transfers
+ * and checks to stop, tells the control plane it is going offline, and returns, also when the
+ * control plane cannot be reached.
  */
 export async function runAgent(config: AgentConfig, progress: Progress, signal: AbortSignal): Promise<void> {
   await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
@@ -67,7 +71,12 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   }
   for (const task of resumed) start(task);
 
-  const heartbeats = heartbeatLoop(context, jobs);
+  // Started once the data directory is prepared: a copy of the old layout must be in the store before anything may call it missing.
+  const copyDeps = { client, store, nodeId: identity.node_id, progress, signal };
+  const transfers = startTransfers(copyDeps);
+  const listCompleted = () => withBackoff(() => listAllocations(client, identity.name, 'completed'), retryOptions(progress, signal));
+  const checks = checkCopies(copyDeps, listCompleted, config.dataDir, { bytesPerSecond: config.scrubBytesPerSecond, intervalMs: config.scrubIntervalMs });
+  const heartbeats = heartbeatLoop(context, jobs, transfers.offer);
   const stopWatching = progress.watch(() => [...jobs.values()]);
   while (!signal.aborted) {
     let waitMs = config.pollSeconds * 1000;
@@ -86,10 +95,10 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
       }
     }
     if (waitMs > 0 || jobs.size >= config.concurrency) {
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        void pause(jobs.size >= config.concurrency ? 3_600_000 : waitMs, signal).then(resolve);
-      });
+      // A wake ends the wait's timer too: one left running would hold a listener on `signal` for up to an hour.
+      const woken = new AbortController();
+      wake = () => woken.abort();
+      await pause(jobs.size >= config.concurrency ? 3_600_000 : waitMs, AbortSignal.any([signal, woken.signal]));
     }
   }
 
@@ -98,7 +107,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   for (const job of jobs.values()) job.controller.abort();
   while (jobs.size > 0) await new Promise<void>((resolve) => (wake = resolve));
   stopWatching();
-  await heartbeats;
+  await Promise.all([heartbeats, transfers.stopped, checks]);
   // A clean goodbye: offline, not silent, so no strike and no reclaim of its copies.
   await client.offline(identity.node_id, STOPPING_TIMEOUT_MS).then(
     () => progress.log('told the control plane this node is going offline'),
@@ -132,7 +141,7 @@ async function prepareDataDirectory(
 ): Promise<Task[]> {
   const retry = retryOptions(progress, signal);
   if (await store.needsLegacyAdoption()) {
-    const completed = await withBackoff(() => listAll(client, identity.name, 'completed'), retry);
+    const completed = await withBackoff(() => listAllocations(client, identity.name, 'completed'), retry);
     const copies = [];
     for (const allocation of completed) {
       if (allocation.sha256 === null || allocation.bytes === null) continue;
@@ -143,7 +152,7 @@ async function prepareDataDirectory(
     const outcome = await store.adoptLegacy(copies, (done, total) => progress.log(`checked ${done} of ${total} copies`));
     progress.log(`kept ${outcome.adopted} copies${outcome.missing.length > 0 ? `; not found or not matching: ${outcome.missing.join(', ')}` : ''}`);
   }
-  const active = await withBackoff(() => listAll(client, identity.name, 'active'), retry);
+  const active = await withBackoff(() => listAllocations(client, identity.name, 'active'), retry);
   const stopped = await recallStopped(dataDir);
   const removed = await store.cleanUp(new Set([...active.map((allocation) => allocation.asset_id), ...stopped]));
   if (removed.partials + removed.folders > 0) progress.log(`removed ${removed.partials} stale partial download(s) and ${removed.folders} empty folder(s)`);
@@ -187,18 +196,7 @@ async function readStopped(dataDir: string): Promise<Record<string, number>> {
   }
 }
 
-async function listAll(client: Client, nodeName: string, state: 'active' | 'completed') {
-  const items = [];
-  let cursor: number | undefined;
-  do {
-    const page = await client.allocations(nodeName, state, cursor);
-    items.push(...page.items);
-    cursor = page.next_cursor ?? undefined;
-  } while (cursor !== undefined);
-  return items;
-}
-
-async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>): Promise<void> {
+async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>, offerTransfers: (items: TransferItem[]) => void): Promise<void> {
   const { config, client, identity, progress, restraints, received, signal } = context;
   let lastBytes = received.bytes;
   let lastAt = Date.now();
@@ -220,6 +218,7 @@ async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>): Promi
       if (answer.draining) progress.log('this node is being drained: no new work');
       for (const paused of answer.paused_sources ?? []) restraints.pause(paused.host, Date.now() + paused.retry_in_seconds * 1000);
       for (const assetId of answer.ended ?? []) jobs.get(assetId)?.controller.abort(ENDED_ELSEWHERE);
+      offerTransfers(answer.transfers ?? []);
     } catch (error) {
       progress.log(`heartbeat failed: ${(error as Error).message}`);
     }

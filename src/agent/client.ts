@@ -2,6 +2,7 @@ import type { Static } from '@sinclair/typebox';
 import type { AllocatedAsset, AllocationView, CompleteResponse } from '../allocations/allocations.schemas.js';
 import type { ReleaseCause } from '../allocations/failure-policy.js';
 import { backoffDelay, pause, withJitter } from '../lib/backoff.js';
+import type { TransferItem as TransferItemSchema } from '../transfers/transfers.schemas.js';
 
 export type Allocated = Static<typeof AllocatedAsset>;
 export type AllocationRecord = Static<typeof AllocationView>;
@@ -33,6 +34,27 @@ export interface HeartbeatAnswer {
   /** Allocations reported that are no longer this node's (expired, reclaimed): drop them. */
   ended?: string[];
   paused_sources?: { host: string; retry_in_seconds: number }[];
+  /** This node's open transfers (also what the long-poll answers). */
+  transfers?: TransferItem[];
+}
+
+/** "Send bytes [offset, offset + length) of your copy of `asset_id`": a lease this node holds. */
+export type TransferItem = Static<typeof TransferItemSchema>;
+
+/** Why a copy cannot be served; `missing` and `corrupt` also mean that the copy is gone. */
+export type CopyFault = 'missing' | 'corrupt' | 'unreadable';
+
+export interface LostCopy {
+  asset_id: string;
+  reason: 'missing' | 'corrupt';
+  detail: string;
+}
+
+/** Bytes [start, end] (end inclusive) of a copy of `size` bytes. */
+export interface ChunkRange {
+  start: number;
+  end: number;
+  size: number;
 }
 
 export interface ReleaseReport {
@@ -44,16 +66,39 @@ export interface ReleaseReport {
   retry_after_seconds?: number;
 }
 
+/** No call, a chunk of a transfer included, may take longer (a long-poll: this beyond its wait). */
 const CALL_TIMEOUT_MS = 30_000;
+
+interface CallOptions {
+  bearer?: string;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** A request's body: JSON text, or bytes streamed as they are read. */
+interface Payload {
+  body?: string | AsyncIterable<Uint8Array>;
+  headers?: Record<string, string>;
+}
 
 /** The control plane's API as the agent uses it: typed from the server's own schemas. */
 export function createClient(baseUrl: string, token: () => string) {
-  async function call<T>(method: string, path: string, body?: unknown, bearer = token(), timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
-    const response = await fetch(new URL(path, baseUrl), {
+  const origin = new URL(baseUrl).origin;
+  const call = <T>(method: string, path: string, body?: unknown, options?: CallOptions) =>
+    request<T>(method, path, body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }, options);
+  async function request<T>(method: string, path: string, payload: Payload, options: CallOptions = {}): Promise<T> {
+    const url = new URL(path, baseUrl);
+    // Paths come from the control plane's answers too (a transfer's url): the token goes nowhere else.
+    if (url.origin !== origin) throw new Error(`refusing to send this node's token to ${url.origin}`);
+    const timeout = AbortSignal.timeout(options.timeoutMs ?? CALL_TIMEOUT_MS);
+    const streamed = typeof payload.body === 'object';
+    const response = await fetch(url, {
       method,
-      headers: { authorization: `Bearer ${bearer}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
+      headers: { authorization: `Bearer ${options.bearer ?? token()}`, ...payload.headers },
+      // Node's fetch (undici) streams an async iterable body; the global type leaves that case out.
+      body: payload.body as RequestInit['body'] | undefined,
+      ...(streamed ? { duplex: 'half' as const } : {}),
+      signal: options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
     });
     const text = await response.text();
     const parsed = text ? (JSON.parse(text) as unknown) : undefined;
@@ -64,7 +109,7 @@ export function createClient(baseUrl: string, token: () => string) {
     return parsed as T;
   }
   return {
-    register: (enrollmentToken: string, body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body, enrollmentToken),
+    register: (enrollmentToken: string, body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body, { bearer: enrollmentToken }),
     refresh: (body: RegistrationBody) => call<Registration>('POST', '/api/workers/register', body),
     provisioningKey: () => call<{ public_key: string }>('GET', '/api/provisioning-key'),
     heartbeat: (
@@ -74,8 +119,8 @@ export function createClient(baseUrl: string, token: () => string) {
     allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
     complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number }) => call<Completion>('POST', '/complete', body),
     /** `timeoutMs`: shorter while stopping, so an unreachable control plane cannot hold the stop up. */
-    release: (body: ReleaseReport, timeoutMs?: number) => call<unknown>('POST', '/release', body, token(), timeoutMs),
-    offline: (nodeId: number, timeoutMs?: number) => call<unknown>('POST', `/api/nodes/${nodeId}/offline`, undefined, token(), timeoutMs),
+    release: (body: ReleaseReport, timeoutMs?: number) => call<unknown>('POST', '/release', body, { timeoutMs }),
+    offline: (nodeId: number, timeoutMs?: number) => call<unknown>('POST', `/api/nodes/${nodeId}/offline`, undefined, { timeoutMs }),
     allocations: (nodeName: string, state: 'active' | 'completed', cursor?: number) =>
       call<{ items: AllocationRecord[]; next_cursor: number | null }>(
         'GET',
@@ -86,7 +131,52 @@ export function createClient(baseUrl: string, token: () => string) {
         'GET',
         `/assets/${encodeURIComponent(id)}`,
       ),
+    /** Long-poll: answers when this node has open transfers, else after `waitSeconds` with none. */
+    transfers: async (nodeId: number, waitSeconds: number, signal: AbortSignal) =>
+      (
+        await call<{ transfers: TransferItem[] }>('GET', `/api/nodes/${nodeId}/transfers?wait=${waitSeconds}`, undefined, {
+          timeoutMs: waitSeconds * 1000 + CALL_TIMEOUT_MS,
+          signal,
+        })
+      ).transfers ?? [],
+    /** One chunk of a transfer: `body` yields exactly the bytes of `range`, read as they are sent. */
+    sendChunk: (url: string, range: ChunkRange, body: AsyncIterable<Uint8Array>, signal: AbortSignal) =>
+      request<{ received: number; done: boolean }>(
+        'PUT',
+        url,
+        {
+          body,
+          headers: {
+            'content-type': 'application/octet-stream',
+            'content-range': `bytes ${range.start}-${range.end}/${range.size}`,
+            'content-length': String(range.end - range.start + 1),
+          },
+        },
+        { signal },
+      ),
+    failTransfer: (id: number, reason: CopyFault, detail: string, signal?: AbortSignal) =>
+      call<{ status: string }>('POST', `/api/transfers/${id}/fail`, { reason, detail: detail.slice(0, 500) }, { signal }),
+    /** At most 1000 of each; ids this node holds no counted copy of are ignored. */
+    reportCopies: (nodeId: number, body: { checked?: string[]; lost?: LostCopy[] }, signal?: AbortSignal) =>
+      call<{ checked: number; lost: number }>(
+        'POST',
+        `/api/nodes/${nodeId}/copies`,
+        { checked: body.checked, lost: body.lost?.map((copy) => ({ ...copy, detail: copy.detail.slice(0, 500) })) },
+        { signal },
+      ),
   };
+}
+
+/** Every page of this node's allocations in `state`. */
+export async function listAllocations(client: Client, nodeName: string, state: 'active' | 'completed'): Promise<AllocationRecord[]> {
+  const items = [];
+  let cursor: number | undefined;
+  do {
+    const page = await client.allocations(nodeName, state, cursor);
+    items.push(...page.items);
+    cursor = page.next_cursor ?? undefined;
+  } while (cursor !== undefined);
+  return items;
 }
 
 export type Client = ReturnType<typeof createClient>;

@@ -147,8 +147,44 @@ describe('storage', () => {
         bytes: 7,
         sha256: sha256('sea ice'),
         completed_at: ice.completedAt,
+        mtime_ms: ice.mtimeMs,
       }),
     ]);
+  });
+
+  it("records the file's mtime at commit, and again when a re-hash proves a copy whose mtime changed", async () => {
+    const store = await openStore(dataDir);
+    const sst = await commitContent(store, 'sst', 'sea surface');
+    expect(sst.mtimeMs).toBe((await fs.stat(sst.path)).mtimeMs);
+    expect(JSON.parse((await manifestLines())[0]!)).toMatchObject({ mtime_ms: sst.mtimeMs });
+
+    await fs.utimes(sst.path, 1_700_000_000, 1_700_000_000);
+    expect(await store.verify('sst')).toBe(true);
+    expect(store.copyOf('sst')).toEqual({ ...sst, mtimeMs: 1_700_000_000_000 });
+    expect((await openStore(dataDir)).copyOf('sst')?.mtimeMs).toBe(1_700_000_000_000);
+
+    // A copy that no longer matches keeps the mtime it was last proved with.
+    await fs.writeFile(sst.path, 'SEA SURFACE');
+    expect(await store.verify('sst')).toBe(false);
+    expect(store.copyOf('sst')?.mtimeMs).toBe(1_700_000_000_000);
+  });
+
+  it('reads a manifest line without mtime_ms (written before it was recorded) as a copy without one', async () => {
+    const store = await openStore(dataDir);
+    const sst = await commitContent(store, 'sst', 'sea surface');
+    const { mtime_ms: _dropped, ...older } = JSON.parse((await manifestLines())[0]!) as Record<string, unknown>;
+    await fs.writeFile(path.join(dataDir, 'manifest.jsonl'), `${JSON.stringify(older)}\n`);
+    const { mtimeMs: _mtime, ...withoutMtime } = sst;
+    expect((await openStore(dataDir)).copyOf('sst')).toEqual(withoutMtime);
+  });
+
+  it('stops a verify when its signal aborts, rejecting instead of calling the copy bad', async () => {
+    const store = await openStore(dataDir);
+    await commitContent(store, 'sst', 'x'.repeat(1024 * 1024));
+    const controller = new AbortController();
+    const verifying = store.verify('sst', { signal: controller.signal, throttle: async () => controller.abort() });
+    await expect(verifying).rejects.toThrow(/abort/i);
+    expect(await store.verify('sst')).toBe(true);
   });
 
   it('cleans up partials of assets not kept, and empty folders', async () => {

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { exists, measureFile, removeFiles, removeIfEmpty, syncDirectory, type ReadPace } from './files.js';
 
 /** A completed copy this node keeps. `path` is absolute. */
 export interface CopyRecord {
@@ -10,6 +10,8 @@ export interface CopyRecord {
   bytes: number;
   sha256: string;
   completedAt: string;
+  /** The file's mtime when it was last proved to match: the same mtime lets a check trust it without reading it. */
+  mtimeMs?: number;
 }
 
 export interface LegacyCopy {
@@ -35,8 +37,11 @@ export interface Store {
   commit(input: { assetId: string; fileName: string; partial: string; sha256: string; bytes: number }): Promise<CopyRecord>;
   /** Deletes a copy (e.g. the control plane refused it) and records the removal. */
   remove(assetId: string): Promise<void>;
-  /** Whether the kept copy's file still has the size and sha256 recorded for it (read in full). */
-  verify(assetId: string): Promise<boolean>;
+  /**
+   * Whether the kept copy's file still has the size and sha256 recorded for it (read in full, at
+   * `pace`; rejects when its signal aborts). A match records the file's mtime as read.
+   */
+  verify(assetId: string, pace?: ReadPace): Promise<boolean>;
   /** Removes partials of assets not in `keep` (which must include every running download) and empty folders. */
   cleanUp(keep: Set<string>): Promise<{ partials: number; folders: number }>;
   /**
@@ -57,7 +62,7 @@ interface Layout {
 }
 
 type ManifestLine =
-  | { op: 'copy'; asset_id: string; path: string; bytes: number; sha256: string; completed_at: string }
+  | { op: 'copy'; asset_id: string; path: string; bytes: number; sha256: string; completed_at: string; mtime_ms?: number }
   | { op: 'remove'; asset_id: string; path: string; at: string };
 
 const DIRECTORY_MODE = 0o700;
@@ -102,7 +107,8 @@ export async function openStore(dataDir: string, options: { onWarning?(message: 
         );
       }
       await syncDirectory(directory);
-      const record: CopyRecord = { assetId: input.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString() };
+      const { mtimeMs } = await fsp.stat(target);
+      const record: CopyRecord = { assetId: input.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString(), mtimeMs };
       await serialize(async () => {
         await appendLine(layout, toLine(layout, record));
         copies.set(input.assetId, record);
@@ -120,11 +126,23 @@ export async function openStore(dataDir: string, options: { onWarning?(message: 
         await appendLine(layout, { op: 'remove', asset_id: assetId, path: relativePath(layout, record.path), at: now().toISOString() });
         copies.delete(assetId);
       }),
-    async verify(assetId) {
+    async verify(assetId, pace = {}) {
       const record = copies.get(assetId);
-      if (!record) return false;
-      const found = await measureFile(record.path).catch(() => null);
-      return found !== null && found.sha256 === record.sha256 && found.bytes === record.bytes;
+      const before = record && (await fsp.stat(record.path).catch(() => null));
+      if (!record || !before) return false;
+      const found = await measureFile(record.path, pace).catch((error: unknown) => {
+        if (pace.signal?.aborted) throw error;
+        return null;
+      });
+      const intact = found !== null && found.sha256 === record.sha256 && found.bytes === record.bytes;
+      if (!intact || before.mtimeMs === record.mtimeMs) return intact;
+      await serialize(async () => {
+        if (copies.get(assetId) !== record) return; // Replaced or removed meanwhile.
+        const proved = { ...record, mtimeMs: before.mtimeMs };
+        await appendLine(layout, toLine(layout, proved));
+        copies.set(assetId, proved);
+      });
+      return true;
     },
     cleanUp: (keep) => cleanUp(layout, new Set([...keep].map(keyFor))),
     needsLegacyAdoption,
@@ -202,9 +220,10 @@ async function readManifest(layout: Layout, warn: (message: string) => void): Pr
     }
     valid += 1;
     const absolute = path.resolve(layout.root, entry.path);
-    if (entry.op === 'copy')
-      copies.set(entry.asset_id, { assetId: entry.asset_id, path: absolute, bytes: entry.bytes, sha256: entry.sha256, completedAt: entry.completed_at });
-    else if (copies.get(entry.asset_id)?.path === absolute) copies.delete(entry.asset_id);
+    if (entry.op === 'copy') {
+      const { asset_id: assetId, bytes, sha256, completed_at: completedAt, mtime_ms: mtimeMs } = entry;
+      copies.set(assetId, { assetId, path: absolute, bytes, sha256, completedAt, ...(typeof mtimeMs === 'number' ? { mtimeMs } : {}) });
+    } else if (copies.get(entry.asset_id)?.path === absolute) copies.delete(entry.asset_id);
   }
   for (const record of copies.values()) {
     if (await exists(record.path)) continue;
@@ -239,6 +258,7 @@ function toLine(layout: Layout, record: CopyRecord): ManifestLine {
     bytes: record.bytes,
     sha256: record.sha256,
     completed_at: record.completedAt,
+    ...(record.mtimeMs === undefined ? {} : { mtime_ms: record.mtimeMs }),
   };
 }
 
@@ -351,49 +371,6 @@ async function removeLegacyLeftovers(layout: Layout, legacyFiles: Set<string>): 
   }
 }
 
-async function measureFile(file: string): Promise<{ bytes: number; sha256: string }> {
-  const hash = crypto.createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of fs.createReadStream(file)) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
-  }
-  return { bytes, sha256: hash.digest('hex') };
-}
-
 async function holdsAnything(layout: Layout): Promise<boolean> {
   return (await fsp.readdir(layout.assets)).length > 0 || (await fsp.readdir(layout.partial)).length > 0;
-}
-
-async function removeIfEmpty(directory: string): Promise<boolean> {
-  try {
-    await fsp.rmdir(directory);
-    return true;
-  } catch {
-    return false; // Not empty, or already gone.
-  }
-}
-
-async function removeFiles(...files: string[]): Promise<void> {
-  for (const file of files) await fsp.rm(file, { force: true });
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fsp.access(file).then(
-    () => true,
-    () => false,
-  );
-}
-
-/** Makes a link or rename in `directory` durable, where the platform can sync a directory at all. */
-async function syncDirectory(directory: string): Promise<void> {
-  let handle: fsp.FileHandle | undefined;
-  try {
-    handle = await fsp.open(directory, 'r');
-    await handle.sync();
-  } catch (error) {
-    if (!['EISDIR', 'EPERM', 'EINVAL'].includes(String((error as NodeJS.ErrnoException).code))) throw error;
-  } finally {
-    await handle?.close();
-  }
 }

@@ -100,6 +100,11 @@ export class TransferHub {
     });
   }
 
+  /** Whether the instance is stopping: long-poll answers then close their connection. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Wakes every long-poll and refuses new waits: the instance is stopping. */
   close(): void {
     this.closed = true;

@@ -94,15 +94,30 @@ export async function findTransfer(db: Db, id: number): Promise<TransferRow | un
   return db.selectFrom('transfers').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-/** The transfers a node holds and has not ended: what it is asked to send. */
+/** The transfers a node holds and has not started (no chunk delivered yet): what it is asked to send. */
 export async function openTransfersOf(db: Db, nodeId: number): Promise<TransferRow[]> {
-  return db.selectFrom('transfers').selectAll().where('node_id', '=', nodeId).where('state', '=', 'sending').orderBy('id').limit(100).execute();
+  return db
+    .selectFrom('transfers')
+    .selectAll()
+    .where('node_id', '=', nodeId)
+    .where('state', '=', 'sending')
+    .where('bytes_sent', '=', 0)
+    .orderBy('id')
+    .limit(100)
+    .execute();
 }
 
 /** Of `nodeIds`, those holding an open transfer. */
 export async function nodesWithOpenTransfers(db: Db, nodeIds: number[]): Promise<number[]> {
   if (nodeIds.length === 0) return [];
-  const rows = await db.selectFrom('transfers').select('node_id').distinct().where('state', '=', 'sending').where('node_id', 'in', nodeIds).execute();
+  const rows = await db
+    .selectFrom('transfers')
+    .select('node_id')
+    .distinct()
+    .where('state', '=', 'sending')
+    .where('bytes_sent', '=', 0)
+    .where('node_id', 'in', nodeIds)
+    .execute();
   return rows.map((row) => Number(row.node_id));
 }
 

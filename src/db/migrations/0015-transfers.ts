@@ -38,5 +38,7 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   await db.schema.alterTable('allocations').addColumn('proved_at', 'bigint').execute();
   // Assets whose source vanished with copies left were `unreachable`; they are now repaired from
   // those copies, marked by their source host '(peers)'.
-  await sql`update assets set source_host = '(peers)', state = case when copies >= replicas_target then 'rescued' else 'pending' end where state = 'unreachable'`.execute(db);
+  await sql`update assets set source_host = '(peers)', state = case when copies >= replicas_target then 'rescued' else 'pending' end where state = 'unreachable'`.execute(
+    db,
+  );
 }

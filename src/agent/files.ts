@@ -1,0 +1,54 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+
+/** How a whole-file read may be slowed (`throttle` is awaited after each piece read) and stopped. */
+export interface ReadPace {
+  throttle?(bytes: number): Promise<void>;
+  signal?: AbortSignal;
+}
+
+/** The file's size and sha256, read in full; rejects when `signal` aborts. */
+export async function measureFile(file: string, pace: ReadPace = {}): Promise<{ bytes: number; sha256: string }> {
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of fs.createReadStream(file, { signal: pace.signal })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+    await pace.throttle?.((chunk as Buffer).length);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+export async function removeIfEmpty(directory: string): Promise<boolean> {
+  try {
+    await fsp.rmdir(directory);
+    return true;
+  } catch {
+    return false; // Not empty, or already gone.
+  }
+}
+
+export async function removeFiles(...files: string[]): Promise<void> {
+  for (const file of files) await fsp.rm(file, { force: true });
+}
+
+export async function exists(file: string): Promise<boolean> {
+  return fsp.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Makes a link or rename in `directory` durable, where the platform can sync a directory at all. */
+export async function syncDirectory(directory: string): Promise<void> {
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(directory, 'r');
+    await handle.sync();
+  } catch (error) {
+    if (!['EISDIR', 'EPERM', 'EINVAL'].includes(String((error as NodeJS.ErrnoException).code))) throw error;
+  } finally {
+    await handle?.close();
+  }
+}
