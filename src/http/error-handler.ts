@@ -35,8 +35,8 @@ export function answerFrameworkError(error: FastifyError, request: FastifyReques
 export function installErrorHandler(app: App, dialect: Dialect): void {
   app.setErrorHandler((error: FastifyError | AppError, request, reply) => {
     if (error instanceof AppError) {
-      const { retry_after_seconds: retryAfter, ...extra } = error.extra;
-      if (typeof retryAfter === 'number') reply.header('retry-after', String(retryAfter));
+      const { extra } = error;
+      if (typeof extra.retry_after_seconds === 'number') reply.header('retry-after', String(extra.retry_after_seconds));
       if (error.code === 'RANGE_NOT_SATISFIABLE' && typeof extra.size === 'number') reply.header('content-range', `bytes */${extra.size}`);
       return reply.status(error.status).send({ ...extra, detail: error.detail, code: error.code });
     }

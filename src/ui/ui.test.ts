@@ -1,9 +1,11 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { browserAvailable } from '../../test/browser.js';
 import { ALICE_PASSWORD, ASSETS_TOTAL, figure, logIn as logInto, startDashboard, type Dashboard } from '../../test/dashboard-fixture.js';
 import { dialects } from '../../test/databases.js';
-import { ADMIN_PASSWORD, type TestServer } from '../../test/server.js';
+import { ADMIN_PASSWORD, registerNode, type TestServer } from '../../test/server.js';
 
 const MIB = 1024 * 1024;
 
@@ -212,6 +214,44 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
     await page.getByRole('button', { name: 'Log out' }).click();
     await page.getByRole('heading', { name: 'Log in' }).waitFor();
     expect(await page.evaluate(() => sessionStorage.getItem('dispatcher.token'))).toBeNull();
+    await page.close();
+  });
+
+  it("downloads an asset from a volunteer's copy with the Download button, and shows whose copy is online", async () => {
+    const content = crypto.randomBytes(300_000);
+    const sha256 = crypto.createHash('sha256').update(content).digest('hex');
+    await server.api.post(
+      '/assets',
+      [{ id: 'restorable', url: 'http://127.0.0.1:9/gone', name: 'restorable.csv', priority: 10, size_bytes: content.length, sha256 }],
+      server.adminToken,
+    );
+    const holder = await registerNode(server, 'node-restore');
+    await server.api.post(`/api/nodes/${holder.id}/heartbeat`, { free_bytes: 10 * 1024 * MIB }, holder.token);
+    await server.api.post('/allocate', { free_space_gb: 1, node_id: holder.name, max_assets: 1 }, holder.token);
+    expect((await server.api.post('/complete', { asset_id: 'restorable', node_id: holder.name, sha256, bytes: content.length }, holder.token)).status).toBe(
+      200,
+    );
+
+    const page = await logIn('alice', ALICE_PASSWORD);
+    await page.goto(`${server.url}/ui#/asset/restorable`);
+    await page.getByRole('table', { name: 'Copies' }).locator('[data-holder="online"]').waitFor();
+    const download = page.waitForEvent('download');
+    await page.getByRole('button', { name: 'Download' }).click();
+    // The test plays the holder's agent: it answers the transfer the restore asks for.
+    const [item] = (await server.api.get(`/api/nodes/${holder.id}/transfers?wait=10`, holder.token)).body.transfers;
+    const sent = await fetch(`${server.url}${item.url}`, {
+      method: 'PUT',
+      headers: {
+        authorization: `Bearer ${holder.token}`,
+        'content-type': 'application/octet-stream',
+        'content-range': `bytes 0-${content.length - 1}/${content.length}`,
+      },
+      body: new Uint8Array(content),
+    });
+    expect(sent.status).toBe(200);
+    const saved = await download;
+    expect(saved.suggestedFilename()).toBe('restorable.csv');
+    expect(fs.readFileSync((await saved.path()) as string).equals(content)).toBe(true);
     await page.close();
   });
 
