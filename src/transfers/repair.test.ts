@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
 import { registerNode, useTestServer } from '../../test/server.js';
+import { serveOneTransfer } from '../../test/transfer-holder.js';
 
 const GIB = 1024 ** 3;
 const content = crypto.randomBytes(200_000);
@@ -44,18 +45,7 @@ describe.each(dialects)('repair from copies on %s', (dialect) => {
     const refused = await fetch(`${server.url}${repair.restore_url}`, { headers: { authorization: `Bearer ${first.token}` } });
     expect(refused.status).toBe(403);
     const restore = fetch(`${server.url}${repair.restore_url}`, { headers: { authorization: `Bearer ${third.token}` } });
-    const poll = await server.api.get(`/api/nodes/${holder.id}/transfers?wait=10`, holder.token);
-    const [item] = poll.body.transfers;
-    const put = await fetch(`${server.url}${item.url}`, {
-      method: 'PUT',
-      headers: {
-        authorization: `Bearer ${holder.token}`,
-        'content-type': 'application/octet-stream',
-        'content-range': `bytes 0-${content.length - 1}/${content.length}`,
-      },
-      body: new Uint8Array(content),
-    });
-    expect(put.status).toBe(200);
+    await serveOneTransfer(server, holder, content);
     const bytes = Buffer.from(await (await restore).arrayBuffer());
     expect(bytes.equals(content)).toBe(true);
     const completed = await server.api.post('/complete', { asset_id: 'r', node_id: third.name, sha256, bytes: bytes.length }, third.token);

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
 import { registerNode, startTestServer, useTestServer, type TestServer } from '../../test/server.js';
+import { nextTransfer, putChunk, type HolderNode, type TransferItem } from '../../test/transfer-holder.js';
 import type { Config } from '../config.js';
 
 const KIB = 1024;
@@ -9,16 +10,8 @@ const GIB = 1024 ** 3;
 const content = crypto.randomBytes(300 * KIB + 17);
 const sha256 = crypto.createHash('sha256').update(content).digest('hex');
 
-type Node = { id: number; name: string; token: string };
-interface Item {
-  id: number;
-  asset_id: string;
-  offset: number;
-  length: number;
-  size: number;
-  sha256: string;
-  url: string;
-}
+type Node = HolderNode;
+type Item = TransferItem;
 
 describe.each(dialects)('restore through transfers on %s', (dialect) => {
   const suite = useTestServer(dialect, { transferStartMs: 3000, nodeRateLimitPerMinute: 100_000, sourceAllowPrivate: true });
@@ -57,22 +50,8 @@ describe.each(dialects)('restore through transfers on %s', (dialect) => {
   const beat = (node: Node) => server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * GIB }, node.token);
   const restore = (headers: Record<string, string> = {}, token = user, target = server) =>
     fetch(`${target.url}/assets/a/content`, { headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers } });
-  const poll = async (node: Node, target = server): Promise<Item> => {
-    const answer = await target.api.get(`/api/nodes/${node.id}/transfers?wait=10`, node.token);
-    expect(answer.status).toBe(200);
-    expect(answer.body.transfers).toHaveLength(1);
-    return answer.body.transfers[0];
-  };
-  const put = (node: Node, item: Item, start: number, bytes: Buffer, target = server) =>
-    fetch(`${target.url}${item.url}`, {
-      method: 'PUT',
-      headers: {
-        authorization: `Bearer ${node.token}`,
-        'content-type': 'application/octet-stream',
-        'content-range': `bytes ${start}-${start + bytes.length - 1}/${item.size}`,
-      },
-      body: new Uint8Array(bytes),
-    });
+  const poll = (node: Node, target = server) => nextTransfer(target, node);
+  const put = (node: Node, item: Item, start: number, bytes: Buffer, target = server) => putChunk(target, node, item, start, bytes);
   /** Sends `item` in chunks from `source` (the copy as this node has it), up to `stopAt` bytes of the copy. */
   const send = async (node: Node, item: Item, source = content, stopAt = item.offset + item.length, target = server) => {
     for (let start = item.offset; start < stopAt; start += 64 * KIB) {

@@ -6,6 +6,7 @@ import { browserAvailable } from '../../test/browser.js';
 import { ALICE_PASSWORD, ASSETS_TOTAL, figure, logIn as logInto, startDashboard, type Dashboard } from '../../test/dashboard-fixture.js';
 import { dialects } from '../../test/databases.js';
 import { ADMIN_PASSWORD, registerNode, type TestServer } from '../../test/server.js';
+import { serveOneTransfer } from '../../test/transfer-holder.js';
 
 const MIB = 1024 * 1024;
 
@@ -238,17 +239,7 @@ describe.skipIf(!browserAvailable).each(dialects)('the dashboard in Chromium on 
     const download = page.waitForEvent('download');
     await page.getByRole('button', { name: 'Download' }).click();
     // The test plays the holder's agent: it answers the transfer the restore asks for.
-    const [item] = (await server.api.get(`/api/nodes/${holder.id}/transfers?wait=10`, holder.token)).body.transfers;
-    const sent = await fetch(`${server.url}${item.url}`, {
-      method: 'PUT',
-      headers: {
-        authorization: `Bearer ${holder.token}`,
-        'content-type': 'application/octet-stream',
-        'content-range': `bytes 0-${content.length - 1}/${content.length}`,
-      },
-      body: new Uint8Array(content),
-    });
-    expect(sent.status).toBe(200);
+    await serveOneTransfer(server, holder, content);
     const saved = await download;
     expect(saved.suggestedFilename()).toBe('restorable.csv');
     expect(fs.readFileSync((await saved.path()) as string).equals(content)).toBe(true);
