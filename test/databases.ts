@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterEach, beforeEach, inject } from 'vitest';
 import type { Kysely } from 'kysely';
-import { openDatabase, SQLITE_FILE_NAME, type DatabaseHandle } from '../src/db/database.js';
+import { openDatabase, SQLITE_FILE_NAME, type DatabaseHandle, type Db } from '../src/db/database.js';
 import { migrations } from '../src/db/migrations/index.js';
 import { cloneScript } from './database-templates.js';
 
@@ -88,6 +88,33 @@ export async function createTestDatabase(name: DialectName, setup: { migrate?: b
       await Promise.all(handles.map((each) => each.close().catch(() => undefined)));
       // PostgreSQL schemas are dropped together when the run ends (test/global-setup.ts).
       fs.rmSync(dataDirectory, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * What a suite of database tests shares, in one line: before each test a fresh migrated database
+ * on `dialect`, after it the database dropped. `database` and `db` are this test's.
+ */
+export function useTestDatabase(dialect: DialectName): { readonly database: TestDatabase; readonly db: Db } {
+  let database: TestDatabase | undefined;
+  beforeEach(async () => {
+    database = await createTestDatabase(dialect);
+  });
+  afterEach(async () => {
+    await database?.drop();
+    database = undefined;
+  });
+  const current = () => {
+    if (!database) throw new Error('the database exists only while a test runs');
+    return database;
+  };
+  return {
+    get database() {
+      return current();
+    },
+    get db() {
+      return current().handle.db;
     },
   };
 }

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects, useTestDatabase, type TestDatabase } from '../../test/databases.js';
 import { importAssets } from '../assets/assets.service.js';
 import { buildConfig } from '../config.js';
 import type { Db } from '../db/database.js';
@@ -115,15 +115,10 @@ const END_KINDS = ['allocation.released', 'allocation.failed', 'allocation.compl
 
 /** Invariant 4 through every exit path: release, fail, complete, expire, reclaim, supersede. */
 describe.each(dialects)('every allocation ends once, with its event, on %s', (dialect) => {
+  const suite = useTestDatabase(dialect);
   let database: TestDatabase;
   let db: Db;
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    db = database.handle.db;
-  });
-  afterEach(async () => {
-    await database.drop();
-  });
+  beforeEach(() => ({ database, db } = suite));
 
   const config = buildConfig();
   const failure = failurePolicyFrom(config);

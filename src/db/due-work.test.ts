@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects, useTestDatabase, type TestDatabase } from '../../test/databases.js';
 import type { TaskState } from '../tasks/tasks.table.js';
 import type { Db } from './database.js';
 import { claimDue, claimRow, endClaim, findDueIds, releaseClaim, renewClaim, updateHeld, type DueWork } from './due-work.js';
@@ -77,15 +77,10 @@ const readTask = (db: Db, id: number) => db.selectFrom('tasks').selectAll().wher
 const readImport = (db: Db, id: number) => db.selectFrom('imports').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
 describe.each(dialects)('claims of due work on %s', (dialect) => {
+  const suite = useTestDatabase(dialect);
   let database: TestDatabase;
   let db: Db;
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    db = database.handle.db;
-  });
-  afterEach(async () => {
-    await database.drop();
-  });
+  beforeEach(() => ({ database, db } = suite));
 
   it('claims waiting rows whose time has come and lapsed claims, in order, and counts an attempt on each', async () => {
     const tasks = await makeSelectionOfTasks(db);

@@ -53,7 +53,9 @@ export async function probeWorkers(db: Db, deps: Pick<LeasingDeps, 'config'>, no
     await db.transaction().execute(async (trx) => {
       for (const [index, worker] of slice.entries()) {
         let probe = probes[index] as WorkerCheck;
-        if (probe.proof && probe.ok && (await findProvenElsewhere(trx, worker))) {
+        // One host key and one address, one worker: the first to prove them keeps them (the partial unique indexes of migration 0013).
+        const identity = { hostKey: worker.ssh_host_key as string, ip: worker.ip, sshPort: worker.ssh_port };
+        if (probe.proof && probe.ok && (await findOtherProvenWorker(trx, identity, worker.id)) !== undefined) {
           probe = { ok: false, proof: true, detail: 'another worker has already proven this host key' };
         }
         const failures = probe.ok ? 0 : worker.probe_failures + 1;
@@ -110,11 +112,6 @@ async function checkWorker(worker: ProbedWorker, timeoutMs: number): Promise<Wor
   if (worker.host_key_verified_at !== null) return { ...(await probeSshBanner(target.host, target.port, timeoutMs)), proof: false };
   const proof = await proveHostKey(target, timeoutMs);
   return proof.ok ? { ok: true, proof: true, detail: 'host key proven' } : { ok: false, proof: true, detail: proof.detail };
-}
-
-/** One host key and one address, one worker: the first to prove them keeps them (the partial unique indexes of migration 0013). */
-async function findProvenElsewhere(db: Db, worker: ProbedWorker): Promise<boolean> {
-  return (await findOtherProvenWorker(db, { hostKey: worker.ssh_host_key as string, ip: worker.ip, sshPort: worker.ssh_port }, worker.id)) !== undefined;
 }
 
 export interface MigrationPassResult {

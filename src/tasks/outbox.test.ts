@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { dialects, useTestDatabase, type TestDatabase } from '../../test/databases.js';
 import type { Db } from '../db/database.js';
 import { claimDueTasks, markTaskFailed, markTasksDone, queueTasks, retryDelayMs, type RetryPolicy } from './outbox.js';
 
@@ -9,15 +9,10 @@ const POLICY: RetryPolicy = { maxAttempts: 3, baseDelayMs: 1_000 };
 const task = { kind: 'deprovision' as const, rentalId: null, nodeId: null, payload: { account: 'x' }, maxAttempts: 5 };
 
 describe.each(dialects)('the outbox on %s', (dialect) => {
+  const suite = useTestDatabase(dialect);
   let database: TestDatabase;
   let db: Db;
-  beforeEach(async () => {
-    database = await createTestDatabase(dialect);
-    db = database.handle.db;
-  });
-  afterEach(async () => {
-    await database.drop();
-  });
+  beforeEach(() => ({ database, db } = suite));
 
   const claim = (now: number) => claimDueTasks(db, database.handle.dialect, now, 10, LOCK_MS);
 
