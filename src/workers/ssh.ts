@@ -74,6 +74,56 @@ export function hostKeyAlgorithms(hostKey: string): ServerHostKeyAlgorithm[] {
 
 export type HostKeyProof = { ok: true } | { ok: false; detail: string };
 
+/** One SSH session to a worker whose host key is pinned, as the two uses below drive it. */
+interface PinnedSession<T> {
+  client: InstanceType<typeof Client>;
+  /** The pinned key's bytes, and the key the server presented (once it did). */
+  pinned: Buffer;
+  presented(): Buffer | undefined;
+  /** Ends the session with `outcome`; only the first call counts. */
+  finish(outcome: T): void;
+}
+
+/**
+ * Connects to a worker offering only the pinned key's algorithm and accepting only that key,
+ * byte for byte; `drive` attaches what the session does, and `finish` ends it once (on the
+ * timeout with `late`). The one place that connects to workers.
+ */
+function pinnedSession<T>(
+  target: Pick<WorkerTarget, 'host' | 'port' | 'hostKey'>,
+  login: { username: string; privateKey?: string },
+  timeoutMs: number,
+  late: T,
+  drive: (session: PinnedSession<T>) => void,
+): Promise<T> {
+  const pinned = Buffer.from(target.hostKey.split(' ')[1] ?? '', 'base64');
+  return new Promise((resolve) => {
+    const client = new Client();
+    let presented: Buffer | undefined;
+    let settled = false;
+    const finish = (outcome: T) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.end();
+      resolve(outcome);
+    };
+    const timer = setTimeout(() => finish(late), timeoutMs);
+    drive({ client, pinned, presented: () => presented, finish });
+    client.connect({
+      host: target.host,
+      port: target.port,
+      ...login,
+      readyTimeout: timeoutMs,
+      algorithms: { serverHostKey: hostKeyAlgorithms(target.hostKey) },
+      hostVerifier: (presentedKey: Buffer) => {
+        presented = presentedKey;
+        return presentedKey.equals(pinned);
+      },
+    });
+  });
+}
+
 /**
  * The control plane's own SSH key exchange with host:port, stopped before authentication: proves
  * that whoever answers there holds the private half of `hostKey`. Presenting the public key is not
@@ -82,36 +132,17 @@ export type HostKeyProof = { ok: true } | { ok: false; detail: string };
  * on, and only its completion (the `handshake` event, after the signature was verified) proves it.
  */
 export function proveHostKey(target: Pick<WorkerTarget, 'host' | 'port' | 'hostKey'>, timeoutMs: number): Promise<HostKeyProof> {
-  const pinned = Buffer.from(target.hostKey.split(' ')[1] ?? '', 'base64');
   const where = `${target.host}:${target.port}`;
-  return new Promise((resolve) => {
-    const client = new Client();
-    let presented: Buffer | undefined;
-    let settled = false;
-    const finish = (proof: HostKeyProof) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      client.end();
-      resolve(proof);
-    };
-    const timer = setTimeout(() => finish({ ok: false, detail: `no SSH key exchange with ${where} within ${timeoutMs} ms` }), timeoutMs);
-    client.on('handshake', () => finish(presented?.equals(pinned) ? { ok: true } : { ok: false, detail: `${where} did not present the registered host key` }));
+  const late: HostKeyProof = { ok: false, detail: `no SSH key exchange with ${where} within ${timeoutMs} ms` };
+  return pinnedSession<HostKeyProof>(target, { username: 'dispatcher-host-key-check' }, timeoutMs, late, ({ client, pinned, presented, finish }) => {
+    client.on('handshake', () =>
+      finish(presented()?.equals(pinned) ? { ok: true } : { ok: false, detail: `${where} did not present the registered host key` }),
+    );
     client.on('error', (error) => {
-      if (presented === undefined) return finish({ ok: false, detail: `SSH to ${where} failed: ${error.message}` });
-      if (!presented.equals(pinned)) return finish({ ok: false, detail: `${where} presented another host key than the registered one` });
+      const key = presented();
+      if (key === undefined) return finish({ ok: false, detail: `SSH to ${where} failed: ${error.message}` });
+      if (!key.equals(pinned)) return finish({ ok: false, detail: `${where} presented another host key than the registered one` });
       finish({ ok: false, detail: `${where} presented the registered host key but did not prove it holds its private half: ${error.message}` });
-    });
-    client.connect({
-      host: target.host,
-      port: target.port,
-      username: 'dispatcher-host-key-check',
-      readyTimeout: timeoutMs,
-      algorithms: { serverHostKey: hostKeyAlgorithms(target.hostKey) },
-      hostVerifier: (presentedKey: Buffer) => {
-        presented = presentedKey;
-        return presentedKey.equals(pinned);
-      },
     });
   });
 }
@@ -126,29 +157,15 @@ export class HostKeyMismatchError extends Error {
  * Runs one worker command over SSH as the provisioning account. The host key must be the pinned
  * one, byte for byte; the command line is built from validated parts only (worker-commands.ts).
  */
-export function runWorkerCommand(target: WorkerTarget, key: ProvisioningKey, command: WorkerCommand, timeoutMs: number): Promise<void> {
+export async function runWorkerCommand(target: WorkerTarget, key: ProvisioningKey, command: WorkerCommand, timeoutMs: number): Promise<void> {
   const line = formatWorkerCommand(command);
-  const pinned = Buffer.from(target.hostKey.split(' ')[1] ?? '', 'base64');
-  return new Promise((resolve, reject) => {
-    const client = new Client();
-    let presented: Buffer | undefined;
-    let settled = false;
-    const finish = (error?: Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      client.end();
-      if (error) reject(error);
-      else resolve();
-    };
-    const timer = setTimeout(() => finish(new Error(`no answer from ${target.host}:${target.port} within ${timeoutMs} ms`)), timeoutMs);
+  const late = new Error(`no answer from ${target.host}:${target.port} within ${timeoutMs} ms`);
+  const login = { username: target.username, privateKey: key.privateKey };
+  const failure = await pinnedSession<Error | undefined>(target, login, timeoutMs, late, ({ client, pinned, presented, finish }) => {
     client.on('error', (error) => {
-      if (presented && !presented.equals(pinned)) {
-        const type = target.hostKey.split(' ')[0];
-        finish(new HostKeyMismatchError(`${type} ${presented.toString('base64')}`));
-      } else {
-        finish(new Error(`SSH to ${target.host}:${target.port} failed: ${error.message}`));
-      }
+      const shown = presented();
+      if (shown && !shown.equals(pinned)) finish(new HostKeyMismatchError(`${target.hostKey.split(' ')[0]} ${shown.toString('base64')}`));
+      else finish(new Error(`SSH to ${target.host}:${target.port} failed: ${error.message}`));
     });
     client.on('ready', () => {
       client.exec(line, (error, stream) => {
@@ -159,25 +176,13 @@ export function runWorkerCommand(target: WorkerTarget, key: ProvisioningKey, com
         };
         stream.on('data', keep);
         stream.stderr.on('data', keep);
-        stream.on('close', (code: number | null) => {
-          if (code === 0) finish();
-          else finish(new Error(`the worker answered exit code ${code ?? 'none'}: ${output.trim().slice(0, 500) || 'no output'}`));
-        });
+        stream.on('close', (code: number | null) =>
+          finish(code === 0 ? undefined : new Error(`the worker answered exit code ${code ?? 'none'}: ${output.trim().slice(0, 500) || 'no output'}`)),
+        );
       });
     });
-    client.connect({
-      host: target.host,
-      port: target.port,
-      username: target.username,
-      privateKey: key.privateKey,
-      readyTimeout: timeoutMs,
-      algorithms: { serverHostKey: hostKeyAlgorithms(target.hostKey) },
-      hostVerifier: (presentedKey: Buffer) => {
-        presented = presentedKey;
-        return presentedKey.equals(pinned);
-      },
-    });
   });
+  if (failure) throw failure;
 }
 
 /** The active health probe: a TCP connection that must answer with an SSH banner in time. */
