@@ -4,6 +4,7 @@ import path from 'node:path';
 import { pause } from '../lib/backoff.js';
 import type { AgentConfig } from './agent.config.js';
 import { ApiError, createClient, listAllocations, withBackoff, type Client, type TransferItem } from './client.js';
+import { createControlPlaneFetch } from './download-origin.js';
 import type { Identity } from './identity.js';
 import { createRestraints, ENDED_ELSEWHERE, FIRST_DEFER_MS, runJob, STOPPING_TIMEOUT_MS, type Job, type JobContext, type Task } from './job.js';
 import type { Progress } from './progress.js';
@@ -36,13 +37,17 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   const client = createClient(config.apiEndpoint, () => identity.node_token);
   progress.log(`registered as node ${identity.node_id} "${identity.name}" at ${config.apiEndpoint}`);
 
+  const userAgent = `dispatcher-agent/${version} (+${config.contact})`;
   const context: JobContext = {
     config,
     client,
     identity,
     progress,
     store,
-    fetch: createSafeFetch({ allowPrivate: config.allowPrivate, userAgent: `dispatcher-agent/${version} (+${config.contact})` }),
+    fetches: {
+      source: createSafeFetch({ allowPrivate: config.allowPrivate, userAgent }),
+      controlPlane: createControlPlaneFetch(config.apiEndpoint, () => identity.node_token, userAgent),
+    },
     limiter: config.bandwidthLimit ? createRateLimiter(config.bandwidthLimit) : undefined,
     restraints: createRestraints(FIRST_DEFER_MS),
     received: { bytes: 0 },
@@ -88,7 +93,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
           free_space_gb: Math.max(0, free - config.reserveBytes) / GIB,
           max_assets: config.concurrency - jobs.size,
         });
-        for (const asset of granted) start(taskOf(asset, asset.reserved_bytes));
+        for (const asset of granted) start(taskOf(asset, asset.restore_url, asset.reserved_bytes));
         if (granted.length > 0) waitMs = 0;
       } catch (error) {
         if (!(error instanceof ApiError && error.code === 'NO_ASSETS_AVAILABLE')) progress.log(`asking for work failed: ${(error as Error).message}`);
@@ -115,11 +120,17 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   );
 }
 
-function taskOf(asset: { id: string; name: string; url: string; size_bytes: number | null; sha256: string | null }, reservedBytes: number): Task {
+/** `restoreUrl`: the allocation's (a repair from copies), not the asset's. */
+function taskOf(
+  asset: { id: string; name: string; url: string; size_bytes: number | null; sha256: string | null },
+  restoreUrl: string | null,
+  reservedBytes: number,
+): Task {
   return {
     id: asset.id,
     name: asset.name,
     url: asset.url,
+    restoreUrl,
     sizeBytes: asset.size_bytes,
     sha256: asset.sha256,
     reservedBytes: asset.size_bytes ?? reservedBytes,
@@ -160,7 +171,7 @@ async function prepareDataDirectory(
   for (const allocation of active) {
     const asset = await withBackoff(() => client.asset(allocation.asset_id), retry);
     progress.log(`resuming ${asset.id}`);
-    tasks.push(taskOf(asset, allocation.reserved_bytes));
+    tasks.push(taskOf(asset, allocation.restore_url ?? null, allocation.reserved_bytes));
   }
   return tasks;
 }

@@ -3,8 +3,10 @@ import type { AllocatedAsset, AllocationView, CompleteResponse } from '../alloca
 import type { ReleaseCause } from '../allocations/failure-policy.js';
 import { backoffDelay, pause, withJitter } from '../lib/backoff.js';
 import type { TransferItem as TransferItemSchema } from '../transfers/transfers.schemas.js';
+import { RefusedDestinationError } from './safe-fetch.js';
 
 export type Allocated = Static<typeof AllocatedAsset>;
+/** An allocation as GET /allocations lists it; `restore_url` marks a repair from copies (as in POST /allocate's answer). */
 export type AllocationRecord = Static<typeof AllocationView>;
 export type Completion = Static<typeof CompleteResponse>;
 
@@ -83,13 +85,10 @@ interface Payload {
 
 /** The control plane's API as the agent uses it: typed from the server's own schemas. */
 export function createClient(baseUrl: string, token: () => string) {
-  const origin = new URL(baseUrl).origin;
   const call = <T>(method: string, path: string, body?: unknown, options?: CallOptions) =>
     request<T>(method, path, body === undefined ? {} : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }, options);
   async function request<T>(method: string, path: string, payload: Payload, options: CallOptions = {}): Promise<T> {
-    const url = new URL(path, baseUrl);
-    // Paths come from the control plane's answers too (a transfer's url): the token goes nowhere else.
-    if (url.origin !== origin) throw new Error(`refusing to send this node's token to ${url.origin}`);
+    const url = controlPlaneUrl(baseUrl, path);
     const timeout = AbortSignal.timeout(options.timeoutMs ?? CALL_TIMEOUT_MS);
     const streamed = typeof payload.body === 'object';
     const response = await fetch(url, {
@@ -165,6 +164,18 @@ export function createClient(baseUrl: string, token: () => string) {
         { signal },
       ),
   };
+}
+
+/**
+ * `path` resolved against the control plane's URL, refused (code REFUSED_DESTINATION) when it
+ * leaves the control plane's origin: paths come from its answers too (a transfer's url, a
+ * restore_url), and the node's token goes nowhere else.
+ */
+export function controlPlaneUrl(baseUrl: string, path: string): URL {
+  const url = new URL(path, baseUrl);
+  const origin = new URL(baseUrl).origin;
+  if (url.origin !== origin) throw new RefusedDestinationError(`refusing to send this node's token to ${url.origin}`);
+  return url;
 }
 
 /** Every page of this node's allocations in `state`. */

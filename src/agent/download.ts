@@ -29,6 +29,8 @@ export interface DownloadRequest {
   fetch?: FetchLike;
   /** Sent with every request (e.g. User-Agent). */
   headers?: Record<string, string>;
+  /** Who answers, as failure reasons name it: "source" unless told. */
+  answerer?: string;
 }
 
 export type FailureKind =
@@ -51,6 +53,8 @@ type Failure = Extract<DownloadOutcome, { ok: false }>;
 /** Free space is measured again at least this often while writing. */
 const FREE_SPACE_CHECK_BYTES = 8 * 1024 * 1024;
 const RETRY_AFTER_CAP_SECONDS = 86_400;
+const PROBLEM_MAX_BYTES = 4096;
+const PROBLEM_WAIT_MS = 2_000;
 /** Partials being written by this process: one writer per partial. */
 const writing = new Set<string>();
 
@@ -113,14 +117,11 @@ async function handleAnswer(request: DownloadRequest, response: Response, hash: 
     if (request.expectedBytes === offset) return finish(request, hash, offset);
     return restart(request);
   }
-  if (status !== 200 && status !== 206) {
-    await dropBody(response);
-    return failStatus(response);
-  }
+  if (status !== 200 && status !== 206) return failStatus(response, request.answerer ?? 'source', await readProblem(response));
   if (status === 206 && !rangeStartsAt(response, offset)) {
     await dropBody(response);
     if (offset > 0) return restart(request);
-    return fail('source_error', 'source answered a range we did not ask for', { status });
+    return fail('source_error', `${request.answerer ?? 'source'} answered a range we did not ask for`, { status });
   }
   if (status === 200 && offset > 0) {
     // The source ignored the range or changed since (If-Range): this answer starts over.
@@ -208,9 +209,9 @@ async function finish(request: DownloadRequest, hash: crypto.Hash, bytes: number
   return { ok: true, sha256, bytes, partial: request.partial };
 }
 
-function failStatus(response: Response): Failure {
+function failStatus(response: Response, answerer: string, problem: string): Failure {
   const { status } = response;
-  const reason = `source answered ${status}${response.statusText ? ` ${response.statusText}` : ''}`;
+  const reason = `${answerer} answered ${status}${response.statusText ? ` ${response.statusText}` : ''}${problem}`;
   if (status === 404 || status === 410) return fail('source_gone', reason, { status });
   const retryAfterSeconds = status === 429 || status === 503 ? retryAfterSecondsOf(response.headers.get('retry-after')) : undefined;
   if (status === 429 || (status === 503 && retryAfterSeconds !== undefined)) {
@@ -254,6 +255,34 @@ async function startOver(request: DownloadRequest): Promise<0> {
 async function discard(request: DownloadRequest, failure: Failure): Promise<Failure> {
   await startOver(request);
   return failure;
+}
+
+/**
+ * ` (CODE: detail)` of a small JSON error answer, such as the control plane's `{detail, code}`, else
+ * ''. At most PROBLEM_MAX_BYTES are read, for at most PROBLEM_WAIT_MS: the body is then closed.
+ */
+async function readProblem(response: Response): Promise<string> {
+  const reader = /\bjson\b/i.test(response.headers.get('content-type') ?? '') ? response.body?.getReader() : undefined;
+  if (!reader) return dropBody(response).then(() => '');
+  const pieces: Uint8Array[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), PROBLEM_WAIT_MS)));
+  try {
+    let bytes = 0;
+    while (bytes < PROBLEM_MAX_BYTES) {
+      const read = await Promise.race([reader.read(), late]);
+      if (read === 'late' || read.done) break;
+      pieces.push(read.value);
+      bytes += read.value.length;
+    }
+    const { code, detail } = JSON.parse(Buffer.concat(pieces).toString('utf8')) as { code?: unknown; detail?: unknown };
+    return typeof code === 'string' ? ` (${code}${typeof detail === 'string' ? `: ${detail}` : ''})` : '';
+  } catch {
+    return '';
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel().catch(() => undefined);
+  }
 }
 
 /** Closes an answer's body unread; a body the source already broke off needs no closing. */

@@ -2,10 +2,10 @@ import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
 import { cooldownAfter } from '../allocations/failure-policy.js';
 import { backoffDelay, pause } from '../lib/backoff.js';
-import { sourceHostOf } from '../sources/source-host.js';
 import type { AgentConfig } from './agent.config.js';
-import { withBackoff, type Client, type ReleaseReport } from './client.js';
-import { download, type DownloadOutcome, type FetchLike } from './download.js';
+import { withBackoff, type Client } from './client.js';
+import { download, type DownloadOutcome } from './download.js';
+import { originOf, releaseFor, restraintFor, type Origin, type OriginFetches, type Release } from './download-origin.js';
 import type { Identity } from './identity.js';
 import type { Progress } from './progress.js';
 import type { RateLimiter } from './rate-limiter.js';
@@ -15,7 +15,10 @@ import { fileNameFor, type Store } from './storage.js';
 export interface Task {
   id: string;
   name: string;
+  /** The asset's source: where it is fetched from unless `restoreUrl` is set, and what names its file. */
   url: string;
+  /** Set when the control plane repairs the asset from its copies: fetched from there (relative to it), never from `url`. */
+  restoreUrl: string | null;
   sizeBytes: number | null;
   sha256: string | null;
   /** What the control plane set aside for it: the size, or its estimate when the size is unknown. */
@@ -42,7 +45,7 @@ export interface JobContext {
   identity: Identity;
   progress: Progress;
   store: Store;
-  fetch: FetchLike;
+  fetches: OriginFetches;
   limiter: RateLimiter | undefined;
   restraints: Restraints;
   received: Received;
@@ -55,12 +58,14 @@ export const STOPPING_TIMEOUT_MS = 5_000;
 
 /**
  * What this agent keeps to itself so that it never loops on an asset or a source, whatever the
- * control plane does: assets it failed (not taken again before their time, doubling per failure)
- * and source hosts that asked to be left alone.
+ * control plane does: assets it failed from an origin (not taken from there again before their
+ * time, doubling per failure; a source that failed does not keep a repair from copies away) and
+ * hosts that asked to be left alone.
  */
 export interface Restraints {
-  deferredUntil(assetId: string): number | undefined;
-  defer(assetId: string): void;
+  /** `host`: the origin's, as Origin names it. */
+  deferredUntil(assetId: string, host: string): number | undefined;
+  defer(assetId: string, host: string): void;
   pausedUntil(host: string): number | undefined;
   pause(host: string, until: number): void;
 }
@@ -69,11 +74,13 @@ export function createRestraints(firstDeferMs: number, now: () => number = Date.
   const deferred = new Map<string, { failures: number; until: number }>();
   const paused = new Map<string, number>();
   const live = (until: number | undefined) => (until !== undefined && until > now() ? until : undefined);
+  const keyOf = (assetId: string, host: string) => JSON.stringify([assetId, host]);
   return {
-    deferredUntil: (assetId) => live(deferred.get(assetId)?.until),
-    defer(assetId) {
-      const failures = (deferred.get(assetId)?.failures ?? 0) + 1;
-      deferred.set(assetId, {
+    deferredUntil: (assetId, host) => live(deferred.get(keyOf(assetId, host))?.until),
+    defer(assetId, host) {
+      const key = keyOf(assetId, host);
+      const failures = (deferred.get(key)?.failures ?? 0) + 1;
+      deferred.set(key, {
         failures,
         until: now() + cooldownAfter(failures, { cooldownMs: firstDeferMs, cooldownMaxMs: firstDeferMs * DEFER_MAX_DOUBLINGS }),
       });
@@ -87,78 +94,92 @@ export function createRestraints(firstDeferMs: number, now: () => number = Date.
 export const FIRST_DEFER_MS = 600_000;
 const DEFER_MAX_DOUBLINGS = 2 ** 20;
 
-// The host as the control plane counts and pauses it (heartbeat paused_sources name it so).
-const hostOf = (url: string) => sourceHostOf(url) ?? url;
-
 /**
- * One asset: a copy already kept is reported again as it is; otherwise download (resuming,
- * retrying what is worth it), keep it, report it; or give the asset back with the cause.
+ * One asset: a copy already kept is reported again as it is; otherwise download it from its origin
+ * (its source, or the control plane's copies for a repair), resuming and retrying what is worth
+ * it, keep it, report it; or give the asset back with the cause.
  */
 export async function runJob(job: Job, context: JobContext): Promise<void> {
-  const { config, progress, store, restraints } = context;
+  const { config, restraints } = context;
   const { task } = job;
   const stop = AbortSignal.any([job.controller.signal, context.signal]);
   // Each attempt's request, stream and waits listen on this signal; attempts are bounded by AGENT_RETRIES.
   setMaxListeners(8 * config.retries + 16, stop);
-  const host = hostOf(task.url);
-  const deferred = restraints.deferredUntil(task.id);
-  if (deferred !== undefined)
-    return giveBack(job, context, { cause: 'other', reason: `this node failed it recently; not before ${new Date(deferred).toISOString()}` });
-  const paused = restraints.pausedUntil(host);
-  if (paused !== undefined) {
-    const seconds = Math.ceil((paused - Date.now()) / 1000);
-    return giveBack(job, context, { cause: 'source_busy', reason: `${host} asked to wait`, retry_after_seconds: seconds });
+  const origin = originOf(task, config.apiEndpoint, context.fetches);
+  const deferred = restraints.deferredUntil(task.id, origin.host);
+  if (deferred !== undefined) {
+    return giveBack(job, context, {
+      cause: 'other',
+      reason: `this node failed it from ${origin.name} recently; not before ${new Date(deferred).toISOString()}`,
+    });
   }
+  const paused = pausedRelease(origin, restraints);
+  if (paused) return giveBack(job, context, paused);
   if (await reportKeptCopy(job, context)) return;
 
-  const partial = store.partialPath(task.id);
-  let outcome: DownloadOutcome | undefined;
-  for (let attempt = 1; attempt <= config.retries; attempt += 1) {
-    try {
-      outcome = await download({
-        url: task.url,
-        partial,
-        expectedBytes: task.sizeBytes,
-        expectedSha256: task.sha256,
-        maxBytes: task.sizeBytes ?? task.reservedBytes,
-        reserveBytes: config.reserveBytes,
-        freeBytes: context.freeBytes,
-        fetch: context.fetch,
-        signal: stop,
-        rateLimiter: context.limiter,
-        onProgress: (bytes) => {
-          context.received.bytes += Math.max(0, bytes - job.bytesDone);
-          job.bytesDone = bytes;
-        },
-      });
-    } catch (error) {
-      if (job.controller.signal.reason === ENDED_ELSEWHERE) return dropEnded(job, context, partial);
-      if (stop.aborted) return giveBack(job, context, { cause: 'stopping', reason: 'agent stopping' }, STOPPING_TIMEOUT_MS);
-      restraints.defer(task.id);
-      return giveBack(job, context, { cause: 'other', reason: `local error: ${(error as Error).message}` });
-    }
-    if (outcome.ok || !outcome.retryable || outcome.kind === 'source_busy' || attempt === config.retries) break;
+  const partial = context.store.partialPath(task.id);
+  let outcome: DownloadOutcome;
+  try {
+    outcome = await downloadWithRetries(job, context, origin, partial, stop);
+  } catch (error) {
+    if (job.controller.signal.reason === ENDED_ELSEWHERE) return dropEnded(job, context, partial);
+    if (stop.aborted) return giveBack(job, context, { cause: 'stopping', reason: 'agent stopping' }, STOPPING_TIMEOUT_MS);
+    if (error instanceof PausedMeanwhile) return giveBack(job, context, error.release);
+    restraints.defer(task.id, origin.host);
+    return giveBack(job, context, { cause: 'other', reason: `local error: ${(error as Error).message}` });
+  }
+  if (outcome.ok) return keepAndReport(job, context, origin, outcome);
+  const release = releaseFor(outcome, origin, config.retries);
+  const restraint = restraintFor(release);
+  if (restraint === 'pause') restraints.pause(origin.host, Date.now() + (release.retry_after_seconds ?? 0) * 1000);
+  if (restraint === 'defer') restraints.defer(task.id, origin.host);
+  return giveBack(job, context, release);
+}
+
+/** The origin's host was told to wait (by its own answer, or the heartbeat for every node): nobody knocks before its time. */
+function pausedRelease(origin: Origin, restraints: Restraints): Release | undefined {
+  const paused = restraints.pausedUntil(origin.host);
+  if (paused === undefined) return undefined;
+  return { cause: 'source_busy', reason: `${origin.host} asked to wait`, retry_after_seconds: Math.ceil((paused - Date.now()) / 1000) };
+}
+
+/** Thrown between attempts when the origin's host was paused meanwhile: the asset goes back as busy. */
+class PausedMeanwhile extends Error {
+  constructor(readonly release: Release) {
+    super(release.reason);
+  }
+}
+
+/** Up to AGENT_RETRIES attempts with backoff, each resuming the partial; throws when `stop` aborts. */
+async function downloadWithRetries(job: Job, context: JobContext, origin: Origin, partial: string, stop: AbortSignal): Promise<DownloadOutcome> {
+  const { config, progress } = context;
+  const { task } = job;
+  for (let attempt = 1; ; attempt += 1) {
+    const outcome = await download({
+      url: origin.url,
+      fetch: origin.fetch,
+      answerer: origin.fromCopies ? 'the control plane' : 'source',
+      partial,
+      expectedBytes: task.sizeBytes,
+      expectedSha256: task.sha256,
+      maxBytes: task.sizeBytes ?? task.reservedBytes,
+      reserveBytes: config.reserveBytes,
+      freeBytes: context.freeBytes,
+      signal: stop,
+      rateLimiter: context.limiter,
+      onProgress: (bytes) => {
+        context.received.bytes += Math.max(0, bytes - job.bytesDone);
+        job.bytesDone = bytes;
+      },
+    });
+    if (outcome.ok || !outcome.retryable || outcome.kind === 'source_busy' || attempt >= config.retries) return outcome;
     progress.log(`${task.id}: ${outcome.reason} (attempt ${attempt} of ${config.retries})`);
     await pause(backoffDelay(attempt, 1000, 30_000), stop);
-    if (stop.aborted) {
-      if (job.controller.signal.reason === ENDED_ELSEWHERE) return dropEnded(job, context, partial);
-      return giveBack(job, context, { cause: 'stopping', reason: 'agent stopping' }, STOPPING_TIMEOUT_MS);
-    }
+    stop.throwIfAborted();
     // Another node may have been told to wait meanwhile (heartbeat): a retry must not knock.
-    const pausedNow = restraints.pausedUntil(host);
-    if (pausedNow !== undefined)
-      return giveBack(job, context, { cause: 'source_busy', reason: `${host} asked to wait`, retry_after_seconds: Math.ceil((pausedNow - Date.now()) / 1000) });
+    const paused = pausedRelease(origin, context.restraints);
+    if (paused) throw new PausedMeanwhile(paused);
   }
-  if (!outcome) return;
-  if (outcome.ok) return keepAndReport(job, context, outcome);
-  if (outcome.kind === 'source_busy') {
-    const seconds = outcome.retryAfterSeconds ?? 60;
-    restraints.pause(host, Date.now() + seconds * 1000);
-    return giveBack(job, context, { cause: 'source_busy', reason: outcome.reason, source_status: outcome.status, retry_after_seconds: seconds });
-  }
-  if (outcome.kind !== 'source_gone') restraints.defer(task.id);
-  const tries = outcome.retryable ? ` after ${config.retries} attempts` : '';
-  return giveBack(job, context, { cause: outcome.kind, reason: `${outcome.reason}${tries}`, source_status: outcome.status });
 }
 
 /** A copy of this asset kept from before (a superseded one given again, say) that still checks out is reported as it is. */
@@ -174,7 +195,7 @@ async function reportKeptCopy(job: Job, context: JobContext): Promise<boolean> {
   return true;
 }
 
-async function keepAndReport(job: Job, context: JobContext, outcome: Extract<DownloadOutcome, { ok: true }>): Promise<void> {
+async function keepAndReport(job: Job, context: JobContext, origin: Origin, outcome: Extract<DownloadOutcome, { ok: true }>): Promise<void> {
   const { task } = job;
   try {
     await context.store.commit({
@@ -185,7 +206,7 @@ async function keepAndReport(job: Job, context: JobContext, outcome: Extract<Dow
       bytes: outcome.bytes,
     });
   } catch (error) {
-    context.restraints.defer(task.id);
+    context.restraints.defer(task.id, origin.host);
     return giveBack(job, context, { cause: 'other', reason: `could not keep the copy: ${(error as Error).message}` });
   }
   await report(job, context, outcome);
@@ -212,7 +233,7 @@ async function report(job: Job, context: JobContext, copy: { sha256: string; byt
   }
 }
 
-async function giveBack(job: Job, context: JobContext, why: Omit<ReleaseReport, 'asset_id' | 'node_id'>, timeoutMs?: number): Promise<void> {
+async function giveBack(job: Job, context: JobContext, why: Release, timeoutMs?: number): Promise<void> {
   const body = { asset_id: job.task.id, node_id: context.identity.name, ...why, reason: why.reason.slice(0, 500) };
   await context.client
     .release(body, timeoutMs)

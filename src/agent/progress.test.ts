@@ -10,7 +10,7 @@ function fakeStream(isTTY: boolean) {
 }
 
 const job = (id: string, size: number | null): Job => ({
-  task: { id, name: id, url: `http://x/${id}`, sizeBytes: size, sha256: null, reservedBytes: size ?? 0 },
+  task: { id, name: id, url: `http://x/${id}`, restoreUrl: null, sizeBytes: size, sha256: null, reservedBytes: size ?? 0 },
   bytesDone: 0,
   controller: new AbortController(),
 });

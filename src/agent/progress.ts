@@ -1,4 +1,5 @@
 import { createLiveBlock, formatEta as eta } from '../terminal.js';
+import { COPIES_NAME } from './download-origin.js';
 import type { Job } from './job.js';
 import { printable } from '../lib/printable.js';
 
@@ -60,7 +61,8 @@ export function createProgress(output: NodeJS.WriteStream, summaryEvery = 30_000
     },
     started(job) {
       rates.set(job.task.id, { bytes: job.bytesDone, at: Date.now(), rate: 0 });
-      line(`downloading ${job.task.id} (${job.task.sizeBytes === null ? 'size unknown' : human(job.task.sizeBytes)}) from ${job.task.url}`);
+      const from = job.task.restoreUrl === null ? job.task.url : COPIES_NAME;
+      line(`downloading ${job.task.id} (${job.task.sizeBytes === null ? 'size unknown' : human(job.task.sizeBytes)}) from ${from}`);
     },
     finished(job, outcome) {
       rates.delete(job.task.id);

@@ -1,5 +1,6 @@
 import { toIso } from '../clock.js';
 import type { Db } from '../db/database.js';
+import { PEERS_HOST, peersUrlOf } from '../sources/source-host.js';
 import type { AllocationView } from './allocations.schemas.js';
 import type { AllocationState } from './allocations.table.js';
 
@@ -43,5 +44,6 @@ export async function listAllocations(db: Db, filter: AllocationFilter): Promise
     proved_at: toIso(row.proved_at),
     holder_status: row.node_status,
     holder_last_seen: toIso(row.node_last_heartbeat_at),
+    restore_url: row.state === 'active' && row.source_host === PEERS_HOST ? peersUrlOf(row.asset_id) : null,
   }));
 }

@@ -121,5 +121,6 @@ export const AllocationView = Type.Object({
   proved_at: Nullable(Type.String({ description: 'When the holder last showed this copy present and intact (a check at start, a scrub, a served transfer).' })),
   holder_status: Type.String({ description: "The holding node's status: alive, suspect, dead, offline…" }),
   holder_last_seen: Nullable(Type.String({ description: "The holding node's last heartbeat." })),
+  restore_url: Nullable(Type.String({ description: 'An active repair: where the node fetches the bytes from the copies left (as in the /allocate answer).' })),
 });
 export type AllocationView = Static<typeof AllocationView>;
