@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError, createClient } from './client.js';
 
@@ -36,9 +37,7 @@ afterEach(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
 
-async function* piecesOf(...pieces: string[]) {
-  for (const piece of pieces) yield Buffer.from(piece);
-}
+const piecesOf = (...pieces: string[]) => Readable.from(pieces.map((piece) => Buffer.from(piece)));
 
 describe('the agent client, sending a chunk of a transfer', () => {
   it('streams the body with its range, length and the node token', async () => {

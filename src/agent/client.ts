@@ -1,3 +1,5 @@
+import { Readable } from 'node:stream';
+import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { Static } from '@sinclair/typebox';
 import type { AllocatedAsset, AllocationView, CompleteResponse } from '../allocations/allocations.schemas.js';
 import type { ReleaseCause } from '../allocations/failure-policy.js';
@@ -79,7 +81,7 @@ interface CallOptions {
 
 /** A request's body: JSON text, or bytes streamed as they are read. */
 interface Payload {
-  body?: string | AsyncIterable<Uint8Array>;
+  body?: string | Readable;
   headers?: Record<string, string>;
 }
 
@@ -90,20 +92,23 @@ export function createClient(baseUrl: string, token: () => string) {
   async function request<T>(method: string, path: string, payload: Payload, options: CallOptions = {}): Promise<T> {
     const url = controlPlaneUrl(baseUrl, path);
     const timeout = AbortSignal.timeout(options.timeoutMs ?? CALL_TIMEOUT_MS);
-    const streamed = typeof payload.body === 'object';
-    const response = await fetch(url, {
-      method,
-      headers: { authorization: `Bearer ${options.bearer ?? token()}`, ...payload.headers },
-      // Node's fetch (undici) streams an async iterable body; the global type leaves that case out.
-      body: payload.body as RequestInit['body'] | undefined,
-      ...(streamed ? { duplex: 'half' as const } : {}),
-      signal: options.signal ? AbortSignal.any([timeout, options.signal]) : timeout,
-    });
-    const text = await response.text();
+    const headers = { authorization: `Bearer ${options.bearer ?? token()}`, ...payload.headers };
+    const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+    let status: number;
+    let text: string;
+    if (payload.body instanceof Readable) {
+      // Bytes of a copy go through undici's own request, which writes the file's buffers to the
+      // socket as they are read; fetch would pass each one through web streams first.
+      const answer = await undiciRequest(url, { method: method as Dispatcher.HttpMethod, headers, body: payload.body, signal });
+      [status, text] = [answer.statusCode, await answer.body.text()];
+    } else {
+      const response = await fetch(url, { method, headers, body: payload.body, signal });
+      [status, text] = [response.status, await response.text()];
+    }
     const parsed = text ? (JSON.parse(text) as unknown) : undefined;
-    if (!response.ok) {
+    if (status < 200 || status > 299) {
       const error = parsed as { detail?: unknown; code?: string } | undefined;
-      throw new ApiError(response.status, error?.code ?? 'UNKNOWN', typeof error?.detail === 'string' ? error.detail : text);
+      throw new ApiError(status, error?.code ?? 'UNKNOWN', typeof error?.detail === 'string' ? error.detail : text);
     }
     return parsed as T;
   }
@@ -139,7 +144,7 @@ export function createClient(baseUrl: string, token: () => string) {
         })
       ).transfers ?? [],
     /** One chunk of a transfer: `body` yields exactly the bytes of `range`, read as they are sent. */
-    sendChunk: (url: string, range: ChunkRange, body: AsyncIterable<Uint8Array>, signal: AbortSignal) =>
+    sendChunk: (url: string, range: ChunkRange, body: Readable, signal: AbortSignal) =>
       request<{ received: number; done: boolean }>(
         'PUT',
         url,

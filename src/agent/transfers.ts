@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { Transform } from 'node:stream';
 import { backoffDelay, pause } from '../lib/backoff.js';
 import { ApiError, withBackoff, type ChunkRange, type TransferItem } from './client.js';
 import { checkCopy, dropCopy, sendCopyReport, type CopyCheck, type CopyDeps } from './copy-check.js';
@@ -190,19 +191,27 @@ async function sendRange(item: TransferItem, file: string, deps: CopyDeps, uploa
   return { bytes: start - item.offset, sha256: hash.digest('hex') };
 }
 
-/** One chunk, read as it is sent; the read stops with the answer, also one that came before the body was all sent. */
+/** Reads of a copy being sent: large, so that few buffers pass from the disk to the socket. */
+const READ_BYTES = MIB;
+
+/** One chunk, read as it is sent and hashed on the way; the read stops with the answer, also one that came before the body was all sent. */
 async function sendChunk(url: string, file: string, range: ChunkRange, hash: crypto.Hash, deps: CopyDeps) {
-  const stream = fs.createReadStream(file, { start: range.start, end: range.end });
-  async function* hashed() {
-    for await (const piece of stream) {
-      hash.update(piece as Buffer);
-      yield piece as Buffer;
-    }
-  }
+  const read = fs.createReadStream(file, { start: range.start, end: range.end, highWaterMark: READ_BYTES });
+  const hashed = new Transform({
+    readableHighWaterMark: READ_BYTES,
+    writableHighWaterMark: READ_BYTES,
+    transform(piece: Buffer, _encoding, done) {
+      hash.update(piece);
+      done(null, piece);
+    },
+  });
+  read.on('error', (error) => hashed.destroy(error));
+  read.pipe(hashed);
   try {
-    return await deps.client.sendChunk(url, range, hashed(), deps.signal);
+    return await deps.client.sendChunk(url, range, hashed, deps.signal);
   } finally {
-    stream.destroy();
+    read.destroy();
+    hashed.destroy();
   }
 }
 

@@ -65,7 +65,8 @@ export function registerRestoreRoutes(app: App, ctx: AppContext, guards: Guards)
       );
       if (plan.kind === 'redirect') return reply.redirect(plan.url, 302);
       const { relayPlan, partial, name } = plan;
-      const body = new PassThrough();
+      // Room for a few of the agent's reads, so that relaying does not move in 16 KiB lockstep.
+      const body = new PassThrough({ highWaterMark: RELAY_BUFFER_BYTES });
       const gone = new AbortController();
       reply.raw.once('close', () => {
         if (!reply.raw.writableFinished) gone.abort();
@@ -92,6 +93,9 @@ export function registerRestoreRoutes(app: App, ctx: AppContext, guards: Guards)
     },
   );
 }
+
+/** What a restore may hold in memory between the holder and the client. */
+const RELAY_BUFFER_BYTES = 4 * 1024 * 1024;
 
 const firstOf = (header: string | string[] | undefined) => (Array.isArray(header) ? header[0] : header);
 
