@@ -7,7 +7,7 @@ export interface BenchNode {
   token: string;
 }
 
-async function postJson<T>(url: string, body: unknown, bearer?: string): Promise<T> {
+export async function postJson<T>(url: string, body: unknown, bearer?: string): Promise<T> {
   const response = await request(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
@@ -18,10 +18,32 @@ async function postJson<T>(url: string, body: unknown, bearer?: string): Promise
   return JSON.parse(text) as T;
 }
 
+export async function getJson<T>(url: string, bearer: string): Promise<T> {
+  const response = await request(url, { headers: { authorization: `Bearer ${bearer}` } });
+  const text = await response.body.text();
+  if (response.statusCode !== 200) throw new Error(`GET ${new URL(url).pathname} answered ${response.statusCode}: ${text}`);
+  return JSON.parse(text) as T;
+}
+
+/** A user token (a JWT) from POST /auth/login. */
+export async function logIn(baseUrl: string, username: string, password: string): Promise<string> {
+  return (await postJson<{ token: string }>(`${baseUrl}/auth/login`, { username, password })).token;
+}
+
+/** Signs a new user up (SIGNUP=open, the default) and logs it in. */
+export async function signUpAndLogIn(baseUrl: string, username: string, password: string): Promise<string> {
+  await postJson(`${baseUrl}/auth/signup`, { username, password });
+  return logIn(baseUrl, username, password);
+}
+
+/** A token nodes register with, made by the admin. */
+export async function createEnrollmentToken(baseUrl: string, adminToken: string): Promise<string> {
+  return (await postJson<{ token: string }>(`${baseUrl}/api/enrollment-tokens`, { note: 'bench' }, adminToken)).token;
+}
+
 /** Logs in as admin, creates an enrollment token, and registers `count` nodes with it (as real nodes do). */
 export async function registerNodes(baseUrl: string, adminPassword: string, count: number): Promise<BenchNode[]> {
-  const { token: adminToken } = await postJson<{ token: string }>(`${baseUrl}/auth/login`, { username: 'admin', password: adminPassword });
-  const { token: enrollmentToken } = await postJson<{ token: string }>(`${baseUrl}/api/enrollment-tokens`, { note: 'bench' }, adminToken);
+  const enrollmentToken = await createEnrollmentToken(baseUrl, await logIn(baseUrl, 'admin', adminPassword));
   const nodes: BenchNode[] = [];
   for (let n = 1; n <= count; n += 1) {
     const name = `bench-node-${n}`;

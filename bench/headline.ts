@@ -13,6 +13,8 @@ import {
   table,
   type Machine,
 } from './report.js';
+import { restoreConditions, restoreDisturbance, restoreHeadlines, restoreMarkdown } from './restore-report.js';
+import type { RestoreRun } from './restore.js';
 import type { MeasuredRow } from './rows.js';
 
 /** One headline figure: a ratio (or a bound) with its target, or an informational comparison. */
@@ -32,6 +34,8 @@ interface Picks {
   clients: number;
   instances: number;
   rawConnections: number;
+  restoreBytes: number;
+  restoreRounds: number;
 }
 
 const dispatcher = (rows: MeasuredRow[], database: DatabaseKind, instances: number, clients: number) =>
@@ -110,10 +114,12 @@ export function picksFor(options: BenchOptions): Picks {
     clients: options.clients.includes(50) ? 50 : (options.clients[0] as number),
     instances: Math.max(...options.instances),
     rawConnections: Math.max(...options.rawConnections),
+    restoreBytes: options.restoreBytes,
+    restoreRounds: options.restoreRounds,
   };
 }
 
-export function computeHeadlines(rows: MeasuredRow[], picks: Picks): Headline[] {
+export function computeHeadlines(rows: MeasuredRow[], picks: Picks, restore: RestoreRun[]): Headline[] {
   const { clients: c, instances: n, rawConnections: raw } = picks;
   const pgHttp = dispatcher(rows, 'postgres', n, c);
   const sqliteHttp = dispatcher(rows, 'sqlite', 1, c);
@@ -128,6 +134,7 @@ export function computeHeadlines(rows: MeasuredRow[], picks: Picks): Headline[] 
     ratio(`PostgreSQL /allocate, ${n} instances, ${c} clients ÷ pg-boss, ${c} loops`, pgHttp, bestQueue(rows, 'pg-boss', c), TARGETS.overPgBoss),
     p99Bound(rows, c),
     noDuplicates(rows),
+    ...restoreHeadlines(restore, picks.restoreBytes, picks.restoreRounds),
     ratio(`SQLite /allocate, ${c} clients ÷ raw one-item claim on SQLite`, sqliteHttp, bySuite(rows, 'raw-claim', 1, 'sqlite', 'one-item claim SQL')),
     ratio(`PostgreSQL /allocate, ${n} instances, ${c} clients ÷ Fastify hello world, ${c} clients`, pgHttp, bySuite(rows, 'fastify', c)),
     ratio(`PostgreSQL /allocate, 1 instance, ${c} clients ÷ pg-boss, ${c} loops`, dispatcher(rows, 'postgres', 1, c), bestQueue(rows, 'pg-boss', c)),
@@ -157,24 +164,34 @@ export interface MarkdownInput {
   rows: MeasuredRow[];
   imports: Partial<Record<DatabaseKind, ImportResult>>;
   headlines: Headline[];
+  restore: RestoreRun[];
   totalSeconds: number;
   command: string;
 }
 
-function conditions({ machine, options, imports, totalSeconds, command, rows }: MarkdownInput): string[] {
+function conditions(input: MarkdownInput): string[] {
+  const { machine, options, totalSeconds, command, rows, restore } = input;
+  return [
+    `- Command: \`${command}\` (whole run ${Math.round(totalSeconds / 60)} min)`,
+    `- Suites: ${options.suites.join(', ')}; databases: ${options.databases.join(', ')}`,
+    ...(rows.length > 0 ? allocationConditions(input) : []),
+    ...restoreConditions(options, restore),
+    `- Load generator, servers, queue libraries and PostgreSQL all shared the same ${machine.cores} cores; see the CPU columns for who used what and \`other CPU %\` for outside disturbance`,
+    ...(rows.length > 0 ? [`- ${disturbance(rows)}`] : []),
+    ...(restore.length > 0 ? [`- ${restoreDisturbance(restore)}`] : []),
+  ];
+}
+
+function allocationConditions({ options, imports }: MarkdownInput): string[] {
   const imported = Object.entries(imports)
     .map(([kind, result]) => `${kind} ${integer(result.assetsPerSecond)} assets/s`)
     .join(', ');
   return [
-    `- Command: \`${command}\` (whole run ${Math.round(totalSeconds / 60)} min)`,
-    `- Suites: ${options.suites.join(', ')}; databases: ${options.databases.join(', ')}`,
     `- Assets: ${integer(options.assets)} imported once per database through \`importAssets\`${imported ? ` (${imported})` : ''}, replicas_target 1; state reset (allocations deleted, holders restored${options.databases.includes('postgres') ? ', VACUUM ANALYZE on PostgreSQL' : ''}) after every run`,
     `- Each run: ${options.warmupSeconds} s warm-up, then ${options.durationSeconds} s measured; closed loops (each waits for its answer before the next call)`,
     `- HTTP clients: ${options.clients.join(', ')} (undici, one keep-alive connection each), \`max_assets\` ${options.maxAssets}; PostgreSQL instances: ${options.instances.join(', ')}, clients round-robin over them, each with its default pool of 10 connections`,
     `- raw-claim: PostgreSQL ${options.rawConnections.join(', ')} connections (allocateBatch: the same numbers of loops, pool = loops); SQLite one connection (allocateBatch: the same loops sharing it)`,
     `- pg-boss / graphile-worker: ${options.queueLoops.join(', ')} loops / concurrency, a fresh schema per run, pool = loops + 2 up to ${options.queuePool}; backlogs: ${options.queueBacklogs.map((backlog) => (backlog === 'deep' ? `deep (${integer(options.queueJobs)} enqueued beforehand)` : `shallow (${integer(options.queueShallow)}–${integer(2 * options.queueShallow)} pending, topped up every 50 ms by the bench process)`)).join(', ')}; the headline takes each library's better backlog`,
-    `- Load generator, servers, queue libraries and PostgreSQL all shared the same ${machine.cores} cores; see the CPU columns for who used what and \`other CPU %\` for outside disturbance`,
-    `- ${disturbance(rows)}`,
   ];
 }
 
@@ -189,7 +206,7 @@ export function disturbance(rows: MeasuredRow[]): string {
 }
 
 export function formatMarkdown(input: MarkdownInput): string {
-  const { machine, rows, headlines } = input;
+  const { machine, rows, headlines, restore } = input;
   const errors = errorLines(rows);
   return [
     '# Dispatcher benchmark results',
@@ -206,7 +223,7 @@ export function formatMarkdown(input: MarkdownInput): string {
     '',
     '## Headline',
     '',
-    'Ratios compare calls that did their job per second (an /allocate answered 200, a claim that got a row, a job fetched and completed); the items/s ratio is beside them in the detail.',
+    'Ratios compare calls that did their job per second (an /allocate answered 200, a claim that got a row, a job fetched and completed); the items/s ratio is beside them in the detail. The restore ratio compares median MiB/s of whole, checked downloads.',
     '',
     markdownTable(
       ['headline', 'value', 'target', 'verdict', 'from'],
@@ -214,14 +231,19 @@ export function formatMarkdown(input: MarkdownInput): string {
       1,
     ),
     '',
-    '## All runs',
-    '',
-    markdownTable(MAIN_HEADERS, rows.map(mainCells), 3),
-    '',
-    `CPU is a share of one core (100 = one core busy; ${machine.cores} cores).`,
-    '',
-    markdownTable(DETAIL_HEADERS, rows.map(detailCells), 2),
-    ...(errors.length ? ['', '## Errors by status', '', '```', ...errors, '```'] : []),
-    '',
+    ...(rows.length > 0
+      ? [
+          '## All runs',
+          '',
+          markdownTable(MAIN_HEADERS, rows.map(mainCells), 3),
+          '',
+          `CPU is a share of one core (100 = one core busy; ${machine.cores} cores).`,
+          '',
+          markdownTable(DETAIL_HEADERS, rows.map(detailCells), 2),
+          ...(errors.length ? ['', '## Errors by status', '', '```', ...errors, '```'] : []),
+          '',
+        ]
+      : []),
+    ...restoreMarkdown(restore),
   ].join('\n');
 }

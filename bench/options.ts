@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 export type DatabaseKind = 'sqlite' | 'postgres';
 
 /** What can be measured; `all` on the command line means every one, in this order. */
-export const SUITES = ['fastify', 'raw-claim', 'dispatcher', 'pg-boss', 'graphile-worker'] as const;
+export const SUITES = ['fastify', 'raw-claim', 'dispatcher', 'pg-boss', 'graphile-worker', 'restore'] as const;
 export type Suite = (typeof SUITES)[number];
 
 /** A queue library's backlog: `deep` is filled beforehand, `shallow` is kept topped up during the run. */
@@ -33,6 +33,10 @@ export interface BenchOptions {
   /** Assets per `importAssets` call (one transaction each); 0 means everything in one call. */
   importBatch: number;
   maxAssets: number;
+  /** restore: size of the file restored (its copy is downloaded once by the agent first). */
+  restoreBytes: number;
+  /** restore: rounds of each path (direct, relayed), alternated. */
+  restoreRounds: number;
   /** Server for PostgreSQL administration: the bench creates and drops its own database there. */
   pgUrl: string;
   /** Where the Markdown report goes. */
@@ -46,7 +50,7 @@ export interface BenchOptions {
 export const USAGE = `Usage: npm run bench -- [flags]
 
   --suite NAME[,NAME…]   what to measure (default: all): fastify, raw-claim, dispatcher,
-                         pg-boss, graphile-worker, all
+                         pg-boss, graphile-worker, restore, all
   --db sqlite,postgres   databases to benchmark, in order (default: both)
   --assets N             assets imported before the load (default: 1000000)
   --clients N[,N…]       concurrent HTTP clients, one load run per value (default: 50,200)
@@ -62,6 +66,8 @@ export const USAGE = `Usage: npm run bench -- [flags]
   --import-batch N       assets per importAssets call / transaction; 0 = one call (default: 50000)
   --max-assets N         max_assets sent with each /allocate (default: 1, one item per call
                          as the raw claim and the queue libraries take)
+  --restore-bytes N      restore: size of the file, bytes or with KiB/MiB/GiB (default: 1GiB)
+  --restore-rounds N     restore: rounds of each of direct and relayed, alternated (default: 3)
   --pg-url URL           PostgreSQL server to create the bench database on
                          (default: postgres://postgres@127.0.0.1:5432/test)
   --results FILE         Markdown report (default: bench/RESULTS.md)
@@ -81,6 +87,17 @@ function positiveNumber(flag: string, raw: string, allowZero = false): number {
   const value = Number(raw);
   if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0))
     throw new Error(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got "${raw}"`);
+  return value;
+}
+
+const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, kib: 1024, k: 1024, mib: 1024 ** 2, m: 1024 ** 2, gib: 1024 ** 3, g: 1024 ** 3 };
+
+/** A positive size: plain bytes, or with a binary unit (`256MiB`, `1GiB`). */
+function byteSize(flag: string, raw: string): number {
+  const match = /^([\d_]+(?:\.\d+)?)\s*([a-z]*)$/i.exec(raw.trim());
+  const unit = BYTE_UNITS[(match?.[2] ?? '').toLowerCase()];
+  const value = match && unit !== undefined ? Math.round(Number((match[1] as string).replace(/_/g, '')) * unit) : NaN;
+  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${flag} must be a positive size (bytes, or e.g. 256MiB, 1GiB), got "${raw}"`);
   return value;
 }
 
@@ -151,6 +168,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       warmup: { type: 'string', default: '3' },
       'import-batch': { type: 'string', default: '50000' },
       'max-assets': { type: 'string', default: '1' },
+      'restore-bytes': { type: 'string', default: '1GiB' },
+      'restore-rounds': { type: 'string', default: '3' },
       'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       results: { type: 'string', default: 'bench/RESULTS.md' },
       'no-build': { type: 'boolean', default: false },
@@ -176,6 +195,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     warmupSeconds: positiveNumber('--warmup', values.warmup, true),
     importBatch: positiveInteger('--import-batch', values['import-batch'], true),
     maxAssets: positiveInteger('--max-assets', values['max-assets']),
+    restoreBytes: byteSize('--restore-bytes', values['restore-bytes']),
+    restoreRounds: positiveInteger('--restore-rounds', values['restore-rounds']),
     pgUrl: values['pg-url'],
     resultsFile: values.results,
     build: !values['no-build'],

@@ -18,6 +18,8 @@ import type { WindowOptions } from './loops.js';
 import { parseOptions, USAGE, type BenchOptions, type DatabaseKind } from './options.js';
 import { benchGraphileWorker, benchPgBoss } from './queues.js';
 import { benchDispatcherClaim, benchRawClaim } from './raw-claim.js';
+import { formatRestore, restoreDisturbance } from './restore-report.js';
+import { benchRestore, type RestoreRun } from './restore.js';
 import { describeMachine, formatMachine, formatResults, writeJson } from './report.js';
 import type { MeasuredRow } from './rows.js';
 
@@ -135,7 +137,7 @@ export async function main(argv: string[]): Promise<void> {
   const machine = describeMachine(projectRoot);
   if (options.databases.includes('postgres')) machine.postgres = await describePostgres(options.pgUrl);
   log(formatMachine(machine));
-  if (options.build && options.suites.includes('dispatcher')) build();
+  if (options.build && (options.suites.includes('dispatcher') || options.suites.includes('restore'))) build();
 
   const cleanup = new Cleanup();
   const interrupt = (signal: NodeJS.Signals) => {
@@ -155,21 +157,25 @@ export async function main(argv: string[]): Promise<void> {
   };
   const rows: MeasuredRow[] = [];
   const imports: Partial<Record<DatabaseKind, ImportResult>> = {};
+  let restore: RestoreRun[] = [];
   try {
     if (options.suites.includes('fastify')) rows.push(...(await benchFastify(context)));
     for (const kind of options.databases) rows.push(...(await benchOnDatabase(kind, context, imports)));
+    if (options.suites.includes('restore')) restore = await benchRestore(context);
   } finally {
     await cleanup.runAll();
   }
 
-  const headlines = computeHeadlines(rows, picksFor(options));
+  const headlines = computeHeadlines(rows, picksFor(options), restore);
   log(`\n${formatMachine(machine)}\n`);
-  log(formatResults(rows));
-  log(`\n${formatHeadlines(headlines)}\n\n${disturbance(rows)}`);
-  const file = writeJson(outDirectory, { machine, options, imports, headlines, results: rows }, machine.date);
+  if (rows.length > 0) log(formatResults(rows));
+  if (restore.length > 0) log(`\n${formatRestore(restore)}`);
+  const disturbed = [...(rows.length > 0 ? [disturbance(rows)] : []), ...(restore.length > 0 ? [restoreDisturbance(restore)] : [])];
+  log(`\n${formatHeadlines(headlines)}\n\n${disturbed.join('\n')}`);
+  const file = writeJson(outDirectory, { machine, options, imports, headlines, results: rows, restore }, machine.date);
   log(`\nJSON: ${path.relative(process.cwd(), file)}`);
   const command = ['npm run bench', ...(argv.length ? ['--', ...argv] : [])].join(' ');
-  const markdown = formatMarkdown({ machine, options, rows, imports, headlines, totalSeconds: (performance.now() - started) / 1000, command });
+  const markdown = formatMarkdown({ machine, options, rows, imports, headlines, restore, totalSeconds: (performance.now() - started) / 1000, command });
   const resultsFile = path.resolve(projectRoot, options.resultsFile);
   fs.writeFileSync(resultsFile, markdown);
   log(`Markdown: ${path.relative(process.cwd(), resultsFile)}`);

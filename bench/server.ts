@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -7,10 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { readMemoryMb } from './procfs.js';
 
-/** A server child process the bench started, health-checked, with its memory polled. */
-export interface ChildServer {
+/** A child process the bench started, with its memory polled. */
+export interface ChildProcessHandle {
   pid: number;
-  url: string;
   logFile: string;
   /** Peak VmRSS (MiB) seen by the 200 ms poller since the last reset. */
   peakRssMb(): number;
@@ -19,6 +18,13 @@ export interface ChildServer {
   highWaterMb(): number | undefined;
   /** SIGTERM (so --cpu-prof can write its profile), SIGKILL after 15 s; safe to call twice. */
   stop(): Promise<void>;
+  /** Settles with the exit code when the process ends (null when a signal ended it). */
+  exited: Promise<number | null>;
+}
+
+/** A server child process, health-checked before it is handed out. */
+export interface ChildServer extends ChildProcessHandle {
+  url: string;
 }
 
 /** `dispatcher serve`, with the admin password it was started with. */
@@ -102,18 +108,87 @@ export async function startFastifyHello(projectRoot: string, logFile: string): P
   });
 }
 
-async function startChild(options: { projectRoot: string; args: string[]; env: NodeJS.ProcessEnv; port: number; logFile: string }): Promise<ChildServer> {
+/** The restore suite's file server (`bench/file-server.ts`), serving `file` at `<url>/file`. */
+export async function startFileServer(projectRoot: string, file: string, logFile: string): Promise<ChildServer> {
+  const port = await freePort();
+  return startChild({
+    projectRoot,
+    args: ['--import', 'tsx', path.join('bench', 'file-server.ts')],
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', NODE_ENV: 'production', PORT: String(port), BENCH_FILE: file },
+    port,
+    logFile,
+  });
+}
+
+export interface AgentOptions {
+  projectRoot: string;
+  apiEndpoint: string;
+  enrollmentToken: string;
+  dataDir: string;
+  nodeName: string;
+  logFile: string;
+  /** When set, the agent runs with --cpu-prof and writes its profile here on exit. */
+  profileDirectory?: string;
+}
+
+/**
+ * A real `dispatcher agent` from the build, with an environment built from scratch: a 1 s heartbeat
+ * and a 0.5 s poll so the run does not wait on timers, loopback sources allowed, no reserve, no scrub
+ * (its re-hashing would compete with the transfers measured).
+ */
+export function startAgent(options: AgentOptions): ChildProcessHandle {
+  return spawnChild({
+    projectRoot: options.projectRoot,
+    args: [...(options.profileDirectory ? ['--cpu-prof', '--cpu-prof-dir', options.profileDirectory] : []), path.join('dist', 'cli.js'), 'agent'],
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/tmp',
+      NODE_ENV: 'production',
+      API_ENDPOINT: options.apiEndpoint,
+      NODE_ENROLLMENT_TOKEN: options.enrollmentToken,
+      DATA_DIR: options.dataDir,
+      NODE_NAME: options.nodeName,
+      AGENT_ALLOW_PRIVATE_NETWORKS: 'true',
+      AGENT_HEARTBEAT_SECONDS: '1',
+      AGENT_POLL_SECONDS: '0.5',
+      AGENT_RESERVE_GB: '0',
+      AGENT_SCRUB_MB_S: '0',
+    },
+    logFile: options.logFile,
+  });
+}
+
+interface ChildOptions {
+  projectRoot: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  logFile: string;
+}
+
+async function startChild(options: ChildOptions & { port: number }): Promise<ChildServer> {
+  const child = spawnChild(options);
+  const url = `http://127.0.0.1:${options.port}`;
+  try {
+    await waitUntilHealthy(url, child.exited, options.logFile);
+  } catch (error) {
+    await child.stop();
+    throw error;
+  }
+  return { ...child, url };
+}
+
+/** Spawns `node <args>` with its output in `logFile`, polling its VmRSS every 200 ms until it stops. */
+export function spawnChild(options: ChildOptions): ChildProcessHandle {
   // bench/out/ is not in a fresh clone; a suite run alone must make it too.
   fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
   const log = fs.openSync(options.logFile, 'w');
   const child = spawn(process.execPath, options.args, { cwd: options.projectRoot, env: options.env, stdio: ['ignore', log, log] });
   fs.closeSync(log);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  // Last resort: never leave a server running when the bench itself dies.
+  // Last resort: never leave a child running when the bench itself dies.
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
 
-  const url = `http://127.0.0.1:${options.port}`;
   let peak = 0;
   const poller = setInterval(() => {
     peak = Math.max(peak, readMemoryMb(child.pid as number, 'VmRSS') ?? 0);
@@ -135,15 +210,8 @@ async function startChild(options: { projectRoot: string; args: string[]; env: N
       process.off('exit', killOnExit);
     })());
 
-  try {
-    await waitUntilHealthy(url, child, exited, options.logFile);
-  } catch (error) {
-    await stop();
-    throw error;
-  }
   return {
     pid: child.pid as number,
-    url,
     logFile: options.logFile,
     peakRssMb: () => Math.max(peak, readMemoryMb(child.pid as number, 'VmRSS') ?? 0),
     resetPeakRss: () => {
@@ -151,17 +219,18 @@ async function startChild(options: { projectRoot: string; args: string[]; env: N
     },
     highWaterMb: () => readMemoryMb(child.pid as number, 'VmHWM'),
     stop,
+    exited,
   };
 }
 
-async function waitUntilHealthy(url: string, child: ChildProcess, exited: Promise<number | null>, logFile: string): Promise<void> {
-  let dead = false;
-  void exited.then(() => {
-    dead = true;
+async function waitUntilHealthy(url: string, exited: Promise<number | null>, logFile: string): Promise<void> {
+  let exitCode: number | null | undefined;
+  void exited.then((code) => {
+    exitCode = code;
   });
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    if (dead) throw new Error(`server exited with code ${child.exitCode} before it was healthy:\n${tail(logFile)}`);
+    if (exitCode !== undefined) throw new Error(`server exited with code ${exitCode} before it was healthy:\n${tail(logFile)}`);
     try {
       const response = await request(`${url}/health`);
       await response.body.dump();
