@@ -2,10 +2,58 @@ import { sql } from 'kysely';
 import { changeHolders } from '../assets/assets.repository.js';
 import type { Db } from '../db/database.js';
 import { appendEvents } from '../events/events.repository.js';
-import type { Grant } from './allocation-rules.js';
+import { PEERS_HOST, peersUrlOf } from '../sources/source-host.js';
+import { activeByHost, lockSourceHosts } from '../sources/sources.repository.js';
+import { withinHostCaps, type Grant } from './allocation-rules.js';
+
+export interface GrantedAsset {
+  allocationId: number;
+  id: string;
+  name: string;
+  url: string;
+  /** Set when the source is gone: the control plane's restore of the copies left, to be fetched with the node's token. */
+  restoreUrl: string | null;
+  sizeBytes: number | null;
+  priority: number;
+  sha256: string | null;
+  reservedBytes: number;
+  expiresAt: number;
+}
+
+/** Inserts the allocations, counts them in holders and records one event each; results in the grants' order. */
+export async function grant(trx: Db, grants: Grant[], now: number, together: boolean): Promise<GrantedAsset[]> {
+  if (grants.length === 0) return [];
+  const allocationIds = await writeGrants(trx, grants, now, together);
+  return grants.map((entry, index) => ({
+    allocationId: allocationIds[index] as number,
+    id: entry.asset.id,
+    name: entry.asset.name,
+    url: entry.asset.url,
+    restoreUrl: entry.asset.source_host === PEERS_HOST ? peersUrlOf(entry.asset.id) : null,
+    sizeBytes: entry.asset.size_bytes,
+    priority: entry.asset.priority,
+    sha256: entry.asset.sha256,
+    reservedBytes: entry.reservedBytes,
+    expiresAt: entry.expiresAt,
+  }));
+}
+
+/**
+ * The per-host cap under concurrency (PostgreSQL): the hosts' rows are locked in host order, then
+ * their active allocations counted again, now that transactions granting on them before have
+ * committed; grants past the cap are dropped (the node asks again). SQLite has one writer, and
+ * the counts read with the candidates are already exact.
+ */
+export async function keepWithinHostCaps(trx: Db, grants: Grant[], hostCap: number, lockHosts: boolean): Promise<Grant[]> {
+  if (hostCap <= 0 || !lockHosts) return grants;
+  const hosts = [...new Set(grants.map(({ asset }) => asset.source_host).filter((host): host is string => host !== null))];
+  if (hosts.length === 0) return grants;
+  await lockSourceHosts(trx, hosts);
+  return withinHostCaps(grants, await activeByHost(trx, hosts), hostCap);
+}
 
 /** Inserts the allocations, counts them in holders and records one event each; the allocation ids in the grants' order. */
-export async function writeGrants(trx: Db, grants: Grant[], now: number, together: boolean): Promise<number[]> {
+async function writeGrants(trx: Db, grants: Grant[], now: number, together: boolean): Promise<number[]> {
   const inserted = together ? await writeGrantsTogether(trx, grants, now) : await writeGrantsApart(trx, grants, now);
   return grants.map(allocationIds(inserted));
 }

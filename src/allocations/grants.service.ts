@@ -1,7 +1,5 @@
 import type { Db } from '../db/database.js';
-import { PEERS_HOST, peersUrlOf } from '../sources/source-host.js';
 import type { Dialect } from '../db/dialect.js';
-import { activeByHost, lockSourceHosts } from '../sources/sources.repository.js';
 import { holdersOf, insertProvisionalNode, lockInIdOrder, recordReports, selectCandidates, type LockMode } from './candidates.repository.js';
 import {
   allowanceOf,
@@ -14,7 +12,6 @@ import {
   refusalOf,
   sharedListOf,
   spreadAcrossTag,
-  withinHostCaps,
   type AllocationPolicy,
   type AllocationRequest,
   type Grant,
@@ -22,28 +19,15 @@ import {
   type ServedRequest,
   type AssetHolders,
 } from './allocation-rules.js';
-import { writeGrants } from './grants.repository.js';
+import { grant, keepWithinHostCaps, type GrantedAsset } from './grants.repository.js';
 import { coolingDown } from './retry-cooldowns.repository.js';
 
+export type { GrantedAsset } from './grants.repository.js';
 export { allocationPolicyFrom, type AllocationPolicy, type AllocationRequest, type Refusal } from './allocation-rules.js';
 
 export interface AllocationOutcome {
   granted: GrantedAsset[];
   refusal?: Refusal;
-}
-
-export interface GrantedAsset {
-  allocationId: number;
-  id: string;
-  name: string;
-  url: string;
-  /** Set when the source is gone: the control plane's restore of the copies left, to be fetched with the node's token. */
-  restoreUrl: string | null;
-  sizeBytes: number | null;
-  priority: number;
-  sha256: string | null;
-  reservedBytes: number;
-  expiresAt: number;
 }
 
 /** How a pass runs on this database. */
@@ -258,9 +242,9 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
     trx,
     picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })),
     policy.sourceHostMaxActive,
-    style,
+    style.lockHosts,
   );
-  return { granted: await grant(trx, grants, now, style), ranDry, allowed: allowance.maxAssets };
+  return { granted: await grant(trx, grants, now, style.writesTogether), ranDry, allowed: allowance.maxAssets };
 }
 
 /** Several requests of distinct nodes, in node id order, served from one shared candidate list. */
@@ -286,8 +270,8 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
     now,
   );
   const picked = pickTogether(served, candidates, { heldBy, waiting, hostRoom: hostRoomOf(candidates, policy.sourceHostMaxActive) }, policy, cut);
-  const kept = await keepWithinHostCaps(trx, picked.grants, policy.sourceHostMaxActive, style);
-  const granted = await grant(trx, kept, now, style);
+  const kept = await keepWithinHostCaps(trx, picked.grants, policy.sourceHostMaxActive, style.lockHosts);
+  const granted = await grant(trx, kept, now, style.writesTogether);
   // Requests the shared list could not serve as their own claims would have: those claims, in order.
   const ownClaims = new Set(served.slice(picked.served).map(({ request }) => request));
 
@@ -303,36 +287,4 @@ async function claimTogether(trx: Db, requests: AllocationRequest[], policy: All
     results.push({ granted: mine, ranDry: missing > 0 && !picked.fullLists.has(request), allowed: allowance?.maxAssets ?? 0, refusal });
   }
   return results;
-}
-
-/** Inserts the allocations, counts them in holders and records one event each; results in the grants' order. */
-async function grant(trx: Db, grants: Grant[], now: number, style: PassStyle): Promise<GrantedAsset[]> {
-  if (grants.length === 0) return [];
-  const allocationIds = await writeGrants(trx, grants, now, style.writesTogether);
-  return grants.map((entry, index) => ({
-    allocationId: allocationIds[index] as number,
-    id: entry.asset.id,
-    name: entry.asset.name,
-    url: entry.asset.url,
-    restoreUrl: entry.asset.source_host === PEERS_HOST ? peersUrlOf(entry.asset.id) : null,
-    sizeBytes: entry.asset.size_bytes,
-    priority: entry.asset.priority,
-    sha256: entry.asset.sha256,
-    reservedBytes: entry.reservedBytes,
-    expiresAt: entry.expiresAt,
-  }));
-}
-
-/**
- * The per-host cap under concurrency (PostgreSQL): the hosts' rows are locked in host order, then
- * their active allocations counted again, now that transactions granting on them before have
- * committed; grants past the cap are dropped (the node asks again). SQLite has one writer, and
- * the counts read with the candidates are already exact.
- */
-async function keepWithinHostCaps(trx: Db, grants: Grant[], hostCap: number, style: PassStyle): Promise<Grant[]> {
-  if (hostCap <= 0 || !style.lockHosts) return grants;
-  const hosts = [...new Set(grants.map(({ asset }) => asset.source_host).filter((host): host is string => host !== null))];
-  if (hosts.length === 0) return grants;
-  await lockSourceHosts(trx, hosts);
-  return withinHostCaps(grants, await activeByHost(trx, hosts), hostCap);
 }
