@@ -56,6 +56,12 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   app.decorateRequest('principal', null);
   installErrorHandler(app, ctx.dialect);
   observeRequests(app, options.metrics);
+  // Once the instance stops (its transfer hub closes first), answers close their connection: the
+  // server's close waits for every open one, and a keep-alive one would hold it up for minutes.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (ctx.transfers.isClosed) void reply.header('connection', 'close');
+    return payload;
+  });
 
   await app.register(rateLimit, {
     global: false,

@@ -156,15 +156,17 @@ describe.each(dialects)('restore through transfers on %s', (dialect) => {
   });
 
   it('moves a transfer on when its holder never starts, and refuses another node and unknown transfers', async () => {
-    const [first, second] = await rescued({ transferStartMs: 1000 });
+    const [first, second] = await rescued({ transferStartMs: 2000 });
     const answer = restore();
     const item = await poll(first!);
+    // holder-2 waits on its long-poll meanwhile, so it is asked the moment holder-1's time is up.
+    const next = poll(second!);
     const foreign = await put(second!, item, 0, content.subarray(0, 10));
     expect([foreign.status, (await foreign.json()).code]).toEqual([403, 'FORBIDDEN']);
     const unknown = await fetch(`${server.url}/api/transfers/999999`, { method: 'PUT', headers: { authorization: `Bearer ${first!.token}` } });
     expect(unknown.status).toBe(404);
     // holder-1 stays silent past TRANSFER_START_SECONDS: the relay asks holder-2.
-    await send(second!, await poll(second!));
+    await send(second!, await next);
     expect((await bodyOf(await answer)).equals(content)).toBe(true);
     const late = await put(first!, item, 0, content.subarray(0, 10));
     expect([late.status, (await late.json()).code]).toEqual([409, 'TRANSFER_ENDED']);

@@ -81,8 +81,6 @@ export function registerTransferRoutes(app: App, ctx: AppContext, guards: Guards
         const gone = new AbortController();
         reply.raw.once('close', () => gone.abort());
         await hub.waitForWork(node.id, (request.query.wait ?? 0) * 1000, gone.signal);
-        // A stopping instance must not keep the connection alive: its close waits for every one.
-        if (hub.isClosed) void reply.header('connection', 'close');
         open = await openTransfersOf(ctx.db, node.id);
       }
       return { transfers: open.map((row) => toTransferItem(row, maxChunk)) };
