@@ -37,3 +37,6 @@ export const bytesToMb = (bytes: number | null): number | null => (bytes === nul
 
 /** Per-route rate limit keyed by client address: for anonymous routes (login, sign-up, registration). */
 export const perAddressRateLimit = (max: number) => ({ rateLimit: { max, timeWindow: 60_000, keyGenerator: (request: { ip: string }) => request.ip } });
+
+/** The `{id}` of a node route: its id or its name. */
+export const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });

@@ -5,7 +5,7 @@ import { toIso } from '../clock.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { parseNodeRef } from '../http/request-rules.js';
-import { bearerSecurity, errorResponses, Nullable } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, NodeRefParam, Nullable } from '../http/schemas.js';
 import { HANDED_OVER_RENTAL_STATES, WORKER_HOLDING_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
@@ -14,7 +14,6 @@ import { approveNode } from './nodes.service.js';
 import { openTransfersOf } from '../transfers/transfers.repository.js';
 import { toTransferItem, TransferItem } from '../transfers/transfers.schemas.js';
 
-const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
 const nodeRef = (raw: string) => parseNodeRef(raw, 'params/id');
 const MAX_BYTES = 2 ** 53 - 1;
 

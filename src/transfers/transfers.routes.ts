@@ -10,14 +10,13 @@ import { resolveNode } from '../http/acting-node.js';
 import { actorOf, isAdmin, principalOf, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { parseNodeRef } from '../http/request-rules.js';
-import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import { bearerSecurity, errorResponses, NodeRefParam } from '../http/schemas.js';
 import type { Delivered, Receiver } from './transfer-hub.js';
 import { findTransfer, openTransfersOf, recordProved, transferWork } from './transfers.repository.js';
 import { parseContentRange, toTransferItem, TransferItem } from './transfers.schemas.js';
 import type { TransferRow } from './transfers.table.js';
 
 const TransferIdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
-const NodeRefParam = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$', description: 'Node id or name.' }) });
 const Delivery = Type.Object({ received: Type.Integer(), done: Type.Boolean() });
 const FailBody = Type.Object(
   {
