@@ -148,6 +148,20 @@ export interface Config {
   transferStartMs: number;
   /** The largest chunk of a transfer an agent may send in one request. */
   transferChunkMaxBytes: number;
+  /** Random ranges of the source a new copy must match before it counts; 0 trusts the holder's checksum. */
+  verifySpotChecks: number;
+  /** Every counted copy is audited at a random time within this interval. */
+  auditIntervalMs: number;
+  /** Audits started per minute, over the whole control plane. */
+  auditsPerMinute: number;
+  /** How long a holder has to answer an audit. */
+  auditDeadlineMs: number;
+  /** Failed or missed retention audits in a row after which a copy stops counting. */
+  auditFailuresToLose: number;
+  /** A node whose share of passed audits falls below this gets no new work (0: never). */
+  auditScoreMin: number;
+  /** The window of audits a node's score counts. */
+  auditScoreWindowMs: number;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -271,10 +285,17 @@ const variables = [
   { key: 'taskRetryBaseMs', names: ['TASK_RETRY_SECONDS'], parse: (raw: string) => Math.round(positiveNumber(3_600)(raw) * 1000), fallback: 10_000, shown: '10', doc: 'seconds before the first retry of a failed task, doubling, at most 1 hour' },
   { key: 'restoreAccess', names: ['RESTORE_ACCESS'], parse: oneOf('users', 'admins', 'public'), fallback: 'users', shown: 'users', doc: 'who may restore a copy (GET /assets/{id}/content, dispatcher fetch): users (any logged-in user), admins, or public (no token)' },
   { key: 'restorePreferSource', names: ['RESTORE_PREFER_SOURCE'], parse: boolean, fallback: true, shown: 'true', doc: 'answer a restore with a redirect to the asset\'s source while the source still answers, sparing volunteers' },
-  { key: 'sourceAllowPrivate', names: ['SOURCE_ALLOW_PRIVATE_NETWORKS'], parse: boolean, fallback: false, shown: 'false', doc: 'let the control plane\'s own requests to sources (the restore\'s source check) reach loopback and private addresses' },
+  { key: 'sourceAllowPrivate', names: ['SOURCE_ALLOW_PRIVATE_NETWORKS'], parse: boolean, fallback: false, shown: 'false', doc: 'let the control plane\'s own requests to sources (the restore\'s source check, spot checks and audits) reach loopback and private addresses' },
   { key: 'instanceUrl', names: ['INSTANCE_URL'], parse: httpUrl, fallback: undefined, shown: 'unset', doc: 'this instance\'s URL as other instances reach it, for relaying transfers between instances (unset: loopback on PORT, right when they share one machine)' },
   { key: 'transferStartMs', names: ['TRANSFER_START_SECONDS'], parse: (raw: string) => integer(1, 3_600)(raw) * 1000, fallback: 30_000, shown: '30', doc: 'seconds a holder has to start sending a transfer (a restore) before it moves to another holder' },
   { key: 'transferChunkMaxBytes', names: ['TRANSFER_CHUNK_MAX_BYTES'], parse: integer(65_536, 1024 * MIB), fallback: 64 * MIB, shown: '67108864', doc: 'the largest chunk of a transfer an agent sends in one request (agents size chunks to take a few seconds)' },
+  { key: 'verifySpotChecks', names: ['VERIFY_SPOT_CHECKS'], parse: integer(0, 16), fallback: 3, shown: '3', doc: 'random 64 KiB ranges of the source a new copy must match (its holder hashes them with a fresh nonce) before it counts; 0 counts a copy on its reported checksum alone' },
+  { key: 'auditIntervalMs', names: ['AUDIT_INTERVAL_HOURS'], parse: hoursToMs(positiveNumber(87_600)), fallback: 168 * HOUR, shown: '168', doc: 'every counted copy is audited (a random block with its Merkle path, or nonced ranges) at a random time within this many hours; fractions allowed' },
+  { key: 'auditsPerMinute', names: ['AUDITS_PER_MINUTE'], parse: integer(1, 1_000_000), fallback: 600, shown: '600', doc: 'audits and spot checks started per minute, over the whole control plane' },
+  { key: 'auditDeadlineMs', names: ['AUDIT_DEADLINE_SECONDS'], parse: (raw: string) => integer(5, 86_400)(raw) * 1000, fallback: 600_000, shown: '600', doc: 'seconds a holder has to answer an audit; an unanswered one is a miss' },
+  { key: 'auditFailuresToLose', names: ['AUDIT_FAILURES_TO_LOSE'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'failed or missed retention audits in a row after which a copy is lost (it stops counting, repair begins)' },
+  { key: 'auditScoreMin', names: ['AUDIT_SCORE_MIN'], parse: (raw: string) => (raw.trim() === '0' ? 0 : positiveNumber(1)(raw)), fallback: 0.8, shown: '0.8', doc: 'a node whose share of passed audits (at least 5 in the window) falls below this gets no new work, and admins get an event; 0: never' },
+  { key: 'auditScoreWindowMs', names: ['AUDIT_SCORE_WINDOW_DAYS'], parse: (raw: string) => integer(1, 3_660)(raw) * 24 * HOUR, fallback: 30 * 24 * HOUR, shown: '30', doc: 'days of audits a node\'s score counts' },
 ] as const satisfies readonly Variable<keyof Config>[];
 
 export class ConfigError extends Error {

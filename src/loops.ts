@@ -10,6 +10,8 @@ import { moveRentalsOffDeadWorkers, probeWorkers } from './rentals/workers.servi
 import { fireSchedules } from './schedules/schedule-firing.service.js';
 import { markSilentNodes, reclaimFromDeadNodes } from './nodes/liveness.service.js';
 import { expireOrphanedTransfers } from './transfers/transfer-expiry.js';
+import { proofDepsOf } from './audits/audits.routes.js';
+import { expireAudits, runProofs } from './audits/proof.service.js';
 
 export const EXPIRY_LOOP = 'expire-allocations';
 export const PRIORITY_LOOP = 'update-priorities';
@@ -22,10 +24,26 @@ export const WORKER_CHECK_LOOP = 'check-workers';
 export const RENTAL_EXPIRY_LOOP = 'expire-rentals';
 export const SCHEDULES_LOOP = 'fire-schedules';
 export const TRANSFER_EXPIRY_LOOP = 'expire-transfers';
+export const PROOFS_LOOP = 'prove-copies';
+export const AUDIT_EXPIRY_LOOP = 'expire-audits';
+/** Spot checks and audits are started every 10 s, AUDITS_PER_MINUTE / 6 at a time. */
+const PROOFS_PASS_MS = 10_000;
 
 /** Every background loop of `dispatcher serve`, with its interval. Each pass runs on one instance. */
 export function defineLoops(ctx: AppContext): LoopDefinition[] {
+  const proofs = proofDepsOf(ctx);
   return [
+    {
+      name: PROOFS_LOOP,
+      intervalMs: PROOFS_PASS_MS,
+      tick: (now) => runProofs(ctx.db, ctx.dialect, proofs, PROOFS_PASS_MS, now),
+    },
+    {
+      name: AUDIT_EXPIRY_LOOP,
+      // A tenth of the deadline: a miss is recorded at most 10 % late.
+      intervalMs: Math.max(1000, Math.floor(ctx.config.auditDeadlineMs / 10)),
+      tick: (now) => expireAudits(ctx.db, proofs, now),
+    },
     {
       name: EXPIRY_LOOP,
       // Leases are hours long; half a minute of lateness is noise, and the pass is one indexed UPDATE.

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
  *   /files/<name>?size=N      N deterministic bytes (Range and If-Range supported, ETag set)
  *   /redirect/<name>?size=N   a 302 to /files/<name>?size=N
  *   /changing/<name>?size=N   different bytes on every request (a source that changes)
+ *   /norange/<name>?size=N    N deterministic bytes, always whole (a server without Range support)
  *   /missing/<name>           404
  * and the hostile ones:
  *   /lying/<name>?size=N      N bytes, whatever the catalog says
@@ -67,15 +68,16 @@ export async function startFileServer(options: { host?: string } = {}): Promise<
     if (kind === 'busy') return response.writeHead(429, { 'retry-after': '30' }).end('slow down');
     if (kind === 'endless') return sendEndless(response, name, endlessSent);
     if (kind === 'lying') return response.writeHead(200, { 'content-length': size }).end(Buffer.concat([...contentOf(name, 0, size)]));
-    if (kind !== 'files' && kind !== 'changing') return response.writeHead(404).end();
+    if (kind !== 'files' && kind !== 'changing' && kind !== 'norange') return response.writeHead(404).end();
     const content = kind === 'changing' ? `${name}#${(changes += 1)}` : name;
     const etag = `"${crypto.createHash('sha1').update(content).digest('hex')}"`;
     let start = 0;
-    const end = size;
-    const range = /^bytes=(\d+)-$/.exec(request.headers.range ?? '');
+    let end = size;
+    const range = kind === 'norange' ? null : /^bytes=(\d+)-(\d*)$/.exec(request.headers.range ?? '');
     const ifRange = request.headers['if-range'];
     if (range && (!ifRange || ifRange === etag)) {
       start = Number(range[1]);
+      if (range[2] !== '') end = Math.min(size, Number(range[2]) + 1);
       if (start >= size) return response.writeHead(416, { 'content-range': `bytes */${size}` }).end();
       response.writeHead(206, { 'content-length': end - start, 'content-range': `bytes ${start}-${end - 1}/${size}`, etag, 'accept-ranges': 'bytes' });
     } else {

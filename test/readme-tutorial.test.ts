@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects, type TestDatabase } from './databases.js';
+import { loadConfig } from '../src/config.js';
 import { ADMIN_PASSWORD, startTestServer, type TestServer } from './server.js';
 
 const README = fs.readFileSync(path.resolve(import.meta.dirname, '../README.md'), 'utf8');
@@ -89,7 +90,8 @@ describe.skipIf(missing.length > 0).each(dialects)('the README tutorial "A first
 
   beforeEach(async () => {
     database = await createTestDatabase(dialect);
-    server = await startTestServer(database);
+    // As the quick start's server runs: copies count only once proven.
+    server = await startTestServer(database, { verifySpotChecks: loadConfig({}).verifySpotChecks });
     directory = fs.mkdtempSync(path.join(os.tmpdir(), 'dispatcher-tutorial-'));
   });
   afterEach(async () => {
@@ -104,7 +106,7 @@ describe.skipIf(missing.length > 0).each(dialects)('the README tutorial "A first
     expect(README).toMatch(new RegExp(`serves on\\s+\`http://${README_ADDRESS}\``));
   });
 
-  it('runs as pasted: every command succeeds and /status then shows the rescued copy', async () => {
+  it('runs as pasted: every command succeeds and /status then shows the copy waiting for its spot check', async () => {
     const blocks = shellBlocksOf(README, '### A first rescue, with curl');
     expect(blocks).toHaveLength(1);
     const tutorial = (blocks[0] as string).replaceAll(README_ADDRESS, server.url.replace(/^http:\/\//, '')).replaceAll(README_PASSWORD, ADMIN_PASSWORD);
@@ -122,9 +124,9 @@ describe.skipIf(missing.length > 0).each(dialects)('the README tutorial "A first
 
     // What the last command printed (jq's document), and what the server now says.
     const printed = lastJsonDocument(stdout);
-    expect(printed).toMatchObject({ assets_by_state: { rescued: 1 }, bytes_rescued: 500 * 1024 * 1024, bytes_rescued_distinct: 500 * 1024 * 1024 });
+    expect(printed).toEqual({ assets_by_state: { pending: 1 }, bytes_rescued: 0 });
     const asset = await server.api.get('/assets/asset-1', server.adminToken);
-    expect(asset.body).toMatchObject({ state: 'rescued', copies: 1 });
-    expect(asset.body.copies_detail).toMatchObject([{ node_name: 'node-123', verified: true, bytes: 500 * 1024 * 1024 }]);
+    expect(asset.body).toMatchObject({ state: 'pending', copies: 0 });
+    expect(asset.body.copies_detail).toMatchObject([{ node_name: 'node-123', verified: false, proof: 'pending', bytes: 500 * 1024 * 1024 }]);
   });
 });

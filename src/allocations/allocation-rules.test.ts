@@ -35,6 +35,7 @@ const policy: AllocationPolicy = {
   maxStrikes: 5,
   spreadTag: 'region',
   sourceHostMaxActive: 0,
+  auditScoreMin: 0.8,
 };
 
 const node = (fields: Partial<NodeState> = {}): NodeState => ({
@@ -48,6 +49,8 @@ const node = (fields: Partial<NodeState> = {}): NodeState => ({
   tags: '{"region":"east"}',
   window_from: null,
   window_until: null,
+  audits_passed: 0,
+  audits_failed: 0,
   ...fields,
 });
 
@@ -95,6 +98,9 @@ describe('refusals', () => {
     ['a window with no start', { window_until: NOW + 1 }, undefined],
     ['at the strike limit', { strikes: 5 }, 'throttled'],
     ['below the strike limit', { strikes: 4 }, undefined],
+    ['an audit score below the minimum', { audits_passed: 3, audits_failed: 2 }, 'audit_score_low'],
+    ['an audit score at the minimum', { audits_passed: 8, audits_failed: 2 }, undefined],
+    ['too few audits to judge', { audits_passed: 0, audits_failed: 4 }, undefined],
     ['no report', { free_bytes: null }, 'stale_free_space'],
     ['no report time', { free_reported_at: null }, 'stale_free_space'],
     ['a report just fresh', { free_reported_at: NOW - HOUR }, undefined],

@@ -1,3 +1,4 @@
+import { belowAuditScore } from '../audits/audit-score.js';
 import type { Config } from '../config.js';
 import { AppError } from '../errors.js';
 import type { NodeRow } from '../nodes/nodes.table.js';
@@ -26,6 +27,8 @@ export interface AllocationPolicy extends LeasePolicy {
   spreadTag: string;
   /** Active allocations per source host across the fleet; 0: no cap. */
   sourceHostMaxActive: number;
+  /** AUDIT_SCORE_MIN: a node below it gets no new work; 0: never. */
+  auditScoreMin: number;
 }
 
 /** The allocation rules as configured. */
@@ -39,11 +42,12 @@ export function allocationPolicyFrom(config: Config): AllocationPolicy {
     maxStrikes: config.maxStrikes,
     spreadTag: config.spreadTag,
     sourceHostMaxActive: config.sourceHostMaxActive,
+    auditScoreMin: config.auditScoreMin,
   };
 }
 
 /** Why a node got nothing although it asked: the route turns each into a clear error. */
-export type Refusal = 'draining' | 'throttled' | 'stale_free_space' | 'outside_window';
+export type Refusal = 'draining' | 'throttled' | 'audit_score_low' | 'stale_free_space' | 'outside_window';
 
 /** The answer to a node refused new work, saying why and what to do. */
 export function refusalError(refusal: Refusal, nodeName: string): AppError {
@@ -52,6 +56,8 @@ export function refusalError(refusal: Refusal, nodeName: string): AppError {
       return new AppError('NODE_DRAINING', `Node "${nodeName}" is being drained by an admin: it keeps its work but gets nothing new.`);
     case 'throttled':
       return new AppError('NODE_THROTTLED', `Node "${nodeName}" failed too many allocations and gets no work until an admin clears it.`);
+    case 'audit_score_low':
+      return new AppError('NODE_AUDIT_SCORE_LOW', `Node "${nodeName}" failed too many audits of its copies and gets no new work until its score recovers.`);
     case 'outside_window':
       return new AppError('OUTSIDE_NODE_WINDOW', `Node "${nodeName}" takes new work only inside its schedule windows (node-window), and none is open now.`);
     case 'stale_free_space':
@@ -79,7 +85,18 @@ export interface Candidate {
 /** What a claim reads of the requesting node (from the UPDATE that records its report). */
 export type NodeState = Pick<
   NodeRow,
-  'id' | 'free_bytes' | 'free_reported_at' | 'reserved_bytes' | 'bandwidth_bps' | 'strikes' | 'draining' | 'tags' | 'window_from' | 'window_until'
+  | 'id'
+  | 'free_bytes'
+  | 'free_reported_at'
+  | 'reserved_bytes'
+  | 'bandwidth_bps'
+  | 'strikes'
+  | 'draining'
+  | 'tags'
+  | 'window_from'
+  | 'window_until'
+  | 'audits_passed'
+  | 'audits_failed'
 >;
 
 /** Who already has a candidate asset: the nodes holding it, those that found its source gone, and their spread tag values. */
@@ -104,6 +121,7 @@ export function refusalOf(node: NodeState, policy: AllocationPolicy, now: number
   // A node lent only in schedule windows (node-window) gets work inside the current one, leased to end with it.
   if (node.window_until !== null && !((node.window_from ?? 0) <= now && now < node.window_until)) return 'outside_window';
   if (node.strikes >= policy.maxStrikes) return 'throttled';
+  if (belowAuditScore({ passed: node.audits_passed, failed: node.audits_failed }, policy.auditScoreMin)) return 'audit_score_low';
   if (node.free_bytes === null || node.free_reported_at === null || now - node.free_reported_at > policy.freeSpaceTtlMs) return 'stale_free_space';
   return undefined;
 }

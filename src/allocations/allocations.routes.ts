@@ -128,18 +128,27 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
       const result = await retryingLockConflicts(ctx.dialect, () =>
         completeAllocation(
           ctx.db,
-          { assetId: body.asset_id, nodeId: node.id, sha256: body.sha256, bytes: body.bytes, uri: body.uri ?? null, actor: actorOf(principal) },
-          failurePolicyFrom(ctx.config),
+          {
+            assetId: body.asset_id,
+            nodeId: node.id,
+            sha256: body.sha256,
+            bytes: body.bytes,
+            uri: body.uri ?? null,
+            merkleRoot: body.merkle_root ?? null,
+            actor: actorOf(principal),
+          },
+          { ...failurePolicyFrom(ctx.config), spotChecks: ctx.config.verifySpotChecks },
           ctx.clock.now(),
         ),
       );
       return {
         status: 'success',
-        message: 'Copy recorded',
+        message: result.proof === 'pending' ? 'Copy recorded; it counts once its spot check passed' : 'Copy recorded',
         asset_state: result.assetState,
         copies: result.copies,
         replicas_target: result.replicasTarget,
         verified: result.verified,
+        proof: result.proof,
       };
     },
   );

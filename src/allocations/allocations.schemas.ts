@@ -77,6 +77,12 @@ export const CompleteBody = Type.Object(
     sha256: Sha256,
     bytes: Type.Integer({ minimum: 0, maximum: 2 ** 50 }),
     uri: Type.Optional(Type.String({ maxLength: 4096, description: 'Where the copy can be shared from (e.g. a magnet link).' })),
+    merkle_root: Type.Optional(
+      Type.String({
+        pattern: '^[0-9a-fA-F]{64}$',
+        description: "Hex SHA-256 Merkle root of the copy over 16 KiB blocks (BitTorrent v2's pieces root): what retention audits check blocks against.",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -87,7 +93,10 @@ export const CompleteResponse = Type.Object({
   asset_state: Type.String(),
   copies: Type.Integer(),
   replicas_target: Type.Integer(),
-  verified: Type.Boolean({ description: 'Whether this copy counts; false while copies disagree on the checksum.' }),
+  verified: Type.Boolean({ description: 'Whether this copy counts; false while copies disagree on the checksum or its proof is pending.' }),
+  proof: Type.String({
+    description: 'pending: the copy counts once its spot check against the source passed (its holder is asked in a heartbeat answer); proven: it counts.',
+  }),
 });
 
 const AllocationState = Type.Union(ALLOCATION_STATES.map((state) => Type.Literal(state)));
@@ -119,6 +128,16 @@ export const AllocationView = Type.Object({
   uri: Nullable(Type.String()),
   verified: Type.Boolean(),
   proved_at: Nullable(Type.String({ description: 'When the holder last showed this copy present and intact (a check at start, a scrub, a served transfer).' })),
+  proof: Nullable(
+    Type.String({
+      description:
+        'Of a copy: pending (its spot check against the source is under way; it holds its place), unproven (the source could not be checked; it counts once another holder agrees), proven (it counts), suspect (it failed or missed its last audit).',
+    }),
+  ),
+  proven_at: Nullable(Type.String({ description: 'When the copy was proven: its spot check passed, or another holder agreed.' })),
+  last_audit: Nullable(
+    Type.Object({ at: Type.String(), verdict: Type.String({ description: 'passed, failed or missed' }) }, { description: 'Its latest audit or spot check.' }),
+  ),
   holder_status: Type.String({ description: "The holding node's status: alive, suspect, dead, offline…" }),
   holder_last_seen: Nullable(Type.String({ description: "The holding node's last heartbeat." })),
   restore_url: Nullable(Type.String({ description: 'An active repair: where the node fetches the bytes from the copies left (as in the /allocate answer).' })),

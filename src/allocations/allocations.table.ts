@@ -31,7 +31,28 @@ export interface AllocationsTable {
   source_host: string | null;
   /** When the holder last showed the copy is there and intact (a check at start, a scrub, a served transfer). */
   proved_at: number | null;
+  /** The Merkle root (BitTorrent v2 pieces root) the holder reported with its copy. */
+  merkle_root: string | null;
+  /** Of a completed copy: what is proven of it (migration 0016); null for other allocations. */
+  proof: CopyProof | null;
+  /** When the copy was proven: its spot check passed, or copies of other holders agreed. */
+  proven_at: number | null;
+  /** Retention audits failed or missed in a row. */
+  audit_failures: Generated<number>;
+  /** When the copy's next retention audit falls due; null while it is not counted. */
+  next_audit_at: number | null;
 }
+
+/**
+ * `pending`: waits for its spot check against the source, and holds its place meanwhile.
+ * `unproven`: no spot check was possible (the source is gone or serves no ranges); it counts once
+ * copies of other holders agree with it. `proven`: it counts. `suspect`: it missed or failed its
+ * last retention audit; it counts until AUDIT_FAILURES_TO_LOSE of them in a row.
+ */
+export const COPY_PROOFS = ['pending', 'unproven', 'proven', 'suspect'] as const;
+export type CopyProof = (typeof COPY_PROOFS)[number];
+/** The proofs of a copy that takes part in the count (and in the quorum over checksums). */
+export const COUNTABLE_PROOFS: readonly CopyProof[] = ['proven', 'suspect'];
 
 /** A node-asset pair that failed: not granted to that node again before `retry_at`. */
 export interface RetryCooldownsTable {

@@ -44,7 +44,20 @@ export async function recordReports(trx: Db, requests: AllocationRequest[], now:
     .$if(!single && lock !== 'none', (query) =>
       query.where('id', 'in', (eb) => eb.selectFrom('nodes').select('id').where('id', 'in', ids).orderBy('id').forUpdate()),
     )
-    .returning(['id', 'free_bytes', 'free_reported_at', 'reserved_bytes', 'bandwidth_bps', 'strikes', 'draining', 'tags', 'window_from', 'window_until'])
+    .returning([
+      'id',
+      'free_bytes',
+      'free_reported_at',
+      'reserved_bytes',
+      'bandwidth_bps',
+      'strikes',
+      'draining',
+      'tags',
+      'window_from',
+      'window_until',
+      'audits_passed',
+      'audits_failed',
+    ])
     .execute();
 }
 

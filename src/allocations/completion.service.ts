@@ -6,6 +6,8 @@ import { addStrikes } from '../nodes/liveness.service.js';
 import { chargeFailure } from './allocations.service.js';
 import { endAllocations, type CopyCounts } from './end-allocations.js';
 import { judgeFailure, type FailurePolicy } from './failure-policy.js';
+import { COUNTABLE_PROOFS, type CopyProof } from './allocations.table.js';
+import { queueSpotChecks } from '../audits/audits.repository.js';
 
 export interface CompletionReport {
   assetId: string;
@@ -13,24 +15,37 @@ export interface CompletionReport {
   sha256: string;
   bytes: number;
   uri: string | null;
+  /** The copy's Merkle root as its holder computed it; null from clients that compute none. */
+  merkleRoot?: string | null;
   actor: string;
+}
+
+/** How completions are judged: the failure rules, and how many spot checks a copy needs before it counts. */
+export interface CompletionPolicy extends FailurePolicy {
+  /** VERIFY_SPOT_CHECKS: 0 counts a copy on its reported checksum alone. */
+  spotChecks?: number;
 }
 
 export interface CompletionResult {
   assetState: string;
   copies: number;
   replicasTarget: number;
-  /** Whether this copy counts (false while its checksum is disputed). */
+  /** Whether this copy counts (false while its checksum is disputed or its proof is pending). */
   verified: boolean;
+  /** What is proven of the copy: `pending` until its spot check, `proven` once it counts. */
+  proof: CopyProof;
 }
 
 /**
- * Records a node's finished copy. Against an expected checksum or size, a mismatch fails the
- * allocation at once. Without one, copies are compared among themselves (quorum): a copy counts
- * only when every reported copy agrees, or when a majority of at least two agrees, in which case
- * the dissenters are marked bad. Until then the disputed copies do not count, so more are made.
+ * Records a node's finished copy. Against an expected checksum, size or agreed Merkle root, a
+ * mismatch fails the allocation at once. With spot checks on, the copy is `pending` and a spot
+ * check is queued: it counts only once it passed (audits/proof.service.ts). A proven copy is
+ * compared with the other proven copies (quorum): it counts only when every one agrees, or when
+ * a majority of at least two agrees, in which case the dissenters are marked bad. Until then the
+ * disputed copies do not count, so more are made.
  */
-export async function completeAllocation(db: Db, report: CompletionReport, policy: FailurePolicy, now: number): Promise<CompletionResult> {
+export async function completeAllocation(db: Db, report: CompletionReport, policy: CompletionPolicy, now: number): Promise<CompletionResult> {
+  const proof: CopyProof = (policy.spotChecks ?? 0) > 0 && report.bytes > 0 ? 'pending' : 'proven';
   const outcome = await db.transaction().execute(async (trx) => {
     // A no-op UPDATE to read the asset: on PostgreSQL it locks the row, so completions of one asset
     // run one after another and each counts the copies of those before it; otherwise two at once
@@ -40,7 +55,7 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
       .updateTable('assets')
       .set((eb) => ({ holders: eb.ref('holders') }))
       .where('id', '=', report.assetId)
-      .returning(['sha256', 'size_bytes', 'replicas_target', 'copies', 'state', 'source_host'])
+      .returning(['sha256', 'merkle_root', 'size_bytes', 'replicas_target', 'copies', 'state', 'source_host'])
       .executeTakeFirst();
     if (!asset) throw new AppError('ASSET_NOT_FOUND', `No asset has id "${report.assetId}".`);
     const mismatch = findMismatch(asset, report);
@@ -78,8 +93,11 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
         state: 'completed',
         reason: null,
         actor: report.actor,
-        copy: report,
-        settle: () => settleQuorum(trx, report.assetId, asset.sha256 !== null, now),
+        copy: { ...report, merkleRoot: report.merkleRoot ?? null, proof },
+        settle: async (ended) => {
+          if (proof === 'pending') await queueSpotChecks(trx, ended, now);
+          return settleQuorum(trx, report.assetId, asset.sha256 !== null, now);
+        },
         event: () => ({
           kind: 'allocation.completed',
           data: { asset_id: report.assetId, node_id: report.nodeId, sha256: report.sha256, bytes: report.bytes, uri: report.uri },
@@ -91,14 +109,15 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
     // Nothing ended (so nothing was settled): the node held no active allocation of the asset.
     if (!quorum) return notHeld(trx, report);
     const updated = counts.get(report.assetId) as CopyCounts;
-    const verified = !quorum.disputed && !quorum.dissenters.some((dissenter) => dissenter.nodeId === report.nodeId);
+    const agreed = !quorum.disputed && !quorum.dissenters.some((dissenter) => dissenter.nodeId === report.nodeId);
+    const verified = agreed && proof === 'proven';
     if (verified) await addStrikes(trx, [report.nodeId], -1);
     await addStrikes(
       trx,
       quorum.dissenters.map((dissenter) => dissenter.nodeId),
       1,
     );
-    return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target, verified } };
+    return { result: { assetState: updated.state, copies: updated.copies, replicasTarget: updated.replicas_target, verified, proof } };
   });
   // The failed allocation is committed first; only then is the mismatch reported to the node.
   if ('error' in outcome) throw outcome.error;
@@ -132,26 +151,38 @@ function quorumEvents(report: CompletionReport, stateBefore: AssetState, quorum:
   ];
 }
 
-interface QuorumVerdict {
+export interface QuorumVerdict {
   /** Copies disagree and no majority of at least two settles it yet. */
   disputed: boolean;
   groups: { sha256: string; copies: number }[];
   dissenters: { id: number; nodeId: number; sha256: string }[];
 }
 
-async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, now: number): Promise<QuorumVerdict> {
+/**
+ * Compares the asset's proven copies (a copy waiting for its proof takes no part yet) and marks
+ * those of the agreed checksum counted, the dissenters bad. Run under the asset's row lock.
+ */
+export async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, now: number): Promise<QuorumVerdict> {
   const copies = await trx
     .selectFrom('allocations')
     .select(['id', 'node_id', 'sha256'])
     .where('asset_id', '=', assetId)
     .where('state', '=', 'completed')
+    .where('proof', 'in', COUNTABLE_PROOFS)
     .execute();
+  if (copies.length === 0) return { disputed: false, groups: [], dissenters: [] };
   const counts = new Map<string, number>();
   for (const copy of copies) counts.set(copy.sha256 as string, (counts.get(copy.sha256 as string) ?? 0) + 1);
   const groups = [...counts].map(([sha256, count]) => ({ sha256, copies: count })).sort((a, b) => b.copies - a.copies);
   const winner = expectedKnown || groups.length === 1 ? groups[0] : groups.find((group) => group.copies >= 2 && group.copies * 2 > copies.length);
   if (!winner) {
-    await trx.updateTable('allocations').set({ verified: 0 }).where('asset_id', '=', assetId).where('state', '=', 'completed').execute();
+    await trx
+      .updateTable('allocations')
+      .set({ verified: 0 })
+      .where('asset_id', '=', assetId)
+      .where('state', '=', 'completed')
+      .where('proof', 'in', COUNTABLE_PROOFS)
+      .execute();
     return { disputed: true, groups, dissenters: [] };
   }
   const dissenters = copies
@@ -162,6 +193,7 @@ async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, no
     .set({ verified: 1 })
     .where('asset_id', '=', assetId)
     .where('state', '=', 'completed')
+    .where('proof', 'in', COUNTABLE_PROOFS)
     .where('sha256', '=', winner.sha256)
     .execute();
   if (dissenters.length > 0) {
@@ -181,9 +213,18 @@ async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, no
 }
 
 function findMismatch(
-  asset: { sha256: string | null; size_bytes: number | null },
+  asset: { sha256: string | null; merkle_root: string | null; size_bytes: number | null },
   report: CompletionReport,
 ): { reason: 'checksum_mismatch' | 'size_mismatch'; error: AppError } | undefined {
+  if (asset.merkle_root !== null && report.merkleRoot && asset.merkle_root !== report.merkleRoot.toLowerCase()) {
+    return {
+      reason: 'checksum_mismatch',
+      error: new AppError(
+        'CHECKSUM_MISMATCH',
+        `The reported Merkle root ${report.merkleRoot} differs from the agreed ${asset.merkle_root}; the copy was not counted.`,
+      ),
+    };
+  }
   if (asset.sha256 !== null && asset.sha256.toLowerCase() !== report.sha256.toLowerCase()) {
     return {
       reason: 'checksum_mismatch',

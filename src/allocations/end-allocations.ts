@@ -4,7 +4,7 @@ import type { AssetState } from '../assets/assets.table.js';
 import type { Db } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
-import type { AllocationState } from './allocations.table.js';
+import type { AllocationState, CopyProof } from './allocations.table.js';
 
 /** An allocation as the statement that ended it returned it. */
 export interface EndedAllocation {
@@ -26,6 +26,9 @@ export interface ReportedCopy {
   sha256: string;
   bytes: number;
   uri: string | null;
+  merkleRoot?: string | null;
+  /** What is proven of it as it ends: `proven` unless spot checks are due first. */
+  proof?: CopyProof;
 }
 
 export interface CopyCounts {
@@ -114,7 +117,7 @@ async function markEnded<Settled>(
       // A copy keeps the time it was completed; its end is in the event.
       ended_at: endsCopies ? sql<number>`coalesce(ended_at, ${now})` : now,
       end_reason: end.reason,
-      ...(end.copy ? { sha256: end.copy.sha256.toLowerCase(), bytes: end.copy.bytes, uri: end.copy.uri, verified: 0 } : endsCopies ? { verified: 0 } : {}),
+      ...(end.copy ? copyValues(end.copy, now) : endsCopies ? { verified: 0, next_audit_at: null } : {}),
     });
     if ('assetId' in which) query = query.where('asset_id', '=', which.assetId).where('node_id', '=', which.nodeId);
     else if ('pickedBy' in which) query = query.where('id', 'in', which.pickedBy);
@@ -125,16 +128,34 @@ async function markEnded<Settled>(
   return ended;
 }
 
+function copyValues(copy: ReportedCopy, now: number) {
+  const proof = copy.proof ?? 'proven';
+  return {
+    sha256: copy.sha256.toLowerCase(),
+    bytes: copy.bytes,
+    uri: copy.uri,
+    merkle_root: copy.merkleRoot?.toLowerCase() ?? null,
+    verified: 0,
+    proof,
+    proven_at: proof === 'proven' ? now : null,
+  };
+}
+
 function chunksOf<T>(items: T[], size: number): T[][] {
   const chunks: T[][] = [];
   for (let start = 0; start < items.length; start += size) chunks.push(items.slice(start, start + size));
   return chunks;
 }
 
-/** copies = verified copies, holders = copies + active claims, state from copies against the target. */
-async function refreshCopyCounts(trx: Db, assetId: string): Promise<CopyCounts> {
+/**
+ * copies = verified copies; holders = copies + copies waiting for their spot check + active claims;
+ * state from copies against the target. A pending copy holds its place, so no other node downloads
+ * the asset while its proof is under way; an unproven one does not, so that copies to agree with it
+ * are made.
+ */
+export async function refreshCopyCounts(trx: Db, assetId: string): Promise<CopyCounts> {
   const verified = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)`;
-  const active = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'active')`;
+  const active = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and (allocations.state = 'active' or (allocations.state = 'completed' and allocations.verified = 0 and allocations.proof = 'pending')))`;
   return trx
     .updateTable('assets')
     .set({

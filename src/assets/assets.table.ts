@@ -25,6 +25,8 @@ export interface AssetsTable {
   organization: string | null;
   format: string | null;
   sha256: string | null;
+  /** The Merkle root the counted copies agree on: what audits check blocks against. */
+  merkle_root: string | null;
   first_seen_at: number;
   last_seen_at: number;
   removed_from_source_at: number | null;

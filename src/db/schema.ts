@@ -1,4 +1,5 @@
 import type { AllocationsTable, RetryCooldownsTable } from '../allocations/allocations.table.js';
+import type { AuditsTable } from '../audits/audits.table.js';
 import type { AssetsTable } from '../assets/assets.table.js';
 import type { AssetLinksTable } from '../catalog/catalog.table.js';
 import type { ImportsTable } from '../catalog/import-jobs.table.js';
@@ -31,4 +32,5 @@ export interface Database {
   retry_cooldowns: RetryCooldownsTable;
   source_hosts: SourceHostsTable;
   transfers: TransfersTable;
+  audits: AuditsTable;
 }

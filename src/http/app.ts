@@ -16,6 +16,7 @@ import { registerRentalRoutes } from '../rentals/rentals.routes.js';
 import { registerScheduleRoutes } from '../schedules/schedules.routes.js';
 import { registerStatusRoutes } from '../status/status.routes.js';
 import { registerSummaryRoutes } from '../summary/summary.routes.js';
+import { registerAuditRoutes } from '../audits/audits.routes.js';
 import { registerRestoreRoutes } from '../transfers/restore.routes.js';
 import { registerTransferRoutes } from '../transfers/transfers.routes.js';
 import { registerUiRoutes } from '../ui/ui.routes.js';
@@ -103,6 +104,7 @@ export async function buildApp(ctx: AppContext, options: AppOptions): Promise<Ap
   registerAssetRoutes(app, ctx, guards);
   registerRestoreRoutes(app, ctx, guards);
   registerTransferRoutes(app, ctx, guards);
+  registerAuditRoutes(app, ctx, guards);
   registerAllocationRoutes(app, ctx, guards);
   registerDispatchRoutes(app, ctx, guards);
   registerEventRoutes(app, ctx, guards);

@@ -11,6 +11,9 @@ import { latestRentals, listNodes } from './nodes.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
 import { adjustNode } from './node-admin.service.js';
 import { approveNode } from './nodes.service.js';
+import { openAuditsOf } from '../audits/audits.repository.js';
+import { auditScoreOf } from '../audits/audit-score.js';
+import { AuditItem, toAuditItem } from '../audits/audits.schemas.js';
 import { openTransfersOf } from '../transfers/transfers.repository.js';
 import { toTransferItem, TransferItem } from '../transfers/transfers.schemas.js';
 
@@ -81,6 +84,11 @@ const NodeView = Type.Object({
   bytes_in_flight: Nullable(Type.Integer()),
   active_allocations: Type.Integer(),
   strikes: Type.Integer(),
+  audit_score: Type.Union([Type.Number(), Type.Null()], {
+    description: 'Share of its audits passed within AUDIT_SCORE_WINDOW_DAYS (null before any); below AUDIT_SCORE_MIN it gets no new work.',
+  }),
+  audits_passed: Type.Integer(),
+  audits_failed: Type.Integer({ description: 'Failed and missed audits within the window.' }),
   draining: Type.Boolean(),
 });
 
@@ -115,6 +123,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
             transfers: Type.Array(TransferItem, {
               description: 'Transfers this node is asked to send (also answered by its long-poll, GET /api/nodes/{id}/transfers).',
             }),
+            audits: Type.Array(AuditItem, { description: 'Audits of its copies this node is asked to answer (POST each to its url before its deadline).' }),
           }),
           ...errorResponses,
         },
@@ -149,6 +158,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         })),
         next_heartbeat_seconds: heartbeatEvery,
         transfers: (await openTransfersOf(ctx.db, node.id)).map((row) => toTransferItem(row, ctx.config.transferChunkMaxBytes)),
+        audits: (await openAuditsOf(ctx.db, node.id, now)).map(toAuditItem),
       };
     },
   );
@@ -215,6 +225,9 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         bytes_in_flight: row.bytes_in_flight,
         active_allocations: Number(row.active_allocations),
         strikes: row.strikes,
+        audit_score: auditScoreOf(row),
+        audits_passed: row.audits_passed,
+        audits_failed: row.audits_failed,
         draining: row.draining === 1,
       }));
     },

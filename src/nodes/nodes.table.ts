@@ -46,6 +46,9 @@ export interface NodesTable {
   window_until: number | null;
   /** Bytes held by the node's active allocations, kept by triggers on allocations (migration 0008). */
   reserved_bytes: Generated<number>;
+  /** Audits this node passed and failed (or missed) within AUDIT_SCORE_WINDOW_DAYS, as of its last verdict. */
+  audits_passed: Generated<number>;
+  audits_failed: Generated<number>;
 }
 
 export interface EnrollmentTokensTable {

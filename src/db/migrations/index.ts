@@ -15,6 +15,7 @@ import * as authHardening from './0012-auth-hardening.js';
 import * as workerIdentity from './0013-worker-identity.js';
 import * as reserveWindows from './0014-reserve-windows.js';
 import * as transfers from './0015-transfers.js';
+import * as proofs from './0016-proofs.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -37,4 +38,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0013-worker-identity': workerIdentity,
   '0014-reserve-windows': reserveWindows,
   '0015-transfers': transfers,
+  '0016-proofs': proofs,
 };

@@ -1,0 +1,253 @@
+import { sql } from 'kysely';
+import { COUNTABLE_PROOFS } from '../allocations/allocations.table.js';
+import type { Db } from '../db/database.js';
+import type { DueWork } from '../db/due-work.js';
+import type { AuditKind, AuditMethod, AuditRow } from './audits.table.js';
+
+/** Audits waiting to be prepared (the source's ranges read): claimed by one instance at a time. */
+export const auditPreparation: DueWork<'audits'> = {
+  table: 'audits',
+  waiting: 'queued',
+  claimed: 'preparing',
+  dueAt: 'due_at',
+  leaseUntil: 'lease_until',
+  orderBy: 'id',
+};
+
+/** Audits asked of their holder: held by it until answered or until the deadline (`lease_until`). */
+export const openAudit: DueWork<'audits'> = {
+  table: 'audits',
+  waiting: 'open',
+  claimed: 'open',
+  leaseUntil: 'lease_until',
+  orderBy: 'id',
+};
+
+/** What an audit is about: one copy, as the audit's checks read it. */
+export interface AuditedCopy {
+  allocationId: number;
+  assetId: string;
+  nodeId: number;
+  state: string;
+  proof: string | null;
+  bytes: number;
+  sha256: string;
+  merkleRoot: string | null;
+  agreedRoot: string | null;
+  url: string;
+}
+
+export async function findAudit(db: Db, id: number): Promise<AuditRow | undefined> {
+  return db.selectFrom('audits').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function findAuditedCopy(db: Db, allocationId: number): Promise<AuditedCopy | undefined> {
+  const row = await db
+    .selectFrom('allocations')
+    .innerJoin('assets', 'assets.id', 'allocations.asset_id')
+    .select([
+      'allocations.id',
+      'allocations.asset_id',
+      'allocations.node_id',
+      'allocations.state',
+      'allocations.proof',
+      'allocations.bytes',
+      'allocations.sha256',
+      'allocations.merkle_root',
+      'assets.merkle_root as agreed_root',
+      'assets.url',
+    ])
+    .where('allocations.id', '=', allocationId)
+    .executeTakeFirst();
+  if (!row || row.bytes === null || row.sha256 === null) return undefined;
+  return {
+    allocationId: Number(row.id),
+    assetId: row.asset_id,
+    nodeId: Number(row.node_id),
+    state: row.state,
+    proof: row.proof,
+    bytes: Number(row.bytes),
+    sha256: row.sha256,
+    merkleRoot: row.merkle_root,
+    agreedRoot: row.agreed_root,
+    url: row.url,
+  };
+}
+
+/** A spot check queued for each copy just completed, due at once. */
+export async function queueSpotChecks(db: Db, copies: { id: number; asset_id: string; node_id: number }[], now: number): Promise<void> {
+  if (copies.length === 0) return;
+  await db
+    .insertInto('audits')
+    .values(
+      copies.map((copy) => ({
+        allocation_id: copy.id,
+        asset_id: copy.asset_id,
+        node_id: copy.node_id,
+        kind: 'spot_check' as const,
+        method: 'ranges' as const,
+        state: 'queued' as const,
+        created_at: now,
+        due_at: now,
+      })),
+    )
+    .execute();
+}
+
+export interface NewAudit {
+  copy: { allocationId: number; assetId: string; nodeId: number };
+  kind: AuditKind;
+  method: AuditMethod;
+  /** Method block: asked of the holder at once, with this block and deadline. */
+  open?: { block: number; deadline: number };
+}
+
+export async function insertAudits(db: Db, audits: NewAudit[], now: number): Promise<void> {
+  if (audits.length === 0) return;
+  await db
+    .insertInto('audits')
+    .values(
+      audits.map((audit) => ({
+        allocation_id: audit.copy.allocationId,
+        asset_id: audit.copy.assetId,
+        node_id: audit.copy.nodeId,
+        kind: audit.kind,
+        method: audit.method,
+        state: audit.open ? ('open' as const) : ('queued' as const),
+        block: audit.open?.block ?? null,
+        lease_until: audit.open?.deadline ?? null,
+        created_at: now,
+        due_at: now,
+      })),
+    )
+    .execute();
+}
+
+/** The audits a node is asked to answer now (open, deadline not passed), oldest first. */
+export async function openAuditsOf(db: Db, nodeId: number, now: number): Promise<AuditRow[]> {
+  return db
+    .selectFrom('audits')
+    .selectAll()
+    .where('node_id', '=', nodeId)
+    .where('state', '=', 'open')
+    .where('lease_until', '>=', now)
+    .orderBy('id')
+    .limit(100)
+    .execute();
+}
+
+/** Open audits whose deadline passed: misses, for the expiry pass. */
+export async function lapsedAuditIds(db: Db, now: number, limit: number): Promise<number[]> {
+  const rows = await db.selectFrom('audits').select('id').where('state', '=', 'open').where('lease_until', '<', now).orderBy('id').limit(limit).execute();
+  return rows.map((row) => Number(row.id));
+}
+
+/** Counted copies without an audit time: each gets a random one within the interval. */
+export async function scheduleUnscheduledCopies(db: Db, now: number, intervalMs: number, limit: number, random: () => number): Promise<number> {
+  const rows = await db
+    .selectFrom('allocations')
+    .select('id')
+    .where('state', '=', 'completed')
+    .where('verified', '=', 1)
+    .where('next_audit_at', 'is', null)
+    .limit(limit)
+    .execute();
+  for (const row of rows) {
+    await db
+      .updateTable('allocations')
+      .set({ next_audit_at: nextAuditAt(now, intervalMs, random) })
+      .where('id', '=', row.id)
+      .where('next_audit_at', 'is', null)
+      .execute();
+  }
+  return rows.length;
+}
+
+/** A uniformly random time within the next interval: every copy is audited at least once per interval, never predictably. */
+export function nextAuditAt(now: number, intervalMs: number, random: () => number): number {
+  return now + 1 + Math.floor(random() * intervalMs);
+}
+
+/** Counted copies due for a retention audit whose holder is online and has none under way, first due first. */
+export async function copiesDueForAudit(db: Db, now: number, limit: number): Promise<AuditedCopy[]> {
+  const rows = await db
+    .selectFrom('allocations')
+    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+    .innerJoin('assets', 'assets.id', 'allocations.asset_id')
+    .select([
+      'allocations.id',
+      'allocations.asset_id',
+      'allocations.node_id',
+      'allocations.state',
+      'allocations.proof',
+      'allocations.bytes',
+      'allocations.sha256',
+      'allocations.merkle_root',
+      'assets.merkle_root as agreed_root',
+      'assets.url',
+    ])
+    .where('allocations.state', '=', 'completed')
+    .where('allocations.next_audit_at', 'is not', null)
+    .where('allocations.next_audit_at', '<=', now)
+    .where('allocations.proof', 'in', COUNTABLE_PROOFS)
+    .where('nodes.status', '=', 'alive')
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('audits')
+            .select(sql.lit(1).as('one'))
+            .whereRef('audits.allocation_id', '=', 'allocations.id')
+            .where('audits.state', 'in', ['queued', 'preparing', 'open']),
+        ),
+      ),
+    )
+    .orderBy('allocations.next_audit_at')
+    .limit(limit)
+    .execute();
+  return rows
+    .filter((row) => row.bytes !== null && row.sha256 !== null)
+    .map((row) => ({
+      allocationId: Number(row.id),
+      assetId: row.asset_id,
+      nodeId: Number(row.node_id),
+      state: row.state,
+      proof: row.proof,
+      bytes: Number(row.bytes),
+      sha256: row.sha256 as string,
+      merkleRoot: row.merkle_root,
+      agreedRoot: row.agreed_root,
+      url: row.url,
+    }));
+}
+
+/** Counted copies a whole interval past their audit time whose holder is not online: they stop counting. */
+export async function overdueCopies(db: Db, now: number, intervalMs: number, limit: number): Promise<{ id: number; asset_id: string; node_id: number }[]> {
+  const rows = await db
+    .selectFrom('allocations')
+    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+    .select(['allocations.id', 'allocations.asset_id', 'allocations.node_id'])
+    .where('allocations.state', '=', 'completed')
+    .where('allocations.next_audit_at', 'is not', null)
+    .where('allocations.next_audit_at', '<', now - intervalMs)
+    .where('nodes.status', '!=', 'alive')
+    .orderBy('allocations.next_audit_at')
+    .limit(limit)
+    .execute();
+  return rows.map((row) => ({ id: Number(row.id), asset_id: row.asset_id, node_id: Number(row.node_id) }));
+}
+
+/** A node's verdicts within the window: what its audit score is. */
+export async function recountAuditScore(db: Db, nodeId: number, since: number): Promise<{ passed: number; failed: number }> {
+  const rows = await db
+    .selectFrom('audits')
+    .select(['state', db.fn.countAll<number>().as('count')])
+    .where('node_id', '=', nodeId)
+    .where('ended_at', '>=', since)
+    .where('state', 'in', ['passed', 'failed', 'missed'])
+    .groupBy('state')
+    .execute();
+  const count = (state: string) => Number(rows.find((row) => row.state === state)?.count ?? 0);
+  const score = { passed: count('passed'), failed: count('failed') + count('missed') };
+  await db.updateTable('nodes').set({ audits_passed: score.passed, audits_failed: score.failed }).where('id', '=', nodeId).execute();
+  return score;
+}
