@@ -3,7 +3,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pause } from '../lib/backoff.js';
 import type { AgentConfig } from './agent.config.js';
-import { ApiError, createClient, listAllocations, withBackoff, type Client, type TransferItem } from './client.js';
+import { startAudits } from './audits.js';
+import { ApiError, createClient, listAllocations, withBackoff, type AuditItem, type Client, type TransferItem } from './client.js';
 import { createControlPlaneFetch } from './download-origin.js';
 import type { Identity } from './identity.js';
 import { createRestraints, ENDED_ELSEWHERE, FIRST_DEFER_MS, runJob, STOPPING_TIMEOUT_MS, type Job, type JobContext, type Task } from './job.js';
@@ -24,10 +25,10 @@ const { version } = createRequire(import.meta.url)('../../package.json') as { ve
  * The node agent: registers (retrying until the control plane answers), takes over a data
  * directory of the old layout, resumes its own unfinished allocations, then heartbeats and takes
  * work while it has room, downloading several assets at once. Beside that it serves transfers of
- * its copies, checks its copies at start against what the control plane counts, and re-hashes them
- * slowly. On `signal` it takes nothing new, gives back what is unfinished, waits for its transfers
- * and checks to stop, tells the control plane it is going offline, and returns, also when the
- * control plane cannot be reached.
+ * its copies, answers audits of them, checks its copies at start against what the control plane
+ * counts, and re-hashes them slowly. On `signal` it takes nothing new, gives back what is
+ * unfinished, waits for its transfers, audits and checks to stop, tells the control plane it is
+ * going offline, and returns, also when the control plane cannot be reached.
  */
 export async function runAgent(config: AgentConfig, progress: Progress, signal: AbortSignal): Promise<void> {
   await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
@@ -79,9 +80,10 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   // Started once the data directory is prepared: a copy of the old layout must be in the store before anything may call it missing.
   const copyDeps = { client, store, nodeId: identity.node_id, progress, signal };
   const transfers = startTransfers(copyDeps);
+  const audits = startAudits(copyDeps);
   const listCompleted = () => withBackoff(() => listAllocations(client, identity.name, 'completed'), retryOptions(progress, signal));
   const checks = checkCopies(copyDeps, listCompleted, config.dataDir, { bytesPerSecond: config.scrubBytesPerSecond, intervalMs: config.scrubIntervalMs });
-  const heartbeats = heartbeatLoop(context, jobs, transfers.offer);
+  const heartbeats = heartbeatLoop(context, jobs, { transfers: transfers.offer, audits: audits.offer });
   const stopWatching = progress.watch(() => [...jobs.values()]);
   while (!signal.aborted) {
     let waitMs = config.pollSeconds * 1000;
@@ -112,7 +114,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   for (const job of jobs.values()) job.controller.abort();
   while (jobs.size > 0) await new Promise<void>((resolve) => (wake = resolve));
   stopWatching();
-  await Promise.all([heartbeats, transfers.stopped, checks]);
+  await Promise.all([heartbeats, transfers.stopped, audits.stopped, checks]);
   // A clean goodbye: offline, not silent, so no strike and no reclaim of its copies.
   await client.offline(identity.node_id, STOPPING_TIMEOUT_MS).then(
     () => progress.log('told the control plane this node is going offline'),
@@ -207,7 +209,13 @@ async function readStopped(dataDir: string): Promise<Record<string, number>> {
   }
 }
 
-async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>, offerTransfers: (items: TransferItem[]) => void): Promise<void> {
+/** Where the work a heartbeat answer names goes. */
+interface Offers {
+  transfers(items: TransferItem[]): void;
+  audits(items: AuditItem[]): void;
+}
+
+async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>, offers: Offers): Promise<void> {
   const { config, client, identity, progress, restraints, received, signal } = context;
   let lastBytes = received.bytes;
   let lastAt = Date.now();
@@ -229,7 +237,8 @@ async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>, offerT
       if (answer.draining) progress.log('this node is being drained: no new work');
       for (const paused of answer.paused_sources ?? []) restraints.pause(paused.host, Date.now() + paused.retry_in_seconds * 1000);
       for (const assetId of answer.ended ?? []) jobs.get(assetId)?.controller.abort(ENDED_ELSEWHERE);
-      offerTransfers(answer.transfers ?? []);
+      offers.transfers(answer.transfers ?? []);
+      offers.audits(answer.audits ?? []);
     } catch (error) {
       progress.log(`heartbeat failed: ${(error as Error).message}`);
     }

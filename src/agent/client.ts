@@ -40,7 +40,31 @@ export interface HeartbeatAnswer {
   paused_sources?: { host: string; retry_in_seconds: number }[];
   /** This node's open transfers (also what the long-poll answers). */
   transfers?: TransferItem[];
+  /** This node's open audits: challenges about its copies, each answered once before its deadline. */
+  audits?: AuditItem[];
 }
+
+/** "Show that you still hold your copy of `asset_id`": answered at `url` before `deadline`. */
+export interface AuditItem {
+  id: number;
+  asset_id: string;
+  kind: 'ranges' | 'block';
+  /** kind 'ranges': a fresh random nonce (hex) and the byte ranges of the copy to hash with it. */
+  nonce: string | null;
+  ranges: { offset: number; length: number }[];
+  /** kind 'block': the index of the 16 KiB block to return with its Merkle path. */
+  block: number | null;
+  /** ISO time. */
+  deadline: string;
+  /** Where to POST the answer, relative to the control plane, e.g. /api/audits/17. */
+  url: string;
+}
+
+/**
+ * kind 'ranges': one nonceHash per range, in order. kind 'block': the block's bytes in base64 and
+ * its Merkle path (hex, leaf level first). Either kind: `missing` when the copy is not here.
+ */
+export type AuditAnswer = { hashes: string[] } | { block: string; proof: string[] } | { missing: true };
 
 /** "Send bytes [offset, offset + length) of your copy of `asset_id`": a lease this node holds. */
 export type TransferItem = Static<typeof TransferItemSchema>;
@@ -121,7 +145,8 @@ export function createClient(baseUrl: string, token: () => string) {
       body: { free_bytes: number; bytes_in_flight: number; download_rate_bps?: number; allocations: { asset_id: string; bytes_done: number }[] },
     ) => call<HeartbeatAnswer>('POST', `/api/nodes/${nodeId}/heartbeat`, body),
     allocate: (body: { node_id: string; free_space_gb: number; max_assets: number }) => call<Allocated[]>('POST', '/allocate', body),
-    complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number }) => call<Completion>('POST', '/complete', body),
+    /** `merkle_root`: the copy's BEP 52 pieces root, 64 lowercase hex digits. */
+    complete: (body: { asset_id: string; node_id: string; sha256: string; bytes: number; merkle_root: string }) => call<Completion>('POST', '/complete', body),
     /** `timeoutMs`: shorter while stopping, so an unreachable control plane cannot hold the stop up. */
     release: (body: ReleaseReport, timeoutMs?: number) => call<unknown>('POST', '/release', body, { timeoutMs }),
     offline: (nodeId: number, timeoutMs?: number) => call<unknown>('POST', `/api/nodes/${nodeId}/offline`, undefined, { timeoutMs }),
@@ -158,6 +183,8 @@ export function createClient(baseUrl: string, token: () => string) {
         },
         { signal },
       ),
+    /** `url`: the audit's own, resolved against the control plane and refused elsewhere, as every path is. */
+    answerAudit: (url: string, body: AuditAnswer, signal?: AbortSignal) => call<unknown>('POST', url, body, { signal }),
     failTransfer: (id: number, reason: CopyFault, detail: string, signal?: AbortSignal) =>
       call<{ status: string }>('POST', `/api/transfers/${id}/fail`, { reason, detail: detail.slice(0, 500) }, { signal }),
     /** At most 1000 of each; ids this node holds no counted copy of are ignored. */

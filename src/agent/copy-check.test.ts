@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createCopyHasher } from '../lib/merkle.js';
 import type { AllocationRecord } from './client.js';
 import { checkCopy } from './copy-check.js';
 import { assessCopiesAtStart } from './scrub.js';
@@ -23,7 +24,16 @@ const sha256 = (content: string) => crypto.createHash('sha256').update(content).
 async function keep(store: Store, assetId: string, content: string) {
   const partial = store.partialPath(assetId);
   await fs.writeFile(partial, content);
-  return store.commit({ assetId, fileName: 'data.nc', partial, sha256: sha256(content), bytes: Buffer.byteLength(content) });
+  const hasher = createCopyHasher();
+  hasher.update(Buffer.from(content));
+  return store.commit({
+    assetId,
+    fileName: 'data.nc',
+    partial,
+    sha256: sha256(content),
+    bytes: Buffer.byteLength(content),
+    merkleRoot: hasher.digest().merkleRoot,
+  });
 }
 
 /** A completed allocation of this node, as `GET /allocations?state=completed` lists it (the fields the check reads). */

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mountTmpfs, tmpfsUnavailable } from '../../test/tmpfs.js';
+import { createCopyHasher } from '../lib/merkle.js';
 import { download, type DownloadRequest } from './download.js';
 
 const MIB = 1024 * 1024;
@@ -40,6 +41,12 @@ afterEach(async () => {
 });
 
 const sha256 = (content: Buffer) => crypto.createHash('sha256').update(content).digest('hex');
+/** What a download that received `content` reports: its digest, Merkle tree included. */
+const receivedWhole = (content: Buffer) => {
+  const hasher = createCopyHasher();
+  hasher.update(content);
+  return { ok: true, ...hasher.digest(), partial: partialOf() };
+};
 const partialOf = () => path.join(dataDir, 'asset.part');
 const exists = (file: string) =>
   fsp.access(file).then(
@@ -121,7 +128,8 @@ describe('download from a hostile source', () => {
     const outcome = await download(
       requestFor(`${origin}/sst.nc`, { expectedBytes: content.length, expectedSha256: sha256(content), headers: { 'user-agent': 'dispatcher-agent/test' } }),
     );
-    expect(outcome).toEqual({ ok: true, sha256: sha256(content), bytes: content.length, partial: partialOf() });
+    expect(outcome).toEqual(receivedWhole(content));
+    expect(outcome).toMatchObject({ sha256: sha256(content), bytes: content.length });
     expect((await fsp.readFile(partialOf())).equals(content)).toBe(true);
     expect(seen[0]?.headers['user-agent']).toBe('dispatcher-agent/test');
     expect((await fsp.stat(partialOf())).mode & 0o777).toBe(0o600);
@@ -278,7 +286,8 @@ describe('download from a hostile source', () => {
     expect(kept).toBeGreaterThan(0);
 
     handle = serveFile(content);
-    expect(await download(request)).toEqual({ ok: true, sha256: sha256(content), bytes: content.length, partial: partialOf() });
+    // The bytes kept from the first attempt are in the sha256 and the Merkle tree too.
+    expect(await download(request)).toEqual(receivedWhole(content));
     expect(seen[1]?.headers.range).toBe(`bytes=${kept}-`);
     expect((await fsp.readFile(partialOf())).equals(content)).toBe(true);
   });

@@ -1,10 +1,10 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { once } from 'node:events';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { createCopyHasher, type CopyHasher } from '../lib/merkle.js';
 import { printable } from '../lib/printable.js';
 import { parseRetryAfter } from '../lib/retry-after.js';
 import type { RateLimiter } from './rate-limiter.js';
@@ -45,7 +45,8 @@ export type FailureKind =
   | 'refused_destination';
 
 export type DownloadOutcome =
-  | { ok: true; sha256: string; bytes: number; partial: string }
+  /** `merkleRoot` and `pieceLayer`: of the bytes received, as `createCopyHasher` gives them. */
+  | { ok: true; sha256: string; bytes: number; merkleRoot: string; pieceLayer: Buffer; partial: string }
   | { ok: false; kind: FailureKind; reason: string; retryable: boolean; status?: number; retryAfterSeconds?: number };
 
 type Failure = Extract<DownloadOutcome, { ok: false }>;
@@ -90,7 +91,8 @@ async function attempt(request: DownloadRequest, mayResume: boolean): Promise<Do
   const free = await request.freeBytes();
   if (free < request.reserveBytes) return discard(request, fail('disk_full', `only ${free} bytes free, ${request.reserveBytes} must stay free`));
   const offset = mayResume ? await resumableOffset(request, limit) : await startOver(request);
-  const hash = crypto.createHash('sha256');
+  // A resumed partial's bytes are hashed first: the tree covers the whole file.
+  const hash = createCopyHasher();
   if (offset > 0) await hashFile(request.partial, hash);
   const validator = offset > 0 ? (await readMeta(request.partial))?.validator : null;
   const headers: Record<string, string> = {
@@ -110,7 +112,7 @@ async function attempt(request: DownloadRequest, mayResume: boolean): Promise<Do
   return handleAnswer(request, response, hash, offset, limit);
 }
 
-async function handleAnswer(request: DownloadRequest, response: Response, hash: crypto.Hash, offset: number, limit: number): Promise<DownloadOutcome> {
+async function handleAnswer(request: DownloadRequest, response: Response, hash: CopyHasher, offset: number, limit: number): Promise<DownloadOutcome> {
   const { status } = response;
   if (status === 416 && offset > 0) {
     await dropBody(response);
@@ -125,7 +127,7 @@ async function handleAnswer(request: DownloadRequest, response: Response, hash: 
   }
   if (status === 200 && offset > 0) {
     // The source ignored the range or changed since (If-Range): this answer starts over.
-    [hash, offset] = [crypto.createHash('sha256'), await startOver(request)];
+    [hash, offset] = [createCopyHasher(), await startOver(request)];
   }
   const announced = readAnnouncedTotal(response, offset);
   if (announced !== null && request.expectedBytes !== null && announced !== request.expectedBytes) {
@@ -144,7 +146,7 @@ async function restart(request: DownloadRequest): Promise<DownloadOutcome> {
   return attempt(request, false);
 }
 
-async function receive(request: DownloadRequest, response: Response, hash: crypto.Hash, offset: number, limit: number): Promise<DownloadOutcome> {
+async function receive(request: DownloadRequest, response: Response, hash: CopyHasher, offset: number, limit: number): Promise<DownloadOutcome> {
   await writeMeta(request.partial, { url: request.url, validator: response.headers.get('etag') ?? response.headers.get('last-modified') });
   // A fresh start creates the file exclusively: a second writer fails here instead of interleaving.
   const file = await fsp.open(request.partial, offset > 0 ? 'a' : 'wx', 0o600);
@@ -171,7 +173,7 @@ async function receive(request: DownloadRequest, response: Response, hash: crypt
  * Counts, hashes and paces the bytes, and admits a chunk only if it keeps the size and the disk within
  * bounds. Free space is what the disk reports less what was admitted but not yet written (`unwritten`).
  */
-function createMeter(request: DownloadRequest, hash: crypto.Hash, offset: number, limit: number, unwritten: () => number) {
+function createMeter(request: DownloadRequest, hash: CopyHasher, offset: number, limit: number, unwritten: () => number) {
   let done = offset;
   let free = 0;
   let sinceCheck = Infinity;
@@ -198,15 +200,15 @@ function createMeter(request: DownloadRequest, hash: crypto.Hash, offset: number
   return { stream, bytes: () => done };
 }
 
-async function finish(request: DownloadRequest, hash: crypto.Hash, bytes: number): Promise<DownloadOutcome> {
-  const sha256 = hash.digest('hex');
+async function finish(request: DownloadRequest, hash: CopyHasher, bytes: number): Promise<DownloadOutcome> {
+  const { sha256, merkleRoot, pieceLayer } = hash.digest();
   if (request.expectedBytes !== null && bytes !== request.expectedBytes) {
     return discard(request, fail('size_mismatch', `size mismatch: got ${bytes} bytes, expected ${request.expectedBytes}`));
   }
   if (request.expectedSha256 !== null && sha256 !== request.expectedSha256.toLowerCase()) {
     return discard(request, fail('checksum_mismatch', `checksum mismatch: got ${sha256}, expected ${request.expectedSha256}`));
   }
-  return { ok: true, sha256, bytes, partial: request.partial };
+  return { ok: true, sha256, bytes, merkleRoot, pieceLayer, partial: request.partial };
 }
 
 function failStatus(response: Response, answerer: string, problem: string): Failure {
@@ -305,7 +307,7 @@ function describeError(error: unknown): string {
   return error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message;
 }
 
-async function hashFile(file: string, hash: crypto.Hash): Promise<void> {
+async function hashFile(file: string, hash: CopyHasher): Promise<void> {
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
 }
 

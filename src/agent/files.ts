@@ -1,6 +1,6 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import { createCopyHasher, type CopyDigest } from '../lib/merkle.js';
 
 /** How a whole-file read may be slowed (`throttle` is awaited after each piece read) and stopped. */
 export interface ReadPace {
@@ -8,16 +8,14 @@ export interface ReadPace {
   signal?: AbortSignal;
 }
 
-/** The file's size and sha256, read in full; rejects when `signal` aborts. */
-export async function measureFile(file: string, pace: ReadPace = {}): Promise<{ bytes: number; sha256: string }> {
-  const hash = crypto.createHash('sha256');
-  let bytes = 0;
+/** The file's size, sha256, Merkle root and piece layer, read in full; rejects when `signal` aborts. */
+export async function measureFile(file: string, pace: ReadPace = {}): Promise<CopyDigest> {
+  const hasher = createCopyHasher();
   for await (const chunk of fs.createReadStream(file, { signal: pace.signal })) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
+    hasher.update(chunk as Buffer);
     await pace.throttle?.((chunk as Buffer).length);
   }
-  return { bytes, sha256: hash.digest('hex') };
+  return hasher.digest();
 }
 
 export async function removeIfEmpty(directory: string): Promise<boolean> {

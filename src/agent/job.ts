@@ -189,9 +189,11 @@ async function reportKeptCopy(job: Job, context: JobContext): Promise<boolean> {
   const fits =
     (job.task.sha256 === null || job.task.sha256.toLowerCase() === kept.sha256) && (job.task.sizeBytes === null || job.task.sizeBytes === kept.bytes);
   const intact = fits && (await context.store.verify(job.task.id));
-  if (!intact) return false;
+  // Verified, the copy has its Merkle root recorded, also one kept from before roots were.
+  const proved = intact ? context.store.copyOf(job.task.id) : undefined;
+  if (proved?.merkleRoot === undefined) return false;
   context.progress.log(`${job.task.id}: a verified copy is already kept here`);
-  await report(job, context, { sha256: kept.sha256, bytes: kept.bytes });
+  await report(job, context, { sha256: proved.sha256, bytes: proved.bytes, merkleRoot: proved.merkleRoot });
   return true;
 }
 
@@ -204,6 +206,7 @@ async function keepAndReport(job: Job, context: JobContext, origin: Origin, outc
       partial: outcome.partial,
       sha256: outcome.sha256,
       bytes: outcome.bytes,
+      merkleRoot: outcome.merkleRoot,
     });
   } catch (error) {
     context.restraints.defer(task.id, origin.host);
@@ -212,9 +215,9 @@ async function keepAndReport(job: Job, context: JobContext, origin: Origin, outc
   await report(job, context, outcome);
 }
 
-async function report(job: Job, context: JobContext, copy: { sha256: string; bytes: number }): Promise<void> {
+async function report(job: Job, context: JobContext, copy: { sha256: string; bytes: number; merkleRoot: string }): Promise<void> {
   const { task } = job;
-  const body = { asset_id: task.id, node_id: context.identity.name, sha256: copy.sha256, bytes: copy.bytes };
+  const body = { asset_id: task.id, node_id: context.identity.name, sha256: copy.sha256, bytes: copy.bytes, merkle_root: copy.merkleRoot };
   try {
     // A control plane that is busy or restarting (5xx, 429, no answer) is asked again: the copy is good.
     const result = await withBackoff(() => context.client.complete(body), retryOptions(context.progress, context.signal));

@@ -3,6 +3,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createCopyHasher } from '../lib/merkle.js';
+import { pieceLayerPath, readPieceLayer } from './piece-layer-file.js';
 import { fileNameFor, legacyName, openStore, type Store } from './storage.js';
 
 let dataDir: string;
@@ -16,6 +18,11 @@ afterEach(async () => {
 });
 
 const sha256 = (content: string) => crypto.createHash('sha256').update(content).digest('hex');
+const digestOf = (content: string) => {
+  const hasher = createCopyHasher();
+  hasher.update(Buffer.from(content));
+  return hasher.digest();
+};
 
 /** Writes `content` where a download for `assetId` would leave it, with its resume metadata. */
 async function writePartial(store: Store, assetId: string, content: string): Promise<string> {
@@ -27,7 +34,7 @@ async function writePartial(store: Store, assetId: string, content: string): Pro
 
 async function commitContent(store: Store, assetId: string, content: string, fileName = 'data.nc') {
   const partial = await writePartial(store, assetId, content);
-  return store.commit({ assetId, fileName, partial, sha256: sha256(content), bytes: Buffer.byteLength(content) });
+  return store.commit({ assetId, fileName, partial, sha256: sha256(content), bytes: Buffer.byteLength(content), merkleRoot: digestOf(content).merkleRoot });
 }
 
 const isInside = (file: string, directory: string) => !path.relative(directory, file).startsWith('..') && !path.isAbsolute(path.relative(directory, file));
@@ -98,9 +105,19 @@ describe('storage', () => {
   it('refuses a file whose re-hash or size does not match, keeping nothing', async () => {
     const store = await openStore(dataDir);
     const partial = await writePartial(store, 'sst', 'actual bytes');
-    await expect(store.commit({ assetId: 'sst', fileName: 'data.nc', partial, sha256: sha256('other bytes'), bytes: 12 })).rejects.toThrow(/refused/);
+    const merkleRoot = digestOf('actual bytes').merkleRoot;
+    await expect(store.commit({ assetId: 'sst', fileName: 'data.nc', partial, sha256: sha256('other bytes'), bytes: 12, merkleRoot })).rejects.toThrow(
+      /refused/,
+    );
     const sized = await writePartial(store, 'ice', 'actual bytes');
-    await expect(store.commit({ assetId: 'ice', fileName: 'data.nc', partial: sized, sha256: sha256('actual bytes'), bytes: 999 })).rejects.toThrow(/refused/);
+    await expect(store.commit({ assetId: 'ice', fileName: 'data.nc', partial: sized, sha256: sha256('actual bytes'), bytes: 999, merkleRoot })).rejects.toThrow(
+      /refused/,
+    );
+    const rooted = await writePartial(store, 'sea', 'actual bytes');
+    const otherRoot = digestOf('other bytes').merkleRoot;
+    await expect(
+      store.commit({ assetId: 'sea', fileName: 'data.nc', partial: rooted, sha256: sha256('actual bytes'), bytes: 12, merkleRoot: otherRoot }),
+    ).rejects.toThrow(/refused/);
 
     expect(await listFiles(path.join(dataDir, 'assets'))).toEqual([]);
     expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
@@ -146,6 +163,7 @@ describe('storage', () => {
         path: path.relative(dataDir, ice.path),
         bytes: 7,
         sha256: sha256('sea ice'),
+        merkle_root: digestOf('sea ice').merkleRoot,
         completed_at: ice.completedAt,
         mtime_ms: ice.mtimeMs,
       }),
@@ -202,6 +220,69 @@ describe('storage', () => {
     await expect(fs.access(`${dropped}.json`)).rejects.toThrow();
     expect(await fs.readFile(copy.path, 'utf8')).toBe('sea surface');
     expect(await fs.readdir(path.join(dataDir, 'assets'))).toEqual([path.basename(path.dirname(copy.path))]);
+  });
+
+  describe('the piece layer kept beside a copy', () => {
+    const big = 'sea surface temperature '.repeat(100_000);
+
+    it('is written at commit, readable by this account alone, and deleted with the copy', async () => {
+      const store = await openStore(dataDir);
+      const sst = await commitContent(store, 'sst', big);
+      const { merkleRoot, pieceLayer } = digestOf(big);
+      expect(sst.merkleRoot).toBe(merkleRoot);
+      expect(pieceLayerPath(sst.path)).toBe(path.join(path.dirname(sst.path), '.data.nc.pieces'));
+      expect((await fs.stat(pieceLayerPath(sst.path))).mode & 0o777).toBe(0o600);
+      expect(await readPieceLayer(sst.path, sst)).toEqual({ merkleRoot, pieceLayer });
+      expect(await store.pieceLayerOf('sst')).toEqual({ merkleRoot, pieceLayer });
+
+      await store.remove('sst');
+      expect(await fs.readdir(path.dirname(sst.path))).toEqual([]);
+      expect(await store.pieceLayerOf('sst')).toBeNull();
+    });
+
+    it('is rebuilt from the copy when missing or damaged, and not from a copy that changed', async () => {
+      const store = await openStore(dataDir);
+      const sst = await commitContent(store, 'sst', big);
+      const expected = { merkleRoot: digestOf(big).merkleRoot, pieceLayer: digestOf(big).pieceLayer };
+      await fs.rm(pieceLayerPath(sst.path));
+      expect(await store.pieceLayerOf('sst')).toEqual(expected);
+      expect(await readPieceLayer(sst.path, sst)).toEqual(expected);
+
+      const damaged = await fs.readFile(pieceLayerPath(sst.path));
+      damaged[damaged.length - 1] = (damaged[damaged.length - 1] as number) ^ 1;
+      await fs.writeFile(pieceLayerPath(sst.path), damaged);
+      expect(await readPieceLayer(sst.path, sst)).toBeNull();
+      expect(await store.verify('sst')).toBe(true);
+      expect(await readPieceLayer(sst.path, sst)).toEqual(expected);
+
+      await fs.rm(pieceLayerPath(sst.path));
+      await fs.writeFile(sst.path, big.toUpperCase());
+      expect(await store.pieceLayerOf('sst')).toBeNull();
+      await expect(fs.access(pieceLayerPath(sst.path))).rejects.toThrow();
+    });
+
+    it('and the Merkle root are recorded by the first full read of a copy kept before roots were', async () => {
+      const store = await openStore(dataDir);
+      const sst = await commitContent(store, 'sst', 'sea surface');
+      const { merkle_root: _root, ...older } = JSON.parse((await manifestLines())[0]!) as Record<string, unknown>;
+      await fs.writeFile(path.join(dataDir, 'manifest.jsonl'), `${JSON.stringify(older)}\n`);
+      await fs.rm(pieceLayerPath(sst.path));
+
+      const reopened = await openStore(dataDir);
+      expect(reopened.copyOf('sst')?.merkleRoot).toBeUndefined();
+      expect(await reopened.verify('sst')).toBe(true);
+      expect(reopened.copyOf('sst')).toEqual(sst);
+      expect(await readPieceLayer(sst.path, sst)).toMatchObject({ merkleRoot: sst.merkleRoot });
+      expect((await openStore(dataDir)).copyOf('sst')).toEqual(sst);
+    });
+
+    it('of a copy missing from disk is deleted when the manifest forgets the copy', async () => {
+      const store = await openStore(dataDir);
+      const sst = await commitContent(store, 'sst', 'sea surface');
+      await fs.rm(sst.path);
+      await openStore(dataDir);
+      expect(await fs.readdir(path.dirname(sst.path))).toEqual([]);
+    });
   });
 
   describe('adopting the old layout', () => {

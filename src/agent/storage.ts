@@ -1,7 +1,10 @@
 import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import type { CopyDigest } from '../lib/merkle.js';
 import { exists, measureFile, removeFiles, removeIfEmpty, syncDirectory, type ReadPace } from './files.js';
+import { appendLine, readManifest, relativePath, toLine, writeManifest, type Layout } from './manifest.js';
+import { readPieceLayer, removePieceLayer, writePieceLayer, type KeptPieceLayer } from './piece-layer-file.js';
 
 /** A completed copy this node keeps. `path` is absolute. */
 export interface CopyRecord {
@@ -9,6 +12,8 @@ export interface CopyRecord {
   path: string;
   bytes: number;
   sha256: string;
+  /** The copy's Merkle root (BEP 52 pieces root); unknown for a copy kept before roots were, until it is next read in full. */
+  merkleRoot?: string;
   completedAt: string;
   /** The file's mtime when it was last proved to match: the same mtime lets a check trust it without reading it. */
   mtimeMs?: number;
@@ -31,17 +36,25 @@ export interface Store {
   copies(): CopyRecord[];
   /**
    * Links a checked partial into assets/<key>/ without ever replacing a file, re-hashes the result
-   * and refuses it (keeping nothing) unless it matches, records it, then removes the partial and its
-   * .json. A copy the asset had before stays on disk; the manifest then names the new one.
+   * and refuses it (keeping nothing) unless it matches, keeps its piece layer beside it, records
+   * it, then removes the partial and its .json. A copy the asset had before stays on disk; the
+   * manifest then names the new one.
    */
-  commit(input: { assetId: string; fileName: string; partial: string; sha256: string; bytes: number }): Promise<CopyRecord>;
-  /** Deletes a copy (e.g. the control plane refused it) and records the removal. */
+  commit(input: { assetId: string; fileName: string; partial: string; sha256: string; bytes: number; merkleRoot: string }): Promise<CopyRecord>;
+  /** Deletes a copy (e.g. the control plane refused it) and its piece layer, and records the removal. */
   remove(assetId: string): Promise<void>;
   /**
-   * Whether the kept copy's file still has the size and sha256 recorded for it (read in full, at
-   * `pace`; rejects when its signal aborts). A match records the file's mtime as read.
+   * Whether the kept copy's file still has the size, sha256 and Merkle root recorded for it (read
+   * in full, at `pace`; rejects when its signal aborts). A match records the file's mtime as read
+   * and its root when none was, and writes its piece layer again when that is missing or wrong.
    */
   verify(assetId: string, pace?: ReadPace): Promise<boolean>;
+  /**
+   * The kept copy's Merkle root and piece layer: the one kept beside it, else (missing or not
+   * matching the record) rebuilt by `verify`, which reads the whole copy. Null when there is no
+   * copy or its file no longer matches its record.
+   */
+  pieceLayerOf(assetId: string, pace?: ReadPace): Promise<KeptPieceLayer | null>;
   /** Removes partials of assets not in `keep` (which must include every running download) and empty folders. */
   cleanUp(keep: Set<string>): Promise<{ partials: number; folders: number }>;
   /**
@@ -53,17 +66,6 @@ export interface Store {
   /** True when there is no manifest yet and assets/ or partial/ hold something: the old layout. */
   needsLegacyAdoption(): Promise<boolean>;
 }
-
-interface Layout {
-  root: string;
-  assets: string;
-  partial: string;
-  manifest: string;
-}
-
-type ManifestLine =
-  | { op: 'copy'; asset_id: string; path: string; bytes: number; sha256: string; completed_at: string; mtime_ms?: number }
-  | { op: 'remove'; asset_id: string; path: string; at: string };
 
 const DIRECTORY_MODE = 0o700;
 /** Names this store gives: anything else under assets/ or partial/ is from the old layout. */
@@ -91,6 +93,31 @@ export async function openStore(dataDir: string, options: { onWarning?(message: 
     return next;
   };
   const needsLegacyAdoption = async () => !(await exists(layout.manifest)) && (await holdsAnything(layout));
+  const verify = async (assetId: string, pace: ReadPace = {}): Promise<boolean> => {
+    const record = copies.get(assetId);
+    const before = record && (await fsp.stat(record.path).catch(() => null));
+    if (!record || !before) return false;
+    const found = await measureFile(record.path, pace).catch((error: unknown) => {
+      if (pace.signal?.aborted) throw error;
+      return null;
+    });
+    const intact =
+      found !== null && found.sha256 === record.sha256 && found.bytes === record.bytes && (record.merkleRoot ?? found.merkleRoot) === found.merkleRoot;
+    if (!intact) return false;
+    const layerKept = (await readPieceLayer(record.path, found)) !== null;
+    const recorded = before.mtimeMs === record.mtimeMs && record.merkleRoot !== undefined;
+    if (layerKept && recorded) return true;
+    await serialize(async () => {
+      // Replaced or removed meanwhile: a piece layer written now would outlive its copy.
+      if (copies.get(assetId) !== record) return;
+      if (!layerKept) await keepPieceLayer(record.path, found, warn);
+      if (recorded) return;
+      const proved = { ...record, merkleRoot: found.merkleRoot, mtimeMs: before.mtimeMs };
+      await appendLine(layout, toLine(layout, proved));
+      copies.set(assetId, proved);
+    });
+    return true;
+  };
 
   return {
     partialPath: (assetId) => path.join(layout.partial, `${keyFor(assetId)}.part`),
@@ -100,15 +127,24 @@ export async function openStore(dataDir: string, options: { onWarning?(message: 
       const directory = path.join(layout.assets, keyFor(input.assetId));
       const target = await linkWithoutOverwrite(input.partial, directory, fileNameOf(input.fileName));
       const found = await measureFile(target);
-      if (found.sha256 !== input.sha256.toLowerCase() || found.bytes !== input.bytes) {
+      if (found.sha256 !== input.sha256.toLowerCase() || found.bytes !== input.bytes || found.merkleRoot !== input.merkleRoot) {
         await removeFiles(target, input.partial, `${input.partial}.json`);
         throw new Error(
-          `refused ${input.assetId}: the file holds ${found.bytes} bytes with sha256 ${found.sha256}, expected ${input.bytes} bytes with sha256 ${input.sha256}`,
+          `refused ${input.assetId}: the file holds ${found.bytes} bytes with sha256 ${found.sha256} and Merkle root ${found.merkleRoot}, expected ${input.bytes} bytes with sha256 ${input.sha256} and Merkle root ${input.merkleRoot}`,
         );
       }
+      await keepPieceLayer(target, found, warn);
       await syncDirectory(directory);
       const { mtimeMs } = await fsp.stat(target);
-      const record: CopyRecord = { assetId: input.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString(), mtimeMs };
+      const record: CopyRecord = {
+        assetId: input.assetId,
+        path: target,
+        bytes: found.bytes,
+        sha256: found.sha256,
+        merkleRoot: found.merkleRoot,
+        completedAt: now().toISOString(),
+        mtimeMs,
+      };
       await serialize(async () => {
         await appendLine(layout, toLine(layout, record));
         copies.set(input.assetId, record);
@@ -123,32 +159,24 @@ export async function openStore(dataDir: string, options: { onWarning?(message: 
         const record = copies.get(assetId);
         if (!record) return;
         await fsp.rm(record.path, { force: true });
+        await removePieceLayer(record.path);
         await appendLine(layout, { op: 'remove', asset_id: assetId, path: relativePath(layout, record.path), at: now().toISOString() });
         copies.delete(assetId);
       }),
-    async verify(assetId, pace = {}) {
+    verify,
+    async pieceLayerOf(assetId, pace = {}) {
       const record = copies.get(assetId);
-      const before = record && (await fsp.stat(record.path).catch(() => null));
-      if (!record || !before) return false;
-      const found = await measureFile(record.path, pace).catch((error: unknown) => {
-        if (pace.signal?.aborted) throw error;
-        return null;
-      });
-      const intact = found !== null && found.sha256 === record.sha256 && found.bytes === record.bytes;
-      if (!intact || before.mtimeMs === record.mtimeMs) return intact;
-      await serialize(async () => {
-        if (copies.get(assetId) !== record) return; // Replaced or removed meanwhile.
-        const proved = { ...record, mtimeMs: before.mtimeMs };
-        await appendLine(layout, toLine(layout, proved));
-        copies.set(assetId, proved);
-      });
-      return true;
+      const kept = record && (await readPieceLayer(record.path, record));
+      if (!record || kept) return kept ?? null;
+      if (!(await verify(assetId, pace))) return null;
+      const proved = copies.get(assetId) ?? record;
+      return readPieceLayer(proved.path, proved);
     },
     cleanUp: (keep) => cleanUp(layout, new Set([...keep].map(keyFor))),
     needsLegacyAdoption,
     async adoptLegacy(completed, onProgress) {
       if (!(await needsLegacyAdoption())) return { adopted: 0, missing: [] };
-      const adopted = await adoptMatching(layout, completed, now, onProgress);
+      const adopted = await adoptMatching(layout, completed, now, warn, onProgress);
       await serialize(async () => {
         for (const record of adopted.records) copies.set(record.assetId, record);
         await writeManifest(layout, copies.values());
@@ -199,96 +227,6 @@ function rawFileName(name: string, url: string): string {
   }
 }
 
-async function readManifest(layout: Layout, warn: (message: string) => void): Promise<{ copies: Map<string, CopyRecord>; exists: boolean; stale: boolean }> {
-  const copies = new Map<string, CopyRecord>();
-  let text: string;
-  try {
-    text = await fsp.readFile(layout.manifest, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { copies, exists: false, stale: false };
-    throw error;
-  }
-  const lines = text.split('\n');
-  const unterminated = lines.at(-1) !== '';
-  let valid = 0;
-  for (const [index, line] of lines.entries()) {
-    if (line === '') continue;
-    const entry = parseLine(layout, line);
-    if (!entry) {
-      warn(index === lines.length - 1 ? 'manifest: ignoring a torn last line (an interrupted write)' : `manifest: ignoring unreadable line ${index + 1}`);
-      continue;
-    }
-    valid += 1;
-    const absolute = path.resolve(layout.root, entry.path);
-    if (entry.op === 'copy') {
-      const { asset_id: assetId, bytes, sha256, completed_at: completedAt, mtime_ms: mtimeMs } = entry;
-      copies.set(assetId, { assetId, path: absolute, bytes, sha256, completedAt, ...(typeof mtimeMs === 'number' ? { mtimeMs } : {}) });
-    } else if (copies.get(entry.asset_id)?.path === absolute) copies.delete(entry.asset_id);
-  }
-  for (const record of copies.values()) {
-    if (await exists(record.path)) continue;
-    warn(`manifest: the copy of ${JSON.stringify(record.assetId)} is missing from disk; forgetting it`);
-    copies.delete(record.assetId);
-  }
-  return { copies, exists: true, stale: unterminated || valid !== copies.size || valid !== lines.filter(Boolean).length };
-}
-
-function parseLine(layout: Layout, line: string): ManifestLine | null {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(line);
-  } catch {
-    return null;
-  }
-  if (typeof parsed !== 'object' || parsed === null) return null;
-  const entry = parsed as Partial<Record<string, unknown>>;
-  if (typeof entry.asset_id !== 'string' || typeof entry.path !== 'string') return null;
-  // Only a file inside assets/ is ever removed on the manifest's word.
-  if (!path.resolve(layout.root, entry.path).startsWith(layout.assets + path.sep)) return null;
-  if (entry.op === 'remove' && typeof entry.at === 'string') return entry as ManifestLine;
-  const isCopy = entry.op === 'copy' && typeof entry.bytes === 'number' && typeof entry.sha256 === 'string' && typeof entry.completed_at === 'string';
-  return isCopy ? (entry as ManifestLine) : null;
-}
-
-function toLine(layout: Layout, record: CopyRecord): ManifestLine {
-  return {
-    op: 'copy',
-    asset_id: record.assetId,
-    path: relativePath(layout, record.path),
-    bytes: record.bytes,
-    sha256: record.sha256,
-    completed_at: record.completedAt,
-    ...(record.mtimeMs === undefined ? {} : { mtime_ms: record.mtimeMs }),
-  };
-}
-
-const relativePath = (layout: Layout, absolute: string) => path.relative(layout.root, absolute).split(path.sep).join('/');
-
-/** One `appendFile` per line, fsynced before the caller goes on. */
-async function appendLine(layout: Layout, line: ManifestLine): Promise<void> {
-  const handle = await fsp.open(layout.manifest, 'a', 0o600);
-  try {
-    await handle.appendFile(`${JSON.stringify(line)}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Replaces the manifest with one line per kept copy: a temporary file, fsynced, renamed over it. */
-async function writeManifest(layout: Layout, records: Iterable<CopyRecord>): Promise<void> {
-  const temporary = `${layout.manifest}.tmp`;
-  const handle = await fsp.open(temporary, 'w', 0o600);
-  try {
-    await handle.writeFile([...records].map((record) => `${JSON.stringify(toLine(layout, record))}\n`).join(''));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fsp.rename(temporary, layout.manifest);
-  await syncDirectory(layout.root);
-}
-
 /**
  * Links `source` as `fileName` in `directory`, or as `<n>-<fileName>` for the first free n: a link
  * fails on an existing name, so no file is ever replaced. A name that already is `source` (an
@@ -334,8 +272,14 @@ async function cleanUp(layout: Layout, keptKeys: Set<string>): Promise<{ partial
   return { partials, folders };
 }
 
-async function adoptMatching(layout: Layout, completed: LegacyCopy[], now: () => Date, onProgress?: (done: number, total: number) => void) {
-  const measured = new Map<string, Promise<{ bytes: number; sha256: string } | null>>();
+async function adoptMatching(
+  layout: Layout,
+  completed: LegacyCopy[],
+  now: () => Date,
+  warn: (message: string) => void,
+  onProgress?: (done: number, total: number) => void,
+) {
+  const measured = new Map<string, Promise<CopyDigest | null>>();
   const records: CopyRecord[] = [];
   const legacyFiles = new Set<string>();
   const missing: string[] = [];
@@ -350,7 +294,9 @@ async function adoptMatching(layout: Layout, completed: LegacyCopy[], now: () =>
     const found = await measured.get(legacy);
     if (found && found.bytes === copy.bytes && found.sha256 === copy.sha256.toLowerCase()) {
       const target = await linkWithoutOverwrite(legacy, path.join(layout.assets, keyFor(copy.assetId)), fileNameFor(copy.name, copy.url));
-      records.push({ assetId: copy.assetId, path: target, bytes: found.bytes, sha256: found.sha256, completedAt: now().toISOString() });
+      await keepPieceLayer(target, found, warn);
+      const { sha256, bytes, merkleRoot } = found;
+      records.push({ assetId: copy.assetId, path: target, bytes, sha256, merkleRoot, completedAt: now().toISOString() });
       legacyFiles.add(legacy);
     } else {
       missing.push(copy.assetId);
@@ -369,6 +315,11 @@ async function removeLegacyLeftovers(layout: Layout, legacyFiles: Set<string>): 
   for (const entry of await fsp.readdir(layout.assets, { withFileTypes: true })) {
     if (entry.isDirectory() && !STORE_NAME.test(entry.name)) await removeIfEmpty(path.join(layout.assets, entry.name));
   }
+}
+
+/** A piece layer that cannot be written costs no copy: it is rebuilt from the copy when next needed. */
+async function keepPieceLayer(copyPath: string, digest: CopyDigest, warn: (message: string) => void): Promise<void> {
+  await writePieceLayer(copyPath, digest).catch((error: unknown) => warn(`could not keep the piece layer of ${copyPath}: ${(error as Error).message}`));
 }
 
 async function holdsAnything(layout: Layout): Promise<boolean> {
