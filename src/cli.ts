@@ -170,7 +170,11 @@ token
   .option('--expires-in-hours <hours>', 'expire after this many hours (default: ENROLLMENT_TOKEN_TTL_HOURS, 168)', positive)
   .option('--max-uses <n>', 'register at most this many nodes (default: unlimited)', positiveInteger)
   .option('--note <text>', 'a note kept with the token (who it was given to)')
-  .action(async (options: { expiresInHours?: number; maxUses?: number; note?: string }) => {
+  .option(
+    '--operator <username>',
+    "a personal token: the nodes it registers belong to this user (copies on one operator's nodes count once); without it each node counts as its own operator",
+  )
+  .action(async (options: { expiresInHours?: number; maxUses?: number; note?: string; operator?: string }) => {
     const { loadConfigOrExit } = await loadServer();
     const { runTokenCreate } = await import('./users/credentials.cli.js');
     const created = await runTokenCreate(loadConfigOrExit(), options);

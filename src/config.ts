@@ -162,6 +162,8 @@ export interface Config {
   auditScoreMin: number;
   /** The window of audits a node's score counts. */
   auditScoreWindowMs: number;
+  /** Copies on nodes of one operator count once, and one operator gets at most one copy of an asset. */
+  distinctOperators: boolean;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -295,6 +297,7 @@ const variables = [
   { key: 'auditDeadlineMs', names: ['AUDIT_DEADLINE_SECONDS'], parse: (raw: string) => integer(5, 86_400)(raw) * 1000, fallback: 600_000, shown: '600', doc: 'seconds a holder has to answer an audit; an unanswered one is a miss' },
   { key: 'auditFailuresToLose', names: ['AUDIT_FAILURES_TO_LOSE'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'failed or missed retention audits in a row after which a copy is lost (it stops counting, repair begins)' },
   { key: 'auditScoreMin', names: ['AUDIT_SCORE_MIN'], parse: (raw: string) => (raw.trim() === '0' ? 0 : positiveNumber(1)(raw)), fallback: 0.8, shown: '0.8', doc: 'a node whose share of passed audits (at least 5 in the window) falls below this gets no new work, and admins get an event; 0: never' },
+  { key: 'distinctOperators', names: ['DISTINCT_OPERATORS'], parse: boolean, fallback: true, shown: 'true', doc: 'replicas_target counts copies on distinct operators (the users behind nodes), one operator gets at most one copy of an asset, and gone needs confirmations from distinct operators; false: distinct nodes' },
   { key: 'auditScoreWindowMs', names: ['AUDIT_SCORE_WINDOW_DAYS'], parse: (raw: string) => integer(1, 3_660)(raw) * 24 * HOUR, fallback: 30 * 24 * HOUR, shown: '30', doc: 'days of audits a node\'s score counts' },
 ] as const satisfies readonly Variable<keyof Config>[];
 

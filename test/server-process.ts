@@ -33,6 +33,8 @@ export function serverEnv(extra: Record<string, string | undefined>): Record<str
     SOURCE_HOST_MAX_ACTIVE: '0',
     // Fake copies count on their reported checksum: spot checks have tests of their own.
     VERIFY_SPOT_CHECKS: '0',
+    // The load's nodes share the admin's enrollment tokens and stand for distinct volunteers.
+    DISTINCT_OPERATORS: 'false',
     ...extra,
   };
 }

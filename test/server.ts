@@ -78,6 +78,8 @@ export function testConfig(database: TestDatabase, overrides: Partial<Config> = 
     userRateLimitPerMinute: 1_000_000,
     // Copies count on their reported checksum, as most suites assume; spot checks have tests of their own.
     verifySpotChecks: 0,
+    // Suites register their nodes with the admin's tokens as distinct volunteers; operators have tests of their own.
+    distinctOperators: false,
     ...database.options,
     ...overrides,
   });

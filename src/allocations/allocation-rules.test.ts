@@ -36,6 +36,7 @@ const policy: AllocationPolicy = {
   spreadTag: 'region',
   sourceHostMaxActive: 0,
   auditScoreMin: 0.8,
+  distinctOperators: true,
 };
 
 const node = (fields: Partial<NodeState> = {}): NodeState => ({
@@ -51,6 +52,7 @@ const node = (fields: Partial<NodeState> = {}): NodeState => ({
   window_until: null,
   audits_passed: 0,
   audits_failed: 0,
+  operator_id: null,
   ...fields,
 });
 
@@ -81,8 +83,9 @@ const candidate = (id: string, fields: Partial<Candidate> = {}): Candidate => ({
 });
 
 const ids = (list: { id: string }[] | { asset: { id: string } }[]) => list.map((entry) => ('asset' in entry ? entry.asset.id : entry.id));
-const held = (holders: number[], spreadValues: (string | undefined)[] = [], sourceGone: number[] = []): AssetHolders => ({
+const held = (holders: number[], spreadValues: (string | undefined)[] = [], sourceGone: number[] = [], operators: number[] = []): AssetHolders => ({
   holders: new Set(holders),
+  operators: new Set(operators),
   sourceGone: new Set(sourceGone),
   spreadValues,
 });
@@ -200,8 +203,11 @@ describe('spreading across the tag', () => {
 
 describe('eligibility in a shared list', () => {
   const none = new Map<string, Set<number>>();
-  it.each<[string, Partial<Candidate>, Partial<AllocationRequest>, AssetHolders | undefined, number, Map<string, Set<number>>, boolean]>([
+  it.each<[string, Partial<Candidate>, Partial<AllocationRequest>, AssetHolders | undefined, number, Map<string, Set<number>>, boolean, (number | null)?]>([
     ['an asset in range with room', {}, {}, undefined, 0, none, true],
+    ["held by another of the node's operator's nodes", {}, {}, held([2], [], [], [7]), 0, none, false, 7],
+    ['held by another operator', {}, {}, held([2], [], [], [8]), 0, none, true, 7],
+    ['held by an operator, for a node counted as its own', {}, {}, held([2], [], [], [7]), 0, none, true, null],
     ['below the minimum priority', { priority: 2 }, { minPriority: 3 }, undefined, 0, none, false],
     ['above the maximum priority', { priority: 9 }, { maxPriority: 8 }, undefined, 0, none, false],
     ['full with the batch before it', { holders: 1 }, {}, undefined, 1, none, false],
@@ -211,8 +217,8 @@ describe('eligibility in a shared list', () => {
     ['found gone by the node, without source errors counted', {}, {}, held([], [], [1]), 0, none, true],
     ['cooling down for the node', {}, {}, undefined, 0, new Map([['a', new Set([1])]]), false],
     ['cooling down for another node', {}, {}, undefined, 0, new Map([['a', new Set([2])]]), true],
-  ])('%s', (_, asset, fields, heldBy, taken, waiting, eligible) => {
-    expect(isEligible(candidate('a', asset), request(fields), heldBy, taken, waiting)).toBe(eligible);
+  ])('%s', (_, asset, fields, heldBy, taken, waiting, eligible, operatorId = null) => {
+    expect(isEligible(candidate('a', asset), request(fields), operatorId, heldBy, taken, waiting)).toBe(eligible);
   });
 });
 
@@ -285,6 +291,7 @@ describe('a batch', () => {
       asset: candidate(id, { source_host: host }),
       reservedBytes: 1,
       expiresAt: 1,
+      operatorId: null,
     });
     const active = new Map([
       ['full', 2],

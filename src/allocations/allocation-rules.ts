@@ -29,6 +29,8 @@ export interface AllocationPolicy extends LeasePolicy {
   sourceHostMaxActive: number;
   /** AUDIT_SCORE_MIN: a node below it gets no new work; 0: never. */
   auditScoreMin: number;
+  /** DISTINCT_OPERATORS: grants record the node's operator, who then gets no second copy of an asset. */
+  distinctOperators: boolean;
 }
 
 /** The allocation rules as configured. */
@@ -43,6 +45,7 @@ export function allocationPolicyFrom(config: Config): AllocationPolicy {
     spreadTag: config.spreadTag,
     sourceHostMaxActive: config.sourceHostMaxActive,
     auditScoreMin: config.auditScoreMin,
+    distinctOperators: config.distinctOperators,
   };
 }
 
@@ -97,12 +100,15 @@ export type NodeState = Pick<
   | 'window_until'
   | 'audits_passed'
   | 'audits_failed'
+  | 'operator_id'
 >;
 
 /** Who already has a candidate asset: the nodes holding it, those that found its source gone, and their spread tag values. */
 export interface AssetHolders {
   /** Nodes with an active claim or a copy. */
   holders: Set<number>;
+  /** The operators their grants recorded (DISTINCT_OPERATORS). */
+  operators: Set<number>;
   /** Nodes that found the source gone. */
   sourceGone: Set<number>;
   /** The spread tag's value on each holder. */
@@ -114,6 +120,8 @@ export interface Grant {
   asset: Candidate;
   reservedBytes: number;
   expiresAt: number;
+  /** The operator the allocation records (Allowance.operatorId). */
+  operatorId: number | null;
 }
 
 export function refusalOf(node: NodeState, policy: AllocationPolicy, now: number): Refusal | undefined {
@@ -133,6 +141,8 @@ export interface Allowance {
   unknownCap: number;
   /** Its value of the spread tag. */
   spreadValue: string | undefined;
+  /** The operator its grants record, who may hold one copy of an asset: with DISTINCT_OPERATORS, its node's; else none. */
+  operatorId: number | null;
   expiryFor(bytes: number): number;
 }
 
@@ -148,6 +158,7 @@ export function allowanceOf(node: NodeState, request: AllocationRequest, policy:
     maxAssets,
     unknownCap,
     spreadValue: tagValue(node.tags, policy.spreadTag),
+    operatorId: policy.distinctOperators ? node.operator_id : null,
     expiryFor: (bytes) => Math.min(now + leaseFor(bytes, node.bandwidth_bps, policy), windowEnd),
   };
 }
@@ -213,6 +224,7 @@ export function judgeRequests(requests: AllocationRequest[], nodes: Map<number, 
 export function isEligible(
   asset: Candidate,
   request: AllocationRequest,
+  operatorId: number | null,
   held: AssetHolders | undefined,
   taken: number,
   waiting: Map<string, Set<number>>,
@@ -223,6 +235,7 @@ export function isEligible(
     asset.priority <= maxPriority &&
     asset.holders + taken < asset.replicas_target &&
     !held?.holders.has(request.nodeId) &&
+    !(operatorId !== null && held?.operators.has(operatorId)) &&
     !(asset.source_errors > 0 && held?.sourceGone.has(request.nodeId)) &&
     !waiting.get(asset.id)?.has(request.nodeId)
   );
@@ -245,7 +258,10 @@ export function pickTogether(
   cut: { known: boolean; unknown: boolean } = { known: false, unknown: false },
 ): { grants: Grant[]; served: number; fullLists: Set<AllocationRequest> } {
   const heldBy = new Map(
-    [...seen.heldBy].map(([id, held]) => [id, { holders: new Set(held.holders), sourceGone: held.sourceGone, spreadValues: [...held.spreadValues] }]),
+    [...seen.heldBy].map(([id, held]) => [
+      id,
+      { holders: new Set(held.holders), operators: new Set(held.operators), sourceGone: held.sourceGone, spreadValues: [...held.spreadValues] },
+    ]),
   );
   const hostRoom = seen.hostRoom && new Map(seen.hostRoom);
   const taken = new Map<string, number>();
@@ -253,7 +269,7 @@ export function pickTogether(
   const fullLists = new Set<AllocationRequest>();
   for (const [position, { request, allowance }] of served.entries()) {
     const eligible = candidates
-      .filter((asset) => isEligible(asset, request, heldBy.get(asset.id), taken.get(asset.id) ?? 0, seen.waiting))
+      .filter((asset) => isEligible(asset, request, allowance.operatorId, heldBy.get(asset.id), taken.get(asset.id) ?? 0, seen.waiting))
       .filter(
         (asset) =>
           (asset.size_bytes === null || asset.size_bytes <= allowance.budget) && !(asset.source_host !== null && (hostRoom?.get(asset.source_host) ?? 1) <= 0),
@@ -278,16 +294,17 @@ export function pickTogether(
       taken.set(asset.id, (taken.get(asset.id) ?? 0) + 1);
       const held = heldBy.get(asset.id) ?? noHolders();
       held.holders.add(request.nodeId);
+      if (allowance.operatorId !== null) held.operators.add(allowance.operatorId);
       held.spreadValues.push(allowance.spreadValue);
       heldBy.set(asset.id, held);
-      grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes) });
+      grants.push({ request, asset, reservedBytes: bytes, expiresAt: allowance.expiryFor(bytes), operatorId: allowance.operatorId });
     }
   }
   return { grants, served: served.length, fullLists };
 }
 
 export function noHolders(): AssetHolders {
-  return { holders: new Set<number>(), sourceGone: new Set<number>(), spreadValues: [] };
+  return { holders: new Set<number>(), operators: new Set<number>(), sourceGone: new Set<number>(), spreadValues: [] };
 }
 
 /** Grants in order while each host stays below the cap, from its `active` allocations counted now. */

@@ -7,6 +7,7 @@ import { addStrikes } from '../nodes/liveness.service.js';
 import { PEERS_HOST } from '../sources/source-host.js';
 import { pauseSourceHost } from '../sources/sources.repository.js';
 import { endAllocations } from './end-allocations.js';
+import { operatorKeySql } from './operator-key.js';
 import { causeOf, judgeFailure, MISMATCH_REASONS, pauseFor, type FailurePolicy, type ReleaseCause, type Verdict } from './failure-policy.js';
 import { recordCooldowns } from './retry-cooldowns.repository.js';
 
@@ -155,10 +156,11 @@ async function recordSourceFailure(
   actor: string,
   now: number,
 ): Promise<void> {
+  // Nodes of one operator confirm once (operator-key.ts).
   const distinctNodes = async (causes: readonly string[]) => {
     const { nodes } = await trx
       .selectFrom('allocations')
-      .select(sql<number>`count(distinct node_id)`.as('nodes'))
+      .select(sql<number>`count(distinct ${operatorKeySql})`.as('nodes'))
       .where('asset_id', '=', assetId)
       .where((eb) => eb.or(causes.map((prefix) => eb('end_reason', 'like', `${prefix}:%`))))
       .executeTakeFirstOrThrow();

@@ -41,6 +41,8 @@ export interface AllocationsTable {
   audit_failures: Generated<number>;
   /** When the copy's next retention audit falls due; null while it is not counted. */
   next_audit_at: number | null;
+  /** The node's operator when granted, with DISTINCT_OPERATORS (migration 0017); null: the node counts as its own operator. */
+  operator_id: number | null;
 }
 
 /**

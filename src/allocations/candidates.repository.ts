@@ -57,6 +57,7 @@ export async function recordReports(trx: Db, requests: AllocationRequest[], now:
       'window_until',
       'audits_passed',
       'audits_failed',
+      'operator_id',
     ])
     .execute();
 }
@@ -76,8 +77,8 @@ export interface CandidateQuery extends CandidateList {
 export async function selectCandidates(
   trx: Db,
   query: CandidateQuery,
-  /** Leave out what this node holds, found gone or must wait for; a shared list leaves that to the caller. */
-  forNode?: number,
+  /** Leave out what this node holds, found gone or must wait for, and what its operator holds; a shared list leaves that to the caller. */
+  forNode?: { nodeId: number; operatorId: number | null },
 ): Promise<{ known: Candidate[]; unknown: Candidate[] }> {
   const list = (size: 'known' | 'unknown') => candidateList(trx, query, size, forNode);
   const rows =
@@ -96,7 +97,12 @@ export async function selectCandidates(
   return { known: candidates.filter((row) => row.size_bytes !== null), unknown: candidates.filter((row) => row.size_bytes === null) };
 }
 
-function candidateList(db: Db, { range, lock, budget, limits, hostCap, now }: CandidateQuery, size: 'known' | 'unknown', forNode: number | undefined) {
+function candidateList(
+  db: Db,
+  { range, lock, budget, limits, hostCap, now }: CandidateQuery,
+  size: 'known' | 'unknown',
+  own: { nodeId: number; operatorId: number | null } | undefined,
+) {
   let query = db
     .selectFrom('assets')
     .select([
@@ -132,7 +138,8 @@ function candidateList(db: Db, { range, lock, budget, limits, hostCap, now }: Ca
     .orderBy('first_seen_at', 'asc')
     .orderBy('id', 'asc')
     .limit(limits[size]);
-  if (forNode !== undefined) {
+  if (own !== undefined) {
+    const forNode = own.nodeId;
     query = query
       .where((eb) =>
         eb.not(
@@ -151,6 +158,21 @@ function candidateList(db: Db, { range, lock, budget, limits, hostCap, now }: Ca
           // Written as the partial index allocations_source_gone's predicate, so the planner uses it.
           eb.not(eb.exists(thisNodesAllocations(eb, forNode).where(sql<boolean>`end_reason like 'source_gone:%'`))),
         ]),
+      )
+      // Nor one its operator holds on another node; written as allocations_one_per_operator's predicate.
+      .$if(own.operatorId !== null, (filtered) =>
+        filtered.where((eb) =>
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('allocations')
+                .select(sql.lit(1).as('one'))
+                .whereRef('allocations.asset_id', '=', 'assets.id')
+                .where('allocations.operator_id', '=', own.operatorId as number)
+                .where(sql<boolean>`operator_id is not null and state in ('active', 'completed')`),
+            ),
+          ),
+        ),
       )
       // Nor one it failed before its cooldown is over; only assets with failures pay for this.
       .where((eb) =>
@@ -202,7 +224,7 @@ export async function holdersOf(trx: Db, candidates: Candidate[], spreadTag: str
   const rows = await trx
     .selectFrom('allocations')
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-    .select(['allocations.asset_id', 'allocations.node_id', 'allocations.state', 'allocations.end_reason', 'nodes.tags'])
+    .select(['allocations.asset_id', 'allocations.node_id', 'allocations.operator_id', 'allocations.state', 'allocations.end_reason', 'nodes.tags'])
     .where(
       'allocations.asset_id',
       'in',
@@ -219,6 +241,7 @@ export async function holdersOf(trx: Db, candidates: Candidate[], spreadTag: str
     const held = heldBy.get(row.asset_id) ?? noHolders();
     if (row.state === 'active' || row.state === 'completed') {
       held.holders.add(row.node_id);
+      if (row.operator_id !== null) held.operators.add(Number(row.operator_id));
       held.spreadValues.push(tagValue(row.tags, spreadTag));
     }
     if (row.end_reason?.startsWith('source_gone:')) held.sourceGone.add(row.node_id);

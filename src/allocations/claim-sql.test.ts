@@ -4,6 +4,7 @@ import { importAssets } from '../assets/assets.service.js';
 import type { AssetInput } from '../assets/assets.schemas.js';
 import { openDatabase, type DatabaseHandle } from '../db/database.js';
 import { insertNode } from '../nodes/nodes.repository.js';
+import { insertUser } from '../users/users.repository.js';
 import { buildConfig } from '../config.js';
 import { allocateAssets, allocateBatch, allocationPolicyFrom } from './grants.service.js';
 import { expireDueAllocations, releaseAllocation } from './allocations.service.js';
@@ -39,8 +40,13 @@ async function recordSql(
   return `${statements.join(';\n\n')};\n`.replace(/search_path=t_[0-9a-f_]+/g, 'search_path=<schema>');
 }
 
-async function addNode(database: TestDatabase, name: string, tags: Record<string, string>, now: number): Promise<number> {
-  return (await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags, tokenHash: null, now }))!.id;
+async function addNode(database: TestDatabase, name: string, tags: Record<string, string>, now: number, operatorId: number | null = null): Promise<number> {
+  return (await insertNode(database.handle.db, { name, hostname: name, ip: null, sshPort: null, tags, tokenHash: null, now, operatorId }))!.id;
+}
+
+/** A user to be a node's operator (DISTINCT_OPERATORS): its claims test what the operator holds. */
+async function addOperator(database: TestDatabase, username: string, now: number): Promise<number> {
+  return (await insertUser(database.handle.db, { username, passwordHash: 'x', role: 'user', now }))!.id;
 }
 
 const asset = (id: string, priority: number, sizeMb: number | null, replicas: number, host = 'portal.example'): AssetInput => ({
@@ -78,7 +84,7 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
       { replicasFor: () => 1, actor: 'test', source: 'test' },
       now,
     );
-    const node = await addNode(database, 'n', {}, now);
+    const node = await addNode(database, 'n', {}, now, await addOperator(database, 'operator', now));
     const text = await recordSql(database, async (handle, section) => {
       section('allocate');
       await allocateAssets(handle.db, handle.dialect, { nodeId: node, freeBytes: 10 * GIB, maxAssets: 5, minPriority: 1, actor: 't' }, policy, now);

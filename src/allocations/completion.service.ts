@@ -7,6 +7,7 @@ import { chargeFailure } from './allocations.service.js';
 import { endAllocations, type CopyCounts } from './end-allocations.js';
 import { judgeFailure, type FailurePolicy } from './failure-policy.js';
 import { COUNTABLE_PROOFS, type CopyProof } from './allocations.table.js';
+import { operatorKeyOf } from './operator-key.js';
 import { queueSpotChecks } from '../audits/audits.repository.js';
 
 export interface CompletionReport {
@@ -165,16 +166,18 @@ export interface QuorumVerdict {
 export async function settleQuorum(trx: Db, assetId: string, expectedKnown: boolean, now: number): Promise<QuorumVerdict> {
   const copies = await trx
     .selectFrom('allocations')
-    .select(['id', 'node_id', 'sha256'])
+    .select(['id', 'node_id', 'operator_id', 'sha256'])
     .where('asset_id', '=', assetId)
     .where('state', '=', 'completed')
     .where('proof', 'in', COUNTABLE_PROOFS)
     .execute();
   if (copies.length === 0) return { disputed: false, groups: [], dissenters: [] };
-  const counts = new Map<string, number>();
-  for (const copy of copies) counts.set(copy.sha256 as string, (counts.get(copy.sha256 as string) ?? 0) + 1);
-  const groups = [...counts].map(([sha256, count]) => ({ sha256, copies: count })).sort((a, b) => b.copies - a.copies);
-  const winner = expectedKnown || groups.length === 1 ? groups[0] : groups.find((group) => group.copies >= 2 && group.copies * 2 > copies.length);
+  // Copies vote once per operator (operator-key.ts): one person's nodes settle nothing together.
+  const voters = new Map<string, Set<number>>();
+  for (const copy of copies) voters.set(copy.sha256 as string, (voters.get(copy.sha256 as string) ?? new Set()).add(operatorKeyOf(copy)));
+  const groups = [...voters].map(([sha256, keys]) => ({ sha256, copies: keys.size })).sort((a, b) => b.copies - a.copies);
+  const total = new Set(copies.map(operatorKeyOf)).size;
+  const winner = expectedKnown || groups.length === 1 ? groups[0] : groups.find((group) => group.copies >= 2 && group.copies * 2 > total);
   if (!winner) {
     await trx
       .updateTable('allocations')

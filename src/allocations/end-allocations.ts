@@ -5,6 +5,7 @@ import type { Db } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import type { AllocationState, CopyProof } from './allocations.table.js';
+import { operatorKeySql } from './operator-key.js';
 
 /** An allocation as the statement that ended it returned it. */
 export interface EndedAllocation {
@@ -148,13 +149,13 @@ function chunksOf<T>(items: T[], size: number): T[][] {
 }
 
 /**
- * copies = verified copies; holders = copies + copies waiting for their spot check + active claims;
+ * copies = verified copies of distinct operators (operator-key.ts); holders = copies + copies waiting for their spot check + active claims;
  * state from copies against the target. A pending copy holds its place, so no other node downloads
  * the asset while its proof is under way; an unproven one does not, so that copies to agree with it
  * are made.
  */
 export async function refreshCopyCounts(trx: Db, assetId: string): Promise<CopyCounts> {
-  const verified = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)`;
+  const verified = sql<number>`(select count(distinct ${operatorKeySql}) from allocations where allocations.asset_id = assets.id and allocations.state = 'completed' and allocations.verified = 1)`;
   const active = sql<number>`(select count(*) from allocations where allocations.asset_id = assets.id and (allocations.state = 'active' or (allocations.state = 'completed' and allocations.verified = 0 and allocations.proof = 'pending')))`;
   return trx
     .updateTable('assets')

@@ -81,7 +81,7 @@ async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<
   const inserted = await trx
     .insertInto('allocations')
     .values(
-      grants.map(({ request, asset, reservedBytes, expiresAt }) => ({
+      grants.map(({ request, asset, reservedBytes, expiresAt, operatorId }) => ({
         asset_id: asset.id,
         node_id: request.nodeId,
         state: 'active' as const,
@@ -90,6 +90,7 @@ async function writeGrantsApart(trx: Db, grants: Grant[], now: number): Promise<
         expires_at: expiresAt,
         verified: 0,
         source_host: asset.source_host,
+        operator_id: operatorId,
       })),
     )
     .returning(['id', 'asset_id', 'node_id'])
@@ -124,12 +125,12 @@ async function writeGrantsTogether(trx: Db, grants: Grant[], now: number): Promi
   const column = <T>(value: (grant: Grant) => T) => grants.map(value);
   const { rows } = await sql<InsertedAllocation>`
     with granted as (
-      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host)
-      select g.asset_id, g.node_id, 'active', g.reserved_bytes, ${now}::bigint, g.expires_at, 0, g.source_host
+      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host, operator_id)
+      select g.asset_id, g.node_id, 'active', g.reserved_bytes, ${now}::bigint, g.expires_at, 0, g.source_host, g.operator_id
       from unnest(${column((g) => g.asset.id)}::text[], ${column((g) => g.request.nodeId)}::bigint[],
                   ${column((g) => g.reservedBytes)}::bigint[], ${column((g) => g.expiresAt)}::bigint[],
-                  ${column((g) => g.asset.source_host)}::text[])
-        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, position)
+                  ${column((g) => g.asset.source_host)}::text[], ${column((g) => g.operatorId)}::bigint[])
+        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, operator_id, position)
       order by g.position
       returning id, asset_id, node_id
     ), counted as (

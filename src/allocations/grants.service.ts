@@ -211,7 +211,11 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   const allowance = atMost === undefined ? full : { ...full, maxAssets: Math.min(full.maxAssets, atMost), unknownCap: Math.min(full.unknownCap, atMost) };
 
   const list = ownListOf(request, allowance);
-  const { known, unknown } = await selectCandidates(trx, { ...list, lock, hostCap: policy.sourceHostMaxActive, now }, request.nodeId);
+  const { known, unknown } = await selectCandidates(
+    trx,
+    { ...list, lock, hostCap: policy.sourceHostMaxActive, now },
+    { nodeId: request.nodeId, operatorId: allowance.operatorId },
+  );
   const merged = mergeInAllocationOrder(known, unknown);
   const heldBy =
     allowance.spreadValue === undefined
@@ -240,7 +244,7 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
   if (picked.length === 0) return { granted: [], ranDry, allowed: allowance.maxAssets };
   const grants = await keepWithinHostCaps(
     trx,
-    picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes) })),
+    picked.map((pick) => ({ request, ...pick, expiresAt: allowance.expiryFor(pick.reservedBytes), operatorId: allowance.operatorId })),
     policy.sourceHostMaxActive,
     style.lockHosts,
   );

@@ -12,6 +12,8 @@ export interface ProofDeps {
   auditFailuresToLose: number;
   auditScoreMin: number;
   auditScoreWindowMs: number;
+  /** A holder that lost its copy to an audit waits this long (doubling) before it is given the asset again. */
+  cooldown: { cooldownMs: number; cooldownMaxMs: number };
 }
 
 export function proofDepsFrom(config: Config, sourceFetch: SafeFetch, random: () => number = Math.random): ProofDeps {
@@ -25,5 +27,6 @@ export function proofDepsFrom(config: Config, sourceFetch: SafeFetch, random: ()
     auditFailuresToLose: config.auditFailuresToLose,
     auditScoreMin: config.auditScoreMin,
     auditScoreWindowMs: config.auditScoreWindowMs,
+    cooldown: { cooldownMs: config.retryCooldownMs, cooldownMaxMs: config.retryCooldownMaxMs },
   };
 }

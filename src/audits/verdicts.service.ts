@@ -2,6 +2,8 @@ import { COUNTABLE_PROOFS } from '../allocations/allocations.table.js';
 import { settleQuorum } from '../allocations/completion.service.js';
 import { loseCopiesIn, type LostCopy } from '../allocations/copy-loss.service.js';
 import { refreshCopyCounts } from '../allocations/end-allocations.js';
+import { recordCooldowns } from '../allocations/retry-cooldowns.repository.js';
+import { operatorKeyOf } from '../allocations/operator-key.js';
 import type { Db } from '../db/database.js';
 import { endClaim } from '../db/due-work.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
@@ -57,7 +59,7 @@ export async function applyVerdict(db: Db, deps: ProofDeps, audit: AuditRow, jud
 
 async function applySpotCheck(trx: Db, deps: ProofDeps, copy: AuditedCopy, judgement: Judgement, events: NewEvent[], now: number): Promise<void> {
   if (judgement.verdict !== 'passed') {
-    await loseCopiesIn(trx, copy.nodeId, [lostCopy(copy, 'spot_check_failed', judgement.detail)], 'system', now);
+    await loseAudited(trx, deps, copy, 'spot_check_failed', judgement.detail, now);
     return;
   }
   await trx
@@ -95,12 +97,17 @@ async function applyRetention(trx: Db, deps: ProofDeps, copy: AuditedCopy, judge
     .returning('audit_failures')
     .executeTakeFirstOrThrow();
   if (judgement.gone || Number(row.audit_failures) >= deps.auditFailuresToLose) {
-    await loseCopiesIn(trx, copy.nodeId, [lostCopy(copy, 'audit_failed', judgement.detail)], 'system', now);
+    await loseAudited(trx, deps, copy, 'audit_failed', judgement.detail, now);
   }
 }
 
-function lostCopy(copy: AuditedCopy, reason: LostCopy['reason'], detail: string): LostCopy {
-  return { assetId: copy.assetId, reason, detail };
+/**
+ * Takes the copy out of the count, and keeps the asset from its holder for a cooldown (doubling per
+ * loss): it is rebuilt on another node first.
+ */
+async function loseAudited(trx: Db, deps: ProofDeps, copy: AuditedCopy, reason: LostCopy['reason'], detail: string, now: number): Promise<void> {
+  await loseCopiesIn(trx, copy.nodeId, [{ assetId: copy.assetId, reason, detail }], 'system', now);
+  await recordCooldowns(trx, [{ nodeId: copy.nodeId, assetId: copy.assetId, reason }], deps.cooldown, now);
 }
 
 /**
@@ -137,7 +144,7 @@ async function promoteAgreeing(trx: Db, assetId: string, now: number, events: Ne
     .executeTakeFirstOrThrow();
   const copies = await trx
     .selectFrom('allocations')
-    .select(['id', 'node_id', 'sha256', 'merkle_root', 'proof'])
+    .select(['id', 'node_id', 'operator_id', 'sha256', 'merkle_root', 'proof'])
     .where('asset_id', '=', assetId)
     .where('state', '=', 'completed')
     .where('proof', 'in', [...COUNTABLE_PROOFS, 'unproven'])
@@ -153,7 +160,8 @@ async function promoteAgreeing(trx: Db, assetId: string, now: number, events: Ne
   let room = Number(asset.replicas_target) - Number(held.count);
   for (const group of groups.values()) {
     const unproven = group.filter((copy) => copy.proof === 'unproven').slice(0, Math.max(0, room));
-    if (unproven.length === 0 || new Set(group.map((copy) => copy.node_id)).size < 2) continue;
+    // Agreement needs two operators (operator-key.ts): one person's nodes agree with themselves.
+    if (unproven.length === 0 || new Set(group.map(operatorKeyOf)).size < 2) continue;
     room -= unproven.length;
     await trx
       .updateTable('allocations')

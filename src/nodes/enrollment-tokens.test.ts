@@ -56,6 +56,8 @@ describe.each(dialects)('enrollment tokens on %s', (dialect) => {
       max_uses: 3,
       revoked_at: null,
       state: 'active',
+      // Its nodes belong to the admin who made it.
+      operator_id: expect.any(Number),
     });
     const text = JSON.stringify(response.body);
     for (const secret of [older.token, newer.token, hashToken(older.token), hashToken(newer.token)]) expect(text).not.toContain(secret);
@@ -161,7 +163,8 @@ describe.each(dialects)('enrollment tokens on %s', (dialect) => {
         .returningAll()
         .executeTakeFirstOrThrow();
       const rule = enrollmentTokenState(stored, now) === 'active';
-      expect({ shape, claimed: await claimEnrollmentTokenUse(database.handle.db, row.id, now) }).toEqual({ shape, claimed: rule });
+      const claimed = (await claimEnrollmentTokenUse(database.handle.db, row.id, now)) !== undefined;
+      expect({ shape, claimed }).toEqual({ shape, claimed: rule });
     }
   });
 
@@ -184,5 +187,14 @@ describe.each(dialects)('enrollment tokens on %s', (dialect) => {
     await expect(runTokenRevoke(server.config, 999_999)).rejects.toMatchObject({ code: 'ENROLLMENT_TOKEN_NOT_FOUND' });
     const short = await runTokenCreate(server.config, { expiresInHours: 1 });
     expect(short.expiresAt).toBeLessThanOrEqual(Date.now() + HOUR);
+    // A personal token: the nodes it registers belong to that user.
+    await expect(runTokenCreate(server.config, { operator: 'nobody' })).rejects.toMatchObject({ code: 'USER_NOT_FOUND' });
+    const personal = await runTokenCreate(server.config, { operator: server.config.adminUser });
+    const row = await database.handle.db
+      .selectFrom('enrollment_tokens')
+      .select('operator_id')
+      .where('token_hash', '=', hashToken(personal.token))
+      .executeTakeFirstOrThrow();
+    expect(row.operator_id).not.toBeNull();
   });
 });

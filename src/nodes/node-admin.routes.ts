@@ -9,8 +9,10 @@ import { bearerSecurity, errorResponses, NodeRefParam, Nullable } from '../http/
 import { HANDED_OVER_RENTAL_STATES, WORKER_HOLDING_RENTAL_STATES, type RentalRow } from '../rentals/rentals.table.js';
 import { latestRentals, listNodes } from './nodes.repository.js';
 import { markNodeOffline, recordHeartbeat } from './liveness.service.js';
-import { adjustNode } from './node-admin.service.js';
+import { adjustNode, setOperator } from './node-admin.service.js';
 import { approveNode } from './nodes.service.js';
+import { AppError } from '../errors.js';
+import { findUserByUsername } from '../users/users.repository.js';
 import { openAuditsOf } from '../audits/audits.repository.js';
 import { auditScoreOf } from '../audits/audit-score.js';
 import { AuditItem, toAuditItem } from '../audits/audits.schemas.js';
@@ -89,6 +91,9 @@ const NodeView = Type.Object({
   }),
   audits_passed: Type.Integer(),
   audits_failed: Type.Integer({ description: 'Failed and missed audits within the window.' }),
+  operator: Nullable(
+    Type.String({ description: "The user behind the node (its enrollment token's, or attached by an admin); null: it counts as its own operator." }),
+  ),
   draining: Type.Boolean(),
 });
 
@@ -193,6 +198,10 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         tags: ['nodes'],
         summary: "Nodes in the seed's shape plus rescue figures (admins: all; a user: their rentals' workers; a node: itself)",
         security: bearerSecurity,
+        querystring: Type.Object(
+          { operator: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'Only the nodes of this user (a username).' })) },
+          { additionalProperties: false },
+        ),
         response: { 200: Type.Array(NodeView), ...errorResponses },
       },
     },
@@ -202,7 +211,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       const rentals = principal.kind === 'node' ? [] : await latestRentals(ctx.db, admin ? undefined : principal.userId);
       const leases = new Map(rentals.map((rental) => [rental.node_id, rental]));
       const only = admin ? undefined : principal.kind === 'node' ? [principal.nodeId] : [...leases.keys()];
-      const rows = await listNodes(ctx.db, only);
+      const rows = await listNodes(ctx.db, only, request.query.operator);
       return rows.map((row) => ({
         node_id: row.id,
         hostname: row.hostname,
@@ -228,6 +237,7 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
         audit_score: auditScoreOf(row),
         audits_passed: row.audits_passed,
         audits_failed: row.audits_failed,
+        operator: row.operator,
         draining: row.draining === 1,
       }));
     },
@@ -252,6 +262,36 @@ export function registerNodeAdminRoutes(app: App, ctx: AppContext, guards: Guard
       const principal = principalOf(request);
       const { node } = await approveNode(ctx.db, { ref: nodeRef(request.params.id), actor: actorOf(principal), now: ctx.clock.now() });
       return { status: 'success', node_id: node.id, name: node.name, host_key_verified_at: toIso(node.host_key_verified_at) };
+    },
+  );
+
+  app.post(
+    '/api/nodes/:id/operator',
+    {
+      onRequest: guards.admin,
+      schema: {
+        tags: ['nodes'],
+        summary: 'Attach a node to the user behind it (null: it counts as its own operator); its copies are recounted (admin)',
+        description:
+          'Copies on nodes of one operator count once toward replicas_target, and one operator gets at most one copy of an asset (DISTINCT_OPERATORS).',
+        security: bearerSecurity,
+        params: NodeRefParam,
+        body: Type.Object({ operator: Nullable(Type.String({ minLength: 1, maxLength: 64, description: 'A username.' })) }, { additionalProperties: false }),
+        response: { 200: Type.Object({ status: Type.String(), node_id: Type.Integer(), operator: Nullable(Type.String()) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const node = await resolveNode(ctx, principal, nodeRef(request.params.id), { create: false });
+      const username = request.body.operator;
+      const user = username === null ? undefined : await findUserByUsername(ctx.db, username);
+      if (username !== null && !user) throw new AppError('USER_NOT_FOUND', `No user is named "${username}".`);
+      await setOperator(
+        ctx.db,
+        { nodeId: node.id, operatorId: user?.id ?? null, distinct: ctx.config.distinctOperators, actor: actorOf(principal) },
+        ctx.clock.now(),
+      );
+      return { status: 'success', node_id: node.id, operator: user?.username ?? null };
     },
   );
 

@@ -25,6 +25,8 @@ export interface NewNode {
   worker?: WorkerIdentity;
   /** False: a worker that waits for an admin's approval (WORKER_APPROVAL=admin). */
   approved?: boolean;
+  /** The user behind it (its enrollment token's); null: it counts as its own operator. */
+  operatorId?: number | null;
 }
 
 /** What a worker reports to be provisioned over SSH: its host key (pinned) and the provisioning account. */
@@ -50,6 +52,7 @@ export async function insertNode(db: Db, node: NewNode): Promise<NodeRow | undef
       ssh_host_key: node.worker?.hostKey ?? null,
       ssh_user: node.worker?.user ?? null,
       approved_at: node.approved === false ? null : node.now,
+      operator_id: node.operatorId ?? null,
     })
     .onConflict((conflict) => conflict.column('name').doNothing())
     .returningAll()
@@ -121,7 +124,15 @@ export async function markNodeApproved(db: Db, id: number, now: number): Promise
 
 export async function insertEnrollmentToken(
   db: Db,
-  token: { tokenHash: string; note: string | null; createdBy: number | null; now: number; expiresAt: number | null; maxUses: number | null },
+  token: {
+    tokenHash: string;
+    note: string | null;
+    createdBy: number | null;
+    operatorId?: number | null;
+    now: number;
+    expiresAt: number | null;
+    maxUses: number | null;
+  },
 ): Promise<EnrollmentTokenRow> {
   return db
     .insertInto('enrollment_tokens')
@@ -129,6 +140,7 @@ export async function insertEnrollmentToken(
       token_hash: token.tokenHash,
       note: token.note,
       created_by: token.createdBy,
+      operator_id: token.operatorId ?? null,
       created_at: token.now,
       expires_at: token.expiresAt,
       uses: 0,
@@ -151,7 +163,8 @@ export async function findEnrollmentTokenById(db: Db, id: number): Promise<Enrol
  * Counts a node registered with the token, if it is still live: not revoked, not expired, not used
  * up. One conditional statement, so concurrent registrations never exceed `max_uses`.
  */
-export async function claimEnrollmentTokenUse(db: Db, id: number, now: number): Promise<boolean> {
+/** Counts one use of a token still valid; the operator of the nodes it registers (its own, else its creator), or undefined when it is not valid. */
+export async function claimEnrollmentTokenUse(db: Db, id: number, now: number): Promise<{ operatorId: number | null } | undefined> {
   const claimed = await db
     .updateTable('enrollment_tokens')
     .set((eb) => ({ uses: eb('uses', '+', 1) }))
@@ -159,9 +172,11 @@ export async function claimEnrollmentTokenUse(db: Db, id: number, now: number): 
     .where('revoked_at', 'is', null)
     .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
     .where((eb) => eb.or([eb('max_uses', 'is', null), eb('uses', '<', eb.ref('max_uses'))]))
-    .returning('id')
+    .returning(['operator_id', 'created_by'])
     .executeTakeFirst();
-  return claimed !== undefined;
+  if (!claimed) return undefined;
+  const operator = claimed.operator_id ?? claimed.created_by;
+  return { operatorId: operator === null ? null : Number(operator) };
 }
 
 /** Revokes the token; undefined when there is no such token or it was already revoked. */
@@ -181,13 +196,16 @@ export async function listEnrollmentTokens(db: Db, page: { before?: number; limi
 }
 
 /** Every node (or one), with its count of active allocations. */
-export async function listNodes(db: Db, onlyIds?: number[]) {
+export async function listNodes(db: Db, onlyIds?: number[], operator?: string) {
   let query = db
     .selectFrom('nodes')
+    .leftJoin('users', 'users.id', 'nodes.operator_id')
     .selectAll('nodes')
+    .select('users.username as operator')
     .select(sql<number>`(select count(*) from allocations where allocations.node_id = nodes.id and allocations.state = 'active')`.as('active_allocations'))
     .orderBy('nodes.id');
   if (onlyIds !== undefined) query = query.where('nodes.id', 'in', onlyIds.length > 0 ? onlyIds : [-1]);
+  if (operator !== undefined) query = query.where('users.username', '=', operator);
   return query.execute();
 }
 

@@ -1,11 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import { toIso } from '../clock.js';
+import type { Db } from '../db/database.js';
 import { AppError } from '../errors.js';
 import { actorOf, authenticate, bearerToken, principalOf, underFailureBudget, type CredentialCaches, type Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses, Hours, Limit, Nullable, perAddressRateLimit } from '../http/schemas.js';
 import { tokenKind } from '../lib/secrets.js';
 import { quarantineForHostKey } from '../rentals/rentals.service.js';
+import { findUserByUsername } from '../users/users.repository.js';
 import { canonicalHostKey, HostKeyMismatchError } from '../workers/ssh.js';
 import type { WorkerIdentity } from './nodes.repository.js';
 import {
@@ -63,6 +65,14 @@ const EnrollmentBody = Type.Object(
     expires_in_hours: Type.Optional(Hours(87_600, 'Default: ENROLLMENT_TOKEN_TTL_HOURS (168 unless configured).')),
     max_uses: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'How many nodes it may register. Default: unlimited.' })),
     note: Type.Optional(Type.String({ maxLength: 200 })),
+    operator: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        description:
+          'A personal token: the user (username) the nodes it registers belong to. Default: the admin who creates it. Copies on nodes of one operator count once (DISTINCT_OPERATORS).',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -76,6 +86,7 @@ const EnrollmentTokenView = Type.Object({
   max_uses: Nullable(Type.Integer()),
   revoked_at: Nullable(Type.String()),
   state: Type.Union(ENROLLMENT_TOKEN_STATES.map((state) => Type.Literal(state))),
+  operator_id: Nullable(Type.Integer({ description: 'The user the nodes it registers belong to.' })),
 });
 
 const EnrollmentTokenQuery = Type.Object(
@@ -95,7 +106,14 @@ function enrollmentTokenView(token: EnrollmentToken) {
     max_uses: token.maxUses,
     revoked_at: toIso(token.revokedAt),
     state: token.state,
+    operator_id: token.operatorId,
   };
+}
+
+async function operatorIdOf(db: Db, username: string): Promise<number> {
+  const user = await findUserByUsername(db, username);
+  if (!user) throw new AppError('USER_NOT_FOUND', `No user is named "${username.slice(0, 64)}": create the account first (dispatcher user add, or sign-up).`);
+  return user.id;
 }
 
 export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): void {
@@ -120,6 +138,7 @@ export function registerNodeRoutes(app: App, ctx: AppContext, guards: Guards): v
       const body = request.body;
       const created = await createEnrollmentToken(ctx.db, {
         createdBy: principal.kind === 'user' ? principal.userId : null,
+        operatorId: body.operator === undefined ? null : await operatorIdOf(ctx.db, body.operator),
         actor: actorOf(principal),
         note: body.note ?? null,
         expiresAt: enrollmentTokenExpiry(now, body.expires_in_hours, ctx.config.enrollmentTokenTtlMs),

@@ -105,7 +105,7 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
     }
     if (typeof input.nodeId === 'number') throw new AppError('NODE_NOT_FOUND', `No node has id ${input.nodeId}.`);
     const enrollmentTokenId = credential.kind === 'enrollment' ? credential.tokenId : null;
-    if (enrollmentTokenId !== null) await claimEnrollmentUse(trx, enrollmentTokenId, now);
+    const operatorId = enrollmentTokenId === null ? null : await claimEnrollmentUse(trx, enrollmentTokenId, now);
     const nodeToken = generateToken('node');
     const node = await insertNode(trx, {
       name: input.nodeId ?? input.hostname,
@@ -116,9 +116,10 @@ export async function registerNode(db: Db, input: Registration, credential: Regi
       worker: input.worker,
       // Every node: one registered without a host key may become a worker by registering again.
       approved: !input.awaitsApproval,
+      operatorId,
     });
     if (!node) throw new AppError('NODE_NAME_TAKEN', `A node named "${input.nodeId ?? input.hostname}" was registered at the same moment.`);
-    const data = { name: node.name, ...address, ...(enrollmentTokenId === null ? {} : { enrollment_token_id: enrollmentTokenId }) };
+    const data = { name: node.name, ...address, ...(enrollmentTokenId === null ? {} : { enrollment_token_id: enrollmentTokenId, operator_id: operatorId }) };
     await appendEvents(trx, now, [{ actor: credential.actor, kind: 'node.created', subjectType: 'node', subjectId: node.id, data }]);
     return { created: true, node, nodeToken };
   });
@@ -213,6 +214,8 @@ export interface EnrollmentToken {
   maxUses: number | null;
   revokedAt: number | null;
   state: EnrollmentTokenState;
+  /** The operator of the nodes it registers. */
+  operatorId: number | null;
 }
 
 function toEnrollmentToken(row: EnrollmentTokenRow, now: number): EnrollmentToken {
@@ -225,6 +228,7 @@ function toEnrollmentToken(row: EnrollmentTokenRow, now: number): EnrollmentToke
     maxUses: row.max_uses,
     revokedAt: row.revoked_at,
     state: enrollmentTokenState(row, now),
+    operatorId: row.operator_id ?? row.created_by,
   };
 }
 
@@ -235,7 +239,16 @@ export function enrollmentTokenExpiry(now: number, expiresInHours: number | unde
 
 export async function createEnrollmentToken(
   db: Db,
-  input: { createdBy: number | null; actor: string; note: string | null; expiresAt: number | null; maxUses?: number | null; now: number },
+  input: {
+    createdBy: number | null;
+    /** A personal token: the user its nodes belong to (else they belong to `createdBy`). */
+    operatorId?: number | null;
+    actor: string;
+    note: string | null;
+    expiresAt: number | null;
+    maxUses?: number | null;
+    now: number;
+  },
 ): Promise<{ id: number; token: string; expiresAt: number | null; maxUses: number | null }> {
   const token = generateToken('enrollment');
   const maxUses = input.maxUses ?? null;
@@ -243,6 +256,7 @@ export async function createEnrollmentToken(
     tokenHash: hashToken(token),
     note: input.note,
     createdBy: input.createdBy,
+    operatorId: input.operatorId ?? null,
     now: input.now,
     expiresAt: input.expiresAt,
     maxUses,
@@ -253,7 +267,7 @@ export async function createEnrollmentToken(
       kind: 'enrollment_token.issued',
       subjectType: 'enrollment_token',
       subjectId: row.id,
-      data: { note: input.note, expires_at: input.expiresAt, max_uses: maxUses },
+      data: { note: input.note, expires_at: input.expiresAt, max_uses: maxUses, operator_id: input.operatorId ?? input.createdBy },
     },
   ]);
   return { id: row.id, token, expiresAt: row.expires_at, maxUses };
@@ -292,8 +306,10 @@ export async function checkEnrollmentToken(db: Db, token: string, configured: st
   return { tokenId: row.id };
 }
 
-async function claimEnrollmentUse(db: Db, tokenId: number, now: number): Promise<void> {
-  if (await claimEnrollmentTokenUse(db, tokenId, now)) return;
+/** One use of the token: the operator of the node it registers; refused when the token is no longer valid. */
+async function claimEnrollmentUse(db: Db, tokenId: number, now: number): Promise<number | null> {
+  const claimed = await claimEnrollmentTokenUse(db, tokenId, now);
+  if (claimed) return claimed.operatorId;
   const row = await findEnrollmentTokenById(db, tokenId);
   if (!row) throw new AppError('UNAUTHENTICATED', 'Unknown enrollment token.');
   throw refusalOf(row, enrollmentTokenState(row, now));

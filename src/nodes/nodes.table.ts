@@ -49,6 +49,8 @@ export interface NodesTable {
   /** Audits this node passed and failed (or missed) within AUDIT_SCORE_WINDOW_DAYS, as of its last verdict. */
   audits_passed: Generated<number>;
   audits_failed: Generated<number>;
+  /** The user behind the node (migration 0017); null: registered before operators, it counts as its own. */
+  operator_id: number | null;
 }
 
 export interface EnrollmentTokensTable {
@@ -63,6 +65,8 @@ export interface EnrollmentTokensTable {
   /** Null: unlimited (migration 0012). */
   max_uses: number | null;
   revoked_at: number | null;
+  /** A personal token: the user the nodes it registers belong to; null: they belong to `created_by`. */
+  operator_id: number | null;
 }
 
 export type EnrollmentTokenRow = Selectable<EnrollmentTokensTable>;

@@ -1,7 +1,9 @@
 import { systemClock, toIso } from '../clock.js';
 import type { Config } from '../config.js';
+import { AppError } from '../errors.js';
 import { withDatabase } from '../main.js';
 import { createEnrollmentToken, enrollmentTokenExpiry, listEnrollmentTokens, revokeEnrollmentToken, type EnrollmentToken } from '../nodes/nodes.service.js';
+import { findUserByUsername } from './users.repository.js';
 import { revokeUserTokens } from './users.service.js';
 
 // The `dispatcher user revoke-tokens` and `dispatcher token …` commands: each opens the database
@@ -16,12 +18,23 @@ export async function runUserRevokeTokens(config: Config, username: string): Pro
 /** `dispatcher token create`: expires after ENROLLMENT_TOKEN_TTL_HOURS unless told otherwise. */
 export async function runTokenCreate(
   config: Config,
-  input: { expiresInHours?: number; maxUses?: number; note?: string },
+  input: { expiresInHours?: number; maxUses?: number; note?: string; operator?: string },
 ): Promise<{ token: string; expiresAt: number | null; maxUses: number | null }> {
-  return withDatabase(config, ({ db }) => {
+  return withDatabase(config, async ({ db }) => {
     const now = systemClock.now();
     const expiresAt = enrollmentTokenExpiry(now, input.expiresInHours, config.enrollmentTokenTtlMs);
-    return createEnrollmentToken(db, { createdBy: null, actor: 'cli', note: input.note ?? null, expiresAt, maxUses: input.maxUses ?? null, now });
+    const operator = input.operator === undefined ? undefined : await findUserByUsername(db, input.operator);
+    if (input.operator !== undefined && !operator)
+      throw new AppError('USER_NOT_FOUND', `No user is named "${input.operator}": add it first (dispatcher user add).`);
+    return createEnrollmentToken(db, {
+      createdBy: null,
+      operatorId: operator?.id ?? null,
+      actor: 'cli',
+      note: input.note ?? null,
+      expiresAt,
+      maxUses: input.maxUses ?? null,
+      now,
+    });
   });
 }
 

@@ -2,7 +2,7 @@
 
 begin;
 
-update "nodes" set "free_bytes" = case id when $1 then $2 when $3 then $4 else free_bytes end, "free_reported_at" = case when id in ($5, $6) then $7 else free_reported_at end where "id" in (select "id" from "nodes" where "id" in ($8, $9) order by "id" for update) returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until", "audits_passed", "audits_failed";
+update "nodes" set "free_bytes" = case id when $1 then $2 when $3 then $4 else free_bytes end, "free_reported_at" = case when id in ($5, $6) then $7 else free_reported_at end where "id" in (select "id" from "nodes" where "id" in ($8, $9) order by "id" for update) returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until", "audits_passed", "audits_failed", "operator_id";
 
 with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $3 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $4)) and size_bytes is not null and "size_bytes" <= $5 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $6 for update of "assets" skip locked), "unknown" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $7 and "priority" <= $8 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $9 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $10)) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $11 for update of "assets" skip locked) select * from "known" union all select * from "unknown";
 
@@ -14,12 +14,12 @@ select "source_host", count(*) as "active" from "allocations" where state = 'act
 
 
     with granted as (
-      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host)
-      select g.asset_id, g.node_id, 'active', g.reserved_bytes, $1::bigint, g.expires_at, 0, g.source_host
+      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host, operator_id)
+      select g.asset_id, g.node_id, 'active', g.reserved_bytes, $1::bigint, g.expires_at, 0, g.source_host, g.operator_id
       from unnest($2::text[], $3::bigint[],
                   $4::bigint[], $5::bigint[],
-                  $6::text[])
-        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, position)
+                  $6::text[], $7::bigint[])
+        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, operator_id, position)
       order by g.position
       returning id, asset_id, node_id
     ), counted as (
@@ -28,9 +28,9 @@ select "source_host", count(*) as "active" from "allocations" where state = 'act
       where assets.id = c.asset_id
     ), logged as (
       insert into events (at, actor, kind, subject_type, subject_id, data)
-      select $7::bigint, e.actor, $8, 'allocation', granted.id::text, e.data
-      from unnest($9::text[], $10::bigint[],
-                  $11::text[], $12::text[])
+      select $8::bigint, e.actor, $9, 'allocation', granted.id::text, e.data
+      from unnest($10::text[], $11::bigint[],
+                  $12::text[], $13::text[])
         with ordinality as e(asset_id, node_id, actor, data, position)
       join granted using (asset_id, node_id)
       order by e.position
@@ -41,11 +41,11 @@ commit;
 
 begin;
 
-update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until", "audits_passed", "audits_failed";
+update "nodes" set "free_bytes" = $1, "free_reported_at" = $2 where "id" = $3 returning "id", "free_bytes", "free_reported_at", "reserved_bytes", "bandwidth_bps", "strikes", "draining", "tags", "window_from", "window_until", "audits_passed", "audits_failed", "operator_id";
 
 with "known" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $1 and "priority" <= $2 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $3 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $4)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $5 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $6 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $7 and end_reason like 'source_gone:%')) and ("retry_failures" = $8 or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = $9 and "retry_cooldowns"."retry_at" > $10)) and size_bytes is not null and "size_bytes" <= $11 order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $12), "unknown" as (select "id", "name", "url", "size_bytes", "priority", "holders", "first_seen_at", "sha256", "replicas_target", "source_errors", "retry_failures", "source_host", (select count(*) from allocations as host_allocations where host_allocations.state = 'active' and host_allocations.source_host = assets.source_host) as "host_active" from "assets" where state = 'pending' and holders < replicas_target and "priority" >= $13 and "priority" <= $14 and ("source_host" is null or "source_host" not in (select "host" from "source_hosts" where "paused_until" > $15 union all select full_hosts.source_host as "host" from "allocations" as "full_hosts" where full_hosts.state = 'active' and "full_hosts"."source_host" is not null group by "full_hosts"."source_host" having count(*) >= $16)) and not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $17 and "allocations"."state" in ('active', 'completed')) and ("source_errors" = $18 or not exists (select 1 as "one" from "allocations" where "allocations"."asset_id" = "assets"."id" and "allocations"."node_id" = $19 and end_reason like 'source_gone:%')) and ("retry_failures" = $20 or not exists (select 1 as "one" from "retry_cooldowns" where "retry_cooldowns"."asset_id" = "assets"."id" and "retry_cooldowns"."node_id" = $21 and "retry_cooldowns"."retry_at" > $22)) and size_bytes is null order by "priority" desc, "holders" asc, "first_seen_at" asc, "id" asc limit $23) select * from "known" union all select * from "unknown";
 
-select "allocations"."asset_id", "allocations"."node_id", "allocations"."state", "allocations"."end_reason", "nodes"."tags" from "allocations" inner join "nodes" on "nodes"."id" = "allocations"."node_id" where "allocations"."asset_id" in ($1) and ("allocations"."state" in ('active', 'completed') or end_reason like 'source_gone:%');
+select "allocations"."asset_id", "allocations"."node_id", "allocations"."operator_id", "allocations"."state", "allocations"."end_reason", "nodes"."tags" from "allocations" inner join "nodes" on "nodes"."id" = "allocations"."node_id" where "allocations"."asset_id" in ($1) and ("allocations"."state" in ('active', 'completed') or end_reason like 'source_gone:%');
 
 select "id" from "assets" where "id" in ($1) and "state" = $2 and "holders" < "replicas_target" order by "id" for update;
 
@@ -57,12 +57,12 @@ select "source_host", count(*) as "active" from "allocations" where state = 'act
 
 
     with granted as (
-      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host)
-      select g.asset_id, g.node_id, 'active', g.reserved_bytes, $1::bigint, g.expires_at, 0, g.source_host
+      insert into allocations (asset_id, node_id, state, reserved_bytes, created_at, expires_at, verified, source_host, operator_id)
+      select g.asset_id, g.node_id, 'active', g.reserved_bytes, $1::bigint, g.expires_at, 0, g.source_host, g.operator_id
       from unnest($2::text[], $3::bigint[],
                   $4::bigint[], $5::bigint[],
-                  $6::text[])
-        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, position)
+                  $6::text[], $7::bigint[])
+        with ordinality as g(asset_id, node_id, reserved_bytes, expires_at, source_host, operator_id, position)
       order by g.position
       returning id, asset_id, node_id
     ), counted as (
@@ -71,9 +71,9 @@ select "source_host", count(*) as "active" from "allocations" where state = 'act
       where assets.id = c.asset_id
     ), logged as (
       insert into events (at, actor, kind, subject_type, subject_id, data)
-      select $7::bigint, e.actor, $8, 'allocation', granted.id::text, e.data
-      from unnest($9::text[], $10::bigint[],
-                  $11::text[], $12::text[])
+      select $8::bigint, e.actor, $9, 'allocation', granted.id::text, e.data
+      from unnest($10::text[], $11::bigint[],
+                  $12::text[], $13::text[])
         with ordinality as e(asset_id, node_id, actor, data, position)
       join granted using (asset_id, node_id)
       order by e.position
