@@ -93,7 +93,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const imports = createImportRunner({ db: handle.db, config, clock, logger });
     const transfers = new TransferHub(handle.db);
     const ctx: AppContext = { db: handle.db, dialect: handle.dialect, config, clock, jwt, provisioningKey, imports, passwordCost, transfers };
-    const metrics = createMetrics({ db: handle.db, poolUsage: () => handle.poolUsage() });
+    const metrics = createMetrics({ db: handle.db, clock, poolUsage: () => handle.poolUsage() });
     const app = await buildApp(ctx, { logger, metrics });
     const url = await app.listen({ host: config.host, port: config.port });
     transfers.selfUrl = config.instanceUrl ?? instanceUrlOf(config.host, (app.server.address() as AddressInfo).port);

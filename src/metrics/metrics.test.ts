@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createTestDatabase, dialects } from '../../test/databases.js';
+import { addProofFixture } from '../../test/proof-fixtures.js';
 import { checkWithPromtool, promtoolAvailable, readFamilies, readSamples, sampleValue, type Sample } from '../../test/prometheus.js';
 import { makeAssets, registerNode, startTestServer, useTestServer, type TestServer } from '../../test/server.js';
 import type { Config } from '../config.js';
@@ -42,6 +43,7 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
   it.skipIf(!promtoolAvailable)('is valid Prometheus text format: promtool parses it and finds nothing wrong with our families', async () => {
     await start();
     await makeActivity();
+    await addProofFixture(server);
     const { exitCode, problems } = await checkWithPromtool(await scrape());
     // 3 means parsed with lint warnings: prom-client names three of its default gauges *_total.
     expect(exitCode, problems.join('\n')).not.toBe(1);
@@ -65,6 +67,10 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
       dispatcher_assets_by_source: 'gauge',
       dispatcher_rescued_copy_bytes: 'gauge',
       dispatcher_rescued_distinct_bytes: 'gauge',
+      dispatcher_copies: 'gauge',
+      dispatcher_claimed_copy_bytes: 'gauge',
+      dispatcher_audits_last_day: 'gauge',
+      dispatcher_audits_unfinished: 'gauge',
       dispatcher_database_connections: 'gauge',
       dispatcher_database_connections_max: 'gauge',
       // PostgreSQL's pool has idle connections and waiting queries; SQLite's one connection has neither.
@@ -111,6 +117,33 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
     expect(sampleValue(samples, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(sampleValue(samples, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
     expect(sampleValue(samples, 'nodejs_version_info', { version: process.version })).toBe(1);
+  });
+
+  it("exports copies by proof state, claimed against proven bytes, the last 24 h's verdicts by kind and the audit backlog", async () => {
+    await start();
+    const empty = readSamples(await scrape());
+    // Every series exists before any audit, at 0, so an alert on it can fire from the first failure.
+    expect(empty.filter((sample) => sample.name === 'dispatcher_audits_last_day')).toHaveLength(2 * 3);
+    expect(empty.filter((sample) => sample.name === 'dispatcher_audits_unfinished')).toHaveLength(2 * 3);
+    expect(byLabel(empty, 'dispatcher_copies', 'proof')).toEqual({ pending: 0, unproven: 0, proven: 0, suspect: 0 });
+
+    const fixture = await addProofFixture(server);
+    const samples = readSamples(await scrape());
+    expect(byLabel(samples, 'dispatcher_copies', 'proof')).toEqual({ pending: 1, unproven: 1, proven: 1, suspect: 1 });
+    expect(sampleValue(samples, 'dispatcher_claimed_copy_bytes')).toBe(fixture.bytes.claimed);
+    expect(sampleValue(samples, 'dispatcher_rescued_copy_bytes')).toBe(fixture.bytes.proven);
+    const byKind = (name: string, label: string) => {
+      const found: Record<string, Record<string, number>> = {};
+      for (const sample of samples.filter((each) => each.name === name))
+        (found[sample.labels.kind as string] ??= {})[sample.labels[label] as string] = sample.value;
+      return found;
+    };
+    expect(byKind('dispatcher_audits_last_day', 'verdict')).toEqual(fixture.lastDay);
+    expect(byKind('dispatcher_audits_unfinished', 'state')).toEqual(fixture.unfinished);
+    // The window is the server's clock: a day later, none of those verdicts is recent.
+    server.clock.advance(86_400_000);
+    const later = readSamples(await scrape()).filter((sample) => sample.name === 'dispatcher_audits_last_day');
+    expect(later.map((sample) => sample.value)).toEqual([0, 0, 0, 0, 0, 0]);
   });
 
   it('follows the database between scrapes: states move, nothing is cached', async () => {

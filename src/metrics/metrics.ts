@@ -1,11 +1,14 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AllocationState } from '../allocations/allocations.table.js';
 import { ASSET_STATES } from '../assets/assets.table.js';
+import type { Clock } from '../clock.js';
 import type { Db, PoolUsage } from '../db/database.js';
 import type { LoopObserver } from '../lib/loop.js';
 import { NODE_STATUSES } from '../nodes/nodes.table.js';
 import { readCopyBytes, readDistinctBytes } from '../status/status.service.js';
+import { countedGauge, listed, queriedGauge } from './gauges.js';
 import { countAllocationsByState, countAssetsBySource, countAssetsByState, countNodesByStatus, type GroupCount } from './metrics.repository.js';
+import { registerProofGauges } from './proof-metrics.js';
 
 /** One server's metrics: its own registry, so several servers in one process never share series. */
 export interface Metrics {
@@ -16,12 +19,11 @@ export interface Metrics {
 
 export interface MetricSources {
   db: Db;
+  /** The server's clock: the window of the recent audit verdicts. */
+  clock: Clock;
   poolUsage(): PoolUsage;
 }
 
-// Every state is listed, so a state with no rows reads 0 instead of vanishing: an alert on
-// `dispatcher_assets{state="gone"} > 0` needs the series.
-const listed = (values: readonly string[]): Record<string, true> => Object.fromEntries(values.map((value) => [value, true]));
 const assetStates = listed(ASSET_STATES);
 const allocationStates: Record<AllocationState, true> = {
   active: true,
@@ -71,6 +73,7 @@ export function createMetrics(sources: MetricSources): Metrics {
   });
 
   registerCountGauges(registers, sources.db);
+  registerProofGauges(registers, sources.db, sources.clock);
   registerPoolGauges(registers, sources.poolUsage);
 
   return {
@@ -108,34 +111,6 @@ function registerCountGauges(registers: Registry[], db: Db): void {
   queriedGauge(registers, 'dispatcher_rescued_distinct_bytes', 'Bytes of the assets with at least one verified copy, each counted once (its size).', () =>
     readDistinctBytes(db),
   );
-}
-
-/** A gauge without labels, read from the database at every scrape. */
-function queriedGauge(registers: Registry[], name: string, help: string, read: () => Promise<number>): void {
-  new Gauge({
-    name,
-    help,
-    registers,
-    async collect() {
-      this.set(await read());
-    },
-  });
-}
-
-/** A gauge with one label, refilled from a GROUP BY at every scrape; `known` keys read 0 when absent. */
-function countedGauge(registers: Registry[], name: string, help: string, label: string, known: Record<string, true>, count: () => Promise<GroupCount[]>): void {
-  new Gauge({
-    name,
-    help,
-    labelNames: [label],
-    registers,
-    async collect() {
-      const rows = await count();
-      this.reset();
-      for (const key of Object.keys(known)) this.set({ [label]: key }, 0);
-      for (const row of rows) this.set({ [label]: row.key }, row.count);
-    },
-  });
 }
 
 function capGroups(rows: GroupCount[]): GroupCount[] {

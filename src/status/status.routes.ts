@@ -5,6 +5,8 @@ import type { App, AppContext } from '../http/context.js';
 import { errorResponses } from '../http/schemas.js';
 import { failingLoops, readNextRun } from '../lib/loop.js';
 import { PRIORITY_LOOP } from '../loops.js';
+import { ProofFields, toProofFields } from './proof-figures.schemas.js';
+import { readProofFigures } from './proof-figures.service.js';
 import { readStatusFigures } from './status.service.js';
 
 const Health = Type.Object({ status: Type.String() });
@@ -20,6 +22,7 @@ const Status = Type.Object({
   nodes_alive: Type.Integer(),
   bytes_rescued: Type.Integer({ description: 'Bytes of every verified copy: an asset with three copies counts three times.' }),
   bytes_rescued_distinct: Type.Integer({ description: 'Bytes of the assets with at least one verified copy, each counted once (its size).' }),
+  ...ProofFields,
 });
 
 export function registerStatusRoutes(app: App, ctx: AppContext): void {
@@ -42,11 +45,17 @@ export function registerStatusRoutes(app: App, ctx: AppContext): void {
   }
 
   app.get('/status', { schema: { tags: ['status'], summary: 'System figures', response: { 200: Status, ...errorResponses } } }, async () => {
-    const [figures, nextRun, failing] = await Promise.all([readStatusFigures(ctx.db), readNextRun(ctx.db, PRIORITY_LOOP), failingLoops(ctx.db)]);
+    const now = ctx.clock.now();
+    const [figures, proofs, nextRun, failing] = await Promise.all([
+      readStatusFigures(ctx.db),
+      readProofFigures(ctx.db, now),
+      readNextRun(ctx.db, PRIORITY_LOOP),
+      failingLoops(ctx.db),
+    ]);
     return {
       ckan_datasets: figures.assets,
       active_allocations: figures.activeAllocations,
-      next_auto_update: toIso(nextRun ?? ctx.clock.now()) as string,
+      next_auto_update: toIso(nextRun ?? now) as string,
       total_priority_score: figures.totalPriority,
       system_health: failing.length === 0 ? 'healthy' : 'degraded',
       assets_by_state: figures.assetsByState,
@@ -54,6 +63,7 @@ export function registerStatusRoutes(app: App, ctx: AppContext): void {
       nodes_alive: figures.nodesByStatus.alive ?? 0,
       bytes_rescued: figures.bytesRescued,
       bytes_rescued_distinct: figures.bytesRescuedDistinct,
+      ...toProofFields(proofs),
     };
   });
 }

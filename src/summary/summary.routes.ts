@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { Guards } from '../http/auth.js';
 import type { App, AppContext } from '../http/context.js';
 import { bearerSecurity, errorResponses } from '../http/schemas.js';
+import { ProofFields, toProofFields } from '../status/proof-figures.schemas.js';
 import { OTHER_GROUPS, PROGRESS_TOP_GROUPS, UNNAMED_GROUP, type Progress } from './progress.service.js';
 import { readSummary, RESCUE_HISTORY_DAYS } from './summary.service.js';
 
@@ -38,6 +39,7 @@ const SummaryView = Type.Object({
   assets_by_priority: Counts('Priorities "1" to "10", 0 included.'),
   bytes_rescued: Type.Integer({ description: 'Bytes of every verified copy, as in /status: an asset with three copies counts three times.' }),
   bytes_rescued_distinct: Type.Integer({ description: 'Bytes of the assets with at least one verified copy, each once (its size), as in /status.' }),
+  ...ProofFields,
   copies: Type.Object({
     verified: Type.Integer({ description: 'Verified copies of all assets.' }),
     wanted: Type.Integer({ description: 'The sum of replicas_target over the assets that are not gone.' }),
@@ -66,7 +68,7 @@ export function registerSummaryRoutes(app: App, ctx: AppContext, guards: Guards)
       schema: {
         tags: ['status'],
         summary:
-          "The dashboard's overview: assets by state and priority, copies, risk, nodes, rentals, bytes rescued per day, progress per organization and dataset",
+          "The dashboard's overview: assets by state and priority, copies, proofs and audits, risk, nodes, rentals, bytes rescued per day, progress per organization and dataset",
         security: bearerSecurity,
         response: { 200: SummaryView, ...errorResponses },
       },
@@ -79,6 +81,7 @@ export function registerSummaryRoutes(app: App, ctx: AppContext, guards: Guards)
         assets_by_priority: summary.assetsByPriority,
         bytes_rescued: summary.bytesRescued,
         bytes_rescued_distinct: summary.bytesRescuedDistinct,
+        ...toProofFields(summary.proofs),
         copies: { verified: summary.copiesVerified, wanted: summary.copiesWanted },
         at_risk: {
           without_copy: summary.withoutCopy,

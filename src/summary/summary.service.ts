@@ -3,6 +3,7 @@ import type { Db } from '../db/database.js';
 import { WORKER_HOLDING_RENTAL_STATES } from '../rentals/rentals.table.js';
 import { ASSET_STATES } from '../assets/assets.table.js';
 import { NODE_STATUSES } from '../nodes/nodes.table.js';
+import { readProofFigures, type ProofFigures } from '../status/proof-figures.service.js';
 import { readCopyBytes } from '../status/status.service.js';
 import { progressColumns, readProgressBy, toProgress, type Progress } from './progress.service.js';
 
@@ -25,6 +26,8 @@ export interface Summary {
   activeAllocations: number;
   activeRentals: number;
   rescuedByDay: { day: string; bytes: number; copies: number }[];
+  /** Claimed against proven bytes, copies by proof state, the last day's verdicts. */
+  proofs: ProofFigures;
   overall: Progress;
   byOrganization: Progress[];
   byDataset: Progress[];
@@ -40,7 +43,7 @@ function countsOf(keys: readonly string[], rows: { key: string | number; count: 
 /** The dashboard's overview in a handful of aggregate queries (no row leaves the database). */
 export async function readSummary(db: Db, now: number): Promise<Summary> {
   const firstDay = Math.floor(now / DAY) - (RESCUE_HISTORY_DAYS - 1);
-  const [byState, byPriority, copies, nodes, active, rentals, copyBytes, byDay] = await Promise.all([
+  const [byState, byPriority, copies, nodes, active, rentals, copyBytes, byDay, proofs] = await Promise.all([
     db
       .selectFrom('assets')
       .select(['state as key', sql<number>`count(*)`.as('count')])
@@ -89,6 +92,7 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
       .where('ended_at', '>=', firstDay * DAY)
       .groupBy(sql`ended_at / ${sql.lit(DAY)}`)
       .execute(),
+    readProofFigures(db, now),
   ]);
   const overall = toProgress(copies, 'all');
   const [byOrganization, byDataset] = await Promise.all([readProgressBy(db, 'organization', overall), readProgressBy(db, 'dataset', overall)]);
@@ -112,6 +116,7 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
       const row = days.get(day);
       return { day: new Date(day * DAY).toISOString().slice(0, 10), bytes: Number(row?.bytes ?? 0), copies: Number(row?.copies ?? 0) };
     }),
+    proofs,
     overall,
     byOrganization,
     byDataset,

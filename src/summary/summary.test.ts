@@ -2,6 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
 import { userToken } from '../../test/leasing.js';
 import { readSamples, sampleValue } from '../../test/prometheus.js';
+import { addProofFixture } from '../../test/proof-fixtures.js';
 import { makeAssets, registerNode, useTestServer, type TestServer } from '../../test/server.js';
 import { LIVENESS_LOOP } from '../loops.js';
 import { PROGRESS_TOP_GROUPS } from './progress.service.js';
@@ -107,6 +108,27 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
     expect(assets.filter((asset) => asset.copies > 0).reduce((sum, asset) => sum + asset.size_bytes, 0)).toBe(summary.bytes_rescued_distinct);
   });
 
+  it("reports bytes claimed against bytes proven, copies by proof state and the last 24 h's verdicts, the same in /status", async () => {
+    const fixture = await addProofFixture(server);
+    const summary = (await server.api.get('/api/summary', server.adminToken)).body;
+    expect(summary).toMatchObject({
+      bytes_proven: fixture.bytes.proven,
+      bytes_claimed: fixture.bytes.claimed,
+      // Only proven and suspect copies count.
+      bytes_rescued: fixture.bytes.proven,
+      copies: { verified: 2 },
+      copies_by_proof: { proven: 1, suspect: 1, pending: 1, unproven: 1 },
+      // Exactly 24 h ago is inside; a moment earlier, a cancelled audit and unfinished ones are not counted.
+      audits_last_day: { passed: 3, failed: 1, missed: 1 },
+    });
+    const status = (await server.api.get('/status')).body;
+    for (const key of ['bytes_proven', 'bytes_claimed', 'copies_by_proof', 'audits_last_day'] as const) expect(status[key], key).toEqual(summary[key]);
+
+    // By the server's clock: an hour later the spot check passed 24 h before has left the window.
+    server.clock.advance(3_600_000);
+    expect((await server.api.get('/api/summary', server.adminToken)).body.audits_last_day).toEqual({ passed: 2, failed: 1, missed: 1 });
+  });
+
   it('lists progress per organization and dataset: the largest groups by assets, then "(other)" summing the rest', async () => {
     const groups = PROGRESS_TOP_GROUPS + 2;
     // Organization org-k has k + 1 assets; each organization's first asset is in dataset ds-k, the rest in none.
@@ -169,6 +191,10 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
       bytes_rescued_distinct: 0,
       copies: { verified: 0, wanted: 0 },
       assets_by_state: { pending: 0, rescued: 0, gone: 0, unreachable: 0 },
+      bytes_proven: 0,
+      bytes_claimed: 0,
+      copies_by_proof: { pending: 0, unproven: 0, proven: 0, suspect: 0 },
+      audits_last_day: { passed: 0, failed: 0, missed: 0 },
     });
     expect([empty.body.by_organization, empty.body.by_dataset]).toEqual([[], []]);
     expect(Object.keys(empty.body.assets_by_priority)).toEqual(['1', '2', '3', '4', '5', '6', '7', '8', '9', '10']);

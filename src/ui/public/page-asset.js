@@ -30,6 +30,12 @@ function facts(asset) {
   );
 }
 
+/** A copy's latest spot check or audit: its verdict, and when. */
+function lastAudit(audit) {
+  if (!audit) return '—';
+  return h('span', { 'data-audit': audit.verdict }, badge(audit.verdict), ' ', timeOf(audit.at));
+}
+
 function priorityForm(asset, refresh) {
   const select = h(
     'select',
@@ -94,11 +100,13 @@ export function mount(root, { arg, user }) {
       facts(asset),
       table(
         'Copies',
-        ['Node', 'Holder', 'Verified', 'Bytes', 'SHA-256', 'Completed', 'Last proved'],
+        ['Node', 'Holder', 'Proof', 'Counts', 'Last audit', 'Bytes', 'SHA-256', 'Completed', 'Last proved'],
         asset.copies_detail.map((copy) => [
           copy.node_name,
           h('span', { 'data-holder': copy.holder_online ? 'online' : 'offline' }, badge(copy.holder_online ? 'online' : copy.holder_status)),
+          copy.proof ? h('span', { 'data-proof': copy.proof }, badge(copy.proof)) : '—',
           copy.verified ? 'yes' : 'no',
+          lastAudit(copy.last_audit),
           formatBytes(copy.bytes),
           h('code', {}, copy.sha256 ?? '—'),
           timeOf(copy.ended_at),

@@ -28,8 +28,20 @@ function actions(node, user, refresh) {
   return h('span', { class: 'actions' }, node.draining ? '' : act('drain', 'Drain'), act('clear', 'Clear'));
 }
 
+/** The share of its audits a node passed within the score window, with the counts behind it; — before any. */
+function auditScore(node) {
+  if (node.audit_score === null || node.audit_score === undefined) return '—';
+  const total = node.audits_passed + node.audits_failed;
+  return h(
+    'span',
+    { 'data-audit-score': String(node.audit_score) },
+    `${Math.round(node.audit_score * 100)}%`,
+    h('small', {}, ` ${formatNumber(node.audits_passed)} of ${formatNumber(total)} passed`),
+  );
+}
+
 function render(nodes, user, refresh) {
-  const headers = ['Node', 'Status', 'Free space', 'Last heartbeat', 'Rate', 'Active', 'Strikes', 'Tags', ...(user.admin ? ['Actions'] : [])];
+  const headers = ['Node', 'Status', 'Free space', 'Last heartbeat', 'Rate', 'Active', 'Strikes', 'Audit score', 'Tags', ...(user.admin ? ['Actions'] : [])];
   return table(
     'Nodes',
     headers,
@@ -48,6 +60,7 @@ function render(nodes, user, refresh) {
       node.download_rate_bps === null ? '—' : `${formatBytes(node.download_rate_bps)}/s`,
       formatNumber(node.active_allocations),
       formatNumber(node.strikes),
+      auditScore(node),
       Object.entries(node.tags)
         .map(([key, value]) => `${key}=${value}`)
         .join(', ') || '—',

@@ -34,6 +34,31 @@ function progressTable(caption, kind, groups) {
   );
 }
 
+/** What is proven of what holders claim, and the last day's audits: a claim counts only once proven. */
+function proofsCard(summary) {
+  const copies = summary.copies_by_proof;
+  const audits = summary.audits_last_day;
+  return h(
+    'section',
+    { 'aria-labelledby': 'proofs-title', class: 'card' },
+    h('h2', { id: 'proofs-title' }, 'Proofs'),
+    h(
+      'dl',
+      { class: 'figures' },
+      figure('bytes_proven', 'Proven (counted copies)', formatBytes(summary.bytes_proven)),
+      figure('bytes_claimed', 'Claimed (all copies)', formatBytes(summary.bytes_claimed)),
+      figure('copies_proven', 'Copies proven', formatNumber(copies.proven ?? 0)),
+      figure('copies_pending', 'Copies awaiting their spot check', formatNumber(copies.pending ?? 0)),
+      figure('copies_unproven', 'Copies unproven (source not checkable)', formatNumber(copies.unproven ?? 0)),
+      figure('copies_suspect', 'Copies suspect (last audit failed or missed)', formatNumber(copies.suspect ?? 0)),
+      figure('audits_passed', 'Audits passed, last 24\u00a0h', formatNumber(audits.passed)),
+      figure('audits_failed', 'Audits failed, last 24\u00a0h', formatNumber(audits.failed)),
+      figure('audits_missed', 'Audits missed, last 24\u00a0h', formatNumber(audits.missed)),
+    ),
+    h('p', { class: 'hint' }, 'Claimed: what holders report they keep. Proven: what passed a spot check against the source and keeps passing audits.'),
+  );
+}
+
 function render(summary, user) {
   const states = Object.entries(summary.assets_by_state).map(([state, count]) => ({ label: state, value: count }));
   const priorities = Object.entries(summary.assets_by_priority).map(([priority, count]) => ({ label: priority, value: count }));
@@ -47,7 +72,7 @@ function render(summary, user) {
       { class: 'figures' },
       figure('assets_total', 'Assets', formatNumber(summary.assets_total), when(summary.assets_total, '#/assets')),
       figure('bytes_rescued_distinct', 'Rescued (each file once)', formatBytes(summary.bytes_rescued_distinct)),
-      figure('bytes_rescued', 'Stored in all copies', formatBytes(summary.bytes_rescued)),
+      figure('bytes_rescued', 'Stored in counted copies', formatBytes(summary.bytes_rescued)),
       figure('copies', 'Copies / wanted', `${formatNumber(summary.copies.verified)} / ${formatNumber(summary.copies.wanted)}`),
       figure('active_allocations', 'Active allocations', formatNumber(summary.active_allocations)),
       figure('active_rentals', 'Active rentals', formatNumber(summary.active_rentals), user.admin ? when(summary.active_rentals, '#/rentals') : undefined),
@@ -76,6 +101,7 @@ function render(summary, user) {
         ),
       ),
     ),
+    proofsCard(summary),
     h(
       'section',
       { 'aria-labelledby': 'progress-title' },
