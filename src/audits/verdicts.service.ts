@@ -68,9 +68,6 @@ async function applySpotCheck(trx: Db, deps: ProofDeps, copy: AuditedCopy, judge
     .where('id', '=', copy.allocationId)
     .where('proof', '=', 'pending')
     .execute();
-  if (copy.merkleRoot !== null) {
-    await trx.updateTable('assets').set({ merkle_root: copy.merkleRoot }).where('id', '=', copy.assetId).where('merkle_root', 'is', null).execute();
-  }
   events.push({
     actor: 'system',
     kind: 'copy.proven',
@@ -134,8 +131,15 @@ export async function settleProofs(trx: Db, assetId: string, now: number, events
   }
 }
 
+/**
+ * What copies of distinct operators agree on (checksum and Merkle root): unproven copies in such a
+ * group count (up to the target: invariant 1 holds, an agreeing copy past it is kept, not counted),
+ * and the asset's Merkle root is fixed from the first group of two operators. One copy's root is
+ * never agreed alone: a holder with the bytes could report another root, and block audits of every
+ * honest copy would then fail against it.
+ */
 async function promoteAgreeing(trx: Db, assetId: string, now: number, events: NewEvent[]): Promise<void> {
-  const asset = await trx.selectFrom('assets').select('replicas_target').where('id', '=', assetId).executeTakeFirstOrThrow();
+  const asset = await trx.selectFrom('assets').select(['replicas_target', 'merkle_root']).where('id', '=', assetId).executeTakeFirstOrThrow();
   const held = await trx
     .selectFrom('allocations')
     .select((eb) => eb.fn.countAll<number>().as('count'))
@@ -156,24 +160,24 @@ async function promoteAgreeing(trx: Db, assetId: string, now: number, events: Ne
     const key = `${copy.sha256}/${copy.merkle_root}`;
     groups.set(key, [...(groups.get(key) ?? []), copy]);
   }
-  // Invariant 1 holds here too: an agreeing copy past the target is kept, not counted.
   let room = Number(asset.replicas_target) - Number(held.count);
+  let root = asset.merkle_root;
   for (const group of groups.values()) {
-    const unproven = group.filter((copy) => copy.proof === 'unproven').slice(0, Math.max(0, room));
     // Agreement needs two operators (operator-key.ts): one person's nodes agree with themselves.
-    if (unproven.length === 0 || new Set(group.map(operatorKeyOf)).size < 2) continue;
+    if (new Set(group.map(operatorKeyOf)).size < 2) continue;
+    const unproven = group.filter((copy) => copy.proof === 'unproven').slice(0, Math.max(0, room));
     room -= unproven.length;
-    await trx
-      .updateTable('allocations')
-      .set({ proof: 'proven', proven_at: now })
-      .where(
-        'id',
-        'in',
-        unproven.map((copy) => copy.id),
-      )
-      .execute();
-    const root = (group[0] as (typeof copies)[number]).merkle_root as string;
-    await trx.updateTable('assets').set({ merkle_root: root }).where('id', '=', assetId).where('merkle_root', 'is', null).execute();
+    if (unproven.length > 0) {
+      await trx
+        .updateTable('allocations')
+        .set({ proof: 'proven', proven_at: now })
+        .where(
+          'id',
+          'in',
+          unproven.map((copy) => copy.id),
+        )
+        .execute();
+    }
     for (const copy of unproven) {
       events.push({
         actor: 'system',
@@ -182,6 +186,10 @@ async function promoteAgreeing(trx: Db, assetId: string, now: number, events: Ne
         subjectId: copy.id,
         data: { asset_id: assetId, node_id: copy.node_id, by: 'agreement' },
       });
+    }
+    if (root === null) {
+      root = (group[0] as (typeof copies)[number]).merkle_root as string;
+      await trx.updateTable('assets').set({ merkle_root: root }).where('id', '=', assetId).where('merkle_root', 'is', null).execute();
     }
   }
 }

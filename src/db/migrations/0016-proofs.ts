@@ -37,6 +37,8 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   // A node's open audits (its heartbeat), and its recent verdicts (its score).
   await db.schema.createIndex('audits_by_node').on('audits').columns(['node_id', 'ended_at']).execute();
   await db.schema.createIndex('audits_by_allocation').on('audits').columns(['allocation_id']).execute();
+  // The verdicts of the last day (/status, /api/summary, /metrics).
+  await db.schema.createIndex('audits_by_end').on('audits').columns(['ended_at']).execute();
 
   await db.schema.alterTable('allocations').addColumn('merkle_root', 'text').execute();
   // pending: waits for its spot check (and holds its place); unproven: no spot check was possible,
