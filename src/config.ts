@@ -164,6 +164,12 @@ export interface Config {
   auditScoreWindowMs: number;
   /** Copies on nodes of one operator count once, and one operator gets at most one copy of an asset. */
   distinctOperators: boolean;
+  /** Audits or spot checks a new node passes before its copies count; 0: no vetting. */
+  vettingAudits: number;
+  /** Allocations a node being vetted holds at once. */
+  vettingMaxAssets: number;
+  /** A completion faster than this (bytes per second since the node was first given the asset) is refused with a strike; 0: no limit. */
+  maxPlausibleRateBps: number;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -298,6 +304,9 @@ const variables = [
   { key: 'auditFailuresToLose', names: ['AUDIT_FAILURES_TO_LOSE'], parse: integer(1, 100), fallback: 2, shown: '2', doc: 'failed or missed retention audits in a row after which a copy is lost (it stops counting, repair begins)' },
   { key: 'auditScoreMin', names: ['AUDIT_SCORE_MIN'], parse: (raw: string) => (raw.trim() === '0' ? 0 : positiveNumber(1)(raw)), fallback: 0.8, shown: '0.8', doc: 'a node whose share of passed audits (at least 5 in the window) falls below this gets no new work, and admins get an event; 0: never' },
   { key: 'distinctOperators', names: ['DISTINCT_OPERATORS'], parse: boolean, fallback: true, shown: 'true', doc: 'replicas_target counts copies on distinct operators (the users behind nodes), one operator gets at most one copy of an asset, and gone needs confirmations from distinct operators; false: distinct nodes' },
+  { key: 'vettingAudits', names: ['VETTING_AUDITS'], parse: integer(0, 1000), fallback: 5, shown: '5', doc: 'audits or spot checks a new node must pass before its copies count (it holds at most VETTING_MAX_ASSETS allocations meanwhile); 0: no vetting' },
+  { key: 'vettingMaxAssets', names: ['VETTING_MAX_ASSETS'], parse: integer(1, 100_000), fallback: 10, shown: '10', doc: 'allocations a node being vetted holds at once' },
+  { key: 'maxPlausibleRateBps', names: ['MAX_PLAUSIBLE_RATE_MB_S'], parse: (raw: string) => (raw.trim() === '0' ? 0 : Math.round(positiveNumber(1_000_000)(raw) * 1_000_000)), fallback: 1_250_000_000, shown: '1250', doc: 'a completion faster than this many MB/s (its bytes over the time since the node was first given the asset, at least 1 s) is refused with a strike; 0: no limit' },
   { key: 'auditScoreWindowMs', names: ['AUDIT_SCORE_WINDOW_DAYS'], parse: (raw: string) => integer(1, 3_660)(raw) * 24 * HOUR, fallback: 30 * 24 * HOUR, shown: '30', doc: 'days of audits a node\'s score counts' },
 ] as const satisfies readonly Variable<keyof Config>[];
 

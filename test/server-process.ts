@@ -35,6 +35,8 @@ export function serverEnv(extra: Record<string, string | undefined>): Record<str
     VERIFY_SPOT_CHECKS: '0',
     // The load's nodes share the admin's enrollment tokens and stand for distinct volunteers.
     DISTINCT_OPERATORS: 'false',
+    VETTING_AUDITS: '0',
+    MAX_PLAUSIBLE_RATE_MB_S: '0',
     ...extra,
   };
 }

@@ -78,8 +78,12 @@ export function testConfig(database: TestDatabase, overrides: Partial<Config> = 
     userRateLimitPerMinute: 1_000_000,
     // Copies count on their reported checksum, as most suites assume; spot checks have tests of their own.
     verifySpotChecks: 0,
-    // Suites register their nodes with the admin's tokens as distinct volunteers; operators have tests of their own.
+    // Suites register their nodes with the admin's tokens as distinct volunteers, new nodes trusted
+    // at once, and complete copies as soon as they are given; operators, vetting and the rate limit
+    // have tests of their own.
     distinctOperators: false,
+    vettingAudits: 0,
+    maxPlausibleRateBps: 0,
     ...database.options,
     ...overrides,
   });

@@ -37,6 +37,8 @@ const policy: AllocationPolicy = {
   sourceHostMaxActive: 0,
   auditScoreMin: 0.8,
   distinctOperators: true,
+  vettingAudits: 5,
+  vettingMaxAssets: 3,
 };
 
 const node = (fields: Partial<NodeState> = {}): NodeState => ({
@@ -53,6 +55,7 @@ const node = (fields: Partial<NodeState> = {}): NodeState => ({
   audits_passed: 0,
   audits_failed: 0,
   operator_id: null,
+  vetted_at: 0,
   ...fields,
 });
 
@@ -104,6 +107,9 @@ describe('refusals', () => {
     ['an audit score below the minimum', { audits_passed: 3, audits_failed: 2 }, 'audit_score_low'],
     ['an audit score at the minimum', { audits_passed: 8, audits_failed: 2 }, undefined],
     ['too few audits to judge', { audits_passed: 0, audits_failed: 4 }, undefined],
+    ['new, at its vetting cap', { vetted_at: null, active_allocations: 3 }, 'vetting_full'],
+    ['new, below its vetting cap', { vetted_at: null, active_allocations: 2 }, undefined],
+    ['vetted, holding more than a new node may', { active_allocations: 50 }, undefined],
     ['no report', { free_bytes: null }, 'stale_free_space'],
     ['no report time', { free_reported_at: null }, 'stale_free_space'],
     ['a report just fresh', { free_reported_at: NOW - HOUR }, undefined],
@@ -122,6 +128,7 @@ describe('allowance', () => {
     ['never below one', { strikes: 4 }, 4, { budget: 1000, maxAssets: 1, unknownCap: 1, spreadValue: 'east' }],
     ['no spread value without the tag', { tags: '{"zone":"a"}' }, 1, { budget: 1000, maxAssets: 1, unknownCap: 1, spreadValue: undefined }],
     ['no spread value that is not a string', { tags: '{"region":3}' }, 1, { budget: 1000, maxAssets: 1, unknownCap: 1, spreadValue: undefined }],
+    ['a new node up to its vetting cap', { vetted_at: null, active_allocations: 1 }, 4, { budget: 1000, maxAssets: 2, unknownCap: 2, spreadValue: 'east' }],
   ])('%s', (_, fields, maxAssets, expected) => {
     const allowance = allowanceOf(node(fields), request({ maxAssets }), policy, NOW);
     expect(

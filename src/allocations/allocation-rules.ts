@@ -1,6 +1,5 @@
 import { belowAuditScore } from '../audits/audit-score.js';
 import type { Config } from '../config.js';
-import { AppError } from '../errors.js';
 import type { NodeRow } from '../nodes/nodes.table.js';
 import { leaseFor, type LeasePolicy } from './lease.js';
 
@@ -31,6 +30,10 @@ export interface AllocationPolicy extends LeasePolicy {
   auditScoreMin: number;
   /** DISTINCT_OPERATORS: grants record the node's operator, who then gets no second copy of an asset. */
   distinctOperators: boolean;
+  /** VETTING_AUDITS: a node that has not passed them is new (0: none is). */
+  vettingAudits: number;
+  /** VETTING_MAX_ASSETS: what a new node holds at once. */
+  vettingMaxAssets: number;
 }
 
 /** The allocation rules as configured. */
@@ -46,27 +49,13 @@ export function allocationPolicyFrom(config: Config): AllocationPolicy {
     sourceHostMaxActive: config.sourceHostMaxActive,
     auditScoreMin: config.auditScoreMin,
     distinctOperators: config.distinctOperators,
+    vettingAudits: config.vettingAudits,
+    vettingMaxAssets: config.vettingMaxAssets,
   };
 }
 
 /** Why a node got nothing although it asked: the route turns each into a clear error. */
-export type Refusal = 'draining' | 'throttled' | 'audit_score_low' | 'stale_free_space' | 'outside_window';
-
-/** The answer to a node refused new work, saying why and what to do. */
-export function refusalError(refusal: Refusal, nodeName: string): AppError {
-  switch (refusal) {
-    case 'draining':
-      return new AppError('NODE_DRAINING', `Node "${nodeName}" is being drained by an admin: it keeps its work but gets nothing new.`);
-    case 'throttled':
-      return new AppError('NODE_THROTTLED', `Node "${nodeName}" failed too many allocations and gets no work until an admin clears it.`);
-    case 'audit_score_low':
-      return new AppError('NODE_AUDIT_SCORE_LOW', `Node "${nodeName}" failed too many audits of its copies and gets no new work until its score recovers.`);
-    case 'outside_window':
-      return new AppError('OUTSIDE_NODE_WINDOW', `Node "${nodeName}" takes new work only inside its schedule windows (node-window), and none is open now.`);
-    case 'stale_free_space':
-      return new AppError('FREE_SPACE_REQUIRED', `Node "${nodeName}" has no recent free-space report; send free_space_gb.`);
-  }
-}
+export type Refusal = 'draining' | 'throttled' | 'audit_score_low' | 'vetting_full' | 'stale_free_space' | 'outside_window';
 
 export interface Candidate {
   id: string;
@@ -85,8 +74,11 @@ export interface Candidate {
   host_active: number;
 }
 
-/** What a claim reads of the requesting node (from the UPDATE that records its report). */
-export type NodeState = Pick<
+/**
+ * What a claim reads of the requesting node (from the UPDATE that records its report), and, for a
+ * node being vetted, how many allocations it holds.
+ */
+export type NodeState = { active_allocations?: number } & Pick<
   NodeRow,
   | 'id'
   | 'free_bytes'
@@ -101,7 +93,13 @@ export type NodeState = Pick<
   | 'audits_passed'
   | 'audits_failed'
   | 'operator_id'
+  | 'vetted_at'
 >;
+
+/** Whether the node is new: its copies wait for its vetting, and it holds little at once. */
+export function isVetting(node: Pick<NodeState, 'vetted_at'>, policy: Pick<AllocationPolicy, 'vettingAudits'>): boolean {
+  return policy.vettingAudits > 0 && node.vetted_at === null;
+}
 
 /** Who already has a candidate asset: the nodes holding it, those that found its source gone, and their spread tag values. */
 export interface AssetHolders {
@@ -130,6 +128,7 @@ export function refusalOf(node: NodeState, policy: AllocationPolicy, now: number
   if (node.window_until !== null && !((node.window_from ?? 0) <= now && now < node.window_until)) return 'outside_window';
   if (node.strikes >= policy.maxStrikes) return 'throttled';
   if (belowAuditScore({ passed: node.audits_passed, failed: node.audits_failed }, policy.auditScoreMin)) return 'audit_score_low';
+  if (isVetting(node, policy) && (node.active_allocations ?? 0) >= policy.vettingMaxAssets) return 'vetting_full';
   if (node.free_bytes === null || node.free_reported_at === null || now - node.free_reported_at > policy.freeSpaceTtlMs) return 'stale_free_space';
   return undefined;
 }
@@ -149,8 +148,9 @@ export interface Allowance {
 export function allowanceOf(node: NodeState, request: AllocationRequest, policy: AllocationPolicy, now: number): Allowance | undefined {
   const budget = (node.free_bytes ?? 0) - node.reserved_bytes;
   if (budget <= 0) return undefined;
-  // Each strike halves what the node may take in one request.
-  const maxAssets = Math.max(1, Math.floor(request.maxAssets / 2 ** node.strikes));
+  // Each strike halves what the node may take in one request; a new node tops up to its vetting cap.
+  const halved = Math.max(1, Math.floor(request.maxAssets / 2 ** node.strikes));
+  const maxAssets = isVetting(node, policy) ? Math.max(1, Math.min(halved, policy.vettingMaxAssets - (node.active_allocations ?? 0))) : halved;
   const unknownCap = policy.unknownSizeEstimateBytes <= budget ? Math.min(policy.unknownSizeMaxPerRequest, maxAssets) : 0;
   const windowEnd = node.window_until ?? Number.MAX_SAFE_INTEGER;
   return {

@@ -8,7 +8,7 @@ import { parseNodeRef } from '../http/request-rules.js';
 import { bearerSecurity, bytesToMb, errorResponses, GIB } from '../http/schemas.js';
 import { retryingLockConflicts } from '../db/retry.js';
 import { allocationPolicyFrom } from './grants.service.js';
-import { refusalError } from './allocation-rules.js';
+import { refusalError } from './refusal-errors.js';
 import { batchWaitMs, createAllocationBatcher } from './allocation-batcher.js';
 import { listAllocations } from './allocations.repository.js';
 import { AllocateBody, AllocatedAsset, AllocationQuery, AllocationView, CompleteBody, CompleteResponse, ReleaseBody } from './allocations.schemas.js';
@@ -137,7 +137,12 @@ export function registerAllocationRoutes(app: App, ctx: AppContext, guards: Guar
             merkleRoot: body.merkle_root ?? null,
             actor: actorOf(principal),
           },
-          { ...failurePolicyFrom(ctx.config), spotChecks: ctx.config.verifySpotChecks },
+          {
+            ...failurePolicyFrom(ctx.config),
+            spotChecks: ctx.config.verifySpotChecks,
+            vettingAudits: ctx.config.vettingAudits,
+            maxPlausibleRateBps: ctx.config.maxPlausibleRateBps,
+          },
           ctx.clock.now(),
         ),
       );

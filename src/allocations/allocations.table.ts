@@ -49,12 +49,15 @@ export interface AllocationsTable {
  * `pending`: waits for its spot check against the source, and holds its place meanwhile.
  * `unproven`: no spot check was possible (the source is gone or serves no ranges); it counts once
  * copies of other holders agree with it. `proven`: it counts. `suspect`: it missed or failed its
- * last retention audit; it counts until AUDIT_FAILURES_TO_LOSE of them in a row.
+ * last retention audit; it counts until AUDIT_FAILURES_TO_LOSE of them in a row. `vetting`: proven,
+ * but its node is new (VETTING_AUDITS): it counts once the node is vetted.
  */
-export const COPY_PROOFS = ['pending', 'unproven', 'proven', 'suspect'] as const;
+export const COPY_PROOFS = ['pending', 'unproven', 'proven', 'suspect', 'vetting'] as const;
 export type CopyProof = (typeof COPY_PROOFS)[number];
 /** The proofs of a copy that takes part in the count (and in the quorum over checksums). */
 export const COUNTABLE_PROOFS: readonly CopyProof[] = ['proven', 'suspect'];
+/** The proofs of a copy that retention audits check: counted ones, and those waiting for their node's vetting. */
+export const AUDITED_PROOFS: readonly CopyProof[] = [...COUNTABLE_PROOFS, 'vetting'];
 
 /** A node-asset pair that failed: not granted to that node again before `retry_at`. */
 export interface RetryCooldownsTable {

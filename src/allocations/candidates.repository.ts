@@ -3,6 +3,8 @@ import type { Db } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import type { AllocationState } from './allocations.table.js';
 import {
+  isVetting,
+  type AllocationPolicy,
   compareAllocationOrder,
   noHolders,
   tagValue,
@@ -58,8 +60,24 @@ export async function recordReports(trx: Db, requests: AllocationRequest[], now:
       'audits_passed',
       'audits_failed',
       'operator_id',
+      'vetted_at',
     ])
     .execute();
+}
+
+/** The allocations each new node (isVetting) holds, for its vetting cap; vetted nodes are not counted. */
+export async function withVettingLoad(trx: Db, nodes: NodeState[], policy: Pick<AllocationPolicy, 'vettingAudits'>): Promise<NodeState[]> {
+  const vetting = nodes.filter((node) => isVetting(node, policy)).map((node) => node.id);
+  if (vetting.length === 0) return nodes;
+  const rows = await trx
+    .selectFrom('allocations')
+    .select(['node_id', sql<number>`count(*)`.as('active')])
+    .where('node_id', 'in', vetting)
+    .where('state', '=', 'active')
+    .groupBy('node_id')
+    .execute();
+  const active = new Map(rows.map((row) => [Number(row.node_id), Number(row.active)]));
+  return nodes.map((node) => (isVetting(node, policy) ? { ...node, active_allocations: active.get(node.id) ?? 0 } : node));
 }
 
 export interface CandidateQuery extends CandidateList {

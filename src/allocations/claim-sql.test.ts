@@ -12,7 +12,8 @@ import { completeAllocation } from './completion.service.js';
 import { failurePolicyFrom } from './failure-policy.js';
 
 const GIB = 1024 ** 3;
-const policy = { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 1024, unknownSizeMaxPerRequest: 1 };
+// Nodes here are trusted at once; the single claim's snapshot shows a new node's vetting count too.
+const policy = { ...allocationPolicyFrom(buildConfig()), unknownSizeEstimateBytes: 1024, unknownSizeMaxPerRequest: 1, vettingAudits: 0 };
 const releasing = { goneConfirmations: 2, ...failurePolicyFrom(buildConfig()) };
 
 /**
@@ -87,7 +88,13 @@ describe.each(dialects)('claim SQL on %s', (dialect) => {
     const node = await addNode(database, 'n', {}, now, await addOperator(database, 'operator', now));
     const text = await recordSql(database, async (handle, section) => {
       section('allocate');
-      await allocateAssets(handle.db, handle.dialect, { nodeId: node, freeBytes: 10 * GIB, maxAssets: 5, minPriority: 1, actor: 't' }, policy, now);
+      await allocateAssets(
+        handle.db,
+        handle.dialect,
+        { nodeId: node, freeBytes: 10 * GIB, maxAssets: 5, minPriority: 1, actor: 't' },
+        { ...policy, vettingAudits: 5 },
+        now,
+      );
       section('release');
       await releaseAllocation(handle.db, { assetId: 'b', nodeId: node, reason: null, actor: 't' }, releasing, now);
       section('complete');

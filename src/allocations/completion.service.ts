@@ -5,7 +5,7 @@ import type { NewEvent } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
 import { chargeFailure } from './allocations.service.js';
 import { endAllocations, type CopyCounts } from './end-allocations.js';
-import { judgeFailure, type FailurePolicy } from './failure-policy.js';
+import { judgeFailure, type FailurePolicy, type Verdict } from './failure-policy.js';
 import { COUNTABLE_PROOFS, type CopyProof } from './allocations.table.js';
 import { operatorKeyOf } from './operator-key.js';
 import { queueSpotChecks } from '../audits/audits.repository.js';
@@ -25,7 +25,14 @@ export interface CompletionReport {
 export interface CompletionPolicy extends FailurePolicy {
   /** VERIFY_SPOT_CHECKS: 0 counts a copy on its reported checksum alone. */
   spotChecks?: number;
+  /** VETTING_AUDITS: the copies of a node that has not passed them wait for its vetting (0: none waits). */
+  vettingAudits?: number;
+  /** MAX_PLAUSIBLE_RATE_MB_S in bytes per second: a faster completion is refused with a strike (0 or none: no limit). */
+  maxPlausibleRateBps?: number;
 }
+
+/** The shortest time a download is taken to last: a small file done within a second is plausible at any rate. */
+const MIN_PLAUSIBLE_MS = 1000;
 
 export interface CompletionResult {
   assetState: string;
@@ -46,7 +53,6 @@ export interface CompletionResult {
  * disputed copies do not count, so more are made.
  */
 export async function completeAllocation(db: Db, report: CompletionReport, policy: CompletionPolicy, now: number): Promise<CompletionResult> {
-  const proof: CopyProof = (policy.spotChecks ?? 0) > 0 && report.bytes > 0 ? 'pending' : 'proven';
   const outcome = await db.transaction().execute(async (trx) => {
     // A no-op UPDATE to read the asset: on PostgreSQL it locks the row, so completions of one asset
     // run one after another and each counts the copies of those before it; otherwise two at once
@@ -59,7 +65,10 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
       .returning(['sha256', 'merkle_root', 'size_bytes', 'replicas_target', 'copies', 'state', 'source_host'])
       .executeTakeFirst();
     if (!asset) throw new AppError('ASSET_NOT_FOUND', `No asset has id "${report.assetId}".`);
-    const mismatch = findMismatch(asset, report);
+    const holder = await readHolder(trx, report);
+    const proof: CopyProof =
+      (policy.spotChecks ?? 0) > 0 && report.bytes > 0 ? 'pending' : (policy.vettingAudits ?? 0) > 0 && holder.vettedAt === null ? 'vetting' : 'proven';
+    const mismatch = findMismatch(asset, report) ?? findImplausible(report, holder.firstGrantedAt, policy.maxPlausibleRateBps ?? 0, now);
     if (mismatch) {
       const { ended } = await endAllocations(
         trx,
@@ -77,7 +86,8 @@ export async function completeAllocation(db: Db, report: CompletionReport, polic
         now,
       );
       if (ended.length === 0) return notHeld(trx, report);
-      const verdict = judgeFailure(mismatch.reason, asset);
+      // Bytes faster than any link carries them were never downloaded: the node's own fault.
+      const verdict = mismatch.reason === 'implausible_rate' ? IMPLAUSIBLE : judgeFailure(mismatch.reason, asset);
       await chargeFailure(
         trx,
         { assetId: report.assetId, nodeId: report.nodeId, reason: mismatch.reason, verdict, sourceHost: asset.source_host },
@@ -213,6 +223,40 @@ export async function settleQuorum(trx: Db, assetId: string, expectedKnown: bool
     await trx.updateTable('assets').set({ sha256: winner.sha256 }).where('id', '=', assetId).where('sha256', 'is', null).execute();
   }
   return { disputed: false, groups, dissenters };
+}
+
+const IMPLAUSIBLE: Verdict = { strike: true, cooldown: true, mismatch: false, pauseHost: false };
+
+/** Whether the holder is vetted, and when it was first given the asset (a resumed download began then). */
+async function readHolder(trx: Db, report: CompletionReport): Promise<{ vettedAt: number | null; firstGrantedAt: number | null }> {
+  const node = await trx.selectFrom('nodes').select('vetted_at').where('id', '=', report.nodeId).executeTakeFirst();
+  const first = await trx
+    .selectFrom('allocations')
+    .select((eb) => eb.fn.min('created_at').as('first'))
+    .where('node_id', '=', report.nodeId)
+    .where('asset_id', '=', report.assetId)
+    .executeTakeFirst();
+  return { vettedAt: node?.vetted_at ?? null, firstGrantedAt: first?.first === null || first?.first === undefined ? null : Number(first.first) };
+}
+
+/** A completion faster than MAX_PLAUSIBLE_RATE_MB_S since the node was first given the asset. */
+function findImplausible(
+  report: CompletionReport,
+  firstGrantedAt: number | null,
+  maxRateBps: number,
+  now: number,
+): { reason: 'implausible_rate'; error: AppError } | undefined {
+  if (maxRateBps <= 0 || firstGrantedAt === null) return undefined;
+  const seconds = Math.max(MIN_PLAUSIBLE_MS, now - firstGrantedAt) / 1000;
+  const rate = report.bytes / seconds;
+  if (rate <= maxRateBps) return undefined;
+  return {
+    reason: 'implausible_rate',
+    error: new AppError(
+      'IMPLAUSIBLE_RATE',
+      `${report.bytes} bytes in ${seconds.toFixed(1)} s since the asset was given (${Math.round(rate / 1e6)} MB/s) is faster than MAX_PLAUSIBLE_RATE_MB_S (${maxRateBps / 1e6}); the copy was not counted.`,
+    ),
+  };
 }
 
 function findMismatch(

@@ -7,7 +7,7 @@ import { findNodeById, findNodeByName } from '../nodes/nodes.repository.js';
 import { allocateAssets, allocationPolicyFrom, previewAllocation, type AllocationOutcome } from './grants.service.js';
 import { NodeRef } from './allocations.schemas.js';
 import { resolveNode } from '../http/acting-node.js';
-import { refusalError } from './allocation-rules.js';
+import { refusalError } from './refusal-errors.js';
 
 const PriorityLevel = Type.Union([Type.Literal('high'), Type.Literal('medium'), Type.Literal('low')]);
 const priorityRanges = { high: [8, 10], medium: [4, 7], low: [1, 3] } as const;

@@ -118,7 +118,7 @@ async function markEnded<Settled>(
       // A copy keeps the time it was completed; its end is in the event.
       ended_at: endsCopies ? sql<number>`coalesce(ended_at, ${now})` : now,
       end_reason: end.reason,
-      ...(end.copy ? copyValues(end.copy, now) : endsCopies ? { verified: 0, next_audit_at: null } : {}),
+      ...(end.copy ? copyValues(end.copy, end.state === 'completed', now) : endsCopies ? { verified: 0, next_audit_at: null } : {}),
     });
     if ('assetId' in which) query = query.where('asset_id', '=', which.assetId).where('node_id', '=', which.nodeId);
     else if ('pickedBy' in which) query = query.where('id', 'in', which.pickedBy);
@@ -129,8 +129,9 @@ async function markEnded<Settled>(
   return ended;
 }
 
-function copyValues(copy: ReportedCopy, now: number) {
-  const proof = copy.proof ?? 'proven';
+/** What a node reported, stored on the row; only a completion makes it a copy with a proof state. */
+function copyValues(copy: ReportedCopy, kept: boolean, now: number) {
+  const proof = kept ? (copy.proof ?? 'proven') : null;
   return {
     sha256: copy.sha256.toLowerCase(),
     bytes: copy.bytes,

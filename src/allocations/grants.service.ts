@@ -1,6 +1,6 @@
 import type { Db } from '../db/database.js';
 import type { Dialect } from '../db/dialect.js';
-import { holdersOf, insertProvisionalNode, lockInIdOrder, recordReports, selectCandidates, type LockMode } from './candidates.repository.js';
+import { holdersOf, insertProvisionalNode, lockInIdOrder, recordReports, selectCandidates, withVettingLoad, type LockMode } from './candidates.repository.js';
 import {
   allowanceOf,
   hostRoomOf,
@@ -202,7 +202,7 @@ async function topUp(
  */
 async function claim(trx: Db, request: AllocationRequest, policy: AllocationPolicy, now: number, style: PassStyle, atMost?: number): Promise<PassResult> {
   const { lock } = style;
-  const [node] = await recordReports(trx, [request], now, lock);
+  const [node] = await withVettingLoad(trx, await recordReports(trx, [request], now, lock), policy);
   if (!node) return { granted: [], ranDry: false, allowed: 0 };
   const refusal = refusalOf(node, policy, now);
   if (refusal) return { granted: [], ranDry: false, allowed: 0, refusal };
@@ -253,7 +253,7 @@ async function claim(trx: Db, request: AllocationRequest, policy: AllocationPoli
 
 /** Several requests of distinct nodes, in node id order, served from one shared candidate list. */
 async function claimTogether(trx: Db, requests: AllocationRequest[], policy: AllocationPolicy, now: number, style: PassStyle): Promise<PassResult[]> {
-  const nodes = new Map((await recordReports(trx, requests, now, style.lock)).map((node) => [node.id, node]));
+  const nodes = new Map((await withVettingLoad(trx, await recordReports(trx, requests, now, style.lock), policy)).map((node) => [node.id, node]));
   const entries = judgeRequests(requests, nodes, policy, now);
   const served = entries.filter((entry): entry is ServedRequest => entry.allowance !== undefined);
   if (served.length === 0) return entries.map(({ refusal }) => ({ granted: [], ranDry: false, allowed: 0, refusal }));

@@ -351,6 +351,7 @@ describe.each(dialects)('group commit on %s', (dialect: DialectName) => {
       unknownSizeMaxPerRequest: 1,
       spreadTag: 'region',
       sourceHostMaxActive: 0,
+      vettingAudits: 0,
     };
     const one = await createTestDatabase(dialect);
     const other = await createTestDatabase(dialect);

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { COUNTABLE_PROOFS } from '../allocations/allocations.table.js';
+import { AUDITED_PROOFS } from '../allocations/allocations.table.js';
 import type { Db } from '../db/database.js';
 import type { DueWork } from '../db/due-work.js';
 import type { AuditKind, AuditMethod, AuditRow } from './audits.table.js';
@@ -142,14 +142,13 @@ export async function lapsedAuditIds(db: Db, now: number, limit: number): Promis
   return rows.map((row) => Number(row.id));
 }
 
-/** Counted copies without an audit time: each gets a random one within the interval. */
+/** Audited copies (counted, or waiting for their node's vetting) without an audit time: each gets a random one within the interval. */
 export async function scheduleUnscheduledCopies(db: Db, now: number, intervalMs: number, limit: number, random: () => number): Promise<number> {
   const rows = await db
     .selectFrom('allocations')
     .select('id')
-    .where('state', '=', 'completed')
-    .where('verified', '=', 1)
-    .where('next_audit_at', 'is', null)
+    // Written as the partial index allocations_audit_unscheduled's predicate.
+    .where(sql<boolean>`state = 'completed' and proof in ('proven', 'suspect', 'vetting') and next_audit_at is null`)
     .limit(limit)
     .execute();
   for (const row of rows) {
@@ -189,7 +188,7 @@ export async function copiesDueForAudit(db: Db, now: number, limit: number): Pro
     .where('allocations.state', '=', 'completed')
     .where('allocations.next_audit_at', 'is not', null)
     .where('allocations.next_audit_at', '<=', now)
-    .where('allocations.proof', 'in', COUNTABLE_PROOFS)
+    .where('allocations.proof', 'in', AUDITED_PROOFS)
     .where('nodes.status', '=', 'alive')
     .where(({ not, exists, selectFrom }) =>
       not(

@@ -14,6 +14,8 @@ export interface ProofDeps {
   auditScoreWindowMs: number;
   /** A holder that lost its copy to an audit waits this long (doubling) before it is given the asset again. */
   cooldown: { cooldownMs: number; cooldownMaxMs: number };
+  /** VETTING_AUDITS: passes a new node needs before its copies count; 0: no vetting. */
+  vettingAudits: number;
 }
 
 export function proofDepsFrom(config: Config, sourceFetch: SafeFetch, random: () => number = Math.random): ProofDeps {
@@ -28,5 +30,6 @@ export function proofDepsFrom(config: Config, sourceFetch: SafeFetch, random: ()
     auditScoreMin: config.auditScoreMin,
     auditScoreWindowMs: config.auditScoreWindowMs,
     cooldown: { cooldownMs: config.retryCooldownMs, cooldownMaxMs: config.retryCooldownMaxMs },
+    vettingAudits: config.vettingAudits,
   };
 }

@@ -120,7 +120,7 @@ async function checkedWithoutSource(db: Db, deps: ProofDeps, audit: AuditRow, co
         data: { asset_id: copy.assetId, node_id: copy.nodeId, reason: why },
       },
     ];
-    await settleProofs(trx, copy.assetId, now, events);
+    await settleProofs(trx, copy.assetId, deps.vettingAudits > 0, now, events);
     await appendEvents(trx, now, events);
   });
 }

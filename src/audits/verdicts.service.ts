@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { COUNTABLE_PROOFS } from '../allocations/allocations.table.js';
 import { settleQuorum } from '../allocations/completion.service.js';
 import { loseCopiesIn, type LostCopy } from '../allocations/copy-loss.service.js';
@@ -11,6 +12,7 @@ import { addStrikes } from '../nodes/liveness.service.js';
 import { belowAuditScore } from './audit-score.js';
 import { findAuditedCopy, nextAuditAt, openAudit, recountAuditScore, type AuditedCopy } from './audits.repository.js';
 import type { AuditRow, AuditVerdict } from './audits.table.js';
+import type { CopyProof } from '../allocations/allocations.table.js';
 import type { ProofDeps } from './proof-deps.js';
 
 /** What an audit's answer decided, and whether the copy is to be taken out of the count at once. */
@@ -30,10 +32,10 @@ export interface Judgement {
  * score. False when the audit had ended already.
  */
 export async function applyVerdict(db: Db, deps: ProofDeps, audit: AuditRow, judgement: Judgement, now: number): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
+  const outcome = await db.transaction().execute(async (trx) => {
     await lockAsset(trx, audit.asset_id);
     const ended = await endClaim(trx, openAudit, { id: audit.id }, judgement.verdict, { ended_at: now, detail: judgement.detail });
-    if (ended.length === 0) return false;
+    if (ended.length === 0) return undefined;
     const copy = await findAuditedCopy(trx, Number(audit.allocation_id));
     const nodeId = Number(audit.node_id);
     const events: NewEvent[] = [];
@@ -51,10 +53,14 @@ export async function applyVerdict(db: Db, deps: ProofDeps, audit: AuditRow, jud
       else await applyRetention(trx, deps, copy, judgement, events, now);
     }
     await addStrikes(trx, [nodeId], judgement.verdict === 'passed' ? -1 : 1);
-    await renewScore(trx, deps, nodeId, events, now);
+    const vetted = await renewScore(trx, deps, nodeId, events, now);
     await appendEvents(trx, now, events);
-    return true;
+    return { ended: true, vetted };
   });
+  if (!outcome) return false;
+  // Each asset of the newly vetted node is recounted under its own lock, after this one is released.
+  if (outcome.vetted) await countVettedCopies(db, Number(audit.node_id), now);
+  return true;
 }
 
 async function applySpotCheck(trx: Db, deps: ProofDeps, copy: AuditedCopy, judgement: Judgement, events: NewEvent[], now: number): Promise<void> {
@@ -62,9 +68,12 @@ async function applySpotCheck(trx: Db, deps: ProofDeps, copy: AuditedCopy, judge
     await loseAudited(trx, deps, copy, 'spot_check_failed', judgement.detail, now);
     return;
   }
+  // A new node's proven copy counts once the node is vetted (countVettedCopies).
+  const node = await trx.selectFrom('nodes').select('vetted_at').where('id', '=', copy.nodeId).executeTakeFirst();
+  const waits = deps.vettingAudits > 0 && (node?.vetted_at ?? null) === null;
   await trx
     .updateTable('allocations')
-    .set({ proof: 'proven', proven_at: now, proved_at: now, next_audit_at: nextAuditAt(now, deps.auditIntervalMs, deps.random) })
+    .set({ proof: waits ? 'vetting' : 'proven', proven_at: now, proved_at: now, next_audit_at: nextAuditAt(now, deps.auditIntervalMs, deps.random) })
     .where('id', '=', copy.allocationId)
     .where('proof', '=', 'pending')
     .execute();
@@ -73,29 +82,34 @@ async function applySpotCheck(trx: Db, deps: ProofDeps, copy: AuditedCopy, judge
     kind: 'copy.proven',
     subjectType: 'allocation',
     subjectId: copy.allocationId,
-    data: { asset_id: copy.assetId, node_id: copy.nodeId, by: 'spot_check' },
+    data: { asset_id: copy.assetId, node_id: copy.nodeId, by: 'spot_check', ...(waits ? { counts: 'once its node is vetted' } : {}) },
   });
-  await settleProofs(trx, copy.assetId, now, events);
+  await settleProofs(trx, copy.assetId, deps.vettingAudits > 0, now, events);
 }
 
 async function applyRetention(trx: Db, deps: ProofDeps, copy: AuditedCopy, judgement: Judgement, events: NewEvent[], now: number): Promise<void> {
   if (judgement.verdict === 'passed') {
     await trx
       .updateTable('allocations')
-      .set({ proof: 'proven', audit_failures: 0, proved_at: now, next_audit_at: nextAuditAt(now, deps.auditIntervalMs, deps.random) })
+      .set({ proof: keepVetting('proven'), audit_failures: 0, proved_at: now, next_audit_at: nextAuditAt(now, deps.auditIntervalMs, deps.random) })
       .where('id', '=', copy.allocationId)
       .execute();
     return;
   }
   const row = await trx
     .updateTable('allocations')
-    .set((eb) => ({ proof: 'suspect', audit_failures: eb('audit_failures', '+', 1), next_audit_at: now + deps.auditDeadlineMs }))
+    .set((eb) => ({ proof: keepVetting('suspect'), audit_failures: eb('audit_failures', '+', 1), next_audit_at: now + deps.auditDeadlineMs }))
     .where('id', '=', copy.allocationId)
     .returning('audit_failures')
     .executeTakeFirstOrThrow();
   if (judgement.gone || Number(row.audit_failures) >= deps.auditFailuresToLose) {
     await loseAudited(trx, deps, copy, 'audit_failed', judgement.detail, now);
   }
+}
+
+/** A retention audit's new proof state, except for a copy waiting for its node's vetting: that one still waits. */
+function keepVetting(proof: 'proven' | 'suspect') {
+  return sql<CopyProof>`case when proof = 'vetting' then 'vetting' else ${proof} end`;
 }
 
 /**
@@ -112,9 +126,9 @@ async function loseAudited(trx: Db, deps: ProofDeps, copy: AuditedCopy, reason: 
  * and Merkle root (or one agrees with a proven copy), the quorum settles the proven copies, and
  * the asset is recounted (it may be rescued now, with its event).
  */
-export async function settleProofs(trx: Db, assetId: string, now: number, events: NewEvent[]): Promise<void> {
+export async function settleProofs(trx: Db, assetId: string, vetting: boolean, now: number, events: NewEvent[]): Promise<void> {
   const asset = await trx.selectFrom('assets').select(['state', 'sha256']).where('id', '=', assetId).executeTakeFirstOrThrow();
-  await promoteAgreeing(trx, assetId, now, events);
+  await promoteAgreeing(trx, assetId, vetting, now, events);
   const quorum = await settleQuorum(trx, assetId, asset.sha256 !== null, now);
   for (const dissenter of quorum.dissenters) {
     events.push({
@@ -138,29 +152,26 @@ export async function settleProofs(trx: Db, assetId: string, now: number, events
  * never agreed alone: a holder with the bytes could report another root, and block audits of every
  * honest copy would then fail against it.
  */
-async function promoteAgreeing(trx: Db, assetId: string, now: number, events: NewEvent[]): Promise<void> {
+async function promoteAgreeing(trx: Db, assetId: string, vetting: boolean, now: number, events: NewEvent[]): Promise<void> {
   const asset = await trx.selectFrom('assets').select(['replicas_target', 'merkle_root']).where('id', '=', assetId).executeTakeFirstOrThrow();
-  const held = await trx
-    .selectFrom('allocations')
-    .select((eb) => eb.fn.countAll<number>().as('count'))
-    .where('asset_id', '=', assetId)
-    .where((eb) => eb.or([eb('state', '=', 'active'), eb.and([eb('state', '=', 'completed'), eb.or([eb('verified', '=', 1), eb('proof', '=', 'pending')])])]))
-    .executeTakeFirstOrThrow();
   const copies = await trx
     .selectFrom('allocations')
-    .select(['id', 'node_id', 'operator_id', 'sha256', 'merkle_root', 'proof'])
-    .where('asset_id', '=', assetId)
-    .where('state', '=', 'completed')
-    .where('proof', 'in', [...COUNTABLE_PROOFS, 'unproven'])
-    .where('merkle_root', 'is not', null)
-    .orderBy('id')
+    .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+    .select(['allocations.id', 'allocations.node_id', 'allocations.operator_id', 'allocations.sha256', 'allocations.merkle_root', 'allocations.proof'])
+    .where('allocations.asset_id', '=', assetId)
+    .where('allocations.state', '=', 'completed')
+    .where('allocations.proof', 'in', [...COUNTABLE_PROOFS, 'unproven'])
+    .where('allocations.merkle_root', 'is not', null)
+    // A new node neither agrees nor is agreed with until it is vetted.
+    .$if(vetting, (query) => query.where('nodes.vetted_at', 'is not', null))
+    .orderBy('allocations.id')
     .execute();
   const groups = new Map<string, typeof copies>();
   for (const copy of copies) {
     const key = `${copy.sha256}/${copy.merkle_root}`;
     groups.set(key, [...(groups.get(key) ?? []), copy]);
   }
-  let room = Number(asset.replicas_target) - Number(held.count);
+  let room = Number(asset.replicas_target) - (await placesHeld(trx, assetId));
   let root = asset.merkle_root;
   for (const group of groups.values()) {
     // Agreement needs two operators (operator-key.ts): one person's nodes agree with themselves.
@@ -194,9 +205,60 @@ async function promoteAgreeing(trx: Db, assetId: string, now: number, events: Ne
   }
 }
 
+/** What invariant 1 bounds: active claims, counted copies, and copies waiting for their spot check. */
+async function placesHeld(trx: Db, assetId: string): Promise<number> {
+  const held = await trx
+    .selectFrom('allocations')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('asset_id', '=', assetId)
+    .where((eb) => eb.or([eb('state', '=', 'active'), eb.and([eb('state', '=', 'completed'), eb.or([eb('verified', '=', 1), eb('proof', '=', 'pending')])])]))
+    .executeTakeFirstOrThrow();
+  return Number(held.count);
+}
+
+/**
+ * A node just vetted: each of its copies that waited counts now, one asset at a time under its lock,
+ * where the target leaves room (invariant 1; a copy past it is kept, not counted).
+ */
+async function countVettedCopies(db: Db, nodeId: number, now: number): Promise<void> {
+  const waiting = await db
+    .selectFrom('allocations')
+    .select(['id', 'asset_id'])
+    .where('node_id', '=', nodeId)
+    .where('state', '=', 'completed')
+    .where('proof', '=', 'vetting')
+    .execute();
+  for (const copy of waiting) {
+    await db.transaction().execute(async (trx) => {
+      await lockAsset(trx, copy.asset_id);
+      const asset = await trx.selectFrom('assets').select('replicas_target').where('id', '=', copy.asset_id).executeTakeFirstOrThrow();
+      if ((await placesHeld(trx, copy.asset_id)) >= Number(asset.replicas_target)) return;
+      const moved = await trx
+        .updateTable('allocations')
+        .set({ proof: 'proven' })
+        .where('id', '=', copy.id)
+        .where('proof', '=', 'vetting')
+        .returning('id')
+        .executeTakeFirst();
+      if (!moved) return;
+      const events: NewEvent[] = [
+        {
+          actor: 'system',
+          kind: 'copy.counted',
+          subjectType: 'allocation',
+          subjectId: copy.id,
+          data: { asset_id: copy.asset_id, node_id: nodeId, by: 'vetting' },
+        },
+      ];
+      await settleProofs(trx, copy.asset_id, true, now, events);
+      await appendEvents(trx, now, events);
+    });
+  }
+}
+
 /** Recounts the node's score; the verdict that takes it below the minimum tells admins. */
-async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, events: NewEvent[], now: number): Promise<void> {
-  const before = await trx.selectFrom('nodes').select(['audits_passed', 'audits_failed']).where('id', '=', nodeId).executeTakeFirst();
+async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, events: NewEvent[], now: number): Promise<boolean> {
+  const before = await trx.selectFrom('nodes').select(['audits_passed', 'audits_failed', 'vetted_at']).where('id', '=', nodeId).executeTakeFirst();
   const after = await recountAuditScore(trx, nodeId, now - deps.auditScoreWindowMs);
   const wasBelow = before !== undefined && belowAuditScore({ passed: Number(before.audits_passed), failed: Number(before.audits_failed) }, deps.auditScoreMin);
   if (!wasBelow && belowAuditScore(after, deps.auditScoreMin)) {
@@ -213,6 +275,17 @@ async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, events: NewE
       },
     });
   }
+  // Vetted: enough audits passed, and a score a node may work with.
+  if (deps.vettingAudits <= 0 || before?.vetted_at !== null || after.passed < deps.vettingAudits || belowAuditScore(after, deps.auditScoreMin)) return false;
+  await trx.updateTable('nodes').set({ vetted_at: now }).where('id', '=', nodeId).where('vetted_at', 'is', null).execute();
+  events.push({
+    actor: 'system',
+    kind: 'node.vetted',
+    subjectType: 'node',
+    subjectId: nodeId,
+    data: { audits_passed: after.passed, audits_failed: after.failed },
+  });
+  return true;
 }
 
 export async function lockAsset(trx: Db, assetId: string): Promise<void> {

@@ -125,11 +125,11 @@ describe.each(dialects)('GET /metrics on %s', (dialect) => {
     // Every series exists before any audit, at 0, so an alert on it can fire from the first failure.
     expect(empty.filter((sample) => sample.name === 'dispatcher_audits_last_day')).toHaveLength(2 * 3);
     expect(empty.filter((sample) => sample.name === 'dispatcher_audits_unfinished')).toHaveLength(2 * 3);
-    expect(byLabel(empty, 'dispatcher_copies', 'proof')).toEqual({ pending: 0, unproven: 0, proven: 0, suspect: 0 });
+    expect(byLabel(empty, 'dispatcher_copies', 'proof')).toEqual({ pending: 0, unproven: 0, proven: 0, suspect: 0, vetting: 0 });
 
     const fixture = await addProofFixture(server);
     const samples = readSamples(await scrape());
-    expect(byLabel(samples, 'dispatcher_copies', 'proof')).toEqual({ pending: 1, unproven: 1, proven: 1, suspect: 1 });
+    expect(byLabel(samples, 'dispatcher_copies', 'proof')).toEqual({ pending: 1, unproven: 1, proven: 1, suspect: 1, vetting: 0 });
     expect(sampleValue(samples, 'dispatcher_claimed_copy_bytes')).toBe(fixture.bytes.claimed);
     expect(sampleValue(samples, 'dispatcher_rescued_copy_bytes')).toBe(fixture.bytes.proven);
     const byKind = (name: string, label: string) => {

@@ -51,6 +51,8 @@ export interface NodesTable {
   audits_failed: Generated<number>;
   /** The user behind the node (migration 0017); null: registered before operators, it counts as its own. */
   operator_id: number | null;
+  /** When it passed VETTING_AUDITS audits (migration 0017); null while it is new. */
+  vetted_at: number | null;
 }
 
 export interface EnrollmentTokensTable {

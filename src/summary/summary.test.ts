@@ -193,7 +193,7 @@ describe.each(dialects)('GET /api/summary on %s', (dialect) => {
       assets_by_state: { pending: 0, rescued: 0, gone: 0, unreachable: 0 },
       bytes_proven: 0,
       bytes_claimed: 0,
-      copies_by_proof: { pending: 0, unproven: 0, proven: 0, suspect: 0 },
+      copies_by_proof: { pending: 0, unproven: 0, proven: 0, suspect: 0, vetting: 0 },
       audits_last_day: { passed: 0, failed: 0, missed: 0 },
     });
     expect([empty.body.by_organization, empty.body.by_dataset]).toEqual([[], []]);

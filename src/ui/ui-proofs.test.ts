@@ -162,6 +162,7 @@ describe.skipIf(!browserAvailable).each(dialects)('proofs and audits on the dash
       ['copies_pending', '1'],
       ['copies_suspect', '1'],
       ['copies_unproven', '0'],
+      ['copies_vetting', '0'],
       ['audits_passed', '3'],
       ['audits_failed', '1'],
       ['audits_missed', '0'],
@@ -169,7 +170,7 @@ describe.skipIf(!browserAvailable).each(dialects)('proofs and audits on the dash
       expect(await figure(page, name).textContent(), name).toBe(value);
     }
     const card = page.getByRole('region', { name: 'Proofs' });
-    expect(await card.locator('[data-figure]').count()).toBe(9);
+    expect(await card.locator('[data-figure]').count()).toBe(10);
     await screenshot(page, 'overview');
     await page.close();
   });

@@ -42,10 +42,11 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
 
   await db.schema.alterTable('allocations').addColumn('merkle_root', 'text').execute();
   // pending: waits for its spot check (and holds its place); unproven: no spot check was possible,
-  // it counts once copies of other holders agree; proven: counts; suspect: missed or failed an audit.
+  // it counts once copies of other holders agree; proven: counts; suspect: missed or failed an audit;
+  // vetting: proven, on a node not vetted yet, so not counted.
   await db.schema
     .alterTable('allocations')
-    .addColumn('proof', 'text', (c) => c.check(sql`proof in ('pending', 'unproven', 'proven', 'suspect')`))
+    .addColumn('proof', 'text', (c) => c.check(sql`proof in ('pending', 'unproven', 'proven', 'suspect', 'vetting')`))
     .execute();
   await db.schema.alterTable('allocations').addColumn('proven_at', 'bigint').execute();
   await db.schema
@@ -59,12 +60,12 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
     .columns(['next_audit_at'])
     .where(sql<boolean>`state = 'completed' and next_audit_at is not null`)
     .execute();
-  // Counted copies the retention pass has not given an audit time yet.
+  // Copies the retention pass has not given an audit time yet.
   await db.schema
     .createIndex('allocations_audit_unscheduled')
     .on('allocations')
     .columns(['id'])
-    .where(sql<boolean>`state = 'completed' and verified = 1 and next_audit_at is null`)
+    .where(sql<boolean>`state = 'completed' and proof in ('proven', 'suspect', 'vetting') and next_audit_at is null`)
     .execute();
   await sql`update allocations set proof = 'proven', proven_at = ended_at where state = 'completed'`.execute(db);
 

@@ -16,7 +16,7 @@ import * as workerIdentity from './0013-worker-identity.js';
 import * as reserveWindows from './0014-reserve-windows.js';
 import * as transfers from './0015-transfers.js';
 import * as proofs from './0016-proofs.js';
-import * as operators from './0017-operators.js';
+import * as operatorsVetting from './0017-operators-vetting.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -40,5 +40,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0014-reserve-windows': reserveWindows,
   '0015-transfers': transfers,
   '0016-proofs': proofs,
-  '0017-operators': operators,
+  '0017-operators-vetting': operatorsVetting,
 };

@@ -51,6 +51,7 @@ function proofsCard(summary) {
       figure('copies_pending', 'Copies awaiting their spot check', formatNumber(copies.pending ?? 0)),
       figure('copies_unproven', 'Copies unproven (source not checkable)', formatNumber(copies.unproven ?? 0)),
       figure('copies_suspect', 'Copies suspect (last audit failed or missed)', formatNumber(copies.suspect ?? 0)),
+      figure('copies_vetting', 'Copies waiting for their new node to be vetted', formatNumber(copies.vetting ?? 0)),
       figure('audits_passed', 'Audits passed, last 24\u00a0h', formatNumber(audits.passed)),
       figure('audits_failed', 'Audits failed, last 24\u00a0h', formatNumber(audits.failed)),
       figure('audits_missed', 'Audits missed, last 24\u00a0h', formatNumber(audits.missed)),
