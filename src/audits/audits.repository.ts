@@ -120,6 +120,13 @@ export async function insertAudits(db: Db, audits: NewAudit[], now: number): Pro
         due_at: now,
       })),
     )
+    // A copy another instance started an audit of meanwhile keeps that one.
+    .onConflict((conflict) =>
+      conflict
+        .column('allocation_id')
+        .where(sql<boolean>`state in ('queued', 'preparing', 'open')`)
+        .doNothing(),
+    )
     .execute();
 }
 
@@ -167,8 +174,39 @@ export function nextAuditAt(now: number, intervalMs: number, random: () => numbe
   return now + 1 + Math.floor(random() * intervalMs);
 }
 
-/** Counted copies due for a retention audit whose holder is online and has none under way, first due first. */
+/** Audits under way per node at most: a node holding many copies is never flooded. */
+const UNFINISHED_PER_NODE = 8;
+
+/**
+ * Audited copies due for a retention audit whose holder is online and has none under way, first due
+ * first, and no more per node than leaves it UNFINISHED_PER_NODE audits under way.
+ */
 export async function copiesDueForAudit(db: Db, now: number, limit: number): Promise<AuditedCopy[]> {
+  const due = await dueCopies(db, now, limit * 2);
+  const nodes = [...new Set(due.map((copy) => copy.nodeId))];
+  const busy =
+    nodes.length === 0
+      ? []
+      : await db
+          .selectFrom('audits')
+          .select(['node_id', db.fn.countAll<number>().as('count')])
+          .where('node_id', 'in', nodes)
+          .where('state', 'in', ['queued', 'preparing', 'open'])
+          .groupBy('node_id')
+          .execute();
+  const room = new Map(nodes.map((node) => [node, UNFINISHED_PER_NODE]));
+  for (const row of busy) room.set(Number(row.node_id), UNFINISHED_PER_NODE - Number(row.count));
+  const picked: AuditedCopy[] = [];
+  for (const copy of due) {
+    const left = room.get(copy.nodeId) ?? 0;
+    if (left <= 0 || picked.length >= limit) continue;
+    room.set(copy.nodeId, left - 1);
+    picked.push(copy);
+  }
+  return picked;
+}
+
+async function dueCopies(db: Db, now: number, limit: number): Promise<AuditedCopy[]> {
   const rows = await db
     .selectFrom('allocations')
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')

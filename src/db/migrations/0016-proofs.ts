@@ -37,6 +37,14 @@ export async function up(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   // A node's open audits (its heartbeat), and its recent verdicts (its score).
   await db.schema.createIndex('audits_by_node').on('audits').columns(['node_id', 'ended_at']).execute();
   await db.schema.createIndex('audits_by_allocation').on('audits').columns(['allocation_id']).execute();
+  // At most one audit under way per copy, whichever instance starts it.
+  await db.schema
+    .createIndex('audits_one_unfinished_per_copy')
+    .unique()
+    .on('audits')
+    .columns(['allocation_id'])
+    .where(sql<boolean>`state in ('queued', 'preparing', 'open')`)
+    .execute();
   // The verdicts of the last day (/status, /api/summary, /metrics).
   await db.schema.createIndex('audits_by_end').on('audits').columns(['ended_at']).execute();
 
