@@ -55,4 +55,24 @@ describe.each(dialects)('audit load on %s', (dialect) => {
       await other.stop();
     }
   });
+
+  it('waits for an offline holder, and takes its copy out of the count a whole interval past its audit time', async () => {
+    const server = await suite.start();
+    await server.api.post('/assets', [{ id: 'away', url: 'https://data.example.org/away', name: 'away', size_bytes: 1000, priority: 5 }], server.adminToken);
+    const node = await registerNode(server, 'traveller');
+    await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * GIB }, node.token);
+    await server.api.post('/allocate', { free_space_gb: 10, node_id: node.name }, node.token);
+    await server.api.post('/complete', { asset_id: 'away', node_id: node.name, sha256: 'a'.repeat(64), bytes: 1000 }, node.token);
+    const pass = () => runProofs(server.ctx.db, server.ctx.dialect, proofDepsOf(server.ctx), 10_000, server.clock.now());
+    await pass();
+    expect((await server.api.post(`/api/nodes/${node.id}/offline`, {}, node.token)).status).toBe(200);
+    server.clock.advance(HOUR + 1);
+    expect(await pass()).toMatchObject({ started: 0, overdue: 0 });
+    expect((await server.api.get('/assets/away', server.adminToken)).body).toMatchObject({ copies: 1 });
+    server.clock.advance(HOUR);
+    expect(await pass()).toMatchObject({ started: 0, overdue: 1 });
+    expect((await server.api.get('/assets/away', server.adminToken)).body).toMatchObject({ copies: 0, state: 'pending' });
+    const lost = (await server.api.get('/events?kind=allocation.lost', server.adminToken)).body.items;
+    expect(lost[0]?.data).toMatchObject({ reason: 'unaudited' });
+  });
 });
