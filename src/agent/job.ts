@@ -223,7 +223,7 @@ async function report(job: Job, context: JobContext, copy: { sha256: string; byt
     const result = await withBackoff(() => context.client.complete(body), retryOptions(context.progress, context.signal));
     context.progress.finished(
       job,
-      `done, sha256 ${copy.sha256.slice(0, 12)}…, ${result.verified ? 'verified' : 'awaiting quorum'} (${result.copies}/${result.replicas_target} copies)`,
+      `done, sha256 ${copy.sha256.slice(0, 12)}…, ${standingOf(result)} (${result.copies}/${result.replicas_target} copies)`,
     );
   } catch (error) {
     if (context.signal.aborted) {
@@ -248,4 +248,12 @@ async function giveBack(job: Job, context: JobContext, why: Release, timeoutMs?:
 async function dropEnded(job: Job, context: JobContext, partial: string): Promise<void> {
   await Promise.all([fs.rm(partial, { force: true }), fs.rm(`${partial}.json`, { force: true })]);
   context.progress.finished(job, 'dropped: its allocation ended on the control plane (expired or reclaimed)');
+}
+
+/** Where the reported copy stands: counted, waiting for its spot check or its node's vetting, or for copies to agree. */
+function standingOf(result: { verified: boolean; proof?: string }): string {
+  if (result.verified) return 'verified';
+  if (result.proof === 'pending') return 'counts once its spot check passes';
+  if (result.proof === 'vetting') return 'counts once this node is vetted';
+  return 'awaiting quorum';
 }
