@@ -41,8 +41,9 @@ export async function findAudit(db: Db, id: number): Promise<AuditRow | undefine
   return db.selectFrom('audits').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
-export async function findAuditedCopy(db: Db, allocationId: number): Promise<AuditedCopy | undefined> {
-  const row = await db
+/** A copy as audits read it: the allocation with its asset's agreed root and source. */
+function auditedCopies(db: Db) {
+  return db
     .selectFrom('allocations')
     .innerJoin('assets', 'assets.id', 'allocations.asset_id')
     .select([
@@ -56,9 +57,13 @@ export async function findAuditedCopy(db: Db, allocationId: number): Promise<Aud
       'allocations.merkle_root',
       'assets.merkle_root as agreed_root',
       'assets.url',
-    ])
-    .where('allocations.id', '=', allocationId)
-    .executeTakeFirst();
+    ]);
+}
+
+type AuditedCopyRow = Awaited<ReturnType<ReturnType<typeof auditedCopies>['executeTakeFirstOrThrow']>>;
+
+/** The copy of a row, or undefined for an allocation that holds none (no bytes or checksum reported). */
+function toAuditedCopy(row: AuditedCopyRow | undefined): AuditedCopy | undefined {
   if (!row || row.bytes === null || row.sha256 === null) return undefined;
   return {
     allocationId: Number(row.id),
@@ -72,6 +77,10 @@ export async function findAuditedCopy(db: Db, allocationId: number): Promise<Aud
     agreedRoot: row.agreed_root,
     url: row.url,
   };
+}
+
+export async function findAuditedCopy(db: Db, allocationId: number): Promise<AuditedCopy | undefined> {
+  return toAuditedCopy(await auditedCopies(db).where('allocations.id', '=', allocationId).executeTakeFirst());
 }
 
 /** A spot check queued for each copy just completed, due at once. */
@@ -207,22 +216,8 @@ export async function copiesDueForAudit(db: Db, now: number, limit: number): Pro
 }
 
 async function dueCopies(db: Db, now: number, limit: number): Promise<AuditedCopy[]> {
-  const rows = await db
-    .selectFrom('allocations')
+  const rows = await auditedCopies(db)
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-    .innerJoin('assets', 'assets.id', 'allocations.asset_id')
-    .select([
-      'allocations.id',
-      'allocations.asset_id',
-      'allocations.node_id',
-      'allocations.state',
-      'allocations.proof',
-      'allocations.bytes',
-      'allocations.sha256',
-      'allocations.merkle_root',
-      'assets.merkle_root as agreed_root',
-      'assets.url',
-    ])
     .where('allocations.state', '=', 'completed')
     .where('allocations.next_audit_at', 'is not', null)
     .where('allocations.next_audit_at', '<=', now)
@@ -241,20 +236,7 @@ async function dueCopies(db: Db, now: number, limit: number): Promise<AuditedCop
     .orderBy('allocations.next_audit_at')
     .limit(limit)
     .execute();
-  return rows
-    .filter((row) => row.bytes !== null && row.sha256 !== null)
-    .map((row) => ({
-      allocationId: Number(row.id),
-      assetId: row.asset_id,
-      nodeId: Number(row.node_id),
-      state: row.state,
-      proof: row.proof,
-      bytes: Number(row.bytes),
-      sha256: row.sha256 as string,
-      merkleRoot: row.merkle_root,
-      agreedRoot: row.agreed_root,
-      url: row.url,
-    }));
+  return rows.map(toAuditedCopy).filter((copy): copy is AuditedCopy => copy !== undefined);
 }
 
 /** Counted copies a whole interval past their audit time whose holder is not online: they stop counting. */

@@ -1,9 +1,9 @@
 import crypto from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
-import { contentOf, startFileServer, type FileServer } from '../../test/file-server.js';
+import { answerFor, sourceFile, type AuditAsked, type SourceFile } from '../../test/audit-holder.js';
+import { startFileServer, type FileServer } from '../../test/file-server.js';
 import { registerNode, useTestServer, type TestServer } from '../../test/server.js';
-import { createCopyHasher, nonceHash, pieceRangeOf, proveBlock } from '../lib/merkle.js';
 import { proofDepsOf } from './audits.routes.js';
 import { expireAudits, runProofs } from './proof.service.js';
 
@@ -13,30 +13,9 @@ const SIZE = 200_000;
 
 type Node = Awaited<ReturnType<typeof registerNode>>;
 
-/** A file the source serves, with what an honest holder computes of it. */
-function file(name: string, size = SIZE) {
-  const data = Buffer.concat([...contentOf(name, 0, size)]);
-  const hasher = createCopyHasher();
-  hasher.update(data);
-  const { sha256, merkleRoot, pieceLayer } = hasher.digest();
-  return { name, data, sha256, merkleRoot, pieceLayer };
-}
-type File = ReturnType<typeof file>;
-
-/** What an honest holder of `copy` answers to one audit item. */
-function honestAnswer(item: { kind: string; nonce: string | null; ranges: { offset: number; length: number }[]; block: number | null }, copy: File) {
-  if (item.kind === 'ranges')
-    return { hashes: item.ranges.map((range) => nonceHash(item.nonce as string, copy.data.subarray(range.offset, range.offset + range.length))) };
-  const range = pieceRangeOf(copy.data.length, item.block as number);
-  const proved = proveBlock({
-    size: copy.data.length,
-    pieceLayer: copy.pieceLayer,
-    index: item.block as number,
-    piece: copy.data.subarray(range.offset, range.offset + range.length),
-  });
-  if (!proved) throw new Error('the test copy cannot prove its own block');
-  return { block: proved.block.toString('base64'), proof: proved.proof };
-}
+const file = (name: string, size = SIZE) => sourceFile(name, size);
+type File = SourceFile;
+const honestAnswer = (item: AuditAsked, copy: File) => answerFor(item, copy);
 
 describe.each(dialects)('proven copies on %s', (dialect) => {
   const suite = useTestServer(dialect, {
@@ -179,7 +158,7 @@ describe.each(dialects)('proven copies on %s', (dialect) => {
     await complete(server, holder, copy, { merkle_root: null });
     await passes(server).prove();
     const [first] = (await heartbeat(server, holder)).audits;
-    const remembered = honestAnswer(first!, copy);
+    const remembered = honestAnswer(first!, copy) as { hashes: string[] };
     expect((await server.api.post(first!.url, remembered, holder.token)).body.verdict).toBe('passed');
 
     server.clock.advance(HOUR + 1);
@@ -188,7 +167,7 @@ describe.each(dialects)('proven copies on %s', (dialect) => {
     const [second] = (await heartbeat(server, holder)).audits;
     expect(second).toMatchObject({ purpose: 'retention', kind: 'ranges' });
     expect(second!.nonce).not.toBe(first!.nonce);
-    const replayed = await server.api.post(second!.url, { hashes: remembered.hashes!.slice(0, second!.ranges.length) }, holder.token);
+    const replayed = await server.api.post(second!.url, { hashes: remembered.hashes.slice(0, second!.ranges.length) }, holder.token);
     expect(replayed.body.verdict).toBe('failed');
     const suspect = (await server.api.get(`/allocations?asset=b`, server.adminToken)).body.items[0];
     expect(suspect).toMatchObject({ state: 'completed' });
@@ -246,12 +225,7 @@ describe.each(dialects)('proven copies on %s', (dialect) => {
     };
     expect(await round((item) => honestAnswer(item, copy))).toBe('passed');
 
-    const wrongBlock = (item: Parameters<typeof honestAnswer>[0]) => {
-      const honest = honestAnswer(item, copy);
-      const block = Buffer.from(honest.block as string, 'base64');
-      block[0] = (block[0] as number) ^ 1;
-      return { block: block.toString('base64'), proof: honest.proof };
-    };
+    const wrongBlock = (item: AuditAsked) => answerFor(item, copy, true);
     expect(await round(wrongBlock)).toBe('failed');
     expect(await asset(server, 'd')).toMatchObject({ copies: 2 });
     expect(await round(wrongBlock)).toBe('failed');

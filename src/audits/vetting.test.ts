@@ -1,20 +1,15 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dialects } from '../../test/databases.js';
-import { contentOf, startFileServer, type FileServer } from '../../test/file-server.js';
+import { answerFor, sourceFile } from '../../test/audit-holder.js';
+import { startFileServer, type FileServer } from '../../test/file-server.js';
 import { registerNode, useTestServer, type TestServer } from '../../test/server.js';
-import { createCopyHasher, nonceHash } from '../lib/merkle.js';
 import { proofDepsOf } from './audits.routes.js';
 import { runProofs } from './proof.service.js';
 
 const GIB = 1024 ** 3;
 const MB = 1_000_000;
 
-function file(name: string, size = 50_000) {
-  const data = Buffer.concat([...contentOf(name, 0, size)]);
-  const hasher = createCopyHasher();
-  hasher.update(data);
-  return { name, data, ...hasher.digest() };
-}
+const file = (name: string) => sourceFile(name, 50_000);
 
 describe.each(dialects)('new nodes on %s', (dialect) => {
   const suite = useTestServer(dialect, { sourceAllowPrivate: true, nodeRateLimitPerMinute: 1_000_000, auditsPerMinute: 60_000 });
@@ -71,10 +66,7 @@ describe.each(dialects)('new nodes on %s', (dialect) => {
       ranges: { offset: number; length: number }[];
     }[];
     expect(audits).toHaveLength(2);
-    const answer = (item: (typeof audits)[number]) => {
-      const data = byName.get(item.asset_id)!.data;
-      return { hashes: item.ranges.map((range) => nonceHash(item.nonce, data.subarray(range.offset, range.offset + range.length))) };
-    };
+    const answer = (item: (typeof audits)[number]) => answerFor({ kind: 'ranges', block: null, ...item }, byName.get(item.asset_id)!);
     expect((await server.api.post(audits[0]!.url, answer(audits[0]!), node.token)).body.verdict).toBe('passed');
     // Proven, but not counted: the node is new.
     const waiting = (await server.api.get(`/assets/${audits[0]!.asset_id}`, server.adminToken)).body;

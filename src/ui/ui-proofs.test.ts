@@ -5,11 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { browserAvailable, launchChromium } from '../../test/browser.js';
 import { figure, logIn as logInto, type Dashboard } from '../../test/dashboard-fixture.js';
 import { createTestDatabase, dialects, type TestDatabase } from '../../test/databases.js';
-import { contentOf, startFileServer, type FileServer } from '../../test/file-server.js';
+import { answerFor, sourceFile, type SourceFile } from '../../test/audit-holder.js';
+import { startFileServer, type FileServer } from '../../test/file-server.js';
 import { ADMIN_PASSWORD, registerNode, startTestServer, type TestServer } from '../../test/server.js';
 import { proofDepsOf } from '../audits/audits.routes.js';
 import { runProofs } from '../audits/proof.service.js';
-import { createCopyHasher, nonceHash, pieceRangeOf, proveBlock } from '../lib/merkle.js';
 
 const HOUR = 3_600_000;
 /** Beside the layout test's screenshots (git-ignored): `proofs-<page>.png`. */
@@ -27,38 +27,10 @@ interface AuditItem {
   url: string;
 }
 
-/** A file the source serves, with what an honest holder computes of it. */
-function file(name: string, size: number) {
-  const data = Buffer.concat([...contentOf(name, 0, size)]);
-  const hasher = createCopyHasher();
-  hasher.update(data);
-  return { name, data, ...hasher.digest() };
-}
-type File = ReturnType<typeof file>;
+const file = sourceFile;
+type File = SourceFile;
+const answerOf = (item: AuditItem, copy: File, wrong = false) => answerFor(item, copy, wrong);
 
-/** What an honest holder answers, or, with `wrong`, one whose block differs by a bit. */
-function answerOf(item: AuditItem, copy: File, wrong = false) {
-  if (item.kind === 'ranges') {
-    const hashes = item.ranges.map((range) => nonceHash(item.nonce!, copy.data.subarray(range.offset, range.offset + range.length)));
-    return { hashes: wrong ? hashes.map((hash) => (hash.startsWith('0') ? `1${hash.slice(1)}` : `0${hash.slice(1)}`)) : hashes };
-  }
-  const range = pieceRangeOf(copy.data.length, item.block!);
-  const proved = proveBlock({
-    size: copy.data.length,
-    pieceLayer: copy.pieceLayer,
-    index: item.block!,
-    piece: copy.data.subarray(range.offset, range.offset + range.length),
-  });
-  if (!proved) throw new Error('the test copy cannot prove its own block');
-  if (wrong) proved.block[0] = (proved.block[0] as number) ^ 1;
-  return { block: proved.block.toString('base64'), proof: proved.proof };
-}
-
-/**
- * Three copies through the real proof passes: `kept` (node-honest) passed its spot check and a
- * retention audit; `doubted` (node-sloppy) passed its spot check and failed a retention audit, so
- * it is suspect and still counts; `waiting` (node-honest) was completed last and waits for its spot check.
- */
 async function seedProofs(server: TestServer, source: FileServer) {
   const files = { kept: file('kept', 200_000), waiting: file('waiting', 100_000), doubted: file('doubted', 300_000) };
   await server.api.post(
