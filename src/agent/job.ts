@@ -221,10 +221,7 @@ async function report(job: Job, context: JobContext, copy: { sha256: string; byt
   try {
     // A control plane that is busy or restarting (5xx, 429, no answer) is asked again: the copy is good.
     const result = await withBackoff(() => context.client.complete(body), retryOptions(context.progress, context.signal));
-    context.progress.finished(
-      job,
-      `done, sha256 ${copy.sha256.slice(0, 12)}…, ${standingOf(result)} (${result.copies}/${result.replicas_target} copies)`,
-    );
+    context.progress.finished(job, `done, sha256 ${copy.sha256.slice(0, 12)}…, ${standingOf(result)} (${result.copies}/${result.replicas_target} copies)`);
   } catch (error) {
     if (context.signal.aborted) {
       context.progress.finished(job, 'stopped before the copy was reported; it is kept and reported when the asset is given again');
