@@ -137,7 +137,10 @@ async function startFleet(context: SuiteContext, kind: DatabaseKind, shared: Sha
   for (const role of profileDirectory ? ['server', 'agent'] : []) await fs.mkdir(path.join(profileDirectory as string, role), { recursive: true });
   const server = await startServer({
     projectRoot: context.projectRoot,
-    databaseEnv: database.serverEnv,
+    // The suite measures relaying a counted copy, not how a copy comes to count: the one new agent's
+    // copy counts on its checksum alone (no spot checks, no vetting audits, no plausible-rate check
+    // of its loopback download).
+    databaseEnv: { ...database.serverEnv, VERIFY_SPOT_CHECKS: '0', VETTING_AUDITS: '0', MAX_PLAUSIBLE_RATE_MB_S: '0' },
     logFile: path.join(context.outDirectory, `server-restore-${kind}.log`),
     profileDirectory: profileDirectory && path.join(profileDirectory, 'server'),
   });

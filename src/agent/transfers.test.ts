@@ -1,6 +1,14 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import type { TransferItem } from './client.js';
-import { chunkBytes, createIntake } from './transfers.js';
+import { createClient, type TransferItem } from './client.js';
+import { chunkBytes, createIntake, readRange, readSlots } from './transfers.js';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -55,5 +63,60 @@ describe('taking offered transfers', () => {
     expect([returnsAfter(), returnsAfter(), returnsAfter()]).toEqual([5_000, 10_000, 20_000]);
     for (let times = 0; times < 10; times += 1) returnsAfter();
     expect(returnsAfter()).toBe(300_000);
+  });
+});
+
+/** A receiver slower than the sender: it stops reading for a moment after every 256 KiB, so the sender's socket keeps filling up. */
+async function startStallingReceiver(): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = http.createServer((request, response) => {
+    const hash = crypto.createHash('sha256');
+    let sinceStall = 0;
+    let received = 0;
+    request.on('data', (piece: Buffer) => {
+      hash.update(piece);
+      received += piece.length;
+      sinceStall += piece.length;
+      if (sinceStall < 256 * KIB) return;
+      sinceStall = 0;
+      request.pause();
+      void sleep(2).then(() => request.resume());
+    });
+    request.on('end', () => response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ received, sha256: hash.digest('hex') })));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('reading a copy as it is sent', () => {
+  it('sends every byte intact through the real client to a receiver that keeps stalling, its few read buffers reused throughout', async () => {
+    const directory = await fsp.mkdtemp(path.join(os.tmpdir(), 'dispatcher-send-'));
+    const file = path.join(directory, 'copy.bin');
+    const content = crypto.randomBytes(20 * MIB + 12_345);
+    fs.writeFileSync(file, content);
+    const receiver = await startStallingReceiver();
+    const handle = await fsp.open(file, 'r');
+    try {
+      const client = createClient(receiver.url, () => 'node-token');
+      const slots = readSlots(content.length);
+      // Two chunks through the same slots, the second starting off a piece boundary, as a transfer sends them.
+      for (const range of [
+        { start: 0, end: 12 * MIB - 1, size: content.length },
+        { start: 12 * MIB, end: content.length - 1, size: content.length },
+      ]) {
+        const answer = (await client.sendChunk('/put', range, readRange(handle, slots, range), new AbortController().signal)) as unknown as {
+          received: number;
+          sha256: string;
+        };
+        const expected = content.subarray(range.start, range.end + 1);
+        expect(answer).toEqual({ received: expected.length, sha256: crypto.createHash('sha256').update(expected).digest('hex') });
+      }
+    } finally {
+      await handle.close();
+      await receiver.close();
+      await fsp.rm(directory, { recursive: true, force: true });
+    }
   });
 });

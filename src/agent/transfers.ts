@@ -1,11 +1,9 @@
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import { Transform } from 'node:stream';
+import fsp from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { backoffDelay, pause } from '../lib/backoff.js';
 import { ApiError, withBackoff, type ChunkRange, type TransferItem } from './client.js';
-import { checkCopy, dropCopy, sendCopyReport, type CopyCheck, type CopyDeps } from './copy-check.js';
+import { checkCopy, dropCopy, type CopyCheck, type CopyDeps } from './copy-check.js';
 import { retryOptions } from './registration.js';
-import type { CopyRecord } from './storage.js';
 
 const MIB = 1024 * 1024;
 /** Transfers served at once; more wait their turn. */
@@ -125,8 +123,9 @@ async function pollTransfers(deps: CopyDeps, offer: (items: TransferItem[]) => n
 
 /**
  * One transfer: the copy is checked first (refused with the reason when it cannot be served, a bad
- * copy forgotten), then sent chunk by chunk. A whole copy sent is proved (reported checked) or, when
- * what was read does not hash to its record, forgotten and reported lost.
+ * copy forgotten), then sent chunk by chunk as it is read. What is sent is not hashed here: the
+ * control plane hashes every byte it relays, and it is the one that proves the copy (or strikes
+ * this node and stops counting it) once the whole copy went through.
  */
 async function serveTransfer(item: TransferItem, deps: CopyDeps, upload: UploadRate): Promise<void> {
   const { progress, signal } = deps;
@@ -140,7 +139,6 @@ async function serveTransfer(item: TransferItem, deps: CopyDeps, upload: UploadR
   const sent = await sendRange(item, check.record.path, deps, upload);
   if (sent.stopped !== undefined) return progress.log(`${label}: stopped after ${sent.bytes} bytes: ${sent.stopped}`);
   progress.log(`${label}: sent ${sent.bytes} bytes`);
-  if (sent.sha256 !== undefined && offset === 0 && length === size) await judgeWholeCopy(check.record, sent.sha256, deps);
 }
 
 async function refuse(item: TransferItem, check: Extract<CopyCheck, { ok: false }>, deps: CopyDeps, label: string): Promise<void> {
@@ -152,16 +150,8 @@ async function refuse(item: TransferItem, check: Extract<CopyCheck, { ok: false 
   });
 }
 
-async function judgeWholeCopy(record: CopyRecord, sha256: string, deps: CopyDeps): Promise<void> {
-  if (sha256 === record.sha256) return sendCopyReport(deps, [record.assetId], []);
-  await dropCopy(deps.store, record);
-  const detail = `what was read while sending it has sha256 ${sha256}, not the ${record.sha256} recorded`;
-  deps.progress.log(`${record.assetId}: ${detail}; the copy is no longer kept`);
-  await sendCopyReport(deps, [], [{ asset_id: record.assetId, reason: 'corrupt', detail }]);
-}
-
-/** `sha256` (of what was read) when every byte of the range went; `stopped` when the transfer ended early. */
-type Sent = { bytes: number; sha256?: string; stopped?: string };
+/** `stopped` when the transfer ended early. */
+type Sent = { bytes: number; stopped?: string };
 
 /**
  * Sends the item's range in sequential chunks, each read from the file as it goes. Any refusal or
@@ -169,50 +159,84 @@ type Sent = { bytes: number; sha256?: string; stopped?: string };
  * the next one, so a slow uplink still fits a chunk within the request timeout.
  */
 async function sendRange(item: TransferItem, file: string, deps: CopyDeps, upload: UploadRate): Promise<Sent> {
-  const hash = crypto.createHash('sha256');
   const end = item.offset + item.length;
   let start = item.offset;
-  while (start < end) {
-    const bytes = chunkBytes(upload.bytesPerSecond, item.max_chunk_bytes, end - start);
-    const range: ChunkRange = { start, end: start + bytes - 1, size: item.size };
-    const began = performance.now();
-    let answer: { received: number; done: boolean };
-    try {
-      answer = await sendChunk(item.url, file, range, hash, deps);
-    } catch (error) {
-      if (!(error instanceof ApiError) && !deps.signal.aborted) upload.bytesPerSecond = bytes / 2 / CHUNK_SECONDS;
-      return { bytes: start - item.offset, stopped: deps.signal.aborted ? 'the agent is stopping' : describe(error) };
-    }
-    if (bytes >= MIN_CHUNK_BYTES) upload.bytesPerSecond = bytes / Math.max(0.001, (performance.now() - began) / 1000);
-    start += bytes;
-    // The control plane has what it needs (the rest came from elsewhere).
-    if (answer.done && start < end) return { bytes: start - item.offset };
+  let handle: fsp.FileHandle;
+  try {
+    handle = await fsp.open(file, 'r');
+  } catch (error) {
+    return { bytes: 0, stopped: describe(error) };
   }
-  return { bytes: start - item.offset, sha256: hash.digest('hex') };
+  // The transfer's own read buffers, reused chunk after chunk; never again once it ended early.
+  const slots = readSlots(item.length);
+  try {
+    while (start < end) {
+      const bytes = chunkBytes(upload.bytesPerSecond, item.max_chunk_bytes, end - start);
+      const range: ChunkRange = { start, end: start + bytes - 1, size: item.size };
+      const began = performance.now();
+      let answer: { received: number; done: boolean };
+      const body = readRange(handle, slots, range);
+      try {
+        answer = await deps.client.sendChunk(item.url, range, body, deps.signal);
+      } catch (error) {
+        if (!(error instanceof ApiError) && !deps.signal.aborted) upload.bytesPerSecond = bytes / 2 / CHUNK_SECONDS;
+        return { bytes: start - item.offset, stopped: deps.signal.aborted ? 'the agent is stopping' : describe(error) };
+      } finally {
+        // The read stops with the answer, also one that came before the body was all sent.
+        body.destroy();
+      }
+      if (bytes >= MIN_CHUNK_BYTES) upload.bytesPerSecond = bytes / Math.max(0.001, (performance.now() - began) / 1000);
+      start += bytes;
+      // The control plane has what it needs (the rest came from elsewhere).
+      if (answer.done && start < end) return { bytes: start - item.offset };
+    }
+    return { bytes: start - item.offset };
+  } finally {
+    // Waits for a read still under way.
+    await handle.close();
+  }
 }
 
 /** Reads of a copy being sent: large, so that few buffers pass from the disk to the socket. */
 const READ_BYTES = MIB;
+/** Read buffers a transfer takes turns with (see `readRange`). */
+const READ_SLOTS = 8;
 
-/** One chunk, read as it is sent and hashed on the way; the read stops with the answer, also one that came before the body was all sent. */
-async function sendChunk(url: string, file: string, range: ChunkRange, hash: crypto.Hash, deps: CopyDeps) {
-  const read = fs.createReadStream(file, { start: range.start, end: range.end, highWaterMark: READ_BYTES });
-  const hashed = new Transform({
-    readableHighWaterMark: READ_BYTES,
-    writableHighWaterMark: READ_BYTES,
-    transform(piece: Buffer, _encoding, done) {
-      hash.update(piece);
-      done(null, piece);
+/** The read buffers of a transfer of `length` bytes: READ_SLOTS of them, none longer than the transfer. */
+export function readSlots(length: number): Buffer[] {
+  const size = Math.min(READ_BYTES, length);
+  return Array.from({ length: READ_SLOTS }, () => Buffer.allocUnsafeSlow(size));
+}
+
+/**
+ * Bytes [start, end] of an open copy as a stream of pieces read into `slots` in turn, so that
+ * sending allocates nothing per piece: a fresh buffer per read would have the garbage collector
+ * mark the whole heap every few dozen MiB. A slot is read into again only READ_SLOTS pieces
+ * later, and no more than three pieces are ever in use: this stream reads one piece ahead
+ * (its highWaterMark), and the HTTP client writes a piece to its socket and, when the socket does
+ * not take it at once (a piece is larger than the socket's highWaterMark), pauses this stream
+ * until the socket has written everything it holds. `transfers.test.ts` sends through the real
+ * client to a slow reader to hold that to account.
+ */
+export function readRange(handle: fsp.FileHandle, slots: Buffer[], range: { start: number; end: number }): Readable {
+  let at = range.start;
+  let turn = 0;
+  return new Readable({
+    highWaterMark: slots[0]?.length ?? 1,
+    read() {
+      const slot = slots[turn++ % slots.length] as Buffer;
+      const wanted = Math.min(slot.length, range.end + 1 - at);
+      if (wanted <= 0) return void this.push(null);
+      handle.read(slot, 0, wanted, at).then(
+        ({ bytesRead }) => {
+          if (bytesRead === 0) return void this.destroy(new Error(`the copy ends at byte ${at}, before byte ${range.end}`));
+          at += bytesRead;
+          this.push(slot.subarray(0, bytesRead));
+        },
+        (error: Error) => this.destroy(error),
+      );
     },
   });
-  read.on('error', (error) => hashed.destroy(error));
-  read.pipe(hashed);
-  try {
-    return await deps.client.sendChunk(url, range, hashed, deps.signal);
-  } finally {
-    read.destroy();
-    hashed.destroy();
-  }
 }
 
 function describe(error: unknown): string {

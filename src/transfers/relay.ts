@@ -9,7 +9,7 @@ import { appendEvents } from '../events/events.repository.js';
 import { pause } from '../lib/backoff.js';
 import { addStrikes } from '../nodes/liveness.service.js';
 import type { Chunk, Delivered, TransferHub } from './transfer-hub.js';
-import { holdersOf, insertTransfer, transferWork, type Holder } from './transfers.repository.js';
+import { holdersOf, insertTransfer, recordProved, transferWork, type Holder } from './transfers.repository.js';
 import type { EndedTransferState, TransferPurpose, TransferRow } from './transfers.table.js';
 
 export interface RelayDeps {
@@ -41,7 +41,12 @@ export interface RelayPlan {
 export interface RelaySink {
   /** Called before the first byte is written: headers may be sent now. */
   opened(): void;
+  /** Written in order, ended once every byte is vouched for. */
   stream: Writable;
+  /** How many bytes may wait in `stream` (beyond its own highWaterMark) before the relay waits for it to drain. */
+  bufferBytes: number;
+  /** Ends the answer short: what was written cannot be vouched for, or no holder can finish it. */
+  cutOff(error: Error): void;
 }
 
 type Failure = { state: Exclude<EndedTransferState, 'done'>; reason: string; strike?: boolean; lost?: LostCopy['reason'] };
@@ -88,8 +93,8 @@ export function noHolderOnline(assetId: string, holders: Holder[], retryAfterSec
  * connection or refuses is left for the next; one that sends other bytes than asked is struck and
  * not asked again. When the range is the whole copy its sha256 is checked on the way and the last
  * byte is held back until it matches, so a complete answer is always the exact copy; on a
- * mismatch the sink is destroyed. `run` rejects with NO_HOLDER_ONLINE when no holder sent a byte,
- * and destroys the sink when holders ran out midway.
+ * mismatch the sink is cut off. `run` rejects with NO_HOLDER_ONLINE when no holder sent a byte,
+ * and cuts the sink off when holders ran out midway.
  */
 export class Relay {
   private position: number;
@@ -97,6 +102,8 @@ export class Relay {
   private held: Buffer | undefined;
   private readonly hash: crypto.Hash | undefined;
   private readonly contributors = new Set<number>();
+  /** The holder that sent every byte of a whole copy, when one did. */
+  private soleSender: number | undefined;
   /** Holders left out for now (they stalled or dropped), and for good (they lied). */
   private readonly resting = new Set<number>();
   private readonly struck = new Set<number>();
@@ -130,7 +137,7 @@ export class Relay {
       if (!this.opened) throw noHolderOnline(this.plan.assetId, candidates, 30);
       waitingSince ??= now;
       if (now - waitingSince >= this.deps.holderWaitMs) {
-        this.sink.stream.destroy(new Error('No holder of this copy is online any more.'));
+        this.sink.cutOff(new Error('No holder of this copy is online any more.'));
         return;
       }
       await pause(1000, this.signal);
@@ -140,11 +147,14 @@ export class Relay {
     const found = this.hash?.digest('hex');
     if (found !== undefined && found !== this.plan.sha256) {
       await this.recordMismatch(found);
-      this.sink.stream.destroy(new Error(`The relayed bytes have sha256 ${found}, not ${this.plan.sha256}.`));
+      this.sink.cutOff(new Error(`The relayed bytes have sha256 ${found}, not ${this.plan.sha256}.`));
       return;
     }
+    // Bytes this instance hashed itself prove the copy they came from: its holder need not hash them too.
+    if (found !== undefined && this.soleSender !== undefined) await recordProved(this.deps.db, this.soleSender, [this.plan.assetId], this.deps.now());
     // The last byte goes out only now, with the end: the answer completes once the checksum
     // matched and the transfers are recorded, and no client holds every byte of an open answer.
+    this.open();
     if (this.held) this.sink.stream.write(this.held);
     this.sink.stream.end();
   }
@@ -201,13 +211,14 @@ export class Relay {
         try {
           for await (const piece of chunk.body) {
             if (settled) throw new AppError('TRANSFER_ENDED', `Transfer ${transfer.id} has ended.`);
-            const bytes = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+            const bytes = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
             if (received + bytes.length > chunk.length) {
               settle({ state: 'failed', reason: 'sent more bytes than its Content-Range announced', strike: true });
               throw new AppError('TRANSFER_OFFSET', `Transfer ${transfer.id}: more bytes than the chunk announced.`);
             }
             received += bytes.length;
-            await this.write(bytes);
+            const full = this.write(bytes);
+            if (full) await full;
           }
         } catch (error) {
           settle({ state: 'failed', reason: 'the chunk broke off' });
@@ -238,15 +249,19 @@ export class Relay {
     });
     deps.hub.unregister(transfer.id);
     await this.endTransfer(transfer, outcome);
+    if (outcome.state === 'done' && transfer.range_start === plan.start) this.soleSender = holder.nodeId;
     return outcome;
   }
 
-  /** Writes relayed bytes in order, waiting while the sink is full; the last byte waits for `run` to vouch for the rest. */
-  private async write(bytes: Buffer): Promise<void> {
-    if (!this.opened) {
-      this.opened = true;
-      this.sink.opened();
-    }
+  /**
+   * Writes relayed bytes in order; the last byte waits for `run` to vouch for the rest. Returns a
+   * promise to wait for only when the sink holds more than its buffer: a socket takes a piece larger
+   * than its highWaterMark at once while the kernel has room, and waiting for 'drain' after every
+   * piece would cost a turn of the event loop each.
+   */
+  private write(bytes: Buffer): Promise<void> | undefined {
+    const { stream } = this.sink;
+    this.open();
     this.hash?.update(bytes);
     this.position += bytes.length;
     let out = bytes;
@@ -254,7 +269,16 @@ export class Relay {
       this.held = Buffer.from(bytes.subarray(bytes.length - 1));
       out = bytes.subarray(0, bytes.length - 1);
     }
-    if (out.length > 0 && !this.sink.stream.write(out)) await once(this.sink.stream, 'drain', { signal: this.signal });
+    if (out.length === 0) return undefined;
+    stream.write(out);
+    if (stream.writableLength <= this.sink.bufferBytes) return undefined;
+    return once(stream, 'drain', { signal: this.signal }).then(() => undefined);
+  }
+
+  private open(): void {
+    if (this.opened) return;
+    this.opened = true;
+    this.sink.opened();
   }
 
   private async endTransfer(transfer: TransferRow, outcome: Outcome): Promise<void> {

@@ -1,4 +1,3 @@
-import { PassThrough } from 'node:stream';
 import { Type } from '@sinclair/typebox';
 import { AssetId } from '../assets/assets.schemas.js';
 import type { Guards } from '../http/auth.js';
@@ -7,7 +6,7 @@ import { bearerSecurity, errorResponses } from '../http/schemas.js';
 import { createSafeFetch } from '../agent/safe-fetch.js';
 import { AppError } from '../errors.js';
 import { holdsActiveAllocation, planRestore } from './restore.service.js';
-import { Relay, type RelayDeps } from './relay.js';
+import { Relay, type RelayDeps, type RelaySink } from './relay.js';
 
 /**
  * GET /assets/{id}/content: the exact bytes of a counted copy, relayed from whichever holder is
@@ -65,36 +64,59 @@ export function registerRestoreRoutes(app: App, ctx: AppContext, guards: Guards)
       );
       if (plan.kind === 'redirect') return reply.redirect(plan.url, 302);
       const { relayPlan, partial, name } = plan;
-      // Room for a few of the agent's reads, so that relaying does not move in 16 KiB lockstep.
-      const body = new PassThrough({ highWaterMark: RELAY_BUFFER_BYTES });
+      const response = reply.raw;
       const gone = new AbortController();
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) gone.abort();
+      response.once('close', () => {
+        if (!response.writableFinished) gone.abort();
       });
-      let opened = () => {};
-      const firstByte = new Promise<void>((resolve) => (opened = resolve));
-      const running = new Relay(deps, relayPlan, { opened, stream: body }, gone.signal).run();
-      await Promise.race([firstByte, running]);
-      running.catch((error: unknown) => body.destroy(error as Error));
-      const length = relayPlan.end - relayPlan.start;
-      void reply
-        .status(partial ? 206 : 200)
-        .headers({
-          'content-type': 'application/octet-stream',
-          'content-length': String(length),
-          etag: `"${relayPlan.sha256}"`,
-          'accept-ranges': 'bytes',
-          'content-disposition': contentDisposition(name),
-          ...(partial ? { 'content-range': `bytes ${relayPlan.start}-${relayPlan.end - 1}/${relayPlan.size}` } : {}),
-        })
-        // The stream is the body; the route's response schema describes its errors only.
-        .send(body as never);
+      const headers = {
+        'content-type': 'application/octet-stream',
+        'content-length': String(relayPlan.end - relayPlan.start),
+        etag: `"${relayPlan.sha256}"`,
+        'accept-ranges': 'bytes',
+        'content-disposition': contentDisposition(name),
+        ...(partial ? { 'content-range': `bytes ${relayPlan.start}-${relayPlan.end - 1}/${relayPlan.size}` } : {}),
+        // What the app's onSend hook says of every answer of a stopping instance.
+        ...(ctx.transfers.isClosed ? { connection: 'close' } : {}),
+      };
+      // The relay writes the body itself, straight to the socket (no stream in between to pass
+      // each piece through): the answer is taken over from Fastify with its first byte. Until then
+      // an error is Fastify's to answer, as a 503 NO_HOLDER_ONLINE.
+      let opened = false;
+      let firstByte = () => {};
+      const started = new Promise<void>((resolve) => (firstByte = resolve));
+      const sink: RelaySink = {
+        opened: () => {
+          opened = true;
+          void reply.hijack();
+          response.writeHead(partial ? 206 : 200, headers);
+          firstByte();
+        },
+        stream: response,
+        bufferBytes: RELAY_BUFFER_BYTES,
+        cutOff: (error) => {
+          request.log.warn({ err: error }, 'restore cut off before its end');
+          response.destroy(error);
+        },
+      };
+      const running = new Relay(deps, relayPlan, sink, gone.signal).run();
+      await Promise.race([started, running]);
+      if (!opened) {
+        // The requester went away before the first byte: no one is left to answer.
+        void reply.hijack();
+        response.destroy();
+        return reply;
+      }
+      running.catch((error: unknown) => sink.cutOff(error as Error));
       return reply;
     },
   );
 }
 
-/** What a restore may hold in memory between the holder and the client. */
+/**
+ * What a restore may hold in memory between the holder and the client, beyond the kernel's socket
+ * buffers: room for a few of the holder's reads, so that neither side waits on every piece.
+ */
 const RELAY_BUFFER_BYTES = 4 * 1024 * 1024;
 
 const firstOf = (header: string | string[] | undefined) => (Array.isArray(header) ? header[0] : header);

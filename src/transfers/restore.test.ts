@@ -62,11 +62,19 @@ describe.each(dialects)('restore through transfers on %s', (dialect) => {
     return undefined;
   };
   const bodyOf = async (response: Response) => Buffer.from(await response.arrayBuffer());
+  /** When each holder of "a" last showed its copy intact, by node id. */
+  const provedAt = async () =>
+    Object.fromEntries(
+      (await suite.database.handle.db.selectFrom('allocations').select(['node_id', 'proved_at']).where('asset_id', '=', 'a').execute()).map((row) => [
+        Number(row.node_id),
+        row.proved_at,
+      ]),
+    );
   const events = async (kind: string) =>
     (await server.api.get(`/events?kind=${kind}&limit=50`, server.adminToken)).body.items as { subject_id: string; data: Record<string, unknown> }[];
 
   it('streams the exact bytes of a copy from a holder that long-polls, with length, ETag and name', async () => {
-    const [first] = await rescued();
+    const [first, second] = await rescued();
     const answer = restore();
     const item = await poll(first!);
     expect(item).toMatchObject({ asset_id: 'a', offset: 0, length: content.length, size: content.length, sha256 });
@@ -79,6 +87,8 @@ describe.each(dialects)('restore through transfers on %s', (dialect) => {
     expect((await bodyOf(response)).equals(content)).toBe(true);
     expect((await events('transfer.done'))[0]?.data).toMatchObject({ asset_id: 'a', node_id: first!.id, reached: content.length });
     expect((await server.api.get(`/api/nodes/${first!.id}/transfers`, first!.token)).body.transfers).toEqual([]);
+    // The control plane hashed the whole copy itself: that proves its holder's copy (the holder hashes nothing).
+    expect(await provedAt()).toEqual({ [first!.id]: server.clock.now(), [second!.id]: null });
   });
 
   it('goes on from the same byte with the other holder when the first gives up midway', async () => {
@@ -91,8 +101,9 @@ describe.each(dialects)('restore through transfers on %s', (dialect) => {
     expect(next).toMatchObject({ offset: 128 * KIB, length: content.length - 128 * KIB });
     await send(second!, next);
     expect((await bodyOf(await answer)).equals(content)).toBe(true);
-    // Refused as unreadable, not lost: the first copy still counts.
+    // Refused as unreadable, not lost: the first copy still counts. Neither holder sent the whole copy: neither is proved by it.
     expect((await server.api.get('/assets/a', user)).body.copies).toBe(2);
+    expect(Object.values(await provedAt())).toEqual([null, null]);
   });
 
   it('cuts the answer off before its last byte when the bytes relayed are not the copy, and takes the liar out', async () => {
