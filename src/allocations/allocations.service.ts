@@ -203,7 +203,14 @@ export async function expireDueAllocations(db: Db, policy: Pick<FailurePolicy, '
         trx,
         {
           pickedBy: (eb) =>
-            eb.selectFrom('allocations').select('id').where('state', '=', 'active').where('expires_at', '<=', now).orderBy('expires_at').limit(EXPIRY_BATCH),
+            // A literal state: SQLite's planner takes the partial index allocations_active_by_expiry only then.
+            eb
+              .selectFrom('allocations')
+              .select('id')
+              .where('state', '=', sql.lit('active'))
+              .where('expires_at', '<=', now)
+              .orderBy('expires_at')
+              .limit(EXPIRY_BATCH),
         },
         {
           state: 'expired',

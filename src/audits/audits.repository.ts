@@ -2,7 +2,16 @@ import { sql } from 'kysely';
 import { AUDITED_PROOFS } from '../allocations/allocations.table.js';
 import type { Db } from '../db/database.js';
 import type { DueWork } from '../db/due-work.js';
-import type { AuditKind, AuditMethod, AuditRow } from './audits.table.js';
+import { UNFINISHED_AUDIT_STATES, type AuditKind, type AuditMethod, type AuditRow } from './audits.table.js';
+
+/**
+ * An audit not ended yet, written out as the partial index `audits_unfinished` declares it:
+ * SQLite's planner uses a partial index only for a query that repeats its condition with the
+ * values written in, not bound.
+ */
+export const unfinishedAudit = sql<boolean>`audits.state in (${sql.join(UNFINISHED_AUDIT_STATES.map((state) => sql.lit(state)))})`;
+/** A completed allocation, written out as the partial indexes of copies to audit declare it (see `unfinishedAudit`). */
+const completedCopy = sql<boolean>`allocations.state = 'completed'`;
 
 /** Audits waiting to be prepared (the source's ranges read): claimed by one instance at a time. */
 export const auditPreparation: DueWork<'audits'> = {
@@ -12,6 +21,7 @@ export const auditPreparation: DueWork<'audits'> = {
   dueAt: 'due_at',
   leaseUntil: 'lease_until',
   orderBy: 'id',
+  among: unfinishedAudit,
 };
 
 /** Audits asked of their holder: held by it until answered or until the deadline (`lease_until`). */
@@ -21,6 +31,7 @@ export const openAudit: DueWork<'audits'> = {
   claimed: 'open',
   leaseUntil: 'lease_until',
   orderBy: 'id',
+  among: unfinishedAudit,
 };
 
 /** What an audit is about: one copy, as the audit's checks read it. */
@@ -141,20 +152,32 @@ export async function insertAudits(db: Db, audits: NewAudit[], now: number): Pro
 
 /** The audits a node is asked to answer now (open, deadline not passed), oldest first. */
 export async function openAuditsOf(db: Db, nodeId: number, now: number): Promise<AuditRow[]> {
-  return db
-    .selectFrom('audits')
-    .selectAll()
-    .where('node_id', '=', nodeId)
-    .where('state', '=', 'open')
-    .where('lease_until', '>=', now)
-    .orderBy('id')
-    .limit(100)
-    .execute();
+  return (
+    db
+      .selectFrom('audits')
+      .selectAll()
+      .where('node_id', '=', nodeId)
+      // Over audits_by_node (node_id, ended_at): an unfinished audit has not ended.
+      .where('ended_at', 'is', null)
+      .where('state', '=', 'open')
+      .where('lease_until', '>=', now)
+      .orderBy('id')
+      .limit(100)
+      .execute()
+  );
 }
 
 /** Open audits whose deadline passed: misses, for the expiry pass. */
 export async function lapsedAuditIds(db: Db, now: number, limit: number): Promise<number[]> {
-  const rows = await db.selectFrom('audits').select('id').where('state', '=', 'open').where('lease_until', '<', now).orderBy('id').limit(limit).execute();
+  const rows = await db
+    .selectFrom('audits')
+    .select('id')
+    .where(unfinishedAudit)
+    .where('state', '=', 'open')
+    .where('lease_until', '<', now)
+    .orderBy('id')
+    .limit(limit)
+    .execute();
   return rows.map((row) => Number(row.id));
 }
 
@@ -200,7 +223,8 @@ export async function copiesDueForAudit(db: Db, now: number, limit: number): Pro
           .selectFrom('audits')
           .select(['node_id', db.fn.countAll<number>().as('count')])
           .where('node_id', 'in', nodes)
-          .where('state', 'in', ['queued', 'preparing', 'open'])
+          .where('ended_at', 'is', null)
+          .where(unfinishedAudit)
           .groupBy('node_id')
           .execute();
   const room = new Map(nodes.map((node) => [node, UNFINISHED_PER_NODE]));
@@ -218,20 +242,13 @@ export async function copiesDueForAudit(db: Db, now: number, limit: number): Pro
 async function dueCopies(db: Db, now: number, limit: number): Promise<AuditedCopy[]> {
   const rows = await auditedCopies(db)
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-    .where('allocations.state', '=', 'completed')
+    .where(completedCopy)
     .where('allocations.next_audit_at', 'is not', null)
     .where('allocations.next_audit_at', '<=', now)
     .where('allocations.proof', 'in', AUDITED_PROOFS)
     .where('nodes.status', '=', 'alive')
     .where(({ not, exists, selectFrom }) =>
-      not(
-        exists(
-          selectFrom('audits')
-            .select(sql.lit(1).as('one'))
-            .whereRef('audits.allocation_id', '=', 'allocations.id')
-            .where('audits.state', 'in', ['queued', 'preparing', 'open']),
-        ),
-      ),
+      not(exists(selectFrom('audits').select(sql.lit(1).as('one')).whereRef('audits.allocation_id', '=', 'allocations.id').where(unfinishedAudit))),
     )
     .orderBy('allocations.next_audit_at')
     .limit(limit)
@@ -245,7 +262,7 @@ export async function overdueCopies(db: Db, now: number, intervalMs: number, lim
     .selectFrom('allocations')
     .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
     .select(['allocations.id', 'allocations.asset_id', 'allocations.node_id'])
-    .where('allocations.state', '=', 'completed')
+    .where(completedCopy)
     .where('allocations.next_audit_at', 'is not', null)
     .where('allocations.next_audit_at', '<', now - intervalMs)
     .where('nodes.status', '!=', 'alive')

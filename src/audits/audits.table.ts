@@ -24,6 +24,8 @@ export type AuditMethod = (typeof AUDIT_METHODS)[number];
 export const AUDIT_STATES = ['queued', 'preparing', 'open', 'passed', 'failed', 'missed', 'cancelled'] as const;
 export type AuditState = (typeof AUDIT_STATES)[number];
 export type AuditVerdict = 'passed' | 'failed' | 'missed';
+/** The states of an audit not ended yet: the backlog of the proof passes and of the holders (the partial index `audits_unfinished`). */
+export const UNFINISHED_AUDIT_STATES = ['queued', 'preparing', 'open'] as const satisfies readonly AuditState[];
 
 /** A challenge to one holder about its copy of one asset: the lease of an audit. */
 export interface AuditsTable {

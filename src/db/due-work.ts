@@ -1,11 +1,11 @@
-import type { ExpressionBuilder, Kysely, Selectable, SelectType, UpdateObject } from 'kysely';
+import type { Expression, ExpressionBuilder, Kysely, Selectable, SelectType, SqlBool, UpdateObject } from 'kysely';
 import type { Db } from './database.js';
 import type { Dialect } from './dialect.js';
 import type { Database } from './schema.js';
 
 /*
- * Due work claimed with a lease: the one protocol behind outbox tasks and import jobs (and the
- * transfers and audits to come). A row waits in one state until it falls due; a claim moves it to
+ * Due work claimed with a lease: the one protocol behind outbox tasks, import jobs, transfers and
+ * audits. A row waits in one state until it falls due; a claim moves it to
  * another state with a lease deadline (and its holder, where the table records one) and counts an
  * attempt; its holder renews the lease while work goes on, then releases the row (due again, maybe
  * later: a retry) or ends it. A claim whose deadline passed is due again: its holder is presumed
@@ -44,6 +44,11 @@ export interface DueWork<T extends DueWorkTable> {
   owner?: ColumnOf<T, Owner | null>;
   /** Which due rows are claimed first (ascending). */
   orderBy: ColumnOf<T, number>;
+  /**
+   * The condition of a partial index over the rows not ended yet, repeated in the search for due
+   * rows: SQLite's planner uses a partial index only for a query that repeats its condition.
+   */
+  among?: Expression<SqlBool>;
 }
 
 /** Columns a caller sets beside the helper's own, in the same statement. */
@@ -72,6 +77,7 @@ export interface Held {
 type Loose = Record<string, Record<string, Owner | null>>;
 type LooseBuilder = ExpressionBuilder<Loose, string>;
 interface Columns {
+  among?: Expression<SqlBool>;
   table: string;
   waiting: string;
   claimed: string;
@@ -129,7 +135,7 @@ function selectDue(db: Db, work: Columns, now: number, limit: number) {
   return loose(db)
     .selectFrom(work.table)
     .select('id')
-    .where((eb) => isDue(eb, work, now))
+    .where((eb) => (work.among === undefined ? isDue(eb, work, now) : eb.and([work.among, isDue(eb, work, now)])))
     .orderBy(work.orderBy)
     .limit(limit);
 }

@@ -6,7 +6,7 @@ export interface GroupCount {
   count: number;
 }
 
-// Each is one GROUP BY over a covering index (allocations_by_expiry, nodes_by_status,
+// Each is one GROUP BY over a covering index (allocations_by_asset, nodes_by_status,
 // assets_by_source) except assets by state, which /status already runs the same way.
 
 export async function countAssetsByState(db: Db): Promise<GroupCount[]> {

@@ -1,13 +1,12 @@
 import { sql } from 'kysely';
 import { COPY_PROOFS, type CopyProof } from '../allocations/allocations.table.js';
-import { AUDIT_KINDS, type AuditKind, type AuditState, type AuditVerdict } from '../audits/audits.table.js';
+import { AUDIT_KINDS, UNFINISHED_AUDIT_STATES, type AuditKind, type AuditState, type AuditVerdict } from '../audits/audits.table.js';
+import { unfinishedAudit } from '../audits/audits.repository.js';
 import type { Db } from '../db/database.js';
 
 /** The window of the recent verdicts in `/status`, `/api/summary` and `/metrics`: the last 24 h by the server's clock. */
 export const RECENT_AUDITS_MS = 86_400_000;
 export const AUDIT_VERDICTS: readonly AuditVerdict[] = ['passed', 'failed', 'missed'];
-/** The states of an audit not ended yet: the backlog of the proof passes and of the holders. */
-export const UNFINISHED_AUDIT_STATES = ['queued', 'preparing', 'open'] as const satisfies readonly AuditState[];
 
 /** Completed copies, counted or not: what holders claim to keep. */
 export interface ClaimedCopies {
@@ -79,7 +78,7 @@ export async function countUnfinishedAudits(db: Db): Promise<AuditCount[]> {
   const rows = await db
     .selectFrom('audits')
     .select(['kind', 'state', sql<number>`count(*)`.as('count')])
-    .where('state', 'in', UNFINISHED_AUDIT_STATES)
+    .where(unfinishedAudit)
     .groupBy(['kind', 'state'])
     .execute();
   return everyPair(UNFINISHED_AUDIT_STATES, rows);

@@ -74,7 +74,8 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
     db
       .selectFrom('allocations')
       .select(sql<number>`count(*)`.as('count'))
-      .where('state', '=', 'active')
+      // A literal state: the partial index allocations_active_by_expiry answers it.
+      .where('state', '=', sql.lit('active'))
       .executeTakeFirstOrThrow(),
     db
       .selectFrom('rentals')

@@ -99,6 +99,6 @@ commit;
 
 begin;
 
-update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "id" in (select "id" from "allocations" where "state" = $4 and "expires_at" <= $5 order by "expires_at" limit $6) and "state" = $7 returning "id", "asset_id", "node_id", "expires_at";
+update "allocations" set "state" = $1, "ended_at" = $2, "end_reason" = $3 where "id" in (select "id" from "allocations" where "state" = 'active' and "expires_at" <= $4 order by "expires_at" limit $5) and "state" = $6 returning "id", "asset_id", "node_id", "expires_at";
 
 commit;

@@ -64,6 +64,6 @@ commit;
 
 begin immediate;
 
-update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ? where "id" in (select "id" from "allocations" where "state" = ? and "expires_at" <= ? order by "expires_at" limit ?) and "state" = ? returning "id", "asset_id", "node_id", "expires_at";
+update "allocations" set "state" = ?, "ended_at" = ?, "end_reason" = ? where "id" in (select "id" from "allocations" where "state" = 'active' and "expires_at" <= ? order by "expires_at" limit ?) and "state" = ? returning "id", "asset_id", "node_id", "expires_at";
 
 commit;

@@ -17,6 +17,7 @@ import * as reserveWindows from './0014-reserve-windows.js';
 import * as transfers from './0015-transfers.js';
 import * as proofs from './0016-proofs.js';
 import * as operatorsVetting from './0017-operators-vetting.js';
+import * as allocationsByAsset from './0018-allocations-by-asset.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: Dialect): Promise<void>;
@@ -41,4 +42,5 @@ export const migrations: Record<string, DialectMigration> = {
   '0015-transfers': transfers,
   '0016-proofs': proofs,
   '0017-operators-vetting': operatorsVetting,
+  '0018-allocations-by-asset': allocationsByAsset,
 };
