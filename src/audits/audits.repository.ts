@@ -190,14 +190,19 @@ export async function scheduleUnscheduledCopies(db: Db, now: number, intervalMs:
     .where(sql<boolean>`state = 'completed' and proof in ('proven', 'suspect', 'vetting') and next_audit_at is null`)
     .limit(limit)
     .execute();
-  for (const row of rows) {
-    await db
-      .updateTable('allocations')
-      .set({ next_audit_at: nextAuditAt(now, intervalMs, random) })
-      .where('id', '=', row.id)
-      .where('next_audit_at', 'is', null)
-      .execute();
-  }
+  if (rows.length === 0) return 0;
+  // One statement for the lot: each copy's own random time, chosen here (the random source is injected).
+  const times = rows.map((row) => sql`when ${Number(row.id)} then cast(${nextAuditAt(now, intervalMs, random)} as bigint)`);
+  await db
+    .updateTable('allocations')
+    .set({ next_audit_at: sql<number>`case id ${sql.join(times, sql` `)} end` })
+    .where(
+      'id',
+      'in',
+      rows.map((row) => Number(row.id)),
+    )
+    .where('next_audit_at', 'is', null)
+    .execute();
   return rows.length;
 }
 

@@ -20,6 +20,7 @@ import {
 import { proofDepsFrom } from './proof-deps.js';
 import { expireAudits, runProofs } from './proof.service.js';
 import { loadConfig } from '../config.js';
+import { insertNode } from '../nodes/nodes.repository.js';
 
 const HOUR = 3_600_000;
 const NOW = Date.UTC(2026, 0, 1);
@@ -41,9 +42,10 @@ describe('SQLite plans of the completion and proof statements', () => {
     database = await createTestDatabase('sqlite');
     const handle = openDatabase({ ...database.options, onQuery: (text) => statements.add(text) });
     db = handle.db;
+    for (const name of ['n1', 'n2']) await insertNode(db, { name, hostname: name, ip: null, sshPort: null, tags: {}, tokenHash: null, now: NOW - 48 * HOUR });
     await db
-      .insertInto('nodes')
-      .values([1, 2].map((n) => ({ name: `n${n}`, hostname: `h${n}`, status: 'alive' as const, tags: '{}', created_at: NOW - 48 * HOUR })))
+      .updateTable('nodes')
+      .set({ status: 'alive', vetted_at: NOW - 48 * HOUR })
       .execute();
     const nodes = (await db.selectFrom('nodes').select('id').orderBy('id').execute()).map((row) => Number(row.id));
     await db
