@@ -17,7 +17,7 @@ RUN --mount=type=cache,target=/root/.npm npm ci --ignore-scripts \
 
 FROM ${NODE_IMAGE} AS agent
 ENV NODE_ENV=production \
-    DATA_DIR=/data
+    DATA_DIRECTORY=/data
 WORKDIR /app
 # Owned by root and read-only to the agent: only /data is writable.
 COPY --from=agent-build /app/package.json ./package.json

@@ -87,7 +87,7 @@ interface Fleet {
   server: ServerProcess;
   agent: ChildProcessHandle;
   userToken: string;
-  dataDir: string;
+  dataDirectory: string;
   agentDownloadSeconds: number;
   profileDirectory?: string;
 }
@@ -160,22 +160,22 @@ async function startFleet(context: SuiteContext, kind: DatabaseKind, shared: Sha
   };
   await postJson(`${server.url}/assets`, [asset], adminToken);
   const imported = performance.now();
-  const dataDir = path.join(shared.scratch, `agent-${kind}`);
+  const dataDirectory = path.join(shared.scratch, `agent-${kind}`);
   const agent = startAgent({
     projectRoot: context.projectRoot,
     apiEndpoint: server.url,
     enrollmentToken: await createEnrollmentToken(server.url, adminToken),
-    dataDir,
+    dataDirectory,
     nodeName: `restore-agent-${kind}`,
     logFile: path.join(context.outDirectory, `agent-restore-${kind}.log`),
     profileDirectory: profileDirectory && path.join(profileDirectory, 'agent'),
   });
   context.onCleanup(`stop restore ${kind} agent`, () => agent.stop());
-  log(`  agent: pid ${agent.pid}, data in ${dataDir}`);
+  log(`  agent: pid ${agent.pid}, data in ${dataDirectory}`);
   await waitForCopy(server.url, adminToken, agent, options.restoreBytes);
   const agentDownloadSeconds = (performance.now() - imported) / 1000;
   log(`  the agent holds a counted copy after ${agentDownloadSeconds.toFixed(1)} s (download, hash, complete)`);
-  return { database, server, agent, userToken, dataDir, agentDownloadSeconds, profileDirectory };
+  return { database, server, agent, userToken, dataDirectory, agentDownloadSeconds, profileDirectory };
 }
 
 async function stopFleet(fleet: Fleet, log: (line: string) => void): Promise<void> {
@@ -184,7 +184,7 @@ async function stopFleet(fleet: Fleet, log: (line: string) => void): Promise<voi
   const lastLines = tail(fleet.server.logFile, 5);
   if (lastLines.trim() !== '') log(`  last lines of ${path.basename(fleet.server.logFile)}:\n${lastLines}`);
   await fleet.database.destroy();
-  await fs.rm(fleet.dataDir, { recursive: true, force: true });
+  await fs.rm(fleet.dataDirectory, { recursive: true, force: true });
   if (fleet.profileDirectory) await printProfiles(fleet.profileDirectory, log);
 }
 

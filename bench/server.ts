@@ -124,7 +124,7 @@ export interface AgentOptions {
   projectRoot: string;
   apiEndpoint: string;
   enrollmentToken: string;
-  dataDir: string;
+  dataDirectory: string;
   nodeName: string;
   logFile: string;
   /** When set, the agent runs with --cpu-prof and writes its profile here on exit. */
@@ -146,7 +146,7 @@ export function startAgent(options: AgentOptions): ChildProcessHandle {
       NODE_ENV: 'production',
       API_ENDPOINT: options.apiEndpoint,
       NODE_ENROLLMENT_TOKEN: options.enrollmentToken,
-      DATA_DIR: options.dataDir,
+      DATA_DIRECTORY: options.dataDirectory,
       NODE_NAME: options.nodeName,
       AGENT_ALLOW_PRIVATE_NETWORKS: 'true',
       AGENT_HEARTBEAT_SECONDS: '1',

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { describeVariables } from './config.js';
-import { agentSettings, type AgentFlags } from './agent/agent.config.js';
+import { agentSettings, kebab, type AgentFlags } from './agent/agent.config.js';
 import type { RunSummary } from './catalog/catalog-import.js';
 import type { FetchFlags } from './fetch/fetch.config.js';
 import { readPassword } from './lib/prompt.js';
@@ -76,8 +76,8 @@ const agentCommand = program
     await agent(flags);
   });
 for (const setting of agentSettings) {
-  const flag = setting.flag.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
-  agentCommand.option(`--${flag} <value>`, `${setting.help} [${setting.env}]`);
+  agentCommand.option(`--${kebab(setting.flag)} <value>`, `${setting.help} [${setting.env}]`);
+  if ('formerly' in setting) agentCommand.addOption(new Option(`--${kebab(setting.formerly.flag)} <value>`).hideHelp());
 }
 
 const fetchHelp = `

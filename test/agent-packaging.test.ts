@@ -73,11 +73,11 @@ describe("the agent without the server's modules (no native SQLite driver, so no
     // none of those modules; the work itself is tested in agents.e2e.test.ts.
     it('registers, beats and stops with exit 0', async () => {
       const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
-      const dataDir = path.join(scratch, 'node-light');
+      const dataDirectory = path.join(scratch, 'node-light');
       const run = (agent = runWithoutServerModules([path.join(root, 'src/cli.ts'), 'agent'], {
         API_ENDPOINT: server.url,
         NODE_ENROLLMENT_TOKEN: enrollment,
-        DATA_DIR: dataDir,
+        DATA_DIRECTORY: dataDirectory,
         NODE_NAME: 'node-light',
         AGENT_HEARTBEAT_SECONDS: '1',
         AGENT_POLL_SECONDS: '0.5',

@@ -6,7 +6,7 @@ import { root } from './cli-runner.js';
 /** A real `dispatcher agent` process. */
 export interface AgentProcess {
   name: string;
-  dataDir: string;
+  dataDirectory: string;
   child: ChildProcess;
   output: () => string;
   exited: Promise<number | null>;
@@ -21,14 +21,14 @@ export function createAgentLauncher(scratch: () => string, apiEndpoint: () => st
   const agents: AgentProcess[] = [];
   return {
     start(name: string, enrollment: string, extra: Record<string, string | undefined> = {}): AgentProcess {
-      const dataDir = path.join(scratch(), name);
+      const dataDirectory = path.join(scratch(), name);
       let output = '';
       const env: Record<string, string> = {};
       const settings = {
         PATH: process.env.PATH,
         API_ENDPOINT: apiEndpoint(),
         NODE_ENROLLMENT_TOKEN: enrollment,
-        DATA_DIR: dataDir,
+        DATA_DIRECTORY: dataDirectory,
         NODE_NAME: name,
         AGENT_HEARTBEAT_SECONDS: '1',
         AGENT_POLL_SECONDS: '0.5',
@@ -42,7 +42,7 @@ export function createAgentLauncher(scratch: () => string, apiEndpoint: () => st
       child.stdout.on('data', (chunk) => (output += chunk));
       child.stderr.on('data', (chunk) => (output += chunk));
       const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-      const agent = { name, dataDir, child, output: () => output, exited };
+      const agent = { name, dataDirectory, child, output: () => output, exited };
       agents.push(agent);
       return agent;
     },
@@ -70,13 +70,13 @@ export async function waitFor<T>(
 }
 
 /** Where an agent keeps its copy of an asset, from its manifest (the last line for the asset wins). */
-export function keptCopy(dataDir: string, assetId: string): string {
+export function keptCopy(dataDirectory: string, assetId: string): string {
   const lines = fs
-    .readFileSync(path.join(dataDir, 'manifest.jsonl'), 'utf8')
+    .readFileSync(path.join(dataDirectory, 'manifest.jsonl'), 'utf8')
     .split('\n')
     .filter(Boolean)
     .map((line) => JSON.parse(line) as { op: string; asset_id: string; path: string });
   const last = lines.filter((line) => line.asset_id === assetId).at(-1);
-  if (!last || last.op !== 'copy') throw new Error(`no copy of ${assetId} in ${dataDir}`);
-  return path.join(dataDir, last.path);
+  if (!last || last.op !== 'copy') throw new Error(`no copy of ${assetId} in ${dataDirectory}`);
+  return path.join(dataDirectory, last.path);
 }

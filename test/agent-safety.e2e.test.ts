@@ -67,7 +67,7 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     return agent.exited;
   };
 
-  it('keeps ids that a lossy name mapping would merge as distinct, correct files inside DATA_DIR', async () => {
+  it('keeps ids that a lossy name mapping would merge as distinct, correct files inside DATA_DIRECTORY', async () => {
     await start();
     const long = 'x'.repeat(200);
     const ids = ['a:b', 'a/b', 'a b', 'ａ:b', `${long}-one`, `${long}-two`, 'dup/1', 'dup:1'];
@@ -85,11 +85,11 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
       'every id to be rescued',
       async () => (await database.handle.db.selectFrom('assets').select('state').where('state', '=', 'rescued').execute()).length === ids.length,
     );
-    const paths = ids.map((id) => keptCopy(agent.dataDir, id));
+    const paths = ids.map((id) => keptCopy(agent.dataDirectory, id));
     expect(new Set(paths).size).toBe(ids.length);
     ids.forEach((_, index) => {
       const file = paths[index] as string;
-      expect(file.startsWith(path.join(agent.dataDir, 'assets') + path.sep)).toBe(true);
+      expect(file.startsWith(path.join(agent.dataDirectory, 'assets') + path.sep)).toBe(true);
       expect(crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex')).toBe(sha256Of(`f${index}`, (index + 1) * 65_536));
     });
     expect(await stop(agent)).toBe(0);
@@ -152,7 +152,7 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
       ['endless-known', 'failed', 'oversize'],
       ['endless-unknown', 'released', 'oversize'],
     ]);
-    const leftovers = fs.readdirSync(path.join(agent.dataDir, 'partial'));
+    const leftovers = fs.readdirSync(path.join(agent.dataDirectory, 'partial'));
     expect(leftovers).toEqual([]);
     // The source sent what the socket buffers took; the agent wrote nothing past the limit (unit-tested to the byte).
     expect(files.sent.get('known') ?? 0).toBeGreaterThan(MIB);
@@ -257,15 +257,15 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     expect(
       (await server.api.post('/complete', { asset_id: 'old:copy', node_id: 'node-old', sha256: sha256Of('old', size), bytes: size }, node.token)).status,
     ).toBe(200);
-    const dataDir = path.join(scratch, 'node-old');
-    const legacy = path.join(dataDir, 'assets', legacyName('old:copy'));
+    const dataDirectory = path.join(scratch, 'node-old');
+    const legacy = path.join(dataDirectory, 'assets', legacyName('old:copy'));
     fs.mkdirSync(legacy, { recursive: true });
     fs.writeFileSync(path.join(legacy, legacyName('old copy.bin')), Buffer.concat([...contentOf('old', 0, size)]));
-    fs.mkdirSync(path.join(dataDir, 'partial'), { recursive: true });
-    fs.writeFileSync(path.join(dataDir, 'partial', `${legacyName('gone-elsewhere')}.part`), 'stale');
-    fs.mkdirSync(path.join(dataDir, 'assets', 'empty-folder'));
+    fs.mkdirSync(path.join(dataDirectory, 'partial'), { recursive: true });
+    fs.writeFileSync(path.join(dataDirectory, 'partial', `${legacyName('gone-elsewhere')}.part`), 'stale');
+    fs.mkdirSync(path.join(dataDirectory, 'assets', 'empty-folder'));
     fs.writeFileSync(
-      path.join(dataDir, 'node-identity.json'),
+      path.join(dataDirectory, 'node-identity.json'),
       JSON.stringify({ api_endpoint: server.url, node_id: node.id, name: node.name, node_token: node.token }),
       { mode: 0o600 },
     );
@@ -273,11 +273,11 @@ describe.each(dialects)('the agent against hostile catalogs and sources on %s', 
     const agent = launcher.start('node-old', 'not-needed');
     await waitFor('the other asset to be rescued', async () => (await assetRow('other')).state === 'rescued');
     expect(agent.output()).toMatch(/kept 1 copies/);
-    expect(fs.readFileSync(keptCopy(dataDir, 'old:copy')).equals(Buffer.concat([...contentOf('old', 0, size)]))).toBe(true);
+    expect(fs.readFileSync(keptCopy(dataDirectory, 'old:copy')).equals(Buffer.concat([...contentOf('old', 0, size)]))).toBe(true);
     expect(files.requests.filter((request) => request.name === 'old')).toEqual([]);
     expect(fs.existsSync(legacy)).toBe(false);
-    expect(fs.existsSync(path.join(dataDir, 'assets', 'empty-folder'))).toBe(false);
-    expect(fs.readdirSync(path.join(dataDir, 'partial'))).toEqual([]);
+    expect(fs.existsSync(path.join(dataDirectory, 'assets', 'empty-folder'))).toBe(false);
+    expect(fs.readdirSync(path.join(dataDirectory, 'partial'))).toEqual([]);
     expect(await stop(agent)).toBe(0);
   });
 });

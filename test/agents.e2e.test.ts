@@ -115,7 +115,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     const enrollment = (await server.api.post('/api/enrollment-tokens', {}, server.adminToken)).body.token;
     // The slow agent is the one to be killed mid-download.
     const slow = await startAgent('node-c', enrollment, { AGENT_BANDWIDTH_LIMIT_MB_S: '1', AGENT_CONCURRENCY: '2' });
-    const partials = path.join(slow.dataDir, 'partial');
+    const partials = path.join(slow.dataDirectory, 'partial');
     await waitFor(
       'the slow agent to be mid-download',
       () => fs.existsSync(partials) && fs.readdirSync(partials).some((file) => file.endsWith('.part') && fs.statSync(path.join(partials, file)).size > 0),
@@ -150,7 +150,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
       expect(copies.map((copy) => copy.name).sort(), name).toEqual(['node-a', 'node-b']);
       expect(new Set(copies.map((copy) => copy.sha256))).toEqual(new Set([sha256Of(name, size)]));
       expect(await assetRow(name)).toMatchObject({ copies: 2, holders: 2 });
-      for (const agent of [a, b]) expect(fs.statSync(keptCopy(agent.dataDir, name)).size).toBe(size);
+      for (const agent of [a, b]) expect(fs.statSync(keptCopy(agent.dataDirectory, name)).size).toBe(size);
     }
     // big-1 was cut off once and resumed with a Range request rather than started over.
     expect(files.requests.some((request) => request.name === 'big-1' && request.range !== undefined && request.range !== 'bytes=0-')).toBe(true);
@@ -192,7 +192,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     ]);
     expect((await assetRow('big-1')).copies).toBe(copiesBefore);
     // The identity file keeps the node token, readable by its owner only.
-    expect(fs.statSync(path.join(a.dataDir, 'node-identity.json')).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.join(a.dataDirectory, 'node-identity.json')).mode & 0o777).toBe(0o600);
   }, 180_000);
 
   it('reports a finished copy again when the control plane answers busy, and keeps the file', async () => {
@@ -208,7 +208,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
       await waitFor('the copy to be counted', async () => (await completedCopies('kept')).length === 1);
       expect(proxy.refused).toBe(1);
       expect(agent.output()).toMatch(/retrying in/);
-      expect(fs.statSync(keptCopy(agent.dataDir, 'kept')).size).toBe(MIB);
+      expect(fs.statSync(keptCopy(agent.dataDirectory, 'kept')).size).toBe(MIB);
       agent.child.kill('SIGTERM');
       expect(await agent.exited).toBe(0);
     } finally {
@@ -227,14 +227,14 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     // 48 MiB of heap for a 160 MiB file; slowed down so that it can be stopped halfway.
     const first = await startAgent('node-heap', enrollment, { NODE_OPTIONS: '--max-old-space-size=48', AGENT_BANDWIDTH_LIMIT_MB_S: '20' });
     const partialOf = () =>
-      fs.existsSync(path.join(first.dataDir, 'partial'))
-        ? fs.readdirSync(path.join(first.dataDir, 'partial')).find((file) => file.startsWith('huge-') && file.endsWith('.part'))
+      fs.existsSync(path.join(first.dataDirectory, 'partial'))
+        ? fs.readdirSync(path.join(first.dataDirectory, 'partial')).find((file) => file.startsWith('huge-') && file.endsWith('.part'))
         : undefined;
     await waitFor(
       'the download to be under way',
-      () => partialOf() !== undefined && fs.statSync(path.join(first.dataDir, 'partial', partialOf() as string)).size > 10 * MIB,
+      () => partialOf() !== undefined && fs.statSync(path.join(first.dataDirectory, 'partial', partialOf() as string)).size > 10 * MIB,
     );
-    const partial = path.join(first.dataDir, 'partial', partialOf() as string);
+    const partial = path.join(first.dataDirectory, 'partial', partialOf() as string);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     const released = await server.api.get('/allocations?asset=huge&state=released', server.adminToken);
@@ -245,7 +245,7 @@ describe.each(dialects)('rescue nodes end to end on %s', (dialect) => {
     const again = await startAgent('node-heap', 'not-needed-any-more', { NODE_OPTIONS: '--max-old-space-size=48' });
     await waitFor('the huge file to be rescued', async () => (await assetRow('huge')).state === 'rescued', 120_000);
     expect(await database.handle.db.selectFrom('nodes').select('id').execute()).toHaveLength(1);
-    expect(fs.statSync(keptCopy(again.dataDir, 'huge')).size).toBe(size);
+    expect(fs.statSync(keptCopy(again.dataDirectory, 'huge')).size).toBe(size);
     expect(files.requests.filter((request) => request.name === 'huge').map((request) => request.range)).toContain(`bytes=${kept}-`);
     again.child.kill('SIGTERM');
     expect(await again.exited).toBe(0);

@@ -59,7 +59,7 @@ describe('Dockerfile', () => {
   it('runs the agent as the unprivileged node user, on /data, stopped by SIGTERM to node itself', () => {
     const agent = stageNamed('agent')!;
     expect(argumentsOf(agent, 'USER')).toEqual(['node']);
-    expect(argumentsOf(agent, 'ENV').join(' ')).toContain('DATA_DIR=/data');
+    expect(argumentsOf(agent, 'ENV').join(' ')).toContain('DATA_DIRECTORY=/data');
     expect(argumentsOf(agent, 'VOLUME')).toEqual(['["/data"]']);
     expect(argumentsOf(agent, 'STOPSIGNAL')).toEqual(['SIGTERM']);
     expect(argumentsOf(agent, 'ENTRYPOINT').map((entrypoint) => JSON.parse(entrypoint))).toEqual([['node', 'dist/cli.js', 'agent']]);

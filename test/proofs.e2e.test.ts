@@ -79,7 +79,7 @@ describe.each(dialects)('proven copies with real agents on %s', (dialect) => {
   /** The piece layer beside an agent's copy: a header naming its size and the asset's agreed root, then 32 bytes per MiB. */
   const expectPieceLayer = async (agent: AgentProcess, id: string) => {
     const { merkle_root: root } = await database.handle.db.selectFrom('assets').select('merkle_root').where('id', '=', id).executeTakeFirstOrThrow();
-    const content = fs.readFileSync(pieceLayerPath(keptCopy(agent.dataDir, id)));
+    const content = fs.readFileSync(pieceLayerPath(keptCopy(agent.dataDirectory, id)));
     const end = content.indexOf('\n');
     expect(root).toMatch(/^[0-9a-f]{64}$/);
     expect(content.subarray(0, end).toString()).toBe(`dispatcher-pieces 1 ${SIZES[id]} ${root}`);
@@ -133,9 +133,9 @@ describe.each(dialects)('proven copies with real agents on %s', (dialect) => {
     const alphaLost = alphaCopies![0]!;
     const betaLost = betaCopies!.find((copy) => copy.node_name !== alphaLost.node_name)!;
     const gammaHolder = gammaCopies![0]!;
-    const alphaFile = keptCopy(agents.get(alphaLost.node_name)!.dataDir, 'alpha');
-    const betaFile = keptCopy(agents.get(betaLost.node_name)!.dataDir, 'beta');
-    const gammaLayer = pieceLayerPath(keptCopy(agents.get(gammaHolder.node_name)!.dataDir, 'gamma'));
+    const alphaFile = keptCopy(agents.get(alphaLost.node_name)!.dataDirectory, 'alpha');
+    const betaFile = keptCopy(agents.get(betaLost.node_name)!.dataDirectory, 'beta');
+    const gammaLayer = pieceLayerPath(keptCopy(agents.get(gammaHolder.node_name)!.dataDirectory, 'gamma'));
     fs.rmSync(alphaFile);
     fs.rmSync(betaFile);
     fs.rmSync(pieceLayerPath(betaFile));
@@ -192,7 +192,7 @@ describe.each(dialects)('proven copies with real agents on %s', (dialect) => {
     ] as const) {
       const agent = agents.get(copy.node_name)!;
       expect(agent.output()).toMatch(new RegExp(`block of ${id}\\): its file is gone from disk; answering that the copy is not here`));
-      expect(fs.readFileSync(path.join(agent.dataDir, 'manifest.jsonl'), 'utf8')).toContain(`"op":"remove","asset_id":"${id}"`);
+      expect(fs.readFileSync(path.join(agent.dataDirectory, 'manifest.jsonl'), 'utf8')).toContain(`"op":"remove","asset_id":"${id}"`);
     }
   }, 120_000);
 });

@@ -145,7 +145,7 @@ describe.each(dialects)('getting the data back end to end on %s', (dialect) => {
     // 3. The first holder asked for sst-monthly has its copy altered on disk: it is caught, and the restore is still exact.
     const [firstHolder] = await copiesOf('sst-monthly');
     const altered = byName.get(firstHolder!.name) as AgentProcess;
-    const file = keptCopy(altered.dataDir, 'sst-monthly');
+    const file = keptCopy(altered.dataDirectory, 'sst-monthly');
     const handle = fs.openSync(file, 'r+');
     fs.writeSync(handle, Buffer.from('tampered'), 0, 8, 1000);
     fs.closeSync(handle);
@@ -165,7 +165,7 @@ describe.each(dialects)('getting the data back end to end on %s', (dialect) => {
     const agents = await rescueThenSwitchOff();
     const [lostOn, kept] = await copiesOf('sst-monthly');
     const owner = agents.find((agent) => agent.name === lostOn!.name) as AgentProcess;
-    fs.rmSync(keptCopy(owner.dataDir, 'sst-monthly'));
+    fs.rmSync(keptCopy(owner.dataDirectory, 'sst-monthly'));
     owner.child.kill('SIGTERM');
     await owner.exited;
     // At its next start the agent finds the copy gone and says so.

@@ -38,6 +38,15 @@ describe('agent configuration', () => {
     );
   });
 
+  it('keeps copies in DATA_DIRECTORY, and still reads the former DATA_DIR and --data-dir after the new names', () => {
+    const endpoint = { API_ENDPOINT: 'http://cp:8000' };
+    expect(loadAgentConfig({}, endpoint).dataDirectory).toBe(path.resolve('rescue-data'));
+    expect(loadAgentConfig({}, { ...endpoint, DATA_DIR: '/srv/old' }).dataDirectory).toBe('/srv/old');
+    expect(loadAgentConfig({}, { ...endpoint, DATA_DIR: '/srv/old', DATA_DIRECTORY: '/srv/new' }).dataDirectory).toBe('/srv/new');
+    expect(loadAgentConfig({ dataDir: '/srv/flag' }, { ...endpoint, DATA_DIRECTORY: '/srv/new' }).dataDirectory).toBe('/srv/flag');
+    expect(loadAgentConfig({ dataDir: '/srv/old-flag', dataDirectory: '/srv/flag' }, endpoint).dataDirectory).toBe('/srv/flag');
+  });
+
   it('is documented: the README names every variable', () => {
     const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
     for (const setting of agentSettings) expect(readme, setting.env).toContain(`\`${setting.env}\``);

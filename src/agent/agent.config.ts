@@ -6,7 +6,7 @@ export interface AgentConfig {
   apiEndpoint: string;
   enrollmentToken: string | undefined;
   nodeToken: string | undefined;
-  dataDir: string;
+  dataDirectory: string;
   /** Undefined: the host name plus a short random suffix, chosen at the first registration and kept. */
   nodeName: string | undefined;
   sshPort: number | undefined;
@@ -42,8 +42,14 @@ export const agentSettings = [
   { flag: 'apiEndpoint', env: 'API_ENDPOINT', help: 'control plane URL, e.g. https://dispatcher.example.org' },
   { flag: 'enrollmentToken', env: 'NODE_ENROLLMENT_TOKEN', help: 'enrollment token, for the first registration' },
   { flag: 'nodeToken', env: 'NODE_TOKEN', help: "this node's token, if it was registered elsewhere" },
-  { flag: 'dataDir', env: 'DATA_DIR', help: "where copies and the node's identity are kept (default ./rescue-data)" },
-  { flag: 'nodeName', env: 'NODE_NAME', help: 'name to register under (default: the host name and a random suffix, kept in DATA_DIR)' },
+  {
+    flag: 'dataDirectory',
+    env: 'DATA_DIRECTORY',
+    // The name agents were first deployed with, still read so that their units and images keep working.
+    formerly: { flag: 'dataDir', env: 'DATA_DIR' },
+    help: "where copies and the node's identity are kept (default ./rescue-data; DATA_DIR and --data-dir are read too)",
+  },
+  { flag: 'nodeName', env: 'NODE_NAME', help: 'name to register under (default: the host name and a random suffix, kept in DATA_DIRECTORY)' },
   { flag: 'sshPort', env: 'MY_HOST_PORT', help: 'SSH port this machine advertises' },
   { flag: 'tags', env: 'NODE_TAGS', help: 'tags such as region=eu,site=lab (copies are spread across SPREAD_TAG)' },
   { flag: 'concurrency', env: 'AGENT_CONCURRENCY', help: 'downloads at once (default 3)' },
@@ -73,7 +79,12 @@ export const agentSettings = [
   },
 ] as const;
 
-export type AgentFlags = Partial<Record<(typeof agentSettings)[number]['flag'], string>>;
+type AgentSetting = (typeof agentSettings)[number];
+/** A setting's earlier names, still read after its own (flag first, then the environment). */
+export type FormerNames = { flag: string; env: string };
+const formerNamesOf = (setting: AgentSetting): FormerNames | undefined => ('formerly' in setting ? setting.formerly : undefined);
+
+export type AgentFlags = Partial<Record<AgentSetting['flag'] | Extract<AgentSetting, { formerly: FormerNames }>['formerly']['flag'], string>>;
 
 const MIB = 1024 * 1024;
 
@@ -82,7 +93,8 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
   const problems: string[] = [];
   const value = (flag: keyof AgentFlags): string | undefined => {
     const setting = agentSettings.find((candidate) => candidate.flag === flag)!;
-    const raw = flags[flag] ?? env[setting.env];
+    const former = formerNamesOf(setting);
+    const raw = flags[flag] ?? (former && flags[former.flag as keyof AgentFlags]) ?? env[setting.env] ?? (former && env[former.env]);
     return raw === undefined || raw === '' ? undefined : raw;
   };
   const number = (flag: keyof AgentFlags, fallback: number | undefined, min: number, max: number, integer = true): number | undefined => {
@@ -128,7 +140,7 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
     apiEndpoint: apiEndpoint ?? '',
     enrollmentToken: value('enrollmentToken'),
     nodeToken: value('nodeToken'),
-    dataDir: path.resolve(value('dataDir') ?? 'rescue-data'),
+    dataDirectory: path.resolve(value('dataDirectory') ?? 'rescue-data'),
     nodeName,
     sshPort: number('sshPort', undefined, 1, 65535),
     tags,
@@ -154,6 +166,7 @@ export function loadAgentConfig(flags: AgentFlags, env: Record<string, string | 
   return config;
 }
 
-function kebab(flag: string): string {
+/** A setting's command-line flag as typed: `dataDirectory` is `data-directory`. */
+export function kebab(flag: string): string {
   return flag.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`);
 }

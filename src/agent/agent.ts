@@ -31,8 +31,8 @@ const { version } = createRequire(import.meta.url)('../../package.json') as { ve
  * going offline, and returns, also when the control plane cannot be reached.
  */
 export async function runAgent(config: AgentConfig, progress: Progress, signal: AbortSignal): Promise<void> {
-  await fs.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = await openStore(config.dataDir, { onWarning: (message) => progress.log(message) });
+  await fs.mkdir(config.dataDirectory, { recursive: true, mode: 0o700 });
+  const store = await openStore(config.dataDirectory, { onWarning: (message) => progress.log(message) });
   const identity = await obtainIdentity(config, progress, signal);
   if (!identity) return;
   const client = createClient(config.apiEndpoint, () => identity.node_token);
@@ -52,7 +52,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
     limiter: config.bandwidthLimit ? createRateLimiter(config.bandwidthLimit) : undefined,
     restraints: createRestraints(FIRST_DEFER_MS),
     received: { bytes: 0 },
-    freeBytes: () => freeBytes(config.dataDir),
+    freeBytes: () => freeBytes(config.dataDirectory),
     signal,
   };
   const jobs = new Map<string, Job>();
@@ -70,7 +70,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
 
   let resumed: Task[];
   try {
-    resumed = await prepareDataDirectory(config.dataDir, client, store, identity, progress, signal);
+    resumed = await prepareDataDirectory(config.dataDirectory, client, store, identity, progress, signal);
   } catch (error) {
     if (signal.aborted) return;
     throw error;
@@ -82,14 +82,14 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   const transfers = startTransfers(copyDeps);
   const audits = startAudits(copyDeps);
   const listCompleted = () => withBackoff(() => listAllocations(client, identity.name, 'completed'), retryOptions(progress, signal));
-  const checks = checkCopies(copyDeps, listCompleted, config.dataDir, { bytesPerSecond: config.scrubBytesPerSecond, intervalMs: config.scrubIntervalMs });
+  const checks = checkCopies(copyDeps, listCompleted, config.dataDirectory, { bytesPerSecond: config.scrubBytesPerSecond, intervalMs: config.scrubIntervalMs });
   const heartbeats = heartbeatLoop(context, jobs, { transfers: transfers.offer, audits: audits.offer });
   const stopWatching = progress.watch(() => [...jobs.values()]);
   while (!signal.aborted) {
     let waitMs = config.pollSeconds * 1000;
     if (jobs.size < config.concurrency) {
       try {
-        const free = await freeBytes(config.dataDir);
+        const free = await freeBytes(config.dataDirectory);
         const granted = await client.allocate({
           node_id: identity.name,
           free_space_gb: Math.max(0, free - config.reserveBytes) / GIB,
@@ -110,7 +110,7 @@ export async function runAgent(config: AgentConfig, progress: Progress, signal: 
   }
 
   progress.log(`stopping: ${jobs.size} allocation(s) in hand are given back, or kept when their copy waits to be reported`);
-  await rememberStopped(config.dataDir, [...jobs.keys()]);
+  await rememberStopped(config.dataDirectory, [...jobs.keys()]);
   for (const job of jobs.values()) job.controller.abort();
   while (jobs.size > 0) await new Promise<void>((resolve) => (wake = resolve));
   stopWatching();
@@ -145,7 +145,7 @@ function taskOf(
  * empty folders are removed, and the unfinished allocations are returned to be resumed.
  */
 async function prepareDataDirectory(
-  dataDir: string,
+  dataDirectory: string,
   client: Client,
   store: Store,
   identity: Identity,
@@ -166,7 +166,7 @@ async function prepareDataDirectory(
     progress.log(`kept ${outcome.adopted} copies${outcome.missing.length > 0 ? `; not found or not matching: ${outcome.missing.join(', ')}` : ''}`);
   }
   const active = await withBackoff(() => listAllocations(client, identity.name, 'active'), retry);
-  const stopped = await recallStopped(dataDir);
+  const stopped = await recallStopped(dataDirectory);
   const removed = await store.cleanUp(new Set([...active.map((allocation) => allocation.asset_id), ...stopped]));
   if (removed.partials + removed.folders > 0) progress.log(`removed ${removed.partials} stale partial download(s) and ${removed.folders} empty folder(s)`);
   const tasks: Task[] = [];
@@ -183,26 +183,26 @@ async function prepareDataDirectory(
 const STOPPED_FILE = 'stopped.json';
 const STOPPED_KEEP_MS = 7 * 24 * 3_600_000;
 
-async function rememberStopped(dataDir: string, assetIds: string[]): Promise<void> {
+async function rememberStopped(dataDirectory: string, assetIds: string[]): Promise<void> {
   const at = Date.now();
-  const earlier = await readStopped(dataDir);
+  const earlier = await readStopped(dataDirectory);
   const entries = {
     ...Object.fromEntries(Object.entries(earlier).filter(([, when]) => at - when < STOPPED_KEEP_MS)),
     ...Object.fromEntries(assetIds.map((id) => [id, at])),
   };
-  await fs.writeFile(path.join(dataDir, STOPPED_FILE), JSON.stringify(entries), { mode: 0o600 });
+  await fs.writeFile(path.join(dataDirectory, STOPPED_FILE), JSON.stringify(entries), { mode: 0o600 });
 }
 
-async function recallStopped(dataDir: string): Promise<string[]> {
+async function recallStopped(dataDirectory: string): Promise<string[]> {
   const now = Date.now();
-  return Object.entries(await readStopped(dataDir))
+  return Object.entries(await readStopped(dataDirectory))
     .filter(([, when]) => now - when < STOPPED_KEEP_MS)
     .map(([id]) => id);
 }
 
-async function readStopped(dataDir: string): Promise<Record<string, number>> {
+async function readStopped(dataDirectory: string): Promise<Record<string, number>> {
   try {
-    const parsed = JSON.parse(await fs.readFile(path.join(dataDir, STOPPED_FILE), 'utf8')) as unknown;
+    const parsed = JSON.parse(await fs.readFile(path.join(dataDirectory, STOPPED_FILE), 'utf8')) as unknown;
     return parsed !== null && typeof parsed === 'object' ? (parsed as Record<string, number>) : {};
   } catch {
     return {};
@@ -227,7 +227,7 @@ async function heartbeatLoop(context: JobContext, jobs: Map<string, Job>, offers
     [lastBytes, lastAt] = [received.bytes, now];
     try {
       const answer = await client.heartbeat(identity.node_id, {
-        free_bytes: await freeBytes(config.dataDir),
+        free_bytes: await freeBytes(config.dataDirectory),
         bytes_in_flight: [...jobs.values()].reduce((sum, job) => sum + Math.max(0, (job.task.sizeBytes ?? job.bytesDone) - job.bytesDone), 0),
         // No transfer since the last beat says nothing about the node's rate: the control plane keeps the last one.
         ...(rate > 0 ? { download_rate_bps: rate } : {}),

@@ -22,7 +22,7 @@ interface Posted {
   body: Record<string, unknown>;
 }
 
-let dataDir: string;
+let dataDirectory: string;
 let server: http.Server;
 let origin: string;
 let store: Store;
@@ -34,7 +34,7 @@ let controller: AbortController;
 let loop: AuditLoop;
 
 beforeEach(async () => {
-  dataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'audits-'));
+  dataDirectory = await fsp.mkdtemp(path.join(os.tmpdir(), 'audits-'));
   [posted, refusals, logs] = [[], [], []];
   server = http.createServer((request, response) => {
     if (request.method === 'GET') return response.writeHead(200, { 'content-length': content.length }).end(content);
@@ -49,7 +49,7 @@ beforeEach(async () => {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  store = await openStore(dataDir);
+  store = await openStore(dataDirectory);
   controller = new AbortController();
   const progress: Progress = { log: (message) => logs.push(message), started: () => undefined, finished: () => undefined, watch: () => () => undefined };
   loop = startAudits({ client: createClient(origin, () => 'node-token'), store, nodeId: 1, progress, signal: controller.signal });
@@ -60,7 +60,7 @@ afterEach(async () => {
   await loop.stopped;
   server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
-  await fsp.rm(dataDir, { recursive: true, force: true });
+  await fsp.rm(dataDirectory, { recursive: true, force: true });
 });
 
 /** Downloads `content` from the local source and keeps it, as a job does: the root is the one computed while downloading. */

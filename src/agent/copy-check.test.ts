@@ -9,14 +9,14 @@ import { checkCopy } from './copy-check.js';
 import { assessCopiesAtStart } from './scrub.js';
 import { openStore, type Store } from './storage.js';
 
-let dataDir: string;
+let dataDirectory: string;
 
 beforeEach(async () => {
-  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'copy-check-'));
+  dataDirectory = await fs.mkdtemp(path.join(os.tmpdir(), 'copy-check-'));
 });
 
 afterEach(async () => {
-  await fs.rm(dataDir, { recursive: true, force: true });
+  await fs.rm(dataDirectory, { recursive: true, force: true });
 });
 
 const sha256 = (content: string) => crypto.createHash('sha256').update(content).digest('hex');
@@ -46,7 +46,7 @@ const PROVED_AT = 1_700_000_000;
 
 describe('checking a copy', () => {
   it('trusts a file with the size and mtime recorded, and re-hashes one whose mtime changed', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await keep(store, 'sst', 'sea surface');
     expect(await checkCopy(store, 'sst', { sha256: sst.sha256, bytes: sst.bytes }, 'if-changed')).toEqual({ ok: true, record: sst });
 
@@ -63,7 +63,7 @@ describe('checking a copy', () => {
   });
 
   it('re-hashes a copy recorded without an mtime, and one rewritten with a new mtime is corrupt', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await keep(store, 'sst', 'sea surface');
     await fs.writeFile(sst.path, 'SEA SURFACE');
     expect(await checkCopy(store, 'sst', undefined, 'never')).toMatchObject({ ok: true });
@@ -71,7 +71,7 @@ describe('checking a copy', () => {
   });
 
   it('calls a copy missing when it is not in the manifest, its file is gone, or its size differs; only a kept one is bad', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const gone = await keep(store, 'gone', 'sea ice');
     const short = await keep(store, 'short', 'sea surface');
     await fs.rm(gone.path);
@@ -88,7 +88,7 @@ describe('checking a copy', () => {
   });
 
   it('does not serve another version than the one the control plane counts, nor calls it bad', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     await keep(store, 'sst', 'sea surface, second version');
     const check = await checkCopy(store, 'sst', { sha256: sha256('sea surface'), bytes: 11 }, 'never');
     expect(check).toMatchObject({ ok: false, reason: 'missing', detail: expect.stringMatching(/another version/) });
@@ -96,7 +96,7 @@ describe('checking a copy', () => {
   });
 
   it.skipIf(process.getuid?.() === 0)('calls a file it may not read unreadable, not bad', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await keep(store, 'sst', 'sea surface');
     await fs.chmod(sst.path, 0o000);
     try {
@@ -109,7 +109,7 @@ describe('checking a copy', () => {
 
 describe('the check at start', () => {
   it('finds present copies checked and the rest missing, and forgets the bad ones', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     await keep(store, 'sst', 'sea surface');
     const ice = await keep(store, 'ice', 'sea ice');
     const wind = await keep(store, 'wind', 'wind speed');
@@ -153,8 +153,8 @@ describe('the check at start', () => {
     expect(logged).toEqual([]);
   });
 
-  it('leaves no phantom copy after DATA_DIR was wiped: everything the control plane counts is lost', async () => {
-    const store = await openStore(dataDir);
+  it('leaves no phantom copy after DATA_DIRECTORY was wiped: everything the control plane counts is lost', async () => {
+    const store = await openStore(dataDirectory);
     const found = await assessCopiesAtStart(store, [completed('sst', 'sea surface'), completed('ice', 'sea ice')], () => undefined);
     expect(found).toEqual({
       checked: [],

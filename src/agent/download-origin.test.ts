@@ -80,11 +80,11 @@ describe("downloading from the control plane's copies", () => {
   let base: string;
   let handle: Handler;
   let seen: http.IncomingMessage[];
-  let dataDir: string;
+  let dataDirectory: string;
 
   beforeEach(async () => {
     seen = [];
-    dataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'download-origin-'));
+    dataDirectory = await fsp.mkdtemp(path.join(os.tmpdir(), 'download-origin-'));
     server = http.createServer((request, response) => {
       seen.push(request);
       response.on('error', () => undefined);
@@ -96,7 +96,7 @@ describe("downloading from the control plane's copies", () => {
   afterEach(async () => {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
-    await fsp.rm(dataDir, { recursive: true, force: true });
+    await fsp.rm(dataDirectory, { recursive: true, force: true });
   });
 
   const restoreOf = (content: Buffer, cutAfter?: number): Handler => {
@@ -124,7 +124,7 @@ describe("downloading from the control plane's copies", () => {
     url: `${base}/assets/sst/content?prefer_source=false`,
     fetch: fetchFromControlPlane(),
     answerer: 'the control plane',
-    partial: path.join(dataDir, 'sst.part'),
+    partial: path.join(dataDirectory, 'sst.part'),
     expectedBytes: content.length,
     expectedSha256: crypto.createHash('sha256').update(content).digest('hex'),
     maxBytes: content.length,
@@ -147,7 +147,7 @@ describe("downloading from the control plane's copies", () => {
     for (const request of seen) {
       expect(request.headers).toMatchObject({ authorization: 'Bearer node-token', 'user-agent': 'dispatcher-agent/test (+ops@example.org)' });
     }
-    expect((await fsp.readFile(path.join(dataDir, 'sst.part'))).equals(content)).toBe(true);
+    expect((await fsp.readFile(path.join(dataDirectory, 'sst.part'))).equals(content)).toBe(true);
   });
 
   it('names the code of a 503 NO_HOLDER_ONLINE and gives it back as a cooldown of this asset only; a 404 NO_COPY is not a gone source', async () => {

@@ -15,7 +15,7 @@ const TIB = 1024 ** 4;
 
 type Handler = (request: http.IncomingMessage, response: http.ServerResponse) => void;
 
-let dataDir: string;
+let dataDirectory: string;
 let server: http.Server;
 let origin: string;
 let handle: Handler;
@@ -23,7 +23,7 @@ let handle: Handler;
 let seen: http.IncomingMessage[];
 
 beforeEach(async () => {
-  dataDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'download-'));
+  dataDirectory = await fsp.mkdtemp(path.join(os.tmpdir(), 'download-'));
   seen = [];
   server = http.createServer((request, response) => {
     seen.push(request);
@@ -37,7 +37,7 @@ beforeEach(async () => {
 afterEach(async () => {
   server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
-  await fsp.rm(dataDir, { recursive: true, force: true });
+  await fsp.rm(dataDirectory, { recursive: true, force: true });
 });
 
 const sha256 = (content: Buffer) => crypto.createHash('sha256').update(content).digest('hex');
@@ -47,7 +47,7 @@ const receivedWhole = (content: Buffer) => {
   hasher.update(content);
   return { ok: true, ...hasher.digest(), partial: partialOf() };
 };
-const partialOf = () => path.join(dataDir, 'asset.part');
+const partialOf = () => path.join(dataDirectory, 'asset.part');
 const exists = (file: string) =>
   fsp.access(file).then(
     () => true,

@@ -20,13 +20,13 @@ export function retryOptions(progress: Progress, signal: AbortSignal) {
 export class RegistrationRefused extends Error {}
 
 /**
- * The node's identity: the one kept in DATA_DIR (a restart registers nothing new), else a new
+ * The node's identity: the one kept in DATA_DIRECTORY (a restart registers nothing new), else a new
  * registration with the enrollment token. Null when stopped before the control plane answered.
  * Without NODE_NAME, the name is the host name plus a random suffix, so that two volunteers whose
  * machines share a host name (`ubuntu`) do not collide; it is kept with the identity.
  */
 export async function obtainIdentity(config: AgentConfig, progress: Progress, signal: AbortSignal): Promise<Identity | null> {
-  const kept = await readIdentity(config.dataDir);
+  const kept = await readIdentity(config.dataDirectory);
   const token = kept?.api_endpoint === config.apiEndpoint ? kept.node_token : config.nodeToken;
   const client = createClient(config.apiEndpoint, () => token ?? '');
   const worker = config.worker ? { ssh_host_key: await readHostKey(config.worker.hostKeyFile), ssh_user: config.worker.user } : {};
@@ -49,11 +49,11 @@ export async function obtainIdentity(config: AgentConfig, progress: Progress, si
   const nodeToken = token ?? registration.node_token;
   if (nodeToken === undefined) {
     throw new RegistrationRefused(
-      `This machine is already registered as node "${registration.name}", and its token is not in ${config.dataDir}: copy node-identity.json from its earlier DATA_DIR, give the token as NODE_TOKEN, or ask an admin to register it again (which issues a new token).`,
+      `This machine is already registered as node "${registration.name}", and its token is not in ${config.dataDirectory}: copy node-identity.json from its earlier DATA_DIRECTORY, give the token as NODE_TOKEN, or ask an admin to register it again (which issues a new token).`,
     );
   }
   const identity = { api_endpoint: config.apiEndpoint, node_id: registration.node_id, name: registration.name, node_token: nodeToken };
-  await writeIdentity(config.dataDir, identity);
+  await writeIdentity(config.dataDirectory, identity);
   if (config.worker) {
     // A worker lets the control plane in for provisioning only: its key, restricted to worker-exec.
     const provisioning = await withBackoff(() => createClient(config.apiEndpoint, () => identity.node_token).provisioningKey(), retry);

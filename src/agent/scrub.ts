@@ -17,7 +17,7 @@ export interface ScrubSettings {
 /**
  * The copies the control plane counts for this node (its completed allocations) judged against the
  * store without reading them: present with the size recorded is checked; anything else (gone, the
- * wrong size, another version, not in the manifest at all as after DATA_DIR was wiped) is lost as
+ * wrong size, another version, not in the manifest at all as after DATA_DIRECTORY was wiped) is lost as
  * missing. A bad kept copy is forgotten on the way; an unreadable one is only logged.
  */
 export async function assessCopiesAtStart(
@@ -45,7 +45,12 @@ export async function assessCopiesAtStart(
  * At start, reports what `assessCopiesAtStart` finds; then, unless the scrub is off, re-hashes every
  * kept copy in turn at the scrub's rate, one full pass per interval, until `deps.signal` aborts.
  */
-export async function checkCopies(deps: CopyDeps, listCompleted: () => Promise<AllocationRecord[]>, dataDir: string, settings: ScrubSettings): Promise<void> {
+export async function checkCopies(
+  deps: CopyDeps,
+  listCompleted: () => Promise<AllocationRecord[]>,
+  dataDirectory: string,
+  settings: ScrubSettings,
+): Promise<void> {
   const { progress, signal } = deps;
   try {
     const found = await assessCopiesAtStart(deps.store, await listCompleted(), (message) => progress.log(message));
@@ -55,7 +60,7 @@ export async function checkCopies(deps: CopyDeps, listCompleted: () => Promise<A
     if (signal.aborted) return;
     progress.log(`checking copies at start failed: ${(error as Error).message}`);
   }
-  if (settings.bytesPerSecond > 0) await scrub(deps, dataDir, settings);
+  if (settings.bytesPerSecond > 0) await scrub(deps, dataDirectory, settings);
 }
 
 /** Where the scrub is, kept across restarts so that an agent often restarted still gets through every copy. */
@@ -70,7 +75,7 @@ const STATE_FILE = 'scrub.json';
 const REPORT_EVERY_MS = 10 * 60_000;
 const DAY_MS = 86_400_000;
 
-async function scrub(deps: CopyDeps, dataDir: string, settings: ScrubSettings): Promise<void> {
+async function scrub(deps: CopyDeps, dataDirectory: string, settings: ScrubSettings): Promise<void> {
   const { signal } = deps;
   const limiter = createRateLimiter(settings.bytesPerSecond);
   const pace: ReadPace = {
@@ -80,7 +85,7 @@ async function scrub(deps: CopyDeps, dataDir: string, settings: ScrubSettings): 
       if (waitMs > 0) await pause(waitMs, signal);
     },
   };
-  let state = await readState(dataDir);
+  let state = await readState(dataDirectory);
   while (!signal.aborted) {
     if (state.after === null && state.passEndedAt !== null) {
       // A timer holds at most ~24 days: wait a day at a time.
@@ -88,12 +93,12 @@ async function scrub(deps: CopyDeps, dataDir: string, settings: ScrubSettings): 
       while (!signal.aborted && Date.now() < due) await pause(Math.min(due - Date.now(), DAY_MS), signal);
       if (signal.aborted) return;
     }
-    state = await scrubPass(deps, dataDir, state, pace);
+    state = await scrubPass(deps, dataDirectory, state, pace);
   }
 }
 
 /** One pass, from where the last one stopped; returns where it got to (a finished pass: after = null). */
-async function scrubPass(deps: CopyDeps, dataDir: string, state: ScrubState, pace: ReadPace): Promise<ScrubState> {
+async function scrubPass(deps: CopyDeps, dataDirectory: string, state: ScrubState, pace: ReadPace): Promise<ScrubState> {
   const { store, progress, signal } = deps;
   const records = store
     .copies()
@@ -106,7 +111,7 @@ async function scrubPass(deps: CopyDeps, dataDir: string, state: ScrubState, pac
   const report = async (after: string | null, passEndedAt: number | null) => {
     await sendCopyReport(deps, proved, []);
     [proved, reportedAt, current] = [[], Date.now(), { after, passEndedAt }];
-    await writeState(dataDir, current).catch((error: unknown) => progress.log(`scrub: could not keep its place: ${(error as Error).message}`));
+    await writeState(dataDirectory, current).catch((error: unknown) => progress.log(`scrub: could not keep its place: ${(error as Error).message}`));
   };
   for (const record of records) {
     if (store.copyOf(record.assetId)?.path !== record.path) continue; // Replaced or removed meanwhile.
@@ -142,15 +147,15 @@ async function scrubOne(deps: CopyDeps, record: CopyRecord, pace: ReadPace): Pro
   }
 }
 
-async function readState(dataDir: string): Promise<ScrubState> {
+async function readState(dataDirectory: string): Promise<ScrubState> {
   try {
-    const parsed = JSON.parse(await fsp.readFile(path.join(dataDir, STATE_FILE), 'utf8')) as Partial<ScrubState>;
+    const parsed = JSON.parse(await fsp.readFile(path.join(dataDirectory, STATE_FILE), 'utf8')) as Partial<ScrubState>;
     return { after: typeof parsed.after === 'string' ? parsed.after : null, passEndedAt: typeof parsed.passEndedAt === 'number' ? parsed.passEndedAt : null };
   } catch {
     return { after: null, passEndedAt: null };
   }
 }
 
-async function writeState(dataDir: string, state: ScrubState): Promise<void> {
-  await fsp.writeFile(path.join(dataDir, STATE_FILE), JSON.stringify(state), { mode: 0o600 });
+async function writeState(dataDirectory: string, state: ScrubState): Promise<void> {
+  await fsp.writeFile(path.join(dataDirectory, STATE_FILE), JSON.stringify(state), { mode: 0o600 });
 }

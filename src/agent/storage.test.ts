@@ -7,14 +7,14 @@ import { createCopyHasher } from '../lib/merkle.js';
 import { pieceLayerPath, readPieceLayer } from './piece-layer-file.js';
 import { fileNameFor, legacyName, openStore, type Store } from './storage.js';
 
-let dataDir: string;
+let dataDirectory: string;
 
 beforeEach(async () => {
-  dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'storage-'));
+  dataDirectory = await fs.mkdtemp(path.join(os.tmpdir(), 'storage-'));
 });
 
 afterEach(async () => {
-  await fs.rm(dataDir, { recursive: true, force: true });
+  await fs.rm(dataDirectory, { recursive: true, force: true });
 });
 
 const sha256 = (content: string) => crypto.createHash('sha256').update(content).digest('hex');
@@ -38,8 +38,8 @@ async function commitContent(store: Store, assetId: string, content: string, fil
 }
 
 const isInside = (file: string, directory: string) => !path.relative(directory, file).startsWith('..') && !path.isAbsolute(path.relative(directory, file));
-const keyDirectory = (store: Store, assetId: string) => path.join(dataDir, 'assets', path.basename(store.partialPath(assetId), '.part'));
-const manifestLines = async () => (await fs.readFile(path.join(dataDir, 'manifest.jsonl'), 'utf8')).split('\n').filter(Boolean);
+const keyDirectory = (store: Store, assetId: string) => path.join(dataDirectory, 'assets', path.basename(store.partialPath(assetId), '.part'));
+const manifestLines = async () => (await fs.readFile(path.join(dataDirectory, 'manifest.jsonl'), 'utf8')).split('\n').filter(Boolean);
 
 async function listFiles(directory: string): Promise<string[]> {
   const entries = await fs.readdir(directory, { withFileTypes: true, recursive: true });
@@ -49,11 +49,11 @@ async function listFiles(directory: string): Promise<string[]> {
 describe('storage', () => {
   const hostileIds = ['a:b', 'a/b', 'a b', 'ａ:b', '..', '../../etc/passwd', 'x'.repeat(300), `${'x'.repeat(200)}y`, 'dup/1', 'dup:1', '', '\u202e\x1b[2J.'];
 
-  it('gives distinct ids distinct partials and copies, all inside DATA_DIR, whatever the id or name', async () => {
-    const store = await openStore(dataDir);
+  it('gives distinct ids distinct partials and copies, all inside DATA_DIRECTORY, whatever the id or name', async () => {
+    const store = await openStore(dataDirectory);
     const partials = new Set(hostileIds.map((id) => store.partialPath(id)));
     expect(partials.size).toBe(hostileIds.length);
-    for (const partial of partials) expect(path.dirname(partial)).toBe(path.join(dataDir, 'partial'));
+    for (const partial of partials) expect(path.dirname(partial)).toBe(path.join(dataDirectory, 'partial'));
 
     const records = [];
     // The asset's name is hostile too: the id doubles as its name.
@@ -61,16 +61,16 @@ describe('storage', () => {
     expect(new Set(records.map((record) => record.path)).size).toBe(hostileIds.length);
     for (const [index, id] of hostileIds.entries()) {
       const record = records[index]!;
-      expect(isInside(record.path, path.join(dataDir, 'assets'))).toBe(true);
+      expect(isInside(record.path, path.join(dataDirectory, 'assets'))).toBe(true);
       expect(path.basename(record.path)).not.toMatch(/^\./);
       expect(await fs.readFile(record.path, 'utf8')).toBe(`content of ${JSON.stringify(id)}`);
       expect(store.copyOf(id)?.path).toBe(record.path);
     }
-    for (const file of await listFiles(dataDir)) expect(isInside(file, dataDir)).toBe(true);
-    for (const directory of ['assets', 'partial', path.relative(dataDir, path.dirname(records[0]!.path))]) {
-      expect((await fs.stat(path.join(dataDir, directory))).mode & 0o777).toBe(0o700);
+    for (const file of await listFiles(dataDirectory)) expect(isInside(file, dataDirectory)).toBe(true);
+    for (const directory of ['assets', 'partial', path.relative(dataDirectory, path.dirname(records[0]!.path))]) {
+      expect((await fs.stat(path.join(dataDirectory, directory))).mode & 0o777).toBe(0o700);
     }
-    expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
+    expect(await fs.readdir(path.join(dataDirectory, 'partial'))).toEqual([]);
   });
 
   it('names files after the asset, else the URL, never with a leading dot or a path', () => {
@@ -83,7 +83,7 @@ describe('storage', () => {
   });
 
   it('never overwrites: a name already taken makes the copy land beside it, and a new copy keeps the old one on disk', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const directory = keyDirectory(store, 'sst');
     await fs.mkdir(directory, { recursive: true });
     await fs.writeFile(path.join(directory, 'data.nc'), 'not ours');
@@ -103,7 +103,7 @@ describe('storage', () => {
   });
 
   it('refuses a file whose re-hash or size does not match, keeping nothing', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const partial = await writePartial(store, 'sst', 'actual bytes');
     const merkleRoot = digestOf('actual bytes').merkleRoot;
     await expect(store.commit({ assetId: 'sst', fileName: 'data.nc', partial, sha256: sha256('other bytes'), bytes: 12, merkleRoot })).rejects.toThrow(
@@ -119,32 +119,32 @@ describe('storage', () => {
       store.commit({ assetId: 'sea', fileName: 'data.nc', partial: rooted, sha256: sha256('actual bytes'), bytes: 12, merkleRoot: otherRoot }),
     ).rejects.toThrow(/refused/);
 
-    expect(await listFiles(path.join(dataDir, 'assets'))).toEqual([]);
-    expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
+    expect(await listFiles(path.join(dataDirectory, 'assets'))).toEqual([]);
+    expect(await fs.readdir(path.join(dataDirectory, 'partial'))).toEqual([]);
     expect(store.copies()).toEqual([]);
     expect(await manifestLines()).toEqual([]);
   });
 
   it('keeps the manifest across reopening, ignoring a torn last line with a warning', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await commitContent(store, 'sst', 'sea surface');
     const ice = await commitContent(store, 'ice', 'sea ice');
-    expect((await openStore(dataDir)).copies()).toEqual([sst, ice]);
+    expect((await openStore(dataDirectory)).copies()).toEqual([sst, ice]);
 
-    await fs.appendFile(path.join(dataDir, 'manifest.jsonl'), '{"op":"copy","asset_id":"torn","pa');
+    await fs.appendFile(path.join(dataDirectory, 'manifest.jsonl'), '{"op":"copy","asset_id":"torn","pa');
     const warnings: string[] = [];
-    const reopened = await openStore(dataDir, { onWarning: (message) => warnings.push(message) });
+    const reopened = await openStore(dataDirectory, { onWarning: (message) => warnings.push(message) });
     expect(warnings).toEqual([expect.stringMatching(/torn last line/)]);
     expect(reopened.copies()).toEqual([sst, ice]);
 
     // The torn line was rewritten away, so the next append starts on a line of its own.
     const wind = await commitContent(reopened, 'wind', 'wind');
-    expect((await openStore(dataDir)).copies()).toEqual([sst, ice, wind]);
+    expect((await openStore(dataDirectory)).copies()).toEqual([sst, ice, wind]);
     for (const line of await manifestLines()) expect(() => JSON.parse(line)).not.toThrow();
   });
 
   it('records a removal, and compacts it away at the next open', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await commitContent(store, 'sst', 'sea surface');
     const ice = await commitContent(store, 'ice', 'sea ice');
     await store.remove('sst');
@@ -154,13 +154,13 @@ describe('storage', () => {
     expect(store.copyOf('sst')).toBeUndefined();
     expect((await manifestLines()).map((line) => (JSON.parse(line) as { op: string }).op)).toEqual(['copy', 'copy', 'remove']);
 
-    const reopened = await openStore(dataDir);
+    const reopened = await openStore(dataDirectory);
     expect(reopened.copies()).toEqual([ice]);
     expect(await manifestLines()).toEqual([
       JSON.stringify({
         op: 'copy',
         asset_id: 'ice',
-        path: path.relative(dataDir, ice.path),
+        path: path.relative(dataDirectory, ice.path),
         bytes: 7,
         sha256: sha256('sea ice'),
         merkle_root: digestOf('sea ice').merkleRoot,
@@ -171,7 +171,7 @@ describe('storage', () => {
   });
 
   it("records the file's mtime at commit, and again when a re-hash proves a copy whose mtime changed", async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await commitContent(store, 'sst', 'sea surface');
     expect(sst.mtimeMs).toBe((await fs.stat(sst.path)).mtimeMs);
     expect(JSON.parse((await manifestLines())[0]!)).toMatchObject({ mtime_ms: sst.mtimeMs });
@@ -179,7 +179,7 @@ describe('storage', () => {
     await fs.utimes(sst.path, 1_700_000_000, 1_700_000_000);
     expect(await store.verify('sst')).toBe(true);
     expect(store.copyOf('sst')).toEqual({ ...sst, mtimeMs: 1_700_000_000_000 });
-    expect((await openStore(dataDir)).copyOf('sst')?.mtimeMs).toBe(1_700_000_000_000);
+    expect((await openStore(dataDirectory)).copyOf('sst')?.mtimeMs).toBe(1_700_000_000_000);
 
     // A copy that no longer matches keeps the mtime it was last proved with.
     await fs.writeFile(sst.path, 'SEA SURFACE');
@@ -188,16 +188,16 @@ describe('storage', () => {
   });
 
   it('reads a manifest line without mtime_ms (written before it was recorded) as a copy without one', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const sst = await commitContent(store, 'sst', 'sea surface');
     const { mtime_ms: _dropped, ...older } = JSON.parse((await manifestLines())[0]!) as Record<string, unknown>;
-    await fs.writeFile(path.join(dataDir, 'manifest.jsonl'), `${JSON.stringify(older)}\n`);
+    await fs.writeFile(path.join(dataDirectory, 'manifest.jsonl'), `${JSON.stringify(older)}\n`);
     const { mtimeMs: _mtime, ...withoutMtime } = sst;
-    expect((await openStore(dataDir)).copyOf('sst')).toEqual(withoutMtime);
+    expect((await openStore(dataDirectory)).copyOf('sst')).toEqual(withoutMtime);
   });
 
   it('stops a verify when its signal aborts, rejecting instead of calling the copy bad', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     await commitContent(store, 'sst', 'x'.repeat(1024 * 1024));
     const controller = new AbortController();
     const verifying = store.verify('sst', { signal: controller.signal, throttle: async () => controller.abort() });
@@ -206,7 +206,7 @@ describe('storage', () => {
   });
 
   it('cleans up partials of assets not kept, and empty folders', async () => {
-    const store = await openStore(dataDir);
+    const store = await openStore(dataDirectory);
     const kept = await writePartial(store, 'running', 'half');
     const dropped = await writePartial(store, 'given-back', 'half');
     const copy = await commitContent(store, 'sst', 'sea surface');
@@ -219,14 +219,14 @@ describe('storage', () => {
     await expect(fs.access(dropped)).rejects.toThrow();
     await expect(fs.access(`${dropped}.json`)).rejects.toThrow();
     expect(await fs.readFile(copy.path, 'utf8')).toBe('sea surface');
-    expect(await fs.readdir(path.join(dataDir, 'assets'))).toEqual([path.basename(path.dirname(copy.path))]);
+    expect(await fs.readdir(path.join(dataDirectory, 'assets'))).toEqual([path.basename(path.dirname(copy.path))]);
   });
 
   describe('the piece layer kept beside a copy', () => {
     const big = 'sea surface temperature '.repeat(100_000);
 
     it('is written at commit, readable by this account alone, and deleted with the copy', async () => {
-      const store = await openStore(dataDir);
+      const store = await openStore(dataDirectory);
       const sst = await commitContent(store, 'sst', big);
       const { merkleRoot, pieceLayer } = digestOf(big);
       expect(sst.merkleRoot).toBe(merkleRoot);
@@ -241,7 +241,7 @@ describe('storage', () => {
     });
 
     it('is rebuilt from the copy when missing or damaged, and not from a copy that changed', async () => {
-      const store = await openStore(dataDir);
+      const store = await openStore(dataDirectory);
       const sst = await commitContent(store, 'sst', big);
       const expected = { merkleRoot: digestOf(big).merkleRoot, pieceLayer: digestOf(big).pieceLayer };
       await fs.rm(pieceLayerPath(sst.path));
@@ -262,32 +262,32 @@ describe('storage', () => {
     });
 
     it('and the Merkle root are recorded by the first full read of a copy kept before roots were', async () => {
-      const store = await openStore(dataDir);
+      const store = await openStore(dataDirectory);
       const sst = await commitContent(store, 'sst', 'sea surface');
       const { merkle_root: _root, ...older } = JSON.parse((await manifestLines())[0]!) as Record<string, unknown>;
-      await fs.writeFile(path.join(dataDir, 'manifest.jsonl'), `${JSON.stringify(older)}\n`);
+      await fs.writeFile(path.join(dataDirectory, 'manifest.jsonl'), `${JSON.stringify(older)}\n`);
       await fs.rm(pieceLayerPath(sst.path));
 
-      const reopened = await openStore(dataDir);
+      const reopened = await openStore(dataDirectory);
       expect(reopened.copyOf('sst')?.merkleRoot).toBeUndefined();
       expect(await reopened.verify('sst')).toBe(true);
       expect(reopened.copyOf('sst')).toEqual(sst);
       expect(await readPieceLayer(sst.path, sst)).toMatchObject({ merkleRoot: sst.merkleRoot });
-      expect((await openStore(dataDir)).copyOf('sst')).toEqual(sst);
+      expect((await openStore(dataDirectory)).copyOf('sst')).toEqual(sst);
     });
 
     it('of a copy missing from disk is deleted when the manifest forgets the copy', async () => {
-      const store = await openStore(dataDir);
+      const store = await openStore(dataDirectory);
       const sst = await commitContent(store, 'sst', 'sea surface');
       await fs.rm(sst.path);
-      await openStore(dataDir);
+      await openStore(dataDirectory);
       expect(await fs.readdir(path.dirname(sst.path))).toEqual([]);
     });
   });
 
   describe('adopting the old layout', () => {
     async function writeLegacy(relative: string, content: string): Promise<string> {
-      const file = path.join(dataDir, relative);
+      const file = path.join(dataDirectory, relative);
       await fs.mkdir(path.dirname(file), { recursive: true });
       await fs.writeFile(file, content);
       return file;
@@ -301,9 +301,9 @@ describe('storage', () => {
       const corrupt = await writeLegacy('assets/bad/bad.nc', 'corrupt');
       await writeLegacy('partial/unfinished.part', 'half');
       await writeLegacy('partial/unfinished.part.json', '{}');
-      await fs.mkdir(path.join(dataDir, 'assets', 'empty'));
+      await fs.mkdir(path.join(dataDirectory, 'assets', 'empty'));
 
-      const store = await openStore(dataDir);
+      const store = await openStore(dataDirectory);
       expect(await store.needsLegacyAdoption()).toBe(true);
       const progress: [number, number][] = [];
       const copy = (assetId: string, name: string, content: string, url = 'http://example.org/file') => ({
@@ -334,18 +334,18 @@ describe('storage', () => {
 
       for (const file of [shared, both, ice]) await expect(fs.access(file)).rejects.toThrow();
       expect(await fs.readFile(corrupt, 'utf8')).toBe('corrupt');
-      expect(await fs.readdir(path.join(dataDir, 'partial'))).toEqual([]);
-      const folders = await fs.readdir(path.join(dataDir, 'assets'));
+      expect(await fs.readdir(path.join(dataDirectory, 'partial'))).toEqual([]);
+      const folders = await fs.readdir(path.join(dataDirectory, 'assets'));
       expect(folders).not.toContain('empty');
       expect(folders).not.toContain(legacyName('noaa:sst-2024'));
       expect(folders).toContain('bad');
 
       expect(await store.needsLegacyAdoption()).toBe(false);
-      expect((await openStore(dataDir)).copies()).toEqual(store.copies());
+      expect((await openStore(dataDirectory)).copies()).toEqual(store.copies());
     });
 
     it('is not needed for a fresh data directory', async () => {
-      const store = await openStore(dataDir);
+      const store = await openStore(dataDirectory);
       expect(await store.needsLegacyAdoption()).toBe(false);
       expect(await store.adoptLegacy([])).toEqual({ adopted: 0, missing: [] });
     });

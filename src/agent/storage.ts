@@ -72,11 +72,11 @@ const DIRECTORY_MODE = 0o700;
 const STORE_NAME = /-[0-9a-f]{32}(\.part(\.json)?)?$/;
 
 /**
- * Opens the store under `dataDir`, reading the manifest (a torn last line is ignored with a warning)
+ * Opens the store under `dataDirectory`, reading the manifest (a torn last line is ignored with a warning)
  * and compacting it when it holds lines that no longer describe a kept copy.
  */
-export async function openStore(dataDir: string, options: { onWarning?(message: string): void; now?(): Date } = {}): Promise<Store> {
-  const root = path.resolve(dataDir);
+export async function openStore(dataDirectory: string, options: { onWarning?(message: string): void; now?(): Date } = {}): Promise<Store> {
+  const root = path.resolve(dataDirectory);
   const layout: Layout = { root, assets: path.join(root, 'assets'), partial: path.join(root, 'partial'), manifest: path.join(root, 'manifest.jsonl') };
   const warn = options.onWarning ?? (() => undefined);
   const now = options.now ?? (() => new Date());
