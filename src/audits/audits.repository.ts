@@ -283,8 +283,35 @@ export async function overdueCopies(db: Db, now: number, intervalMs: number, lim
   return rows.map((row) => ({ id: Number(row.id), asset_id: row.asset_id, node_id: Number(row.node_id) }));
 }
 
+/** A node's score as its verdicts left it: one more passed, or one more failed (a miss counts as a failure). */
+export async function countVerdict(db: Db, nodeId: number, passed: boolean): Promise<{ passed: number; failed: number } | undefined> {
+  const row = await db
+    .updateTable('nodes')
+    .set((eb) => (passed ? { audits_passed: eb('audits_passed', '+', 1) } : { audits_failed: eb('audits_failed', '+', 1) }))
+    .where('id', '=', nodeId)
+    .returning(['audits_passed', 'audits_failed'])
+    .executeTakeFirst();
+  return row && { passed: Number(row.audits_passed), failed: Number(row.audits_failed) };
+}
+
+/** How often a node's score is recounted from its verdicts, so that those older than the window drop out. */
+export const SCORE_RECOUNT_MS = 3_600_000;
+
+/** Recounts the scores of up to `limit` nodes not recounted within SCORE_RECOUNT_MS, oldest first. */
+export async function recountStaleScores(db: Db, now: number, windowMs: number, limit: number): Promise<number> {
+  const stale = await db
+    .selectFrom('nodes')
+    .select('id')
+    .where((eb) => eb.or([eb('audit_score_at', 'is', null), eb('audit_score_at', '<', now - SCORE_RECOUNT_MS)]))
+    .orderBy('audit_score_at')
+    .limit(limit)
+    .execute();
+  for (const node of stale) await recountAuditScore(db, Number(node.id), now - windowMs, now);
+  return stale.length;
+}
+
 /** A node's verdicts within the window: what its audit score is. */
-export async function recountAuditScore(db: Db, nodeId: number, since: number): Promise<{ passed: number; failed: number }> {
+export async function recountAuditScore(db: Db, nodeId: number, since: number, now: number): Promise<{ passed: number; failed: number }> {
   const rows = await db
     .selectFrom('audits')
     .select(['state', db.fn.countAll<number>().as('count')])
@@ -295,6 +322,6 @@ export async function recountAuditScore(db: Db, nodeId: number, since: number): 
     .execute();
   const count = (state: string) => Number(rows.find((row) => row.state === state)?.count ?? 0);
   const score = { passed: count('passed'), failed: count('failed') + count('missed') };
-  await db.updateTable('nodes').set({ audits_passed: score.passed, audits_failed: score.failed }).where('id', '=', nodeId).execute();
+  await db.updateTable('nodes').set({ audits_passed: score.passed, audits_failed: score.failed, audit_score_at: now }).where('id', '=', nodeId).execute();
   return score;
 }

@@ -14,6 +14,7 @@ import {
   lapsedAuditIds,
   nextAuditAt,
   overdueCopies,
+  recountStaleScores,
   scheduleUnscheduledCopies,
   type AuditedCopy,
   type NewAudit,
@@ -27,6 +28,8 @@ import { applyVerdict, lockAsset, settleProofs } from './verdicts.service.js';
 const PREPARE_LEASE_MS = 120_000;
 /** Range reads in flight at once in one pass. */
 const PREPARE_CONCURRENCY = 8;
+/** Node scores recounted per pass: every node at least hourly, for fleets of thousands of nodes. */
+const SCORES_PER_PASS = 100;
 
 /**
  * One pass of proofs, under the AUDITS_PER_MINUTE budget of a pass of `passMs`: prepares queued
@@ -46,6 +49,7 @@ export async function runProofs(
   await scheduleUnscheduledCopies(db, now, deps.auditIntervalMs, 1000, deps.random);
   const started = prepared < budget ? await startRetentionAudits(db, deps, budget - prepared, now) : 0;
   const overdue = await loseOverdue(db, deps, now);
+  await recountStaleScores(db, now, deps.auditScoreWindowMs, SCORES_PER_PASS);
   return { prepared, started, overdue };
 }
 

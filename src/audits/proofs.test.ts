@@ -299,5 +299,17 @@ describe.each(dialects)('proven copies on %s', (dialect) => {
     const events = (await server.api.get('/events?kind=node.audit_score_low', server.adminToken)).body.items;
     expect(events).toHaveLength(1);
     expect(events[0]?.data).toMatchObject({ passed: 0, failed: 5 });
+
+    // The failures count for AUDIT_SCORE_WINDOW_DAYS: the pass after the window recounts the node's
+    // score without them, and the node gets work again.
+    const score = () => server.ctx.db.selectFrom('nodes').select(['audits_passed', 'audits_failed']).where('id', '=', node.id).executeTakeFirstOrThrow();
+    server.clock.advance(server.config.auditScoreWindowMs - 60_000);
+    await passes(server).prove();
+    expect(await score()).toMatchObject({ audits_passed: 0, audits_failed: 5 });
+    server.clock.advance(2 * 3_600_000);
+    await passes(server).prove();
+    expect(await score()).toMatchObject({ audits_passed: 0, audits_failed: 0 });
+    await server.api.post(`/api/nodes/${node.id}/heartbeat`, { free_bytes: 10 * 1024 ** 3 }, node.token);
+    expect((await server.api.post('/allocate', { free_space_gb: 10, node_id: node.name }, node.token)).status).toBe(200);
   });
 });

@@ -15,6 +15,7 @@ import {
   openAuditsOf,
   overdueCopies,
   recountAuditScore,
+  recountStaleScores,
   scheduleUnscheduledCopies,
 } from './audits.repository.js';
 import { proofDepsFrom } from './proof-deps.js';
@@ -107,7 +108,8 @@ describe('SQLite plans of the completion and proof statements', () => {
     await overdueCopies(db, NOW + 3 * HOUR, HOUR, 10);
     await lapsedAuditIds(db, NOW, 10);
     await openAuditsOf(db, nodes[0] as number, NOW);
-    await recountAuditScore(db, nodes[0] as number, NOW - HOUR);
+    await recountAuditScore(db, nodes[0] as number, NOW - HOUR, NOW);
+    await recountStaleScores(db, NOW, HOUR, 10);
     await expireAudits(db, deps, NOW + 3 * HOUR);
 
     const reader = new Database(path.join(database.options.dataDirectory, SQLITE_FILE_NAME), { readonly: true });

@@ -10,7 +10,7 @@ import { endClaim } from '../db/due-work.js';
 import { appendEvents, type NewEvent } from '../events/events.repository.js';
 import { addStrikes } from '../nodes/liveness.service.js';
 import { belowAuditScore } from './audit-score.js';
-import { findAuditedCopy, nextAuditAt, openAudit, recountAuditScore, type AuditedCopy } from './audits.repository.js';
+import { countVerdict, findAuditedCopy, nextAuditAt, openAudit, type AuditedCopy } from './audits.repository.js';
 import type { AuditRow, AuditVerdict } from './audits.table.js';
 import type { CopyProof } from '../allocations/allocations.table.js';
 import type { ProofDeps } from './proof-deps.js';
@@ -53,7 +53,7 @@ export async function applyVerdict(db: Db, deps: ProofDeps, audit: AuditRow, jud
       else await applyRetention(trx, deps, copy, judgement, events, now);
     }
     await addStrikes(trx, [nodeId], judgement.verdict === 'passed' ? -1 : 1);
-    const vetted = await renewScore(trx, deps, nodeId, events, now);
+    const vetted = await renewScore(trx, deps, nodeId, judgement.verdict, events, now);
     await appendEvents(trx, now, events);
     return { ended: true, vetted };
   });
@@ -256,11 +256,15 @@ async function countVettedCopies(db: Db, nodeId: number, now: number): Promise<v
   }
 }
 
-/** Recounts the node's score; the verdict that takes it below the minimum tells admins. */
-async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, events: NewEvent[], now: number): Promise<boolean> {
+/**
+ * Counts the verdict in the node's score (verdicts older than the window drop out when the proof
+ * pass recounts it, at least hourly); the verdict that takes it below the minimum tells admins.
+ */
+async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, verdict: AuditVerdict, events: NewEvent[], now: number): Promise<boolean> {
   const before = await trx.selectFrom('nodes').select(['audits_passed', 'audits_failed', 'vetted_at']).where('id', '=', nodeId).executeTakeFirst();
-  const after = await recountAuditScore(trx, nodeId, now - deps.auditScoreWindowMs);
-  const wasBelow = before !== undefined && belowAuditScore({ passed: Number(before.audits_passed), failed: Number(before.audits_failed) }, deps.auditScoreMin);
+  const after = await countVerdict(trx, nodeId, verdict === 'passed');
+  if (!before || !after) return false;
+  const wasBelow = belowAuditScore({ passed: Number(before.audits_passed), failed: Number(before.audits_failed) }, deps.auditScoreMin);
   if (!wasBelow && belowAuditScore(after, deps.auditScoreMin)) {
     events.push({
       actor: 'system',
@@ -276,7 +280,7 @@ async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, events: NewE
     });
   }
   // Vetted: enough audits passed, and a score a node may work with.
-  if (deps.vettingAudits <= 0 || before?.vetted_at !== null || after.passed < deps.vettingAudits || belowAuditScore(after, deps.auditScoreMin)) return false;
+  if (deps.vettingAudits <= 0 || before.vetted_at !== null || after.passed < deps.vettingAudits || belowAuditScore(after, deps.auditScoreMin)) return false;
   await trx.updateTable('nodes').set({ vetted_at: now }).where('id', '=', nodeId).where('vetted_at', 'is', null).execute();
   events.push({
     actor: 'system',

@@ -46,9 +46,11 @@ export interface NodesTable {
   window_until: number | null;
   /** Bytes held by the node's active allocations, kept by triggers on allocations (migration 0008). */
   reserved_bytes: Generated<number>;
-  /** Audits this node passed and failed (or missed) within AUDIT_SCORE_WINDOW_DAYS, as of its last verdict. */
+  /** Audits this node passed and failed (or missed) within AUDIT_SCORE_WINDOW_DAYS, counted as verdicts arrive and recounted at least hourly (audit_score_at). */
   audits_passed: Generated<number>;
   audits_failed: Generated<number>;
+  /** When the audit counts were last recounted from the node's verdicts within the window (null: never; migration 0018). */
+  audit_score_at: number | null;
   /** The user behind the node (migration 0017); null: registered before operators, it counts as its own. */
   operator_id: number | null;
   /** When it passed VETTING_AUDITS audits (migration 0017); null while it is new. */

@@ -11,6 +11,9 @@ import type { Dialect } from '../dialect.js';
  *   of active allocations only: the expiry pass is all it served, and an index led by `state` is
  *   what SQLite's planner took for every query of completed copies (the audit passes, written for
  *   the partial indexes of 0016), scanning every completed allocation instead.
+ * - `nodes.audit_score_at`: when the node's score was last recounted from its verdicts. A verdict
+ *   adds itself to the counts; the proof pass recounts each node at least hourly, so that verdicts
+ *   older than the score window drop out without a recount per verdict.
  */
 export async function up(db: Kysely<unknown>, _dialect: Dialect): Promise<void> {
   await db.schema.createIndex('allocations_by_asset').on('allocations').columns(['asset_id', 'state']).execute();
@@ -21,4 +24,5 @@ export async function up(db: Kysely<unknown>, _dialect: Dialect): Promise<void> 
     .columns(['expires_at'])
     .where(sql<boolean>`state = 'active'`)
     .execute();
+  await db.schema.alterTable('nodes').addColumn('audit_score_at', 'bigint').execute();
 }
