@@ -47,6 +47,11 @@ async function createSqliteDatabase(): Promise<BenchDatabase> {
 async function createPostgresDatabase(pgUrl: string): Promise<BenchDatabase> {
   const name = `dispatcher_bench_${Date.now()}_${process.pid}`;
   await adminQuery(pgUrl, `create database ${name}`);
+  return postgresDatabaseNamed(pgUrl, name);
+}
+
+/** The bench database `name` on the server at `pgUrl`, created by the caller and dropped by `destroy`. */
+export function postgresDatabaseNamed(pgUrl: string, name: string): BenchDatabase {
   const url = new URL(pgUrl);
   url.pathname = `/${name}`;
   let dropped = false;

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 export type DatabaseKind = 'sqlite' | 'postgres';
 
 /** What can be measured; `all` on the command line means every one, in this order. */
-export const SUITES = ['fastify', 'raw-claim', 'dispatcher', 'pg-boss', 'graphile-worker', 'restore'] as const;
+export const SUITES = ['fastify', 'raw-claim', 'dispatcher', 'pg-boss', 'graphile-worker', 'restore', 'proofs'] as const;
 export type Suite = (typeof SUITES)[number];
 
 /** A queue library's backlog: `deep` is filled beforehand, `shallow` is kept topped up during the run. */
@@ -37,6 +37,10 @@ export interface BenchOptions {
   restoreBytes: number;
   /** restore: rounds of each path (direct, relayed), alternated. */
   restoreRounds: number;
+  /** proofs: rounds of each VERIFY_SPOT_CHECKS setting (0, 3), alternated. */
+  proofRounds: number;
+  /** proofs: counted copies seeded for the audit load. */
+  copies: number;
   /** Server for PostgreSQL administration: the bench creates and drops its own database there. */
   pgUrl: string;
   /** Where the Markdown report goes. */
@@ -50,7 +54,7 @@ export interface BenchOptions {
 export const USAGE = `Usage: npm run bench -- [flags]
 
   --suite NAME[,NAME…]   what to measure (default: all): fastify, raw-claim, dispatcher,
-                         pg-boss, graphile-worker, restore, all
+                         pg-boss, graphile-worker, restore, proofs, all
   --db sqlite,postgres   databases to benchmark, in order (default: both)
   --assets N             assets imported before the load (default: 1000000)
   --clients N[,N…]       concurrent HTTP clients, one load run per value (default: 50,200)
@@ -68,6 +72,8 @@ export const USAGE = `Usage: npm run bench -- [flags]
                          as the raw claim and the queue libraries take)
   --restore-bytes N      restore: size of the file, bytes or with KiB/MiB/GiB (default: 1GiB)
   --restore-rounds N     restore: rounds of each of direct and relayed, alternated (default: 3)
+  --proof-rounds N       proofs: rounds of each of VERIFY_SPOT_CHECKS=0 and =3, alternated (default: 2)
+  --copies N             proofs: counted copies seeded for the audit load (default: 1000000)
   --pg-url URL           PostgreSQL server to create the bench database on
                          (default: postgres://postgres@127.0.0.1:5432/test)
   --results FILE         Markdown report (default: bench/RESULTS.md)
@@ -170,6 +176,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       'max-assets': { type: 'string', default: '1' },
       'restore-bytes': { type: 'string', default: '1GiB' },
       'restore-rounds': { type: 'string', default: '3' },
+      'proof-rounds': { type: 'string', default: '2' },
+      copies: { type: 'string', default: '1000000' },
       'pg-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       results: { type: 'string', default: 'bench/RESULTS.md' },
       'no-build': { type: 'boolean', default: false },
@@ -197,6 +205,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     maxAssets: positiveInteger('--max-assets', values['max-assets']),
     restoreBytes: byteSize('--restore-bytes', values['restore-bytes']),
     restoreRounds: positiveInteger('--restore-rounds', values['restore-rounds']),
+    proofRounds: positiveInteger('--proof-rounds', values['proof-rounds']),
+    copies: positiveInteger('--copies', values.copies),
     pgUrl: values['pg-url'],
     resultsFile: values.results,
     build: !values['no-build'],

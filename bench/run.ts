@@ -16,6 +16,9 @@ import { computeHeadlines, disturbance, formatHeadlines, formatMarkdown, picksFo
 import { benchDispatcherHttp, benchFastify, summaryLine, type SuiteContext } from './http-suites.js';
 import type { WindowOptions } from './loops.js';
 import { parseOptions, USAGE, type BenchOptions, type DatabaseKind } from './options.js';
+import { proofsHeadlines } from './proofs-figures.js';
+import { formatProofs, proofsMarkdown } from './proofs-report.js';
+import { benchProofs, type ProofsRun } from './proofs.js';
 import { benchGraphileWorker, benchPgBoss } from './queues.js';
 import { benchDispatcherClaim, benchRawClaim } from './raw-claim.js';
 import { formatRestore, restoreDisturbance } from './restore-report.js';
@@ -137,7 +140,7 @@ export async function main(argv: string[]): Promise<void> {
   const machine = describeMachine(projectRoot);
   if (options.databases.includes('postgres')) machine.postgres = await describePostgres(options.pgUrl);
   log(formatMachine(machine));
-  if (options.build && (options.suites.includes('dispatcher') || options.suites.includes('restore'))) build();
+  if (options.build && (options.suites.includes('dispatcher') || options.suites.includes('restore') || options.suites.includes('proofs'))) build();
 
   const cleanup = new Cleanup();
   const interrupt = (signal: NodeJS.Signals) => {
@@ -158,26 +161,29 @@ export async function main(argv: string[]): Promise<void> {
   const rows: MeasuredRow[] = [];
   const imports: Partial<Record<DatabaseKind, ImportResult>> = {};
   let restore: RestoreRun[] = [];
+  let proofs: ProofsRun[] = [];
   try {
     if (options.suites.includes('fastify')) rows.push(...(await benchFastify(context)));
     for (const kind of options.databases) rows.push(...(await benchOnDatabase(kind, context, imports)));
     if (options.suites.includes('restore')) restore = await benchRestore(context);
+    if (options.suites.includes('proofs')) proofs = await benchProofs(context);
   } finally {
     await cleanup.runAll();
   }
 
-  const headlines = computeHeadlines(rows, picksFor(options), restore);
+  const headlines = [...computeHeadlines(rows, picksFor(options), restore), ...proofsHeadlines(proofs)];
   log(`\n${formatMachine(machine)}\n`);
   if (rows.length > 0) log(formatResults(rows));
   if (restore.length > 0) log(`\n${formatRestore(restore)}`);
+  if (proofs.length > 0) log(`\n${formatProofs(proofs, options)}`);
   const disturbed = [...(rows.length > 0 ? [disturbance(rows)] : []), ...(restore.length > 0 ? [restoreDisturbance(restore)] : [])];
   log(`\n${formatHeadlines(headlines)}\n\n${disturbed.join('\n')}`);
-  const file = writeJson(outDirectory, { machine, options, imports, headlines, results: rows, restore }, machine.date);
+  const file = writeJson(outDirectory, { machine, options, imports, headlines, results: rows, restore, proofs }, machine.date);
   log(`\nJSON: ${path.relative(process.cwd(), file)}`);
   const command = ['npm run bench', ...(argv.length ? ['--', ...argv] : [])].join(' ');
   const markdown = formatMarkdown({ machine, options, rows, imports, headlines, restore, totalSeconds: (performance.now() - started) / 1000, command });
   const resultsFile = path.resolve(projectRoot, options.resultsFile);
-  fs.writeFileSync(resultsFile, markdown);
+  fs.writeFileSync(resultsFile, markdown + proofsMarkdown(proofs, options));
   log(`Markdown: ${path.relative(process.cwd(), resultsFile)}`);
 }
 
