@@ -41,9 +41,13 @@ export function catalogConfig(overrides: Partial<Config> = {}): Config {
   return buildConfig({ catalogRequestsPerSecond: 1000, catalogTimeoutMs: 300, catalogMaxRetries: 2, ...overrides });
 }
 
-/** The same for a server running import jobs: no retries, so a failing page fails the job at once. */
+/**
+ * The same for a server running import jobs: no retries, so a failing page fails the job at once.
+ * The timeout is long enough for a loopback portal on a loaded machine (tests of a hanging portal
+ * set their own): a page that times out here fails its job.
+ */
 export function importServerConfig(overrides: Partial<Config> = {}): Partial<Config> {
-  return { catalogRequestsPerSecond: 1000, catalogTimeoutMs: 300, catalogMaxRetries: 0, tokenTtlMs: 24 * 3_600_000, ...overrides };
+  return { catalogRequestsPerSecond: 1000, catalogTimeoutMs: 10_000, catalogMaxRetries: 0, tokenTtlMs: 24 * 3_600_000, ...overrides };
 }
 
 /**
