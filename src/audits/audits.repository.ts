@@ -163,7 +163,7 @@ export async function openAuditsOf(db: Db, nodeId: number, now: number): Promise
       .selectFrom('audits')
       .selectAll()
       .where('node_id', '=', nodeId)
-      // Over audits_by_node (node_id, ended_at): an unfinished audit has not ended.
+      // Over audits_by_node (node_id, ended_at, state): an unfinished audit has not ended.
       .where('ended_at', 'is', null)
       .where('state', '=', 'open')
       .where('lease_until', '>=', now)

@@ -14,6 +14,7 @@ import type { Dialect } from '../dialect.js';
  * - `nodes.audit_score_at`: when the node's score was last recounted from its verdicts. A verdict
  *   adds itself to the counts; the proof pass recounts each node at least hourly, so that verdicts
  *   older than the score window drop out without a recount per verdict.
+ * - `audits_by_node` gains `state`, so that the recount reads the index alone.
  */
 export async function up(db: Kysely<unknown>, _dialect: Dialect): Promise<void> {
   await db.schema.createIndex('allocations_by_asset').on('allocations').columns(['asset_id', 'state']).execute();
@@ -25,4 +26,6 @@ export async function up(db: Kysely<unknown>, _dialect: Dialect): Promise<void> 
     .where(sql<boolean>`state = 'active'`)
     .execute();
   await db.schema.alterTable('nodes').addColumn('audit_score_at', 'bigint').execute();
+  await db.schema.dropIndex('audits_by_node').execute();
+  await db.schema.createIndex('audits_by_node').on('audits').columns(['node_id', 'ended_at', 'state']).execute();
 }
