@@ -2,19 +2,14 @@ import type { Headline } from './headline.js';
 import { DEFAULT_AUDITS_PER_MINUTE, type AuditLoadRun } from './proofs-load.js';
 import type { SpotCheckRun } from './proofs-spot.js';
 import type { ProofsRun } from './proofs.js';
-import { decimal, integer } from './report.js';
+import { decimal, integer, median, unexplainedCpu } from './report.js';
 
 /** The proofs suite's derived figures: ratios, rates per audit, bytes, and its headlines. */
 
-export const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length === 0 ? 0 : sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-};
 /** CPU milliseconds per item, from a share of one core over `seconds`. */
 export const msPer = (percent: number, seconds: number, items: number) => (items > 0 ? (percent * 10 * seconds) / items : 0);
-export const otherCpu = (cpu: { machinePercent: number; serverPercent: number; loadGeneratorPercent: number; postgresPercent: number }) =>
-  Math.max(0, cpu.machinePercent - cpu.serverPercent - cpu.loadGeneratorPercent - cpu.postgresPercent);
+/** The machine's CPU beyond every process the suite measures, PostgreSQL's included (0 on SQLite). */
+export const otherCpu = (cpu: Parameters<typeof unexplainedCpu>[0]) => unexplainedCpu(cpu, true);
 export const kb = (bytes: number) => (bytes / 1000).toFixed(1);
 
 /** Median completions/s of each variant and their ratio: the suite's headline. */

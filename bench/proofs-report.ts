@@ -1,10 +1,10 @@
 import type { BenchOptions } from './options.js';
-import { auditFigures, completionRatio, kb, median, msPer, otherCpu } from './proofs-figures.js';
+import { auditFigures, completionRatio, kb, msPer, otherCpu } from './proofs-figures.js';
 import { AUDIT_MIN_SECONDS, DEFAULT_AUDITS_PER_MINUTE, type AuditLoadRun } from './proofs-load.js';
 import type { AnswerRun, PrepareRun } from './proofs-prepare.js';
 import type { CompletionRound } from './proofs-spot.js';
 import type { ProofsRun } from './proofs.js';
-import { decimal, integer, markdownTable, table } from './report.js';
+import { decimal, integer, markdownTable, median, table } from './report.js';
 
 const ROUND_HEADERS = [
   'db',

@@ -76,10 +76,28 @@ export function markdownTable(headers: string[], rows: string[][], leftColumns: 
   return [line(headers), `|${headers.map((_, column) => (column < leftColumns ? '---' : '---:')).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  if (sorted.length === 0) return 0;
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+}
+
+interface CpuReading {
+  machinePercent: number;
+  serverPercent: number;
+  loadGeneratorPercent: number;
+  postgresPercent: number;
+}
+
+/** Machine CPU not explained by the processes measured (PostgreSQL's only when it is one of them): other processes competing. */
+export function unexplainedCpu(cpu: CpuReading, postgresMeasured: boolean): number {
+  return Math.max(0, cpu.machinePercent - cpu.serverPercent - cpu.loadGeneratorPercent - (postgresMeasured ? cpu.postgresPercent : 0));
+}
+
 /** Machine CPU not explained by the servers, the load generator or PostgreSQL: other processes competing. */
 export function otherCpu(row: MeasuredRow): number {
-  const { machinePercent, serverPercent, loadGeneratorPercent, postgresPercent } = row.result.cpu;
-  return Math.max(0, machinePercent - serverPercent - loadGeneratorPercent - (row.database === 'postgres' ? postgresPercent : 0));
+  return unexplainedCpu(row.result.cpu, row.database === 'postgres');
 }
 
 function lastWholeSecond(row: MeasuredRow): number {

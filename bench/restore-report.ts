@@ -1,6 +1,6 @@
 import type { Headline } from './headline.js';
 import type { BenchOptions } from './options.js';
-import { decimal, integer, markdownTable, table } from './report.js';
+import { decimal, integer, markdownTable, median, table } from './report.js';
 import type { RestorePath, RestoreRound } from './restore-round.js';
 import type { RestoreRun } from './restore.js';
 
@@ -15,13 +15,6 @@ interface Spread {
   max: number;
   rounds: number;
   failed: number;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  if (sorted.length === 0) return 0;
-  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 function spreadOf(rounds: RestoreRound[], pick: (round: RestoreRound) => number): Spread {
