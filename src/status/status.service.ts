@@ -47,6 +47,16 @@ export async function readRescuedBytes(db: Db): Promise<RescuedBytes> {
   return { copies, distinct };
 }
 
+/** Allocations under way, counted over the partial index allocations_active_by_expiry (which a literal state lets SQLite use). */
+export async function countActiveAllocations(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom('allocations')
+    .select(sql<number>`count(*)`.as('count'))
+    .where('state', '=', sql.lit('active'))
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
+}
+
 /** The figures behind `GET /status`, read in a few aggregate queries. */
 export async function readStatusFigures(db: Db): Promise<StatusFigures> {
   const [byState, active, nodes, rescued] = await Promise.all([
@@ -55,12 +65,7 @@ export async function readStatusFigures(db: Db): Promise<StatusFigures> {
       .select(['state', sql<number>`count(*)`.as('count'), sql<number>`coalesce(sum(priority), 0)`.as('priority')])
       .groupBy('state')
       .execute(),
-    db
-      .selectFrom('allocations')
-      .select(sql<number>`count(*)`.as('count'))
-      // A literal state: the partial index allocations_active_by_expiry answers it.
-      .where('state', '=', sql.lit('active'))
-      .executeTakeFirstOrThrow(),
+    countActiveAllocations(db),
     db
       .selectFrom('nodes')
       .select(['status', sql<number>`count(*)`.as('count')])
@@ -70,7 +75,7 @@ export async function readStatusFigures(db: Db): Promise<StatusFigures> {
   ]);
   return {
     assets: byState.reduce((sum, row) => sum + Number(row.count), 0),
-    activeAllocations: Number(active.count),
+    activeAllocations: active,
     totalPriority: byState.reduce((sum, row) => sum + Number(row.priority), 0),
     assetsByState: Object.fromEntries(byState.map((row) => [row.state, Number(row.count)])),
     nodesByStatus: Object.fromEntries(nodes.map((row) => [row.status, Number(row.count)])),

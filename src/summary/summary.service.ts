@@ -4,7 +4,7 @@ import { WORKER_HOLDING_RENTAL_STATES } from '../rentals/rentals.table.js';
 import { ASSET_STATES } from '../assets/assets.table.js';
 import { NODE_STATUSES } from '../nodes/nodes.table.js';
 import { readProofFigures, type ProofFigures } from '../status/proof-figures.service.js';
-import { readCopyBytes } from '../status/status.service.js';
+import { countActiveAllocations, readCopyBytes } from '../status/status.service.js';
 import { progressColumns, readProgressBy, toProgress, type Progress } from './progress.service.js';
 
 const DAY = 86_400_000;
@@ -71,12 +71,7 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
       .select(['status as key', sql<number>`count(*)`.as('count')])
       .groupBy('status')
       .execute(),
-    db
-      .selectFrom('allocations')
-      .select(sql<number>`count(*)`.as('count'))
-      // A literal state: the partial index allocations_active_by_expiry answers it.
-      .where('state', '=', sql.lit('active'))
-      .executeTakeFirstOrThrow(),
+    countActiveAllocations(db),
     db
       .selectFrom('rentals')
       .select(sql<number>`count(*)`.as('count'))
@@ -110,7 +105,7 @@ export async function readSummary(db: Db, now: number): Promise<Summary> {
     underReplicated: Number(copies.under_replicated),
     removedFromSource: Number(copies.removed),
     nodesByStatus: countsOf(NODE_STATUSES, nodes),
-    activeAllocations: Number(active.count),
+    activeAllocations: active,
     activeRentals: Number(rentals.count),
     rescuedByDay: Array.from({ length: RESCUE_HISTORY_DAYS }, (_, index) => {
       const day = firstDay + index;
