@@ -283,15 +283,18 @@ export async function overdueCopies(db: Db, now: number, intervalMs: number, lim
   return rows.map((row) => ({ id: Number(row.id), asset_id: row.asset_id, node_id: Number(row.node_id) }));
 }
 
-/** A node's score as its verdicts left it: one more passed, or one more failed (a miss counts as a failure). */
-export async function countVerdict(db: Db, nodeId: number, passed: boolean): Promise<{ passed: number; failed: number } | undefined> {
+/**
+ * Adds a verdict to its node's score (a miss counts as a failure): the counts after it, and whether
+ * the node was vetted already. Undefined for a node that no longer exists.
+ */
+export async function countVerdict(db: Db, nodeId: number, passed: boolean): Promise<{ passed: number; failed: number; vettedAt: number | null } | undefined> {
   const row = await db
     .updateTable('nodes')
     .set((eb) => (passed ? { audits_passed: eb('audits_passed', '+', 1) } : { audits_failed: eb('audits_failed', '+', 1) }))
     .where('id', '=', nodeId)
-    .returning(['audits_passed', 'audits_failed'])
+    .returning(['audits_passed', 'audits_failed', 'vetted_at'])
     .executeTakeFirst();
-  return row && { passed: Number(row.audits_passed), failed: Number(row.audits_failed) };
+  return row && { passed: Number(row.audits_passed), failed: Number(row.audits_failed), vettedAt: row.vetted_at === null ? null : Number(row.vetted_at) };
 }
 
 /** How often a node's score is recounted from its verdicts, so that those older than the window drop out. */
@@ -303,7 +306,8 @@ export async function recountStaleScores(db: Db, now: number, windowMs: number, 
     .selectFrom('nodes')
     .select('id')
     .where((eb) => eb.or([eb('audit_score_at', 'is', null), eb('audit_score_at', '<', now - SCORE_RECOUNT_MS)]))
-    .orderBy('audit_score_at')
+    // Never recounted first, on both databases (PostgreSQL sorts nulls last).
+    .orderBy(sql`coalesce(audit_score_at, 0)`)
     .limit(limit)
     .execute();
   for (const node of stale) await recountAuditScore(db, Number(node.id), now - windowMs, now);

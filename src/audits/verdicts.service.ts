@@ -261,10 +261,12 @@ async function countVettedCopies(db: Db, nodeId: number, now: number): Promise<v
  * pass recounts it, at least hourly); the verdict that takes it below the minimum tells admins.
  */
 async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, verdict: AuditVerdict, events: NewEvent[], now: number): Promise<boolean> {
-  const before = await trx.selectFrom('nodes').select(['audits_passed', 'audits_failed', 'vetted_at']).where('id', '=', nodeId).executeTakeFirst();
-  const after = await countVerdict(trx, nodeId, verdict === 'passed');
-  if (!before || !after) return false;
-  const wasBelow = belowAuditScore({ passed: Number(before.audits_passed), failed: Number(before.audits_failed) }, deps.auditScoreMin);
+  const passed = verdict === 'passed';
+  const after = await countVerdict(trx, nodeId, passed);
+  if (!after) return false;
+  // The same row a moment earlier: the verdict is all the UPDATE changed.
+  const before = { passed: after.passed - (passed ? 1 : 0), failed: after.failed - (passed ? 0 : 1) };
+  const wasBelow = belowAuditScore(before, deps.auditScoreMin);
   if (!wasBelow && belowAuditScore(after, deps.auditScoreMin)) {
     events.push({
       actor: 'system',
@@ -280,7 +282,7 @@ async function renewScore(trx: Db, deps: ProofDeps, nodeId: number, verdict: Aud
     });
   }
   // Vetted: enough audits passed, and a score a node may work with.
-  if (deps.vettingAudits <= 0 || before.vetted_at !== null || after.passed < deps.vettingAudits || belowAuditScore(after, deps.auditScoreMin)) return false;
+  if (deps.vettingAudits <= 0 || after.vettedAt !== null || after.passed < deps.vettingAudits || belowAuditScore(after, deps.auditScoreMin)) return false;
   await trx.updateTable('nodes').set({ vetted_at: now }).where('id', '=', nodeId).where('vetted_at', 'is', null).execute();
   events.push({
     actor: 'system',
