@@ -5,6 +5,7 @@ import { createTestDatabase, type TestDatabase } from '../../test/databases.js';
 import { createSafeFetch } from '../agent/safe-fetch.js';
 import { expireDueAllocations } from '../allocations/allocations.service.js';
 import { completeAllocation } from '../allocations/completion.service.js';
+import { failurePolicyFrom } from '../allocations/failure-policy.js';
 import { openDatabase, SQLITE_FILE_NAME, type Db } from '../db/database.js';
 import { claimDue } from '../db/due-work.js';
 import { sqliteDialect } from '../db/dialect.js';
@@ -97,9 +98,9 @@ describe('SQLite plans of the completion and proof statements', () => {
     const nodes = (await db.selectFrom('nodes').select('id').orderBy('id').execute()).map((row) => Number(row.id));
     for (let index = 4; index < 14; index++) {
       const report = { assetId: `a${index}`, nodeId: nodes[0] as number, sha256: 'a'.repeat(64), bytes: 1000, uri: null, merkleRoot: null, actor: 'node' };
-      await completeAllocation(db, report, { ...config, spotChecks: index < 9 ? 3 : 0, vettingAudits: 0 } as never, NOW);
+      await completeAllocation(db, report, { ...failurePolicyFrom(config), spotChecks: index < 9 ? 3 : 0 }, NOW);
     }
-    await expireDueAllocations(db, { cooldownMs: HOUR, cooldownMaxMs: HOUR }, NOW);
+    await expireDueAllocations(db, failurePolicyFrom(config), NOW);
     await runProofs(db, sqliteDialect, deps, 10_000, NOW);
     await runProofs(db, sqliteDialect, deps, 10_000, NOW + 2 * HOUR);
     await claimDue(db, sqliteDialect, auditPreparation, { now: NOW, leaseMs: HOUR, limit: 10 });
